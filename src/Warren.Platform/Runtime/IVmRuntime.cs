@@ -1,0 +1,132 @@
+namespace Warren.Platform.Runtime;
+
+/// <summary>
+/// What runs a VM. Docker is the first implementation (Warren.Runtime.Docker);
+/// a microVM runtime can be added behind the same interface. Every
+/// implementation passes the one conformance suite (RuntimeConformanceTests).
+/// Ids are Warren's VM ids (stable across rename), never engine ids.
+/// </summary>
+public interface IVmRuntime
+{
+    /// <summary>Short name for logs and config: "docker".</summary>
+    string Name { get; }
+
+    /// <summary>
+    /// Makes the image available (pulling with <paramref name="auth"/> when given)
+    /// and returns what the VM needs from its config. The credential is passed to
+    /// the engine only; implementations never log or persist it.
+    /// </summary>
+    Task<ImageInfo> PrepareImageAsync(string image, RegistryCredential? auth, CancellationToken ct);
+
+    /// <summary>Creates and starts the VM with its /data volume. Idempotent per <see cref="VmSpec.VmId"/>.</summary>
+    Task CreateAsync(VmSpec spec, CancellationToken ct);
+
+    Task StartAsync(string vmId, CancellationToken ct);
+    Task StopAsync(string vmId, CancellationToken ct);
+    Task RestartAsync(string vmId, CancellationToken ct);
+
+    /// <summary>Removes the VM and its /data volume. Succeeds when already gone.</summary>
+    Task RemoveAsync(string vmId, CancellationToken ct);
+
+    /// <summary>Current state, or null when the runtime has no such VM.</summary>
+    Task<RuntimeVmInfo?> InspectAsync(string vmId, CancellationToken ct);
+
+    /// <summary>Every VM this runtime manages for Warren (by label), for reconciliation at start.</summary>
+    Task<IReadOnlyList<RuntimeVmInfo>> ListAsync(CancellationToken ct);
+
+    /// <summary>Runs a process in the VM. With <see cref="ExecSpec.Tty"/> stdout and stderr are one stream.</summary>
+    Task<IVmProcess> ExecAsync(string vmId, ExecSpec spec, CancellationToken ct);
+
+    /// <summary>A byte stream to TCP <paramref name="port"/> on the VM (made inside the VM's network namespace).</summary>
+    Task<Stream> ConnectAsync(string vmId, string host, int port, CancellationToken ct);
+
+    /// <summary>The VM's address reachable from the host (for the HTTP proxy), or null when none.</summary>
+    Task<System.Net.IPAddress?> GetAddressAsync(string vmId, CancellationToken ct);
+
+    /// <summary>Snapshots the source VM's filesystem and /data into a new VM described by <paramref name="target"/>, and starts it.</summary>
+    Task CopyAsync(string sourceVmId, VmSpec target, CancellationToken ct);
+
+    /// <summary>Changes the hostname shown inside the VM to the new name, keeping data and identity.</summary>
+    Task RenameAsync(string vmId, string newName, CancellationToken ct);
+
+    /// <summary>Applies cpu/memory/disk in place; data is kept.</summary>
+    Task<ResizeOutcome> ResizeAsync(string vmId, VmResources resources, CancellationToken ct);
+
+    /// <summary>One resource sample, or null when the VM is not running.</summary>
+    Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct);
+}
+
+public sealed record RegistryCredential(string Username, string Secret)
+{
+    /// <summary>Never prints the secret.</summary>
+    public override string ToString() => $"RegistryCredential {{ Username = {Username}, Secret = *** }}";
+}
+
+/// <summary>What the image config says (Docker image config / OCI image spec).</summary>
+public sealed record ImageInfo(
+    string Reference,
+    string Digest,
+    IReadOnlyList<int> ExposedTcpPorts,
+    string? User,
+    IReadOnlyList<string> Entrypoint,
+    IReadOnlyList<string> Command,
+    IReadOnlyList<string> Env);
+
+public sealed record VmResources(double Cpus, long MemoryBytes, long DiskBytes);
+
+/// <summary>How the image's own command runs under the agent: auto (image entrypoint+cmd), none, or custom.</summary>
+public enum CommandMode { Auto, None, Custom }
+
+public sealed record VmSpec(
+    string VmId,
+    string Name,
+    string Image,
+    VmResources Resources,
+    IReadOnlyDictionary<string, string> Env,
+    CommandMode CommandMode,
+    IReadOnlyList<string>? CustomCommand,
+    string? SetupScript,
+    RegistryCredential? RegistryAuth);
+
+public enum RuntimeVmState { Creating, Running, Stopped, Missing, Failed }
+
+public sealed record RuntimeVmInfo(string VmId, string Name, RuntimeVmState State, string Image, DateTimeOffset? StartedAt);
+
+public sealed record ResizeOutcome(bool CpuApplied, bool MemoryApplied, bool DiskEnforced, string? Note);
+
+public sealed record VmStatsSample(
+    DateTimeOffset Timestamp,
+    double CpuPercent,
+    long MemoryUsedBytes,
+    long MemoryLimitBytes,
+    long DiskUsedBytes,
+    long NetworkRxBytes,
+    long NetworkTxBytes);
+
+public sealed record TtySpec(string Term, int Columns, int Rows);
+
+public sealed record ExecSpec(
+    IReadOnlyList<string> Command,
+    string? User = null,
+    IReadOnlyDictionary<string, string>? Env = null,
+    TtySpec? Tty = null,
+    string? WorkingDirectory = null);
+
+/// <summary>A process started by <see cref="IVmRuntime.ExecAsync"/>.</summary>
+public interface IVmProcess : IAsyncDisposable
+{
+    /// <summary>Write to the process's stdin; dispose/complete it to send EOF.</summary>
+    Stream StandardInput { get; }
+    Stream StandardOutput { get; }
+    /// <summary>Null when a TTY merges stderr into stdout.</summary>
+    Stream? StandardError { get; }
+    Task CloseStandardInputAsync();
+    Task ResizeAsync(int columns, int rows, CancellationToken ct);
+    /// <summary>Sends a signal by its SSH name without "SIG" (RFC 4254 §6.10): "INT", "TERM", "KILL", …</summary>
+    Task SignalAsync(string signal, CancellationToken ct);
+    /// <summary>Completes when the process ended.</summary>
+    Task<ExitResult> Completion { get; }
+}
+
+/// <summary>Exit status, or the signal that ended the process (RFC 4254 §6.10 exit-status / exit-signal).</summary>
+public sealed record ExitResult(int? ExitCode, string? Signal, bool CoreDumped = false);
