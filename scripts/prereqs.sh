@@ -17,6 +17,7 @@ want dnsutils
 want curl
 want haproxy
 want busybox-static
+want debootstrap          # builds the default VM image rootfs (scripts/build-images.sh)
 want swaks
 want tmux
 want iproute2

@@ -1,0 +1,36 @@
+using System.Security.Cryptography;
+
+namespace Warren.Ssh.Keys;
+
+/// <summary>Small helpers shared by the concrete key types.</summary>
+internal static class KeyEncoding
+{
+    /// <summary>
+    /// Left-pads an unsigned big-endian magnitude to exactly <paramref name="length"/> bytes;
+    /// false when the value does not fit (after dropping leading zeros).
+    /// </summary>
+    public static bool TryToFixed(ReadOnlySpan<byte> magnitude, int length, out byte[] result)
+    {
+        while (!magnitude.IsEmpty && magnitude[0] == 0) magnitude = magnitude[1..];
+        result = [];
+        if (magnitude.Length > length) return false;
+        result = new byte[length];
+        magnitude.CopyTo(result.AsSpan(length - magnitude.Length));
+        return true;
+    }
+
+    /// <summary>Like <see cref="TryToFixed"/> for values our own code produced; throws on overflow.</summary>
+    public static byte[] ToFixed(ReadOnlySpan<byte> magnitude, int length)
+    {
+        if (!TryToFixed(magnitude, length, out var r))
+            throw new CryptographicException("Value does not fit the expected length.");
+        return r;
+    }
+
+    public static int BitLength(ReadOnlySpan<byte> magnitude)
+    {
+        while (!magnitude.IsEmpty && magnitude[0] == 0) magnitude = magnitude[1..];
+        if (magnitude.IsEmpty) return 0;
+        return (magnitude.Length - 1) * 8 + (32 - System.Numerics.BitOperations.LeadingZeroCount((uint)magnitude[0]));
+    }
+}
