@@ -7,14 +7,15 @@ namespace Warren.Ssh.Keys;
 public sealed class EcdsaCurve
 {
     /// <summary>RFC 5656 §6.2 / §10.1: nistp256 uses SHA-256.</summary>
-    public static readonly EcdsaCurve NistP256 = new("nistp256", ECCurve.NamedCurves.nistP256, 32, HashAlgorithmName.SHA256);
+    public static readonly EcdsaCurve NistP256 = new("nistp256", ECCurve.NamedCurves.nistP256, 256, 32, HashAlgorithmName.SHA256);
     /// <summary>RFC 5656 §6.2.1: nistp384 uses SHA-384.</summary>
-    public static readonly EcdsaCurve NistP384 = new("nistp384", ECCurve.NamedCurves.nistP384, 48, HashAlgorithmName.SHA384);
+    public static readonly EcdsaCurve NistP384 = new("nistp384", ECCurve.NamedCurves.nistP384, 384, 48, HashAlgorithmName.SHA384);
     /// <summary>RFC 5656 §6.2.1: nistp521 uses SHA-512; coordinates are ceil(521/8) = 66 bytes.</summary>
-    public static readonly EcdsaCurve NistP521 = new("nistp521", ECCurve.NamedCurves.nistP521, 66, HashAlgorithmName.SHA512);
+    public static readonly EcdsaCurve NistP521 = new("nistp521", ECCurve.NamedCurves.nistP521, 521, 66, HashAlgorithmName.SHA512);
 
-    private EcdsaCurve(string identifier, ECCurve curve, int coordinateLength, HashAlgorithmName hash)
+    private EcdsaCurve(string identifier, ECCurve curve, int keyBits, int coordinateLength, HashAlgorithmName hash)
     {
+        KeyBits = keyBits;
         Identifier = identifier;
         Curve = curve;
         CoordinateLength = coordinateLength;
@@ -27,9 +28,14 @@ public sealed class EcdsaCurve
     /// <summary>"ecdsa-sha2-" + identifier (RFC 5656 §6.2).</summary>
     public string KeyType { get; }
     public ECCurve Curve { get; }
+    /// <summary>Field size in bits (what ssh-keygen -b and -l report).</summary>
+    public int KeyBits { get; }
     /// <summary>Bytes per field element / scalar.</summary>
     public int CoordinateLength { get; }
     public HashAlgorithmName Hash { get; }
+    /// <summary>SEC1 §2.3.3: the prefix byte of an uncompressed point.</summary>
+    private const byte Uncompressed = 0x04;
+
     /// <summary>SEC1 §2.3.3 uncompressed point: 0x04 || X || Y.</summary>
     public int PointLength => 1 + 2 * CoordinateLength;
 
@@ -38,7 +44,7 @@ public sealed class EcdsaCurve
     public static EcdsaCurve? FromKeyType(ReadOnlySpan<byte> keyType)
     {
         foreach (var c in All)
-            if (keyType.SequenceEqual(c.KeyType.AsSpanAscii())) return c;
+            if (KeyEncoding.AsciiEquals(keyType, c.KeyType)) return c;
         return null;
     }
 
@@ -47,8 +53,7 @@ public sealed class EcdsaCurve
     internal bool TryDecodePoint(ReadOnlySpan<byte> q, out ECPoint point)
     {
         point = default;
-        // SEC1 §2.3.4: only the uncompressed form (0x04), as OpenSSH writes it.
-        const byte Uncompressed = 0x04;
+        // SEC1 §2.3.4: only the uncompressed form, as OpenSSH writes it.
         if (q.Length != PointLength || q[0] != Uncompressed) return false;
         point = new ECPoint { X = q.Slice(1, CoordinateLength).ToArray(), Y = q.Slice(1 + CoordinateLength, CoordinateLength).ToArray() };
         return true;
@@ -57,7 +62,7 @@ public sealed class EcdsaCurve
     internal byte[] EncodePoint(ECPoint p)
     {
         var q = new byte[PointLength];
-        q[0] = 0x04;
+        q[0] = Uncompressed;
         KeyEncoding.ToFixed(p.X, CoordinateLength).CopyTo(q, 1);
         KeyEncoding.ToFixed(p.Y, CoordinateLength).CopyTo(q, 1 + CoordinateLength);
         return q;
@@ -116,7 +121,7 @@ public sealed class EcdsaPublicKey : SshPublicKey, IDisposable
     internal static bool TryReadFields(EcdsaCurve curve, ref SshReader r, out SshPublicKey? key)
     {
         key = null;
-        if (!r.TryReadString(out var id) || !id.SequenceEqual(curve.Identifier.AsSpanAscii())) return false;
+        if (!r.TryReadString(out var id) || !KeyEncoding.AsciiEquals(id, curve.Identifier)) return false;
         if (!r.TryReadString(out var q)) return false;
         if (!TryCreate(curve, q, out var k)) return false;
         key = k;
@@ -127,7 +132,7 @@ public sealed class EcdsaPublicKey : SshPublicKey, IDisposable
     {
         if (signatureAlgorithm != Curve.KeyType) return false;
         var r = new SshReader(signatureBlob);
-        if (!r.TryReadString(out var alg) || !alg.SequenceEqual(Curve.KeyType.AsSpanAscii())) return false;
+        if (!r.TryReadString(out var alg) || !KeyEncoding.AsciiEquals(alg, Curve.KeyType)) return false;
         if (!r.TryReadString(out var inner) || !r.IsEmpty) return false;
         var ir = new SshReader(inner);
         // An mpint of a scalar is at most CoordinateLength bytes plus one sign byte.
@@ -198,7 +203,7 @@ public sealed class EcdsaPrivateKey : SshPrivateKey
     internal static bool TryReadPrivateFields(EcdsaCurve curve, ref SshReader r, out SshPrivateKey? key)
     {
         key = null;
-        if (!r.TryReadString(out var id) || !id.SequenceEqual(curve.Identifier.AsSpanAscii())) return false;
+        if (!r.TryReadString(out var id) || !KeyEncoding.AsciiEquals(id, curve.Identifier)) return false;
         if (!r.TryReadString(out var q) || !curve.TryDecodePoint(q, out var point)) return false;
         if (!r.TryReadPositiveMpint(out var d, curve.CoordinateLength + 1)) return false;
         if (!KeyEncoding.TryToFixed(d, curve.CoordinateLength, out var dFixed)) return false;

@@ -52,7 +52,7 @@ public sealed class Ed25519PublicKey : SshPublicKey
     {
         if (signatureAlgorithm != Name) return false;
         var r = new SshReader(signatureBlob);
-        if (!r.TryReadString(out var alg) || !alg.SequenceEqual(Name.AsSpanAscii())) return false;
+        if (!r.TryReadString(out var alg) || !alg.SequenceEqual("ssh-ed25519"u8)) return false;
         if (!r.TryReadString(out var sig) || sig.Length != SignatureLength || !r.IsEmpty) return false;
         try
         {
@@ -146,9 +146,4 @@ public sealed class Ed25519PrivateKey : SshPrivateKey
     }
 
     public override string ToString() => $"Ed25519PrivateKey({_public.Fingerprint})";
-}
-
-internal static class AsciiExtensions
-{
-    public static ReadOnlySpan<byte> AsSpanAscii(this string s) => System.Text.Encoding.ASCII.GetBytes(s);
 }

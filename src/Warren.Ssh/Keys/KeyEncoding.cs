@@ -33,4 +33,13 @@ internal static class KeyEncoding
         if (magnitude.IsEmpty) return 0;
         return (magnitude.Length - 1) * 8 + (32 - System.Numerics.BitOperations.LeadingZeroCount((uint)magnitude[0]));
     }
+
+    /// <summary>Compares wire bytes with an ASCII name without allocating.</summary>
+    public static bool AsciiEquals(ReadOnlySpan<byte> bytes, string name)
+    {
+        if (bytes.Length != name.Length) return false;
+        for (int i = 0; i < bytes.Length; i++)
+            if (bytes[i] != name[i]) return false;
+        return true;
+    }
 }

@@ -101,7 +101,7 @@ public sealed class RsaPublicKey : SshPublicKey, IDisposable
     {
         if (HashFor(signatureAlgorithm) is not { } hash) return false;
         var r = new SshReader(signatureBlob);
-        if (!r.TryReadString(out var alg) || !alg.SequenceEqual(signatureAlgorithm.AsSpanAscii())) return false;
+        if (!r.TryReadString(out var alg) || !KeyEncoding.AsciiEquals(alg, signatureAlgorithm)) return false;
         if (!r.TryReadString(out var sig) || !r.IsEmpty) return false;
         // RFC 8332 §3 says the signature is exactly the modulus length; OpenSSH
         // accepts shorter ones (leading zeros dropped) and so do we, by left-padding.
@@ -188,6 +188,12 @@ public sealed class RsaPrivateKey : SshPrivateKey
         var bq = new BigInteger(q, isUnsigned: true, isBigEndian: true);
         if (bp <= BigInteger.One || bq <= BigInteger.One) return false;
         if (bp * bq != new BigInteger(n, isUnsigned: true, isBigEndian: true)) return false;
+        // The import does not check d or iqmp; a corrupt file would sign garbage. Check
+        // e·d ≡ 1 (mod p−1) and (mod q−1), and q·iqmp ≡ 1 (mod p), as RSA_check_key does.
+        var be = new BigInteger(e, isUnsigned: true, isBigEndian: true);
+        var biqmp = new BigInteger(iqmp, isUnsigned: true, isBigEndian: true);
+        if ((be * bd) % (bp - 1) != BigInteger.One || (be * bd) % (bq - 1) != BigInteger.One) return false;
+        if ((bq * biqmp) % bp != BigInteger.One) return false;
         var prms = new RSAParameters();
         try
         {

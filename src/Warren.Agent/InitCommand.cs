@@ -1,0 +1,203 @@
+using System.Runtime.InteropServices;
+using Warren.Agent.Native;
+
+namespace Warren.Agent;
+
+/// <summary>
+/// <c>init [--setup-script PATH] [--user USER] [--] [CMD…]</c>: the VM's PID 1.
+/// <list type="number">
+/// <item>Reaps every zombie (waitpid(-1)); orphans of docker-exec'd processes land here.</item>
+/// <item>Runs the setup script once per /data volume (marker <see cref="SetupMarker"/>, output in <see cref="SetupLog"/>).</item>
+/// <item>Runs CMD (as USER when given) and keeps the VM alive after it exits; a bare shell is not run at all,
+///   since with no terminal it would exit at once.</item>
+/// <item>SIGTERM/SIGINT/SIGQUIT/SIGHUP go to CMD; SIGTERM/SIGINT also end the VM: every process gets SIGTERM,
+///   then init exits after at most <see cref="StopGrace"/>.</item>
+/// </list>
+/// </summary>
+internal static class InitCommand
+{
+    public const string SetupDirectory = "/data/.warren";
+    public const string SetupLog = SetupDirectory + "/setup.log";
+    public const string SetupMarker = SetupDirectory + "/setup.done";
+
+    /// <summary>How long init waits for processes after forwarding SIGTERM (below Docker's default 10 s stop timeout).</summary>
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(7);
+    private static readonly TimeSpan StopPoll = TimeSpan.FromMilliseconds(100);
+
+    private static readonly HashSet<string> BareShells = new(StringComparer.Ordinal)
+    {
+        "sh", "bash", "ash", "dash", "zsh", "fish", "/bin/sh", "/bin/bash", "/bin/ash", "/bin/dash",
+        "/usr/bin/bash", "/usr/bin/zsh", "/bin/zsh", "/usr/bin/fish",
+    };
+
+    private static readonly object s_lock = new();
+    private static readonly Dictionary<int, TaskCompletionSource<int>> s_waiters = new();
+    private static readonly ManualResetEventSlim s_stop = new();
+    private static int s_mainPid;
+    private static DateTime s_nextSweep = DateTime.UtcNow;
+
+    /// <summary>Where `exec --pid-file` records pids (DockerVmRuntime.PidFileDirectory/PidFilePrefix).</summary>
+    private const string PidFileDirectory = "/dev/shm";
+    private const string PidFilePattern = ".warren-exec-*";
+    private static readonly TimeSpan PidFileSweepInterval = TimeSpan.FromMinutes(1);
+
+    /// <summary>Deletes pid files of exec'd processes that have ended (kill(pid, 0) fails with ESRCH).</summary>
+    private static void SweepPidFiles()
+    {
+        const int ESRCH = 3;
+        try
+        {
+            foreach (var file in Directory.EnumerateFiles(PidFileDirectory, PidFilePattern))
+            {
+                try
+                {
+                    if (!int.TryParse(File.ReadAllText(file).Trim(), out int pid) || (Libc.Kill(pid, 0) != 0 && Libc.Errno == ESRCH))
+                        File.Delete(file);
+                }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
+    public static int Run(string[] args)
+    {
+        string? setupScript = null, user = null;
+        int i = 0;
+        for (; i < args.Length; i++)
+        {
+            if (args[i] == "--") { i++; break; }
+            if (args[i] == "--setup-script" && i + 1 < args.Length) { setupScript = args[++i]; continue; }
+            if (args[i] == "--user" && i + 1 < args.Length) { user = args[++i]; continue; }
+            break;
+        }
+        var command = args[i..];
+
+        if (Libc.GetPid() != 1) Libc.Prctl(Libc.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => OnStopSignal(c, 15));
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => OnStopSignal(c, 2));
+        using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => Forward(c, 3));
+        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => Forward(c, 1));
+        using var chld = PosixSignalRegistration.Create(PosixSignal.SIGCHLD, c => s_childSignal.Release());
+
+        var reaper = new Thread(ReapLoop) { IsBackground = true, Name = "reaper" };
+        reaper.Start();
+
+        var env = Processes.CurrentEnvironment();
+        if (setupScript != null) RunSetupOnce(setupScript, env);
+
+        if (command.Length > 0 && !(command.Length == 1 && BareShells.Contains(command[0])))
+        {
+            try
+            {
+                var argv = user is null or "" or "root" or "0" or "0:0"
+                    ? command
+                    : [SelfPath(), "as-user", user, "--", .. command];
+                var (pid, exited) = SpawnTracked(argv, env, null);
+                Volatile.Write(ref s_mainPid, pid);
+                Log($"started {command[0]} (pid {pid})");
+                _ = exited.ContinueWith(t => Log($"{command[0]} exited ({Describe(t.Result)}); VM stays up"), TaskScheduler.Default);
+            }
+            catch (Exception e) when (e is IOException or FileNotFoundException)
+            {
+                Log($"cannot start {command[0]}: {e.Message}; VM stays up");
+            }
+        }
+
+        s_stop.Wait();
+        Log("stopping: SIGTERM to all processes");
+        Libc.Kill(-1, 15);
+        var deadline = DateTime.UtcNow + StopGrace;
+        while (DateTime.UtcNow < deadline)
+        {
+            // kill(-1, 0) fails with ESRCH when no other process is left in the namespace.
+            if (Libc.Kill(-1, 0) != 0) break;
+            Thread.Sleep(StopPoll);
+        }
+        return 0;
+    }
+
+    private static void RunSetupOnce(string script, List<string> env)
+    {
+        if (File.Exists(SetupMarker) || !File.Exists(script)) return;
+        try
+        {
+            Directory.CreateDirectory(SetupDirectory);
+            File.AppendAllText(SetupLog, $"# warren setup {DateTime.UtcNow:O}: {script}\n");
+            string shell = File.Exists("/bin/sh") ? "/bin/sh" : SelfPath();
+            var (_, exited) = SpawnTracked([shell, script], env, SetupLog);
+            int status = exited.GetAwaiter().GetResult();
+            File.AppendAllText(SetupLog, $"# setup {Describe(status)}\n");
+            File.WriteAllText(SetupMarker, Describe(status) + "\n");
+            Log($"setup script {Describe(status)}; output in {SetupLog}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log($"setup script failed to run: {e.Message}");
+        }
+    }
+
+    /// <summary>Spawns under the lock the reaper takes, so the exit can't be reaped before it is awaited.</summary>
+    private static (int Pid, Task<int> Exited) SpawnTracked(IReadOnlyList<string> argv, List<string> env, string? outputFile)
+    {
+        lock (s_lock)
+        {
+            int pid = Processes.Spawn(argv, env, outputFile);
+            var tcs = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+            s_waiters[pid] = tcs;
+            return (pid, tcs.Task);
+        }
+    }
+
+    /// <summary>SIGCHLD wakes the reaper; it also wakes up on its own for the pid-file sweep.</summary>
+    private static readonly SemaphoreSlim s_childSignal = new(0);
+    private static readonly TimeSpan ReapIdleWake = TimeSpan.FromSeconds(5);
+
+    private static void ReapLoop()
+    {
+        while (true)
+        {
+            // Drain every exited child (WNOHANG), then sleep until the next SIGCHLD.
+            while (true)
+            {
+                int pid = Libc.WaitPid(-1, out int status, Libc.WNOHANG);
+                if (pid <= 0) break; // 0: children still running; -1/ECHILD: none at all
+                TaskCompletionSource<int>? tcs;
+                lock (s_lock) s_waiters.Remove(pid, out tcs);
+                // Orphans nobody waits for are simply reaped.
+                tcs?.TrySetResult(status);
+            }
+            if (DateTime.UtcNow >= s_nextSweep)
+            {
+                s_nextSweep = DateTime.UtcNow + PidFileSweepInterval;
+                SweepPidFiles();
+            }
+            s_childSignal.Wait(ReapIdleWake);
+        }
+    }
+
+    private static void OnStopSignal(PosixSignalContext context, int signal)
+    {
+        context.Cancel = true;
+        int main = Volatile.Read(ref s_mainPid);
+        if (main > 0) Libc.Kill(main, signal);
+        s_stop.Set();
+    }
+
+    private static void Forward(PosixSignalContext context, int signal)
+    {
+        context.Cancel = true;
+        int main = Volatile.Read(ref s_mainPid);
+        if (main > 0) Libc.Kill(main, signal);
+    }
+
+    private static string Describe(int status) =>
+        Libc.WIfSignaled(status) ? $"killed by signal {Libc.WTermSig(status)}" : $"exit status {Libc.WExitStatus(status)}";
+
+    private static string SelfPath() => File.Exists("/.warren/agent") ? "/.warren/agent" : Environment.ProcessPath ?? "/proc/self/exe";
+
+    private static void Log(string message) => Console.Error.Write($"warren-agent init: {message}\n");
+}

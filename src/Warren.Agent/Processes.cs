@@ -1,0 +1,155 @@
+using System.Collections;
+using Warren.Agent.Native;
+
+namespace Warren.Agent;
+
+/// <summary>Starting and replacing processes without the runtime's Process class (which would race PID 1's reaper).</summary>
+internal static unsafe class Processes
+{
+    /// <summary>Signal names as SSH sends them (RFC 4254 §6.10, without "SIG") and their Linux x86-64 numbers.</summary>
+    public static readonly IReadOnlyDictionary<string, int> SignalNumbers = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["HUP"] = 1, ["INT"] = 2, ["QUIT"] = 3, ["ILL"] = 4, ["TRAP"] = 5, ["ABRT"] = 6, ["BUS"] = 7, ["FPE"] = 8,
+        ["KILL"] = 9, ["USR1"] = 10, ["SEGV"] = 11, ["USR2"] = 12, ["PIPE"] = 13, ["ALRM"] = 14, ["TERM"] = 15,
+        ["CHLD"] = 17, ["CONT"] = 18, ["STOP"] = 19, ["TSTP"] = 20, ["TTIN"] = 21, ["TTOU"] = 22, ["WINCH"] = 28,
+    };
+
+    public static bool TryParseSignal(string text, out int signal)
+    {
+        if (text.StartsWith("SIG", StringComparison.OrdinalIgnoreCase)) text = text[3..];
+        if (SignalNumbers.TryGetValue(text, out signal)) return true;
+        return int.TryParse(text, out signal) && signal > 0 && signal < 65;
+    }
+
+    /// <summary>The current environment as KEY=VALUE strings (the managed snapshot of environ).</summary>
+    public static List<string> CurrentEnvironment(IReadOnlyDictionary<string, string>? overrides = null)
+    {
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (DictionaryEntry e in Environment.GetEnvironmentVariables())
+            env[(string)e.Key] = (string?)e.Value ?? "";
+        if (overrides != null)
+            foreach (var (k, v) in overrides) env[k] = v;
+        return env.Select(kv => kv.Key + "=" + kv.Value).ToList();
+    }
+
+    /// <summary>Resolves <paramref name="file"/> on PATH as execvp(3) does; null when not found.</summary>
+    public static string? ResolveExecutable(string file, string? path)
+    {
+        if (file.Contains('/')) return file;
+        foreach (var dir in (path ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").Split(':'))
+        {
+            var candidate = Path.Combine(dir.Length == 0 ? "." : dir, file);
+            if (Libc.Stat(candidate, out var st) == 0 && !st.IsDirectory && (st.Mode & 0x49) != 0) return candidate;
+        }
+        return null;
+    }
+
+    /// <summary>Replaces this process with <paramref name="argv"/>. Returns only on failure (with the exit code to use).</summary>
+    public static int Exec(IReadOnlyList<string> argv, List<string> env)
+    {
+        string? pathVar = env.FirstOrDefault(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..];
+        var resolved = ResolveExecutable(argv[0], pathVar);
+        if (resolved == null)
+        {
+            Console.Error.Write($"warren-agent: {argv[0]}: command not found\n");
+            return AgentMain.ExitNotFound;
+        }
+        using var a = new Libc.CStringArray(argv);
+        using var e = new Libc.CStringArray(env);
+        using var p = new Libc.CStringArray([resolved]);
+        Libc.Execve(p.Pointer[0], a.Pointer, e.Pointer);
+        int errno = Libc.Errno;
+        Console.Error.Write($"warren-agent: {argv[0]}: cannot execute (errno {errno})\n");
+        return errno == Libc.ENOENT ? AgentMain.ExitNotFound : AgentMain.ExitCannotExecute;
+    }
+
+    /// <summary>posix_spawn(3) with stdio inherited, or stdout+stderr appended to <paramref name="outputFile"/>.</summary>
+    public static int Spawn(IReadOnlyList<string> argv, List<string> env, string? outputFile = null)
+    {
+        string? pathVar = env.FirstOrDefault(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..];
+        var resolved = ResolveExecutable(argv[0], pathVar) ?? throw new FileNotFoundException($"{argv[0]}: command not found");
+        using var a = new Libc.CStringArray(argv);
+        using var e = new Libc.CStringArray(env);
+        using var p = new Libc.CStringArray([resolved]);
+        // posix_spawn_file_actions_t is 80 bytes on glibc x86-64; over-allocate.
+        const int FileActionsBytes = 256;
+        byte* fa = stackalloc byte[FileActionsBytes];
+        void* actions = null;
+        if (outputFile != null)
+        {
+            PosixSpawnFileActionsInit(fa);
+            PosixSpawnFileActionsAddOpen(fa, 1, outputFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND, 0x180 /* 0600 */);
+            PosixSpawnFileActionsAddDup2(fa, 1, 2);
+            PosixSpawnFileActionsAddOpen(fa, 0, "/dev/null", Libc.O_RDONLY, 0);
+            actions = fa;
+        }
+        try
+        {
+            int rc = Libc.PosixSpawn(out int pid, p.Pointer[0], actions, null, a.Pointer, e.Pointer);
+            if (rc != 0) throw new IOException($"{argv[0]}: cannot execute (errno {rc})");
+            return pid;
+        }
+        finally
+        {
+            if (actions != null) PosixSpawnFileActionsDestroy(fa);
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawn_file_actions_init")]
+    private static extern int PosixSpawnFileActionsInit(byte* fa);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawn_file_actions_destroy")]
+    private static extern int PosixSpawnFileActionsDestroy(byte* fa);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawn_file_actions_adddup2")]
+    private static extern int PosixSpawnFileActionsAddDup2(byte* fa, int fd, int newFd);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawn_file_actions_addopen")]
+    private static extern int PosixSpawnFileActionsAddOpen(byte* fa, int fd, [System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string path, int flags, uint mode);
+}
+
+/// <summary>A user resolved from the VM's /etc/passwd and /etc/group (no NSS: the agent is static).</summary>
+internal sealed record UserSpec(uint Uid, uint Gid, uint[] Groups, string? Name, string? Home)
+{
+    public static UserSpec Resolve(string spec)
+    {
+        string userPart = spec, groupPart = "";
+        int colon = spec.IndexOf(':');
+        if (colon >= 0) { userPart = spec[..colon]; groupPart = spec[(colon + 1)..]; }
+
+        var passwd = ReadColonFile("/etc/passwd");
+        var groups = ReadColonFile("/etc/group");
+        string[]? pw = uint.TryParse(userPart, out var uidNum)
+            ? passwd.FirstOrDefault(f => f.Length > 2 && f[2] == userPart)
+            : passwd.FirstOrDefault(f => f[0] == userPart);
+        uint uid;
+        if (uint.TryParse(userPart, out uidNum)) uid = uidNum;
+        else if (pw != null && uint.TryParse(pw[2], out var u)) uid = u;
+        else throw new AgentUsageException($"unknown user '{userPart}'");
+
+        uint gid = pw != null && pw.Length > 3 && uint.TryParse(pw[3], out var g) ? g : uid;
+        if (groupPart.Length > 0)
+        {
+            if (uint.TryParse(groupPart, out var gn)) gid = gn;
+            else
+            {
+                var gr = groups.FirstOrDefault(f => f[0] == groupPart) ?? throw new AgentUsageException($"unknown group '{groupPart}'");
+                gid = uint.Parse(gr[2]);
+            }
+        }
+        string? name = pw?[0];
+        var supplementary = new List<uint> { gid };
+        if (name != null)
+            foreach (var gr in groups)
+                if (gr.Length > 3 && gr[3].Split(',').Contains(name) && uint.TryParse(gr[2], out var sg) && !supplementary.Contains(sg))
+                    supplementary.Add(sg);
+        return new UserSpec(uid, gid, supplementary.ToArray(), name, pw != null && pw.Length > 5 ? pw[5] : null);
+    }
+
+    private static List<string[]> ReadColonFile(string path)
+    {
+        try
+        {
+            return File.ReadAllLines(path).Where(l => l.Length > 0 && l[0] != '#').Select(l => l.Split(':')).ToList();
+        }
+        catch (IOException) { return []; }
+        catch (UnauthorizedAccessException) { return []; }
+    }
+}

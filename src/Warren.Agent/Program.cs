@@ -1,0 +1,72 @@
+using Warren.Agent;
+
+// warren-agent: the guest agent bind-mounted read-only at /.warren/agent in every VM.
+// One static executable, several subcommands (see Usage).
+return await AgentMain.RunAsync(args);
+
+namespace Warren.Agent
+{
+    internal static class AgentMain
+    {
+        public const string Usage =
+            "usage: warren-agent init [--setup-script PATH] [--user USER] [--] [CMD ARG...]\n" +
+            "       warren-agent exec --pid-file PATH [--] CMD ARG...\n" +
+            "       warren-agent signal SIG PIDFILE\n" +
+            "       warren-agent as-user USER [--] CMD ARG...\n" +
+            "       warren-agent connect [--ready] HOST PORT\n" +
+            "       warren-agent sftp [-d START_DIR]\n" +
+            "       warren-agent version\n";
+
+        /// <summary>Exit code for a usage error (sysexits.h EX_USAGE).</summary>
+        public const int ExitUsage = 64;
+
+        /// <summary>Exit code when a command cannot be executed (as POSIX shells use).</summary>
+        public const int ExitCannotExecute = 126;
+
+        /// <summary>Exit code when a command is not found (as POSIX shells use).</summary>
+        public const int ExitNotFound = 127;
+
+        public static async Task<int> RunAsync(string[] args)
+        {
+            if (args.Length == 0)
+            {
+                Console.Error.Write(Usage);
+                return ExitUsage;
+            }
+
+            var rest = args.AsSpan(1).ToArray();
+            try
+            {
+                return args[0] switch
+                {
+                    "init" => InitCommand.Run(rest),
+                    "exec" => ExecCommands.Exec(rest),
+                    "signal" => ExecCommands.Signal(rest),
+                    "as-user" => ExecCommands.AsUser(rest),
+                    "connect" => await ConnectCommand.RunAsync(rest),
+                    "sftp" => Sftp.SftpMain.Run(rest),
+                    "version" => Version(),
+                    _ => UsageError($"unknown subcommand '{args[0]}'"),
+                };
+            }
+            catch (AgentUsageException e)
+            {
+                return UsageError(e.Message);
+            }
+        }
+
+        private static int Version()
+        {
+            Console.Out.Write("warren-agent 1\n");
+            return 0;
+        }
+
+        public static int UsageError(string message)
+        {
+            Console.Error.Write($"warren-agent: {message}\n{Usage}");
+            return ExitUsage;
+        }
+    }
+
+    internal sealed class AgentUsageException(string message) : Exception(message);
+}

@@ -1,0 +1,507 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Warren.Edge.Http;
+
+/// <summary>
+/// The HTTP(S) front door's request handling: picks the VM from the Host header, decides access,
+/// answers <c>/__exe.dev/*</c> and the control host's <c>/exec</c> itself, and forwards everything
+/// else to the VM's bridge address with YARP's <see cref="IHttpForwarder"/> over one shared
+/// <see cref="SocketsHttpHandler"/>.
+/// </summary>
+/// <remarks>
+/// Per request, in order:
+/// <list type="number">
+/// <item>Plain HTTP → 308 to the same URL on HTTPS.</item>
+/// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; anything else → next middleware.</item>
+/// <item><c>NAME.&lt;vm-domain&gt;[:PORT]</c>: PORT absent, 443 or the front door's own HTTPS port → default route; 3000–9999 → that VM port; else 404.</item>
+/// <item><c>/__exe.dev/*</c> → answered here, never forwarded.</item>
+/// <item>Identity: <c>X-Exedev-Authorization: Bearer</c>, then <c>Authorization: Bearer</c>, then Basic (token as password), then the <c>login-with-exe-PORT</c> cookie; identical values in both auth headers → 400.</item>
+/// <item>Site and access (existence of a VM is never revealed to people without access).</item>
+/// <item>Forward; an unreachable VM gets 502 <c>Port N unbound.</c> (owner) or 503.</item>
+/// </list>
+/// </remarks>
+public sealed class HttpFrontDoor : IDisposable
+{
+    public const string ExeDevPathPrefix = "/__exe.dev";
+    public const string ExeDevAuthorizationHeader = "X-Exedev-Authorization";
+
+    private readonly HttpFrontDoorOptions _options;
+    private readonly IServiceProvider _services;
+    private readonly IHttpForwarder _forwarder;
+    private readonly HttpMessageInvoker _invoker;
+    private readonly ForwarderRequestConfig _requestConfig;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly string _vmDomainSuffix;
+    private readonly string _controlHost;
+    private readonly ExecEndpoint _exec;
+    private readonly KeyedTokenBucket _loginEmailLimiter;
+    private int[]? _mainHttpsPorts;
+
+    public HttpFrontDoor(HttpFrontDoorOptions options, IServiceProvider services, IHttpForwarder forwarder, TimeProvider time, ILogger<HttpFrontDoor> logger)
+    {
+        _options = options;
+        _services = services;
+        _forwarder = forwarder;
+        _time = time;
+        _logger = logger;
+        _vmDomainSuffix = "." + options.VmDomain.Trim().TrimEnd('.').ToLowerInvariant();
+        _controlHost = options.ControlHost.Trim().TrimEnd('.').ToLowerInvariant();
+        // One handler for all VMs: pooled keep-alive connections per bridge IP:port. Settings follow
+        // YARP's direct-forwarding guidance (no proxy, redirects, decompression or cookies).
+        _invoker = new HttpMessageInvoker(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            EnableMultipleHttp2Connections = true,
+            ActivityHeadersPropagator = null,
+            ConnectTimeout = HttpFrontDoorLimits.UpstreamConnectTimeout,
+        });
+        _requestConfig = new ForwarderRequestConfig
+        {
+            ActivityTimeout = HttpFrontDoorLimits.UpstreamActivityTimeout,
+            Version = HttpVersion.Version11,
+            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+        };
+        _exec = new ExecEndpoint(options, services, time, logger);
+        _loginEmailLimiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.LoginEmailBurst, HttpFrontDoorLimits.LoginEmailPerSecond, 0);
+    }
+
+    /// <summary>Called by the Kestrel setup once the main HTTPS listeners are bound.</summary>
+    internal Func<int[]>? MainHttpsPortsSource { get; set; }
+
+    public void Dispose() => _invoker.Dispose();
+
+    /// <summary>Middleware entry point.</summary>
+    public Task InvokeAsync(HttpContext context, RequestDelegate next)
+    {
+        var request = context.Request;
+        if (!HeaderParsing.TryParseHost(request.Host.Value, out string name, out int? port))
+            return next(context);
+
+        bool ours = name == _controlHost || name.EndsWith(_vmDomainSuffix, StringComparison.Ordinal);
+        if (!ours)
+            return next(context);
+
+        if (!request.IsHttps)
+            return RedirectToHttps(context, name);
+
+        if (name == _controlHost)
+        {
+            if (request.Path.Equals("/exec", StringComparison.Ordinal))
+                return _exec.HandleAsync(context);
+            return next(context);
+        }
+
+        string vmName = name[..^_vmDomainSuffix.Length];
+        if (vmName.Length == 0 || vmName.Contains('.'))
+            return Pages.NotFoundAsync(context);
+
+        bool alternate = port is int p && !IsDefaultRoutePort(p);
+        if (alternate && port is not (>= HttpFrontDoorLimits.MinAlternatePort and <= HttpFrontDoorLimits.MaxAlternatePort))
+            return Pages.NotFoundAsync(context);
+
+        return HandleSiteAsync(context, vmName, alternate ? port : null);
+    }
+
+    private bool IsDefaultRoutePort(int port)
+    {
+        if (port == 443 || port == _options.PublicHttpsPort)
+            return true;
+        var ports = _mainHttpsPorts ??= MainHttpsPortsSource?.Invoke();
+        return ports is not null && Array.IndexOf(ports, port) >= 0;
+    }
+
+    private int PublicHttpsPort()
+    {
+        if (_options.PublicHttpsPort is int configured)
+            return configured;
+        var ports = _mainHttpsPorts ??= MainHttpsPortsSource?.Invoke();
+        return ports is { Length: > 0 } ? ports[0] : 443;
+    }
+
+    private Task RedirectToHttps(HttpContext context, string name)
+    {
+        int port = PublicHttpsPort();
+        string authority = port == 443 ? name : $"{name}:{port}";
+        var request = context.Request;
+        context.Response.StatusCode = StatusCodes.Status308PermanentRedirect;
+        context.Response.Headers.Location = "https://" + authority + request.PathBase + request.Path + request.QueryString;
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The cookie name for a request: <c>login-with-exe-&lt;public port&gt;</c>.</summary>
+    private string CookieName(HttpContext context)
+    {
+        HeaderParsing.TryParseHost(context.Request.Host.Value, out _, out int? port);
+        return FrontDoorTransformer.LoginCookiePrefix + (port ?? 443).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private async Task HandleSiteAsync(HttpContext context, string vmName, int? alternatePort)
+    {
+        var request = context.Request;
+        var ct = context.RequestAborted;
+
+        if (request.Path.StartsWithSegments(ExeDevPathPrefix, StringComparison.OrdinalIgnoreCase))
+        {
+            await HandleExeDevAsync(context).ConfigureAwait(false);
+            return;
+        }
+
+        // :: Identity
+        var identity = await AuthenticateAsync(context, vmName, ct).ConfigureAwait(false);
+        if (identity.Rejected)
+        {
+            await WriteTextAsync(context, StatusCodes.Status400BadRequest, "conflicting authorization headers").ConfigureAwait(false);
+            return;
+        }
+
+        // :: Site and access
+        WebSite? site;
+        try
+        {
+            site = await _services.GetRequiredService<IWebSiteDirectory>().FindAsync(vmName, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            Log.DirectoryFailed(_logger, ex);
+            await Pages.ServiceUnavailableAsync(context).ConfigureAwait(false);
+            return;
+        }
+
+        var user = identity.User;
+        if (site is null)
+        {
+            if (identity.TokenFailed)
+                await Pages.InvalidAuthenticationAsync(context).ConfigureAwait(false);
+            else if (user is null)
+                RedirectToLogin(context);
+            else
+                await Pages.AccessDeniedAsync(context).ConfigureAwait(false);
+            return;
+        }
+
+        bool owner = user is not null && user.UserId == site.OwnerUserId;
+        var access = _services.GetRequiredService<IWebAccessService>();
+
+        if (user is not null && alternatePort is null && request.Query.TryGetValue("share", out var shareValues)
+            && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
+        {
+            // A share link: admit the person, then drop ?share from the URL (reference §6).
+            if (!owner)
+                await access.RedeemShareLinkAsync(site, user, shareValues[0]!, ct).ConfigureAwait(false);
+            context.Response.StatusCode = StatusCodes.Status303SeeOther;
+            context.Response.Headers.Location = request.PathBase + request.Path + WithoutShare(request.Query);
+            return;
+        }
+
+        bool allowed;
+        if (alternatePort is not null)
+            allowed = user is not null && (owner || await access.HasAccessAsync(site, user, ct).ConfigureAwait(false));
+        else if (site.IsPublic && !identity.TokenFailed)
+            allowed = true;
+        else
+            allowed = user is not null && (owner || await access.HasAccessAsync(site, user, ct).ConfigureAwait(false));
+
+        if (!allowed)
+        {
+            if (identity.TokenFailed && !site.IsPublic)
+                await Pages.InvalidAuthenticationAsync(context).ConfigureAwait(false);
+            else if (user is null)
+                RedirectToLogin(context);
+            else
+                await Pages.NeedAccessAsync(context, user.Email, _controlHost, site.Name).ConfigureAwait(false);
+            return;
+        }
+        // A failed Authorization token on a public site belongs to the app: forward it untouched, anonymously.
+        if (identity.TokenFailed)
+            user = null;
+
+        // :: Forward
+        int targetPort = alternatePort ?? site.DefaultPort;
+        IPAddress? address;
+        try
+        {
+            address = await _services.GetRequiredService<IWebUpstreamLocator>().GetAddressAsync(site.VmId, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            Log.DirectoryFailed(_logger, ex);
+            address = null;
+        }
+        if (address is null)
+        {
+            await UnreachableAsync(context, owner, targetPort).ConfigureAwait(false);
+            return;
+        }
+
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit)
+            bodyLimit.MaxRequestBodySize = HttpFrontDoorLimits.MaxProxiedRequestBodyBytes;
+        context.Features.Set(new ForwardState
+        {
+            User = user,
+            TokenCtx = identity.TokenCtx,
+            RemoveAuthorization = identity.FromAuthorizationHeader && user is not null,
+        });
+
+        string destination = address.AddressFamily == AddressFamily.InterNetworkV6
+            ? $"http://[{address}]:{targetPort}/"
+            : $"http://{address}:{targetPort}/";
+        var error = await _forwarder.SendAsync(context, destination, _invoker, _requestConfig, FrontDoorTransformer.Instance).ConfigureAwait(false);
+        if (error != ForwarderError.None)
+        {
+            var feature = context.GetForwarderErrorFeature();
+            Log.ForwardFailed(_logger, error, site.Name, targetPort, feature?.Exception);
+            if (!context.Response.HasStarted && error is ForwarderError.Request or ForwarderError.RequestTimedOut or ForwarderError.NoAvailableDestinations)
+            {
+                context.Response.Clear();
+                await UnreachableAsync(context, owner, targetPort).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static string WithoutShare(IQueryCollection query)
+    {
+        var kept = query.Where(kv => !string.Equals(kv.Key, "share", StringComparison.Ordinal))
+            .SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string?>(kv.Key, v)));
+        return QueryString.Create(kept).ToUriComponent();
+    }
+
+    private static Task UnreachableAsync(HttpContext context, bool owner, int port) =>
+        owner ? Pages.PortUnboundAsync(context, port) : Pages.ServiceUnavailableAsync(context);
+
+    private static void RedirectToLogin(HttpContext context)
+    {
+        var request = context.Request;
+        string relative = request.PathBase + request.Path + request.QueryString;
+        context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+        context.Response.Headers.Location = ExeDevPathPrefix + "/login?redirect=" + Uri.EscapeDataString(HeaderParsing.SanitizeRedirect(relative));
+        context.Response.Headers.CacheControl = "no-store";
+    }
+
+    private readonly record struct Identity(WebUser? User, string? TokenCtx, bool FromAuthorizationHeader, bool TokenFailed, bool Rejected);
+
+    private async ValueTask<Identity> AuthenticateAsync(HttpContext context, string vmName, CancellationToken ct)
+    {
+        var headers = context.Request.Headers;
+        StringValues exeAuth = headers[ExeDevAuthorizationHeader];
+        StringValues auth = headers.Authorization;
+        if (exeAuth.Count == 1 && auth.Count == 1 && string.Equals(exeAuth[0], auth[0], StringComparison.Ordinal))
+            return new Identity(null, null, false, false, Rejected: true);
+
+        string? token = null;
+        bool fromAuthorization = false;
+        if (exeAuth.Count > 0)
+        {
+            // The preferred header: present but unusable is a failed token, not anonymity.
+            if (exeAuth.Count != 1 || !HeaderParsing.TryGetBearer(exeAuth[0], out token))
+                return new Identity(null, null, false, TokenFailed: true, false);
+        }
+        else if (auth.Count == 1 && (HeaderParsing.TryGetBearer(auth[0], out token) || HeaderParsing.TryGetBasicPassword(auth[0], out token)))
+        {
+            fromAuthorization = true;
+        }
+
+        if (token is not null)
+        {
+            TokenValidation result;
+            try
+            {
+                var validator = _services.GetRequiredService<IWebTokenValidator>();
+                result = await validator.ValidateAsync(token, "v0@" + vmName + _vmDomainSuffix, ct).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (!ct.IsCancellationRequested)
+            {
+                Log.DirectoryFailed(_logger, ex);
+                result = new TokenValidation(TokenValidationStatus.InternalError);
+            }
+            if (result.Status == TokenValidationStatus.Valid && result.Principal is { } principal)
+                return new Identity(principal.User, principal.CtxJson, fromAuthorization, false, false);
+            return new Identity(null, null, fromAuthorization, TokenFailed: true, false);
+        }
+
+        var session = await FindSessionAsync(context, ct).ConfigureAwait(false);
+        return new Identity(session?.User, null, false, false, false);
+    }
+
+    private async ValueTask<WebSession?> FindSessionAsync(HttpContext context, CancellationToken ct)
+    {
+        var cookies = context.Request.Headers.Cookie;
+        if (StringValues.IsNullOrEmpty(cookies))
+            return null;
+        string? value = null;
+        string cookieName = CookieName(context);
+        foreach (var header in cookies)
+        {
+            value = HeaderParsing.GetCookie(header, cookieName);
+            if (value is not null)
+                break;
+        }
+        if (string.IsNullOrEmpty(value) || value.Length > HttpFrontDoorLimits.SessionIdBytes * 2)
+            return null;
+        var session = await _services.GetRequiredService<IWebSessionStore>().FindAsync(LoginLinks.Hash(value), ct).ConfigureAwait(false);
+        if (session is null || session.ExpiresAt <= _time.GetUtcNow()
+            || !string.Equals(session.Host, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
+            return null;
+        return session;
+    }
+
+    // ---------------------------------------------------------------- /__exe.dev/*
+
+    private async Task HandleExeDevAsync(HttpContext context)
+    {
+        var request = context.Request;
+        string path = request.Path.Value!.ToLowerInvariant();
+        bool get = HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method);
+        switch (path)
+        {
+            case ExeDevPathPrefix + "/login":
+                if (get)
+                    await LoginPageAsync(context).ConfigureAwait(false);
+                else if (HttpMethods.IsPost(request.Method))
+                    await LoginEmailAsync(context).ConfigureAwait(false);
+                else
+                    await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+                return;
+            case ExeDevPathPrefix + "/auth":
+                if (get)
+                    await AuthAsync(context).ConfigureAwait(false);
+                else
+                    await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
+                return;
+            case ExeDevPathPrefix + "/logout":
+                if (get)
+                    await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log out",
+                        "<form method=\"post\" action=\"/__exe.dev/logout\"><p>Log out of this site?</p><button>Log out</button></form>").ConfigureAwait(false);
+                else if (HttpMethods.IsPost(request.Method))
+                    await LogoutAsync(context).ConfigureAwait(false);
+                else
+                    await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+                return;
+            case ExeDevPathPrefix + "/logged-out":
+                await Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out", "<p>You are logged out of this site.</p>").ConfigureAwait(false);
+                return;
+            default:
+                await Pages.NotFoundAsync(context).ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private Task LoginPageAsync(HttpContext context)
+    {
+        string redirect = HeaderParsing.SanitizeRedirect(context.Request.Query["redirect"]);
+        HeaderParsing.TryParseHost(context.Request.Host.Value, out string name, out _);
+        string vmName = name[..^_vmDomainSuffix.Length];
+        string body = $"<p>This site is private. To log in, run</p><pre>ssh {Pages.E(_controlHost)} browser {Pages.E(vmName)}</pre><p>and open the link it prints.</p>";
+        if (_services.GetService<ILoginEmailSender>() is not null)
+        {
+            body += "<form method=\"post\" action=\"/__exe.dev/login\"><p>Or get a link by email:</p>"
+                + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(redirect)}\">"
+                + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
+        }
+        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in", body);
+    }
+
+    private async Task LoginEmailAsync(HttpContext context)
+    {
+        var sender = _services.GetService<ILoginEmailSender>();
+        if (sender is null || !context.Request.HasFormContentType)
+        {
+            await Pages.NotFoundAsync(context).ConfigureAwait(false);
+            return;
+        }
+        var form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
+        string email = form["email"].ToString().Trim().ToLowerInvariant();
+        string redirect = HeaderParsing.SanitizeRedirect(form["redirect"]);
+        if (email.Length is > 0 and <= 254 && email.Contains('@') && _loginEmailLimiter.TryAcquire(email))
+            await sender.SendLoginLinkAsync(email, context.Request.Host.Value!.ToLowerInvariant(), redirect, context.RequestAborted).ConfigureAwait(false);
+        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Check your email",
+            "<p>If that address may use this site, a login link is on its way.</p>").ConfigureAwait(false);
+    }
+
+    private async Task AuthAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var ct = context.RequestAborted;
+        string secret = request.Query["secret"].ToString();
+        string redirect = HeaderParsing.SanitizeRedirect(request.Query["redirect"]);
+        string host = request.Host.Value!.ToLowerInvariant();
+
+        LoginGrant? grant = null;
+        if (secret.Length is > 0 and <= HeaderParsing.MaxTokenLength)
+            grant = await _services.GetRequiredService<ILoginLinkService>().ConsumeAsync(secret, ct).ConfigureAwait(false);
+        if (grant is null || (grant.Host is not null && !string.Equals(grant.Host, host, StringComparison.OrdinalIgnoreCase)
+                                                      && !string.Equals(grant.Host, host.Split(':')[0], StringComparison.OrdinalIgnoreCase)))
+        {
+            Log.LoginRejected(_logger, host);
+            await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
+                "<p>This login link is invalid, expired or already used. Ask for a new one.</p>").ConfigureAwait(false);
+            return;
+        }
+
+        string sessionId = LoginLinks.NewSecret(HttpFrontDoorLimits.SessionIdBytes);
+        var expires = _time.GetUtcNow() + HttpFrontDoorLimits.SessionLifetime;
+        await _services.GetRequiredService<IWebSessionStore>()
+            .CreateAsync(new WebSession(LoginLinks.Hash(sessionId), grant.User, host, expires), ct).ConfigureAwait(false);
+        context.Response.Cookies.Append(CookieName(context), sessionId, new CookieOptions
+        {
+            Path = "/",
+            HttpOnly = true,
+            Secure = request.IsHttps,
+            SameSite = SameSiteMode.Lax,
+            Expires = expires,
+            MaxAge = HttpFrontDoorLimits.SessionLifetime,
+            IsEssential = true,
+        });
+        Log.LoginSucceeded(_logger, grant.User.UserId, host);
+        context.Response.StatusCode = StatusCodes.Status303SeeOther;
+        context.Response.Headers.Location = redirect;
+        context.Response.Headers.CacheControl = "no-store";
+    }
+
+    private async Task LogoutAsync(HttpContext context)
+    {
+        string cookieName = CookieName(context);
+        string? value = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), cookieName);
+        if (!string.IsNullOrEmpty(value))
+            await _services.GetRequiredService<IWebSessionStore>().DeleteAsync(LoginLinks.Hash(value), context.RequestAborted).ConfigureAwait(false);
+        context.Response.Cookies.Delete(cookieName, new CookieOptions { Path = "/", HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Lax });
+        // 303, not exe.dev's 307: a 307 would repeat the POST at the target.
+        context.Response.StatusCode = StatusCodes.Status303SeeOther;
+        context.Response.Headers.Location = ExeDevPathPrefix + "/logged-out";
+    }
+
+    internal static Task WriteTextAsync(HttpContext context, int status, string text)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync(text + "\n", context.RequestAborted);
+    }
+
+    private static class Log
+    {
+        private static readonly Action<ILogger, ForwarderError, string, int, Exception?> s_forwardFailed = LoggerMessage.Define<ForwarderError, string, int>(
+            LogLevel.Information, EdgeEventIds.HttpForwardFailed, "Forwarding to VM {Vm} port {Port} failed: {Error}");
+        private static readonly Action<ILogger, Exception?> s_directoryFailed = LoggerMessage.Define(
+            LogLevel.Error, EdgeEventIds.HttpDirectoryFailed, "A platform lookup failed during an HTTP request");
+        private static readonly Action<ILogger, string, string, Exception?> s_loginOk = LoggerMessage.Define<string, string>(
+            LogLevel.Information, EdgeEventIds.HttpLoginSucceeded, "User {UserId} logged in on {Host}");
+        private static readonly Action<ILogger, string, Exception?> s_loginRejected = LoggerMessage.Define<string>(
+            LogLevel.Information, EdgeEventIds.HttpLoginRejected, "Rejected a login link on {Host}");
+
+        public static void ForwardFailed(ILogger l, ForwarderError e, string vm, int port, Exception? ex) => s_forwardFailed(l, e, vm, port, ex);
+        public static void DirectoryFailed(ILogger l, Exception ex) => s_directoryFailed(l, ex);
+        public static void LoginSucceeded(ILogger l, string user, string host) => s_loginOk(l, user, host, null);
+        public static void LoginRejected(ILogger l, string host) => s_loginRejected(l, host, null);
+    }
+}

@@ -1,0 +1,103 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Warren.Edge.Tls;
+
+namespace Warren.Edge.Http;
+
+/// <summary>Wiring of the HTTP(S) front door into an ASP.NET Core application.</summary>
+/// <example>
+/// <code>
+/// var builder = WebApplication.CreateSlimBuilder();
+/// builder.AddWarrenHttpFrontDoor(o => { o.VmDomain = "box.localhost"; o.Tls.DataDirectory = "var"; });
+/// builder.Services.AddSingleton&lt;IWebSiteDirectory, MyDirectory&gt;();   // + the other ports
+/// var app = builder.Build();
+/// app.UseWarrenHttpFrontDoor();
+/// await app.RunAsync();
+/// </code>
+/// </example>
+public static class HttpFrontDoorExtensions
+{
+    /// <summary>
+    /// Registers the front door and its Kestrel listeners (HTTP → redirect, HTTPS with HTTP/1.1 and
+    /// HTTP/2, SNI certificate selection). The ports <see cref="IWebSiteDirectory"/>,
+    /// <see cref="IWebAccessService"/>, <see cref="IWebUpstreamLocator"/>, <see cref="IWebTokenValidator"/>
+    /// and <see cref="IExecCommandRunner"/> must be registered by the caller;
+    /// <see cref="IWebSessionStore"/> and <see cref="ILoginLinkService"/> default to in-memory ones.
+    /// </summary>
+    public static WebApplicationBuilder AddWarrenHttpFrontDoor(this WebApplicationBuilder builder, Action<HttpFrontDoorOptions>? configure = null)
+    {
+        var options = new HttpFrontDoorOptions();
+        configure?.Invoke(options);
+        options.Tls.VmDomain = options.VmDomain;
+        options.Tls.ControlHost = options.ControlHost;
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddHttpForwarder();
+        services.TryAddSingleton<IWebSessionStore, InMemoryWebSessionStore>();
+        services.TryAddSingleton<ILoginLinkService, InMemoryLoginLinkService>();
+        services.TryAddSingleton(sp => TlsCertificateProvider.Create(
+            options.Tls, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Tls")));
+        services.AddSingleton<FrontDoorListeners>();
+        services.AddSingleton<HttpFrontDoor>();
+
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = HttpFrontDoorLimits.MaxProxiedRequestBodyBytes;
+            var sp = kestrel.ApplicationServices;
+            var certificates = sp.GetRequiredService<TlsCertificateProvider>();
+            var listeners = sp.GetRequiredService<FrontDoorListeners>();
+            var tls = new TlsHandshakeCallbackOptions
+            {
+                OnConnection = context => ValueTask.FromResult(certificates.CreateServerOptions(context.ClientHelloInfo.ServerName, http2: true)),
+            };
+            foreach (var endpoint in options.HttpEndpoints)
+                kestrel.Listen(endpoint, listen => listen.Protocols = HttpProtocols.Http1);
+            foreach (var endpoint in options.HttpsEndpoints)
+            {
+                kestrel.Listen(endpoint, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    listen.UseHttps(tls);
+                    listeners.MainHttps.Add(listen);
+                });
+            }
+            foreach (var endpoint in options.AlternatePortEndpoints)
+            {
+                kestrel.Listen(endpoint, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    listen.UseHttps(tls);
+                });
+            }
+        });
+        return builder;
+    }
+
+    /// <summary>
+    /// Adds the front door middleware: requests for the VM domain are answered (never passed on);
+    /// the control host's <c>/exec</c> is answered; everything else goes to the next middleware.
+    /// </summary>
+    public static IApplicationBuilder UseWarrenHttpFrontDoor(this IApplicationBuilder app)
+    {
+        var frontDoor = app.ApplicationServices.GetRequiredService<HttpFrontDoor>();
+        var listeners = app.ApplicationServices.GetRequiredService<FrontDoorListeners>();
+        frontDoor.MainHttpsPortsSource = listeners.BoundMainHttpsPorts;
+        return app.Use(next => context => frontDoor.InvokeAsync(context, next));
+    }
+}
+
+/// <summary>The main HTTPS listeners, to learn their bound ports (port 0 in tests) after Kestrel binds.</summary>
+internal sealed class FrontDoorListeners
+{
+    public List<ListenOptions> MainHttps { get; } = new();
+
+    public int[] BoundMainHttpsPorts() => MainHttps.Select(l => l.IPEndPoint?.Port ?? 0).Where(p => p != 0).ToArray();
+}

@@ -1,0 +1,56 @@
+using System.Net;
+using System.Text;
+using Microsoft.AspNetCore.Http;
+
+namespace Warren.Edge.Http;
+
+/// <summary>The small HTML pages the front door answers itself (reference §4 failure pages, login, logout).</summary>
+internal static class Pages
+{
+    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml)
+    {
+        var response = context.Response;
+        response.StatusCode = status;
+        response.ContentType = "text/html; charset=utf-8";
+        response.Headers.CacheControl = "no-store";
+        response.Headers["X-Content-Type-Options"] = "nosniff";
+        response.Headers["Referrer-Policy"] = "no-referrer";
+        response.Headers.ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
+        if (HttpMethods.IsHead(context.Request.Method))
+            return Task.CompletedTask;
+        var html = new StringBuilder();
+        html.Append("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>")
+            .Append(E(title))
+            .Append("</title><style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}code{background:#f3f3f3;padding:.1em .3em}</style></head><body><h1>")
+            .Append(E(title)).Append("</h1>").Append(bodyHtml).Append("</body></html>");
+        return response.WriteAsync(html.ToString(), context.RequestAborted);
+    }
+
+    public static string E(string text) => WebUtility.HtmlEncode(text);
+
+    public static Task PortUnboundAsync(HttpContext c, int port) =>
+        WriteAsync(c, StatusCodes.Status502BadGateway, $"Port {port} unbound.", $"<p>Port {port} unbound. Nothing in the VM answers on port {port}, or the VM is stopped.</p>");
+
+    public static Task ServiceUnavailableAsync(HttpContext c) =>
+        WriteAsync(c, StatusCodes.Status503ServiceUnavailable, "Service Unavailable", "<p>Service Unavailable. This site is not answering right now.</p>");
+
+    public static Task AccessDeniedAsync(HttpContext c) =>
+        WriteAsync(c, StatusCodes.Status401Unauthorized, "Access Denied", "<p>Access Denied. (find someone you know that can let you in)</p>");
+
+    public static Task NeedAccessAsync(HttpContext c, string email, string controlHost, string vmName) =>
+        WriteAsync(c, StatusCodes.Status401Unauthorized, "You need access",
+            $"<p>You need access — Ask the owner to let you in.</p><p>You are logged in as <b>{E(email)}</b>. The owner can run <code>ssh {E(controlHost)} share add {E(vmName)} {E(email)}</code>.</p>"
+            + "<form method=\"post\" action=\"/__exe.dev/logout\"><button>Log out</button></form>");
+
+    public static Task InvalidAuthenticationAsync(HttpContext c) =>
+        WriteAsync(c, StatusCodes.Status401Unauthorized, "Unauthorized", $"<p>invalid or missing authentication (trace {E(c.TraceIdentifier)})</p>");
+
+    public static Task NotFoundAsync(HttpContext c) =>
+        WriteAsync(c, StatusCodes.Status404NotFound, "Not Found", "<p>404 page not found</p>");
+
+    public static Task MethodNotAllowedAsync(HttpContext c, string allow)
+    {
+        c.Response.Headers.Allow = allow;
+        return WriteAsync(c, StatusCodes.Status405MethodNotAllowed, "Method Not Allowed", "<p>method not allowed</p>");
+    }
+}

@@ -1,0 +1,157 @@
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Warren.Platform;
+using Warren.Platform.Accounts;
+using Warren.Platform.Addressing;
+using Warren.Platform.Commands;
+using Warren.Platform.Interactive;
+using Warren.Ssh.Connection;
+using Warren.Ssh.Keys;
+
+namespace Warren.Edge.Ssh;
+
+/// <summary>
+/// A session channel on the control host: `ssh warren.localhost CMD` runs the command set,
+/// a pty without a command gets the interactive shell (or the sign-up dialogue for a key no
+/// account holds), no pty and no command prints help, and `ssh VM [command]` hops into a VM.
+/// </summary>
+public sealed class ControlPlaneSession(
+    CommandDispatcher dispatcher,
+    InteractiveShell shell,
+    SignupDialogue signup,
+    AccountService accounts,
+    SshRouteTable routes,
+    PlatformOptions options,
+    VmSessionRelay relay,
+    ILogger logger)
+{
+    public async Task RunAsync(SshChannel channel, SessionStart start, Account? account, AccountKey? key, SshPublicKey verifiedKey, string source, CancellationToken ct)
+    {
+        var stream = channel.AsStream();
+        switch (start.Kind)
+        {
+            case "exec":
+            {
+                if (!ShellLexer.TrySplit(start.Argument, out var argv, out var lexError))
+                {
+                    await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+                    await WriteStderrAsync(channel, (lexError ?? "invalid command syntax") + "\n", ct).ConfigureAwait(false);
+                    await channel.ExitAsync(1, ct).ConfigureAwait(false);
+                    return;
+                }
+                if (argv.Count > 0 && argv[0] == "ssh" && account is not null)
+                {
+                    await HopAsync(channel, start, account, argv, ct).ConfigureAwait(false);
+                    return;
+                }
+                await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+                int code = await RunCommandAsync(channel, stream, start.Pty is not null, account, key, argv, source, ct).ConfigureAwait(false);
+                await channel.ExitAsync((uint)code, ct).ConfigureAwait(false);
+                return;
+            }
+            case "shell" when start.Pty is not null:
+            {
+                await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+                if (account is null)
+                {
+                    var result = await signup.RunAsync(new PtyPrompter(stream, stream), verifiedKey, ct).ConfigureAwait(false);
+                    if (result.Account is null)
+                    {
+                        await channel.ExitAsync(1, ct).ConfigureAwait(false);
+                        return;
+                    }
+                    account = result.Account;
+                    key = await accounts.FindKeyByFingerprintAsync(verifiedKey.Fingerprint, ct).ConfigureAwait(false);
+                }
+                var ctx = new CommandContext { Account = account, CurrentKey = key, Source = source, CancellationToken = ct };
+                int code = await shell.RunAsync(ctx, stream, stream).ConfigureAwait(false);
+                await channel.ExitAsync((uint)code, ct).ConfigureAwait(false);
+                return;
+            }
+            case "shell":
+            {
+                // No pty and no command: print help, as exe.dev does.
+                await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+                int code = await RunCommandAsync(channel, stream, false, account, key, ["help"], source, ct).ConfigureAwait(false);
+                await channel.ExitAsync((uint)code, ct).ConfigureAwait(false);
+                return;
+            }
+            default:
+                await start.Request!.RejectAsync(ct).ConfigureAwait(false);
+                await channel.CloseAsync(ct).ConfigureAwait(false);
+                return;
+        }
+    }
+
+    private async Task<int> RunCommandAsync(SshChannel channel, Stream stream, bool pty, Account? account, AccountKey? key,
+        IReadOnlyList<string> argv, string source, CancellationToken ct)
+    {
+        var utf8 = new UTF8Encoding(false);
+        TextWriter stdout = pty ? new InteractiveShell.CrlfWriter(stream) : new StreamWriter(stream, utf8, leaveOpen: true) { AutoFlush = false };
+        TextWriter stderr = pty ? stdout : new StreamWriter(channel.StderrStream, utf8, leaveOpen: true) { AutoFlush = false };
+        using var stdin = new StreamReader(stream, utf8, false, 4096, leaveOpen: true);
+        var ctx = new CommandContext
+        {
+            Account = account,
+            CurrentKey = key,
+            Stdin = stdin,
+            Stdout = stdout,
+            Stderr = stderr,
+            Interactive = pty,
+            Source = source,
+            CancellationToken = ct,
+        };
+        int code;
+        try { code = await dispatcher.RunAsync(ctx, argv).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            var trace = Guid.NewGuid().ToString("N")[..12];
+            logger.LogError(e, "command {Command} failed, trace {Trace}", argv.Count > 0 ? argv[0] : "", trace);
+            await stderr.WriteLineAsync($"\"{(argv.Count > 0 ? argv[0] : "")}\": internal error, trace ID: {trace}").ConfigureAwait(false);
+            code = 1;
+        }
+        await stdout.FlushAsync(ct).ConfigureAwait(false);
+        if (!ReferenceEquals(stderr, stdout)) await stderr.FlushAsync(ct).ConfigureAwait(false);
+        return code;
+    }
+
+    /// <summary>`ssh VM [command]`: the VM's shell or command, through the control host (issue 5's fallback path).</summary>
+    private async Task HopAsync(SshChannel channel, SessionStart start, Account account, List<string> argv, CancellationToken ct)
+    {
+        if (argv.Count < 2)
+        {
+            await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+            await WriteStderrAsync(channel, "usage: ssh VM [command]\n", ct).ConfigureAwait(false);
+            await channel.ExitAsync(1, ct).ConfigureAwait(false);
+            return;
+        }
+        var name = NormalizeVmName(argv[1]);
+        var vm = await routes.ResolveByNameAsync(account.Id, name, ct).ConfigureAwait(false);
+        if (vm is null)
+        {
+            await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+            await WriteStderrAsync(channel, $"VM \"{name}\" not found\n", ct).ConfigureAwait(false);
+            await channel.ExitAsync(1, ct).ConfigureAwait(false);
+            return;
+        }
+        var rest = argv.Count > 2 ? string.Join(' ', argv.Skip(2).Select(ShellQuote)) : "";
+        var target = rest.Length == 0 ? start.Redirect("shell", "") : start.Redirect("exec", rest);
+        await relay.RunAsync(channel, target, vm.Id, vm.LoginUser ?? options.DefaultLoginUser, ct).ConfigureAwait(false);
+    }
+
+    private string NormalizeVmName(string name)
+    {
+        var suffix = "." + options.VmDomain;
+        return name.EndsWith(suffix, StringComparison.OrdinalIgnoreCase) ? name[..^suffix.Length] : name;
+    }
+
+    /// <summary>Quotes one argument for the VM's /bin/sh unless it is plainly safe.</summary>
+    internal static string ShellQuote(string arg)
+    {
+        if (arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,@%+".Contains(c))) return arg;
+        return "'" + arg.Replace("'", "'\\''") + "'";
+    }
+
+    private static ValueTask WriteStderrAsync(SshChannel channel, string text, CancellationToken ct)
+        => channel.WriteExtendedAsync(Encoding.UTF8.GetBytes(text), cancellationToken: ct);
+}

@@ -1,0 +1,215 @@
+using System.Text.Json;
+using Dapper;
+using Microsoft.Data.Sqlite;
+using Warren.Platform.Addressing;
+using Warren.Platform.Storage;
+using Warren.Ssh.Keys;
+
+namespace Warren.Platform.Accounts;
+
+/// <summary>Accounts and their SSH keys. A key (by fingerprint) belongs to at most one account platform-wide.</summary>
+public sealed class AccountService
+{
+    private readonly WarrenDatabase _db;
+    private readonly TimeProvider _time;
+    private readonly AddressSlotAllocator _allocator;
+    private readonly PlatformIndex _index;
+
+    public AccountService(WarrenDatabase db, TimeProvider time, AddressSlotAllocator allocator, PlatformIndex index)
+    {
+        _db = db;
+        _time = time;
+        _allocator = allocator;
+        _index = index;
+    }
+
+    private const string AccountColumns = "id AS Id, email AS Email, created_at AS CreatedAt";
+    private const string KeyColumns = "id AS Id, account_id AS AccountId, public_key AS PublicKey, fingerprint AS Fingerprint, name AS Name, added_at AS AddedAt, last_used_at AS LastUsedAt, permissions AS Permissions";
+
+    public Task<Account?> FindByKeyFingerprintAsync(string fingerprint, CancellationToken ct = default)
+        => _db.ReadAsync(async c => Map(await c.QuerySingleOrDefaultAsync<AccountRow>(
+            $"SELECT a.id AS Id, a.email AS Email, a.created_at AS CreatedAt FROM accounts a JOIN account_keys k ON k.account_id = a.id WHERE k.fingerprint = @fingerprint",
+            new { fingerprint })), ct);
+
+    /// <summary>The registered key with this fingerprint (any account), or null.</summary>
+    public Task<AccountKey?> FindKeyByFingerprintAsync(string fingerprint, CancellationToken ct = default)
+        => _db.ReadAsync(async c => Map(await c.QuerySingleOrDefaultAsync<KeyRow>(
+            $"SELECT {KeyColumns} FROM account_keys WHERE fingerprint = @fingerprint", new { fingerprint })), ct);
+
+    public Task<Account?> FindByEmailAsync(string email, CancellationToken ct = default)
+    {
+        if (!EmailAddress.TryNormalize(email, out var e)) return Task.FromResult<Account?>(null);
+        return _db.ReadAsync(async c => Map(await c.QuerySingleOrDefaultAsync<AccountRow>(
+            $"SELECT {AccountColumns} FROM accounts WHERE email = @e", new { e })), ct);
+    }
+
+    public Task<Account?> GetAsync(string accountId, CancellationToken ct = default)
+        => _db.ReadAsync(async c => Map(await c.QuerySingleOrDefaultAsync<AccountRow>(
+            $"SELECT {AccountColumns} FROM accounts WHERE id = @accountId", new { accountId })), ct);
+
+    public Task<IReadOnlyList<Account>> ListAccountsAsync(CancellationToken ct = default)
+        => _db.ReadAsync<IReadOnlyList<Account>>(async c => (await c.QueryAsync<AccountRow>(
+            $"SELECT {AccountColumns} FROM accounts ORDER BY created_at, email")).Select(r => Map(r)!).ToList(), ct);
+
+    /// <summary>
+    /// Creates an account with its first key (named <paramref name="keyName"/> or "key-1"). Pending shares
+    /// addressed to the e-mail become active (and SSH shares get a slot when the invariant allows).
+    /// Errors: <c>invalid_email</c>, <c>account_exists</c>, <c>key_in_use</c>.
+    /// </summary>
+    public async Task<Account> CreateAsync(string email, SshPublicKey firstKey, string? keyName = null, CancellationToken ct = default)
+    {
+        var normalized = EmailAddress.Normalize(email);
+        var now = _time.GetUtcNow();
+        var account = new Account(NewId("acct"), normalized, TruncateMs(now));
+        try
+        {
+            await _db.WriteAsync(async u =>
+            {
+                if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM accounts WHERE email = @normalized", new { normalized }) > 0)
+                    throw new PlatformException(PlatformErrorCodes.AccountExists, $"An account with email {normalized} already exists.");
+                await EnsureKeyFreeAsync(u, firstKey.Fingerprint);
+                await u.ExecuteAsync("INSERT INTO accounts (id, email, created_at) VALUES (@Id, @Email, @At)",
+                    new { account.Id, account.Email, At = now.ToUnixTimeMilliseconds() });
+                await InsertKeyAsync(u, account.Id, firstKey, KeyNames.Sanitize(keyName) is { Length: > 0 } n ? n : KeyNames.Default(1), null, now);
+                var touched = await _allocator.ActivatePendingSharesAsync(u, account.Id, account.Email);
+                _index.ReloadVmsOnCommit(u, touched);
+            }, ct);
+        }
+        catch (SqliteException e) when (SqliteErrors.IsUnique(e))
+        {
+            throw new PlatformException(PlatformErrorCodes.AccountExists, $"An account with email {normalized} already exists.", e);
+        }
+        return account;
+    }
+
+    /// <summary>
+    /// Adds a key to an account. Name: sanitised <paramref name="name"/>, or "key-N" (N = the first unused number).
+    /// Errors: <c>account_not_found</c>, <c>key_in_use</c> (this or another account holds it), <c>key_name_in_use</c>.
+    /// </summary>
+    public async Task<AccountKey> AddKeyAsync(string accountId, SshPublicKey key, string? name = null, ApiKeyPermissions? permissions = null, CancellationToken ct = default)
+    {
+        var now = _time.GetUtcNow();
+        try
+        {
+            return await _db.WriteAsync(async u =>
+            {
+                if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM accounts WHERE id = @accountId", new { accountId }) == 0)
+                    throw new PlatformException(PlatformErrorCodes.AccountNotFound, "Account not found.");
+                await EnsureKeyFreeAsync(u, key.Fingerprint);
+                var names = (await u.QueryAsync<string>("SELECT name FROM account_keys WHERE account_id = @accountId", new { accountId })).ToHashSet(StringComparer.Ordinal);
+                var sanitized = KeyNames.Sanitize(name);
+                if (sanitized.Length > 0 && names.Contains(sanitized))
+                    throw new PlatformException(PlatformErrorCodes.KeyNameInUse, $"A key named \"{sanitized}\" already exists.");
+                if (sanitized.Length == 0)
+                {
+                    int n = names.Count + 1;
+                    while (names.Contains(KeyNames.Default(n))) n++;
+                    sanitized = KeyNames.Default(n);
+                }
+                return await InsertKeyAsync(u, accountId, key, sanitized, permissions, now);
+            }, ct);
+        }
+        catch (SqliteException e) when (SqliteErrors.IsUnique(e, "account_keys.fingerprint"))
+        {
+            throw new PlatformException(PlatformErrorCodes.KeyInUse, "This SSH key is already registered.", e);
+        }
+    }
+
+    /// <summary>
+    /// Removes the key selected by fingerprint, OpenSSH line or name. Refuses to remove the account's last
+    /// login key (one without API permissions). Errors: <c>key_not_found</c>, <c>last_key</c>.
+    /// </summary>
+    public Task<AccountKey> RemoveKeyAsync(string accountId, string keySelector, CancellationToken ct = default)
+        => _db.WriteAsync(async u =>
+        {
+            var keys = await LoadKeysAsync(u, accountId);
+            var k = Select(keys, keySelector) ?? throw new PlatformException(PlatformErrorCodes.KeyNotFound, "SSH key not found.");
+            if (k.Permissions is null && keys.Count(x => x.Permissions is null) == 1)
+                throw new PlatformException(PlatformErrorCodes.LastKey, "Cannot remove the last SSH key of an account.");
+            await u.ExecuteAsync("DELETE FROM account_keys WHERE id = @Id", new { k.Id });
+            return k;
+        }, ct);
+
+    /// <summary>Renames a key (name sanitised). Returns (before, after). Errors: <c>key_not_found</c>, <c>key_name_in_use</c>, <c>invalid_argument</c>.</summary>
+    public Task<(AccountKey Before, AccountKey After)> RenameKeyAsync(string accountId, string keySelector, string newName, CancellationToken ct = default)
+        => _db.WriteAsync(async u =>
+        {
+            var keys = await LoadKeysAsync(u, accountId);
+            var k = Select(keys, keySelector) ?? throw new PlatformException(PlatformErrorCodes.KeyNotFound, "SSH key not found.");
+            var sanitized = KeyNames.Sanitize(newName);
+            if (sanitized.Length == 0) throw new PlatformException(PlatformErrorCodes.InvalidArgument, "The new key name is empty.");
+            if (sanitized == k.Name) return (k, k);
+            if (keys.Any(x => x.Name == sanitized))
+                throw new PlatformException(PlatformErrorCodes.KeyNameInUse, $"A key named \"{sanitized}\" already exists.");
+            await u.ExecuteAsync("UPDATE account_keys SET name = @sanitized WHERE id = @Id", new { sanitized, k.Id });
+            return (k, k with { Name = sanitized });
+        }, ct);
+
+    public Task<IReadOnlyList<AccountKey>> ListKeysAsync(string accountId, CancellationToken ct = default)
+        => _db.ReadAsync<IReadOnlyList<AccountKey>>(async c => (await c.QueryAsync<KeyRow>(
+            $"SELECT {KeyColumns} FROM account_keys WHERE account_id = @accountId ORDER BY added_at, name", new { accountId }))
+            .Select(r => Map(r)!).ToList(), ct);
+
+    /// <summary>Records that the key just authenticated (last_used_at).</summary>
+    public Task TouchKeyAsync(string fingerprint, CancellationToken ct = default)
+    {
+        var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        return _db.WriteAsync(u => u.ExecuteAsync("UPDATE account_keys SET last_used_at = @now WHERE fingerprint = @fingerprint", new { now, fingerprint }), ct);
+    }
+
+    private static async Task EnsureKeyFreeAsync(UnitOfWork u, string fingerprint)
+    {
+        if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM account_keys WHERE fingerprint = @fingerprint", new { fingerprint }) > 0)
+            throw new PlatformException(PlatformErrorCodes.KeyInUse, "This SSH key is already registered.");
+    }
+
+    private async Task<AccountKey> InsertKeyAsync(UnitOfWork u, string accountId, SshPublicKey key, string name, ApiKeyPermissions? permissions, DateTimeOffset now)
+    {
+        var k = new AccountKey(NewId("key"), accountId, key.ToOpenSshString(), key.Fingerprint, name, TruncateMs(now), null, permissions);
+        await u.ExecuteAsync("""
+            INSERT INTO account_keys (id, account_id, public_key, fingerprint, name, added_at, last_used_at, permissions)
+            VALUES (@Id, @AccountId, @PublicKey, @Fingerprint, @Name, @AddedAt, NULL, @Permissions)
+            """,
+            new { k.Id, k.AccountId, k.PublicKey, k.Fingerprint, k.Name, AddedAt = now.ToUnixTimeMilliseconds(),
+                  Permissions = permissions is null ? null : JsonSerializer.Serialize(permissions, JsonOptions) });
+        return k;
+    }
+
+    private static async Task<List<AccountKey>> LoadKeysAsync(UnitOfWork u, string accountId)
+        => (await u.QueryAsync<KeyRow>($"SELECT {KeyColumns} FROM account_keys WHERE account_id = @accountId ORDER BY added_at", new { accountId }))
+            .Select(r => Map(r)!).ToList();
+
+    private static AccountKey? Select(List<AccountKey> keys, string selector)
+    {
+        var s = selector.Trim();
+        var byFp = keys.FirstOrDefault(k => k.Fingerprint == s || k.Fingerprint == "SHA256:" + s);
+        if (byFp is not null) return byFp;
+        if (SshPublicKey.TryParseOpenSsh(s, out var parsed, out _))
+            return keys.FirstOrDefault(k => k.Fingerprint == parsed.Fingerprint);
+        return keys.FirstOrDefault(k => k.Name == s) ?? keys.FirstOrDefault(k => k.Name == KeyNames.Sanitize(s));
+    }
+
+    internal static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
+
+    internal static string NewId(string prefix) => prefix + "_" + Guid.CreateVersion7().ToString("N");
+    private static DateTimeOffset TruncateMs(DateTimeOffset t) => DateTimeOffset.FromUnixTimeMilliseconds(t.ToUnixTimeMilliseconds());
+    private static DateTimeOffset FromMs(long ms) => DateTimeOffset.FromUnixTimeMilliseconds(ms);
+
+    private static Account? Map(AccountRow? r) => r is null ? null : new Account(r.Id, r.Email, FromMs(r.CreatedAt));
+    private static AccountKey? Map(KeyRow? r) => r is null ? null : new AccountKey(r.Id, r.AccountId, r.PublicKey, r.Fingerprint, r.Name,
+        FromMs(r.AddedAt), r.LastUsedAt is { } l ? FromMs(l) : null,
+        r.Permissions is null ? null : JsonSerializer.Deserialize<ApiKeyPermissions>(r.Permissions, JsonOptions));
+
+    private sealed class AccountRow { public string Id { get; set; } = ""; public string Email { get; set; } = ""; public long CreatedAt { get; set; } }
+    private sealed class KeyRow
+    {
+        public string Id { get; set; } = "";
+        public string AccountId { get; set; } = "";
+        public string PublicKey { get; set; } = "";
+        public string Fingerprint { get; set; } = "";
+        public string Name { get; set; } = "";
+        public long AddedAt { get; set; }
+        public long? LastUsedAt { get; set; }
+        public string? Permissions { get; set; }
+    }
+}

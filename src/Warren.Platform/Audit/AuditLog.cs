@@ -1,0 +1,106 @@
+using System.Text.Json;
+using Dapper;
+using Warren.Platform.Storage;
+
+namespace Warren.Platform.Audit;
+
+/// <summary>One audited command. <see cref="Arguments"/> are redacted before storing (<see cref="AuditRedaction"/>).</summary>
+public sealed record AuditEntry(
+    DateTimeOffset At,
+    string? AccountId,
+    string? KeyFingerprint,
+    string? Source,
+    string Command,
+    IReadOnlyList<string> Arguments,
+    string Result,
+    string? ErrorCode,
+    TimeSpan? Duration)
+{
+    public long Id { get; init; }
+}
+
+/// <summary>Masks secrets in command arguments: values of secret-bearing flags and anything that looks like a token.</summary>
+public static class AuditRedaction
+{
+    public const string Mask = "***";
+
+    /// <summary>Flags whose value is a secret (as <c>--flag=value</c> or <c>--flag value</c>).</summary>
+    public static readonly IReadOnlySet<string> SecretFlags = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
+    {
+        "--registry-auth", "--bearer", "--token", "--password", "--secret", "--header",
+    };
+
+    private static readonly string[] TokenPrefixes = ["exe0.", "exe1.", "exeapp_", "warren0.", "warren1."];
+
+    public static IReadOnlyList<string> Redact(IReadOnlyList<string> args)
+    {
+        var result = new string[args.Count];
+        for (int i = 0; i < args.Count; i++)
+        {
+            var a = args[i];
+            int eq = a.IndexOf('=');
+            if (a.StartsWith("--", StringComparison.Ordinal) && eq > 0 && SecretFlags.Contains(a[..eq]))
+                result[i] = a[..(eq + 1)] + Mask;
+            else if (i > 0 && SecretFlags.Contains(args[i - 1]) && !a.StartsWith('-'))
+                result[i] = Mask;
+            else if (TokenPrefixes.Any(p => a.Contains(p, StringComparison.Ordinal)))
+                result[i] = Mask;
+            else
+                result[i] = a;
+        }
+        return result;
+    }
+}
+
+/// <summary>Append-only record of who did what. Never holds secrets: arguments pass through <see cref="AuditRedaction"/>.</summary>
+public sealed class AuditLog
+{
+    /// <summary>Largest number of entries one <see cref="TailAsync"/> returns.</summary>
+    public const int MaxTail = 10_000;
+
+    private readonly WarrenDatabase _db;
+
+    public AuditLog(WarrenDatabase db) => _db = db;
+
+    public Task<long> AppendAsync(AuditEntry e, CancellationToken ct = default)
+        => _db.WriteAsync(u => u.Connection.ExecuteScalarAsync<long>("""
+            INSERT INTO audit_log (at, account_id, key_fingerprint, source, command, arguments, result, error_code, duration_ms)
+            VALUES (@At, @AccountId, @KeyFingerprint, @Source, @Command, @Arguments, @Result, @ErrorCode, @DurationMs);
+            SELECT last_insert_rowid();
+            """, new
+            {
+                At = e.At.ToUnixTimeMilliseconds(), e.AccountId, e.KeyFingerprint, e.Source, e.Command,
+                Arguments = JsonSerializer.Serialize(AuditRedaction.Redact(e.Arguments)), e.Result, e.ErrorCode,
+                DurationMs = e.Duration is { } d ? (long?)d.TotalMilliseconds : null,
+            }, u.Transaction), ct);
+
+    /// <summary>The last <paramref name="count"/> entries (optionally of one account), oldest first.</summary>
+    public Task<IReadOnlyList<AuditEntry>> TailAsync(int count, string? accountId = null, CancellationToken ct = default)
+    {
+        count = Math.Clamp(count, 0, MaxTail);
+        return _db.ReadAsync<IReadOnlyList<AuditEntry>>(async c => (await c.QueryAsync<Row>($"""
+            SELECT id AS Id, at AS At, account_id AS AccountId, key_fingerprint AS KeyFingerprint, source AS Source, command AS Command,
+                   arguments AS Arguments, result AS Result, error_code AS ErrorCode, duration_ms AS DurationMs
+            FROM audit_log {(accountId is null ? "" : "WHERE account_id = @accountId")} ORDER BY id DESC LIMIT @count
+            """, new { accountId, count }))
+            .Reverse()
+            .Select(r => new AuditEntry(DateTimeOffset.FromUnixTimeMilliseconds(r.At), r.AccountId, r.KeyFingerprint, r.Source, r.Command,
+                JsonSerializer.Deserialize<List<string>>(r.Arguments ?? "[]") ?? [], r.Result, r.ErrorCode,
+                r.DurationMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null) { Id = r.Id })
+            .ToList(), ct);
+    }
+
+    private sealed class Row
+    {
+        public long Id { get; set; }
+        public long At { get; set; }
+        public string? AccountId { get; set; }
+        public string? KeyFingerprint { get; set; }
+        public string? Source { get; set; }
+        public string Command { get; set; } = "";
+        public string? Arguments { get; set; }
+        public string Result { get; set; } = "";
+        public string? ErrorCode { get; set; }
+        public long? DurationMs { get; set; }
+    }
+}

@@ -1,0 +1,220 @@
+namespace Warren.Platform.Commands;
+
+/// <summary>What a positional argument is, for tab completion.</summary>
+public enum ArgKind { None, Vm, Command, Key }
+
+/// <summary>One command or subcommand: its names, flags and help text (no behaviour).</summary>
+public sealed class CommandDefinition
+{
+    public CommandDefinition(string name, string summary, string usage = "", IReadOnlyList<FlagDefinition>? flags = null)
+    {
+        Name = name;
+        Summary = summary;
+        Usage = usage;
+        Flags = flags ?? Array.Empty<FlagDefinition>();
+    }
+
+    public string Name { get; }
+
+    /// <summary>Canonical path, "ssh-key list"; set by the catalog.</summary>
+    public string Path { get; internal set; } = "";
+
+    public string Summary { get; }
+
+    /// <summary>The arguments part of the usage line: "VM [NEW]".</summary>
+    public string Usage { get; }
+
+    public IReadOnlyList<FlagDefinition> Flags { get; }
+    public IReadOnlyList<string> Aliases { get; init; } = Array.Empty<string>();
+    public IReadOnlyList<CommandDefinition> Subcommands { get; init; } = Array.Empty<CommandDefinition>();
+
+    /// <summary>Kinds of the positional arguments, in order; the last one repeats.</summary>
+    public IReadOnlyList<ArgKind> Args { get; init; } = Array.Empty<ArgKind>();
+
+    /// <summary>Left out of <c>help</c> (still runs and completes).</summary>
+    public bool Hidden { get; init; }
+
+    /// <summary>Only meaningful in the interactive shell (exit, quit).</summary>
+    public bool InteractiveOnly { get; init; }
+
+    /// <summary>Flags end at the first positional (the rest belongs to a remote command: <c>ssh VM ls -la</c>).</summary>
+    public bool StopAtFirstPositional { get; init; }
+
+    /// <summary>Longer help, printed by <c>help CMD</c>.</summary>
+    public string? Details { get; init; }
+
+    public bool HasSubcommands => Subcommands.Count > 0;
+
+    public CommandDefinition? FindSubcommand(string name)
+        => Subcommands.FirstOrDefault(s => s.Name == name || s.Aliases.Contains(name));
+}
+
+/// <summary>
+/// Warren's command set with exe.dev's names, flags and arguments (reference §1, §6; issue 3).
+/// Behaviour lives in <see cref="CommandDispatcher"/>.
+/// </summary>
+public static class CommandCatalog
+{
+    private static FlagDefinition V(string name, string help, string valueName = "VALUE", bool hidden = false) => new(name, FlagKind.Value, help, valueName, hidden);
+    private static FlagDefinition B(string name, string help, bool hidden = false) => new(name, FlagKind.Bool, help, null, hidden);
+    private static FlagDefinition R(string name, string help, string valueName = "VALUE") => new(name, FlagKind.Repeated, help, valueName);
+
+    public static IReadOnlyList<CommandDefinition> Commands { get; } = Build();
+
+    private static IReadOnlyList<CommandDefinition> Build()
+    {
+        var list = new List<CommandDefinition>
+        {
+            new("help", "Show help for commands", "[COMMAND]") { Args = [ArgKind.Command] },
+            new("ls", "List your VMs", "[PATTERN]", [B("l", "long format: resources, port, creation time")]) { Args = [ArgKind.Vm] },
+            new("new", "Create a new VM", "", [
+                V("name", "VM name (generated when omitted)", "NAME"),
+                V("image", "container image to run", "IMAGE"),
+                V("registry-auth", "credentials for a private registry", "USER:TOKEN"),
+                R("tag", "add a tag (repeatable)", "TAG"),
+                R("env", "environment variable (repeatable)", "KEY=VALUE"),
+                V("cpu", "number of CPUs", "N"),
+                V("memory", "memory size, e.g. 8GB", "SIZE"),
+                V("disk", "disk size, e.g. 25GB", "SIZE"),
+                V("command", "how the image's command runs: auto, none, or a custom command", "auto|none|CMD"),
+                V("comment", "a comment shown by ls", "TEXT"),
+                V("setup-script", "script run once after creation (a file path is not read; pass the text, or /dev/stdin)", "SCRIPT"),
+            ]),
+            new("rm", "Delete VMs", "VM...") { Args = [ArgKind.Vm], Aliases = ["delete"] },
+            new("restart", "Restart a VM", "VM") { Args = [ArgKind.Vm] },
+            new("rename", "Rename a VM", "OLD NEW") { Args = [ArgKind.Vm, ArgKind.None] },
+            new("tag", "Add or remove tags on a VM", "VM TAG...", [B("d", "remove the tags instead of adding them")]) { Args = [ArgKind.Vm, ArgKind.None] },
+            new("comment", "Set a VM's comment (empty to clear)", "VM [TEXT...]") { Args = [ArgKind.Vm, ArgKind.None] },
+            new("cp", "Copy a VM", "SRC [NEW]", [
+                B("copy-tags", "copy the source VM's tags (default true)"),
+                V("cpu", "number of CPUs", "N"),
+                V("memory", "memory size", "SIZE"),
+                V("disk", "disk size", "SIZE"),
+            ]) { Args = [ArgKind.Vm, ArgKind.None] },
+            new("resize", "Change a VM's CPUs, memory or disk (disk only grows)", "VM", [
+                V("cpu", "number of CPUs", "N"),
+                V("memory", "memory size", "SIZE"),
+                V("disk", "disk size", "SIZE"),
+            ]) { Args = [ArgKind.Vm] },
+            new("stat", "Show a VM's resource usage", "VM", [V("range", "time range: 1h, 24h, 7d or 30d", "RANGE")]) { Args = [ArgKind.Vm] },
+            new("whoami", "Show your account and SSH keys"),
+            new("ssh-key", "Manage SSH keys and API tokens")
+            {
+                Subcommands =
+                [
+                    new("list", "List your SSH keys"),
+                    new("add", "Add an SSH public key (argument or stdin)", "[PUBLIC-KEY]", [V("name", "name for the key", "NAME")]),
+                    new("remove", "Remove an SSH key or API token", "NAME|FINGERPRINT|PUBLIC-KEY") { Args = [ArgKind.Key] },
+                    new("rename", "Rename an SSH key", "OLD NEW") { Args = [ArgKind.Key, ArgKind.None] },
+                    new("generate-api-key", "Create an API token (exe1)", "", [
+                        V("label", "name for the token", "LABEL"),
+                        V("vm", "make a token for one VM's HTTPS proxy", "VM"),
+                        V("cmds", "comma-separated commands the token may run", "CMDS"),
+                        V("exp", "expiry: 30d, 1y, 12h, … or never", "DURATION"),
+                    ]),
+                ],
+            },
+            new("share", "Share a VM's website")
+            {
+                Subcommands =
+                [
+                    new("show", "Show who can reach a VM", "VM") { Args = [ArgKind.Vm] },
+                    new("port", "Show or set the port the HTTPS proxy uses", "VM [PORT]") { Args = [ArgKind.Vm, ArgKind.None] },
+                    new("set-public", "Make the VM's site public", "VM") { Args = [ArgKind.Vm] },
+                    new("set-private", "Make the VM's site private", "VM") { Args = [ArgKind.Vm] },
+                    new("add", "Share with a person by email", "VM EMAIL", [
+                        B("root", "also grant SSH access"),
+                        V("message", "note included in the invitation", "TEXT"),
+                    ]) { Args = [ArgKind.Vm, ArgKind.None] },
+                    new("remove", "Stop sharing with a person", "VM EMAIL") { Args = [ArgKind.Vm, ArgKind.None] },
+                    new("add-link", "Create a share link", "VM") { Args = [ArgKind.Vm], Aliases = ["add-share-link"] },
+                    new("remove-link", "Remove a share link", "VM TOKEN") { Args = [ArgKind.Vm, ArgKind.None], Aliases = ["remove-share-link"] },
+                    new("receive-email", "Show or switch mail delivery to the VM", "VM [on|off]") { Args = [ArgKind.Vm, ArgKind.None] },
+                ],
+            },
+            new("browser", "Print a one-time link that logs your browser in"),
+            new("ssh", "Open a shell or run a command in a VM", "VM [COMMAND...]") { Args = [ArgKind.Vm, ArgKind.None], StopAtFirstPositional = true },
+            new("exe0-to-exe1", "Convert an exe0 token into a short exe1 token", "TOKEN", [V("vm", "the VM the token is for", "VM")]) { Hidden = true },
+            new("exit", "Leave the shell") { InteractiveOnly = true },
+            new("quit", "Leave the shell") { InteractiveOnly = true, Hidden = true },
+        };
+        foreach (var c in list)
+        {
+            c.Path = c.Name;
+            foreach (var s in c.Subcommands) s.Path = c.Name + " " + s.Name;
+        }
+        return list;
+    }
+
+    public static CommandDefinition? Find(string name)
+        => Commands.FirstOrDefault(c => c.Name == name || c.Aliases.Contains(name));
+
+    /// <summary>Every canonical path: "ls", "ssh-key", "ssh-key list", …</summary>
+    public static IEnumerable<string> AllPaths()
+    {
+        foreach (var c in Commands)
+        {
+            yield return c.Path;
+            foreach (var s in c.Subcommands) yield return s.Path;
+        }
+    }
+
+    /// <summary>The definition for a canonical path, or null.</summary>
+    public static CommandDefinition? FindPath(string path)
+    {
+        foreach (var c in Commands)
+        {
+            if (c.Path == path) return c;
+            foreach (var s in c.Subcommands) if (s.Path == path) return s;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Finds the command an argv names, skipping flags (and the values of value flags written
+    /// without '='). <paramref name="rest"/> is argv without the command words.
+    /// </summary>
+    public static CommandDefinition? Resolve(IReadOnlyList<string> argv, out List<string> rest, out string? unknownWord, out CommandDefinition? parent)
+    {
+        rest = new List<string>();
+        unknownWord = null;
+        parent = null;
+        CommandDefinition? current = null;
+        int i = 0;
+        for (; i < argv.Count; i++)
+        {
+            string a = argv[i];
+            if (a == "--") { rest.Add(a); i++; break; }
+            if (a.Length > 1 && a[0] == '-')
+            {
+                rest.Add(a);
+                // Top-level and group commands take only global (boolean) flags, so skip just this token;
+                // a leaf's value flag written before the leaf's name takes the next word.
+                if (current is not null && !a.Contains('='))
+                {
+                    string name = a.TrimStart('-');
+                    var def = ArgParser.Find(current.Flags, name);
+                    if (def is not null && def.Kind != FlagKind.Bool && i + 1 < argv.Count) rest.Add(argv[++i]);
+                }
+                continue;
+            }
+            if (current is null)
+            {
+                current = Find(a);
+                if (current is null) { unknownWord = a; i++; break; }
+                if (!current.HasSubcommands) { i++; break; }
+                continue;
+            }
+            // current is a group
+            var sub = current.FindSubcommand(a);
+            if (sub is null) { unknownWord = a; parent = current; i++; break; }
+            parent = current;
+            current = sub;
+            i++;
+            break;
+        }
+        for (; i < argv.Count; i++) rest.Add(argv[i]);
+        if (unknownWord is not null) return null;
+        return current;
+    }
+}

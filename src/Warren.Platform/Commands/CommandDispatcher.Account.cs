@@ -1,0 +1,239 @@
+using System.Text.Json.Nodes;
+using Warren.Platform.Accounts;
+using Warren.Platform.Tokens;
+using Warren.Platform.Vms;
+using Warren.Ssh.Keys;
+
+namespace Warren.Platform.Commands;
+
+/// <summary>whoami, ssh-key *, exe0-to-exe1 (reference §1 whoami / ssh-key, §2).</summary>
+public sealed partial class CommandDispatcher
+{
+    /// <summary>Largest public key read from stdin by <c>ssh-key add</c> (a 16384-bit RSA line is ~2.8 KiB).</summary>
+    public const int MaxKeyInputChars = 16 * 1024;
+
+    private void RegisterAccountHandlers()
+    {
+        _handlers["whoami"] = WhoamiAsync;
+        _handlers["ssh-key list"] = KeyListAsync;
+        _handlers["ssh-key add"] = KeyAddAsync;
+        _handlers["ssh-key remove"] = KeyRemoveAsync;
+        _handlers["ssh-key rename"] = KeyRenameAsync;
+        _handlers["ssh-key generate-api-key"] = GenerateApiKeyAsync;
+        _handlers["exe0-to-exe1"] = Exe0ToExe1Async;
+    }
+
+    private async Task<IReadOnlyList<AccountKey>> KeysCurrentFirstAsync(Invocation inv)
+    {
+        var keys = await _s.Accounts.ListKeysAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false);
+        string? current = inv.Context.CurrentKey?.Fingerprint;
+        return keys.OrderByDescending(k => k.Fingerprint == current).ToList();
+    }
+
+    private async Task<int> WhoamiAsync(Invocation inv)
+    {
+        inv.MaxArgs(0);
+        var keys = await KeysCurrentFirstAsync(inv);
+        string? current = inv.Context.CurrentKey?.Fingerprint;
+        if (inv.Json)
+        {
+            inv.WriteJson(new JsonObject
+            {
+                ["email"] = inv.Account.Email,
+                ["ssh_keys"] = new JsonArray(keys.Select(k =>
+                {
+                    var o = new JsonObject { ["public_key"] = k.PublicKey, ["fingerprint"] = k.Fingerprint };
+                    if (k.Name.Length > 0) o["name"] = k.Name;
+                    o["current"] = k.Fingerprint == current;
+                    return (JsonNode?)o;
+                }).ToArray()),
+            });
+            return 0;
+        }
+        inv.Line($"{inv.Bold("Email Address:")} {inv.Account.Email}");
+        foreach (var k in keys)
+            inv.Line($"  Public Key: {k.PublicKey} ({k.Name}){(k.Fingerprint == current ? " ← current" : "")}");
+        return 0;
+    }
+
+    private static JsonObject KeyJson(AccountKey k, string? current)
+    {
+        var o = new JsonObject { ["public_key"] = k.PublicKey, ["fingerprint"] = k.Fingerprint, ["name"] = k.Name };
+        o["added_at"] = Invocation.Rfc3339(k.AddedAt);
+        if (k.LastUsedAt is { } used) o["last_used_at"] = Invocation.Rfc3339(used);
+        o["current"] = k.Fingerprint == current;
+        if (k.Permissions is { } p) o["permissions"] = PermissionsJson(p);
+        return o;
+    }
+
+    private static JsonObject PermissionsJson(ApiKeyPermissions p)
+    {
+        var o = new JsonObject { ["label"] = p.Label };
+        if (p.Cmds is not null) o["cmds"] = Invocation.Array(p.Cmds);
+        if (p.Vm is not null) o["vm"] = p.Vm;
+        if (p.Tag is not null) o["tag"] = p.Tag;
+        if (p.ExpiresAt is { } e) o["expires_at"] = Invocation.Rfc3339(e);
+        return o;
+    }
+
+    private async Task<int> KeyListAsync(Invocation inv)
+    {
+        inv.MaxArgs(0);
+        var keys = await KeysCurrentFirstAsync(inv);
+        string? current = inv.Context.CurrentKey?.Fingerprint;
+        if (inv.Json)
+        {
+            inv.WriteJson(new JsonObject { ["ssh_keys"] = new JsonArray(keys.Select(k => (JsonNode?)KeyJson(k, current)).ToArray()) });
+            return 0;
+        }
+        if (keys.Count == 0) { inv.Line("No SSH keys."); return 0; }
+        int width = keys.Max(k => k.Name.Length) + 2;
+        foreach (var k in keys)
+        {
+            string extra = k.Permissions is { } p ? $" [api key{(p.Vm is null ? "" : " for " + p.Vm)}{(p.ExpiresAt is { } e ? ", expires " + Invocation.Rfc3339(e) : "")}]" : "";
+            inv.Line($"  {k.Name.PadRight(width)}{k.Fingerprint}  {k.PublicKey}{extra}{(k.Fingerprint == current ? " ← current" : "")}");
+        }
+        return 0;
+    }
+
+    private async Task<int> KeyAddAsync(Invocation inv)
+    {
+        string? text = inv.Args.Positionals.Count > 0 ? string.Join(' ', inv.Args.Positionals) : null;
+        if (text is null)
+        {
+            if (inv.Context.Interactive) throw inv.Usage("missing public key (paste it after 'ssh-key add')");
+            text = await ReadBoundedAsync(inv.Context.Stdin, MaxKeyInputChars, inv.CancellationToken).ConfigureAwait(false);
+        }
+        var lines = text.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Where(l => !l.StartsWith('#')).ToList();
+        if (lines.Count == 0) throw inv.Usage("missing public key (give it as an argument or on stdin)");
+        if (lines.Count > 1) throw new CommandException("give one public key at a time");
+        if (!SshPublicKey.TryParseOpenSsh(lines[0], out var key, out _))
+            throw new CommandException("invalid SSH public key: expected a line like \"ssh-ed25519 AAAA… comment\"");
+        var added = await _s.Accounts.AddKeyAsync(inv.Account.Id, key, inv.Args.Value("name"), null, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json)
+            inv.WriteJson(new JsonObject { ["public_key"] = added.PublicKey, ["status"] = "added", ["name"] = added.Name });
+        else
+            inv.Line($"Added SSH key \"{added.Name}\" ({added.Fingerprint})");
+        return 0;
+    }
+
+    private static async Task<string> ReadBoundedAsync(TextReader reader, int maxChars, CancellationToken ct)
+    {
+        var buffer = new char[maxChars + 1];
+        int total = 0;
+        while (total < buffer.Length)
+        {
+            int n = await reader.ReadAsync(buffer.AsMemory(total), ct).ConfigureAwait(false);
+            if (n == 0) break;
+            total += n;
+        }
+        if (total > maxChars) throw new CommandException($"input too large (more than {maxChars} characters)");
+        return new string(buffer, 0, total);
+    }
+
+    private async Task<int> KeyRemoveAsync(Invocation inv)
+    {
+        string selector = string.Join(' ', inv.Args.Positionals);
+        if (selector.Length == 0) throw inv.Usage("missing key name, fingerprint or public key");
+        var removed = await _s.Accounts.RemoveKeyAsync(inv.Account.Id, selector, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json)
+            inv.WriteJson(new JsonObject { ["public_key"] = removed.PublicKey, ["fingerprint"] = removed.Fingerprint, ["status"] = "deleted", ["name"] = removed.Name });
+        else
+            inv.Line(removed.Permissions is null ? $"Removed SSH key \"{removed.Name}\"" : $"Revoked API key \"{removed.Name}\"");
+        return 0;
+    }
+
+    private async Task<int> KeyRenameAsync(Invocation inv)
+    {
+        string old = inv.Arg(0, "current key name");
+        string @new = inv.Arg(1, "new key name");
+        inv.MaxArgs(2);
+        var (before, after) = await _s.Accounts.RenameKeyAsync(inv.Account.Id, old, @new, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json)
+            inv.WriteJson(new JsonObject
+            {
+                ["public_key"] = after.PublicKey, ["fingerprint"] = after.Fingerprint,
+                ["old_name"] = before.Name, ["new_name"] = after.Name, ["status"] = "renamed",
+            });
+        else
+            inv.Line($"Renamed SSH key \"{before.Name}\" to \"{after.Name}\"");
+        return 0;
+    }
+
+    private async Task<int> GenerateApiKeyAsync(Invocation inv)
+    {
+        inv.MaxArgs(0);
+        if (inv.Context.AllowedCommands is not null)
+            throw new CommandException("API tokens cannot create API tokens; run this over SSH with your own key");
+        string? vm = inv.Args.Value("vm");
+        if (vm is not null)
+        {
+            vm = VmNames.Normalize(vm, _s.Options.VmDomain);
+            var rec = _s.Index.GetByName(vm);
+            if (rec is null || rec.AccountId != inv.Account.Id || rec.State == VmState.Deleting)
+                throw new CommandException($"VM \"{vm}\" not found");
+        }
+        IReadOnlyList<string>? cmds = null;
+        if (inv.Args.Value("cmds") is { } cmdsText) cmds = ParseCmds(cmdsText);
+        DateTimeOffset? expiresAt = null;
+        if (inv.Args.Value("exp") is { } expText &&
+            !ApiKeyService.TryParseExpiry(expText, _s.Time.GetUtcNow(), out expiresAt, out var expError))
+            throw new CommandException(expError!);
+        var result = await _s.ApiKeys.GenerateAsync(inv.Account, inv.Args.Value("label"), vm, cmds, expiresAt, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json)
+        {
+            var o = new JsonObject
+            {
+                ["label"] = result.Label, ["token"] = result.Token, ["namespace"] = result.Namespace, ["fingerprint"] = result.Fingerprint,
+            };
+            if (result.ExpiresAt is { } e) o["expires_at"] = Invocation.Rfc3339(e);
+            inv.WriteJson(o);
+            return 0;
+        }
+        inv.Line($"Created API key \"{result.Label}\" ({result.Fingerprint}).");
+        inv.Line($"Namespace: {result.Namespace}");
+        inv.Line($"Expires:   {(result.ExpiresAt is { } x ? Invocation.Rfc3339(x) : "never")}");
+        inv.Line();
+        inv.Line(result.Token);
+        inv.Line();
+        inv.Line("The token is shown only once. Revoke it with: ssh-key remove " + result.Label);
+        return 0;
+    }
+
+    /// <summary>
+    /// <c>--cmds</c>: comma-separated canonical command paths; an entry may be quoted (<c>'ssh my-vm'</c>).
+    /// Each must name a command ("ssh VM" limits ssh to one VM).
+    /// </summary>
+    internal static IReadOnlyList<string> ParseCmds(string text)
+    {
+        var result = new List<string>();
+        foreach (var raw in text.Split(','))
+        {
+            string c = raw.Trim();
+            if (c.Length >= 2 && (c[0] == '\'' || c[0] == '"') && c[^1] == c[0]) c = c[1..^1].Trim();
+            if (c.Length == 0) continue;
+            c = string.Join(' ', c.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+            bool known = CommandCatalog.FindPath(c) is { InteractiveOnly: false }
+                || (c.StartsWith("ssh ", StringComparison.Ordinal) && c.Split(' ').Length == 2 && VmNames.IsValid(c[4..]));
+            if (!known)
+            {
+                var near = Suggest.Nearest(c, CommandCatalog.AllPaths());
+                throw new CommandException(near is null ? $"unknown command \"{c}\" in --cmds" : $"unknown command \"{c}\" in --cmds (did you mean \"{near}\"?)");
+            }
+            if (!result.Contains(c)) result.Add(c);
+        }
+        return result;
+    }
+
+    private async Task<int> Exe0ToExe1Async(Invocation inv)
+    {
+        string token = inv.Arg(0, "token");
+        inv.MaxArgs(1);
+        string? vm = inv.Args.Value("vm") is { } v ? VmNames.Normalize(v, _s.Options.VmDomain) : null;
+        var exe1 = await _s.ApiKeys.ConvertToExe1Async(inv.Account, token, vm, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json) inv.WriteJson(new JsonObject { ["token"] = exe1 });
+        else inv.Line(exe1);
+        return 0;
+    }
+}

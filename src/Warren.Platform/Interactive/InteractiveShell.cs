@@ -1,0 +1,127 @@
+using System.Text;
+using Warren.Platform.Commands;
+
+namespace Warren.Platform.Interactive;
+
+/// <summary>
+/// The REPL behind <c>ssh CONTROL-HOST</c> with a pty: a prompt with line editing, history and tab
+/// completion; each line is split with <see cref="ShellLexer"/> and run by <see cref="CommandDispatcher"/>
+/// with ANSI allowed and JSON indented. <c>exit</c>, <c>quit</c>, ^D or end of input leave it.
+/// </summary>
+/// <remarks>
+/// Input is not read while a command runs, so ^C does not interrupt a running command (commands are
+/// short control-plane operations; a long <c>new</c> still completes and reports).
+/// </remarks>
+public sealed class InteractiveShell
+{
+    private readonly CommandDispatcher _dispatcher;
+    private readonly CommandCompleter _completer;
+
+    public InteractiveShell(CommandDispatcher dispatcher, CommandCompleter completer)
+    {
+        _dispatcher = dispatcher;
+        _completer = completer;
+    }
+
+    /// <summary>The prompt: "warren.localhost ▶ " in bold.</summary>
+    public string Prompt => $"\x1b[1m{_dispatcher.Options.ControlHost} ▶\x1b[0m ";
+
+    /// <summary>
+    /// Runs until exit; returns the exit status for the SSH session (0). <paramref name="ctx"/> supplies the
+    /// account, key and cancellation; its streams are replaced by CRLF writers over <paramref name="output"/>.
+    /// </summary>
+    public async Task<int> RunAsync(CommandContext ctx, Stream input, Stream output, LineEditor? editor = null)
+    {
+        var ct = ctx.CancellationToken;
+        editor ??= new LineEditor(input, output, (line, cursor) => _completer.Complete(ctx.Account, line, cursor));
+        var stdout = new CrlfWriter(output);
+        var commandCtx = new CommandContext
+        {
+            Account = ctx.Account,
+            CurrentKey = ctx.CurrentKey,
+            Stdin = TextReader.Null,
+            Stdout = stdout,
+            Stderr = stdout,
+            ForceJson = false,
+            Interactive = true,
+            AllowedCommands = ctx.AllowedCommands,
+            TokenVm = ctx.TokenVm,
+            Source = ctx.Source,
+            CancellationToken = ct,
+        };
+        await stdout.WriteRawAsync($"Welcome to Warren on {_dispatcher.Options.ControlHost}. Type 'help' for commands, 'exit' to leave.\r\n", ct);
+        while (!ct.IsCancellationRequested)
+        {
+            var line = await editor.ReadLineAsync(Prompt, ct);
+            if (line is null) break;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            editor.AddHistory(line);
+            if (!ShellLexer.TrySplit(line, out var argv, out var error))
+            {
+                await stdout.WriteRawAsync($"\x1b[31m{error}\x1b[0m\r\n", ct);
+                continue;
+            }
+            if (argv.Count == 0) continue;
+            if (argv[0] is "exit" or "quit" && argv.Count == 1) break;
+            await _dispatcher.RunAsync(commandCtx, argv);
+            await stdout.FlushAsync(ct);
+        }
+        await stdout.FlushAsync(ct);
+        return 0;
+    }
+
+    /// <summary>
+    /// A TextWriter for a raw pty: buffers text and writes it with LF turned into CRLF on
+    /// <see cref="FlushAsync()"/>. <see cref="Flush"/> is a no-op (the shell flushes asynchronously).
+    /// </summary>
+    public sealed class CrlfWriter : TextWriter
+    {
+        private readonly Stream _output;
+        private readonly StringBuilder _buffer = new();
+        private readonly object _gate = new();
+
+        public CrlfWriter(Stream output) => _output = output;
+
+        public override Encoding Encoding => Encoding.UTF8;
+
+        public override void Write(char value)
+        {
+            lock (_gate)
+            {
+                if (value == '\n' && (_buffer.Length == 0 || _buffer[^1] != '\r')) _buffer.Append('\r');
+                _buffer.Append(value);
+            }
+        }
+
+        public override void Write(string? value)
+        {
+            if (value is null) return;
+            foreach (char c in value) Write(c);
+        }
+
+        public override void Flush() { }
+
+        public override Task FlushAsync() => FlushAsync(CancellationToken.None);
+
+        public override async Task FlushAsync(CancellationToken cancellationToken)
+        {
+            string text;
+            lock (_gate)
+            {
+                if (_buffer.Length == 0) return;
+                text = _buffer.ToString();
+                _buffer.Clear();
+            }
+            await _output.WriteAsync(Encoding.UTF8.GetBytes(text), cancellationToken);
+            await _output.FlushAsync(cancellationToken);
+        }
+
+        /// <summary>Writes text as is (already CRLF), after anything buffered.</summary>
+        public async Task WriteRawAsync(string text, CancellationToken ct)
+        {
+            await FlushAsync(ct);
+            await _output.WriteAsync(Encoding.UTF8.GetBytes(text), ct);
+            await _output.FlushAsync(ct);
+        }
+    }
+}

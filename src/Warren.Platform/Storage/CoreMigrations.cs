@@ -1,0 +1,120 @@
+namespace Warren.Platform.Storage;
+
+/// <summary>
+/// The platform's own schema. Times are INTEGER unix milliseconds UTC unless a column says otherwise.
+/// Append new migrations; never edit one that has shipped.
+/// </summary>
+internal static class CoreMigrations
+{
+    public static readonly SchemaMigration[] All =
+    [
+        new("0001-core", """
+            CREATE TABLE accounts (
+                id          TEXT PRIMARY KEY,
+                email       TEXT NOT NULL UNIQUE,
+                created_at  INTEGER NOT NULL
+            );
+
+            CREATE TABLE account_keys (
+                id            TEXT PRIMARY KEY,
+                account_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                public_key    TEXT NOT NULL,
+                fingerprint   TEXT NOT NULL UNIQUE,   -- a key belongs to at most one account platform-wide
+                name          TEXT NOT NULL,
+                added_at      INTEGER NOT NULL,
+                last_used_at  INTEGER,
+                permissions   TEXT,                   -- JSON ApiKeyPermissions, for generate-api-key keys
+                UNIQUE (account_id, name)
+            );
+            CREATE INDEX account_keys_account ON account_keys(account_id);
+
+            CREATE TABLE vms (
+                id                   TEXT PRIMARY KEY,
+                name                 TEXT NOT NULL UNIQUE,   -- names are global
+                account_id           TEXT NOT NULL REFERENCES accounts(id),
+                image                TEXT NOT NULL,
+                image_digest         TEXT,
+                state                TEXT NOT NULL,
+                state_reason         TEXT,
+                slot_name            TEXT,
+                tags                 TEXT NOT NULL DEFAULT '[]',
+                comment              TEXT NOT NULL DEFAULT '',
+                cpus                 REAL NOT NULL,
+                memory_bytes         INTEGER NOT NULL,
+                disk_bytes           INTEGER NOT NULL,
+                proxy_port           INTEGER NOT NULL DEFAULT 80,
+                exposed_ports        TEXT NOT NULL DEFAULT '[]',
+                env                  TEXT NOT NULL DEFAULT '{}',
+                command_mode         TEXT NOT NULL,
+                custom_command       TEXT,
+                setup_script         TEXT,
+                login_user           TEXT,
+                source_vm_id         TEXT,                   -- set while a cp is being created
+                is_public            INTEGER NOT NULL DEFAULT 0,
+                proxy_port_override  INTEGER,
+                receive_email        INTEGER NOT NULL DEFAULT 0,
+                created_at           INTEGER NOT NULL,
+                updated_at           INTEGER NOT NULL
+            );
+            CREATE INDEX vms_account ON vms(account_id);
+
+            -- Which VM an account reaches on a slot: the allocation invariant as a constraint.
+            CREATE TABLE ssh_reach (
+                account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                slot_name   TEXT NOT NULL,
+                vm_id       TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+                PRIMARY KEY (account_id, slot_name),
+                UNIQUE (account_id, vm_id)
+            );
+            CREATE INDEX ssh_reach_vm ON ssh_reach(vm_id);
+
+            CREATE TABLE vm_shares (
+                vm_id       TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+                email       TEXT NOT NULL,
+                status      TEXT NOT NULL,           -- pending | active
+                ssh         INTEGER NOT NULL DEFAULT 0,
+                invited_at  INTEGER NOT NULL,
+                PRIMARY KEY (vm_id, email)
+            );
+            CREATE INDEX vm_shares_email ON vm_shares(email);
+
+            CREATE TABLE share_links (
+                token_hash    TEXT PRIMARY KEY,      -- SHA-256 of the token; the token itself is never stored
+                vm_id         TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+                token_hint    TEXT NOT NULL,
+                created_at    INTEGER NOT NULL,
+                use_count     INTEGER NOT NULL DEFAULT 0,
+                last_used_at  INTEGER
+            );
+            CREATE INDEX share_links_vm ON share_links(vm_id);
+
+            CREATE TABLE vm_stats (
+                vm_id               TEXT NOT NULL,
+                resolution_seconds  INTEGER NOT NULL,  -- 0 = raw sample
+                ts                  INTEGER NOT NULL,  -- unix seconds (bucket start for aggregates)
+                samples             INTEGER NOT NULL,
+                cpu_percent         REAL NOT NULL,
+                memory_used         INTEGER NOT NULL,
+                memory_limit        INTEGER NOT NULL,
+                disk_used           INTEGER NOT NULL,
+                net_rx              INTEGER NOT NULL,
+                net_tx              INTEGER NOT NULL,
+                PRIMARY KEY (vm_id, resolution_seconds, ts)
+            );
+
+            CREATE TABLE audit_log (
+                id               INTEGER PRIMARY KEY AUTOINCREMENT,
+                at               INTEGER NOT NULL,
+                account_id       TEXT,
+                key_fingerprint  TEXT,
+                source           TEXT,
+                command          TEXT NOT NULL,
+                arguments        TEXT,
+                result           TEXT NOT NULL,
+                error_code       TEXT,
+                duration_ms      INTEGER
+            );
+            CREATE INDEX audit_log_account ON audit_log(account_id, id);
+            """),
+    ];
+}

@@ -1,0 +1,32 @@
+namespace Warren.Runtime.Docker;
+
+/// <summary>
+/// A runtime failure with a stable <see cref="Code"/> and a message safe to show users
+/// (it never contains a registry credential).
+/// </summary>
+public sealed class DockerRuntimeException(string code, string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>Stable code, one of <see cref="DockerRuntimeErrors"/>.</summary>
+    public string Code { get; } = code;
+}
+
+/// <summary>The stable error codes of <see cref="DockerRuntimeException"/>.</summary>
+public static class DockerRuntimeErrors
+{
+    /// <summary>The engine did not answer (socket missing, daemon down).</summary>
+    public const string EngineUnavailable = "runtime.engine-unavailable";
+    /// <summary>The image is neither cached nor pullable (unknown name, registry unreachable).</summary>
+    public const string ImageNotFound = "runtime.image-not-found";
+    /// <summary>The registry refused the credential, or one is needed and none was given.</summary>
+    public const string ImageUnauthorized = "runtime.image-unauthorized";
+    /// <summary>The agent binary is missing on the host (run scripts/build-images.sh).</summary>
+    public const string AgentMissing = "runtime.agent-missing";
+    /// <summary>No VM with that id in this runtime.</summary>
+    public const string VmNotFound = "runtime.vm-not-found";
+    /// <summary>The VM must be running for this operation.</summary>
+    public const string VmNotRunning = "runtime.vm-not-running";
+    /// <summary>A connection inside the VM was refused or could not be made.</summary>
+    public const string ConnectFailed = "runtime.connect-failed";
+    /// <summary>Any other engine error.</summary>
+    public const string EngineError = "runtime.engine-error";
+}

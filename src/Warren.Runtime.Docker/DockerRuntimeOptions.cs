@@ -1,0 +1,33 @@
+namespace Warren.Runtime.Docker;
+
+/// <summary>Settings of <see cref="DockerVmRuntime"/>.</summary>
+public sealed class DockerRuntimeOptions
+{
+    /// <summary>
+    /// Engine endpoint. Null: DOCKER_HOST when set, else unix:///var/run/docker.sock.
+    /// </summary>
+    public Uri? Endpoint { get; set; }
+
+    /// <summary>
+    /// Host path of the static guest agent (scripts/build-images.sh publishes it to var/agent/warren-agent).
+    /// Null: WARREN_AGENT_PATH when set, else var/agent/warren-agent in the current directory or any parent
+    /// of the application's base directory. Bind-mounted read-only at <see cref="DockerVmRuntime.AgentMountPath"/>.
+    /// </summary>
+    public string? AgentPath { get; set; }
+
+    /// <summary>
+    /// Pull images whose reference names a registry host (e.g. registry.example:5000/app:1) on every
+    /// PrepareImageAsync, even when cached, so the registry checks the caller's credential each time
+    /// (a private image cached for one account is not handed to another without it). Default true.
+    /// </summary>
+    public bool AlwaysPullRegistryImages { get; set; } = true;
+
+    /// <summary>Seconds the engine waits after SIGTERM before SIGKILL on stop/restart (Docker's default is 10).</summary>
+    public int StopTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Engine network VMs join. Null: the default bridge.</summary>
+    public string? Network { get; set; }
+
+    /// <summary>Extra labels put on every container and volume (e.g. to tell test runs apart).</summary>
+    public IReadOnlyDictionary<string, string> ExtraLabels { get; set; } = new Dictionary<string, string>();
+}

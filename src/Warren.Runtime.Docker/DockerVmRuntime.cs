@@ -1,0 +1,872 @@
+using System.Formats.Tar;
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.RegularExpressions;
+using Docker.DotNet;
+using Docker.DotNet.Models;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Warren.Platform.Runtime;
+
+namespace Warren.Runtime.Docker;
+
+/// <summary>
+/// <see cref="IVmRuntime"/> over the Docker Engine API. A VM is:
+/// <list type="bullet">
+/// <item>container <c>warren-&lt;vmId&gt;</c>, labelled <see cref="LabelVmId"/>, <see cref="LabelVmName"/>,
+///   <see cref="LabelManaged"/>=true, hostname = VM name, restart policy unless-stopped;</item>
+/// <item>named volume <c>warren-data-&lt;vmId&gt;</c> at /data;</item>
+/// <item>the static guest agent bind-mounted read-only at <see cref="AgentMountPath"/> as the entrypoint:
+///   <c>/.warren/agent init [--setup-script F] [--user U] -- CMD…</c>, so any image (even FROM scratch) works.</item>
+/// </list>
+/// Rename and copy commit the container's filesystem to a local image <c>warren-vm/&lt;vmId&gt;:TAG</c> and
+/// create a container from it (Docker cannot change a container's hostname in place); RemoveAsync deletes those images.
+/// </summary>
+public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
+{
+    public const string LabelVmId = "warren.vm-id";
+    public const string LabelVmName = "warren.vm-name";
+    public const string LabelManaged = "warren.managed";
+    /// <summary>The image reference the VM was created from (copies and renames run from a committed image).</summary>
+    public const string LabelImage = "warren.image";
+    /// <summary>The disk size asked for, in bytes (recorded even where the storage driver can't enforce it).</summary>
+    public const string LabelDiskBytes = "warren.disk-bytes";
+
+    public const string AgentMountPath = "/.warren/agent";
+    public const string SetupScriptPath = "/.warren/setup.sh";
+    public const string DataMountPath = "/data";
+    /// <summary>Where exec'd processes record their pid for <see cref="IVmProcess.SignalAsync"/> (tmpfs in every container).</summary>
+    internal const string PidFileDirectory = "/dev/shm";
+    internal const string PidFilePrefix = ".warren-exec-";
+
+    private static readonly Regex VmIdPattern = VmIdRegex();
+
+    private readonly DockerClient _client;
+    private readonly DockerRuntimeOptions _options;
+    private readonly ILogger _log;
+    private readonly string _agentPath;
+    private bool? _diskQuotaSupported;
+
+    public DockerVmRuntime(DockerRuntimeOptions? options = null, ILogger<DockerVmRuntime>? logger = null)
+    {
+        _options = options ?? new DockerRuntimeOptions();
+        _log = (ILogger?)logger ?? NullLogger.Instance;
+        _agentPath = ResolveAgentPath(_options.AgentPath);
+        _client = new DockerClientConfiguration(_options.Endpoint ?? DefaultEndpoint()).CreateClient();
+    }
+
+    public string Name => "docker";
+
+    /// <summary>The host path of the agent in use.</summary>
+    public string AgentPath => _agentPath;
+
+    internal DockerClient Client => _client;
+
+    public static string ContainerName(string vmId) => "warren-" + vmId;
+    public static string VolumeName(string vmId) => "warren-data-" + vmId;
+    internal static string SnapshotRepository(string vmId) => "warren-vm/" + vmId.ToLowerInvariant();
+
+    public void Dispose() => _client.Dispose();
+
+    // ------------------------------------------------------------------ images
+
+    public async Task<ImageInfo> PrepareImageAsync(string image, RegistryCredential? auth, CancellationToken ct)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(image);
+        var (repository, tag) = ImageReference.Split(image);
+        bool pull = auth != null || (_options.AlwaysPullRegistryImages && ImageReference.HasRegistryHost(image));
+        ImageInspectResponse? local = pull ? null : await TryInspectImageAsync(image, ct);
+        if (local == null)
+        {
+            await PullAsync(image, repository, tag, auth, ct);
+            local = await TryInspectImageAsync(image, ct)
+                ?? throw new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, $"image {image} not found after pull");
+        }
+        return ToImageInfo(image, local);
+    }
+
+    private async Task PullAsync(string image, string repository, string tag, RegistryCredential? auth, CancellationToken ct)
+    {
+        // The credential goes into the X-Registry-Auth header of this one request and nowhere else:
+        // not into logs, exception messages or labels.
+        var authConfig = auth == null ? new AuthConfig() : new AuthConfig
+        {
+            Username = auth.Username,
+            Password = auth.Secret,
+            ServerAddress = ImageReference.RegistryHost(image),
+        };
+        string? streamError = null;
+        var progress = new Progress<JSONMessage>(m =>
+        {
+            if (!string.IsNullOrEmpty(m.ErrorMessage)) streamError = m.ErrorMessage;
+            else if (m.Error != null && !string.IsNullOrEmpty(m.Error.Message)) streamError = m.Error.Message;
+        });
+        LogPulling(image, auth != null);
+        try
+        {
+            await _client.Images.CreateImageAsync(
+                new ImagesCreateParameters { FromImage = repository, Tag = tag }, authConfig, progress, ct);
+        }
+        catch (DockerApiException e)
+        {
+            throw PullFailure(image, e.StatusCode, e.ResponseBody, e);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
+        }
+        // Progress<T> posts to the thread pool; the final message may land just after the call returns.
+        await Task.Yield();
+        if (streamError != null) throw PullFailure(image, HttpStatusCode.OK, streamError, null);
+    }
+
+    private static DockerRuntimeException PullFailure(string image, HttpStatusCode status, string? body, Exception? inner)
+    {
+        string detail = body ?? "";
+        bool unauthorized = status is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden
+            || detail.Contains("unauthorized", StringComparison.OrdinalIgnoreCase)
+            || detail.Contains("authentication required", StringComparison.OrdinalIgnoreCase)
+            || detail.Contains("no basic auth credentials", StringComparison.OrdinalIgnoreCase)
+            || detail.Contains("denied", StringComparison.OrdinalIgnoreCase);
+        return unauthorized
+            ? new DockerRuntimeException(DockerRuntimeErrors.ImageUnauthorized, $"registry refused access to {image} (check --registry-auth)", inner)
+            : new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, $"cannot pull {image}", inner);
+    }
+
+    private async Task<ImageInspectResponse?> TryInspectImageAsync(string image, CancellationToken ct)
+    {
+        try
+        {
+            return await _client.Images.InspectImageAsync(image, ct);
+        }
+        catch (DockerImageNotFoundException)
+        {
+            return null;
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    internal static ImageInfo ToImageInfo(string reference, ImageInspectResponse image)
+    {
+        var config = image.Config;
+        var ports = new List<int>();
+        if (config?.ExposedPorts != null)
+        {
+            foreach (var key in config.ExposedPorts.Keys)
+            {
+                // Keys are "80/tcp", "53/udp", or a bare "8080" (tcp).
+                var parts = key.Split('/');
+                if ((parts.Length == 1 || parts[1].Equals("tcp", StringComparison.OrdinalIgnoreCase))
+                    && int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int port) && port is > 0 and < 65536)
+                    ports.Add(port);
+            }
+        }
+        ports.Sort();
+        string digest = image.RepoDigests?.FirstOrDefault(d => d.Contains('@')) is { } rd ? rd[(rd.IndexOf('@') + 1)..] : image.ID;
+        return new ImageInfo(
+            reference,
+            digest,
+            ports,
+            string.IsNullOrEmpty(config?.User) ? null : config.User,
+            config?.Entrypoint?.ToList() ?? [],
+            config?.Cmd?.ToList() ?? [],
+            config?.Env?.ToList() ?? []);
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    public async Task CreateAsync(VmSpec spec, CancellationToken ct)
+    {
+        ValidateVmId(spec.VmId);
+        var existing = await TryInspectContainerAsync(spec.VmId, ct);
+        if (existing != null)
+        {
+            if (existing.State?.Running != true) await StartAsync(spec.VmId, ct);
+            return;
+        }
+        var image = await PrepareImageAsync(spec.Image, spec.RegistryAuth, ct);
+        var command = spec.CommandMode switch
+        {
+            CommandMode.None => [],
+            CommandMode.Custom => spec.CustomCommand?.ToList() ?? [],
+            _ => image.Entrypoint.Concat(image.Command).ToList(),
+        };
+        await CreateContainerAsync(spec, spec.Image, spec.Image, image.User, command, ct);
+        if (!string.IsNullOrEmpty(spec.SetupScript)) await PutSetupScriptAsync(spec.VmId, spec.SetupScript, ct);
+        await StartAsync(spec.VmId, ct);
+    }
+
+    /// <summary>Creates the volume (idempotent) and the container, without starting it.</summary>
+    private async Task CreateContainerAsync(VmSpec spec, string runImage, string labelImage, string? user,
+        IReadOnlyList<string> command, CancellationToken ct, bool? hasSetupScript = null)
+    {
+        string volume = VolumeName(spec.VmId);
+        var labels = Labels(spec.VmId, spec.Name);
+        labels[LabelImage] = labelImage;
+        labels[LabelDiskBytes] = spec.Resources.DiskBytes.ToString(CultureInfo.InvariantCulture);
+        await Engine(() => _client.Volumes.CreateAsync(new VolumesCreateParameters { Name = volume, Labels = Labels(spec.VmId, spec.Name) }, ct));
+
+        var entrypoint = new List<string> { AgentMountPath, "init" };
+        if (hasSetupScript ?? !string.IsNullOrEmpty(spec.SetupScript)) entrypoint.AddRange(["--setup-script", SetupScriptPath]);
+        if (!string.IsNullOrEmpty(user)) entrypoint.AddRange(["--user", user]);
+        entrypoint.Add("--");
+        entrypoint.AddRange(command);
+
+        var host = new HostConfig
+        {
+            Mounts =
+            [
+                new Mount { Type = "bind", Source = _agentPath, Target = AgentMountPath, ReadOnly = true },
+                new Mount { Type = "volume", Source = volume, Target = DataMountPath },
+            ],
+            RestartPolicy = new RestartPolicy { Name = RestartPolicyKind.UnlessStopped },
+            NanoCPUs = ToNanoCpus(spec.Resources.Cpus),
+            Memory = Math.Max(0, spec.Resources.MemoryBytes),
+            // Swap limit = memory limit: no swap beyond the VM's memory.
+            MemorySwap = spec.Resources.MemoryBytes > 0 ? spec.Resources.MemoryBytes : 0,
+            NetworkMode = _options.Network,
+        };
+        bool disk = spec.Resources.DiskBytes > 0 && await DiskQuotaSupportedAsync(ct);
+        if (disk) host.StorageOpt = new Dictionary<string, string> { ["size"] = spec.Resources.DiskBytes.ToString(CultureInfo.InvariantCulture) };
+
+        var create = new CreateContainerParameters
+        {
+            Name = ContainerName(spec.VmId),
+            Image = runImage,
+            Hostname = spec.Name,
+            Labels = labels,
+            // The whole argv is the entrypoint; overriding it also drops the image's Cmd.
+            Entrypoint = entrypoint,
+            Cmd = [],
+            User = "0",
+            Env = spec.Env.Select(kv => kv.Key + "=" + kv.Value).ToList(),
+            HostConfig = host,
+        };
+        try
+        {
+            await _client.Containers.CreateContainerAsync(create, ct);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.Conflict)
+        {
+            // Created concurrently by another call for the same id: idempotent.
+        }
+        catch (DockerApiException e) when (disk && e.ResponseBody?.Contains("storage", StringComparison.OrdinalIgnoreCase) == true)
+        {
+            _diskQuotaSupported = false;
+            host.StorageOpt = null;
+            await Engine(() => _client.Containers.CreateContainerAsync(create, ct));
+        }
+    }
+
+    private async Task PutSetupScriptAsync(string vmId, string script, CancellationToken ct)
+    {
+        using var tar = new MemoryStream();
+        using (var writer = new TarWriter(tar, TarEntryFormat.Pax, leaveOpen: true))
+        {
+            writer.WriteEntry(new PaxTarEntry(TarEntryType.Directory, ".warren/") { Mode = (UnixFileMode)0x1ED });
+            var bytes = Encoding.UTF8.GetBytes(script.Replace("\r\n", "\n", StringComparison.Ordinal));
+            writer.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, ".warren/setup.sh")
+            {
+                Mode = (UnixFileMode)0x1C0, // 0700, root only
+                DataStream = new MemoryStream(bytes),
+            });
+        }
+        tar.Position = 0;
+        await Engine(() => _client.Containers.ExtractArchiveToContainerAsync(ContainerName(vmId),
+            new ContainerPathStatParameters { Path = "/", AllowOverwriteDirWithFile = false }, tar, ct));
+    }
+
+    public async Task StartAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        try
+        {
+            await _client.Containers.StartContainerAsync(ContainerName(vmId), new ContainerStartParameters(), ct);
+        }
+        catch (DockerContainerNotFoundException e)
+        {
+            throw NotFound(vmId, e);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            throw NotFound(vmId, e);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotModified)
+        {
+            // Already running.
+        }
+    }
+
+    public async Task StopAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        try
+        {
+            await _client.Containers.StopContainerAsync(ContainerName(vmId),
+                new ContainerStopParameters { WaitBeforeKillSeconds = (uint)_options.StopTimeoutSeconds }, ct);
+        }
+        catch (DockerContainerNotFoundException e)
+        {
+            throw NotFound(vmId, e);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            throw NotFound(vmId, e);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotModified)
+        {
+            // Already stopped.
+        }
+    }
+
+    public async Task RestartAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        try
+        {
+            await _client.Containers.RestartContainerAsync(ContainerName(vmId),
+                new ContainerRestartParameters { WaitBeforeKillSeconds = (uint)_options.StopTimeoutSeconds }, ct);
+        }
+        catch (DockerContainerNotFoundException e)
+        {
+            throw NotFound(vmId, e);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            throw NotFound(vmId, e);
+        }
+    }
+
+    public async Task RemoveAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        try
+        {
+            await _client.Containers.RemoveContainerAsync(ContainerName(vmId), new ContainerRemoveParameters { Force = true }, ct);
+        }
+        catch (DockerContainerNotFoundException) { }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound) { }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.Conflict)
+        {
+            // "removal already in progress": wait for it below via the volume removal retry.
+        }
+
+        // The volume can briefly stay "in use" while the engine finishes removing the container.
+        const int VolumeRemoveAttempts = 20;
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await _client.Volumes.RemoveAsync(VolumeName(vmId), force: true, ct);
+                break;
+            }
+            catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+            {
+                break;
+            }
+            catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.Conflict && attempt < VolumeRemoveAttempts)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(100 * attempt), ct);
+            }
+        }
+        await RemoveSnapshotImagesAsync(vmId, ct);
+    }
+
+    private async Task RemoveSnapshotImagesAsync(string vmId, CancellationToken ct)
+    {
+        var images = await Engine(() => _client.Images.ListImagesAsync(new ImagesListParameters
+        {
+            Filters = new Dictionary<string, IDictionary<string, bool>> { ["reference"] = new Dictionary<string, bool> { [SnapshotRepository(vmId)] = true } },
+        }, ct));
+        foreach (var tag in images.SelectMany(i => i.RepoTags ?? []).Where(t => t.StartsWith(SnapshotRepository(vmId) + ":", StringComparison.Ordinal)))
+        {
+            try
+            {
+                await _client.Images.DeleteImageAsync(tag, new ImageDeleteParameters { Force = false }, ct);
+            }
+            catch (DockerApiException e) when (e.StatusCode is HttpStatusCode.Conflict or HttpStatusCode.NotFound)
+            {
+                // Still the base of another VM's snapshot (a copy of a copy): the tag stays until that one goes.
+            }
+        }
+    }
+
+    public async Task<RuntimeVmInfo?> InspectAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        var c = await TryInspectContainerAsync(vmId, ct);
+        if (c == null) return null;
+        return new RuntimeVmInfo(
+            Label(c.Config?.Labels, LabelVmId) ?? vmId,
+            Label(c.Config?.Labels, LabelVmName) ?? c.Config?.Hostname ?? "",
+            StateOf(c.State?.Status, c.State?.Running == true),
+            Label(c.Config?.Labels, LabelImage) ?? c.Config?.Image ?? "",
+            ParseTime(c.State?.StartedAt));
+    }
+
+    public async Task<IReadOnlyList<RuntimeVmInfo>> ListAsync(CancellationToken ct)
+    {
+        var list = await Engine(() => _client.Containers.ListContainersAsync(new ContainersListParameters
+        {
+            All = true,
+            Filters = new Dictionary<string, IDictionary<string, bool>> { ["label"] = new Dictionary<string, bool> { [LabelManaged + "=true"] = true } },
+        }, ct));
+        var result = new List<RuntimeVmInfo>();
+        foreach (var c in list)
+        {
+            if (c.Labels == null || !c.Labels.TryGetValue(LabelVmId, out var id)) continue;
+            result.Add(new RuntimeVmInfo(id, Label(c.Labels, LabelVmName) ?? "",
+                StateOf(c.State, c.State == "running"), Label(c.Labels, LabelImage) ?? c.Image, null));
+        }
+        return result;
+    }
+
+    private static RuntimeVmState StateOf(string? status, bool running) => status switch
+    {
+        _ when running => RuntimeVmState.Running,
+        "created" => RuntimeVmState.Creating,
+        "restarting" => RuntimeVmState.Running,
+        "exited" or "paused" => RuntimeVmState.Stopped,
+        "dead" or "removing" => RuntimeVmState.Failed,
+        _ => RuntimeVmState.Stopped,
+    };
+
+    private static DateTimeOffset? ParseTime(string? text)
+    {
+        // The engine reports the zero time for never-started containers.
+        if (string.IsNullOrEmpty(text) || text.StartsWith("0001-", StringComparison.Ordinal)) return null;
+        return DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t) ? t : null;
+    }
+
+    // ------------------------------------------------------------------ exec, connect, address
+
+    public async Task<IVmProcess> ExecAsync(string vmId, ExecSpec spec, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Command.Count == 0) throw new ArgumentException("empty command", nameof(spec));
+        string pidFile = $"{PidFileDirectory}/{PidFilePrefix}{Guid.NewGuid():N}";
+        var argv = new List<string> { AgentMountPath, "exec", "--pid-file", pidFile, "--" };
+        argv.AddRange(spec.Command);
+        var env = spec.Env?.Select(kv => kv.Key + "=" + kv.Value).ToList() ?? [];
+        if (spec.Tty != null && !env.Any(e => e.StartsWith("TERM=", StringComparison.Ordinal))) env.Add("TERM=" + spec.Tty.Term);
+        return await DockerVmProcess.StartAsync(this, vmId, argv, env, spec.User, spec.WorkingDirectory, spec.Tty, pidFile, ct);
+    }
+
+    public async Task<Stream> ConnectAsync(string vmId, string host, int port, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        ArgumentException.ThrowIfNullOrWhiteSpace(host);
+        ArgumentOutOfRangeException.ThrowIfLessThan(port, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535);
+        var argv = new List<string> { AgentMountPath, "connect", "--ready", host, port.ToString(CultureInfo.InvariantCulture) };
+        var process = await DockerVmProcess.StartAsync(this, vmId, argv, [], null, null, null, null, ct);
+        return await VmConnectionStream.OpenAsync(process, host, port, ct);
+    }
+
+    public async Task<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        var c = await TryInspectContainerAsync(vmId, ct);
+        if (c?.State?.Running != true || c.NetworkSettings == null) return null;
+        string? ip = c.NetworkSettings.Networks?.Values.Select(n => n.IPAddress).FirstOrDefault(a => !string.IsNullOrEmpty(a));
+        if (string.IsNullOrEmpty(ip)) ip = c.NetworkSettings.IPAddress;
+        return IPAddress.TryParse(ip, out var address) ? address : null;
+    }
+
+    // ------------------------------------------------------------------ copy, rename, resize
+
+    public async Task CopyAsync(string sourceVmId, VmSpec target, CancellationToken ct)
+    {
+        ValidateVmId(sourceVmId);
+        ValidateVmId(target.VmId);
+        if (await TryInspectContainerAsync(target.VmId, ct) != null)
+        {
+            await StartAsync(target.VmId, ct);
+            return;
+        }
+        var source = await TryInspectContainerAsync(sourceVmId, ct) ?? throw NotFound(sourceVmId, null);
+        var (user, command, hadSetup) = ParseInitArgv(source.Config?.Entrypoint);
+        if (target.CommandMode == CommandMode.None) command = [];
+        else if (target.CommandMode == CommandMode.Custom) command = target.CustomCommand?.ToList() ?? [];
+        string snapshot = $"{SnapshotRepository(target.VmId)}:copy";
+        string labelImage = Label(source.Config?.Labels, LabelImage) ?? target.Image;
+        bool paused = false;
+        try
+        {
+            // Pause so the filesystem and /data are copied at one instant.
+            if (source.State?.Running == true && source.State?.Paused != true)
+            {
+                await Engine(() => _client.Containers.PauseContainerAsync(source.ID, ct));
+                paused = true;
+            }
+            await Engine(() => _client.Images.CommitContainerChangesAsync(new CommitContainerChangesParameters
+            {
+                ContainerID = source.ID,
+                RepositoryName = SnapshotRepository(target.VmId),
+                Tag = "copy",
+                Pause = false,
+                Comment = $"warren copy of {sourceVmId}",
+            }, ct));
+            await CreateContainerAsync(target, snapshot, labelImage, user, command, ct,
+                hasSetupScript: hadSetup || !string.IsNullOrEmpty(target.SetupScript));
+            if (!string.IsNullOrEmpty(target.SetupScript)) await PutSetupScriptAsync(target.VmId, target.SetupScript, ct);
+            // /data: a tar of the source volume straight into the new container's volume (ownership, modes and
+            // links preserved by the engine's archive API; works on created-but-not-started containers).
+            var archive = await Engine(() => _client.Containers.GetArchiveFromContainerAsync(source.ID,
+                new GetArchiveFromContainerParameters { Path = DataMountPath }, statOnly: false, ct));
+            using (archive.Stream)
+            {
+                await Engine(() => _client.Containers.ExtractArchiveToContainerAsync(ContainerName(target.VmId),
+                    new ContainerPathStatParameters { Path = "/", AllowOverwriteDirWithFile = false }, archive.Stream, ct));
+            }
+        }
+        catch
+        {
+            await RemoveAsync(target.VmId, CancellationToken.None);
+            throw;
+        }
+        finally
+        {
+            if (paused)
+            {
+                try { await _client.Containers.UnpauseContainerAsync(source.ID, CancellationToken.None); }
+                catch (DockerApiException e) { LogUnpauseFailed(sourceVmId, e.StatusCode); }
+            }
+        }
+        await StartAsync(target.VmId, ct);
+    }
+
+    /// <summary>
+    /// Docker can't change a container's hostname in place (and the VM lacks CAP_SYS_ADMIN to do it from inside),
+    /// so rename commits the container's filesystem to <c>warren-vm/&lt;id&gt;:r&lt;time&gt;</c> and recreates the
+    /// container from it with the same volume, labels, limits and command: data, installed packages and the VM id
+    /// are kept; processes restart (like a reboot).
+    /// </summary>
+    public async Task RenameAsync(string vmId, string newName, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        ArgumentException.ThrowIfNullOrWhiteSpace(newName);
+        var c = await TryInspectContainerAsync(vmId, ct) ?? throw NotFound(vmId, null);
+        if (c.Config?.Hostname == newName && Label(c.Config.Labels, LabelVmName) == newName) return;
+        bool wasRunning = c.State?.Running == true;
+        if (wasRunning) await StopAsync(vmId, ct);
+        string tag = "r" + DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture);
+        await Engine(() => _client.Images.CommitContainerChangesAsync(new CommitContainerChangesParameters
+        {
+            ContainerID = c.ID,
+            RepositoryName = SnapshotRepository(vmId),
+            Tag = tag,
+            Comment = $"warren rename of {vmId}",
+        }, ct));
+        await Engine(() => _client.Containers.RemoveContainerAsync(c.ID, new ContainerRemoveParameters { Force = true }, ct));
+
+        var labels = new Dictionary<string, string>(c.Config?.Labels ?? new Dictionary<string, string>()) { [LabelVmName] = newName };
+        var create = new CreateContainerParameters
+        {
+            Name = ContainerName(vmId),
+            Image = $"{SnapshotRepository(vmId)}:{tag}",
+            Hostname = newName,
+            Labels = labels,
+            Entrypoint = c.Config?.Entrypoint,
+            Cmd = [],
+            User = "0",
+            Env = c.Config?.Env,
+            WorkingDir = c.Config?.WorkingDir,
+            HostConfig = c.HostConfig,
+        };
+        await Engine(() => _client.Containers.CreateContainerAsync(create, ct));
+        if (wasRunning) await StartAsync(vmId, ct);
+    }
+
+    public async Task<ResizeOutcome> ResizeAsync(string vmId, VmResources resources, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        var c = await TryInspectContainerAsync(vmId, ct) ?? throw NotFound(vmId, null);
+        await Engine(() => _client.Containers.UpdateContainerAsync(c.ID, new ContainerUpdateParameters
+        {
+            NanoCPUs = ToNanoCpus(resources.Cpus),
+            Memory = Math.Max(0, resources.MemoryBytes),
+            // -1 = unlimited swap when memory is unlimited; else swap limit = memory limit (no extra swap).
+            MemorySwap = resources.MemoryBytes > 0 ? resources.MemoryBytes : -1,
+        }, ct));
+
+        long currentDisk = long.TryParse(Label(c.Config?.Labels, LabelDiskBytes), out var d) ? d : 0;
+        bool quota = await DiskQuotaSupportedAsync(ct);
+        string? note;
+        bool diskEnforced;
+        if (resources.DiskBytes <= 0)
+        {
+            diskEnforced = false;
+            note = null;
+        }
+        else if (!quota)
+        {
+            diskEnforced = false;
+            note = $"disk size recorded but not enforced: the engine's storage driver ({await StorageDescriptionAsync(ct)}) has no per-container quota";
+        }
+        else if (resources.DiskBytes == currentDisk && c.HostConfig?.StorageOpt?.ContainsKey("size") == true)
+        {
+            diskEnforced = true;
+            note = null;
+        }
+        else
+        {
+            diskEnforced = false;
+            note = "disk quota is fixed when the container is created; the new size is recorded and applies when the VM is next recreated (copy or rename)";
+        }
+        return new ResizeOutcome(CpuApplied: true, MemoryApplied: true, diskEnforced, note);
+    }
+
+    // ------------------------------------------------------------------ stats
+
+    public async Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)
+    {
+        ValidateVmId(vmId);
+        var c = await TryInspectContainerAsync(vmId, ct);
+        if (c?.State?.Running != true) return null;
+        ContainerStatsResponse? stats = null;
+        try
+        {
+            await _client.Containers.GetContainerStatsAsync(c.ID, new ContainerStatsParameters { Stream = false },
+                new SyncProgress<ContainerStatsResponse>(s => stats = s), ct);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+        if (stats == null) return null;
+
+        double cpuPercent = 0;
+        ulong cpuDelta = stats.CPUStats.CPUUsage.TotalUsage - stats.PreCPUStats.CPUUsage.TotalUsage;
+        ulong systemDelta = stats.CPUStats.SystemUsage - stats.PreCPUStats.SystemUsage;
+        if (systemDelta > 0 && stats.CPUStats.CPUUsage.TotalUsage >= stats.PreCPUStats.CPUUsage.TotalUsage)
+        {
+            uint cpus = stats.CPUStats.OnlineCPUs > 0 ? stats.CPUStats.OnlineCPUs : (uint)(stats.CPUStats.CPUUsage.PercpuUsage?.Count ?? 1);
+            cpuPercent = (double)cpuDelta / systemDelta * cpus * 100.0;
+        }
+        // Like `docker stats`: usage less page cache (cgroup v1 "total_inactive_file", v2 "inactive_file").
+        ulong usage = stats.MemoryStats.Usage;
+        if (stats.MemoryStats.Stats != null)
+        {
+            if (stats.MemoryStats.Stats.TryGetValue("total_inactive_file", out var inactive) && inactive < usage) usage -= inactive;
+            else if (stats.MemoryStats.Stats.TryGetValue("inactive_file", out inactive) && inactive < usage) usage -= inactive;
+        }
+        long rx = 0, tx = 0;
+        if (stats.Networks != null)
+            foreach (var n in stats.Networks.Values) { rx += (long)n.RxBytes; tx += (long)n.TxBytes; }
+        long disk = await WritableLayerBytesAsync(vmId, ct);
+        return new VmStatsSample(
+            stats.Read == default ? DateTimeOffset.UtcNow : new DateTimeOffset(DateTime.SpecifyKind(stats.Read, DateTimeKind.Utc)),
+            cpuPercent,
+            (long)usage,
+            (long)stats.MemoryStats.Limit,
+            disk,
+            rx,
+            tx);
+    }
+
+    /// <summary>Bytes in the container's writable layer (the engine's SizeRw). /data usage is not included (see report).</summary>
+    private async Task<long> WritableLayerBytesAsync(string vmId, CancellationToken ct)
+    {
+        var list = await Engine(() => _client.Containers.ListContainersAsync(new ContainersListParameters
+        {
+            All = true,
+            Size = true,
+            Filters = new Dictionary<string, IDictionary<string, bool>> { ["name"] = new Dictionary<string, bool> { ["^/" + ContainerName(vmId) + "$"] = true } },
+        }, ct));
+        return list.FirstOrDefault()?.SizeRw ?? 0;
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    internal async Task<ContainerInspectResponse?> TryInspectContainerAsync(string vmId, CancellationToken ct)
+    {
+        try
+        {
+            return await _client.Containers.InspectContainerAsync(ContainerName(vmId), ct);
+        }
+        catch (DockerContainerNotFoundException)
+        {
+            return null;
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+        catch (HttpRequestException e)
+        {
+            throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
+        }
+    }
+
+    internal static async Task<T> Engine<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            return await call();
+        }
+        catch (DockerApiException e)
+        {
+            throw new DockerRuntimeException(DockerRuntimeErrors.EngineError, $"container engine: {(int)e.StatusCode} {Truncate(e.ResponseBody)}", e);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
+        }
+    }
+
+    internal static Task Engine(Func<Task> call) => Engine(async () => { await call(); return true; });
+
+    private static string Truncate(string? s)
+    {
+        const int MaxEngineMessageChars = 300;
+        s = (s ?? "").Trim();
+        return s.Length <= MaxEngineMessageChars ? s : s[..MaxEngineMessageChars] + "…";
+    }
+
+    private static string? Label(IDictionary<string, string>? labels, string key) =>
+        labels != null && labels.TryGetValue(key, out var value) ? value : null;
+
+    internal static DockerRuntimeException NotFound(string vmId, Exception? inner) =>
+        new(DockerRuntimeErrors.VmNotFound, $"no VM {vmId} in the container engine", inner);
+
+    private Dictionary<string, string> Labels(string vmId, string name)
+    {
+        var labels = new Dictionary<string, string>(_options.ExtraLabels)
+        {
+            [LabelVmId] = vmId,
+            [LabelVmName] = name,
+            [LabelManaged] = "true",
+        };
+        return labels;
+    }
+
+    private static long ToNanoCpus(double cpus)
+    {
+        const double NanoPerCpu = 1e9;
+        return cpus > 0 ? (long)Math.Round(cpus * NanoPerCpu) : 0;
+    }
+
+    /// <summary>
+    /// Whether the storage driver takes a per-container size (--storage-opt size): overlay2 only on xfs with
+    /// pquota, devicemapper, btrfs and zfs. Probed once from the engine's info.
+    /// </summary>
+    private async Task<bool> DiskQuotaSupportedAsync(CancellationToken ct)
+    {
+        if (_diskQuotaSupported is { } known) return known;
+        var info = await Engine(() => _client.System.GetSystemInfoAsync(ct));
+        string backing = info.DriverStatus?.FirstOrDefault(p => p.Length == 2 && p[0] == "Backing Filesystem")?[1] ?? "";
+        bool supported = info.Driver switch
+        {
+            "devicemapper" or "btrfs" or "zfs" => true,
+            // overlay2 needs xfs mounted with pquota; the driver reports xfs either way, so creation may still
+            // fail — CreateContainerAsync then retries without and clears this flag.
+            "overlay2" => backing.Equals("xfs", StringComparison.OrdinalIgnoreCase),
+            _ => false,
+        };
+        _diskQuotaSupported = supported;
+        return supported;
+    }
+
+    private async Task<string> StorageDescriptionAsync(CancellationToken ct)
+    {
+        var info = await Engine(() => _client.System.GetSystemInfoAsync(ct));
+        string backing = info.DriverStatus?.FirstOrDefault(p => p.Length == 2 && p[0] == "Backing Filesystem")?[1] ?? "unknown";
+        return $"{info.Driver} on {backing}";
+    }
+
+    /// <summary>Reads back our own init argv: [agent, init, (--setup-script F)?, (--user U)?, --, CMD…].</summary>
+    internal static (string? User, List<string> Command, bool HasSetup) ParseInitArgv(IList<string>? entrypoint)
+    {
+        string? user = null;
+        bool setup = false;
+        if (entrypoint == null || entrypoint.Count < 2 || entrypoint[1] != "init") return (null, [], false);
+        int i = 2;
+        for (; i < entrypoint.Count; i++)
+        {
+            if (entrypoint[i] == "--") { i++; break; }
+            if (entrypoint[i] == "--user" && i + 1 < entrypoint.Count) user = entrypoint[++i];
+            else if (entrypoint[i] == "--setup-script" && i + 1 < entrypoint.Count) { setup = true; i++; }
+        }
+        return (user, entrypoint.Skip(i).ToList(), setup);
+    }
+
+    internal static void ValidateVmId(string vmId)
+    {
+        if (string.IsNullOrEmpty(vmId) || !VmIdPattern.IsMatch(vmId))
+            throw new ArgumentException("VM id must be 1-64 characters of [A-Za-z0-9_.-], starting with a letter or digit", nameof(vmId));
+    }
+
+    private static Uri DefaultEndpoint()
+    {
+        string? host = Environment.GetEnvironmentVariable("DOCKER_HOST");
+        return string.IsNullOrEmpty(host) ? new Uri("unix:///var/run/docker.sock") : new Uri(host);
+    }
+
+    internal static string ResolveAgentPath(string? configured)
+    {
+        string? path = configured ?? Environment.GetEnvironmentVariable("WARREN_AGENT_PATH");
+        if (string.IsNullOrEmpty(path))
+        {
+            foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+            {
+                for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
+                {
+                    var candidate = Path.Combine(dir.FullName, "var", "agent", "warren-agent");
+                    if (File.Exists(candidate)) return candidate;
+                }
+            }
+            throw new DockerRuntimeException(DockerRuntimeErrors.AgentMissing,
+                "guest agent not found (var/agent/warren-agent); run scripts/build-images.sh or set DockerRuntimeOptions.AgentPath");
+        }
+        if (!File.Exists(path))
+            throw new DockerRuntimeException(DockerRuntimeErrors.AgentMissing, $"guest agent not found at {path}; run scripts/build-images.sh");
+        return Path.GetFullPath(path);
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    private static partial Regex VmIdRegex();
+
+    [LoggerMessage(EventId = 4001, Level = LogLevel.Information, Message = "runtime.image-pull: pulling {Image} (credential given: {WithCredential})")]
+    private partial void LogPulling(string image, bool withCredential);
+
+    [LoggerMessage(EventId = 4002, Level = LogLevel.Warning, Message = "runtime.unpause-failed: could not unpause VM {VmId} after copy ({Status})")]
+    private partial void LogUnpauseFailed(string vmId, HttpStatusCode status);
+
+    /// <summary>IProgress that runs synchronously (Progress&lt;T&gt; would post to the thread pool and race the return).</summary>
+    private sealed class SyncProgress<T>(Action<T> action) : IProgress<T>
+    {
+        public void Report(T value) => action(value);
+    }
+}
+
+/// <summary>Splits image references the way the engine does (distribution reference grammar, simplified).</summary>
+internal static class ImageReference
+{
+    /// <summary>(repository, tag-or-digest): "reg:5000/a/b:1" → ("reg:5000/a/b", "1"); no tag → "latest".</summary>
+    public static (string Repository, string Tag) Split(string image)
+    {
+        int at = image.IndexOf('@');
+        if (at >= 0) return (image[..at], image[(at + 1)..]);
+        int slash = image.LastIndexOf('/');
+        int colon = image.LastIndexOf(':');
+        if (colon > slash) return (image[..colon], image[(colon + 1)..]);
+        return (image, "latest");
+    }
+
+    /// <summary>True when the first path component is a registry host ("a.b", "host:port" or "localhost").</summary>
+    public static bool HasRegistryHost(string image) => RegistryHost(image) != null;
+
+    public static string? RegistryHost(string image)
+    {
+        int slash = image.IndexOf('/');
+        if (slash <= 0) return null;
+        string first = image[..slash];
+        return first.Contains('.') || first.Contains(':') || first == "localhost" ? first : null;
+    }
+}

@@ -1,0 +1,92 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Warren.Edge.Http;
+
+namespace Warren.Edge.Tests.Http;
+
+internal static class People
+{
+    public static readonly WebUser Owner = new("u-owner", "owner@example.com");
+    public static readonly WebUser Friend = new("u-friend", "friend@example.com");
+    public static readonly WebUser Stranger = new("u-stranger", "stranger@example.com");
+}
+
+internal sealed class FakeDirectory : IWebSiteDirectory
+{
+    public ConcurrentDictionary<string, WebSite> Sites { get; } = new();
+    public ValueTask<WebSite?> FindAsync(string vmName, CancellationToken ct) =>
+        ValueTask.FromResult(Sites.TryGetValue(vmName, out var s) ? s : null);
+}
+
+internal sealed class FakeAccess : IWebAccessService
+{
+    public ConcurrentDictionary<(string VmId, string UserId), bool> Shares { get; } = new();
+    public ConcurrentDictionary<(string VmId, string Token), bool> ShareLinks { get; } = new();
+
+    public ValueTask<bool> HasAccessAsync(WebSite site, WebUser user, CancellationToken ct) =>
+        ValueTask.FromResult(Shares.ContainsKey((site.VmId, user.UserId)));
+
+    public ValueTask<bool> RedeemShareLinkAsync(WebSite site, WebUser user, string shareToken, CancellationToken ct)
+    {
+        if (!ShareLinks.ContainsKey((site.VmId, shareToken)))
+            return ValueTask.FromResult(false);
+        Shares[(site.VmId, user.UserId)] = true;
+        return ValueTask.FromResult(true);
+    }
+}
+
+internal sealed class FakeLocator : IWebUpstreamLocator
+{
+    public ConcurrentDictionary<string, IPAddress> Addresses { get; } = new();
+    public ValueTask<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct) =>
+        ValueTask.FromResult(Addresses.TryGetValue(vmId, out var a) ? a : null);
+}
+
+/// <summary>Tokens are "name@namespace" keys in a table; anything else is invalid. Records what it was asked.</summary>
+internal sealed class FakeTokens : IWebTokenValidator
+{
+    public ConcurrentDictionary<(string Token, string Namespace), TokenValidation> Table { get; } = new();
+    public ConcurrentQueue<string> SeenNamespaces { get; } = new();
+
+    public ValueTask<TokenValidation> ValidateAsync(string token, string @namespace, CancellationToken ct)
+    {
+        SeenNamespaces.Enqueue(@namespace);
+        return ValueTask.FromResult(Table.TryGetValue((token, @namespace), out var v) ? v : TokenValidation.Invalid("invalid token"));
+    }
+}
+
+/// <summary>
+/// A command runner over a tiny lexer: whitespace splitting, an unbalanced double quote is a syntax
+/// error. Commands: <c>ls</c> (200), <c>whoami</c> (200), <c>fail</c> (exit 1), <c>sleep</c> (waits for cancellation).
+/// </summary>
+internal sealed class FakeRunner : IExecCommandRunner
+{
+    public static readonly string[] Known = { "ls", "whoami", "fail", "sleep", "new" };
+
+    public bool TrySplit(string commandLine, out IReadOnlyList<string> argv)
+    {
+        argv = Array.Empty<string>();
+        if (commandLine.Count(c => c == '"') % 2 != 0)
+            return false;
+        argv = commandLine.Replace("\"", "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return true;
+    }
+
+    public string? Resolve(IReadOnlyList<string> argv) => Known.Contains(argv[0]) ? argv[0] : null;
+
+    public async Task<ExecOutcome> RunAsync(ExecInvocation invocation, CancellationToken ct)
+    {
+        switch (invocation.CanonicalCommand)
+        {
+            case "sleep":
+                await Task.Delay(Timeout.Infinite, ct);
+                return new ExecOutcome(1, "{}");
+            case "fail":
+                return new ExecOutcome(1, "{\"error\":\"it failed\"}\n\n");
+            case "whoami":
+                return new ExecOutcome(0, $"{{\"email\":\"{invocation.Principal.User.Email}\"}}");
+            default:
+                return new ExecOutcome(0, "  {\"vms\":[]}  ");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using Docker.DotNet;
+using Xunit;
+
+namespace Warren.Runtime.Docker.Tests;
+
+/// <summary>
+/// Whether the engine and the locally built test images are there. Outside CI a test needing Docker is
+/// skipped when the engine is missing; under CI=true it fails instead (never a silent skip).
+/// </summary>
+internal static class DockerTestEnvironment
+{
+    /// <summary>Label on everything the tests create, so leftovers of a crashed run can be found and removed.</summary>
+    public const string TestLabel = "warren.test";
+    public const string BusyboxImage = "warren/busybox:1";
+
+    private static readonly Lazy<string?> s_unavailableReason = new(Probe);
+
+    public static bool IsCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Null when usable; otherwise why not.</summary>
+    public static string? UnavailableReason => s_unavailableReason.Value;
+
+    private static string? Probe()
+    {
+        try
+        {
+            using var client = new DockerClientConfiguration(EngineUri()).CreateClient();
+            client.System.PingAsync().Wait(TimeSpan.FromSeconds(10));
+            client.Images.InspectImageAsync(BusyboxImage).Wait(TimeSpan.FromSeconds(10));
+            DockerVmRuntime.ResolveAgentPath(null);
+            return null;
+        }
+        catch (Exception e)
+        {
+            return $"Docker engine, {BusyboxImage} or the agent missing (run scripts/prereqs.sh and scripts/build-images.sh): {e.GetBaseException().Message}";
+        }
+    }
+
+    public static Uri EngineUri()
+    {
+        string? host = Environment.GetEnvironmentVariable("DOCKER_HOST");
+        return string.IsNullOrEmpty(host) ? new Uri("unix:///var/run/docker.sock") : new Uri(host);
+    }
+
+    /// <summary>Call first in every Docker test: fails under CI when Docker is missing.</summary>
+    public static void Require()
+    {
+        if (UnavailableReason != null) Assert.Fail(UnavailableReason);
+    }
+
+    public static DockerRuntimeOptions Options() => new()
+    {
+        ExtraLabels = new Dictionary<string, string> { [TestLabel] = "1" },
+        StopTimeoutSeconds = 5,
+    };
+
+    /// <summary>Runs a host command (argv, no shell) with bounded time; returns exit code and output.</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args,
+        string? stdin = null, TimeSpan? timeout = null)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        if (stdin != null) await p.StandardInput.WriteAsync(stdin);
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromMinutes(2));
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} did not finish");
+        }
+        return (p.ExitCode, await stdout, await stderr);
+    }
+}
+
+/// <summary>A fact needing Docker: skipped (outside CI only) when the engine or test image is missing.</summary>
+public sealed class DockerFactAttribute : FactAttribute
+{
+    public DockerFactAttribute()
+    {
+        if (!DockerTestEnvironment.IsCi && DockerTestEnvironment.UnavailableReason is { } reason) Skip = reason;
+    }
+}
