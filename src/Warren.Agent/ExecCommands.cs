@@ -33,7 +33,27 @@ internal static unsafe class ExecCommands
                 Console.Error.Write($"warren-agent: cannot write pid file: {e.Message}\n");
             }
         }
+        WaitForWindowSize();
         return Processes.Exec(argv, Processes.CurrentEnvironment());
+    }
+
+    /// <summary>How long exec waits for the runtime's first resize of a new TTY (Docker API 1.41 exec has no initial size).</summary>
+    private const int WindowSizeAttempts = 40;
+    private static readonly TimeSpan WindowSizePoll = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>
+    /// A TTY exec starts at 0x0 and the runtime resizes it just after start; waiting (at most ~200 ms) here
+    /// means the command sees its real size at once instead of racing the resize.
+    /// </summary>
+    private static void WaitForWindowSize()
+    {
+        if (Libc.IsATty(0) != 1) return;
+        WinSize size;
+        for (int i = 0; i < WindowSizeAttempts; i++)
+        {
+            if (Libc.Ioctl(0, Libc.TIOCGWINSZ, &size) != 0 || size.Rows != 0 || size.Columns != 0) return;
+            Thread.Sleep(WindowSizePoll);
+        }
     }
 
     /// <summary>Upper bound on waits for the pid file to appear (the exec may still be starting).</summary>

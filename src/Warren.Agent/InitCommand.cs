@@ -34,7 +34,7 @@ internal static class InitCommand
     private static readonly Dictionary<int, TaskCompletionSource<int>> s_waiters = new();
     private static readonly ManualResetEventSlim s_stop = new();
     private static int s_mainPid;
-    private static DateTime s_nextSweep = DateTime.UtcNow;
+    private static readonly bool s_debug = Environment.GetEnvironmentVariable("WARREN_AGENT_DEBUG") == "1";
 
     /// <summary>Where `exec --pid-file` records pids (DockerVmRuntime.PidFileDirectory/PidFilePrefix).</summary>
     private const string PidFileDirectory = "/dev/shm";
@@ -81,10 +81,13 @@ internal static class InitCommand
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => OnStopSignal(c, 2));
         using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => Forward(c, 3));
         using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => Forward(c, 1));
-        using var chld = PosixSignalRegistration.Create(PosixSignal.SIGCHLD, c => s_childSignal.Release());
+        // As PID 1 the runtime's own SIGCHLD handling lets exited children vanish before waitpid() sees their
+        // status (observed: no zombie, no status). SIGCHLD back at SIG_DFL (which, unlike SIG_IGN, keeps
+        // zombies for waitpid) makes this reaper the only one. We never use the Process class, which needs it.
+        Libc.Signal(Libc.SIGCHLD, Libc.SIG_DFL);
 
-        var reaper = new Thread(ReapLoop) { IsBackground = true, Name = "reaper" };
-        reaper.Start();
+        new Thread(ReapLoop) { IsBackground = true, Name = "reaper" }.Start();
+        new Thread(SweepLoop) { IsBackground = true, Name = "pid-file-sweep" }.Start();
 
         var env = Processes.CurrentEnvironment();
         if (setupScript != null) RunSetupOnce(setupScript, env);
@@ -108,14 +111,25 @@ internal static class InitCommand
         }
 
         s_stop.Wait();
-        Log("stopping: SIGTERM to all processes");
-        Libc.Kill(-1, 15);
         var deadline = DateTime.UtcNow + StopGrace;
-        while (DateTime.UtcNow < deadline)
+        if (Libc.GetPid() == 1)
         {
-            // kill(-1, 0) fails with ESRCH when no other process is left in the namespace.
-            if (Libc.Kill(-1, 0) != 0) break;
-            Thread.Sleep(StopPoll);
+            // Only as PID 1 of a pid namespace does kill(-1) mean "every process in this VM". Outside one it
+            // would signal every process the user may signal on the host, so it is never used there.
+            Log("stopping: SIGTERM to all processes");
+            Libc.Kill(-1, 15);
+            while (DateTime.UtcNow < deadline)
+            {
+                // kill(-1, 0) fails (ESRCH) once no other process is left in the namespace.
+                if (Libc.Kill(-1, 0) != 0) break;
+                Thread.Sleep(StopPoll);
+            }
+        }
+        else
+        {
+            int main = Volatile.Read(ref s_mainPid);
+            while (main > 0 && DateTime.UtcNow < deadline && Libc.Kill(main, 0) == 0)
+                Thread.Sleep(StopPoll);
         }
         return 0;
     }
@@ -152,30 +166,34 @@ internal static class InitCommand
         }
     }
 
-    /// <summary>SIGCHLD wakes the reaper; it also wakes up on its own for the pid-file sweep.</summary>
-    private static readonly SemaphoreSlim s_childSignal = new(0);
-    private static readonly TimeSpan ReapIdleWake = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan ReapIdleWait = TimeSpan.FromMilliseconds(200);
 
     private static void ReapLoop()
     {
         while (true)
         {
-            // Drain every exited child (WNOHANG), then sleep until the next SIGCHLD.
-            while (true)
+            // Blocks until any child (ours or an orphan re-parented to PID 1) exits.
+            int pid = Libc.WaitPid(-1, out int status, 0);
+            if (pid <= 0)
             {
-                int pid = Libc.WaitPid(-1, out int status, Libc.WNOHANG);
-                if (pid <= 0) break; // 0: children still running; -1/ECHILD: none at all
-                TaskCompletionSource<int>? tcs;
-                lock (s_lock) s_waiters.Remove(pid, out tcs);
-                // Orphans nobody waits for are simply reaped.
-                tcs?.TrySetResult(status);
+                // ECHILD: no children right now; orphans may be re-parented to us later.
+                Thread.Sleep(ReapIdleWait);
+                continue;
             }
-            if (DateTime.UtcNow >= s_nextSweep)
-            {
-                s_nextSweep = DateTime.UtcNow + PidFileSweepInterval;
-                SweepPidFiles();
-            }
-            s_childSignal.Wait(ReapIdleWake);
+            TaskCompletionSource<int>? tcs;
+            lock (s_lock) s_waiters.Remove(pid, out tcs);
+            // Orphans nobody waits for are simply reaped.
+            if (s_debug) Log($"reaped pid {pid} ({Describe(status)}){(tcs == null ? " (orphan)" : "")}");
+            tcs?.TrySetResult(status);
+        }
+    }
+
+    private static void SweepLoop()
+    {
+        while (true)
+        {
+            Thread.Sleep(PidFileSweepInterval);
+            SweepPidFiles();
         }
     }
 

@@ -38,6 +38,13 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "setgroups", SetLastError = true)] public static partial int SetGroups(nuint size, uint* list);
     [LibraryImport(Lib, EntryPoint = "execve", SetLastError = true)] public static partial int Execve(byte* path, byte** argv, byte** envp);
     [LibraryImport(Lib, EntryPoint = "posix_spawn")] public static partial int PosixSpawn(out int pid, byte* path, void* fileActions, void* attr, byte** argv, byte** envp);
+    [LibraryImport(Lib, EntryPoint = "signal")] public static partial nint Signal(int signum, nint handler);
+    public const int SIGCHLD = 17;
+    public const nint SIG_DFL = 0;
+    [LibraryImport(Lib, EntryPoint = "isatty")] public static partial int IsATty(int fd);
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)] public static partial int Ioctl(int fd, nuint request, WinSize* arg);
+    /// <summary>TIOCGWINSZ on Linux (&lt;asm-generic/ioctls.h&gt;).</summary>
+    public const nuint TIOCGWINSZ = 0x5413;
     [LibraryImport(Lib, EntryPoint = "chdir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Chdir(string path);
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)] public static partial int SetHostname(byte* name, nuint len);
 
@@ -145,6 +152,16 @@ internal struct StatVfsBuf
     [FieldOffset(64)] public ulong Fsid;
     [FieldOffset(72)] public ulong Flag;
     [FieldOffset(80)] public ulong NameMax;
+}
+
+/// <summary>struct winsize (&lt;asm-generic/termios.h&gt;).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct WinSize
+{
+    public ushort Rows;
+    public ushort Columns;
+    public ushort XPixels;
+    public ushort YPixels;
 }
 
 [StructLayout(LayoutKind.Sequential)]

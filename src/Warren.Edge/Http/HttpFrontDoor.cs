@@ -208,14 +208,14 @@ public sealed class HttpFrontDoor : IDisposable
         bool allowed;
         if (alternatePort is not null)
             allowed = user is not null && (owner || await access.HasAccessAsync(site, user, ct).ConfigureAwait(false));
-        else if (site.IsPublic && !identity.TokenFailed)
-            allowed = true;
+        else if (site.IsPublic && (!identity.TokenFailed || identity.FromAuthorizationHeader))
+            allowed = true; // a failed token in Authorization on a public site is the app's own credential
         else
             allowed = user is not null && (owner || await access.HasAccessAsync(site, user, ct).ConfigureAwait(false));
 
         if (!allowed)
         {
-            if (identity.TokenFailed && !site.IsPublic)
+            if (identity.TokenFailed)
                 await Pages.InvalidAuthenticationAsync(context).ConfigureAwait(false);
             else if (user is null)
                 RedirectToLogin(context);

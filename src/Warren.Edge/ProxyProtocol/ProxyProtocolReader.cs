@@ -28,6 +28,9 @@ public static class ProxyProtocolReader
     /// <summary>§2.2: signature (12) + ver_cmd (1) + fam (1) + len (2).</summary>
     public const int V2FixedLength = 16;
 
+    /// <summary>§2.2 field offsets: ver_cmd is the 13th byte, fam the 14th, len the 15th–16th (big-endian).</summary>
+    internal const int V2VerCmdOffset = 12, V2FamilyOffset = 13, V2LengthOffset = 14;
+
     /// <summary>§2.2: the version nibble of the 13th byte must be 0x2.</summary>
     private const int V2Version = 0x2;
     private const int V2CommandLocal = 0x0;
@@ -222,10 +225,11 @@ public static class ProxyProtocolReader
     private static async Task<ProxyHeader?> ReadV2Async(Stream stream, byte[] buf, int have, ProxyProtocolOptions options, CancellationToken token)
     {
         await ReadExactAsync(stream, buf.AsMemory(have, V2FixedLength - have), token).ConfigureAwait(false);
-        byte verCmd = buf[12], fam = buf[13];
-        int length = BinaryPrimitives.ReadUInt16BigEndian(buf.AsSpan(14, 2));
-        if (verCmd >> 4 != V2Version) throw Fail(ProxyProtocolError.Unsupported, "v2 header has an unknown version");
-        int command = verCmd & 0x0F;
+        byte verCmd = buf[V2VerCmdOffset], fam = buf[V2FamilyOffset];
+        int length = BinaryPrimitives.ReadUInt16BigEndian(buf.AsSpan(V2LengthOffset, sizeof(ushort)));
+        const int NibbleBits = 4, LowNibble = 0x0F;
+        if (verCmd >> NibbleBits != V2Version) throw Fail(ProxyProtocolError.Unsupported, "v2 header has an unknown version");
+        int command = verCmd & LowNibble;
         if (command is not (V2CommandLocal or V2CommandProxy)) throw Fail(ProxyProtocolError.Unsupported, "v2 header has an unknown command");
         // Check the peer's length against the cap before reading (and discarding) anything.
         if (length > options.MaxV2PayloadBytes) throw Fail(ProxyProtocolError.TooLong, $"v2 header longer than {options.MaxV2PayloadBytes} bytes");
@@ -262,8 +266,8 @@ public static class ProxyProtocolReader
     {
         var src = new IPAddress(block[..addressBytes]);
         var dst = new IPAddress(block.Slice(addressBytes, addressBytes));
-        int sport = BinaryPrimitives.ReadUInt16BigEndian(block.Slice(2 * addressBytes, 2));
-        int dport = BinaryPrimitives.ReadUInt16BigEndian(block.Slice(2 * addressBytes + 2, 2));
+        int sport = BinaryPrimitives.ReadUInt16BigEndian(block.Slice(2 * addressBytes, sizeof(ushort)));
+        int dport = BinaryPrimitives.ReadUInt16BigEndian(block.Slice(2 * addressBytes + sizeof(ushort), sizeof(ushort)));
         return new ProxyHeader(new IPEndPoint(src, sport), new IPEndPoint(dst, dport), 2);
     }
 

@@ -33,23 +33,23 @@ public static class ProxyProtocolWriter
         if (header is not null)
         {
             (src, dst) = SameFamily(header);
-            addressBytes = src.AddressFamily == AddressFamily.InterNetwork ? 4 : 16;
+            addressBytes = src.GetAddressBytes().Length;
         }
-        int blockLength = header is null ? 0 : 2 * addressBytes + 4;
+        int blockLength = header is null ? 0 : 2 * addressBytes + 2 * sizeof(ushort);
         int length = blockLength + tlvs.Length;
         if (length > ushort.MaxValue) throw new ArgumentException("PROXY v2 payload cannot exceed 65535 bytes.", nameof(tlvs));
         var result = new byte[ProxyProtocolReader.V2FixedLength + length];
         ProxyProtocolReader.V2Signature.CopyTo(result);
-        result[12] = header is null ? VersionLocal : VersionProxy;
-        result[13] = header is null ? FamilyUnspec : addressBytes == 4 ? FamilyTcp4 : FamilyTcp6;
-        BinaryPrimitives.WriteUInt16BigEndian(result.AsSpan(14), (ushort)length);
+        result[ProxyProtocolReader.V2VerCmdOffset] = header is null ? VersionLocal : VersionProxy;
+        result[ProxyProtocolReader.V2FamilyOffset] = header is null ? FamilyUnspec : src!.AddressFamily == AddressFamily.InterNetwork ? FamilyTcp4 : FamilyTcp6;
+        BinaryPrimitives.WriteUInt16BigEndian(result.AsSpan(ProxyProtocolReader.V2LengthOffset), (ushort)length);
         var block = result.AsSpan(ProxyProtocolReader.V2FixedLength);
         if (header is not null)
         {
             src!.TryWriteBytes(block, out _);
             dst!.TryWriteBytes(block[addressBytes..], out _);
             BinaryPrimitives.WriteUInt16BigEndian(block[(2 * addressBytes)..], (ushort)header.Source.Port);
-            BinaryPrimitives.WriteUInt16BigEndian(block[(2 * addressBytes + 2)..], (ushort)header.Destination.Port);
+            BinaryPrimitives.WriteUInt16BigEndian(block[(2 * addressBytes + sizeof(ushort))..], (ushort)header.Destination.Port);
         }
         tlvs.CopyTo(block[blockLength..]);
         return result;

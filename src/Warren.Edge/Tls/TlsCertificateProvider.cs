@@ -130,14 +130,14 @@ public sealed class TlsCertificateProvider : IDisposable
         X509Certificate2 ca;
         if (File.Exists(caCert) && File.Exists(caKey) && (ca = LoadWithKey(caCert, caKey)).NotAfter.ToUniversalTime() > now.UtcDateTime + DevRenewBefore)
         {
-            // reuse
+            Log.CaInUse(logger, Path.GetFullPath(caCert));
         }
         else
         {
             ca = CreateCa(options, now);
-            WritePem(caCert, ca.ExportCertificatePem(), secret: false);
+            WritePem(caCert, ca.ExportCertificatePem() + "\n", secret: false);
             using (var key = ca.GetECDsaPrivateKey()!)
-                WritePem(caKey, key.ExportPkcs8PrivateKeyPem(), secret: true);
+                WritePem(caKey, key.ExportPkcs8PrivateKeyPem() + "\n", secret: true);
             File.Delete(serverCert); // a new CA invalidates the old leaf
             Log.CaCreated(logger, Path.GetFullPath(caCert));
         }
@@ -159,9 +159,9 @@ public sealed class TlsCertificateProvider : IDisposable
         if (leaf is null)
         {
             leaf = CreateServerCertificate(ca, names, now);
-            WritePem(serverCert, leaf.ExportCertificatePem() + ca.ExportCertificatePem(), secret: false);
+            WritePem(serverCert, leaf.ExportCertificatePem() + "\n" + ca.ExportCertificatePem() + "\n", secret: false);
             using (var key = leaf.GetECDsaPrivateKey()!)
-                WritePem(serverKey, key.ExportPkcs8PrivateKeyPem(), secret: true);
+                WritePem(serverKey, key.ExportPkcs8PrivateKeyPem() + "\n", secret: true);
             Log.CertificateCreated(logger, Path.GetFullPath(serverCert), string.Join(", ", names));
         }
 
@@ -264,7 +264,11 @@ public sealed class TlsCertificateProvider : IDisposable
         private static readonly Action<ILogger, string, string, DateTime, Exception?> s_loaded = LoggerMessage.Define<string, string, DateTime>(
             LogLevel.Information, EdgeEventIds.TlsCertificateLoaded, "TLS certificate {Path} ({Subject}, expires {NotAfter:u})");
 
+        private static readonly Action<ILogger, string, Exception?> s_caInUse = LoggerMessage.Define<string>(
+            LogLevel.Information, EdgeEventIds.TlsCaCreated, "Dev TLS CA: {CaPath} (trust it to use Warren's HTTPS sites without warnings)");
+
         public static void CaCreated(ILogger l, string path) => s_caCreated(l, path, null);
+        public static void CaInUse(ILogger l, string path) => s_caInUse(l, path, null);
         public static void CertificateCreated(ILogger l, string path, string names) => s_created(l, path, names, null);
         public static void Loaded(ILogger l, string path, string subject, DateTime notAfter) => s_loaded(l, path, subject, notAfter, null);
     }

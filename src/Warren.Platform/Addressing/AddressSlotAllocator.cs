@@ -38,10 +38,18 @@ public sealed class AddressSlotAllocator
 
     /// <summary>
     /// Picks the new VM's slot for <paramref name="accountId"/>: the first slot, from <see cref="StartIndex"/>
-    /// onwards (wrapping), where the account reaches nothing yet; records the reach row. When every slot is
-    /// taken the VM gets the start slot for DNS and no reach row (Reachable = false).
+    /// onwards (wrapping), where the account reaches nothing yet; records the reach row and the VM's slot_name.
+    /// When every slot is taken the VM gets the start slot for DNS and no reach row (Reachable = false).
+    /// The VM row must already exist (inserted in the same transaction).
     /// </summary>
     internal async Task<SlotAssignment> AssignAsync(UnitOfWork u, string accountId, string vmId)
+    {
+        var result = await ChooseAsync(u, accountId, vmId);
+        await u.ExecuteAsync("UPDATE vms SET slot_name = @SlotName WHERE id = @vmId", new { result.SlotName, vmId });
+        return result;
+    }
+
+    private async Task<SlotAssignment> ChooseAsync(UnitOfWork u, string accountId, string vmId)
     {
         var used = (await u.QueryAsync<string>("SELECT slot_name FROM ssh_reach WHERE account_id = @accountId", new { accountId }))
             .ToHashSet(StringComparer.Ordinal);

@@ -97,21 +97,23 @@ public sealed class Exe1Store
         }, ct);
     }
 
-    /// <summary>The exe0 behind a handle, or null when unknown, expired or malformed.</summary>
+    /// <summary>
+    /// The exe0 behind a handle, or null when unknown or malformed. Expiry is not judged here: the caller
+    /// re-validates the exe0, whose own <c>exp</c> gives the precise "token has expired" error.
+    /// </summary>
     public async Task<string?> ResolveAsync(string exe1, CancellationToken ct = default)
     {
         if (!IsWellFormed(exe1)) return null;
         var handleHash = Hash(exe1);
         var row = await _db.ReadAsync(c => c.QuerySingleOrDefaultAsync<Row>(
-            "SELECT exe0_sealed AS Exe0Sealed, expires_at AS ExpiresAt FROM exe1_tokens WHERE handle_hash = @handleHash", new { handleHash }), ct);
-        if (row is null || row.ExpiresAt <= _time.GetUtcNow().ToUnixTimeMilliseconds()) return null;
+            "SELECT exe0_sealed AS Exe0Sealed FROM exe1_tokens WHERE handle_hash = @handleHash", new { handleHash }), ct);
+        if (row is null) return null;
         return TryOpen(exe1, s_infoExe0, row.Exe0Sealed, out var exe0) ? exe0 : null;
     }
 
     private sealed class Row
     {
         public byte[] Exe0Sealed { get; set; } = [];
-        public long ExpiresAt { get; set; }
     }
 
     private static string Hash(string secret) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(secret)));

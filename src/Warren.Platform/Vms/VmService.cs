@@ -150,9 +150,10 @@ public sealed partial class VmService
                     throw new PlatformException(PlatformErrorCodes.VmLimitReached, "You have reached the maximum number of VMs allowed on your plan.");
                 var name = draft.Name.Length > 0 ? draft.Name : await GenerateNameAsync(u);
                 if (!await IsNameFreeAsync(u, name)) throw VmNames.Unavailable(name);
-                var slot = await _allocator.AssignAsync(u, accountId, draft.Id);
-                var rec = draft with { Name = name, SlotName = slot.SlotName };
+                var rec = draft with { Name = name, SlotName = null };
                 await u.ExecuteAsync(VmStore.InsertSql, VmStore.ToParameters(rec));
+                var slot = await _allocator.AssignAsync(u, accountId, draft.Id);
+                rec = rec with { SlotName = slot.SlotName };
                 _index.ReloadVmsOnCommit(u, [rec.Id]);
                 return rec;
             }, ct);

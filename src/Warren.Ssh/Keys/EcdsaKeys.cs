@@ -137,7 +137,8 @@ public sealed class EcdsaPublicKey : SshPublicKey, IDisposable
         var ir = new SshReader(inner);
         // An mpint of a scalar is at most CoordinateLength bytes plus one sign byte.
         int maxMpint = Curve.CoordinateLength + 1;
-        if (!ir.TryReadPositiveMpint(out var rr, maxMpint) || !ir.TryReadPositiveMpint(out var ss, maxMpint) || !ir.IsEmpty) return false;
+        if (!KeyEncoding.TryReadCanonicalPositiveMpint(ref ir, out var rr, maxMpint)
+            || !KeyEncoding.TryReadCanonicalPositiveMpint(ref ir, out var ss, maxMpint) || !ir.IsEmpty) return false;
         int n = Curve.CoordinateLength;
         Span<byte> p1363 = stackalloc byte[2 * n];
         if (rr.Length > n || ss.Length > n) return false;

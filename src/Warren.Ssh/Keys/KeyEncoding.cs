@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Warren.Ssh.Wire;
 
 namespace Warren.Ssh.Keys;
 
@@ -40,6 +41,27 @@ internal static class KeyEncoding
         if (bytes.Length != name.Length) return false;
         for (int i = 0; i < bytes.Length; i++)
             if (bytes[i] != name[i]) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Reads a non-negative mpint in its one canonical encoding (RFC 4251 §5: "unnecessary
+    /// leading bytes with the value 0 or 255 MUST NOT be included"), so that a parsed key
+    /// re-encodes to exactly the bytes it came from. Returns the magnitude without the sign byte.
+    /// </summary>
+    public static bool TryReadCanonicalPositiveMpint(ref SshReader r, out ReadOnlySpan<byte> magnitude, int maxBytes = Mpint.MaxBytes)
+    {
+        const byte SignBit = 0x80;
+        magnitude = default;
+        if (!r.TryReadString(out var raw) || raw.Length > maxBytes) return false;
+        if (raw.IsEmpty) return true;                       // zero
+        if ((raw[0] & SignBit) != 0) return false;          // negative
+        if (raw[0] == 0)
+        {
+            if (raw.Length == 1 || (raw[1] & SignBit) == 0) return false; // superfluous zero byte
+            raw = raw[1..];
+        }
+        magnitude = raw;
         return true;
     }
 }

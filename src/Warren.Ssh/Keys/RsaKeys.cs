@@ -83,8 +83,8 @@ public sealed class RsaPublicKey : SshPublicKey, IDisposable
     internal static bool TryReadFields(ref SshReader r, out SshPublicKey? key)
     {
         key = null;
-        if (!r.TryReadPositiveMpint(out var e)) return false;
-        if (!r.TryReadPositiveMpint(out var n)) return false;
+        if (!KeyEncoding.TryReadCanonicalPositiveMpint(ref r, out var e)) return false;
+        if (!KeyEncoding.TryReadCanonicalPositiveMpint(ref r, out var n)) return false;
         if (!TryCreate(e, n, out var k)) return false;
         key = k;
         return true;

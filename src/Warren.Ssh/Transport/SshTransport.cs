@@ -614,8 +614,11 @@ public sealed class SshTransport : ISshPacketChannel
                 return;
             case SshMessageNumbers.Ignore:
             case SshMessageNumbers.Debug:
+                if (strictInitial) throw Protocol("strict KEX violation: unexpected message during initial key exchange");
+                return;
             case SshMessageNumbers.Unimplemented:
                 if (strictInitial) throw Protocol("strict KEX violation: unexpected message during initial key exchange");
+                HandleUnimplemented(_inBuffer.AsSpan(offset, length), round);
                 return;
             case SshMessageNumbers.KexInit:
                 HandleKexInit(_inBuffer.AsSpan(offset, length), sequence);
@@ -708,6 +711,15 @@ public sealed class SshTransport : ISshPacketChannel
         return sb.ToString();
     }
 
+    private static void HandleUnimplemented(ReadOnlySpan<byte> payload, KexRound? round)
+    {
+        var r = new SshReader(payload[1..]);
+        if (!r.TryReadUInt32(out uint rejected)) throw Protocol("malformed UNIMPLEMENTED");
+        // OpenSSH's sshd answers a KEXINIT sent before user authentication this way; waiting would hang forever.
+        if (round is not null && round.LocalInitSequence == rejected)
+            throw KexFailed("peer refused key re-exchange");
+    }
+
     private void HandlePing(ReadOnlySpan<byte> payload)
     {
         var r = new SshReader(payload[1..]);
@@ -754,6 +766,9 @@ public sealed class SshTransport : ISshPacketChannel
         public bool ReplyHandled;
         public PacketCipher? IncomingCipher;
         public bool IsFirst;
+        /// <summary>Sequence number our KEXINIT went out with; set by the writer.</summary>
+        public volatile object? LocalInitSequenceBox;
+        public uint? LocalInitSequence => LocalInitSequenceBox as uint?;
     }
 
     /// <summary>Queues our KEXINIT unless a key exchange is already running. Thread-safe.</summary>
@@ -764,9 +779,11 @@ public sealed class SshTransport : ISshPacketChannel
             if (_round is not null || Volatile.Read(ref _closed) != 0) return false;
             var parsed = BuildKexInit(Volatile.Read(ref _kexCount) == 0);
             var payload = parsed.ToPayload();
-            _round = new KexRound(payload, parsed) { IsFirst = Volatile.Read(ref _kexCount) == 0 };
+            var round = new KexRound(payload, parsed) { IsFirst = Volatile.Read(ref _kexCount) == 0 };
+            _round = round;
             EnqueueControl(new ControlItem(payload, IsKexMessage: true, AfterWrite: () =>
             {
+                round.LocalInitSequenceBox = unchecked(_outSequence - 1);
                 _outKexInProgress = true;
                 _outKexDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             }));

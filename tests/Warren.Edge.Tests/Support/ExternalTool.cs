@@ -53,7 +53,7 @@ internal static class ExternalTool
 /// <summary>A clock that moves only when told (for token buckets and expiry). Timers are the system's.</summary>
 internal sealed class ManualTimeProvider : TimeProvider
 {
-    private DateTimeOffset _now = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private DateTimeOffset _now = DateTimeOffset.UtcNow;
     private long _ticks;
 
     public override DateTimeOffset GetUtcNow() => _now;

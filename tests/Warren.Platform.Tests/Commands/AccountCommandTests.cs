@@ -58,7 +58,7 @@ public sealed class AccountCommandTests : IDisposable
         Assert.Equal("key-2", Str(add.Json, "name"));
 
         var third = TestPlatform.NewKey();
-        var fromStdin = await _h.RunAsync(new CommandContext { Account = a, CurrentKey = k }, third.ToOpenSshString() + "\n", "ssh-key", "add", "--name", "ci", "--json");
+        var fromStdin = await _h.RunWithAsync(new CommandContext { Account = a, CurrentKey = k }, third.ToOpenSshString() + "\n", "ssh-key", "add", "--name", "ci", "--json");
         Assert.Equal("ci", Str(fromStdin.Json, "name"));
 
         var list = await _h.RunAsync(a, k, "ssh-key", "list", "--json");

@@ -56,9 +56,9 @@ public sealed class CommandHarness : IDisposable
     }
 
     public async Task<Result> RunAsync(Account? account, AccountKey? key, params string[] argv)
-        => await RunAsync(new CommandContext { Account = account, CurrentKey = key }, "", argv);
+        => await RunWithAsync(new CommandContext { Account = account, CurrentKey = key }, "", argv);
 
-    public async Task<Result> RunAsync(CommandContext template, string stdin, params string[] argv)
+    public async Task<Result> RunWithAsync(CommandContext template, string stdin, params string[] argv)
     {
         var stdout = new StringWriter { NewLine = "\n" };
         var stderr = new StringWriter { NewLine = "\n" };

@@ -107,9 +107,9 @@ public sealed class DispatcherTests : IDisposable
     {
         var (a, k) = await _h.NewUserAsync("alice@example.com");
         var ctx = new CommandContext { Account = a, CurrentKey = k, ForceJson = true, AllowedCommands = ["ls", "whoami"] };
-        var ok = await _h.RunAsync(ctx, "", "ls");
+        var ok = await _h.RunWithAsync(ctx, "", "ls");
         Assert.Equal("{\"vms\":[]}\n", ok.Stdout);
-        var denied = await _h.RunAsync(ctx, "", "new", "--name=x");
+        var denied = await _h.RunWithAsync(ctx, "", "new", "--name=x");
         Assert.Equal(1, denied.Exit);
         Assert.Equal("{\"error\":\"command not allowed by token permissions\"}\n", denied.Stdout);
         Assert.Empty(await _h.P.Vms.ListAsync(a.Id));
@@ -120,9 +120,9 @@ public sealed class DispatcherTests : IDisposable
     {
         var (a, k) = await _h.NewUserAsync("alice@example.com");
         var ctx = new CommandContext { Account = a, CurrentKey = k, Interactive = true };
-        var r = await _h.RunAsync(ctx, "", "ls", "--json");
+        var r = await _h.RunWithAsync(ctx, "", "ls", "--json");
         Assert.Equal("{\n  \"vms\": []\n}\n", r.Stdout);
-        var e = await _h.RunAsync(ctx, "", "rm", "ghost");
+        var e = await _h.RunWithAsync(ctx, "", "rm", "ghost");
         Assert.Equal("\x1b[31mVM \"ghost\" not found\x1b[0m\n", e.Stderr);
     }
 

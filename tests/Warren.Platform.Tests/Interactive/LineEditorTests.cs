@@ -39,7 +39,7 @@ public class LineEditorTests
     [InlineData("new --name x  \x17\r", "new --name ")]
     [InlineData("h\u00e9llo \u2713\r", "h\u00e9llo \u2713")]
     [InlineData("a\x1b[99;5Xb\r", "ab")]
-    [InlineData("a\x07b\r", "ab")]
+    [InlineData("a\u0007b\r", "ab")]
     public async Task EditsTheLine(string input, string expected) => Assert.Equal(expected, await ReadOne(input));
 
     [Fact]

@@ -5,7 +5,7 @@ namespace Warren.Ssh.Tests.Keys;
 
 public class AuthorizedKeysTests
 {
-    private static readonly SshPublicKey s_key = SshPrivateKey.Generate("ssh-ed25519").PublicKey;
+    private static readonly SshPublicKey s_key = TestKeys.Get("ssh-ed25519").PublicKey;
     private static string KeyText => s_key.ToOpenSshString();
 
     [Fact]

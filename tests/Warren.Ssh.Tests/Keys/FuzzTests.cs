@@ -9,7 +9,7 @@ namespace Warren.Ssh.Tests.Keys;
 public class FuzzTests
 {
     private static readonly string[] s_types = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"];
-    private static readonly SshPrivateKey[] s_keys = s_types.Select(t => SshPrivateKey.Generate(t, t == "ssh-rsa" ? 2048 : null)).ToArray();
+    private static readonly SshPrivateKey[] s_keys = s_types.Select(TestKeys.Get).ToArray();
 
     /// <summary>A valid input with up to 4 random byte edits, a truncation or an extension.</summary>
     private static Gen<byte[]> Mutated(byte[] seed) =>
@@ -127,6 +127,52 @@ public class FuzzTests
         body[checkInt1] ^= 0x55;
         var e = Assert.ThrowsAny<FormatException>(() => SshPrivateKey.ParseOpenSsh(Pem(body)));
         Assert.IsNotType<SshKeyPassphraseException>(e);
+    }
+
+    /// <summary>Offsets of the length prefixes of consecutive top-level strings starting at <paramref name="start"/>.</summary>
+    private static List<int> StringOffsets(byte[] data, int start)
+    {
+        var offsets = new List<int>();
+        var r = new Warren.Ssh.Wire.SshReader(data.AsSpan(start));
+        while (!r.IsEmpty)
+        {
+            offsets.Add(data.Length - r.RemainingLength);
+            if (!r.TryReadString(out _)) break;
+        }
+        return offsets;
+    }
+
+    [Fact]
+    public void LengthFieldsEqualToUIntMax_AreRejected()
+    {
+        var msg = "m"u8.ToArray();
+        const int SshsigHeader = 6 + 4; // "SSHSIG" + uint32 version
+        foreach (var key in s_keys)
+        {
+            var blob = key.PublicKey.Blob.ToArray();
+            foreach (var i in StringOffsets(blob, 0))
+            {
+                var b = (byte[])blob.Clone();
+                b.AsSpan(i, 4).Fill(0xff);
+                Assert.False(SshPublicKey.TryParseBlob(b, out _));
+            }
+            var sig = SshSignature.SignBlob(key, "ns", msg);
+            var sigOffsets = StringOffsets(sig, SshsigHeader);
+            Assert.Equal(5, sigOffsets.Count);
+            foreach (var i in sigOffsets)
+            {
+                var g = (byte[])sig.Clone();
+                g.AsSpan(i, 4).Fill(0xff);
+                Assert.False(SshSignature.TryVerify(g, "ns", msg, out _));
+            }
+            var file = Unpem(key.ToOpenSshPrivateKey("c"));
+            foreach (var i in StringOffsets(file, "openssh-key-v1\0"u8.Length).Take(3))
+            {
+                var f = (byte[])file.Clone();
+                f.AsSpan(i, 4).Fill(0xff);
+                Assert.ThrowsAny<FormatException>(() => SshPrivateKey.ParseOpenSsh(Pem(f)));
+            }
+        }
     }
 
     private static string Pem(byte[] body)

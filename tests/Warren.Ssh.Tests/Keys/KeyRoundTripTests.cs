@@ -16,7 +16,7 @@ public class KeyRoundTripTests
     [MemberData(nameof(KeyTypes))]
     public void Generate_SignVerify_RoundTrips(string keyType)
     {
-        using var key = SshPrivateKey.Generate(keyType);
+        var key = TestKeys.Get(keyType);
         Assert.Equal(keyType, key.PublicKey.KeyType);
         var data = Encoding.UTF8.GetBytes("exchange hash");
         foreach (var alg in key.SignatureAlgorithms)
@@ -37,7 +37,7 @@ public class KeyRoundTripTests
     [MemberData(nameof(KeyTypes))]
     public void Blob_And_OpenSshLine_RoundTrip(string keyType)
     {
-        using var key = SshPrivateKey.Generate(keyType);
+        var key = TestKeys.Get(keyType);
         var parsed = SshPublicKey.ParseBlob(key.PublicKey.Blob.Span);
         Assert.Equal(key.PublicKey, parsed);
         Assert.Equal(key.PublicKey.Fingerprint, parsed.Fingerprint);
@@ -55,7 +55,7 @@ public class KeyRoundTripTests
     [MemberData(nameof(KeyTypes))]
     public void Blob_TruncatedByOne_IsRejected(string keyType)
     {
-        using var key = SshPrivateKey.Generate(keyType);
+        var key = TestKeys.Get(keyType);
         var blob = key.PublicKey.Blob.Span;
         for (int n = 0; n < blob.Length; n++)
             Assert.False(SshPublicKey.TryParseBlob(blob[..n], out _));
@@ -78,7 +78,7 @@ public class KeyRoundTripTests
     [Fact]
     public void Rsa_Sha1Signatures_AreRefused()
     {
-        using var key = SshPrivateKey.Generate("ssh-rsa", 2048);
+        var key = TestKeys.Get("ssh-rsa");
         var data = "x"u8.ToArray();
         Assert.Throws<ArgumentException>(() => key.Sign("ssh-rsa", data));
         // A well-formed "ssh-rsa" blob carrying a valid rsa-sha2-256 signature value is still refused.
@@ -93,7 +93,7 @@ public class KeyRoundTripTests
     [Fact]
     public void Rsa_SignatureAlgorithmMustMatchBlob()
     {
-        using var key = SshPrivateKey.Generate("ssh-rsa", 2048);
+        var key = TestKeys.Get("ssh-rsa");
         var data = "x"u8.ToArray();
         var sig = key.Sign("rsa-sha2-512", data);
         Assert.False(key.PublicKey.Verify("rsa-sha2-256", data, sig));
@@ -111,6 +111,40 @@ public class KeyRoundTripTests
     }
 
     [Fact]
+    public void Generate_RejectsUnknownTypesAndWrongSizes()
+    {
+        Assert.Throws<ArgumentException>(() => SshPrivateKey.Generate("ssh-dss"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SshPrivateKey.Generate("ecdsa-sha2-nistp256", 384));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SshPrivateKey.Generate("ssh-rsa", RsaPublicKey.MaxModulusBits + 8));
+        using var p384 = SshPrivateKey.Generate("ecdsa-sha2-nistp384", 384);
+        Assert.Equal("ecdsa-sha2-nistp384", p384.PublicKey.KeyType);
+    }
+
+    [Fact]
+    public void Rsa_NonCanonicalMpint_IsRejected()
+    {
+        var pub = (RsaPublicKey)TestKeys.Get("ssh-rsa").PublicKey;
+        var r = new SshReader(pub.Blob.Span);
+        r.TryReadString(out _);
+        r.TryReadString(out var e);
+        r.TryReadString(out var n);
+        // An extra leading zero on e: same value, different bytes.
+        var padded = new SshWriter().WriteString("ssh-rsa").WriteString([0, .. e]).WriteString(n).ToArray();
+        Assert.False(SshPublicKey.TryParseBlob(padded, out _));
+        // Negative n.
+        var negative = new SshWriter().WriteString("ssh-rsa").WriteString(e).WriteString(n[1..]).ToArray();
+        Assert.False(SshPublicKey.TryParseBlob(negative, out _));
+    }
+
+    [Theory]
+    [MemberData(nameof(KeyTypes))]
+    public void ParsedBlob_ReencodesToTheSameBytes(string keyType)
+    {
+        var blob = TestKeys.Get(keyType).PublicKey.Blob.ToArray();
+        Assert.Equal(blob, SshPublicKey.ParseBlob(blob).Blob.ToArray());
+    }
+
+    [Fact]
     public void Rsa_ModulusAboveMax_IsRejected()
     {
         var big = new byte[RsaPublicKey.MaxModulusBits / 8 + 1];
@@ -122,7 +156,7 @@ public class KeyRoundTripTests
     [Fact]
     public void Ecdsa_PointNotOnCurve_IsRejected()
     {
-        using var key = SshPrivateKey.Generate("ecdsa-sha2-nistp256");
+        var key = TestKeys.Get("ecdsa-sha2-nistp256");
         var blob = key.PublicKey.Blob.ToArray();
         blob[^1] ^= 1; // last byte of Y
         Assert.False(SshPublicKey.TryParseBlob(blob, out _));
@@ -131,7 +165,7 @@ public class KeyRoundTripTests
     [Fact]
     public void Ecdsa_CurveIdentifierMustMatchKeyType()
     {
-        using var key = SshPrivateKey.Generate("ecdsa-sha2-nistp256");
+        var key = TestKeys.Get("ecdsa-sha2-nistp256");
         var r = new SshReader(key.PublicKey.Blob.Span);
         r.TryReadString(out _);
         r.TryReadString(out _);
@@ -175,7 +209,7 @@ public class InconsistentPrivateKeyTests
     [Fact]
     public void Control_WellFormedHandBuiltFileParses()
     {
-        using var a = SshPrivateKey.Generate("ecdsa-sha2-nistp256");
+        var a = TestKeys.Get("ecdsa-sha2-nistp256");
         var text = File(a.PublicKey, w => a.WritePrivateFields(w));
         using var parsed = SshPrivateKey.ParseOpenSsh(text);
         Assert.Equal(a.PublicKey, parsed.PublicKey);
@@ -184,7 +218,7 @@ public class InconsistentPrivateKeyTests
     [Fact]
     public void Ecdsa_ScalarNotMatchingPoint_IsRejected()
     {
-        using var a = SshPrivateKey.Generate("ecdsa-sha2-nistp256");
+        var a = TestKeys.Get("ecdsa-sha2-nistp256");
         using var b = SshPrivateKey.Generate("ecdsa-sha2-nistp256");
         var ra = PrivateFields(a, out _);
         ra.TryReadString(out var curve); ra.TryReadString(out var q);
@@ -198,7 +232,7 @@ public class InconsistentPrivateKeyTests
     [Fact]
     public void Rsa_WrongPrivateExponent_IsRejected()
     {
-        using var a = SshPrivateKey.Generate("ssh-rsa", 2048);
+        var a = TestKeys.Get("ssh-rsa");
         var r = PrivateFields(a, out _);
         var parts = new byte[6][];
         for (int i = 0; i < 6; i++) { r.TryReadString(out var m); parts[i] = m.ToArray(); }

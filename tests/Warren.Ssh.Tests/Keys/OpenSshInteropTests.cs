@@ -63,7 +63,7 @@ public class OpenSshInteropTests
     public void OurPrivateKeyFiles_AreReadByKeygen(string keyType)
     {
         using var kg = new SshKeygen();
-        using var key = SshPrivateKey.Generate(keyType);
+        var key = TestKeys.Get(keyType);
         var path = kg.WritePrivate("ours", key.ToOpenSshPrivateKey("warren@test"));
         var line = kg.RunOk("-y", "-f", path).Trim();
         Assert.True(SshPublicKey.TryParseOpenSsh(line, out var pub, out _));
@@ -150,7 +150,7 @@ public class OpenSshInteropTests
     public void OurSshsig_VerifiesWithKeygen(string keyType, string hash)
     {
         using var kg = new SshKeygen();
-        using var key = SshPrivateKey.Generate(keyType);
+        var key = TestKeys.Get(keyType);
         var message = "payload bytes\n"u8.ToArray();
         var sigPath = kg.PathOf("msg.sig");
         File.WriteAllText(sigPath, SshSignature.Armor(SshSignature.SignBlob(key, Namespace, message, hash)));

@@ -72,7 +72,9 @@ public class SshTransportPairTests
                 if (i == 50) client.StartRekey();
                 if (i == 120)
                 {
+                    // StartRekey is a no-op while an exchange is still finishing on that side.
                     await WaitForKexCountAsync(client, 2);
+                    await WaitForKexCountAsync(server, 2);
                     server.StartRekey();
                 }
                 var p = new byte[1 + 4 + i * 13];

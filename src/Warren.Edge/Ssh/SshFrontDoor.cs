@@ -1,0 +1,104 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Warren.Edge.Http;
+using Warren.Edge.ProxyProtocol;
+using Warren.Platform;
+using Warren.Ssh.Server;
+
+namespace Warren.Edge.Ssh;
+
+/// <summary>
+/// The SSH listeners: one on the control address and one per shared slot address, all on
+/// the same port. Each accepted socket passes the connection-rate guard and the PROXY
+/// protocol policy, then goes to <see cref="SshServer"/> with the local endpoint that counts
+/// for routing (the header's destination when a trusted proxy sent one).
+/// </summary>
+public sealed class SshFrontDoor(
+    SshServer server,
+    PlatformOptions platform,
+    SshFrontDoorOptions options,
+    TimeProvider time,
+    ILogger<SshFrontDoor> logger) : BackgroundService
+{
+    private readonly ProxyProtocolPolicy _proxyPolicy = ProxyProtocolPolicy.Parse(options.TrustedProxies);
+    private readonly KeyedTokenBucket _connectionLimiter = new(time, options.ConnectionBurstPerSource, options.ConnectionsPerSecondPerSource, overdraft: 0);
+    private readonly List<Socket> _listeners = [];
+
+    /// <summary>Every address the front door listens on: control first, then the slots.</summary>
+    public IReadOnlyList<IPEndPoint> Endpoints =>
+        [new IPEndPoint(IPAddress.Parse(platform.ControlLocalIp), platform.SshPort),
+         .. platform.EffectiveSlots.Select(s => new IPEndPoint(IPAddress.Parse(s.LocalIp), platform.SshPort))];
+
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        // Bind synchronously so a port conflict fails the start instead of a background task.
+        foreach (var ep in Endpoints)
+        {
+            var socket = new Socket(ep.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            socket.Bind(ep);
+            socket.Listen(SshServer.ListenBacklog);
+            _listeners.Add(socket);
+            logger.LogInformation("SSH listening on {Endpoint}", ep);
+        }
+        return base.StartAsync(cancellationToken);
+    }
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Task.WhenAll(_listeners.Select(l => AcceptLoopAsync(l, stoppingToken)));
+
+    private async Task AcceptLoopAsync(Socket listener, CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            Socket socket;
+            try { socket = await listener.AcceptAsync(ct).ConfigureAwait(false); }
+            catch (OperationCanceledException) { break; }
+            catch (SocketException e) { logger.LogWarning("accept failed: {Error}", e.SocketErrorCode); continue; }
+            _ = HandleAsync(socket, ct);
+        }
+    }
+
+    private async Task HandleAsync(Socket socket, CancellationToken ct)
+    {
+        var remote = (IPEndPoint)socket.RemoteEndPoint!;
+        var local = (IPEndPoint)socket.LocalEndPoint!;
+        socket.NoDelay = true;
+        var stream = new NetworkStream(socket, ownsSocket: true);
+        try
+        {
+            if (!_connectionLimiter.TryAcquire(remote.Address.ToString()))
+            {
+                logger.LogWarning("connection rate limit reached for {Source}", remote.Address);
+                return;
+            }
+            var accepted = await _proxyPolicy.AcceptAsync(stream, remote, local, ProxyProtocolOptions.Default, ct).ConfigureAwait(false);
+            await server.HandleConnectionAsync(accepted.Stream, accepted.LocalEndPoint, accepted.RemoteEndPoint, ct).ConfigureAwait(false);
+        }
+        catch (ProxyProtocolException e)
+        {
+            logger.LogWarning("PROXY protocol from {Source} refused: {Error}", remote, e.Error);
+        }
+        catch (OperationCanceledException) { }
+        catch (Exception e) when (e is IOException or SocketException)
+        {
+            logger.LogDebug("connection from {Source} ended: {Error}", remote, e.Message);
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "SSH connection from {Source} failed", remote);
+        }
+        finally
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        foreach (var l in _listeners) l.Dispose();
+        await base.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+}

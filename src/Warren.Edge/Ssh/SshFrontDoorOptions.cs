@@ -1,0 +1,21 @@
+namespace Warren.Edge.Ssh;
+
+/// <summary>Front-door settings beyond <see cref="Warren.Platform.PlatformOptions"/> (config section "Warren:Ssh").</summary>
+public sealed class SshFrontDoorOptions
+{
+    public const string SectionName = "Warren:Ssh";
+
+    /// <summary>
+    /// Source networks allowed to send a PROXY protocol v1/v2 header (e.g. a load balancer).
+    /// A header from any other source is refused and the connection dropped (GHSA-4w53-6jvp-gg52).
+    /// </summary>
+    public List<string> TrustedProxies { get; set; } = [];
+
+    /// <summary>New connections a source address may open per second, after a burst (connection flood guard).</summary>
+    public double ConnectionsPerSecondPerSource { get; set; } = 20;
+    public int ConnectionBurstPerSource { get; set; } = 100;
+
+    /// <summary>Failed authentications a source may accumulate per minute before it is refused for a while.</summary>
+    public int FailedAuthBurstPerSource { get; set; } = 30;
+    public double FailedAuthsPerSecondPerSource { get; set; } = 0.5;
+}

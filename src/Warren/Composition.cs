@@ -1,0 +1,105 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Warren.Edge.Http;
+using Warren.Edge.Ssh;
+using Warren.Platform;
+using Warren.Platform.Addressing;
+using Warren.Platform.Commands;
+using Warren.Platform.Interactive;
+using Warren.Platform.Runtime;
+using Warren.Platform.Storage;
+using Warren.Platform.Tokens;
+using Warren.Runtime.Docker;
+using Warren.Ssh.Keys;
+using Warren.Ssh.Server;
+
+namespace Warren;
+
+/// <summary>The object graph of a Warren process: which implementation serves each port.</summary>
+public static class Composition
+{
+    /// <summary>Platform services, the command set and tokens: what both `serve` and the offline CLI need.</summary>
+    public static IServiceCollection AddWarrenCore(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddSingleton(Exe1Store.Migration);
+        services.AddWarrenPlatform(configuration);
+        services.TryAddSingleton<Exe1Store>();
+        services.TryAddSingleton<TokenAuthenticator>();
+        services.TryAddSingleton<ApiKeyService>();
+        services.TryAddSingleton(sp => new CommandServices(
+            sp.GetRequiredService<PlatformOptions>(),
+            sp.GetRequiredService<Warren.Platform.Accounts.AccountService>(),
+            sp.GetRequiredService<Warren.Platform.Vms.VmService>(),
+            sp.GetRequiredService<Warren.Platform.Sharing.ShareService>(),
+            sp.GetRequiredService<Warren.Platform.Stats.StatsStore>(),
+            sp.GetRequiredService<PlatformIndex>(),
+            sp.GetRequiredService<SshRouteTable>(),
+            sp.GetRequiredService<ApiKeyService>(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetService<ILoginLinkIssuer>(),
+            sp.GetService<IEmailSender>()));
+        services.TryAddSingleton<CommandDispatcher>();
+        services.TryAddSingleton(sp => new CommandCompleter(sp.GetRequiredService<PlatformIndex>()));
+        services.TryAddSingleton<InteractiveShell>();
+        services.TryAddSingleton(sp => new SignupDialogue(
+            sp.GetRequiredService<Warren.Platform.Accounts.AccountService>(),
+            sp.GetRequiredService<PlatformOptions>(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetService<IEmailSender>()));
+        return services;
+    }
+
+    /// <summary>The Docker runtime (the only one so far).</summary>
+    public static IServiceCollection AddWarrenDockerRuntime(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.TryAddSingleton(sp =>
+        {
+            var o = new DockerRuntimeOptions();
+            configuration.GetSection("Warren:Docker").Bind(o);
+            return o;
+        });
+        services.TryAddSingleton<DockerVmRuntime>();
+        services.TryAddSingleton<IVmRuntime>(sp => sp.GetRequiredService<DockerVmRuntime>());
+        return services;
+    }
+
+    /// <summary>The SSH front door: host keys from the data directory, one server, the listeners.</summary>
+    public static IServiceCollection AddWarrenSshFrontDoor(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.TryAddSingleton(sp =>
+        {
+            var o = new SshFrontDoorOptions();
+            configuration.GetSection(SshFrontDoorOptions.SectionName).Bind(o);
+            return o;
+        });
+        services.TryAddSingleton(sp => new VmSessionRelay(sp.GetRequiredService<IVmRuntime>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Ssh.Vm")));
+        services.TryAddSingleton<LoginUserResolver>();
+        services.TryAddSingleton(sp => new ControlPlaneSession(
+            sp.GetRequiredService<CommandDispatcher>(),
+            sp.GetRequiredService<InteractiveShell>(),
+            sp.GetRequiredService<SignupDialogue>(),
+            sp.GetRequiredService<Warren.Platform.Accounts.AccountService>(),
+            sp.GetRequiredService<SshRouteTable>(),
+            sp.GetRequiredService<PlatformOptions>(),
+            sp.GetRequiredService<VmSessionRelay>(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Ssh.Control")));
+        services.TryAddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<SshFrontDoorOptions>();
+            var limiter = new KeyedTokenBucket(sp.GetRequiredService<TimeProvider>(), o.FailedAuthBurstPerSource, o.FailedAuthsPerSecondPerSource, overdraft: 0);
+            return ActivatorUtilities.CreateInstance<WarrenSshApplication>(sp, limiter);
+        });
+        services.TryAddSingleton(sp =>
+        {
+            var platform = sp.GetRequiredService<PlatformOptions>();
+            var hostKeys = SshHostKeyStore.LoadOrCreate(Path.Combine(Path.GetFullPath(platform.DataDirectory), "ssh"));
+            return new SshServer(new SshServerOptions { HostKeys = hostKeys, TimeProvider = sp.GetRequiredService<TimeProvider>() },
+                sp.GetRequiredService<WarrenSshApplication>());
+        });
+        services.AddSingleton<SshFrontDoor>();
+        services.AddHostedService(sp => sp.GetRequiredService<SshFrontDoor>());
+        return services;
+    }
+}

@@ -1,0 +1,163 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Warren;
+using Warren.Platform;
+using Warren.Platform.Accounts;
+using Warren.Ssh.Keys;
+
+return await WarrenCli.RunAsync(args);
+
+namespace Warren
+{
+    /// <summary>`warren serve | user add | user list | help`.</summary>
+    public static class WarrenCli
+    {
+        private const string Usage = """
+            usage: warren <command> [--Warren:Key=Value ...]
+
+              serve                                   run every front door in the foreground
+              user add --email EMAIL --ssh-key-file F create an account offline (F: an OpenSSH public key file)
+              user list                               list accounts
+              help                                    this text
+
+            Configuration: appsettings.json, ./warren.json, WARREN_* variables (WARREN_DATA=dir,
+            WARREN_SshPort=2222 …), then --Warren:Key=Value overrides.
+            """;
+
+        public static async Task<int> RunAsync(string[] args)
+        {
+            if (args.Length == 0 || args[0] is "help" or "-h" or "--help") { Console.WriteLine(Usage); return args.Length == 0 ? 2 : 0; }
+            try
+            {
+                return args[0] switch
+                {
+                    "serve" => await ServeAsync(args[1..]),
+                    "user" when args.Length > 1 && args[1] == "add" => await UserAddAsync(args[2..]),
+                    "user" when args.Length > 1 && args[1] == "list" => await UserListAsync(args[2..]),
+                    _ => Fail($"unknown command \"{string.Join(' ', args.Take(2))}\"\n\n{Usage}"),
+                };
+            }
+            catch (Microsoft.Extensions.Options.OptionsValidationException e)
+            {
+                return Fail("configuration: " + string.Join("; ", e.Failures));
+            }
+            catch (PlatformException e)
+            {
+                return Fail(e.Message);
+            }
+        }
+
+        private static int Fail(string message)
+        {
+            Console.Error.WriteLine("warren: " + message);
+            return 1;
+        }
+
+        /// <summary>Splits `--flag value` / `--flag=value` pairs this CLI knows from configuration overrides.</summary>
+        private static (Dictionary<string, string> Flags, string[] Config) SplitFlags(string[] args, params string[] known)
+        {
+            var flags = new Dictionary<string, string>(StringComparer.Ordinal);
+            var config = new List<string>();
+            for (int i = 0; i < args.Length; i++)
+            {
+                var a = args[i];
+                var name = a.Split('=', 2)[0];
+                if (known.Contains(name))
+                {
+                    if (a.Contains('=')) flags[name] = a[(name.Length + 1)..];
+                    else if (i + 1 < args.Length) flags[name] = args[++i];
+                    else throw new PlatformException("usage", $"{name} needs a value");
+                }
+                else config.Add(a);
+            }
+            return (flags, config.ToArray());
+        }
+
+        private static ServiceProvider BuildOffline(string[] configArgs)
+        {
+            var configuration = WarrenConfiguration.Build(configArgs);
+            var services = new ServiceCollection();
+            services.AddLogging();
+            services.AddSingleton<IConfiguration>(configuration);
+            services.AddWarrenCore(configuration);
+            return services.BuildServiceProvider();
+        }
+
+        private static async Task<int> UserAddAsync(string[] args)
+        {
+            var (flags, config) = SplitFlags(args, "--email", "--ssh-key-file");
+            if (!flags.TryGetValue("--email", out var email) || !flags.TryGetValue("--ssh-key-file", out var keyFile))
+                return Fail("usage: warren user add --email EMAIL --ssh-key-file FILE");
+            if (!File.Exists(keyFile)) return Fail($"no such file: {keyFile}");
+            var line = File.ReadLines(keyFile).FirstOrDefault(l => !string.IsNullOrWhiteSpace(l) && !l.TrimStart().StartsWith('#'));
+            if (line is null || !SshPublicKey.TryParseOpenSsh(line.Trim(), out var key, out _) || key is null)
+                return Fail($"{keyFile} does not hold an OpenSSH public key");
+            await using var sp = BuildOffline(config);
+            var accounts = sp.GetRequiredService<AccountService>();
+            var existing = await accounts.FindByEmailAsync(email);
+            if (existing is not null)
+            {
+                await accounts.AddKeyAsync(existing.Id, key);
+                Console.WriteLine($"added key {key.Fingerprint} to {existing.Email}");
+                return 0;
+            }
+            var account = await accounts.CreateAsync(email, key);
+            Console.WriteLine($"created {account.Email} ({account.Id}) with key {key.Fingerprint}");
+            return 0;
+        }
+
+        private static async Task<int> UserListAsync(string[] args)
+        {
+            await using var sp = BuildOffline(args);
+            var accounts = sp.GetRequiredService<AccountService>();
+            foreach (var a in await accounts.ListAccountsAsync())
+            {
+                var keys = await accounts.ListKeysAsync(a.Id);
+                Console.WriteLine($"{a.Email}\t{a.Id}\t{keys.Count} key(s)\t{a.CreatedAt:O}");
+            }
+            return 0;
+        }
+
+        private static async Task<int> ServeAsync(string[] args)
+        {
+            var configuration = WarrenConfiguration.Build(args);
+            var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+            builder.Configuration.Sources.Clear();
+            builder.Configuration.AddConfiguration(configuration);
+            builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; });
+
+            builder.Services.AddHostedService<StartupReconciler>();
+            builder.Services.AddWarrenCore(configuration);
+            builder.Services.AddWarrenDockerRuntime(configuration);
+            builder.Services.AddWarrenSshFrontDoor(configuration);
+            builder.AddWarrenWebAndDns(configuration);
+
+            var app = builder.Build();
+            app.UseWarrenWeb();
+            var options = app.Services.GetRequiredService<PlatformOptions>();
+            await app.StartAsync();
+            PrintBanner(options, configuration);
+            await app.WaitForShutdownAsync();
+            return 0;
+        }
+
+        private static void PrintBanner(PlatformOptions o, IConfiguration configuration)
+        {
+            var slots = string.Join(", ", o.EffectiveSlots.Select(s => $"{s.Name}={s.LocalIp}"));
+            Console.WriteLine($"""
+
+                Warren is running.
+                  control plane   ssh -p {o.SshPort} {o.ControlLocalIp}   (host {o.ControlHost})
+                  VM addresses    {slots} on port {o.SshPort}
+                  DNS             {o.ControlLocalIp}:{configuration["Warren:DnsPort"] ?? "5353"} for {o.VmDomain}
+                  HTTPS           https://{o.ControlHost}:{o.HttpsPort}/  and  https://NAME.{o.VmDomain}:{o.HttpsPort}/
+                  data            {Path.GetFullPath(o.DataDirectory)}
+                First account:    ./warren user add --email you@example.com --ssh-key-file ~/.ssh/id_ed25519.pub
+                Then:             ssh -p {o.SshPort} {o.ControlLocalIp} new --name=web
+                """);
+        }
+    }
+}

@@ -1,0 +1,464 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using Warren.Edge.Http;
+
+namespace Warren.Edge.Tests.Http;
+
+/// <summary>End-to-end behaviour of the front door (reference §4), with real curl and HttpClient.</summary>
+[Collection(FrontDoorCollection.Name)]
+public sealed class FrontDoorTests
+{
+    private readonly FrontDoorFixture _f;
+
+    public FrontDoorTests(FrontDoorFixture fixture) => _f = fixture;
+
+    private static JsonElement Json(string body) => JsonDocument.Parse(body).RootElement;
+
+    private static Dictionary<string, string> Headers(string body) =>
+        Json(body).GetProperty("headers").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!);
+
+    private async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request)
+    {
+        using var client = _f.CreateClient();
+        return await client.SendAsync(request);
+    }
+
+    private Task<HttpResponseMessage> GetAsync(string url, Action<HttpRequestHeaders>? headers = null)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, url);
+        headers?.Invoke(request.Headers);
+        return SendAsync(request);
+    }
+
+    private async Task<string> LoginCookieAsync(WebUser user, string vm = "web")
+    {
+        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
+        string secret = await links.IssueAsync(user, null, CancellationToken.None);
+        var response = await GetAsync(_f.Url(vm, $"/__exe.dev/auth?secret={Uri.EscapeDataString(secret)}&redirect=%2F"));
+        Assert.Equal(HttpStatusCode.SeeOther, response.StatusCode);
+        var setCookie = response.Headers.GetValues("Set-Cookie").Single();
+        return setCookie.Split(';')[0];
+    }
+
+    // ------------------------------------------------------------------ routing
+
+    [Fact]
+    public async Task PublicSite_Is200_WithCurl()
+    {
+        var (status, body, _) = await _f.CurlAsync(_f.Url("pub", "/hello?x=1"));
+        Assert.Equal(200, status);
+        Assert.Equal("pub", Json(body).GetProperty("id").GetString());
+        Assert.Equal("/hello?x=1", Json(body).GetProperty("path").GetString());
+    }
+
+    [Fact]
+    public async Task HostHeader_PicksTheVm()
+    {
+        string cookie = await LoginCookieAsync(People.Owner);
+        var web = await GetAsync(_f.Url("web"), h => h.Add("Cookie", cookie));
+        var pub = await GetAsync(_f.Url("pub"));
+        Assert.Equal("web", Json(await web.Content.ReadAsStringAsync()).GetProperty("id").GetString());
+        Assert.Equal("pub", Json(await pub.Content.ReadAsStringAsync()).GetProperty("id").GetString());
+    }
+
+    [Fact]
+    public async Task HostName_IsCaseInsensitive()
+    {
+        var response = await GetAsync($"https://PUB.Box.LocalHost:{_f.HttpsPort}/");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task PlainHttp_RedirectsToHttps()
+    {
+        var response = await GetAsync($"http://pub.{FrontDoorFixture.Domain}:{_f.HttpPort}/a?b=c");
+        Assert.Equal(HttpStatusCode.PermanentRedirect, response.StatusCode);
+        Assert.Equal($"https://pub.{FrontDoorFixture.Domain}:{_f.HttpsPort}/a?b=c", response.Headers.Location!.ToString());
+    }
+
+    [Fact]
+    public async Task UnknownHost_FallsThroughToNextMiddleware()
+    {
+        var response = await GetAsync($"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}/other");
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("fallthrough", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task AlternatePort_ReachesThatPort_ForOwner()
+    {
+        var bearer = await GetAsync(_f.Url("web", "/", _f.Web.AltPort), h => h.Add("X-Exedev-Authorization", "Bearer tok-owner"));
+        Assert.Equal(HttpStatusCode.OK, bearer.StatusCode);
+        Assert.Equal(_f.Web.AltPort, Json(await bearer.Content.ReadAsStringAsync()).GetProperty("port").GetInt32());
+    }
+
+    [Fact]
+    public async Task AlternatePort_IsPrivateEvenOnPublicSite()
+    {
+        var anonymous = await GetAsync(_f.Url("pub", "/", _f.Pub.AltPort));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, anonymous.StatusCode);
+        var stranger = await GetAsync(_f.Url("pub", "/", _f.Pub.AltPort), h => h.Add("X-Exedev-Authorization", "Bearer tok-stranger"));
+        Assert.Equal(HttpStatusCode.Unauthorized, stranger.StatusCode);
+    }
+
+    [Fact]
+    public async Task PortOutsideAlternateRange_Is404()
+    {
+        var response = await GetAsync(_f.Url("pub", "/", 2999));
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+    }
+
+    // ------------------------------------------------------------------ access
+
+    [Fact]
+    public async Task PrivateSite_Anonymous_Gets307ToLogin_WithCurl()
+    {
+        int before = _f.Web.Requests;
+        var (status, _, headers) = await _f.CurlAsync(_f.Url("web", "/deep/path?q=1"));
+        Assert.Equal(307, status);
+        Assert.Contains("location: /__exe.dev/login?redirect=%2Fdeep%2Fpath%3Fq%3D1", headers, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(before, _f.Web.Requests);
+    }
+
+    [Fact]
+    public async Task MissingSite_Anonymous_Gets307_LoggedIn_Gets401()
+    {
+        var anonymous = await GetAsync(_f.Url("nosuch"));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, anonymous.StatusCode);
+        string cookie = await LoginCookieAsync(People.Stranger, "nosuch");
+        var loggedIn = await GetAsync(_f.Url("nosuch"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.Unauthorized, loggedIn.StatusCode);
+        Assert.Contains("Access Denied", await loggedIn.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task LoggedInWithoutAccess_Gets401YouNeedAccess()
+    {
+        string cookie = await LoginCookieAsync(People.Stranger);
+        var response = await GetAsync(_f.Url("web"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Contains("You need access", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task SharedUser_GetsIn_WithIdentityHeaders()
+    {
+        string cookie = await LoginCookieAsync(People.Friend);
+        var response = await GetAsync(_f.Url("web"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var headers = Headers(await response.Content.ReadAsStringAsync());
+        Assert.Equal(People.Friend.UserId, headers["x-exedev-userid"]);
+        Assert.Equal(People.Friend.Email, headers["x-exedev-email"]);
+        Assert.False(headers.ContainsKey("x-exedev-token-ctx"));
+    }
+
+    [Fact]
+    public async Task ShareLink_AdmitsLoggedInVisitor_AndIsStrippedFromUrl()
+    {
+        var visitor = new WebUser("u-visitor", "visitor@example.com");
+        _f.Access.ShareLinks[("vm-web", "lnk123")] = true;
+        string cookie = await LoginCookieAsync(visitor);
+        var redeem = await GetAsync(_f.Url("web", "/page?share=lnk123&x=1"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.SeeOther, redeem.StatusCode);
+        Assert.Equal("/page?x=1", redeem.Headers.Location!.ToString());
+        var after = await GetAsync(_f.Url("web", "/page?x=1"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    // ------------------------------------------------------------------ login flow
+
+    [Fact]
+    public async Task LoginLink_SetsHostOnlyCookie_GrantsAccess_IsOneTime()
+    {
+        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
+        string secret = await links.IssueAsync(People.Owner, $"web.{FrontDoorFixture.Domain}", CancellationToken.None);
+        string authUrl = _f.Url("web", $"/__exe.dev/auth?secret={Uri.EscapeDataString(secret)}&redirect=%2Fafter%3Fz%3D1");
+
+        var (status, _, headers) = await _f.CurlAsync(authUrl);
+        Assert.Equal(303, status);
+        Assert.Contains("location: /after?z=1", headers, StringComparison.OrdinalIgnoreCase);
+        var setCookie = headers.Split('\n').Single(l => l.StartsWith("set-cookie:", StringComparison.OrdinalIgnoreCase)).Trim();
+        Assert.StartsWith($"set-cookie: login-with-exe-{_f.HttpsPort}=", setCookie, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("httponly", setCookie, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("secure", setCookie, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("samesite=lax", setCookie, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("path=/", setCookie, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("max-age=2592000", setCookie, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("domain=", setCookie, StringComparison.OrdinalIgnoreCase);
+        string cookie = setCookie["set-cookie: ".Length..].Split(';')[0];
+
+        var (okStatus, body, _) = await _f.CurlAsync("-H", $"Cookie: {cookie}; theme=dark", _f.Url("web", "/"));
+        Assert.Equal(200, okStatus);
+        var seen = Headers(body);
+        Assert.Equal(People.Owner.Email, seen["x-exedev-email"]);
+        Assert.Equal("theme=dark", seen["cookie"]); // the login cookie never reaches the VM
+
+        var (reuse, _, _) = await _f.CurlAsync(authUrl);
+        Assert.Equal(401, reuse);
+    }
+
+    [Fact]
+    public async Task LoginLink_ForAnotherHost_IsRejected()
+    {
+        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
+        string secret = await links.IssueAsync(People.Owner, $"pub.{FrontDoorFixture.Domain}", CancellationToken.None);
+        var response = await GetAsync(_f.Url("web", $"/__exe.dev/auth?secret={Uri.EscapeDataString(secret)}"));
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task Cookie_FromOneSite_DoesNotWorkOnAnother()
+    {
+        string cookie = await LoginCookieAsync(People.Owner, "pub");
+        var response = await GetAsync(_f.Url("web"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task AuthRedirect_ToAnotherSite_BecomesRoot()
+    {
+        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
+        string secret = await links.IssueAsync(People.Owner, null, CancellationToken.None);
+        var response = await GetAsync(_f.Url("web", $"/__exe.dev/auth?secret={Uri.EscapeDataString(secret)}&redirect=%2F%2Fevil.example%2F"));
+        Assert.Equal("/", response.Headers.Location!.ToString());
+    }
+
+    [Fact]
+    public async Task Logout_GetShowsForm_PostEndsSession()
+    {
+        string cookie = await LoginCookieAsync(People.Owner);
+        var form = await GetAsync(_f.Url("web", "/__exe.dev/logout"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.OK, form.StatusCode);
+        Assert.Contains("<form method=\"post\"", await form.Content.ReadAsStringAsync());
+
+        var post = new HttpRequestMessage(HttpMethod.Post, _f.Url("web", "/__exe.dev/logout"));
+        post.Headers.Add("Cookie", cookie);
+        var logout = await SendAsync(post);
+        Assert.Equal(HttpStatusCode.SeeOther, logout.StatusCode);
+        Assert.Contains(logout.Headers.GetValues("Set-Cookie"), c => c.StartsWith($"login-with-exe-{_f.HttpsPort}=;", StringComparison.Ordinal));
+
+        var after = await GetAsync(_f.Url("web"), h => h.Add("Cookie", cookie));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, after.StatusCode);
+
+        var put = await SendAsync(new HttpRequestMessage(HttpMethod.Put, _f.Url("web", "/__exe.dev/logout")));
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, put.StatusCode);
+    }
+
+    [Fact]
+    public async Task ExeDevPaths_NeverReachTheVm()
+    {
+        int before = _f.Pub.Requests;
+        var unknown = await GetAsync(_f.Url("pub", "/__exe.dev/whatever"));
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        var login = await GetAsync(_f.Url("pub", "/__exe.dev/login?redirect=%2Fx"));
+        Assert.Equal(HttpStatusCode.OK, login.StatusCode);
+        Assert.Contains($"ssh {FrontDoorFixture.ControlHost} browser pub", await login.Content.ReadAsStringAsync());
+        var cased = await GetAsync(_f.Url("pub", "/__EXE.dev/x"));
+        Assert.Equal(HttpStatusCode.NotFound, cased.StatusCode);
+        Assert.Equal(before, _f.Pub.Requests);
+    }
+
+    // ------------------------------------------------------------------ tokens
+
+    [Fact]
+    public async Task ExeDevAuthorizationBearer_Authenticates_AndIsStripped_WithCurl()
+    {
+        var (status, body, _) = await _f.CurlAsync("-H", "X-Exedev-Authorization: Bearer tok-owner", _f.Url("web"));
+        Assert.Equal(200, status);
+        var seen = Headers(body);
+        Assert.Equal(People.Owner.UserId, seen["x-exedev-userid"]);
+        Assert.Equal("{\"ci\":true}", seen["x-exedev-token-ctx"]);
+        Assert.False(seen.ContainsKey("x-exedev-authorization"));
+        Assert.Contains($"v0@web.{FrontDoorFixture.Domain}", _f.Tokens.SeenNamespaces);
+    }
+
+    [Fact]
+    public async Task AuthorizationBearer_Authenticates_AndIsRemoved()
+    {
+        var (status, body, _) = await _f.CurlAsync("-H", "Authorization: bearer tok-owner", _f.Url("web"));
+        Assert.Equal(200, status);
+        var seen = Headers(body);
+        Assert.Equal(People.Owner.Email, seen["x-exedev-email"]);
+        Assert.False(seen.ContainsKey("authorization"));
+    }
+
+    [Fact]
+    public async Task BasicAuth_WithTokenAsPassword_Authenticates()
+    {
+        var (status, body, _) = await _f.CurlAsync("-u", "anything:tok-owner", _f.Url("web"));
+        Assert.Equal(200, status);
+        Assert.Equal(People.Owner.UserId, Headers(body)["x-exedev-userid"]);
+    }
+
+    [Fact]
+    public async Task SameValueInBothHeaders_Is400()
+    {
+        var response = await GetAsync(_f.Url("web"), h =>
+        {
+            h.TryAddWithoutValidation("Authorization", "Bearer tok-owner");
+            h.TryAddWithoutValidation("X-Exedev-Authorization", "Bearer tok-owner");
+        });
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task InvalidToken_OnPrivateSite_Is401()
+    {
+        var response = await GetAsync(_f.Url("web"), h => h.Add("X-Exedev-Authorization", "Bearer nope"));
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Contains("invalid or missing authentication", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task AppOwnAuthorization_OnPublicSite_PassesThroughUntouched()
+    {
+        var response = await GetAsync(_f.Url("pub"), h => h.TryAddWithoutValidation("Authorization", "Bearer the-apps-own-token"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var seen = Headers(await response.Content.ReadAsStringAsync());
+        Assert.Equal("Bearer the-apps-own-token", seen["authorization"]);
+        Assert.False(seen.ContainsKey("x-exedev-userid"));
+    }
+
+    // ------------------------------------------------------------------ header rules
+
+    [Fact]
+    public async Task SpoofedExeDevHeaders_AreStripped_ForwardedHeadersSet()
+    {
+        var (status, body, _) = await _f.CurlAsync(
+            "-H", "X-ExeDev-UserID: u-owner",
+            "-H", "X-ExeDev-Email: owner@example.com",
+            "-H", "x-exedev-token-ctx: {}",
+            "-H", "X-Exedev-Source-Vm: web",
+            "-H", "X-ExeDev-Anything: 1",
+            "-H", "X-Forwarded-For: 203.0.113.7",
+            "-H", "X-Forwarded-Proto: http",
+            "-H", "X-Forwarded-Host: evil.example",
+            _f.Url("pub"));
+        Assert.Equal(200, status);
+        var seen = Headers(body);
+        Assert.DoesNotContain(seen.Keys, k => k.StartsWith("x-exedev-", StringComparison.Ordinal));
+        Assert.Equal("203.0.113.7, 127.0.0.1", seen["x-forwarded-for"]);
+        Assert.Equal("https", seen["x-forwarded-proto"]);
+        Assert.Equal($"pub.{FrontDoorFixture.Domain}:{_f.HttpsPort}", seen["x-forwarded-host"]);
+        Assert.Equal($"pub.{FrontDoorFixture.Domain}:{_f.HttpsPort}", seen["host"]);
+    }
+
+    [Fact]
+    public async Task SpoofedIdentity_WithRealLogin_IsReplaced()
+    {
+        string cookie = await LoginCookieAsync(People.Friend);
+        var response = await GetAsync(_f.Url("web"), h =>
+        {
+            h.Add("Cookie", cookie);
+            h.Add("X-ExeDev-UserID", People.Owner.UserId);
+        });
+        var seen = Headers(await response.Content.ReadAsStringAsync());
+        Assert.Equal(People.Friend.UserId, seen["x-exedev-userid"]);
+    }
+
+    [Fact]
+    public async Task UpstreamSetCookie_LosesDomain()
+    {
+        var response = await GetAsync(_f.Url("pub", "/setcookie"));
+        var cookies = response.Headers.GetValues("Set-Cookie").ToArray();
+        Assert.Equal(new[] { "a=1; Path=/", "b=2; path=/; HttpOnly" }, cookies);
+    }
+
+    // ------------------------------------------------------------------ failures
+
+    [Fact]
+    public async Task StoppedVm_Owner502PortUnbound_Others503()
+    {
+        var owner = await GetAsync(_f.Url("stopped"), h => h.Add("X-Exedev-Authorization", "Bearer tok-owner"));
+        Assert.Equal(HttpStatusCode.BadGateway, owner.StatusCode);
+        Assert.Contains("Port 80 unbound.", await owner.Content.ReadAsStringAsync());
+        var anonymous = await GetAsync(_f.Url("stopped"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, anonymous.StatusCode);
+    }
+
+    [Fact]
+    public async Task NothingListening_Owner502_Others503()
+    {
+        var owner = await GetAsync(_f.Url("unbound"), h => h.Add("X-Exedev-Authorization", "Bearer tok-owner"));
+        Assert.Equal(HttpStatusCode.BadGateway, owner.StatusCode);
+        Assert.Contains($"Port {_f.UnboundPort} unbound.", await owner.Content.ReadAsStringAsync());
+        var (status, body, _) = await _f.CurlAsync(_f.Url("unbound"));
+        Assert.Equal(503, status);
+        Assert.Contains("Service Unavailable", body);
+    }
+
+    // ------------------------------------------------------------------ protocols
+
+    [Fact]
+    public async Task Http2_IsNegotiated()
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, _f.Url("pub")) { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        var response = await SendAsync(request);
+        Assert.Equal(HttpVersion.Version20, response.Version);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var (status, _, headers) = await _f.CurlAsync("--http2", _f.Url("pub"));
+        Assert.Equal(200, status);
+        Assert.StartsWith("HTTP/2", headers);
+    }
+
+    [Fact]
+    public async Task WebSocket_Echoes()
+    {
+        using var invoker = new HttpMessageInvoker(_f.CreateHandler());
+        using var socket = new ClientWebSocket();
+        socket.Options.SetRequestHeader("X-Exedev-Authorization", "Bearer tok-owner");
+        await socket.ConnectAsync(new Uri($"wss://web.{FrontDoorFixture.Domain}:{_f.HttpsPort}/ws"), invoker, CancellationToken.None);
+        var buffer = new byte[1024];
+        for (int i = 0; i < 3; i++)
+        {
+            var message = Encoding.UTF8.GetBytes($"hello {i}");
+            await socket.SendAsync(message, WebSocketMessageType.Text, true, CancellationToken.None);
+            var result = await socket.ReceiveAsync(buffer, CancellationToken.None);
+            Assert.Equal($"hello {i}", Encoding.UTF8.GetString(buffer, 0, result.Count));
+        }
+        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task LargeUpload_50MiB_ArrivesWhole()
+    {
+        const int size = 50 * 1024 * 1024;
+        var payload = new byte[size];
+        new Random(7).NextBytes(payload);
+        long expectedSum = 0;
+        foreach (var b in payload) expectedSum += b;
+        var request = new HttpRequestMessage(HttpMethod.Post, _f.Url("pub", "/upload")) { Content = new ByteArrayContent(payload) };
+        var response = await SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal($"{size} {expectedSum}", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task LargeUpload_Chunked_WithCurl()
+    {
+        string file = Path.Combine(_f.DataDirectory, "upload.bin");
+        var payload = new byte[8 * 1024 * 1024];
+        new Random(8).NextBytes(payload);
+        await File.WriteAllBytesAsync(file, payload);
+        long sum = 0;
+        foreach (var b in payload) sum += b;
+        var (status, body, _) = await _f.CurlAsync("-H", "Transfer-Encoding: chunked", "--data-binary", "@" + file, _f.Url("pub", "/upload"));
+        Assert.Equal(200, status);
+        Assert.Equal($"{payload.Length} {sum}", body);
+        File.Delete(file);
+    }
+
+    [Fact]
+    public async Task StreamingResponse_IsForwarded()
+    {
+        using var client = _f.CreateClient();
+        using var response = await client.GetAsync(_f.Url("pub", "/stream"), HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        for (int i = 0; i < 5; i++)
+            Assert.Equal($"chunk{i}", await reader.ReadLineAsync());
+        Assert.Null(await reader.ReadLineAsync());
+    }
+}
