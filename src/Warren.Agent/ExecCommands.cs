@@ -4,7 +4,7 @@ namespace Warren.Agent;
 
 /// <summary>
 /// Helpers for Docker exec, which has no signal API:
-/// <c>exec --pid-file F -- CMD…</c> records its pid and execve()s CMD (same pid, so the file names the
+/// <c>exec --pid-file F [--tty-size COLSxROWS] -- CMD…</c> records its pid and execve()s CMD (same pid, so the file names the
 /// command itself and the exit status is the command's own); <c>signal SIG F</c>, run by a second exec,
 /// kill()s that pid. <c>as-user USER -- CMD…</c> drops to USER (from /etc/passwd) and execs CMD.
 /// </summary>
@@ -12,12 +12,13 @@ internal static unsafe class ExecCommands
 {
     public static int Exec(string[] args)
     {
-        string? pidFile = null;
+        string? pidFile = null, ttySize = null;
         int i = 0;
         for (; i < args.Length; i++)
         {
             if (args[i] == "--") { i++; break; }
             if (args[i] == "--pid-file" && i + 1 < args.Length) { pidFile = args[++i]; continue; }
+            if (args[i] == "--tty-size" && i + 1 < args.Length) { ttySize = args[++i]; continue; }
             break;
         }
         var argv = args[i..];
@@ -33,7 +34,8 @@ internal static unsafe class ExecCommands
                 Console.Error.Write($"warren-agent: cannot write pid file: {e.Message}\n");
             }
         }
-        WaitForWindowSize();
+        if (ttySize != null) SetWindowSize(ttySize);
+        else WaitForWindowSize();
         return Processes.Exec(argv, Processes.CurrentEnvironment());
     }
 
@@ -42,7 +44,20 @@ internal static unsafe class ExecCommands
     private static readonly TimeSpan WindowSizePoll = TimeSpan.FromMilliseconds(5);
 
     /// <summary>
-    /// A TTY exec starts at 0x0 and the runtime resizes it just after start; waiting (at most ~200 ms) here
+    /// <c>--tty-size COLSxROWS</c>: Docker API 1.41 exec has no initial console size, so the agent sets it on
+    /// its terminal before exec'ing the command; the command never sees 0x0 and no resize race exists.
+    /// </summary>
+    private static void SetWindowSize(string spec)
+    {
+        var parts = spec.Split('x');
+        if (parts.Length != 2 || !ushort.TryParse(parts[0], out var cols) || !ushort.TryParse(parts[1], out var rows)) return;
+        if (Libc.IsATty(0) != 1) return;
+        var size = new WinSize { Columns = cols, Rows = rows };
+        Libc.Ioctl(0, Libc.TIOCSWINSZ, &size);
+    }
+
+    /// <summary>
+    /// Without --tty-size: a TTY exec starts at 0x0 and the runtime resizes it just after start; waiting (at most ~200 ms) here
     /// means the command sees its real size at once instead of racing the resize.
     /// </summary>
     private static void WaitForWindowSize()

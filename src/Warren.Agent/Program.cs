@@ -10,7 +10,7 @@ namespace Warren.Agent
     {
         public const string Usage =
             "usage: warren-agent init [--setup-script PATH] [--user USER] [--] [CMD ARG...]\n" +
-            "       warren-agent exec --pid-file PATH [--] CMD ARG...\n" +
+            "       warren-agent exec [--pid-file PATH] [--tty-size COLSxROWS] [--] CMD ARG...\n" +
             "       warren-agent signal SIG PIDFILE\n" +
             "       warren-agent as-user USER [--] CMD ARG...\n" +
             "       warren-agent connect [--ready] HOST PORT\n" +

@@ -97,7 +97,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             ServerAddress = ImageReference.RegistryHost(image),
         };
         string? streamError = null;
-        var progress = new Progress<JSONMessage>(m =>
+        var progress = new SyncProgress<JSONMessage>(m =>
         {
             if (!string.IsNullOrEmpty(m.ErrorMessage)) streamError = m.ErrorMessage;
             else if (m.Error != null && !string.IsNullOrEmpty(m.Error.Message)) streamError = m.Error.Message;
@@ -116,8 +116,6 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         {
             throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
         }
-        // Progress<T> posts to the thread pool; the final message may land just after the call returns.
-        await Task.Yield();
         if (streamError != null) throw PullFailure(image, HttpStatusCode.OK, streamError, null);
     }
 
@@ -450,7 +448,10 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         ArgumentNullException.ThrowIfNull(spec);
         if (spec.Command.Count == 0) throw new ArgumentException("empty command", nameof(spec));
         string pidFile = $"{PidFileDirectory}/{PidFilePrefix}{Guid.NewGuid():N}";
-        var argv = new List<string> { AgentMountPath, "exec", "--pid-file", pidFile, "--" };
+        var argv = new List<string> { AgentMountPath, "exec", "--pid-file", pidFile };
+        if (spec.Tty is { Columns: > 0, Rows: > 0 } tty)
+            argv.AddRange(["--tty-size", $"{tty.Columns.ToString(CultureInfo.InvariantCulture)}x{tty.Rows.ToString(CultureInfo.InvariantCulture)}"]);
+        argv.Add("--");
         argv.AddRange(spec.Command);
         var env = spec.Env?.Select(kv => kv.Key + "=" + kv.Value).ToList() ?? [];
         if (spec.Tty != null && !env.Any(e => e.StartsWith("TERM=", StringComparison.Ordinal))) env.Add("TERM=" + spec.Tty.Term);

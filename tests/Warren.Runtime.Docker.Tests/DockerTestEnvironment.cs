@@ -94,3 +94,9 @@ public sealed class DockerFactAttribute : FactAttribute
         if (!DockerTestEnvironment.IsCi && DockerTestEnvironment.UnavailableReason is { } reason) Skip = reason;
     }
 }
+
+/// <summary>IProgress that reports synchronously (Progress&lt;T&gt; posts to the thread pool and can report late).</summary>
+internal sealed class SyncProgress<T>(Action<T> action) : IProgress<T>
+{
+    public void Report(T value) => action(value);
+}

@@ -45,6 +45,8 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)] public static partial int Ioctl(int fd, nuint request, WinSize* arg);
     /// <summary>TIOCGWINSZ on Linux (&lt;asm-generic/ioctls.h&gt;).</summary>
     public const nuint TIOCGWINSZ = 0x5413;
+    /// <summary>TIOCSWINSZ on Linux (&lt;asm-generic/ioctls.h&gt;).</summary>
+    public const nuint TIOCSWINSZ = 0x5414;
     [LibraryImport(Lib, EntryPoint = "chdir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Chdir(string path);
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)] public static partial int SetHostname(byte* name, nuint len);
 

@@ -104,6 +104,8 @@ public static class HeaderParsing
     /// </summary>
     public static string? RemoveCookies(string header, string prefix)
     {
+        if (string.IsNullOrWhiteSpace(header))
+            return null;
         if (header.IndexOf(prefix, StringComparison.OrdinalIgnoreCase) < 0)
             return header;
         var result = new StringBuilder(header.Length);

@@ -33,6 +33,15 @@ public sealed class HttpFrontDoor : IDisposable
     public const string ExeDevPathPrefix = "/__exe.dev";
     public const string ExeDevAuthorizationHeader = "X-Exedev-Authorization";
 
+    /// <summary>Control host: consumes a login link and sets the control host's own session cookie.</summary>
+    public const string ControlAuthPath = "/auth";
+
+    /// <summary>Control host: a VM site's login page sends the browser here with <c>redirect</c> and <c>return_host</c>.</summary>
+    public const string ControlLoginPath = "/login";
+
+    /// <summary>The control host's session cookie (reference §4: the main site's cookie is <c>exe-auth</c>).</summary>
+    public const string ControlCookieName = "exe-auth";
+
     private readonly HttpFrontDoorOptions _options;
     private readonly IServiceProvider _services;
     private readonly IHttpForwarder _forwarder;
@@ -98,8 +107,13 @@ public sealed class HttpFrontDoor : IDisposable
 
         if (name == _controlHost)
         {
-            if (request.Path.Equals("/exec", StringComparison.Ordinal))
+            var path = request.Path;
+            if (path.Equals("/exec", StringComparison.Ordinal))
                 return _exec.HandleAsync(context);
+            if (path.Equals(ControlAuthPath, StringComparison.Ordinal))
+                return ControlAuthAsync(context);
+            if (path.Equals(ControlLoginPath, StringComparison.Ordinal))
+                return ControlLoginAsync(context);
             return next(context);
         }
 
@@ -330,17 +344,16 @@ public sealed class HttpFrontDoor : IDisposable
             return new Identity(null, null, fromAuthorization, TokenFailed: true, false);
         }
 
-        var session = await FindSessionAsync(context, ct).ConfigureAwait(false);
+        var session = await FindSessionAsync(context, CookieName(context), ct).ConfigureAwait(false);
         return new Identity(session?.User, null, false, false, false);
     }
 
-    private async ValueTask<WebSession?> FindSessionAsync(HttpContext context, CancellationToken ct)
+    private async ValueTask<WebSession?> FindSessionAsync(HttpContext context, string cookieName, CancellationToken ct)
     {
         var cookies = context.Request.Headers.Cookie;
         if (StringValues.IsNullOrEmpty(cookies))
             return null;
         string? value = null;
-        string cookieName = CookieName(context);
         foreach (var header in cookies)
         {
             value = HeaderParsing.GetCookie(header, cookieName);
@@ -368,10 +381,8 @@ public sealed class HttpFrontDoor : IDisposable
             case ExeDevPathPrefix + "/login":
                 if (get)
                     await LoginPageAsync(context).ConfigureAwait(false);
-                else if (HttpMethods.IsPost(request.Method))
-                    await LoginEmailAsync(context).ConfigureAwait(false);
                 else
-                    await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+                    await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
                 return;
             case ExeDevPathPrefix + "/auth":
                 if (get)
@@ -397,19 +408,138 @@ public sealed class HttpFrontDoor : IDisposable
         }
     }
 
+    /// <summary>
+    /// <c>/__exe.dev/login?redirect=P</c> on a site → 307 to the control host's <c>/login?redirect=P&amp;return_host=HOST</c>
+    /// (reference §4), which sends the browser back with a one-time secret when it is logged in there.
+    /// </summary>
     private Task LoginPageAsync(HttpContext context)
     {
         string redirect = HeaderParsing.SanitizeRedirect(context.Request.Query["redirect"]);
-        HeaderParsing.TryParseHost(context.Request.Host.Value, out string name, out _);
-        string vmName = name[..^_vmDomainSuffix.Length];
-        string body = $"<p>This site is private. To log in, run</p><pre>ssh {Pages.E(_controlHost)} browser {Pages.E(vmName)}</pre><p>and open the link it prints.</p>";
+        string host = context.Request.Host.Value!.ToLowerInvariant();
+        context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+        context.Response.Headers.Location = ControlUrl(ControlLoginPath)
+            + "?redirect=" + Uri.EscapeDataString(redirect) + "&return_host=" + Uri.EscapeDataString(host);
+        context.Response.Headers.CacheControl = "no-store";
+        return Task.CompletedTask;
+    }
+
+    /// <summary>An absolute URL on the control host's public HTTPS port.</summary>
+    public string ControlUrl(string pathAndQuery)
+    {
+        int port = PublicHttpsPort();
+        return "https://" + (port == 443 ? _controlHost : $"{_controlHost}:{port}") + pathAndQuery;
+    }
+
+    /// <summary>
+    /// The login link for a secret issued with host = the control host: opening it logs the browser in
+    /// on the control host, and from then on every site it may see logs it in with one redirect.
+    /// </summary>
+    public string BuildControlLoginLink(string secret) => ControlUrl(ControlAuthPath + "?secret=" + Uri.EscapeDataString(secret));
+
+    /// <summary>Control host <c>GET /auth?secret=…&amp;redirect=…</c>: consumes the secret, sets <c>exe-auth</c>.</summary>
+    private async Task ControlAuthAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
+        {
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
+            return;
+        }
+        string secret = request.Query["secret"].ToString();
+        string redirect = request.Query.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(request.Query["redirect"]) : ControlLoginPath;
+        string host = request.Host.Value!.ToLowerInvariant();
+        LoginGrant? grant = null;
+        if (secret.Length is > 0 and <= HeaderParsing.MaxTokenLength)
+            grant = await _services.GetRequiredService<ILoginLinkService>().ConsumeAsync(secret, context.RequestAborted).ConfigureAwait(false);
+        if (grant is null || !GrantMatchesHost(grant, host))
+        {
+            Log.LoginRejected(_logger, host);
+            await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
+                $"<p>This login link is invalid, expired or already used. Run <code>ssh {Pages.E(_controlHost)} browser</code> for a new one.</p>").ConfigureAwait(false);
+            return;
+        }
+        await StartSessionAsync(context, grant.User, ControlCookieName, host).ConfigureAwait(false);
+        context.Response.StatusCode = StatusCodes.Status303SeeOther;
+        context.Response.Headers.Location = redirect;
+    }
+
+    /// <summary>
+    /// Control host <c>GET /login?redirect=P&amp;return_host=H</c>: logged in (exe-auth) and H a site of the VM
+    /// domain → a one-time secret for H and 307 to <c>https://H/__exe.dev/auth</c>; otherwise a page saying how to log in.
+    /// </summary>
+    private async Task ControlLoginAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var ct = context.RequestAborted;
+        if (HttpMethods.IsPost(request.Method))
+        {
+            await LoginEmailAsync(context).ConfigureAwait(false);
+            return;
+        }
+        if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
+        {
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+            return;
+        }
+        string redirect = HeaderParsing.SanitizeRedirect(request.Query["redirect"]);
+        string? returnHost = null;
+        if (HeaderParsing.TryParseHost(request.Query["return_host"], out string returnName, out int? returnPort)
+            && returnName.EndsWith(_vmDomainSuffix, StringComparison.Ordinal)
+            && returnName.Length > _vmDomainSuffix.Length && !returnName[..^_vmDomainSuffix.Length].Contains('.'))
+        {
+            returnHost = returnPort is int p ? $"{returnName}:{p}" : returnName;
+        }
+
+        var session = await FindSessionAsync(context, ControlCookieName, ct).ConfigureAwait(false);
+        if (session is not null && returnHost is not null)
+        {
+            string secret = await _services.GetRequiredService<ILoginLinkService>().IssueAsync(session.User, returnHost, ct).ConfigureAwait(false);
+            context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+            context.Response.Headers.Location = LoginLinks.BuildAuthUrl(returnHost, secret, redirect);
+            context.Response.Headers.CacheControl = "no-store";
+            return;
+        }
+        if (session is not null)
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged in",
+                $"<p>You are logged in as <b>{Pages.E(session.User.Email)}</b>. Private sites you have access to now open directly.</p>").ConfigureAwait(false);
+            return;
+        }
+        string body = $"<p>This site is private. To log in, run</p><pre>ssh {Pages.E(_controlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
         if (_services.GetService<ILoginEmailSender>() is not null)
         {
-            body += "<form method=\"post\" action=\"/__exe.dev/login\"><p>Or get a link by email:</p>"
-                + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(redirect)}\">"
+            string returnUrl = ControlLoginPath + "?redirect=" + Uri.EscapeDataString(redirect)
+                + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
+            body += "<form method=\"post\" action=\"" + ControlLoginPath + "\"><p>Or get a link by email:</p>"
+                + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
                 + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
         }
-        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in", body);
+        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in", body).ConfigureAwait(false);
+    }
+
+    private bool GrantMatchesHost(LoginGrant grant, string host) =>
+        grant.Host is null
+        || string.Equals(grant.Host, host, StringComparison.OrdinalIgnoreCase)
+        || string.Equals(grant.Host, host.Split(':')[0], StringComparison.OrdinalIgnoreCase);
+
+    private async Task StartSessionAsync(HttpContext context, WebUser user, string cookieName, string host)
+    {
+        string sessionId = LoginLinks.NewSecret(HttpFrontDoorLimits.SessionIdBytes);
+        var expires = _time.GetUtcNow() + HttpFrontDoorLimits.SessionLifetime;
+        await _services.GetRequiredService<IWebSessionStore>()
+            .CreateAsync(new WebSession(LoginLinks.Hash(sessionId), user, host, expires), context.RequestAborted).ConfigureAwait(false);
+        context.Response.Cookies.Append(cookieName, sessionId, new CookieOptions
+        {
+            Path = "/",
+            HttpOnly = true,
+            Secure = context.Request.IsHttps,
+            SameSite = SameSiteMode.Lax,
+            Expires = expires,
+            MaxAge = HttpFrontDoorLimits.SessionLifetime,
+            IsEssential = true,
+        });
+        Log.LoginSucceeded(_logger, user.UserId, host);
+        context.Response.Headers.CacheControl = "no-store";
     }
 
     private async Task LoginEmailAsync(HttpContext context)
@@ -424,7 +554,7 @@ public sealed class HttpFrontDoor : IDisposable
         string email = form["email"].ToString().Trim().ToLowerInvariant();
         string redirect = HeaderParsing.SanitizeRedirect(form["redirect"]);
         if (email.Length is > 0 and <= 254 && email.Contains('@') && _loginEmailLimiter.TryAcquire(email))
-            await sender.SendLoginLinkAsync(email, context.Request.Host.Value!.ToLowerInvariant(), redirect, context.RequestAborted).ConfigureAwait(false);
+            await sender.SendLoginLinkAsync(email, redirect, context.RequestAborted).ConfigureAwait(false);
         await Pages.WriteAsync(context, StatusCodes.Status200OK, "Check your email",
             "<p>If that address may use this site, a login link is on its way.</p>").ConfigureAwait(false);
     }
@@ -440,33 +570,16 @@ public sealed class HttpFrontDoor : IDisposable
         LoginGrant? grant = null;
         if (secret.Length is > 0 and <= HeaderParsing.MaxTokenLength)
             grant = await _services.GetRequiredService<ILoginLinkService>().ConsumeAsync(secret, ct).ConfigureAwait(false);
-        if (grant is null || (grant.Host is not null && !string.Equals(grant.Host, host, StringComparison.OrdinalIgnoreCase)
-                                                      && !string.Equals(grant.Host, host.Split(':')[0], StringComparison.OrdinalIgnoreCase)))
+        if (grant is null || !GrantMatchesHost(grant, host))
         {
             Log.LoginRejected(_logger, host);
             await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
                 "<p>This login link is invalid, expired or already used. Ask for a new one.</p>").ConfigureAwait(false);
             return;
         }
-
-        string sessionId = LoginLinks.NewSecret(HttpFrontDoorLimits.SessionIdBytes);
-        var expires = _time.GetUtcNow() + HttpFrontDoorLimits.SessionLifetime;
-        await _services.GetRequiredService<IWebSessionStore>()
-            .CreateAsync(new WebSession(LoginLinks.Hash(sessionId), grant.User, host, expires), ct).ConfigureAwait(false);
-        context.Response.Cookies.Append(CookieName(context), sessionId, new CookieOptions
-        {
-            Path = "/",
-            HttpOnly = true,
-            Secure = request.IsHttps,
-            SameSite = SameSiteMode.Lax,
-            Expires = expires,
-            MaxAge = HttpFrontDoorLimits.SessionLifetime,
-            IsEssential = true,
-        });
-        Log.LoginSucceeded(_logger, grant.User.UserId, host);
+        await StartSessionAsync(context, grant.User, CookieName(context), host).ConfigureAwait(false);
         context.Response.StatusCode = StatusCodes.Status303SeeOther;
         context.Response.Headers.Location = redirect;
-        context.Response.Headers.CacheControl = "no-store";
     }
 
     private async Task LogoutAsync(HttpContext context)

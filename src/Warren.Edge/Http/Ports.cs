@@ -91,16 +91,18 @@ public interface ILoginLinkService
 }
 
 /// <summary>
-/// Optional: the "email me a login link" form on <c>/__exe.dev/login</c>. Registered by the lead when SMTP is configured.
+/// Optional: the "email me a login link" form on the control host's login page. Registered by the lead when SMTP is configured.
 /// </summary>
 public interface ILoginEmailSender
 {
     /// <summary>
-    /// Called when someone submits an address on a site's login page. When a user with that email
-    /// exists, issue a link (<see cref="ILoginLinkService.IssueAsync"/>) for <paramref name="host"/> and mail it;
-    /// otherwise do nothing. The page answers the same either way, so existence is not revealed.
+    /// Called when someone submits an address on the login page (rate-limited per address). When a
+    /// user with that email exists, issue a secret with <see cref="ILoginLinkService.IssueAsync"/> (host =
+    /// the control host), build the link with <see cref="HttpFrontDoor.BuildControlLoginLink"/> plus
+    /// <c>&amp;redirect=</c><paramref name="redirect"/> (a control-host path) and mail it; otherwise do nothing.
+    /// The page answers the same either way, so existence is not revealed.
     /// </summary>
-    ValueTask SendLoginLinkAsync(string email, string host, string redirect, CancellationToken ct);
+    ValueTask SendLoginLinkAsync(string email, string redirect, CancellationToken ct);
 }
 
 /// <summary>Outcome of token validation.</summary>

@@ -77,7 +77,23 @@ public sealed class PlatformIndex
     internal void ReloadVmsOnCommit(UnitOfWork u, IEnumerable<string> vmIds)
     {
         var ids = vmIds.ToArray();
-        if (ids.Length > 0) u.OnCommitted(c => ReloadVms(c, ids));
+        if (ids.Length == 0) return;
+        u.OnCommitted(c =>
+        {
+            // The change is committed: a failed partial refresh must not leave the snapshot stale.
+            try { ReloadVms(c, ids); }
+            catch (SqliteException) { LoadAll(c); }
+        });
+    }
+
+    /// <summary>
+    /// Re-reads everything. For changes made by another process on the same database file (for example
+    /// <c>warren user add</c> activating pending SSH shares while the daemon runs).
+    /// </summary>
+    public void Reload(WarrenDatabase db)
+    {
+        using var c = db.OpenConnection();
+        LoadAll(c);
     }
 
     private void AddRoute(string account, string slot, string vmId)

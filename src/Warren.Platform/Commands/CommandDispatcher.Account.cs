@@ -164,7 +164,9 @@ public sealed partial class CommandDispatcher
     private async Task<int> GenerateApiKeyAsync(Invocation inv)
     {
         inv.MaxArgs(0);
-        if (inv.Context.AllowedCommands is not null)
+        // A token session (AllowedCommands set), or any session authenticated by an API key's own key row,
+        // may not mint: the second check holds even if a front door forgets to pass the token's commands.
+        if (inv.Context.AllowedCommands is not null || inv.Context.CurrentKey?.Permissions is not null)
             throw new CommandException("API tokens cannot create API tokens; run this over SSH with your own key");
         string? vm = inv.Args.Value("vm");
         if (vm is not null)

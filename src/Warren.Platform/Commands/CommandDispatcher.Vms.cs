@@ -77,15 +77,57 @@ public sealed partial class CommandDispatcher
         var vms = await _s.Vms.ListAsync(inv.Account.Id, pattern, inv.CancellationToken).ConfigureAwait(false);
         if (inv.Context.TokenVm is { } only) vms = vms.Where(v => v.Name == only).ToList();
         bool longFormat = inv.Args.Flag("l");
+        var shared = inv.Args.Flag("a") && inv.Context.TokenVm is null
+            ? await SharedVmsAsync(inv, pattern).ConfigureAwait(false)
+            : [];
         if (inv.Json)
         {
-            inv.WriteJson(new JsonObject { ["vms"] = new JsonArray(vms.Select(v => (JsonNode?)VmJson(v, inv.Account.Id, longFormat)).ToArray()) });
+            var o = new JsonObject { ["vms"] = new JsonArray(vms.Select(v => (JsonNode?)VmJson(v, inv.Account.Id, longFormat)).ToArray()) };
+            if (shared.Count > 0)
+            {
+                o["team_vms"] = new JsonArray(shared.Select(x =>
+                {
+                    var j = VmJson(x.Vm, inv.Account.Id, longFormat);
+                    j.Remove("tags");
+                    j.Remove("allocated_cpus");
+                    j.Remove("memory_capacity_bytes");
+                    j.Remove("disk_capacity_bytes");
+                    j["creator_email"] = x.OwnerEmail;
+                    return (JsonNode?)j;
+                }).ToArray());
+            }
+            inv.WriteJson(o);
             return 0;
         }
+        LsText(inv, vms, longFormat, pattern);
+        if (shared.Count > 0)
+        {
+            inv.Line();
+            inv.Line(inv.Bold("Team VMs:"));
+            foreach (var (v, owner) in shared) inv.Line($"  • {Host(v.Name)} - {v.State.ToWire()} ({v.Image}) by {owner}");
+        }
+        return 0;
+    }
+
+    /// <summary>VMs of other accounts shared with the caller (<c>ls -a</c>), with their owners' addresses.</summary>
+    private async Task<List<(VmRecord Vm, string OwnerEmail)>> SharedVmsAsync(Invocation inv, string? pattern)
+    {
+        var result = new List<(VmRecord, string)>();
+        foreach (var v in await _s.Shares.ListSharedWithAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false))
+        {
+            if (pattern is not null && v.Name != pattern && !v.Tags.Contains(pattern)) continue;
+            var owner = await _s.Accounts.GetAsync(v.AccountId, inv.CancellationToken).ConfigureAwait(false);
+            result.Add((v, owner?.Email ?? ""));
+        }
+        return result;
+    }
+
+    private void LsText(Invocation inv, IReadOnlyList<VmRecord> vms, bool longFormat, string? pattern)
+    {
         if (vms.Count == 0)
         {
             inv.Line(pattern is null ? "No VMs found. Create one with 'new'." : $"No VMs match \"{pattern}\".");
-            return 0;
+            return;
         }
         if (!longFormat)
         {
@@ -97,7 +139,7 @@ public sealed partial class CommandDispatcher
                 if (v.Comment.Length > 0) line += " # " + v.Comment;
                 inv.Line(line);
             }
-            return 0;
+            return;
         }
         var rows = vms.Select(v => new[]
         {
@@ -109,7 +151,6 @@ public sealed partial class CommandDispatcher
         var widths = Enumerable.Range(0, rows[0].Length - 1).Select(i => rows.Max(r => r[i].Length)).ToArray();
         foreach (var r in rows)
             inv.Line(string.Join("  ", r.Take(widths.Length).Select((c, i) => c.PadRight(widths[i]))) + "  " + r[^1]);
-        return 0;
     }
 
     private JsonObject VmJson(VmRecord v, string viewerAccountId, bool longFormat)

@@ -242,7 +242,14 @@ public sealed partial class CommandDispatcher
     }
 
     /// <summary><c>ssh VM [command]</c>: the SSH front door intercepts it; here there is no session to hop from.</summary>
-    private Task<int> SshAsync(Invocation inv) => throw new CommandException(SshNeedsSession);
+    private Task<int> SshAsync(Invocation inv)
+    {
+        if (!inv.Context.Interactive) throw new CommandException(SshNeedsSession);
+        // In the REPL the session is already the control plane's; the hop is made per connection.
+        string vm = inv.OptionalArg(0) is { } v ? Vms.VmNames.Normalize(v, _s.Options.VmDomain) : "VM";
+        string port = _s.Options.SshPort == 22 ? "" : $"-p {_s.Options.SshPort} ";
+        throw new CommandException($"ssh does not run inside the shell; from your terminal run: ssh {port}{vm}.{_s.Options.VmDomain} (or: ssh -t {port}{_s.Options.ControlHost} ssh {vm})");
+    }
 
     private async Task<int> BrowserAsync(Invocation inv)
     {

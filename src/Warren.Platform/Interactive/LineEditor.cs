@@ -30,6 +30,7 @@ public sealed class LineEditor
     private const int MaxEscapeBytes = 16;
 
     private const byte Esc = 0x1B;
+    private static readonly Encoding s_utf8 = new UTF8Encoding(false, false);
     private const int ReadBufferBytes = 1024;
 
     private readonly Stream _input;
@@ -37,7 +38,6 @@ public sealed class LineEditor
     private readonly Func<string, int, Completion?>? _complete;
     private readonly List<string> _history = new();
     private readonly byte[] _readBuffer = new byte[ReadBufferBytes];
-    private readonly Decoder _decoder = new UTF8Encoding(false, false).GetDecoder();
     private int _readPos;
     private int _readLen;
     private bool _pendingLf;
@@ -256,7 +256,12 @@ public sealed class LineEditor
     private async Task<char> ReadEscapeAsync(CancellationToken ct)
     {
         int b = await ReadByteAsync(ct);
-        if (b is not ('[' or 'O')) return '\0';
+        if (b < 0) return '\0';
+        if (b is not ('[' or 'O'))
+        {
+            _readPos--; // a lone ESC: the next byte is an ordinary key
+            return '\0';
+        }
         bool ss3 = b == 'O';
         var param = new StringBuilder();
         for (int n = 0; n < MaxEscapeBytes; n++)
@@ -283,7 +288,10 @@ public sealed class LineEditor
         return '\0';
     }
 
-    /// <summary>Decodes one UTF-8 character starting with <paramref name="first"/> (invalid bytes become U+FFFD).</summary>
+    /// <summary>
+    /// Decodes one UTF-8 character starting with <paramref name="first"/> (RFC 3629 §4). A malformed
+    /// sequence becomes U+FFFD; a byte that is not a continuation byte is kept for the next read.
+    /// </summary>
     private async Task<string> DecodeCharsAsync(byte first, CancellationToken ct)
     {
         int needed = first switch
@@ -301,12 +309,16 @@ public sealed class LineEditor
         {
             int b = await ReadByteAsync(ct);
             if (b < 0) return "\uFFFD";
+            if ((b & 0xC0) != 0x80)
+            {
+                _readPos--; // not a continuation byte: leave it for the next key
+                return "\uFFFD";
+            }
             bytes[i] = (byte)b;
         }
-        var chars = new char[2];
-        _decoder.Reset();
-        int n = _decoder.GetChars(bytes, 0, bytes.Length, chars, 0, flush: true);
-        return new string(chars, 0, n);
+        string decoded = s_utf8.GetString(bytes);
+        // Overlong or surrogate encodings decode to U+FFFD (possibly several); keep one.
+        return decoded.Contains('\uFFFD') ? "\uFFFD" : decoded;
     }
 
     private async Task RedrawAsync(CancellationToken ct)

@@ -143,10 +143,13 @@ public sealed class WarrenDatabase : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        // Close idle pooled connections first, then fold the WAL back without waiting on anyone still reading.
+        SqliteConnection.ClearPool(new SqliteConnection(_connectionString));
         try
         {
             using var cmd = _keepAlive.CreateCommand();
-            cmd.CommandText = "PRAGMA wal_checkpoint(TRUNCATE);";
+            cmd.CommandText = "PRAGMA busy_timeout=0; PRAGMA wal_checkpoint(TRUNCATE);";
+            cmd.CommandTimeout = 1;
             cmd.ExecuteNonQuery();
         }
         catch (SqliteException) { /* best effort: another connection may still read */ }

@@ -36,8 +36,8 @@ public static class ByteSize
         };
         if (multiplier == 0) return false;
         if (!decimal.TryParse(number, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value)) return false;
+        if (value > (decimal)long.MaxValue / multiplier) return false; // before multiplying: decimal overflows too
         decimal total = value * multiplier;
-        if (total > long.MaxValue) return false;
         bytes = (long)decimal.Floor(total);
         return bytes > 0;
     }

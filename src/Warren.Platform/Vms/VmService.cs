@@ -132,8 +132,9 @@ public sealed partial class VmService
             AutoProxyPort = DefaultProxyPort,
             StateReason = "creating",
         };
+        // Held from before the insert, so no other operation on this VM can run until the create settles.
+        using var _ = await _locks.AcquireAsync(draft.Id, ct);
         var record = await InsertNewAsync(accountId, draft, ct);
-        using var _ = await _locks.AcquireAsync(record.Id, CancellationToken.None);
         return await DriveCreateAsync(record, request.RegistryAuth, fromReconcile: false, ct);
     }
 
@@ -196,7 +197,7 @@ public sealed partial class VmService
             }
             return await TransitionAsync(record.Id, VmState.Running, null, extraSql: "source_vm_id = NULL", CancellationToken.None);
         }
-        catch (Exception e) when (e is not PlatformException { Code: PlatformErrorCodes.StateConflict })
+        catch (Exception e)
         {
             var reason = Scrub(e is OperationCanceledException ? "cancelled" : e.Message, auth);
             _log.LogWarning("vm.create_failed vm={VmId} name={Name} reason={Reason}", record.Id, record.Name, reason);
@@ -254,9 +255,9 @@ public sealed partial class VmService
             ReceiveEmail = false,
             CreatedAt = Trunc(now), UpdatedAt = Trunc(now),
         };
-        var record = await InsertNewAsync(accountId, draft, ct);
-        using var _ = await _locks.AcquireAsync(record.Id, CancellationToken.None);
+        using var _ = await _locks.AcquireAsync(draft.Id, ct);
         using var __ = await _locks.AcquireAsync(source.Id, ct);
+        var record = await InsertNewAsync(accountId, draft, ct);
         return await DriveCreateAsync(record, null, fromReconcile: false, ct);
     }
 

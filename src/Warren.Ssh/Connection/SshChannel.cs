@@ -204,34 +204,57 @@ public sealed class SshChannel : IAsyncDisposable
     }
 
     /// <summary>
-    /// Ends a session the way RFC 4254 §6.10 orders it: exit-status, EOF, CLOSE.
+    /// Ends a session the way RFC 4254 §6.10 orders it: exit-status, EOF, CLOSE,
+    /// all after any write still in progress.
     /// </summary>
     public async ValueTask ExitAsync(uint exitStatus, CancellationToken cancellationToken = default)
     {
-        await SendExitStatusAsync(exitStatus, cancellationToken).ConfigureAwait(false);
-        await SendEofAsync(cancellationToken).ConfigureAwait(false);
+        await SendAfterWritesAsync(SshChannelRequestTypes.ExitStatus, ExitStatusData(exitStatus), alsoEof: true, cancellationToken).ConfigureAwait(false);
         await CloseAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>"exit-status" (RFC 4254 §6.10).</summary>
+    /// <summary>"exit-status" (RFC 4254 §6.10), sent after any write in progress.</summary>
     public ValueTask SendExitStatusAsync(uint exitStatus, CancellationToken cancellationToken = default)
-    {
-        var w = new SshWriter(8);
-        w.WriteUInt32(exitStatus);
-        return SendRequestNoReplyAsync(SshChannelRequestTypes.ExitStatus, w.WrittenMemory);
-    }
+        => SendAfterWritesAsync(SshChannelRequestTypes.ExitStatus, ExitStatusData(exitStatus), alsoEof: false, cancellationToken);
 
     /// <summary>"exit-signal" (RFC 4254 §6.10); <paramref name="signalName"/> without "SIG", e.g. "KILL".</summary>
     public ValueTask SendExitSignalAsync(string signalName, bool coreDumped, string errorMessage = "", CancellationToken cancellationToken = default)
     {
         var w = new SshWriter();
         w.WriteString(signalName).WriteBoolean(coreDumped).WriteString(errorMessage).WriteString("");
-        return SendRequestNoReplyAsync(SshChannelRequestTypes.ExitSignal, w.WrittenMemory);
+        return SendAfterWritesAsync(SshChannelRequestTypes.ExitSignal, w.ToArray(), alsoEof: false, cancellationToken);
     }
 
     /// <summary>"eow@openssh.com": no more stdin will be read (OpenSSH PROTOCOL §2.1).</summary>
     public ValueTask SendEowAsync(CancellationToken cancellationToken = default)
         => SendRequestNoReplyAsync(SshChannelRequestTypes.Eow, default);
+
+    private static byte[] ExitStatusData(uint exitStatus)
+    {
+        var w = new SshWriter(4);
+        w.WriteUInt32(exitStatus);
+        return w.ToArray();
+    }
+
+    /// <summary>Queues a no-reply request (and optionally EOF) behind any write in progress, so output precedes it.</summary>
+    private async ValueTask SendAfterWritesAsync(string type, byte[] data, bool alsoEof, CancellationToken cancellationToken)
+    {
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            lock (_gate)
+            {
+                if (_closeSent || _closeReceived) return;
+                _mux.EnqueueControl(RequestMessage(type, false, data));
+                if (alsoEof && !_eofSent)
+                {
+                    _eofSent = true;
+                    _mux.EnqueueControl(Simple(SshConnectionMessage.ChannelEof));
+                }
+            }
+        }
+        finally { _writeLock.Release(); }
+    }
 
     private ValueTask SendRequestNoReplyAsync(string type, ReadOnlyMemory<byte> data)
     {

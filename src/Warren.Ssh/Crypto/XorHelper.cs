@@ -1,5 +1,6 @@
-using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Warren.Ssh.Crypto;
 
@@ -9,14 +10,17 @@ internal static class XorHelper
     public static void XorInPlace(Span<byte> data, ReadOnlySpan<byte> keystream)
     {
         System.Diagnostics.Debug.Assert(data.Length == keystream.Length);
-        int i = 0;
-        if (Vector.IsHardwareAccelerated && data.Length >= Vector<byte>.Count)
+        ref byte d = ref MemoryMarshal.GetReference(data);
+        ref byte k = ref MemoryMarshal.GetReference(keystream);
+        nuint n = (nuint)data.Length;
+        nuint i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            var dv = MemoryMarshal.Cast<byte, Vector<byte>>(data);
-            var kv = MemoryMarshal.Cast<byte, Vector<byte>>(keystream);
-            for (int v = 0; v < dv.Length; v++) dv[v] ^= kv[v];
-            i = dv.Length * Vector<byte>.Count;
+            for (; i + (nuint)Vector256<byte>.Count <= n; i += (nuint)Vector256<byte>.Count)
+                Vector256.StoreUnsafe(Vector256.LoadUnsafe(ref d, i) ^ Vector256.LoadUnsafe(ref k, i), ref d, i);
         }
-        for (; i < data.Length; i++) data[i] ^= keystream[i];
+        for (; i + (nuint)Vector128<byte>.Count <= n; i += (nuint)Vector128<byte>.Count)
+            Vector128.StoreUnsafe(Vector128.LoadUnsafe(ref d, i) ^ Vector128.LoadUnsafe(ref k, i), ref d, i);
+        for (; i < n; i++) Unsafe.Add(ref d, i) ^= Unsafe.Add(ref k, i);
     }
 }

@@ -39,7 +39,18 @@ public sealed partial class SshServer
                 socket.NoDelay = true;
                 var local = socket.LocalEndPoint ?? new IPEndPoint(IPAddress.None, 0);
                 var remote = socket.RemoteEndPoint ?? new IPEndPoint(IPAddress.None, 0);
-                var task = Task.Run(() => HandleConnectionAsync(new NetworkStream(socket, ownsSocket: true), local, remote, cancellationToken), CancellationToken.None);
+                var task = Task.Run(async () =>
+                {
+                    try
+                    {
+                        await HandleConnectionAsync(new NetworkStream(socket, ownsSocket: true), local, remote, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (Exception ex)
+                    {
+                        // Peer errors never get here; this is the application's RunConnectionAsync failing.
+                        try { _options.ConnectionFailed?.Invoke(remote, ex); } catch (Exception) { }
+                    }
+                }, CancellationToken.None);
                 lock (gate) active.Add(task);
                 _ = task.ContinueWith(t => { lock (gate) active.Remove(t); }, TaskScheduler.Default);
             }

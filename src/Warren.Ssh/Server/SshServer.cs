@@ -26,9 +26,8 @@ public sealed partial class SshServer
         if (options.MaxAuthAttempts < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxAuthAttempts must be at least 1.");
         _options = options;
         _application = application;
-        var transport = options.Transport ?? new SshTransportServerOptions();
+        var transport = options.Transport ?? new SshTransportServerOptions { TimeProvider = options.TimeProvider };
         if (transport.HostKeys.Count == 0) transport.HostKeys = options.HostKeys;
-        transport.TimeProvider = options.TimeProvider;
         _transportOptions = transport;
     }
 

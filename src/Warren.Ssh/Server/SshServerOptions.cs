@@ -44,6 +44,12 @@ public sealed class SshServerOptions
     public string? Banner { get; init; }
 
     /// <summary>
+    /// Called by <see cref="SshServer.ServeAsync(System.Net.Sockets.Socket, CancellationToken)"/> when the
+    /// application's RunConnectionAsync throws (peer errors are handled and never reported here).
+    /// </summary>
+    public Action<System.Net.EndPoint, Exception>? ConnectionFailed { get; init; }
+
+    /// <summary>
     /// Transport algorithms, version string, rekey and keepalive settings. When
     /// its HostKeys list is empty, <see cref="HostKeys"/> is used.
     /// </summary>

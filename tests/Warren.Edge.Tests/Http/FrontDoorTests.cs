@@ -254,8 +254,7 @@ public sealed class FrontDoorTests
         var unknown = await GetAsync(_f.Url("pub", "/__exe.dev/whatever"));
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
         var login = await GetAsync(_f.Url("pub", "/__exe.dev/login?redirect=%2Fx"));
-        Assert.Equal(HttpStatusCode.OK, login.StatusCode);
-        Assert.Contains($"ssh {FrontDoorFixture.ControlHost} browser pub", await login.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, login.StatusCode);
         var cased = await GetAsync(_f.Url("pub", "/__EXE.dev/x"));
         Assert.Equal(HttpStatusCode.NotFound, cased.StatusCode);
         Assert.Equal(before, _f.Pub.Requests);
@@ -460,5 +459,61 @@ public sealed class FrontDoorTests
         for (int i = 0; i < 5; i++)
             Assert.Equal($"chunk{i}", await reader.ReadLineAsync());
         Assert.Null(await reader.ReadLineAsync());
+    }
+
+    // ------------------------------------------------------------------ browser flow through the control host
+
+    [Fact]
+    public async Task BrowserFlow_ControlHostLink_ThenRedirectChain_LogsIntoPrivateSite()
+    {
+        string control = $"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}";
+        string webHost = $"web.{FrontDoorFixture.Domain}:{_f.HttpsPort}";
+
+        // Not logged in anywhere: the control host explains how.
+        var page = await GetAsync(control + "/login?redirect=%2F&return_host=" + Uri.EscapeDataString(webHost));
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Contains($"ssh {FrontDoorFixture.ControlHost} browser", await page.Content.ReadAsStringAsync());
+
+        // `ssh control browser` → a one-time link on the control host.
+        var frontDoor = (HttpFrontDoor)_f.Services.GetService(typeof(HttpFrontDoor))!;
+        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
+        string link = frontDoor.BuildControlLoginLink(await links.IssueAsync(People.Friend, FrontDoorFixture.ControlHost, CancellationToken.None));
+        Assert.StartsWith(control + "/auth?secret=", link);
+        var auth = await GetAsync(link);
+        Assert.Equal(HttpStatusCode.SeeOther, auth.StatusCode);
+        string controlCookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        Assert.StartsWith("exe-auth=", controlCookie);
+
+        // The private site → its login page → the control host → back with a secret → the page.
+        var step1 = await GetAsync(_f.Url("web", "/x?y=1"));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, step1.StatusCode);
+        var step2 = await GetAsync(_f.Url("web", step1.Headers.Location!.ToString()));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, step2.StatusCode);
+        Assert.Equal(control + "/login?redirect=%2Fx%3Fy%3D1&return_host=" + Uri.EscapeDataString(webHost), step2.Headers.Location!.ToString());
+        var step3 = await GetAsync(step2.Headers.Location!.ToString(), h => h.Add("Cookie", controlCookie));
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, step3.StatusCode);
+        Assert.StartsWith($"https://{webHost}/__exe.dev/auth?secret=", step3.Headers.Location!.ToString());
+        var step4 = await GetAsync(step3.Headers.Location!.ToString());
+        Assert.Equal(HttpStatusCode.SeeOther, step4.StatusCode);
+        Assert.Equal("/x?y=1", step4.Headers.Location!.ToString());
+        string siteCookie = step4.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        var final = await GetAsync(_f.Url("web", "/x?y=1"), h => h.Add("Cookie", siteCookie));
+        Assert.Equal(HttpStatusCode.OK, final.StatusCode);
+        Assert.Equal(People.Friend.Email, Headers(await final.Content.ReadAsStringAsync())["x-exedev-email"]);
+    }
+
+    [Fact]
+    public async Task ControlLogin_NeverRedirectsOutsideTheVmDomain()
+    {
+        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
+        var frontDoor = (HttpFrontDoor)_f.Services.GetService(typeof(HttpFrontDoor))!;
+        var auth = await GetAsync(frontDoor.BuildControlLoginLink(await links.IssueAsync(People.Owner, FrontDoorFixture.ControlHost, CancellationToken.None)));
+        string cookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        foreach (var evil in new[] { "evil.example", "a.b.box.localhost", "box.localhost", "evil.example/.box.localhost" })
+        {
+            var response = await GetAsync($"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}/login?redirect=%2F&return_host={Uri.EscapeDataString(evil)}",
+                h => h.Add("Cookie", cookie));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
     }
 }

@@ -1,3 +1,4 @@
+using CsCheck;
 using Warren.Platform.Commands;
 using Xunit;
 
@@ -105,4 +106,25 @@ public class ArgParserTests
     [InlineData("gen", null)]
     public void Suggest_FindsNearbyCommands(string input, string? expected)
         => Assert.Equal(expected, Suggest.Nearest(input, ["ls", "new", "whoami", "restart", "rename", "rm"]));
+
+    [Fact]
+    public void ArbitraryArgv_NeverThrows()
+    {
+        CsCheck.Gen.String[CsCheck.Gen.Char["-=abcnmelt "], 0, 8].Array[0, 6].Sample(args =>
+        {
+            bool ok = ArgParser.TryParse(args, s_flags, out var parsed, out var error);
+            Assert.Equal(ok, parsed is not null);
+            Assert.Equal(ok, error is null);
+        }, iter: 2000, threads: 1);
+    }
+
+    [Fact]
+    public void Resolve_ArbitraryArgv_NeverThrows()
+    {
+        CsCheck.Gen.String[CsCheck.Gen.Char["-=abcdehiklmnrstwy "], 0, 10].Array[0, 5].Sample(args =>
+        {
+            var path = CommandDispatcher.Resolve(args);
+            if (path is not null) Assert.NotNull(CommandCatalog.FindPath(path));
+        }, iter: 2000, threads: 1);
+    }
 }

@@ -96,4 +96,20 @@ public sealed class ShareCommandTests : IDisposable
         Assert.Equal("{\"error\":\"VM \\\"web\\\" not found or access denied\"}\n", r.Stdout);
         Assert.False((await _h.P.Vms.GetByNameAsync(a.Id, "web")).IsPublic);
     }
+
+    [Fact]
+    public async Task LsAll_ListsVmsSharedWithMe()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var (b, bk) = await _h.NewUserAsync("bob@example.com");
+        await _h.RunAsync(a, k, "new", "--name=web");
+        await _h.RunAsync(a, k, "share", "add", "web", "bob@example.com");
+        Assert.Equal("{\"vms\":[]}\n", (await _h.RunAsync(b, bk, "ls", "--json")).Stdout);
+        var team = (await _h.RunAsync(b, bk, "ls", "-a", "--json")).Json.GetProperty("team_vms")[0];
+        Assert.Equal("web", Str(team, "vm_name"));
+        Assert.Equal("alice@example.com", Str(team, "creator_email"));
+        Assert.False(team.TryGetProperty("tags", out _));
+        var text = await _h.RunAsync(b, bk, "ls", "-a");
+        Assert.EndsWith("Team VMs:\n  • web.box.localhost - running (" + _h.P.Options.DefaultImage + ") by alice@example.com\n", text.Stdout);
+    }
 }

@@ -1,3 +1,4 @@
+using CsCheck;
 using System.Text;
 using Warren.Platform.Interactive;
 using Xunit;
@@ -40,6 +41,8 @@ public class LineEditorTests
     [InlineData("h\u00e9llo \u2713\r", "h\u00e9llo \u2713")]
     [InlineData("a\x1b[99;5Xb\r", "ab")]
     [InlineData("a\u0007b\r", "ab")]
+    [InlineData("ab\x1b\r", "ab")]
+    [InlineData("a\u00ffb\r", "a\u00ffb")]
     public async Task EditsTheLine(string input, string expected) => Assert.Equal(expected, await ReadOne(input));
 
     [Fact]
@@ -143,5 +146,53 @@ public class LineEditorTests
     {
         var (e, _) = Editor(new string('a', LineEditor.MaxLineChars + 10) + "\r");
         Assert.Equal(LineEditor.MaxLineChars, (await e.ReadLineAsync(""))!.Length);
+    }
+
+    /// <summary>Delivers one byte per read, so escape sequences and UTF-8 characters arrive split.</summary>
+    private sealed class DribbleStream(byte[] data) : Stream
+    {
+        private int _pos;
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            if (_pos >= data.Length || count == 0) return 0;
+            buffer[offset] = data[_pos++];
+            return 1;
+        }
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => data.Length;
+        public override long Position { get => _pos; set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+
+    [Fact]
+    public async Task SplitReads_AreReassembled()
+    {
+        var input = new DribbleStream(Encoding.UTF8.GetBytes("\u00e9s" + Left + Left + "l" + "\x1b[3~" + End + "!\r"));
+        var e = new LineEditor(input, new MemoryStream());
+        Assert.Equal("ls!", await e.ReadLineAsync("> "));
+    }
+
+    [Fact]
+    public async Task ArbitraryBytes_NeverThrow()
+    {
+        var gen = CsCheck.Gen.Byte.Array[0, 64];
+        await Task.Run(() => gen.Sample(bytes =>
+        {
+            var e = new LineEditor(new MemoryStream(bytes), new MemoryStream(), (l, c) => new Completion(0, ["x", "xy"]));
+            for (int i = 0; i < 70; i++)
+                if (e.ReadLineAsync("> ").GetAwaiter().GetResult() is null) break;
+        }, iter: 1000, threads: 1));
+    }
+
+    [Fact]
+    public async Task MalformedUtf8_BecomesReplacement_WithoutEatingTheNextKey()
+    {
+        var e = new LineEditor(new MemoryStream([0x61, 0xE8, 0x66, 0xFF, 0x0D]), new MemoryStream());
+        Assert.Equal("a\uFFFDf\uFFFD", await e.ReadLineAsync("> "));
     }
 }

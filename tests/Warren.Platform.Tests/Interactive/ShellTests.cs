@@ -37,7 +37,7 @@ public sealed class CommandCompleterTests
         Assert.Null(Complete("rename web w"));                        // the new name is free text
         Assert.Equal(["db"], Complete("ssh-key generate-api-key --vm d"));
         var eq = _c.Complete(Alice, "ssh-key generate-api-key --vm=w", 31);
-        Assert.Equal(28, eq!.Start);
+        Assert.Equal(30, eq!.Start);
         Assert.Equal(["web", "worker"], eq.Candidates);
     }
 

@@ -61,6 +61,8 @@ public sealed class FakeVmRuntime : IVmRuntime
         await StepAsync(FakeStep.PrepareImage);
         if (image.Contains("missing", StringComparison.Ordinal))
             throw new InvalidOperationException($"pull access denied for {image} (auth {auth?.Secret})");
+        if (image.Contains("private", StringComparison.Ordinal) && auth is null)
+            throw new InvalidOperationException($"pull access denied for {image}: authentication required");
         var ports = _engine.ExposedPorts.TryGetValue(image, out var p) ? p : [];
         return new ImageInfo(image, "sha256:" + new string('0', 64), ports, "warren", [], ["sleep", "infinity"], []);
     }

@@ -41,6 +41,13 @@ public sealed class TokenTests : IDisposable
         Assert.Equal(["ls", "new", "whoami"], auth.Identity.AllowedCommands);
         Assert.Equal(Str(j, "fingerprint"), auth.Identity.Key.Fingerprint);
 
+        // The exe1 stands for an exe0 whose SSHSIG uses ed25519 with sha512 and whose payload is exactly the flags.
+        var exe0 = await _h.Exe1.ResolveAsync(Str(j, "token"));
+        Assert.True(Exe0Token.TryParse(exe0, out var parsed, out _));
+        Assert.Equal($"{{\"exp\":{Unix(_h.P.Time.GetUtcNow().AddDays(30))},\"cmds\":[\"ls\",\"new\",\"whoami\"]}}", Encoding.UTF8.GetString(parsed.PayloadBytes));
+        Assert.True(parsed.SignatureBlob.AsSpan().IndexOf("sha512"u8) >= 0);
+        Assert.True(parsed.SignatureBlob.AsSpan().IndexOf("ssh-ed25519"u8) >= 0);
+
         // The server keeps only the public key: the account now has an API key row with permissions.
         var row = (await _h.P.Accounts.ListKeysAsync(a.Id)).Single(x => x.Name == "ci");
         Assert.Equal(["ls", "new", "whoami"], row.Permissions!.Cmds);
@@ -115,6 +122,14 @@ public sealed class TokenTests : IDisposable
         var r = await _h.RunWithAsync(ctx, "", "ssh-key", "generate-api-key");
         Assert.Equal(1, r.Exit);
         Assert.Contains("API tokens cannot create API tokens", r.Stdout);
+
+        // Even without AllowedCommands, a caller authenticated by an API key's row cannot mint.
+        var minted = await _h.RunAsync(a, k, "ssh-key", "generate-api-key", "--label=first", "--json");
+        var apiRow = (await _h.P.Accounts.ListKeysAsync(a.Id)).Single(x => x.Name == "first");
+        var again = await _h.RunAsync(a, apiRow, "ssh-key", "generate-api-key", "--label=second");
+        Assert.Equal(1, again.Exit);
+        Assert.Contains("API tokens cannot create API tokens", again.Stderr);
+        Assert.Equal(0, minted.Exit);
     }
 
     [Fact]
@@ -184,7 +199,7 @@ public sealed class TokenTests : IDisposable
         using var key = SshPrivateKey.Generate(Ed25519PublicKey.Name);
         var (a, _) = await _h.NewUserAsync("alice@example.com");
         var expires = _h.P.Time.GetUtcNow().AddMinutes(5);
-        await _h.P.Accounts.AddKeyAsync(a.Id, key.PublicKey, "short", new Accounts.ApiKeyPermissions("short", null, null, expires));
+        await _h.P.Accounts.AddKeyAsync(a.Id, key.PublicKey, "short", new global::Warren.Platform.Accounts.ApiKeyPermissions("short", null, null, expires));
         string token = Sign(key, "{}");
         Assert.True((await _h.Authenticator.AuthenticateAsync(token, ControlNs)).Succeeded);
         _h.P.Time.Advance(TimeSpan.FromMinutes(6));

@@ -92,7 +92,7 @@ public sealed class VmServiceTests : IDisposable
         Assert.Contains(secret, _p.Engine.CredentialsSeen); // reached the runtime
         Assert.Empty(await _p.Vms.ListAsync(a.Id));
         Assert.Empty(_p.Engine.Containers);
-        _p.Dispose();
+        _p.Db.Dispose();
         var bytes = string.Concat(Directory.GetFiles(_p.Directory_).Select(f => File.ReadAllText(f)));
         Assert.DoesNotContain(secret, bytes);
     }

@@ -396,6 +396,43 @@ public sealed class ServerAuthenticationTests
         }));
         Assert.Equal(SshDisconnectReason.HostKeyNotVerifiable, c.SentDisconnect?.Reason);
     }
+
+    [Fact]
+    public async Task SignatureAlgorithm_NotMatchingKeyType_IsRejected()
+    {
+        var key = Ed25519PrivateKey.Generate();
+        var app = new TestServerApplication();
+        app.AcceptedKeys.Add(key.PublicKey);
+        await using var h = new ServerHarness(app);
+        await StartUserauthAsync(h);
+        var data = PublicKeySignatureData.Build(h.Client.SessionId.Span, "alice", "ssh-connection", "rsa-sha2-512", key.PublicKey.Blob.Span);
+        var sig = key.Sign("ssh-ed25519", data);
+        var blob = key.PublicKey.Blob.ToArray();
+        await h.SendAsync(50, w => w.WriteString("alice").WriteString("ssh-connection").WriteString("publickey").WriteBoolean(true)
+            .WriteString("rsa-sha2-512").WriteString(blob).WriteString(sig));
+        await Msg.ExpectAsync(h.Client, 51);
+        Assert.False(app.Connected.Task.IsCompleted);
+    }
+
+    [Fact]
+    public async Task PublicKey_NotOffered_WhenMethodDisabled()
+    {
+        var key = Ed25519PrivateKey.Generate();
+        var app = new TestServerApplication { PasswordCheck = p => p == "pw" };
+        app.AcceptedKeys.Add(key.PublicKey);
+        await using var h = new ServerHarness(app, o => new SshServerOptions { HostKeys = o.HostKeys, AuthenticationMethods = SshAuthMethodSet.Password });
+        await StartUserauthAsync(h);
+        await SendSignedAsync(h, key, h.Client.SessionId.Span);
+        var failure = await Msg.ExpectAsync(h.Client, 51);
+        var r = new SshReader(failure.AsSpan(1));
+        Assert.True(r.TryReadNameList(out var methods));
+        Assert.Equal(["password"], methods);
+        await h.SendAsync(50, w => w.WriteString("alice").WriteString("ssh-connection").WriteString("password").WriteBoolean(false).WriteString("pw"));
+        await Msg.ExpectAsync(h.Client, 52);
+        var conn = await app.Connected.Task.WaitAsync(Msg.Timeout);
+        Assert.Null(conn.AuthenticatedKey);
+        Assert.Equal("password", conn.AuthenticationMethod);
+    }
 }
 
 /// <summary>A TimeProvider whose clock moves only when told (tests never sleep for time-outs).</summary>

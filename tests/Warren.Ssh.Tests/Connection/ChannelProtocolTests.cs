@@ -418,4 +418,28 @@ public sealed class ChannelProtocolTests
         await h.Serving.WaitAsync(Msg.Timeout);
         Assert.Equal(SshDisconnectReason.ProtocolError, h.Client.ReceivedDisconnect?.Reason);
     }
+
+    [Fact]
+    public async Task ExitStatus_WaitsForWriteInProgress()
+    {
+        // The write is stuck on the peer's window when ExitAsync is called; the
+        // exit-status must still come after all of the data (RFC 4254 §6.10).
+        var (app, channels) = AcceptingApp();
+        await using var h = new ServerHarness(app);
+        await h.AuthenticateRawAsync(Ed25519PrivateKey.Generate());
+        var id = await h.OpenSessionRawAsync(window: 10, maxPacket: 10);
+        var ch = await channels.Reader.ReadAsync().AsTask().WaitAsync(Msg.Timeout);
+        var write = ch.WriteAsync(new byte[30]).AsTask();
+        var exit = ch.ExitAsync(5).AsTask();
+        await Msg.ExpectAsync(h.Client, 94);
+        Assert.False(exit.IsCompleted);
+        await h.SendAsync(93, w => w.WriteUInt32(id).WriteUInt32(20));
+        var second = await h.Client.TryReceiveRawAsync(Msg.Timeout); Assert.True(second![0] == 94, "got " + second[0] + " write done=" + write.IsCompleted + " exit=" + exit.IsCompleted + " " + write.Exception + exit.Exception);
+        await Msg.ExpectAsync(h.Client, 94);
+        await write.WaitAsync(Msg.Timeout);
+        await exit.WaitAsync(Msg.Timeout);
+        await Msg.ExpectAsync(h.Client, 98);
+        await Msg.ExpectAsync(h.Client, 96);
+        await Msg.ExpectAsync(h.Client, 97);
+    }
 }

@@ -68,7 +68,7 @@ public sealed class SshClientAgainstSshdTests
         HostKeyValidator = k => ValueTask.FromResult(k.Equals(sshd.HostKey)),
     };
 
-    private static async Task<string> ReadAllTextAsync(Connection.SshChannel ch)
+    private static async Task<string> ReadAllTextAsync(Warren.Ssh.Connection.SshChannel ch)
     {
         var ms = new MemoryStream();
         var buf = new byte[8192];
@@ -131,7 +131,7 @@ public sealed class SshClientAgainstSshdTests
             Keys = [Ed25519PrivateKey.Generate()],
             HostKeyValidator = k => ValueTask.FromResult(k.Equals(sshd.HostKey)),
         };
-        await Assert.ThrowsAsync<Auth.SshAuthenticationException>(() => SshClient.ConnectAsync(sshd.Stream, options).WaitAsync(TimeSpan.FromSeconds(60)));
+        await Assert.ThrowsAsync<Warren.Ssh.Auth.SshAuthenticationException>(() => SshClient.ConnectAsync(sshd.Stream, options).WaitAsync(TimeSpan.FromSeconds(60)));
     }
 }
 
