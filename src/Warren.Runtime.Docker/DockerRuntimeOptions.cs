@@ -28,6 +28,13 @@ public sealed class DockerRuntimeOptions
     /// <summary>Engine network VMs join. Null: the default bridge.</summary>
     public string? Network { get; set; }
 
+    /// <summary>
+    /// Which Warren installation owns the VMs (label <c>warren.instance</c>). ListAsync returns only this
+    /// instance's VMs, so two Warren daemons (or a daemon and a test run) on one engine never reconcile away
+    /// each other's VMs. Container and volume names are still global: VM ids must be unique per engine.
+    /// </summary>
+    public string Instance { get; set; } = "default";
+
     /// <summary>Extra labels put on every container and volume (e.g. to tell test runs apart).</summary>
     public IReadOnlyDictionary<string, string> ExtraLabels { get; set; } = new Dictionary<string, string>();
 }

@@ -28,6 +28,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     public const string LabelVmId = "warren.vm-id";
     public const string LabelVmName = "warren.vm-name";
     public const string LabelManaged = "warren.managed";
+    /// <summary>The owning installation (<see cref="DockerRuntimeOptions.Instance"/>).</summary>
+    public const string LabelInstance = "warren.instance";
     /// <summary>The image reference the VM was created from (copies and renames run from a committed image).</summary>
     public const string LabelImage = "warren.image";
     /// <summary>The disk size asked for, in bytes (recorded even where the storage driver can't enforce it).</summary>
@@ -411,7 +413,10 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         var list = await Engine(() => _client.Containers.ListContainersAsync(new ContainersListParameters
         {
             All = true,
-            Filters = new Dictionary<string, IDictionary<string, bool>> { ["label"] = new Dictionary<string, bool> { [LabelManaged + "=true"] = true } },
+            Filters = new Dictionary<string, IDictionary<string, bool>>
+            {
+                ["label"] = new Dictionary<string, bool> { [LabelManaged + "=true"] = true, [LabelInstance + "=" + _options.Instance] = true },
+            },
         }, ct));
         var result = new List<RuntimeVmInfo>();
         foreach (var c in list)
@@ -743,6 +748,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             [LabelVmId] = vmId,
             [LabelVmName] = name,
             [LabelManaged] = "true",
+            [LabelInstance] = _options.Instance,
         };
         return labels;
     }

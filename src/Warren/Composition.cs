@@ -39,7 +39,8 @@ public static class Composition
             sp.GetRequiredService<ApiKeyService>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetService<ILoginLinkIssuer>(),
-            sp.GetService<IEmailSender>()));
+            sp.GetService<IEmailSender>(),
+            sp.GetService<Warren.Platform.Audit.AuditLog>()));
         services.TryAddSingleton<CommandDispatcher>();
         services.TryAddSingleton(sp => new CommandCompleter(sp.GetRequiredService<PlatformIndex>()));
         services.TryAddSingleton<InteractiveShell>();
@@ -58,6 +59,10 @@ public static class Composition
         {
             var o = new DockerRuntimeOptions();
             configuration.GetSection("Warren:Docker").Bind(o);
+            // Containers are labelled with an instance id so that reconciliation only ever touches
+            // this installation's VMs, never another daemon's on the same engine.
+            if (string.IsNullOrEmpty(configuration["Warren:Docker:Instance"]))
+                o.Instance = InstanceId.LoadOrCreate(sp.GetRequiredService<PlatformOptions>().DataDirectory);
             return o;
         });
         services.TryAddSingleton<DockerVmRuntime>();

@@ -48,6 +48,10 @@ namespace Warren
             {
                 return Fail(e.Message);
             }
+            catch (Warren.Runtime.Docker.DockerRuntimeException e)
+            {
+                return Fail($"{e.Message} (is dockerd running? ./run.sh starts it)");
+            }
         }
 
         private static int Fail(string message)
@@ -129,6 +133,8 @@ namespace Warren
             builder.Configuration.AddConfiguration(configuration);
             builder.Logging.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss "; });
 
+            // One failing background loop (stats sampling, say) must not take the front doors down.
+            builder.Services.Configure<HostOptions>(o => o.BackgroundServiceExceptionBehavior = BackgroundServiceExceptionBehavior.Ignore);
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddWarrenCore(configuration);
             builder.Services.AddWarrenDockerRuntime(configuration);

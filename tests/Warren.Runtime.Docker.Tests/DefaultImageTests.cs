@@ -60,4 +60,45 @@ public sealed class DefaultImageTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal("warren\n0\ndebian-vm\n5\ncerts\n", text);
         Assert.Equal(RuntimeVmState.Running, (await _runtime.InspectAsync(_vmId, CancellationToken.None))!.State);
     }
+
+    /// <summary>
+    /// Prints (never asserts: shared CI machines make times meaningless as pass/fail) the time from CreateAsync
+    /// to a first command's output, next to `docker run -d` + `docker exec` of the same cached image.
+    /// </summary>
+    [DockerFact]
+    public async Task CreateToFirstCommand_TimeIsReported()
+    {
+        DockerTestEnvironment.Require();
+        foreach (var image in new[] { DockerTestEnvironment.BusyboxImage, DefaultImage })
+        {
+            string id = "wt-" + Guid.NewGuid().ToString("N")[..12];
+            var sw = Stopwatch.StartNew();
+            try
+            {
+                await _runtime!.CreateAsync(new VmSpec(id, "timing", image, new VmResources(1, 256L * 1024 * 1024, 0),
+                    new Dictionary<string, string>(), CommandMode.Auto, null, null, null), CancellationToken.None);
+                await using (var p = await _runtime.ExecAsync(id, new ExecSpec(["echo", "ok"]), CancellationToken.None))
+                {
+                    await p.CloseStandardInputAsync();
+                    await p.Completion.WaitAsync(TimeSpan.FromMinutes(2));
+                }
+                long warren = sw.ElapsedMilliseconds;
+
+                string name = "wt-cli-" + Guid.NewGuid().ToString("N")[..8];
+                sw.Restart();
+                var run = await DockerTestEnvironment.RunAsync("docker", ["run", "-d", "--name", name, "--label", DockerTestEnvironment.TestLabel + "=1",
+                    "--entrypoint", "/bin/sh", image, "-c", "exec sleep 600"]);
+                var exec = await DockerTestEnvironment.RunAsync("docker", ["exec", name, "echo", "ok"]);
+                long cli = sw.ElapsedMilliseconds;
+                await DockerTestEnvironment.RunAsync("docker", ["rm", "-f", name]);
+                Assert.Equal(0, run.ExitCode);
+                Assert.Equal(0, exec.ExitCode);
+                output.WriteLine($"{image}: Warren create→first command {warren} ms; docker run -d + docker exec {cli} ms (information only)");
+            }
+            finally
+            {
+                await _runtime!.RemoveAsync(id, CancellationToken.None);
+            }
+        }
+    }
 }

@@ -46,6 +46,7 @@ public sealed class DockerRuntimeConformanceTests : RuntimeConformanceTests
         Assert.Equal(id, c.Config.Labels[DockerVmRuntime.LabelVmId]);
         Assert.Equal("labelled", c.Config.Labels[DockerVmRuntime.LabelVmName]);
         Assert.Equal("true", c.Config.Labels[DockerVmRuntime.LabelManaged]);
+        Assert.StartsWith("test-", c.Config.Labels[DockerVmRuntime.LabelInstance]);
         Assert.Equal("labelled", c.Config.Hostname);
         Assert.Equal(RestartPolicyKind.UnlessStopped, c.HostConfig.RestartPolicy.Name);
         Assert.Equal(1_000_000_000L, c.HostConfig.NanoCPUs);
@@ -88,6 +89,17 @@ public sealed class DockerRuntimeConformanceTests : RuntimeConformanceTests
         string id = NewVmId();
         await Runtime.CreateAsync(Spec(id, "auto") with { Image = tag }, Timeout());
         Assert.True(await EventuallyAsync(async () => (await RunAsync(id, "sh", "-c", "ps -o user,args | grep -v grep | grep 'sleep 1000'")).Stdout.Contains("1000")));
+    }
+
+    [DockerFact]
+    public async Task List_SeesOnlyThisInstancesVms()
+    {
+        string id = await CreateVmAsync("mine");
+        var options = DockerTestEnvironment.Options();
+        options.Instance = "other-" + Guid.NewGuid().ToString("N")[..8];
+        using var other = new DockerVmRuntime(options);
+        Assert.DoesNotContain(await other.ListAsync(Timeout()), v => v.VmId == id);
+        Assert.Contains(await Runtime.ListAsync(Timeout()), v => v.VmId == id);
     }
 
     [DockerFact]

@@ -52,6 +52,8 @@ internal static class DockerTestEnvironment
     public static DockerRuntimeOptions Options() => new()
     {
         ExtraLabels = new Dictionary<string, string> { [TestLabel] = "1" },
+        // Test VMs are invisible to a Warren daemon reconciling on the same engine (and vice versa).
+        Instance = "test-" + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
         StopTimeoutSeconds = 5,
     };
 

@@ -17,7 +17,8 @@ internal sealed class ExecEndpoint
     private const string JsonContentType = "application/json; charset=utf-8";
 
     private readonly HttpFrontDoorOptions _options;
-    private readonly IServiceProvider _services;
+    private readonly IWebTokenValidator _tokens;
+    private readonly IExecCommandRunner _runner;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly KeyedTokenBucket _limiter;
@@ -26,7 +27,8 @@ internal sealed class ExecEndpoint
     public ExecEndpoint(HttpFrontDoorOptions options, IServiceProvider services, TimeProvider time, ILogger logger)
     {
         _options = options;
-        _services = services;
+        _tokens = services.GetRequiredService<IWebTokenValidator>();
+        _runner = services.GetRequiredService<IExecCommandRunner>();
         _time = time;
         _logger = logger;
         _limiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.ExecRateBurst, HttpFrontDoorLimits.ExecRatePerSecond, HttpFrontDoorLimits.ExecRateOverdraft);
@@ -59,7 +61,7 @@ internal sealed class ExecEndpoint
         TokenValidation validation;
         try
         {
-            validation = await _services.GetRequiredService<IWebTokenValidator>().ValidateAsync(token, _namespace, ct).ConfigureAwait(false);
+            validation = await _tokens.ValidateAsync(token, _namespace, ct).ConfigureAwait(false);
         }
         catch (Exception ex) when (!ct.IsCancellationRequested)
         {
@@ -145,7 +147,7 @@ internal sealed class ExecEndpoint
             return;
         }
 
-        var runner = _services.GetRequiredService<IExecCommandRunner>();
+        var runner = _runner;
         if (!runner.TrySplit(commandLine, out var argv) || argv.Count == 0)
         {
             await ErrorAsync(context, StatusCodes.Status400BadRequest, "invalid command syntax").ConfigureAwait(false);
@@ -159,7 +161,7 @@ internal sealed class ExecEndpoint
             await ErrorAsync(context, StatusCodes.Status404NotFound, "unknown command").ConfigureAwait(false);
             return;
         }
-        if (!principal.AllowedCommands.Contains(canonical))
+        if (!runner.IsAllowed(principal.AllowedCommands, argv))
         {
             await ErrorAsync(context, StatusCodes.Status403Forbidden, "command not allowed by token permissions").ConfigureAwait(false);
             return;

@@ -178,6 +178,19 @@ public static class HeaderParsing
         return true;
     }
 
+    /// <summary>A VM name as a DNS label: 1–63 of <c>a-z 0-9 -</c> (RFC 1035 §2.3.1, lower case), no leading or trailing hyphen.</summary>
+    public static bool IsVmLabel(ReadOnlySpan<char> label)
+    {
+        if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-')
+            return false;
+        foreach (char c in label)
+        {
+            if (c is not ((>= 'a' and <= 'z') or (>= '0' and <= '9') or '-'))
+                return false;
+        }
+        return true;
+    }
+
     /// <summary>
     /// A redirect target that stays on this site: a path starting with one <c>/</c> (not <c>//</c> or
     /// <c>/\</c>, which browsers treat as another host), without control characters; anything else → <c>/</c>.

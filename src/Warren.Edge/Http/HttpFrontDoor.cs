@@ -43,7 +43,13 @@ public sealed class HttpFrontDoor : IDisposable
     public const string ControlCookieName = "exe-auth";
 
     private readonly HttpFrontDoorOptions _options;
-    private readonly IServiceProvider _services;
+    private readonly IWebSiteDirectory _directory;
+    private readonly IWebAccessService _access;
+    private readonly IWebUpstreamLocator _locator;
+    private readonly IWebTokenValidator _tokens;
+    private readonly IWebSessionStore _sessions;
+    private readonly ILoginLinkService _links;
+    private readonly ILoginEmailSender? _emailSender;
     private readonly IHttpForwarder _forwarder;
     private readonly HttpMessageInvoker _invoker;
     private readonly ForwarderRequestConfig _requestConfig;
@@ -58,7 +64,15 @@ public sealed class HttpFrontDoor : IDisposable
     public HttpFrontDoor(HttpFrontDoorOptions options, IServiceProvider services, IHttpForwarder forwarder, TimeProvider time, ILogger<HttpFrontDoor> logger)
     {
         _options = options;
-        _services = services;
+        // Resolved once: every port must be registered before the app starts (fail fast), and the hot path
+        // does no service-provider lookups.
+        _directory = services.GetRequiredService<IWebSiteDirectory>();
+        _access = services.GetRequiredService<IWebAccessService>();
+        _locator = services.GetRequiredService<IWebUpstreamLocator>();
+        _tokens = services.GetRequiredService<IWebTokenValidator>();
+        _sessions = services.GetRequiredService<IWebSessionStore>();
+        _links = services.GetRequiredService<ILoginLinkService>();
+        _emailSender = services.GetService<ILoginEmailSender>();
         _forwarder = forwarder;
         _time = time;
         _logger = logger;
@@ -118,7 +132,7 @@ public sealed class HttpFrontDoor : IDisposable
         }
 
         string vmName = name[..^_vmDomainSuffix.Length];
-        if (vmName.Length == 0 || vmName.Contains('.'))
+        if (!HeaderParsing.IsVmLabel(vmName))
             return Pages.NotFoundAsync(context);
 
         bool alternate = port is int p && !IsDefaultRoutePort(p);
@@ -184,7 +198,7 @@ public sealed class HttpFrontDoor : IDisposable
         WebSite? site;
         try
         {
-            site = await _services.GetRequiredService<IWebSiteDirectory>().FindAsync(vmName, ct).ConfigureAwait(false);
+            site = await _directory.FindAsync(vmName, ct).ConfigureAwait(false);
         }
         catch (Exception ex) when (!ct.IsCancellationRequested)
         {
@@ -206,7 +220,7 @@ public sealed class HttpFrontDoor : IDisposable
         }
 
         bool owner = user is not null && user.UserId == site.OwnerUserId;
-        var access = _services.GetRequiredService<IWebAccessService>();
+        var access = _access;
 
         if (user is not null && alternatePort is null && request.Query.TryGetValue("share", out var shareValues)
             && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
@@ -246,7 +260,7 @@ public sealed class HttpFrontDoor : IDisposable
         IPAddress? address;
         try
         {
-            address = await _services.GetRequiredService<IWebUpstreamLocator>().GetAddressAsync(site.VmId, ct).ConfigureAwait(false);
+            address = await _locator.GetAddressAsync(site.VmId, ct).ConfigureAwait(false);
         }
         catch (Exception ex) when (!ct.IsCancellationRequested)
         {
@@ -331,8 +345,7 @@ public sealed class HttpFrontDoor : IDisposable
             TokenValidation result;
             try
             {
-                var validator = _services.GetRequiredService<IWebTokenValidator>();
-                result = await validator.ValidateAsync(token, "v0@" + vmName + _vmDomainSuffix, ct).ConfigureAwait(false);
+                result = await _tokens.ValidateAsync(token, "v0@" + vmName + _vmDomainSuffix, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (!ct.IsCancellationRequested)
             {
@@ -362,7 +375,7 @@ public sealed class HttpFrontDoor : IDisposable
         }
         if (string.IsNullOrEmpty(value) || value.Length > HttpFrontDoorLimits.SessionIdBytes * 2)
             return null;
-        var session = await _services.GetRequiredService<IWebSessionStore>().FindAsync(LoginLinks.Hash(value), ct).ConfigureAwait(false);
+        var session = await _sessions.FindAsync(LoginLinks.Hash(value), ct).ConfigureAwait(false);
         if (session is null || session.ExpiresAt <= _time.GetUtcNow()
             || !string.Equals(session.Host, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
             return null;
@@ -450,7 +463,7 @@ public sealed class HttpFrontDoor : IDisposable
         string host = request.Host.Value!.ToLowerInvariant();
         LoginGrant? grant = null;
         if (secret.Length is > 0 and <= HeaderParsing.MaxTokenLength)
-            grant = await _services.GetRequiredService<ILoginLinkService>().ConsumeAsync(secret, context.RequestAborted).ConfigureAwait(false);
+            grant = await _links.ConsumeAsync(secret, context.RequestAborted).ConfigureAwait(false);
         if (grant is null || !GrantMatchesHost(grant, host))
         {
             Log.LoginRejected(_logger, host);
@@ -485,7 +498,7 @@ public sealed class HttpFrontDoor : IDisposable
         string? returnHost = null;
         if (HeaderParsing.TryParseHost(request.Query["return_host"], out string returnName, out int? returnPort)
             && returnName.EndsWith(_vmDomainSuffix, StringComparison.Ordinal)
-            && returnName.Length > _vmDomainSuffix.Length && !returnName[..^_vmDomainSuffix.Length].Contains('.'))
+            && HeaderParsing.IsVmLabel(returnName.AsSpan(0, returnName.Length - _vmDomainSuffix.Length)))
         {
             returnHost = returnPort is int p ? $"{returnName}:{p}" : returnName;
         }
@@ -493,7 +506,7 @@ public sealed class HttpFrontDoor : IDisposable
         var session = await FindSessionAsync(context, ControlCookieName, ct).ConfigureAwait(false);
         if (session is not null && returnHost is not null)
         {
-            string secret = await _services.GetRequiredService<ILoginLinkService>().IssueAsync(session.User, returnHost, ct).ConfigureAwait(false);
+            string secret = await _links.IssueAsync(session.User, returnHost, ct).ConfigureAwait(false);
             context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
             context.Response.Headers.Location = LoginLinks.BuildAuthUrl(returnHost, secret, redirect);
             context.Response.Headers.CacheControl = "no-store";
@@ -506,7 +519,7 @@ public sealed class HttpFrontDoor : IDisposable
             return;
         }
         string body = $"<p>This site is private. To log in, run</p><pre>ssh {Pages.E(_controlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
-        if (_services.GetService<ILoginEmailSender>() is not null)
+        if (_emailSender is not null)
         {
             string returnUrl = ControlLoginPath + "?redirect=" + Uri.EscapeDataString(redirect)
                 + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
@@ -526,7 +539,7 @@ public sealed class HttpFrontDoor : IDisposable
     {
         string sessionId = LoginLinks.NewSecret(HttpFrontDoorLimits.SessionIdBytes);
         var expires = _time.GetUtcNow() + HttpFrontDoorLimits.SessionLifetime;
-        await _services.GetRequiredService<IWebSessionStore>()
+        await _sessions
             .CreateAsync(new WebSession(LoginLinks.Hash(sessionId), user, host, expires), context.RequestAborted).ConfigureAwait(false);
         context.Response.Cookies.Append(cookieName, sessionId, new CookieOptions
         {
@@ -544,7 +557,7 @@ public sealed class HttpFrontDoor : IDisposable
 
     private async Task LoginEmailAsync(HttpContext context)
     {
-        var sender = _services.GetService<ILoginEmailSender>();
+        var sender = _emailSender;
         if (sender is null || !context.Request.HasFormContentType)
         {
             await Pages.NotFoundAsync(context).ConfigureAwait(false);
@@ -569,7 +582,7 @@ public sealed class HttpFrontDoor : IDisposable
 
         LoginGrant? grant = null;
         if (secret.Length is > 0 and <= HeaderParsing.MaxTokenLength)
-            grant = await _services.GetRequiredService<ILoginLinkService>().ConsumeAsync(secret, ct).ConfigureAwait(false);
+            grant = await _links.ConsumeAsync(secret, ct).ConfigureAwait(false);
         if (grant is null || !GrantMatchesHost(grant, host))
         {
             Log.LoginRejected(_logger, host);
@@ -587,7 +600,7 @@ public sealed class HttpFrontDoor : IDisposable
         string cookieName = CookieName(context);
         string? value = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), cookieName);
         if (!string.IsNullOrEmpty(value))
-            await _services.GetRequiredService<IWebSessionStore>().DeleteAsync(LoginLinks.Hash(value), context.RequestAborted).ConfigureAwait(false);
+            await _sessions.DeleteAsync(LoginLinks.Hash(value), context.RequestAborted).ConfigureAwait(false);
         context.Response.Cookies.Delete(cookieName, new CookieOptions { Path = "/", HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Lax });
         // 303, not exe.dev's 307: a 307 would repeat the POST at the target.
         context.Response.StatusCode = StatusCodes.Status303SeeOther;

@@ -122,7 +122,11 @@ public enum TokenValidationStatus
 /// <param name="RateLimitKey">Bucket key for /exec: the signing key's fingerprint (reference §3).</param>
 /// <param name="AllowedCommands">Canonical command paths the token allows, defaults already applied when the token names none (reference §2).</param>
 /// <param name="CtxJson">The token's raw <c>ctx</c> JSON bytes as text, or null; forwarded verbatim as <c>X-ExeDev-Token-Ctx</c>.</param>
-public sealed record TokenPrincipal(WebUser User, string RateLimitKey, IReadOnlyCollection<string> AllowedCommands, string? CtxJson);
+/// <remarks><see cref="ValidatorState"/> is opaque to the front door: what the validator wants back in <see cref="IExecCommandRunner.RunAsync"/> (the platform's TokenIdentity).</remarks>
+public sealed record TokenPrincipal(WebUser User, string RateLimitKey, IReadOnlyCollection<string> AllowedCommands, string? CtxJson)
+{
+    public object? ValidatorState { get; init; }
+}
 
 public sealed record TokenValidation(TokenValidationStatus Status, string? Error = null, TokenPrincipal? Principal = null)
 {
@@ -156,6 +160,12 @@ public interface IExecCommandRunner
 
     /// <summary>The canonical command path (<c>CommandDispatcher.Resolve</c>: longest matching prefix, aliases mapped), or null → 404.</summary>
     string? Resolve(IReadOnlyList<string> argv);
+
+    /// <summary>
+    /// Whether a token allowing <paramref name="allowedCommands"/> may run <paramref name="argv"/> (<c>CommandDispatcher.IsAllowed</c>:
+    /// the canonical path is listed exactly, or <c>ssh VM</c> for <c>ssh VM …</c>). False → 403.
+    /// </summary>
+    bool IsAllowed(IReadOnlyCollection<string> allowedCommands, IReadOnlyList<string> argv);
 
     /// <summary>
     /// Runs the command as <see cref="ExecInvocation.Principal"/>'s user with JSON output forced,

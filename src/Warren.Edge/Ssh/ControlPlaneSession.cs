@@ -87,8 +87,8 @@ public sealed class ControlPlaneSession(
         IReadOnlyList<string> argv, string source, CancellationToken ct)
     {
         var utf8 = new UTF8Encoding(false);
-        TextWriter stdout = pty ? new InteractiveShell.CrlfWriter(stream) : new StreamWriter(stream, utf8, leaveOpen: true) { AutoFlush = false };
-        TextWriter stderr = pty ? stdout : new StreamWriter(channel.StderrStream, utf8, leaveOpen: true) { AutoFlush = false };
+        var stdout = new InteractiveShell.CrlfWriter(stream, translateNewlines: pty);
+        var stderr = pty ? stdout : new InteractiveShell.CrlfWriter(channel.StderrStream, translateNewlines: false);
         using var stdin = new StreamReader(stream, utf8, false, 4096, leaveOpen: true);
         var ctx = new CommandContext
         {

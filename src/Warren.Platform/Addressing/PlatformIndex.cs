@@ -90,11 +90,9 @@ public sealed class PlatformIndex
     /// Re-reads everything. For changes made by another process on the same database file (for example
     /// <c>warren user add</c> activating pending SSH shares while the daemon runs).
     /// </summary>
-    public void Reload(WarrenDatabase db)
-    {
-        using var c = db.OpenConnection();
-        LoadAll(c);
-    }
+    /// Runs under the database's write gate so it cannot overwrite a newer incremental refresh.
+    public Task ReloadAsync(WarrenDatabase db, CancellationToken ct = default)
+        => db.WriteAsync(u => { u.OnCommitted(LoadAll); return Task.CompletedTask; }, ct);
 
     private void AddRoute(string account, string slot, string vmId)
     {

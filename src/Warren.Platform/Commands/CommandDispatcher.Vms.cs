@@ -288,7 +288,7 @@ public sealed partial class CommandDispatcher
             catch (Exception e) when (e is PlatformException or CommandException)
             {
                 failed.Add(name);
-                if (!inv.Json) Fail(inv.Context, false, e is PlatformException pe ? pe.UserMessage : e.Message);
+                if (!inv.Json) await FailAsync(inv.Context, false, e is PlatformException pe ? pe.UserMessage : e.Message);
             }
         }
         if (inv.Json)

@@ -96,7 +96,7 @@ public sealed partial class CommandDispatcher
             if (ctx.Account is null)
             {
                 outcome.ErrorCode = "unregistered";
-                return Fail(ctx, jsonWanted, string.Format(RegistrationMessage, _s.Options.ControlHost));
+                return await FailAsync(ctx, jsonWanted, string.Format(RegistrationMessage, _s.Options.ControlHost));
             }
 
             if (argv.Count == 0 || argv.All(a => a is "--json" or "-json"))
@@ -106,20 +106,20 @@ public sealed partial class CommandDispatcher
             if (def is null)
             {
                 outcome.ErrorCode = "unknown_command";
-                return Fail(ctx, jsonWanted, UnknownCommandMessage(unknownWord ?? "", parent, ctx.Interactive));
+                return await FailAsync(ctx, jsonWanted, UnknownCommandMessage(unknownWord ?? "", parent, ctx.Interactive));
             }
             outcome.Path = def.Path;
 
             if (!IsAllowed(ctx.AllowedCommands, argv))
             {
                 outcome.ErrorCode = "not_allowed";
-                return Fail(ctx, jsonWanted, TokenErrors.NotAllowed);
+                return await FailAsync(ctx, jsonWanted, TokenErrors.NotAllowed);
             }
 
             if (!ArgParser.TryParse(rest, def.Flags, out var parsed, out var flagError, def.StopAtFirstPositional))
             {
                 outcome.ErrorCode = "usage";
-                return Fail(ctx, jsonWanted, flagError);
+                return await FailAsync(ctx, jsonWanted, flagError);
             }
 
             var inv = new Invocation(ctx, def, parsed);
@@ -129,7 +129,7 @@ public sealed partial class CommandDispatcher
                 return 0;
             }
             if (!_handlers.TryGetValue(def.Path, out var handler))
-                return Fail(ctx, inv.Json, $"{def.Path} is not available");
+                return await FailAsync(ctx, inv.Json, $"{def.Path} is not available");
             var result = await handler(inv).ConfigureAwait(false);
             await ctx.Stdout.FlushAsync(ctx.CancellationToken).ConfigureAwait(false);
             if (result != 0) outcome.ErrorCode ??= "partial";
@@ -138,12 +138,12 @@ public sealed partial class CommandDispatcher
         catch (CommandException e)
         {
             outcome.ErrorCode = "command_error";
-            return Fail(ctx, jsonWanted, e.Message);
+            return await FailAsync(ctx, jsonWanted, e.Message);
         }
         catch (PlatformException e)
         {
             outcome.ErrorCode = e.Code;
-            return Fail(ctx, jsonWanted, e.UserMessage);
+            return await FailAsync(ctx, jsonWanted, e.UserMessage);
         }
         catch (OperationCanceledException) when (ctx.CancellationToken.IsCancellationRequested)
         {
@@ -155,7 +155,7 @@ public sealed partial class CommandDispatcher
             string traceId = Guid.NewGuid().ToString("N")[..16];
             outcome.ErrorCode = "internal";
             _log.LogError(e, "Command {Command} failed (trace {TraceId})", outcome.Path.Length > 0 ? outcome.Path : "?", traceId);
-            return Fail(ctx, jsonWanted, $"\"{(outcome.Path.Length > 0 ? outcome.Path : "command")}\": internal error, trace ID: {traceId}");
+            return await FailAsync(ctx, jsonWanted, $"\"{(outcome.Path.Length > 0 ? outcome.Path : "command")}\": internal error, trace ID: {traceId}");
         }
     }
 
@@ -189,23 +189,20 @@ public sealed partial class CommandDispatcher
     }
 
     /// <summary>The error line: <c>{"error":…}</c> on stdout in JSON mode, else text on stderr (red with a pty).</summary>
-    private static int Fail(CommandContext ctx, bool json, string message)
+    private static async Task<int> FailAsync(CommandContext ctx, bool json, string message)
     {
+        // Best effort: the error must not be lost to a cancelled token, but a dead channel ends here.
+        var ct = CancellationToken.None;
         if (json)
         {
             var o = new JsonObject { ["error"] = message };
-            ctx.Stdout.Write(o.ToJsonString(new System.Text.Json.JsonSerializerOptions
-            {
-                Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-                WriteIndented = ctx.Interactive,
-            }));
-            ctx.Stdout.Write('\n');
-            ctx.Stdout.Flush();
+            await ctx.Stdout.WriteAsync(o.ToJsonString(ctx.Interactive ? Invocation.IndentedJson : Invocation.CompactJson) + "\n").ConfigureAwait(false);
+            await ctx.Stdout.FlushAsync(ct).ConfigureAwait(false);
         }
         else
         {
-            ctx.Stderr.Write(ctx.Interactive ? $"\x1b[31m{message}\x1b[0m\n" : message + "\n");
-            ctx.Stderr.Flush();
+            await ctx.Stderr.WriteAsync(ctx.Interactive ? $"\x1b[31m{message}\x1b[0m\n" : message + "\n").ConfigureAwait(false);
+            await ctx.Stderr.FlushAsync(ct).ConfigureAwait(false);
         }
         return 1;
     }

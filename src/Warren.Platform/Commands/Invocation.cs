@@ -7,8 +7,11 @@ namespace Warren.Platform.Commands;
 /// <summary>One running command: its context, parsed arguments and output helpers.</summary>
 public sealed class Invocation
 {
-    private static readonly JsonSerializerOptions s_compact = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
-    private static readonly JsonSerializerOptions s_indented = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = true, IndentSize = 2 };
+    /// <summary>One line per document: ssh exec and POST /exec (reference §0).</summary>
+    internal static readonly JsonSerializerOptions CompactJson = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
+
+    /// <summary>2-space indentation: the interactive REPL (reference §0).</summary>
+    internal static readonly JsonSerializerOptions IndentedJson = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = true, IndentSize = 2 };
 
     internal Invocation(CommandContext context, CommandDefinition command, ParsedArgs args)
     {
@@ -47,7 +50,7 @@ public sealed class Invocation
     /// <summary>Writes one JSON document (compact, or 2-space indented in the REPL) and a newline.</summary>
     public void WriteJson(JsonNode node)
     {
-        Context.Stdout.Write(node.ToJsonString(Context.Interactive ? s_indented : s_compact));
+        Context.Stdout.Write(node.ToJsonString(Context.Interactive ? IndentedJson : CompactJson));
         Context.Stdout.Write('\n');
     }
 

@@ -71,16 +71,23 @@ public sealed class InteractiveShell
     }
 
     /// <summary>
-    /// A TextWriter for a raw pty: buffers text and writes it with LF turned into CRLF on
-    /// <see cref="FlushAsync()"/>. <see cref="Flush"/> is a no-op (the shell flushes asynchronously).
+    /// A TextWriter over a channel stream: buffers text and writes it on <see cref="FlushAsync()"/>,
+    /// with LF turned into CRLF for a raw pty (<c>translateNewlines</c>). <see cref="Flush"/> is a
+    /// no-op: command handlers write synchronously, and the front door flushes asynchronously so
+    /// no thread blocks on the SSH window.
     /// </summary>
     public sealed class CrlfWriter : TextWriter
     {
         private readonly Stream _output;
         private readonly StringBuilder _buffer = new();
         private readonly object _gate = new();
+        private readonly bool _translateNewlines;
 
-        public CrlfWriter(Stream output) => _output = output;
+        public CrlfWriter(Stream output, bool translateNewlines = true)
+        {
+            _output = output;
+            _translateNewlines = translateNewlines;
+        }
 
         public override Encoding Encoding => Encoding.UTF8;
 
@@ -88,7 +95,7 @@ public sealed class InteractiveShell
         {
             lock (_gate)
             {
-                if (value == '\n' && (_buffer.Length == 0 || _buffer[^1] != '\r')) _buffer.Append('\r');
+                if (_translateNewlines && value == '\n' && (_buffer.Length == 0 || _buffer[^1] != '\r')) _buffer.Append('\r');
                 _buffer.Append(value);
             }
         }

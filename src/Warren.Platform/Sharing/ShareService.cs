@@ -105,6 +105,32 @@ public sealed class ShareService
         }, ct);
     }
 
+    /// <summary>
+    /// Grants or withdraws SSH rights on an existing share (running the slot invariant for the grantee either way).
+    /// Error: <c>share_not_found</c>.
+    /// </summary>
+    public async Task<VmUserShare> SetUserSshAsync(string ownerAccountId, string vmName, string email, bool ssh, CancellationToken ct = default)
+    {
+        var e = EmailAddress.Normalize(email);
+        var vm = await OwnedAsync(ownerAccountId, vmName, ct);
+        return await _db.WriteAsync(async u =>
+        {
+            var row = await u.QuerySingleOrDefaultAsync<ShareRow>(
+                "SELECT vm_id AS VmId, email AS Email, status AS Status, ssh AS Ssh, invited_at AS InvitedAt FROM vm_shares WHERE vm_id = @Id AND email = @e", new { vm.Id, e })
+                ?? throw new PlatformException(PlatformErrorCodes.ShareNotFound, $"no share found for {e}");
+            await u.ExecuteAsync("UPDATE vm_shares SET ssh = @v WHERE vm_id = @Id AND email = @e", new { v = ssh ? 1 : 0, vm.Id, e });
+            var grantee = await u.ScalarAsync<string?>("SELECT id FROM accounts WHERE email = @e", new { e });
+            IReadOnlyList<string> touched = [vm.Id];
+            if (grantee is not null && grantee != vm.AccountId && row.Status == "active")
+            {
+                if (ssh) await _allocator.TryGrantAsync(u, grantee, vm.Id);
+                else touched = await _allocator.RevokeAsync(u, grantee, vm.Id);
+            }
+            _index.ReloadVmsOnCommit(u, touched);
+            return Map(row) with { Ssh = ssh };
+        }, ct);
+    }
+
     /// <summary><c>share remove VM EMAIL</c>: drops the share and any SSH route it gave. Error: <c>share_not_found</c>.</summary>
     public async Task RemoveUserAsync(string ownerAccountId, string vmName, string email, CancellationToken ct = default)
     {

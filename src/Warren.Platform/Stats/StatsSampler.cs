@@ -42,7 +42,7 @@ public sealed class StatsSampler : BackgroundService
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                _log.LogDebug("stats.sample_failed vm={VmId} reason={Reason}", id, e.Message);
+                PlatformLog.SampleFailed(_log, id, e.Message);
             }
         }
         return n;

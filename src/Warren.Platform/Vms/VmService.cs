@@ -200,7 +200,7 @@ public sealed partial class VmService
         catch (Exception e)
         {
             var reason = Scrub(e is OperationCanceledException ? "cancelled" : e.Message, auth);
-            _log.LogWarning("vm.create_failed vm={VmId} name={Name} reason={Reason}", record.Id, record.Name, reason);
+            PlatformLog.CreateFailed(_log, record.Id, record.Name, reason);
             if (!fromReconcile)
             {
                 try
@@ -210,7 +210,7 @@ public sealed partial class VmService
                 }
                 catch (Exception cleanup)
                 {
-                    _log.LogWarning("vm.create_cleanup_failed vm={VmId} reason={Reason}", record.Id, Scrub(cleanup.Message, auth));
+                    PlatformLog.CreateCleanupFailed(_log, record.Id, Scrub(cleanup.Message, auth));
                     await TryMarkFailedAsync(record.Id, $"create failed: {reason}");
                 }
                 throw new PlatformException(PlatformErrorCodes.VmCreateFailed, $"failed to create VM \"{record.Name}\": {reason}", e);
@@ -284,7 +284,7 @@ public sealed partial class VmService
         }
         catch (Exception e)
         {
-            _log.LogWarning("vm.remove_failed vm={VmId} reason={Reason}", vm.Id, e.Message);
+            PlatformLog.RemoveFailed(_log, vm.Id, e.Message);
             throw new PlatformException(PlatformErrorCodes.VmRuntimeFailed, $"failed to delete VM \"{vm.Name}\": {e.Message}", e);
         }
         await DeleteRecordAsync(vm.Id, CancellationToken.None);
@@ -519,7 +519,7 @@ public sealed partial class VmService
             }
             catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
-                _log.LogError("vm.reconcile_failed vm={VmId} name={Name} state={State} reason={Reason}", r.Id, r.Name, r.State, e.Message);
+                PlatformLog.ReconcileFailed(_log, r.Id, r.Name, r.State.ToWire(), e.Message);
                 if (r.State == VmState.Creating && await TryMarkFailedAsync(r.Id, $"reconciliation failed: {e.Message}")) failed.Add(r.Name);
             }
         }
@@ -534,12 +534,11 @@ public sealed partial class VmService
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                _log.LogError("vm.reconcile_orphan_failed vm={VmId} reason={Reason}", id, e.Message);
+                PlatformLog.ReconcileOrphanFailed(_log, id, e.Message);
             }
         }
         var report = new ReconcileReport(adopted, redriven, failed, deleted, synced, orphans);
-        _log.LogInformation("vm.reconciled adopted={Adopted} redriven={Redriven} failed={Failed} deleted={Deleted} synced={Synced} orphans={Orphans}",
-            adopted.Count, redriven.Count, failed.Count, deleted.Count, synced.Count, orphans.Count);
+        PlatformLog.Reconciled(_log, adopted.Count, redriven.Count, failed.Count, deleted.Count, synced.Count, orphans.Count);
         return report;
     }
 
@@ -625,7 +624,7 @@ public sealed partial class VmService
         }
         catch (Exception e) when (e is PlatformException or SqliteException)
         {
-            _log.LogWarning("vm.mark_failed_failed vm={VmId} reason={Reason}", id, e.Message);
+            PlatformLog.MarkFailedFailed(_log, id, e.Message);
             return false;
         }
     }

@@ -122,6 +122,10 @@ internal sealed class ChannelMux
     /// <summary>Why the connection ended, or null while it runs / after a clean end.</summary>
     public Exception? TerminalError => Volatile.Read(ref _terminalError);
 
+    internal Task? ReaderTask { get; private set; }
+    internal Task? WriterTask { get; private set; }
+    internal Task? GlobalsTask { get; private set; }
+
     public void Start()
     {
         lock (_gate)
@@ -129,9 +133,9 @@ internal sealed class ChannelMux
             if (_started) throw new InvalidOperationException("Already started.");
             _started = true;
         }
-        var reader = Task.Run(ReadLoopAsync);
-        var writer = Task.Run(WriteLoopAsync);
-        var globals = Task.Run(GlobalRequestLoopAsync);
+        var reader = ReaderTask = Task.Run(ReadLoopAsync);
+        var writer = WriterTask = Task.Run(WriteLoopAsync);
+        var globals = GlobalsTask = Task.Run(GlobalRequestLoopAsync);
         _ = Task.WhenAll(reader, writer, globals).ContinueWith(_ => _completion.TrySetResult(), TaskScheduler.Default);
     }
 
@@ -195,8 +199,10 @@ internal sealed class ChannelMux
         var item = new Outbound { DisconnectReason = reason, DisconnectDescription = description, Sent = new(TaskCreationOptions.RunContinuationsAsynchronously) };
         if (!_outbound.Writer.TryWrite(item)) return;
         _closing.Cancel();
+        // If the connection already ended (another DISCONNECT went first, or the
+        // peer is gone), the item is dropped unsent: that is the goal reached anyway.
         try { await item.Sent.Task.WaitAsync(cancellationToken).ConfigureAwait(false); }
-        catch (SshChannelClosedException) { }
+        catch (SshConnectionClosedException) { }
     }
 
     // ---------------------------------------------------------------- read loop

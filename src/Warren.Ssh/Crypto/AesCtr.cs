@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 
 namespace Warren.Ssh.Crypto;
@@ -25,6 +26,7 @@ internal sealed class AesCtr : IDisposable
     /// </summary>
     private readonly ICryptoTransform _ecb;
     private readonly byte[] _counterBlocks = new byte[BatchBlocks * BlockSize];
+    private readonly ulong[] _counterNative = new ulong[BatchBlocks * 2];
     private readonly byte[] _keystream = new byte[BatchBlocks * BlockSize];
     private ulong _counterHigh;
     private ulong _counterLow;
@@ -58,14 +60,19 @@ internal sealed class AesCtr : IDisposable
 
     private void Refill()
     {
-        var blocks = _counterBlocks.AsSpan();
-        for (int i = 0; i < BatchBlocks; i++)
+        // Counters are laid out natively as (high, low) pairs, then byte-swapped to
+        // big-endian in one vectorized pass: far cheaper than per-block slicing.
+        var native = _counterNative.AsSpan();
+        ulong high = _counterHigh, low = _counterLow;
+        for (int i = 0; i < native.Length; i += 2)
         {
-            var b = blocks.Slice(i * BlockSize, BlockSize);
-            BinaryPrimitives.WriteUInt64BigEndian(b, _counterHigh);
-            BinaryPrimitives.WriteUInt64BigEndian(b[8..], _counterLow);
-            if (++_counterLow == 0) _counterHigh++;
+            native[i] = high;
+            native[i + 1] = low;
+            if (++low == 0) high++;
         }
+        _counterHigh = high;
+        _counterLow = low;
+        BinaryPrimitives.ReverseEndianness(native, MemoryMarshal.Cast<byte, ulong>(_counterBlocks.AsSpan()));
         _ecb.TransformBlock(_counterBlocks, 0, _counterBlocks.Length, _keystream, 0);
         _keystreamOffset = 0;
     }

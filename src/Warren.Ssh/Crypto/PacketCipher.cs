@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
-using Org.BouncyCastle.Crypto.Engines;
 using Org.BouncyCastle.Crypto.Macs;
 using Org.BouncyCastle.Crypto.Parameters;
 
@@ -265,103 +264,83 @@ internal sealed class AesGcmPacketCipher : PacketCipher
 /// <summary>
 /// chacha20-poly1305@openssh.com (OpenSSH PROTOCOL.chacha20poly1305). Two ChaCha20
 /// keys from the 64 derived bytes: K_2 (first 32) encrypts the payload, K_1 (last 32)
-/// the packet length. The nonce is the 64-bit packet sequence number; the Poly1305
-/// key is the first 32 bytes of K_2's block 0 and the payload starts at block 1.
-/// The MAC covers the encrypted length and the encrypted payload.
+/// the packet length. The nonce is the packet sequence number as a 64-bit big-endian
+/// value; the Poly1305 key is the first 32 bytes of K_2's block 0 and the payload
+/// starts at block 1. The MAC covers the encrypted length and the encrypted payload.
 /// </summary>
-/// <remarks>
-/// Original ChaCha20 has a 64-bit block counter and a 64-bit nonce; RFC 7539's layout
-/// has a 32-bit counter and a 96-bit nonce. With the RFC 7539 nonce set to
-/// <c>00000000 || seqno (8 bytes, big-endian)</c> the two states are identical for the
-/// first 2^32 blocks, far more than one 256 KiB packet needs, so BouncyCastle's
-/// vectorized <see cref="ChaCha7539Engine"/> computes the original construction.
-/// </remarks>
 internal sealed class ChaCha20Poly1305OpenSsh : PacketCipher
 {
     /// <summary>PROTOCOL.chacha20poly1305: 512 bits of key material (K_2 || K_1).</summary>
     public const int KeyLength = 64;
-    private const int HalfKeyLength = 32;
-    /// <summary>Poly1305 tag size (RFC 7539 §2.5).</summary>
+    /// <summary>Poly1305 tag size (RFC 8439 §2.5).</summary>
     public const int PolyTagLength = 16;
-    /// <summary>ChaCha20 block size; block 0 of K_2 supplies the Poly1305 key.</summary>
-    private const int ChaChaBlockLength = 64;
     private const int PolyKeyLength = 32;
-    private const int NonceLength = 12;
-    /// <summary>The nonce's top 4 bytes stay zero (the high half of the 64-bit block counter).</summary>
-    private const int SequenceOffsetInNonce = 8;
     /// <summary>8-byte block size for padding (PROTOCOL.chacha20poly1305 "block size 8").</summary>
     private const int PaddingBlockSize = 8;
 
-    private readonly KeyParameter _mainKey;
-    private readonly KeyParameter _headerKey;
-    private readonly ChaCha7539Engine _main = new();
-    private readonly ChaCha7539Engine _header = new();
+    private readonly uint[] _mainKey = new uint[8];
+    private readonly uint[] _headerKey = new uint[8];
     private readonly Poly1305 _poly = new();
-    private readonly byte[] _nonce = new byte[NonceLength];
-    private readonly byte[] _block0 = new byte[ChaChaBlockLength];
+    private readonly byte[] _block0 = new byte[ChaCha20.BlockLength];
     private readonly byte[] _computedTag = new byte[PolyTagLength];
     private readonly byte[] _lengthBytes = new byte[LengthFieldSize];
 
     public ChaCha20Poly1305OpenSsh(ReadOnlySpan<byte> key)
     {
         if (key.Length < KeyLength) throw new ArgumentException("chacha20-poly1305 needs 64 bytes of key.", nameof(key));
-        _mainKey = new KeyParameter(key[..HalfKeyLength]);
-        _headerKey = new KeyParameter(key.Slice(HalfKeyLength, HalfKeyLength));
+        ChaCha20.LoadKey(key[..ChaCha20.KeyLength], _mainKey);
+        ChaCha20.LoadKey(key.Slice(ChaCha20.KeyLength, ChaCha20.KeyLength), _headerKey);
     }
 
     public override int BlockSize => PaddingBlockSize;
     public override int TagLength => PolyTagLength;
     public override bool AlignsWithoutLength => true;
 
-    private void SetNonce(uint seq) => BinaryPrimitives.WriteUInt32BigEndian(_nonce.AsSpan(SequenceOffsetInNonce), seq);
+    /// <summary>The 8 nonce bytes are seqno as uint64 big-endian; ChaCha20 reads them as two little-endian words.</summary>
+    private static ulong Nonce(uint seq) => (ulong)BinaryPrimitives.ReverseEndianness(seq) << 32;
 
-    /// <summary>Keys K_2 for this packet, leaves it at block 1 and keys Poly1305 from block 0.</summary>
-    private void StartPayload()
+    /// <summary>Keys Poly1305 from block 0 of K_2.</summary>
+    private void StartMac(ulong nonce)
     {
-        _main.Init(true, new ParametersWithIV(_mainKey, _nonce));
         Array.Clear(_block0);
-        _main.ProcessBytes(_block0, _block0);
+        ChaCha20.Xor(_mainKey, nonce, 0, _block0);
         _poly.Init(new KeyParameter(_block0.AsSpan(0, PolyKeyLength)));
         CryptographicOperations.ZeroMemory(_block0);
     }
 
-    private void CryptLength(ReadOnlySpan<byte> input, Span<byte> output)
-    {
-        _header.Init(true, new ParametersWithIV(_headerKey, _nonce));
-        _header.ProcessBytes(input[..LengthFieldSize], output);
-    }
-
     public override void Encrypt(uint sequenceNumber, Span<byte> packet, Span<byte> tag)
     {
-        SetNonce(sequenceNumber);
-        CryptLength(packet, _lengthBytes);
-        _lengthBytes.CopyTo(packet);
-        StartPayload();
-        var body = packet[LengthFieldSize..];
-        _main.ProcessBytes(body, body);
+        ulong nonce = Nonce(sequenceNumber);
+        ChaCha20.Xor(_headerKey, nonce, 0, packet[..LengthFieldSize]);
+        ChaCha20.Xor(_mainKey, nonce, 1, packet[LengthFieldSize..]);
+        StartMac(nonce);
         _poly.BlockUpdate(packet);
         _poly.DoFinal(tag);
     }
 
     public override uint DecryptLength(uint sequenceNumber, Span<byte> firstBlock)
     {
-        SetNonce(sequenceNumber);
-        CryptLength(firstBlock, _lengthBytes);
+        firstBlock[..LengthFieldSize].CopyTo(_lengthBytes);
+        ChaCha20.Xor(_headerKey, Nonce(sequenceNumber), 0, _lengthBytes);
         return BinaryPrimitives.ReadUInt32BigEndian(_lengthBytes);
     }
 
     public override bool Decrypt(uint sequenceNumber, Span<byte> packet, ReadOnlySpan<byte> tag)
     {
         if (tag.Length != PolyTagLength) return false;
-        SetNonce(sequenceNumber);
-        StartPayload();
+        ulong nonce = Nonce(sequenceNumber);
+        StartMac(nonce);
         _poly.BlockUpdate(packet);
         _poly.DoFinal(_computedTag);
         if (!CryptographicOperations.FixedTimeEquals(_computedTag, tag)) return false;
-        CryptLength(packet, _lengthBytes);
-        _lengthBytes.CopyTo(packet);
-        var body = packet[LengthFieldSize..];
-        _main.ProcessBytes(body, body);
+        ChaCha20.Xor(_headerKey, nonce, 0, packet[..LengthFieldSize]);
+        ChaCha20.Xor(_mainKey, nonce, 1, packet[LengthFieldSize..]);
         return true;
+    }
+
+    public override void Dispose()
+    {
+        Array.Clear(_mainKey);
+        Array.Clear(_headerKey);
     }
 }

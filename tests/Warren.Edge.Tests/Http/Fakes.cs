@@ -74,6 +74,9 @@ internal sealed class FakeRunner : IExecCommandRunner
 
     public string? Resolve(IReadOnlyList<string> argv) => Known.Contains(argv[0]) ? argv[0] : null;
 
+    public bool IsAllowed(IReadOnlyCollection<string> allowedCommands, IReadOnlyList<string> argv) =>
+        Resolve(argv) is { } path && allowedCommands.Contains(path);
+
     public async Task<ExecOutcome> RunAsync(ExecInvocation invocation, CancellationToken ct)
     {
         switch (invocation.CanonicalCommand)

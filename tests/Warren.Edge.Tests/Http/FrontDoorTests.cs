@@ -509,7 +509,7 @@ public sealed class FrontDoorTests
         var frontDoor = (HttpFrontDoor)_f.Services.GetService(typeof(HttpFrontDoor))!;
         var auth = await GetAsync(frontDoor.BuildControlLoginLink(await links.IssueAsync(People.Owner, FrontDoorFixture.ControlHost, CancellationToken.None)));
         string cookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
-        foreach (var evil in new[] { "evil.example", "a.b.box.localhost", "box.localhost", "evil.example/.box.localhost" })
+        foreach (var evil in new[] { "evil.example", "a.b.box.localhost", "box.localhost", "evil.example/.box.localhost", "evil/x.box.localhost", "evil@x.box.localhost", "evil#.box.localhost" })
         {
             var response = await GetAsync($"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}/login?redirect=%2F&return_host={Uri.EscapeDataString(evil)}",
                 h => h.Add("Cookie", cookie));

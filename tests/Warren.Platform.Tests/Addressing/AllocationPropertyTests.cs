@@ -7,7 +7,7 @@ namespace Warren.Platform.Tests.Addressing;
 
 /// <summary>
 /// THE property (issue 5): over random sequences of new, rm, cp, rename, SSH share add/remove and sign-up for
-/// many accounts, no account ever has two directly reachable VMs on one slot, a new VM is direct whenever its
+/// many accounts (and SSH rights toggled on existing shares), no account ever has two directly reachable VMs on one slot, a new VM is direct whenever its
 /// owner had a free slot, rename keeps the slot, and the route table and the DNS view always agree with the records.
 /// </summary>
 public sealed class AllocationPropertyTests
@@ -20,13 +20,13 @@ public sealed class AllocationPropertyTests
     private const int MaxOps = 40;
     private const int Iterations = 25;
 
-    public enum OpKind { New, Remove, Copy, Rename, ShareSsh, Unshare, SignUp }
+    public enum OpKind { New, Remove, Copy, Rename, ShareSsh, Unshare, ToggleSsh, SignUp }
 
     public sealed record Op(OpKind Kind, int Account, int Target, int Other);
 
     private static readonly Gen<Op> GenOp = Gen.Select(
         Gen.Frequency((6, Gen.Const(OpKind.New)), (3, Gen.Const(OpKind.Remove)), (2, Gen.Const(OpKind.Copy)),
-                      (2, Gen.Const(OpKind.Rename)), (3, Gen.Const(OpKind.ShareSsh)), (1, Gen.Const(OpKind.Unshare)),
+                      (2, Gen.Const(OpKind.Rename)), (3, Gen.Const(OpKind.ShareSsh)), (1, Gen.Const(OpKind.Unshare)), (1, Gen.Const(OpKind.ToggleSsh)),
                       (1, Gen.Const(OpKind.SignUp))),
         Gen.Int[0, Accounts - 1], Gen.Int[0, 1000], Gen.Int[0, Accounts - 1],
         (k, a, t, o) => new Op(k, a, t, o));
@@ -80,6 +80,9 @@ public sealed class AllocationPropertyTests
                         break;
                     case OpKind.Unshare when acct is not null && op.Other != op.Account && await Pick(p, acct, op.Target) is { } vm:
                         await p.Shares.RemoveUserAsync(acct, vm.Name, Email(op.Other));
+                        break;
+                    case OpKind.ToggleSsh when acct is not null && op.Other != op.Account && await Pick(p, acct, op.Target) is { } vm:
+                        await p.Shares.SetUserSshAsync(acct, vm.Name, Email(op.Other), ssh: op.Target % 2 == 0);
                         break;
                     case OpKind.SignUp when ids[LateAccount] is null:
                         ids[LateAccount] = (await p.NewAccountAsync(Email(LateAccount))).Id;

@@ -58,6 +58,25 @@ public sealed class ShareServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task UpgradingAWebShareToSsh_RunsTheInvariant()
+    {
+        var a = await _p.NewAccountAsync("alice@example.com");
+        var b = await _p.NewAccountAsync("bob@example.com");
+        var vm = await _p.Vms.CreateAsync(a.Id, new VmCreateRequest { Name = "web" });
+        await _p.Shares.AddUserAsync(a.Id, "web", "bob@example.com");
+        Assert.False(await _p.Shares.CanSshAsync(vm, b.Id));
+        Assert.True((await _p.Shares.SetUserSshAsync(a.Id, "web", "bob@example.com", true)).Ssh);
+        Assert.True(await _p.Shares.CanSshAsync(vm, b.Id));
+        Assert.Equal("web.box.localhost", _p.Routes.SshDestination(vm, b.Id));
+        Invariants.Check(_p);
+        await _p.Shares.SetUserSshAsync(a.Id, "web", "bob@example.com", false);
+        Assert.False(await _p.Shares.CanSshAsync(vm, b.Id));
+        Assert.True(await _p.Shares.CanAccessWebAsync(vm, b.Id));
+        Invariants.Check(_p);
+        await Assert.ThrowsAsync<PlatformException>(() => _p.Shares.SetUserSshAsync(a.Id, "web", "carol@example.com", true));
+    }
+
+    [Fact]
     public async Task PendingShare_BecomesActive_AtSignUp()
     {
         var a = await _p.NewAccountAsync("alice@example.com");

@@ -19,6 +19,7 @@ internal sealed class TestServerApplication : ISshServerApplication
     public Func<string, bool>? PasswordCheck { get; set; }
     public Func<SshServerConnection, Task>? Run { get; set; }
     public Func<SshServerConnection, string, uint, uint?>? Forward { get; set; }
+    public volatile bool RunFinished;
     public TaskCompletionSource<SshServerConnection> Connected { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public ValueTask<bool> IsPublicKeyAcceptableAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
@@ -39,8 +40,12 @@ internal sealed class TestServerApplication : ISshServerApplication
     public async ValueTask RunConnectionAsync(SshServerConnection connection)
     {
         Connected.TrySetResult(connection);
-        if (Run is not null) await Run(connection);
-        else await connection.Completion;
+        try
+        {
+            if (Run is not null) await Run(connection);
+            else await connection.Completion;
+        }
+        finally { RunFinished = true; }
     }
 
     /// <summary>A RunConnectionAsync that serves exec sessions with <paramref name="exec"/>.</summary>
@@ -158,6 +163,14 @@ internal sealed class ServerHarness : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         Client.Close();
-        await Serving.WaitAsync(Msg.Timeout);
+        try
+        {
+            await Serving.WaitAsync(Msg.Timeout);
+        }
+        catch (TimeoutException) when (App.Connected.Task.IsCompletedSuccessfully)
+        {
+            var mux = App.Connected.Task.Result.Mux;
+            throw new TimeoutException($"server did not finish: reader={mux.ReaderTask?.Status} writer={mux.WriterTask?.Status} globals={mux.GlobalsTask?.Status} completion={mux.Completion.Status} runFinished={App.RunFinished} error={mux.TerminalError}");
+        }
     }
 }

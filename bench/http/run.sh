@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# HTTP front door benchmark, loopback only, bounded duration. Measures with wrk:
+#   (a) proxy  : wrk → Warren's HTTPS front door (Kestrel + YARP) → nginx upstream
+#   (b) direct : wrk → the nginx upstream (plain HTTP)
+#   (c) nginx  : wrk → nginx as HTTPS reverse proxy (same dev certificate) → the same upstream
+# and prints requests/s and p99 latency for each.
+#
+# The upstream is the host's nginx serving a small static page on 127.0.0.1 (no image registry is
+# reachable here for an nginx container; the proxies see the same kind of peer either way).
+#
+# Environment: DURATION (default 10s), CONNECTIONS (default 64), THREADS (default 2), WARMUP (default 3s).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(cd ../.. && pwd)
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-3s}
+
+for tool in wrk nginx curl dotnet; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+up_port=$(free_port); proxy_port=$(free_port); nginx_port=$(free_port)
+
+# ---------------------------------------------------------------- upstream (nginx, static page)
+mkdir -p "$work/up/html" "$work/up/logs" "$work/rp/logs"
+head -c 600 /dev/zero | tr '\0' 'x' > "$work/up/html/index.html"
+chmod -R a+rX "$work"   # nginx workers run as an unprivileged user
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+error_log $work/up/logs/error.log warn;
+pid $work/up/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$up_port; root $work/up/html; }
+}
+CONF
+nginx -p "$work/up" -c "$work/up/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+# ---------------------------------------------------------------- Warren front door
+echo "bench: building the front door host (Release)..." >&2
+timeout 600 dotnet build BenchHost/BenchHost.csproj -c Release -nologo -v q >/dev/null
+dotnet BenchHost/bin/Release/net10.0/BenchHost.dll "$up_port" "$proxy_port" "$work/data" >"$work/host.log" 2>&1 &
+pids+=($!)
+
+# ---------------------------------------------------------------- nginx as reverse proxy (TLS, same certificate)
+for i in $(seq 1 100); do
+  [ -f "$work/data/tls/server.crt" ] && curl -sk -o /dev/null "https://127.0.0.1:$proxy_port/" -H "Host: bench.box.localhost:$proxy_port" && break
+  sleep 0.2
+done
+[ -f "$work/data/tls/server.crt" ] || { echo "bench: front door did not start" >&2; cat "$work/host.log" >&2; exit 1; }
+cat > "$work/rp/nginx.conf" <<CONF
+worker_processes 1;
+error_log $work/rp/logs/error.log warn;
+pid $work/rp/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream vm { server 127.0.0.1:$up_port; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_port ssl http2;
+    ssl_certificate $work/data/tls/server.crt;
+    ssl_certificate_key $work/data/tls/server.key;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://vm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header X-Forwarded-Host \$http_host;
+    }
+  }
+}
+CONF
+nginx -p "$work/rp" -c "$work/rp/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+for i in $(seq 1 50); do curl -sk -o /dev/null "https://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
+
+# ---------------------------------------------------------------- measure
+run() { # name url [host header]
+  local name=$1 url=$2 host=${3:-}
+  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency)
+  [ -n "$host" ] && args+=(-H "Host: $host")
+  wrk "${args[@]}" -d"$WARMUP" "$url" >/dev/null
+  local out; out=$(wrk "${args[@]}" -d"$DURATION" "$url")
+  local rps p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ' ' || true)
+  printf '%-8s %12s req/s   p99 %10s   %s\n' "$name" "$rps" "$p99" "$errors"
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after ${WARMUP} warm-up), $(nproc) cores, loopback"
+run proxy  "https://127.0.0.1:$proxy_port/" "bench.box.localhost:$proxy_port"
+run direct "http://127.0.0.1:$up_port/"
+run nginx  "https://127.0.0.1:$nginx_port/"

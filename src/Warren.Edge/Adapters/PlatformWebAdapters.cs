@@ -1,0 +1,182 @@
+using System.Net;
+using Warren.Edge.Http;
+using Warren.Platform.Accounts;
+using Warren.Platform.Addressing;
+using Warren.Platform.Commands;
+using Warren.Platform.Runtime;
+using Warren.Platform.Sharing;
+using Warren.Platform.Tokens;
+using Warren.Platform.Vms;
+
+namespace Warren.Edge.Adapters;
+
+/// <summary><see cref="IWebSiteDirectory"/> over the in-memory <see cref="PlatformIndex"/>. User ids are account ids.</summary>
+public sealed class PlatformWebSiteDirectory : IWebSiteDirectory
+{
+    private readonly PlatformIndex _index;
+
+    public PlatformWebSiteDirectory(PlatformIndex index) => _index = index;
+
+    public ValueTask<WebSite?> FindAsync(string vmName, CancellationToken ct)
+    {
+        var vm = _index.GetByName(vmName);
+        if (vm is null || vm.State == VmState.Deleting)
+            return ValueTask.FromResult<WebSite?>(null);
+        return ValueTask.FromResult<WebSite?>(new WebSite(vm.Id, vm.Name, vm.AccountId, vm.ProxyPort, vm.IsPublic));
+    }
+}
+
+/// <summary><see cref="IWebAccessService"/> over <see cref="ShareService"/>.</summary>
+public sealed class PlatformWebAccessService : IWebAccessService
+{
+    private readonly ShareService _shares;
+    private readonly PlatformIndex _index;
+
+    public PlatformWebAccessService(ShareService shares, PlatformIndex index)
+    {
+        _shares = shares;
+        _index = index;
+    }
+
+    public async ValueTask<bool> HasAccessAsync(WebSite site, WebUser user, CancellationToken ct)
+    {
+        var vm = _index.GetById(site.VmId);
+        if (vm is null)
+            return false;
+        // The front door asks about shares only; "public" is its own decision (and never covers alternate ports).
+        return await _shares.CanAccessWebAsync(vm with { IsPublic = false }, user.UserId, ct).ConfigureAwait(false);
+    }
+
+    public async ValueTask<bool> RedeemShareLinkAsync(WebSite site, WebUser user, string shareToken, CancellationToken ct)
+    {
+        var vm = await _shares.RedeemLinkAsync(shareToken, user.UserId, ct).ConfigureAwait(false);
+        return vm is not null && vm.Id == site.VmId;
+    }
+}
+
+/// <summary>
+/// <see cref="IWebUpstreamLocator"/> over <see cref="IVmRuntime.GetAddressAsync"/>, cached briefly so a
+/// busy site does not ask the container engine on every request.
+/// </summary>
+public sealed class RuntimeWebUpstreamLocator : IWebUpstreamLocator
+{
+    /// <summary>
+    /// How long a known address is reused. Short: a stopped VM is noticed within it (and a request that
+    /// meets a dead address gets the same 502/503 page anyway). Absent addresses are not cached.
+    /// </summary>
+    public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(2);
+
+    private readonly IVmRuntime _runtime;
+    private readonly TimeProvider _time;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (IPAddress Address, long Stamp)> _cache = new();
+
+    public RuntimeWebUpstreamLocator(IVmRuntime runtime, TimeProvider time)
+    {
+        _runtime = runtime;
+        _time = time;
+    }
+
+    public async ValueTask<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct)
+    {
+        long now = _time.GetTimestamp();
+        if (_cache.TryGetValue(vmId, out var entry) && _time.GetElapsedTime(entry.Stamp, now) < CacheLifetime)
+            return entry.Address;
+        var address = await _runtime.GetAddressAsync(vmId, ct).ConfigureAwait(false);
+        if (address is null)
+            _cache.TryRemove(vmId, out _);
+        else
+            _cache[vmId] = (address, now);
+        return address;
+    }
+}
+
+/// <summary><see cref="IWebTokenValidator"/> over C2's <see cref="TokenAuthenticator"/>.</summary>
+public sealed class PlatformTokenValidator : IWebTokenValidator
+{
+    private readonly TokenAuthenticator _authenticator;
+
+    public PlatformTokenValidator(TokenAuthenticator authenticator) => _authenticator = authenticator;
+
+    public async ValueTask<TokenValidation> ValidateAsync(string token, string @namespace, CancellationToken ct)
+    {
+        var result = await _authenticator.AuthenticateAsync(token, @namespace, ct).ConfigureAwait(false);
+        if (result.Identity is { } identity)
+        {
+            return TokenValidation.Valid(new TokenPrincipal(
+                new WebUser(identity.Account.Id, identity.Account.Email),
+                identity.Key.Fingerprint,
+                identity.AllowedCommands,
+                identity.CtxRawJson) { ValidatorState = identity });
+        }
+        return result.Failure == TokenFailure.KeyExpired
+            ? new TokenValidation(TokenValidationStatus.KeyExpired, result.Error)
+            : TokenValidation.Invalid(result.Error ?? "invalid token");
+    }
+}
+
+/// <summary><see cref="IExecCommandRunner"/> over <see cref="ShellLexer"/> and <see cref="CommandDispatcher"/>.</summary>
+public sealed class PlatformExecCommandRunner : IExecCommandRunner
+{
+    private readonly CommandDispatcher _dispatcher;
+
+    public PlatformExecCommandRunner(CommandDispatcher dispatcher) => _dispatcher = dispatcher;
+
+    public bool TrySplit(string commandLine, out IReadOnlyList<string> argv)
+    {
+        bool ok = ShellLexer.TrySplit(commandLine, out var list, out _);
+        argv = list ?? new List<string>();
+        return ok;
+    }
+
+    public string? Resolve(IReadOnlyList<string> argv) => CommandDispatcher.Resolve(argv);
+
+    public bool IsAllowed(IReadOnlyCollection<string> allowedCommands, IReadOnlyList<string> argv) =>
+        CommandDispatcher.IsAllowed(allowedCommands as IReadOnlyList<string> ?? allowedCommands.ToList(), argv);
+
+    public async Task<ExecOutcome> RunAsync(ExecInvocation invocation, CancellationToken ct)
+    {
+        var identity = invocation.Principal.ValidatorState as TokenIdentity
+            ?? throw new InvalidOperationException("the principal was not made by PlatformTokenValidator");
+        // reference §0: everything goes to stdout.
+        using var output = new StringWriter();
+        var context = new CommandContext
+        {
+            Account = identity.Account,
+            CurrentKey = identity.Key,
+            Stdout = output,
+            Stderr = output,
+            ForceJson = true,
+            Interactive = false,
+            AllowedCommands = identity.AllowedCommands,
+            TokenVm = identity.Vm,
+            Source = "https /exec",
+            CancellationToken = ct,
+        };
+        int exit = await _dispatcher.RunAsync(context, invocation.Argv).ConfigureAwait(false);
+        return new ExecOutcome(exit, output.ToString());
+    }
+}
+
+/// <summary>
+/// The platform's <see cref="ILoginLinkIssuer"/> (the <c>browser</c> command): a one-time link that logs
+/// the browser in on the control host, from where every site it may see logs it in with one redirect.
+/// </summary>
+public sealed class FrontDoorLoginLinkIssuer : ILoginLinkIssuer
+{
+    private readonly ILoginLinkService _links;
+    private readonly HttpFrontDoor _frontDoor;
+    private readonly HttpFrontDoorOptions _options;
+
+    public FrontDoorLoginLinkIssuer(ILoginLinkService links, HttpFrontDoor frontDoor, HttpFrontDoorOptions options)
+    {
+        _links = links;
+        _frontDoor = frontDoor;
+        _options = options;
+    }
+
+    public async Task<Uri> IssueLoginLinkAsync(Account account, CancellationToken ct)
+    {
+        string secret = await _links.IssueAsync(new WebUser(account.Id, account.Email), _options.ControlHost.ToLowerInvariant(), ct).ConfigureAwait(false);
+        return new Uri(_frontDoor.BuildControlLoginLink(secret));
+    }
+}
