@@ -14,6 +14,7 @@ namespace Warren.Agent
             "       warren-agent signal SIG PIDFILE\n" +
             "       warren-agent as-user USER [--] CMD ARG...\n" +
             "       warren-agent connect [--ready] HOST PORT\n" +
+            "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
             "       warren-agent version\n";
 
@@ -44,6 +45,7 @@ namespace Warren.Agent
                     "signal" => ExecCommands.Signal(rest),
                     "as-user" => ExecCommands.AsUser(rest),
                     "connect" => await ConnectCommand.RunAsync(rest),
+                    "listen" => await ListenCommand.RunAsync(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
                     "version" => Version(),
                     _ => UsageError($"unknown subcommand '{args[0]}'"),

@@ -75,7 +75,11 @@ public sealed class SshFrontDoor(
                 return;
             }
             var accepted = await _proxyPolicy.AcceptAsync(stream, remote, local, ProxyProtocolOptions.Default, ct).ConfigureAwait(false);
-            await server.HandleConnectionAsync(accepted.Stream, accepted.LocalEndPoint, accepted.RemoteEndPoint, ct).ConfigureAwait(false);
+            // The SSH server swallows read errors during version exchange; the observer keeps the
+            // reason when an untrusted peer's first bytes were a PROXY header, so it can be logged.
+            var observed = new ProxyRefusalObserver(accepted.Stream);
+            await server.HandleConnectionAsync(observed, accepted.LocalEndPoint, accepted.RemoteEndPoint, ct).ConfigureAwait(false);
+            if (observed.Refusal is { } refusal) throw refusal;
         }
         catch (ProxyProtocolException e)
         {
@@ -101,4 +105,65 @@ public sealed class SshFrontDoor(
         foreach (var l in _listeners) l.Dispose();
         await base.StopAsync(cancellationToken).ConfigureAwait(false);
     }
+}
+
+/// <summary>
+/// Passes a connection's stream through and remembers a <see cref="ProxyProtocolException"/> thrown by
+/// its first reads (the untrusted-header guard decides within the first bytes). After
+/// <see cref="ObservedBytes"/> bytes it stops looking, so the data path costs one delegating call.
+/// </summary>
+internal sealed class ProxyRefusalObserver(Stream inner) : Stream
+{
+    /// <summary>Bytes after which no PROXY verdict can come: the v2 signature (12) is the longest prefix the guard inspects.</summary>
+    private const int ObservedBytes = 16;
+
+    private int _seen;
+
+    public ProxyProtocolException? Refusal { get; private set; }
+
+    public override bool CanRead => inner.CanRead;
+    public override bool CanWrite => inner.CanWrite;
+    public override bool CanSeek => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        if (_seen >= ObservedBytes) return inner.Read(buffer);
+        try { int n = inner.Read(buffer); _seen += n; return n; }
+        catch (ProxyProtocolException e) { Refusal = e; throw; }
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+        => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        => _seen >= ObservedBytes ? inner.ReadAsync(buffer, cancellationToken) : ObserveAsync(buffer, cancellationToken);
+
+    private async ValueTask<int> ObserveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        try { int n = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false); _seen += n; return n; }
+        catch (ProxyProtocolException e) { Refusal = e; throw; }
+    }
+
+    public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+    public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer);
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+        => inner.WriteAsync(buffer, offset, count, cancellationToken);
+    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        => inner.WriteAsync(buffer, cancellationToken);
+    public override void Flush() => inner.Flush();
+    public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) inner.Dispose();
+        base.Dispose(disposing);
+    }
+
+    public override ValueTask DisposeAsync() => inner.DisposeAsync();
 }

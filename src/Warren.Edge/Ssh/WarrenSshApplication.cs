@@ -55,7 +55,29 @@ public sealed class WarrenSshApplication(
         return ok;
     }
 
+    /// <summary>
+    /// Per-connection state for requests that arrive outside channels (tcpip-forward) or span
+    /// sessions (the forwarded agent socket). Global requests can arrive before
+    /// <see cref="RunConnectionAsync"/> has resolved the VM, so they wait for <see cref="VmConnection.Target"/>.
+    /// </summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<SshServerConnection, VmConnection> _connections = new();
+
     public async ValueTask RunConnectionAsync(SshServerConnection connection)
+    {
+        var state = _connections.GetOrAdd(connection, _ => new VmConnection());
+        try
+        {
+            await RunConnectionCoreAsync(connection, state).ConfigureAwait(false);
+        }
+        finally
+        {
+            state.Target.TrySetResult(null);
+            _connections.TryRemove(connection, out _);
+            await state.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task RunConnectionCoreAsync(SshServerConnection connection, VmConnection state)
     {
         var ct = connection.Closing;
         var key = connection.AuthenticatedKey;
@@ -67,6 +89,7 @@ public sealed class WarrenSshApplication(
 
         if (IsControl(connection.LocalEndPoint))
         {
+            state.Target.TrySetResult(null);
             await ServeChannelsAsync(connection, async (channel, start) =>
                 await controlPlane.RunAsync(channel, start, account, accountKey, key, source, ct).ConfigureAwait(false),
                 directTcpip: null).ConfigureAwait(false);
@@ -82,6 +105,7 @@ public sealed class WarrenSshApplication(
         }
         if (vm is null)
         {
+            state.Target.TrySetResult(null);
             var message = await NoVmHereMessageAsync(account, connection.LocalEndPoint, ct).ConfigureAwait(false);
             await ServeChannelsAsync(connection, async (channel, start) =>
             {
@@ -96,6 +120,7 @@ public sealed class WarrenSshApplication(
         var sshUser = SshRouteTable.TryParseVmUser(connection.User, out _) ? null : connection.User;
         var vmId = vm.Id;
         var defaultUser = vm.LoginUser ?? options.DefaultLoginUser;
+        state.Target.TrySetResult(new VmTarget(vmId, vm.Name, sshUser, defaultUser));
         await ServeChannelsAsync(connection, async (channel, start) =>
         {
             var current = index.GetById(vmId);
@@ -108,6 +133,12 @@ public sealed class WarrenSshApplication(
                 return;
             }
             var user = await loginUsers.ResolveAsync(vmId, sshUser, defaultUser, ct).ConfigureAwait(false);
+            if (connection.AgentForwardingRequested)
+            {
+                // -A: one agent socket per connection (as sshd keeps one per connection), made on first use.
+                var socketPath = await AgentSocketAsync(connection, state, vmId, vm.Name, user, ct).ConfigureAwait(false);
+                if (socketPath is not null) start.Env[AuthSocketEnv] = socketPath;
+            }
             await relay.RunAsync(channel, start, vmId, user, ct).ConfigureAwait(false);
         },
         directTcpip: async (request) =>
@@ -128,6 +159,187 @@ public sealed class WarrenSshApplication(
                 await channel.CloseAsync(ct).ConfigureAwait(false);
             }
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>The environment variable naming the forwarded agent's socket (as ssh-agent(1) and sshd set it).</summary>
+    public const string AuthSocketEnv = "SSH_AUTH_SOCK";
+
+    /// <summary>
+    /// -R (RFC 4254 §7.1): listens inside the VM's network namespace as the login user, with the
+    /// agent's <c>listen</c> subcommand; every accepted connection becomes a "forwarded-tcpip"
+    /// channel to the client. The bind address is the client's ("localhost" → 127.0.0.1; "" or "*"
+    /// → all addresses): the VM is the account's own, as with sshd's GatewayPorts=clientspecified.
+    /// Ports below 1024 need the login user to be root, as with sshd. Control-plane connections
+    /// and connections without a VM refuse.
+    /// </summary>
+    public async ValueTask<uint?> RequestTcpipForwardAsync(SshServerConnection connection, string bindAddress, uint bindPort, CancellationToken cancellationToken)
+    {
+        if (bindPort > MaxTcpPort) return null;
+        var state = _connections.GetOrAdd(connection, _ => new VmConnection());
+        var target = await state.Target.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (target is null || index.GetById(target.VmId) is not { State: VmState.Running }) return null;
+        lock (state.Gate)
+        {
+            if (state.Forwards.Count >= MaxRemoteForwardsPerConnection || (bindPort != 0 && state.Forwards.ContainsKey((bindAddress, bindPort)))) return null;
+        }
+        var user = await loginUsers.ResolveAsync(target.VmId, target.SshUser, target.DefaultUser, cancellationToken).ConfigureAwait(false);
+        VmListener listener;
+        try
+        {
+            listener = await VmListener.StartTcpAsync(runtime, target.VmId, user, ListenHost(bindAddress), bindPort, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogInformation("tcpip-forward {Address}:{Port} in {Vm} refused: {Error}", bindAddress, bindPort, target.VmName, e.Message);
+            return null;
+        }
+        var key = (bindAddress, listener.BoundPort);
+        lock (state.Gate)
+        {
+            if (state.Forwards.ContainsKey(key)) { _ = listener.DisposeAsync().AsTask(); return null; }
+            state.Forwards[key] = listener;
+        }
+        _ = ServeListenerAsync(listener, target.VmName, connection.Closing,
+            (incoming, ct) => connection.OpenForwardedTcpIpChannelAsync(bindAddress, listener.BoundPort, incoming.OriginatorAddress, incoming.OriginatorPort, ct));
+        return listener.BoundPort;
+    }
+
+    public async ValueTask<bool> CancelTcpipForwardAsync(SshServerConnection connection, string bindAddress, uint bindPort, CancellationToken cancellationToken)
+    {
+        if (!_connections.TryGetValue(connection, out var state)) return false;
+        VmListener? listener;
+        lock (state.Gate)
+        {
+            if (!state.Forwards.Remove((bindAddress, bindPort), out listener)) return false;
+        }
+        await listener.DisposeAsync().ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>Most -R forwardings one connection may hold (each is a process in the VM).</summary>
+    private const int MaxRemoteForwardsPerConnection = 64;
+
+    /// <summary>Highest TCP port (RFC 793 ports are 16-bit).</summary>
+    private const uint MaxTcpPort = 65535;
+
+    internal static string ListenHost(string bindAddress) => bindAddress switch
+    {
+        "" or "*" => "0.0.0.0",
+        "localhost" => "127.0.0.1",
+        _ => bindAddress,
+    };
+
+    /// <summary>
+    /// -A: the path of this connection's agent socket inside the VM, creating it on first use
+    /// (<c>listen --unix</c> as the login user: a 0700 directory under /tmp). Each connection to it
+    /// opens an "auth-agent@openssh.com" channel to the client (OpenSSH PROTOCOL.agent).
+    /// Null when the socket cannot be made; the session then runs without SSH_AUTH_SOCK.
+    /// </summary>
+    private async Task<string?> AgentSocketAsync(SshServerConnection connection, VmConnection state, string vmId, string vmName, string user, CancellationToken ct)
+    {
+        Task<VmListener?> pending;
+        lock (state.Gate)
+        {
+            state.AgentSocket ??= CreateAgentSocketAsync(connection, vmId, vmName, user);
+            pending = state.AgentSocket;
+        }
+        var listener = await pending.WaitAsync(ct).ConfigureAwait(false);
+        return listener?.SocketPath;
+    }
+
+    private async Task<VmListener?> CreateAgentSocketAsync(SshServerConnection connection, string vmId, string vmName, string user)
+    {
+        var ct = connection.Closing;
+        try
+        {
+            var listener = await VmListener.StartUnixAsync(runtime, vmId, user, ct).ConfigureAwait(false);
+            _ = ServeListenerAsync(listener, vmName, ct, (_, c) => connection.OpenAgentChannelAsync(c));
+            return listener;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogInformation("agent socket in {Vm} not created: {Error}", vmName, e.Message);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// For each connection accepted inside the VM: open a channel to the client, claim the
+    /// connection's bytes from the agent, relay until both sides end. A refused channel drops the
+    /// VM-side connection at once.
+    /// </summary>
+    private async Task ServeListenerAsync(VmListener listener, string vmName, CancellationToken ct,
+        Func<VmListener.Incoming, CancellationToken, Task<SshChannel>> openChannel)
+    {
+        var running = new List<Task>();
+        try
+        {
+            await foreach (var incoming in listener.AcceptAsync(ct).ConfigureAwait(false))
+            {
+                running.RemoveAll(t => t.IsCompleted);
+                running.Add(RunGuardedAsync(() => RelayIncomingAsync(listener, incoming, vmName, openChannel, ct), null));
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (IOException) { }
+        catch (ObjectDisposedException) { }
+        await Task.WhenAll(running).ConfigureAwait(false);
+    }
+
+    private async Task RelayIncomingAsync(VmListener listener, VmListener.Incoming incoming, string vmName,
+        Func<VmListener.Incoming, CancellationToken, Task<SshChannel>> openChannel, CancellationToken ct)
+    {
+        SshChannel channel;
+        try { channel = await openChannel(incoming, ct).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogInformation("forwarded connection from {Vm} refused by the client: {Error}", vmName, e.Message);
+            await listener.DropAsync(incoming, ct).ConfigureAwait(false);
+            return;
+        }
+        Stream upstream;
+        try { upstream = await listener.ClaimAsync(incoming, ct).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogInformation("forwarded connection in {Vm} lost before it was claimed: {Error}", vmName, e.Message);
+            await channel.CloseAsync(ct).ConfigureAwait(false);
+            return;
+        }
+        await using (upstream)
+        {
+            await StreamRelay.RelayAsync(channel.AsStream(), upstream, ct).ConfigureAwait(false);
+            await channel.CloseAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The VM a connection was routed to, once known.</summary>
+    private sealed record VmTarget(string VmId, string VmName, string? SshUser, string DefaultUser);
+
+    /// <summary>What one VM connection holds beyond its channels: -R listeners and the -A socket. Guarded by <see cref="Gate"/>.</summary>
+    private sealed class VmConnection : IAsyncDisposable
+    {
+        public readonly object Gate = new();
+        public readonly TaskCompletionSource<VmTarget?> Target = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly Dictionary<(string Address, uint Port), VmListener> Forwards = new();
+        public Task<VmListener?>? AgentSocket;
+
+        public async ValueTask DisposeAsync()
+        {
+            List<VmListener> all;
+            Task<VmListener?>? agent;
+            lock (Gate)
+            {
+                all = [.. Forwards.Values];
+                Forwards.Clear();
+                agent = AgentSocket;
+            }
+            foreach (var l in all) await l.DisposeAsync().ConfigureAwait(false);
+            if (agent is not null)
+            {
+                try { if (await agent.ConfigureAwait(false) is { } a) await a.DisposeAsync().ConfigureAwait(false); }
+                catch (OperationCanceledException) { }
+            }
+        }
     }
 
     private async Task ServeChannelsAsync(SshServerConnection connection, Func<SshChannel, SessionStart, Task> session, Func<SshChannelOpenRequest, Task>? directTcpip)

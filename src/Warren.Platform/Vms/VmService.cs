@@ -194,6 +194,7 @@ public sealed partial class VmService
                     _index.ReloadVmsOnCommit(u, [record.Id]);
                 }, CancellationToken.None);
                 await _runtime.CreateAsync(ToSpec(prepared, auth), ct);
+                await GiveDataToLoginUserAsync(prepared, ct);
             }
             return await TransitionAsync(record.Id, VmState.Running, null, extraSql: "source_vm_id = NULL", CancellationToken.None);
         }
@@ -220,6 +221,39 @@ public sealed partial class VmService
             throw new PlatformException(PlatformErrorCodes.VmCreateFailed, $"failed to create VM \"{record.Name}\": {reason}", e);
         }
     }
+
+    /// <summary>Where every VM's persistent volume is mounted.</summary>
+    public const string DataPath = "/data";
+
+    /// <summary>
+    /// A fresh volume's root belongs to root (mode 755), but people log in as the login user (the image's USER,
+    /// else <see cref="PlatformOptions.DefaultLoginUser"/>), who could then not write their own /data. So the new
+    /// VM's /data (not its contents) is given to that user, by running chown inside the VM as root. Best effort:
+    /// an image without chown or without that user keeps a root-owned /data. Copies keep the source's ownership.
+    /// </summary>
+    private async Task GiveDataToLoginUserAsync(VmRecord vm, CancellationToken ct)
+    {
+        var user = vm.LoginUser ?? _options.DefaultLoginUser;
+        if (string.IsNullOrEmpty(user) || user == "root") return;
+        try
+        {
+            await using var p = await _runtime.ExecAsync(vm.Id, new ExecSpec(["chown", user, DataPath], User: "root"), ct);
+            await p.CloseStandardInputAsync();
+            var drainOut = p.StandardOutput.CopyToAsync(Stream.Null, ct);
+            var drainErr = p.StandardError?.CopyToAsync(Stream.Null, ct) ?? Task.CompletedTask;
+            var exit = await p.Completion;
+            await Task.WhenAll(drainOut, drainErr);
+            if (exit.ExitCode != 0) LogDataOwnerNotSet(_log, vm.Id, user, $"chown exited with {exit.ExitCode?.ToString() ?? exit.Signal}");
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogDataOwnerNotSet(_log, vm.Id, user, e.Message);
+        }
+    }
+
+    [LoggerMessage(EventId = 2008, EventName = "vm.data_owner_not_set", Level = LogLevel.Information,
+        Message = "vm.data_owner_not_set vm={VmId} user={User} reason={Reason}")]
+    private static partial void LogDataOwnerNotSet(ILogger log, string vmId, string user, string reason);
 
     // ---------------------------------------------------------------- cp
 

@@ -186,7 +186,9 @@ internal sealed class ChannelMux
         }
         finally
         {
-            // Wake anyone still waiting on an unsent item.
+            // Refuse new items first, then fail the ones left, so no item can be
+            // queued after the drain and wait forever.
+            _outbound.Writer.TryComplete();
             while (_outbound.Reader.TryRead(out var left)) left.Sent?.TrySetException(Closed());
             FailLocal(TerminalError ?? new SshConnectionClosedException("connection closed"));
             try { await _transport.DisposeAsync().ConfigureAwait(false); } catch (Exception) { }

@@ -1,7 +1,5 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
-using Org.BouncyCastle.Crypto.Macs;
-using Org.BouncyCastle.Crypto.Parameters;
 
 namespace Warren.Ssh.Crypto;
 
@@ -280,7 +278,7 @@ internal sealed class ChaCha20Poly1305OpenSsh : PacketCipher
 
     private readonly uint[] _mainKey = new uint[8];
     private readonly uint[] _headerKey = new uint[8];
-    private readonly Poly1305 _poly = new();
+    private readonly Poly1305Mac _poly = new();
     private readonly byte[] _block0 = new byte[ChaCha20.BlockLength];
     private readonly byte[] _computedTag = new byte[PolyTagLength];
     private readonly byte[] _lengthBytes = new byte[LengthFieldSize];
@@ -304,7 +302,7 @@ internal sealed class ChaCha20Poly1305OpenSsh : PacketCipher
     {
         Array.Clear(_block0);
         ChaCha20.Xor(_mainKey, nonce, 0, _block0);
-        _poly.Init(new KeyParameter(_block0.AsSpan(0, PolyKeyLength)));
+        _poly.Init(_block0.AsSpan(0, PolyKeyLength));
         CryptographicOperations.ZeroMemory(_block0);
     }
 
@@ -314,8 +312,8 @@ internal sealed class ChaCha20Poly1305OpenSsh : PacketCipher
         ChaCha20.Xor(_headerKey, nonce, 0, packet[..LengthFieldSize]);
         ChaCha20.Xor(_mainKey, nonce, 1, packet[LengthFieldSize..]);
         StartMac(nonce);
-        _poly.BlockUpdate(packet);
-        _poly.DoFinal(tag);
+        _poly.Update(packet);
+        _poly.Final(tag);
     }
 
     public override uint DecryptLength(uint sequenceNumber, Span<byte> firstBlock)
@@ -330,8 +328,8 @@ internal sealed class ChaCha20Poly1305OpenSsh : PacketCipher
         if (tag.Length != PolyTagLength) return false;
         ulong nonce = Nonce(sequenceNumber);
         StartMac(nonce);
-        _poly.BlockUpdate(packet);
-        _poly.DoFinal(_computedTag);
+        _poly.Update(packet);
+        _poly.Final(_computedTag);
         if (!CryptographicOperations.FixedTimeEquals(_computedTag, tag)) return false;
         ChaCha20.Xor(_headerKey, nonce, 0, packet[..LengthFieldSize]);
         ChaCha20.Xor(_mainKey, nonce, 1, packet[LengthFieldSize..]);

@@ -118,6 +118,13 @@ public sealed class SshTransport : ISshPacketChannel
     private int _kexCount;
     private long _lastKexTimestamp;
 
+    private int _pongsReceived;
+    private int _unimplementedReceived;
+    /// <summary>ping@openssh.com PONGs received (for tests and diagnostics).</summary>
+    internal int PongsReceived => Volatile.Read(ref _pongsReceived);
+    /// <summary>SSH_MSG_UNIMPLEMENTED received (for tests and diagnostics).</summary>
+    internal int UnimplementedReceived => Volatile.Read(ref _unimplementedReceived);
+
     private ITimer? _timer;
     private long _packetsAtLastTick;
     private int _unansweredPings;
@@ -656,6 +663,7 @@ public sealed class SshTransport : ISshPacketChannel
                 return;
             case SshMessageNumbers.Pong:
                 _unansweredPings = 0;
+                Interlocked.Increment(ref _pongsReceived);
                 return;
         }
 
@@ -711,8 +719,9 @@ public sealed class SshTransport : ISshPacketChannel
         return sb.ToString();
     }
 
-    private static void HandleUnimplemented(ReadOnlySpan<byte> payload, KexRound? round)
+    private void HandleUnimplemented(ReadOnlySpan<byte> payload, KexRound? round)
     {
+        Interlocked.Increment(ref _unimplementedReceived);
         var r = new SshReader(payload[1..]);
         if (!r.TryReadUInt32(out uint rejected)) throw Protocol("malformed UNIMPLEMENTED");
         // OpenSSH's sshd answers a KEXINIT sent before user authentication this way; waiting would hang forever.

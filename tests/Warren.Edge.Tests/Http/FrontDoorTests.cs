@@ -422,6 +422,21 @@ public sealed class FrontDoorTests
     }
 
     [Fact]
+    public async Task WebSocket_OverHttp2_Echoes()
+    {
+        using var invoker = new HttpMessageInvoker(_f.CreateHandler());
+        using var socket = new ClientWebSocket();
+        socket.Options.HttpVersion = HttpVersion.Version20;
+        socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        await socket.ConnectAsync(new Uri($"wss://pub.{FrontDoorFixture.Domain}:{_f.HttpsPort}/ws"), invoker, CancellationToken.None);
+        var buffer = new byte[1024];
+        await socket.SendAsync(Encoding.UTF8.GetBytes("over h2"), WebSocketMessageType.Text, true, CancellationToken.None);
+        var result = await socket.ReceiveAsync(buffer, CancellationToken.None);
+        Assert.Equal("over h2", Encoding.UTF8.GetString(buffer, 0, result.Count));
+        await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None);
+    }
+
+    [Fact]
     public async Task LargeUpload_50MiB_ArrivesWhole()
     {
         const int size = 50 * 1024 * 1024;

@@ -200,6 +200,44 @@ public class CryptoKnownAnswerTests
         Assert.Equal(plain, packet);
     }
 
+    /// <summary>RFC 8439 §2.5.2.</summary>
+    [Fact]
+    public void Poly1305_Rfc8439()
+    {
+        var mac = new Poly1305Mac();
+        mac.Init(Hex("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b"));
+        mac.Update("Cryptographic Forum Research Group"u8);
+        var tag = new byte[16];
+        mac.Final(tag);
+        Assert.Equal(Hex("a8061dc1305136c6c22b8baf0c0127a9"), tag);
+    }
+
+    /// <summary>Our Poly1305 against BouncyCastle's for random keys and messages, split into random update chunks, plus all-ones keys and data (carry paths).</summary>
+    [Fact]
+    public void Poly1305_MatchesBouncyCastle()
+    {
+        var rng = new Random(1305);
+        for (int i = 0; i < 300; i++)
+        {
+            var key = new byte[32];
+            var msg = new byte[rng.Next(0, 600)];
+            if (i % 10 == 0) { Array.Fill(key, (byte)0xff); Array.Fill(msg, (byte)0xff); }
+            else { rng.NextBytes(key); rng.NextBytes(msg); }
+            var ours = new Poly1305Mac();
+            ours.Init(key);
+            int at = 0;
+            while (at < msg.Length) { int n = Math.Min(msg.Length - at, rng.Next(1, 40)); ours.Update(msg.AsSpan(at, n)); at += n; }
+            var tag = new byte[16];
+            ours.Final(tag);
+            var bc = new Poly1305();
+            bc.Init(new KeyParameter(key));
+            bc.BlockUpdate(msg, 0, msg.Length);
+            var expected = new byte[16];
+            bc.DoFinal(expected, 0);
+            Assert.Equal(expected, tag);
+        }
+    }
+
     /// <summary>RFC 4253 §7.2: K1 = HASH(K || H || X || session_id), K2 = HASH(K || H || K1).</summary>
     [Fact]
     public void KeyDerivation_ExtendsPerRfc4253()

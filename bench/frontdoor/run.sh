@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# SSH front door benchmark (issue 5), loopback only, one run:
+#   (a) bulk  : BYTES of zeros into `cat > /dev/null` inside a VM through Warren's front door (slot address,
+#               routed by {account, local IP}) vs the same into OpenSSH's sshd on the host; also the same bytes
+#               through `docker exec -i` into the same container (the runtime path without SSH), best of RUNS
+#   (b) setup : N sequential `ssh <slot> true` into the VM (connect, kex, auth, route, exec in the container,
+#               exit-status) vs `ssh true` into sshd: p50 and rate
+#   (c) route lookup with 1,016 slots and 100,000 VMs: bench/Warren.Bench.Routing (SshRouteTable.Resolve)
+# Must run as root (sshd). Cleans up its daemon, containers and volumes.
+#
+# Environment: BYTES (1073741824), RUNS (3), N (50), CIPHERS ("aes128-gcm@openssh.com"), ROUTING (1: run (c)).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(cd ../.. && pwd)
+
+BYTES=${BYTES:-1073741824}
+RUNS=${RUNS:-3}
+N=${N:-50}
+CIPHERS=${CIPHERS:-"aes128-gcm@openssh.com"}
+ROUTING=${ROUTING:-1}
+
+[ "$(id -u)" = 0 ] || { echo "bench: run as root (sshd baseline)" >&2; exit 1; }
+for tool in ssh ssh-keygen /usr/sbin/sshd dotnet python3 docker; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/warren-bench-fd.XXXXXX)
+data="$work/data"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -f "$data/instance-id" ]; then
+    inst=$(cat "$data/instance-id")
+    ids=$(docker ps -aq --filter "label=warren.instance=$inst"); [ -n "$ids" ] && docker rm -f $ids >/dev/null
+    vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
+
+echo "bench: building warren (Release)..." >&2
+timeout 900 dotnet build "$root/src/Warren" -c Release -nologo -v q >/dev/null
+warren=(dotnet "$root/src/Warren/bin/Release/net10.0/warren.dll")
+
+ssh-keygen -q -t ed25519 -N '' -f "$work/key" -C bench
+cp "$work/key.pub" "$work/authorized_keys"
+SSH=(ssh -F /dev/null -i "$work/key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
+     -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
+
+# ---------------------------------------------------------------- OpenSSH sshd on the host
+sshd_port=$(free_port)
+mkdir -p /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$work/sshd_host_ed25519" -C bench-host
+cat > "$work/sshd_config" <<CONF
+HostKey $work/sshd_host_ed25519
+AuthorizedKeysFile $work/authorized_keys
+PermitRootLogin yes
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PidFile $work/sshd.pid
+ListenAddress 127.0.0.1
+PrintMotd no
+PrintLastLog no
+CONF
+/usr/sbin/sshd -D -f "$work/sshd_config" -p "$sshd_port" -E "$work/sshd.log" &
+pids+=($!)
+wait_port "$sshd_port"
+
+# ---------------------------------------------------------------- Warren daemon and one VM
+timeout 120 "${warren[@]}" user add --email bench@example.com --ssh-key-file "$work/key.pub" --Warren:DataDirectory="$data" >/dev/null
+port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
+"${warren[@]}" serve --Warren:DataDirectory="$data" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
+  --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" >"$work/daemon.log" 2>&1 &
+daemon_pid=$!; pids+=("$daemon_pid")
+wait_port "$port"
+timeout 300 "${SSH[@]}" -p "$port" 127.0.0.1 new --name=bench --image=warren/busybox:1 --json >"$work/new.json"
+container=$(docker ps -q --filter "label=warren.instance=$(cat "$data/instance-id")" | head -1)
+# The slot address the VM got: the one of 127.0.1.1–4 where this account's key lands in it.
+slot_ip=""
+for i in 1 2 3 4; do
+  if timeout 60 "${SSH[@]}" -p "$port" "127.0.1.$i" true 2>/dev/null; then slot_ip=127.0.1.$i; break; fi
+done
+[ -n "$slot_ip" ] || { echo "bench: the VM is reachable on no slot address" >&2; cat "$work/daemon.log" >&2; exit 1; }
+
+echo "# date: $(date -u +%FT%TZ)  nproc: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# client: $(ssh -V 2>&1); VM image warren/busybox:1 on slot $slot_ip:$port; container ${container:0:12}"
+for target in "sshd:127.0.0.1:$sshd_port" "warren:$slot_ip:$port"; do
+  IFS=: read -r name host p <<<"$target"
+  echo "# $name negotiated: $(timeout 60 "${SSH[@]}" -v -p "$p" "root@$host" true 2>&1 | grep -E 'kex: (algorithm|host key algorithm)' | sed 's/.*kex: //' | tr '\n' ' ')"
+done
+
+# ---------------------------------------------------------------- (a) bulk
+rate() { python3 -c "print(f'{$BYTES / ($2 - $1) / 1e6:.1f}')"; }
+bulk_ssh() {  # host port cipher
+  local t0 t1; t0=$(date +%s.%N)
+  head -c "$BYTES" /dev/zero | timeout 900 "${SSH[@]}" -c "$3" -p "$2" "root@$1" 'cat > /dev/null'
+  t1=$(date +%s.%N); rate "$t0" "$t1"
+}
+bulk_docker() {
+  local t0 t1; t0=$(date +%s.%N)
+  head -c "$BYTES" /dev/zero | timeout 900 docker exec -i "$container" sh -c 'cat > /dev/null'
+  t1=$(date +%s.%N); rate "$t0" "$t1"
+}
+best_of() {  # label command... -> "best=.. runs=[..]"
+  local label=$1 runs=() b=0 r; shift
+  for _ in $(seq 1 "$RUNS"); do r=$("$@"); runs+=("$r"); b=$(python3 -c "print(max($b, $r))"); done
+  echo "$b ${runs[*]}"
+}
+echo "## bulk: $BYTES bytes into cat > /dev/null, MB/s (10^6 B/s), best of $RUNS"
+for cipher in $CIPHERS; do
+  read -r s_best s_runs <<<"$(best_of sshd bulk_ssh 127.0.0.1 "$sshd_port" "$cipher")"
+  echo "bulk cipher=$cipher path=sshd-host best_MBps=$s_best runs=[$s_runs] load=$(cut -d' ' -f1 /proc/loadavg)"
+  read -r w_best w_runs <<<"$(best_of warren bulk_ssh "$slot_ip" "$port" "$cipher")"
+  echo "bulk cipher=$cipher path=warren-frontdoor-vm best_MBps=$w_best runs=[$w_runs] load=$(cut -d' ' -f1 /proc/loadavg)"
+  echo "bulk cipher=$cipher ratio_warren_over_sshd=$(python3 -c "print(f'{$w_best / $s_best:.3f}')")"
+done
+read -r d_best d_runs <<<"$(best_of docker bulk_docker)"
+echo "bulk path=docker-exec-same-container best_MBps=$d_best runs=[$d_runs] load=$(cut -d' ' -f1 /proc/loadavg)"
+
+# ---------------------------------------------------------------- (b) connection setup
+echo "## setup: connect + auth + exec true + exit-status + close, $N sequential"
+cr() { python3 "$root/bench/lib/connrate.py" "$@"; }
+cr 5 1 60 -- "${SSH[@]}" -p "$sshd_port" root@127.0.0.1 true >/dev/null
+echo "setup path=sshd-host $(cr "$N" 1 60 -- "${SSH[@]}" -p "$sshd_port" root@127.0.0.1 true) load=$(cut -d' ' -f1 /proc/loadavg)"
+cr 5 1 60 -- "${SSH[@]}" -p "$port" "root@$slot_ip" true >/dev/null
+echo "setup path=warren-frontdoor-vm $(cr "$N" 1 60 -- "${SSH[@]}" -p "$port" "root@$slot_ip" true) load=$(cut -d' ' -f1 /proc/loadavg)"
+echo "setup path=docker-exec-same-container $(cr "$N" 1 60 -- docker exec "$container" true) load=$(cut -d' ' -f1 /proc/loadavg)"
+echo "# daemon RSS: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid/status)"
+
+# ---------------------------------------------------------------- (c) route lookup
+if [ "$ROUTING" = 1 ]; then
+  echo "## route lookup: SshRouteTable.Resolve, 1016 slots, 100000 VMs"
+  timeout 900 dotnet build "$root/bench/Warren.Bench.Routing" -c Release -nologo -v q >/dev/null
+  timeout 900 dotnet "$root/bench/Warren.Bench.Routing/bin/Release/net10.0/Warren.Bench.Routing.dll" 1016 100000 5 3
+fi
+echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
