@@ -20,7 +20,7 @@ CIPHERS=${CIPHERS:-"aes128-gcm@openssh.com"}
 ROUTING=${ROUTING:-1}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (sshd baseline)" >&2; exit 1; }
-for tool in ssh ssh-keygen /usr/sbin/sshd dotnet python3 docker; do
+for tool in ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3 docker; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
 
@@ -68,8 +68,13 @@ ListenAddress 127.0.0.1
 PrintMotd no
 PrintLastLog no
 CONF
-/usr/sbin/sshd -D -f "$work/sshd_config" -p "$sshd_port" -E "$work/sshd.log" &
-pids+=($!)
+# root's login shell here is bash, whose ~/.bashrc runs `pyenv init` (about 1 s of CPU and ~100 processes
+# per session): that would measure the rc file, not sshd. So sshd runs in a private mount namespace where
+# /etc/passwd gives root /bin/sh (dash); nothing changes outside that namespace (propagation is private).
+sed 's#^\(root:[^:]*:0:0:[^:]*:[^:]*\):.*$#\1:/bin/sh#' /etc/passwd > "$work/passwd"
+unshare -m sh -c 'mount --bind "$1" /etc/passwd && exec /usr/sbin/sshd -D -f "$2" -p "$3" -E "$4"' \
+  sh "$work/passwd" "$work/sshd_config" "$sshd_port" "$work/sshd.log" &
+sshd_pid=$!; pids+=("$sshd_pid")  # unshare and sh exec in place: this is the sshd listener
 wait_port "$sshd_port"
 
 # ---------------------------------------------------------------- Warren daemon and one VM
@@ -97,10 +102,15 @@ done
 
 # ---------------------------------------------------------------- (a) bulk
 rate() { python3 -c "print(f'{$BYTES / ($2 - $1) / 1e6:.1f}')"; }
-bulk_ssh() {  # host port cipher
-  local t0 t1; t0=$(date +%s.%N)
+# CPU (user+sys ms) of a process and its reaped children: sshd's listener covers whole connections (the
+# shell and cat included); Warren's daemon covers the SSH side only (docker/containerd/runc/cat are not its children).
+hz=$(getconf CLK_TCK)
+cpu_ms() { awk -v hz="$hz" '{ print ($14 + $15 + $16 + $17) * 1000 / hz }' "/proc/$1/stat"; }
+bulk_ssh() {  # host port cipher pid -> "MB/s" ; appends the server CPU ms to $work/cpu
+  local t0 t1 c0 c1; c0=$(cpu_ms "$4"); t0=$(date +%s.%N)
   head -c "$BYTES" /dev/zero | timeout 900 "${SSH[@]}" -c "$3" -p "$2" "root@$1" 'cat > /dev/null'
-  t1=$(date +%s.%N); rate "$t0" "$t1"
+  t1=$(date +%s.%N); sleep 0.2; c1=$(cpu_ms "$4"); echo "$c0 $c1" | awk '{ printf "%d ", $2 - $1 }' >> "$work/cpu"
+  rate "$t0" "$t1"
 }
 bulk_docker() {
   local t0 t1; t0=$(date +%s.%N)
@@ -114,10 +124,12 @@ best_of() {  # label command... -> "best=.. runs=[..]"
 }
 echo "## bulk: $BYTES bytes into cat > /dev/null, MB/s (10^6 B/s), best of $RUNS"
 for cipher in $CIPHERS; do
-  read -r s_best s_runs <<<"$(best_of sshd bulk_ssh 127.0.0.1 "$sshd_port" "$cipher")"
-  echo "bulk cipher=$cipher path=sshd-host best_MBps=$s_best runs=[$s_runs] load=$(cut -d' ' -f1 /proc/loadavg)"
-  read -r w_best w_runs <<<"$(best_of warren bulk_ssh "$slot_ip" "$port" "$cipher")"
-  echo "bulk cipher=$cipher path=warren-frontdoor-vm best_MBps=$w_best runs=[$w_runs] load=$(cut -d' ' -f1 /proc/loadavg)"
+  : > "$work/cpu"
+  read -r s_best s_runs <<<"$(best_of sshd bulk_ssh 127.0.0.1 "$sshd_port" "$cipher" "$sshd_pid")"
+  echo "bulk cipher=$cipher path=sshd-host best_MBps=$s_best runs=[$s_runs] sshd_cpu_ms_per_run=[$(cat "$work/cpu")] load=$(cut -d' ' -f1 /proc/loadavg)"
+  : > "$work/cpu"
+  read -r w_best w_runs <<<"$(best_of warren bulk_ssh "$slot_ip" "$port" "$cipher" "$daemon_pid")"
+  echo "bulk cipher=$cipher path=warren-frontdoor-vm best_MBps=$w_best runs=[$w_runs] daemon_cpu_ms_per_run=[$(cat "$work/cpu")] load=$(cut -d' ' -f1 /proc/loadavg)"
   echo "bulk cipher=$cipher ratio_warren_over_sshd=$(python3 -c "print(f'{$w_best / $s_best:.3f}')")"
 done
 read -r d_best d_runs <<<"$(best_of docker bulk_docker)"
@@ -126,10 +138,13 @@ echo "bulk path=docker-exec-same-container best_MBps=$d_best runs=[$d_runs] load
 # ---------------------------------------------------------------- (b) connection setup
 echo "## setup: connect + auth + exec true + exit-status + close, $N sequential"
 cr() { python3 "$root/bench/lib/connrate.py" "$@"; }
+per_conn() { python3 -c "print(f'{($2 - $1) / $N:.1f}')"; }
 cr 5 1 60 -- "${SSH[@]}" -p "$sshd_port" root@127.0.0.1 true >/dev/null
-echo "setup path=sshd-host $(cr "$N" 1 60 -- "${SSH[@]}" -p "$sshd_port" root@127.0.0.1 true) load=$(cut -d' ' -f1 /proc/loadavg)"
+c0=$(cpu_ms "$sshd_pid"); line=$(cr "$N" 1 60 -- "${SSH[@]}" -p "$sshd_port" root@127.0.0.1 true); sleep 0.5; c1=$(cpu_ms "$sshd_pid")
+echo "setup path=sshd-host $line sshd_cpu_ms_per_conn=$(per_conn "$c0" "$c1") load=$(cut -d' ' -f1 /proc/loadavg)"
 cr 5 1 60 -- "${SSH[@]}" -p "$port" "root@$slot_ip" true >/dev/null
-echo "setup path=warren-frontdoor-vm $(cr "$N" 1 60 -- "${SSH[@]}" -p "$port" "root@$slot_ip" true) load=$(cut -d' ' -f1 /proc/loadavg)"
+c0=$(cpu_ms "$daemon_pid"); line=$(cr "$N" 1 60 -- "${SSH[@]}" -p "$port" "root@$slot_ip" true); sleep 0.5; c1=$(cpu_ms "$daemon_pid")
+echo "setup path=warren-frontdoor-vm $line daemon_cpu_ms_per_conn=$(per_conn "$c0" "$c1") load=$(cut -d' ' -f1 /proc/loadavg)"
 echo "setup path=docker-exec-same-container $(cr "$N" 1 60 -- docker exec "$container" true) load=$(cut -d' ' -f1 /proc/loadavg)"
 echo "# daemon RSS: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid/status)"
 

@@ -21,7 +21,7 @@ CIPHERS=${CIPHERS:-"aes128-gcm@openssh.com chacha20-poly1305@openssh.com"}
 ONLY=${ONLY:-}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (sshd baseline)" >&2; exit 1; }
-for tool in ssh ssh-keygen /usr/sbin/sshd dotnet python3; do
+for tool in ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
 done
 
@@ -73,8 +73,13 @@ MaxSessions 10
 PrintMotd no
 PrintLastLog no
 CONF
-/usr/sbin/sshd -D -f "$work/sshd_config" -p "$sshd_port" -E "$work/sshd.log" &
-sshd_pid=$!; pids+=("$sshd_pid")
+# root's login shell here is bash, whose ~/.bashrc runs `pyenv init` (about 1 s of CPU and ~100 processes
+# per session): that would measure the rc file, not sshd. So sshd runs in a private mount namespace where
+# /etc/passwd gives root /bin/sh (dash); nothing changes outside that namespace (propagation is private).
+sed 's#^\(root:[^:]*:0:0:[^:]*:[^:]*\):.*$#\1:/bin/sh#' /etc/passwd > "$work/passwd"
+unshare -m sh -c 'mount --bind "$1" /etc/passwd && exec /usr/sbin/sshd -D -f "$2" -p "$3" -E "$4"' \
+  sh "$work/passwd" "$work/sshd_config" "$sshd_port" "$work/sshd.log" &
+sshd_pid=$!; pids+=("$sshd_pid")  # unshare and sh exec in place: this is the sshd listener
 wait_port "$sshd_port"
 
 SSH=(ssh -F /dev/null -i "$work/client" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
@@ -89,13 +94,20 @@ for target in "sshd:$sshd_port" "warren:$sink_port"; do
   echo "# $name negotiated: $kex"
 done
 
+# Server CPU time (user+sys, ms) of a process plus its reaped children: load-independent cost. For sshd the
+# listener reaps every per-connection process, which reaped its own children (the shell, cat), so the
+# listener's cutime/cstime covers the whole connection once it has closed.
+hz=$(getconf CLK_TCK)
+cpu_ms() { awk -v hz="$hz" '{ print ($14 + $15 + $16 + $17) * 1000 / hz }' "/proc/$1/stat"; }
+server_pid() { [ "$1" = sshd ] && echo "$sshd_pid" || echo "$sink_pid"; }
+
 # ---------------------------------------------------------------- (a) bulk throughput
-bulk_once() {  # port cipher -> MB/s (10^6 bytes per second) on stdout
-  local port=$1 cipher=$2 t0 t1
-  t0=$(date +%s.%N)
+bulk_once() {  # port cipher pid -> "MB/s server_cpu_ms" (MB = 10^6 bytes)
+  local port=$1 cipher=$2 pid=$3 t0 t1 c0 c1
+  c0=$(cpu_ms "$pid"); t0=$(date +%s.%N)
   head -c "$BYTES" /dev/zero | timeout 600 "${SSH[@]}" -c "$cipher" -p "$port" root@127.0.0.1 'cat > /dev/null'
-  t1=$(date +%s.%N)
-  python3 -c "print(f'{$BYTES / ($t1 - $t0) / 1e6:.1f}')"
+  t1=$(date +%s.%N); sleep 0.2; c1=$(cpu_ms "$pid")
+  python3 -c "print(f'{$BYTES / ($t1 - $t0) / 1e6:.1f} {$c1 - $c0:.0f}')"
 }
 if [ -z "$ONLY" ] || [ "$ONLY" = bulk ]; then
   echo "## bulk: $BYTES bytes into a sink, MB/s (10^6 B/s), best of $RUNS (all runs in brackets)"
@@ -103,13 +115,13 @@ if [ -z "$ONLY" ] || [ "$ONLY" = bulk ]; then
     declare -A best=()
     for target in "sshd:$sshd_port" "warren:$sink_port"; do
       name=${target%%:*}; port=${target#*:}
-      runs=(); b=0
+      runs=(); cpus=(); b=0
       for _ in $(seq 1 "$RUNS"); do
-        r=$(bulk_once "$port" "$cipher"); runs+=("$r")
+        read -r r c <<<"$(bulk_once "$port" "$cipher" "$(server_pid "$name")")"; runs+=("$r"); cpus+=("$c")
         b=$(python3 -c "print(max($b, $r))")
       done
       best[$name]=$b
-      echo "bulk cipher=$cipher server=$name best_MBps=$b runs=[${runs[*]}] load=$(cut -d' ' -f1 /proc/loadavg)"
+      echo "bulk cipher=$cipher server=$name best_MBps=$b runs=[${runs[*]}] server_cpu_ms_per_run=[${cpus[*]}] load=$(cut -d' ' -f1 /proc/loadavg)"
     done
     echo "bulk cipher=$cipher ratio_warren_over_sshd=$(python3 -c "print(f'{${best[warren]} / ${best[sshd]}:.3f}')")"
     unset best
@@ -122,7 +134,10 @@ if [ -z "$ONLY" ] || [ "$ONLY" = conn ]; then
   for target in "sshd:$sshd_port" "warren:$sink_port"; do
     name=${target%%:*}; port=${target#*:}
     python3 "$root/bench/lib/connrate.py" 5 1 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true >/dev/null  # warm-up
-    echo "setup server=$name $(python3 "$root/bench/lib/connrate.py" "$N" 1 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true) load=$(cut -d' ' -f1 /proc/loadavg)"
+    pid=$(server_pid "$name"); c0=$(cpu_ms "$pid")
+    line=$(python3 "$root/bench/lib/connrate.py" "$N" 1 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true)
+    sleep 0.5; c1=$(cpu_ms "$pid")
+    echo "setup server=$name $line server_cpu_ms_per_conn=$(python3 -c "print(f'{($c1 - $c0) / $N:.2f}')") load=$(cut -d' ' -f1 /proc/loadavg)"
     echo "setup server=$name $(python3 "$root/bench/lib/connrate.py" "$N" "$WORKERS" 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true) load=$(cut -d' ' -f1 /proc/loadavg)"
   done
 fi

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
@@ -46,6 +47,7 @@ internal sealed class AesCtr : IDisposable
     }
 
     /// <summary>Encrypts or decrypts <paramref name="data"/> in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Transform(Span<byte> data)
     {
         while (!data.IsEmpty)
@@ -58,6 +60,7 @@ internal sealed class AesCtr : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Refill()
     {
         // Counters are laid out natively as (high, low) pairs, then byte-swapped to

@@ -34,6 +34,7 @@ internal static class ChaCha20
 
     /// <summary>XORs the keystream that starts at block <paramref name="counter"/> into <paramref name="data"/>.</summary>
     [SkipLocalsInit]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Xor(ReadOnlySpan<uint> key, ulong nonce, ulong counter, Span<byte> data)
     {
         Span<uint> keystream = stackalloc uint[StateWords * MaxLanes];
@@ -56,6 +57,7 @@ internal static class ChaCha20
     // ref parameters: ref-passed vector locals get spilled to memory, which cost 5x.
 
     /// <summary>4 consecutive keystream blocks, block-major little-endian words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Blocks4(ReadOnlySpan<uint> key, ulong nonce, ulong counter, Span<uint> output)
     {
         var i0 = Vector128.Create(Sigma0); var i1 = Vector128.Create(Sigma1); var i2 = Vector128.Create(Sigma2); var i3 = Vector128.Create(Sigma3);
@@ -125,6 +127,7 @@ internal static class ChaCha20
     }
 
     /// <summary>8 consecutive keystream blocks, block-major little-endian words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Blocks8(ReadOnlySpan<uint> key, ulong nonce, ulong counter, Span<uint> output)
     {
         var i0 = Vector256.Create(Sigma0); var i1 = Vector256.Create(Sigma1); var i2 = Vector256.Create(Sigma2); var i3 = Vector256.Create(Sigma3);

@@ -40,6 +40,7 @@ internal sealed class Poly1305Mac
         _partialLength = 0;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Update(ReadOnlySpan<byte> data)
     {
         if (_partialLength > 0)
@@ -62,6 +63,7 @@ internal sealed class Poly1305Mac
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Blocks(ReadOnlySpan<byte> data, ulong hibit)
     {
         ulong r0 = _r0, r1 = _r1, r2 = _r2, s1 = _s1, s2 = _s2;

@@ -7,6 +7,7 @@ namespace Warren.Ssh.Crypto;
 internal static class XorHelper
 {
     /// <summary>data ^= keystream, element-wise; vectorized. Lengths must match.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void XorInPlace(Span<byte> data, ReadOnlySpan<byte> keystream)
     {
         System.Diagnostics.Debug.Assert(data.Length == keystream.Length);

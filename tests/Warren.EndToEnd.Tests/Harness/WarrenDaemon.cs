@@ -86,8 +86,15 @@ public sealed class WarrenDaemon : IAsyncDisposable
         psi.ArgumentList.Add("serve");
         foreach (var a in ConfigArgs()) psi.ArgumentList.Add(a);
         _process = Process.Start(psi)!;
-        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
-        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
+        // Kept in memory for assertions and on disk for post-mortems (the data directory survives the test).
+        var logFile = Path.Combine(DataDirectory, "daemon.log");
+        void Append(string? line)
+        {
+            if (line is null) return;
+            lock (_log) { _log.AppendLine(line); File.AppendAllText(logFile, line + "\n"); }
+        }
+        _process.OutputDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data);
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
         var deadline = DateTime.UtcNow + StartupTimeout;
@@ -150,9 +157,49 @@ public sealed class WarrenDaemon : IAsyncDisposable
     }
 }
 
-/// <summary>Blocks of five ports per daemon, distinct per test process run.</summary>
+/// <summary>
+/// Blocks of five consecutive ports per daemon, checked free on every address the daemon binds
+/// (control and slots, TCP and UDP) — several test processes may run at once on one machine.
+/// </summary>
 public static class PortAllocator
 {
-    private static int s_next = 24000 + (Environment.ProcessId % 200) * 25;
-    public static int NextBlock() => Interlocked.Add(ref s_next, 5) - 5;
+    private static readonly string[] s_addresses = ["127.0.0.1", "127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4"];
+    private const int BlockSize = 5, LowestPort = 20000, HighestPort = 60000, MaxAttempts = 200;
+    private static readonly object s_gate = new();
+    private static readonly HashSet<int> s_handedOut = [];
+
+    public static int NextBlock()
+    {
+        lock (s_gate)
+        {
+            for (int attempt = 0; attempt < MaxAttempts; attempt++)
+            {
+                int b = Random.Shared.Next(LowestPort / BlockSize, HighestPort / BlockSize) * BlockSize;
+                if (s_handedOut.Contains(b) || !BlockIsFree(b)) continue;
+                s_handedOut.Add(b);
+                return b;
+            }
+            throw new InvalidOperationException("no free block of ports found");
+        }
+    }
+
+    private static bool BlockIsFree(int basePort)
+    {
+        var held = new List<System.Net.Sockets.Socket>();
+        try
+        {
+            foreach (var a in s_addresses)
+                for (int p = basePort; p < basePort + BlockSize; p++)
+                    foreach (var type in new[] { System.Net.Sockets.SocketType.Stream, System.Net.Sockets.SocketType.Dgram })
+                    {
+                        var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, type,
+                            type == System.Net.Sockets.SocketType.Stream ? System.Net.Sockets.ProtocolType.Tcp : System.Net.Sockets.ProtocolType.Udp);
+                        held.Add(s);
+                        s.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Parse(a), p));
+                    }
+            return true;
+        }
+        catch (System.Net.Sockets.SocketException) { return false; }
+        finally { foreach (var s in held) s.Dispose(); }
+    }
 }
