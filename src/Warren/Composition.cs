@@ -101,7 +101,14 @@ public static class Composition
         {
             var platform = sp.GetRequiredService<PlatformOptions>();
             var hostKeys = SshHostKeyStore.LoadOrCreate(Path.Combine(Path.GetFullPath(platform.DataDirectory), "ssh"));
-            return new SshServer(new SshServerOptions { HostKeys = hostKeys, TimeProvider = sp.GetRequiredService<TimeProvider>() },
+            var frontDoor = sp.GetRequiredService<SshFrontDoorOptions>();
+            return new SshServer(new SshServerOptions
+            {
+                HostKeys = hostKeys,
+                TimeProvider = sp.GetRequiredService<TimeProvider>(),
+                MaxUnauthenticatedConnectionsPerSource = frontDoor.MaxUnauthenticatedConnectionsPerSource,
+                MaxUnauthenticatedConnections = frontDoor.MaxUnauthenticatedConnections,
+            },
                 sp.GetRequiredService<WarrenSshApplication>());
         });
         services.AddSingleton<SshFrontDoor>();

@@ -18,4 +18,8 @@ public sealed class SshFrontDoorOptions
     /// <summary>Failed authentications a source may accumulate per minute before it is refused for a while.</summary>
     public int FailedAuthBurstPerSource { get; set; } = 30;
     public double FailedAuthsPerSecondPerSource { get; set; } = 0.5;
+
+    /// <summary>Connections still in key exchange or authentication, per source address and in total (OpenSSH MaxStartups).</summary>
+    public int MaxUnauthenticatedConnectionsPerSource { get; set; } = Warren.Ssh.Server.SshServerOptions.DefaultMaxUnauthenticatedConnectionsPerSource;
+    public int MaxUnauthenticatedConnections { get; set; } = Warren.Ssh.Server.SshServerOptions.DefaultMaxUnauthenticatedConnections;
 }
