@@ -155,7 +155,13 @@ public sealed class SshChannel : IAsyncDisposable
                 else
                     w.WriteByte(SshConnectionMessage.ChannelData).WriteUInt32(RemoteId);
                 w.WriteString(data.Span[..n]);
-                await _mux.SendAndWaitAsync(w.ToArray(), cancellationToken).ConfigureAwait(false);
+                try { await _mux.SendAndWaitAsync(w.ToArray(), cancellationToken).ConfigureAwait(false); }
+                catch (SshConnectionClosedException e)
+                {
+                    // Channel users see one failure type for "the other side is gone" (an IOException),
+                    // whether the channel or the whole connection closed underneath the write.
+                    throw new SshChannelClosedException("connection closed", e);
+                }
                 data = data[n..];
             }
         }
