@@ -23,6 +23,13 @@ public static class Composition
     /// <summary>Platform services, the command set and tokens: what both `serve` and the offline CLI need.</summary>
     public static IServiceCollection AddWarrenCore(this IServiceCollection services, IConfiguration configuration)
     {
+        var smtp = new Warren.Edge.Smtp.SmtpRelayOptions();
+        configuration.GetSection(Warren.Edge.Smtp.SmtpRelayOptions.SectionName).Bind(smtp);
+        if (smtp.Enabled)
+        {
+            services.AddSingleton(smtp);
+            services.TryAddSingleton<IEmailSender, Warren.Edge.Smtp.SmtpRelayEmailSender>();
+        }
         services.AddSingleton(Exe1Store.Migration);
         services.AddWarrenPlatform(configuration);
         services.TryAddSingleton<Exe1Store>();

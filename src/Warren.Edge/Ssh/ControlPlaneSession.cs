@@ -54,7 +54,16 @@ public sealed class ControlPlaneSession(
                 await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
                 if (account is null)
                 {
-                    var result = await signup.RunAsync(new PtyPrompter(stream, stream), verifiedKey, ct).ConfigureAwait(false);
+                    SignupResult result;
+                    try { result = await signup.RunAsync(new PtyPrompter(stream, stream), verifiedKey, ct).ConfigureAwait(false); }
+                    catch (IOException e) when (e is not SshChannelClosedException)
+                    {
+                        // The mail relay refused or was unreachable: say so, keep the daemon's details out.
+                        logger.LogWarning("sign-up mail failed: {Error}", e.Message);
+                        await stream.WriteAsync("\r\nThe verification e-mail could not be sent. Please try again later.\r\n"u8.ToArray(), ct).ConfigureAwait(false);
+                        await channel.ExitAsync(1, ct).ConfigureAwait(false);
+                        return;
+                    }
                     if (result.Account is null)
                     {
                         await channel.ExitAsync(1, ct).ConfigureAwait(false);
