@@ -23,6 +23,9 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
     private const int MaxAttempts = 60;
     private static readonly TimeSpan AttemptPause = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>busybox wget's network timeout inside the VM, so a broken forwarding fails the try instead of hanging it.</summary>
+    private const int WgetTimeoutSeconds = 20;
+
     private async Task<SshUser> UserWithVmAsync(string email, string vm, string image = "warren/busybox:1")
     {
         var u = await Daemon.CreateUserAsync(email);
@@ -39,24 +42,29 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
         await using var web = TinyHttpServer.Start();
 
         using var ssh = StartBackgroundSsh(u, ["-N", "-o", "ExitOnForwardFailure=yes", "-R", $"127.0.0.1:9000:127.0.0.1:{web.Port}", Slot]);
-        string? body = null;
-        for (int i = 0; i < MaxAttempts && body is null; i++)
+        try
         {
-            Assert.False(ssh.HasExited, "ssh -R exited: " + ssh.StandardError.ReadToEnd());
-            var r = await u.VmAsync(Slot, "wget -qO- http://127.0.0.1:9000/first");
-            if (r.ExitCode == 0) body = r.Stdout; else await Task.Delay(AttemptPause);
+            string? body = null;
+            for (int i = 0; i < MaxAttempts && body is null; i++)
+            {
+                if (ssh.HasExited) Assert.Fail("ssh -R exited: " + await ssh.StandardError.ReadToEndAsync());
+                var r = await u.VmAsync(Slot, $"wget -T {WgetTimeoutSeconds} -qO- http://127.0.0.1:9000/first");
+                if (r.ExitCode == 0) body = r.Stdout; else await Task.Delay(AttemptPause);
+            }
+            Assert.Equal("hello from the client: /first\n", body);
+
+            // Several connections at once, each its own forwarded channel.
+            var many = await u.VmAsync(Slot,
+                $"for i in 1 2 3 4 5 6; do wget -T {WgetTimeoutSeconds} -qO /tmp/r$i http://127.0.0.1:9000/n$i & done; wait; cat /tmp/r1 /tmp/r2 /tmp/r3 /tmp/r4 /tmp/r5 /tmp/r6");
+            Assert.True(many.ExitCode == 0, many.ToString());
+            for (int i = 1; i <= 6; i++) Assert.Contains($"hello from the client: /n{i}\n", many.Stdout);
         }
-        Assert.Equal("hello from the client: /first\n", body);
-
-        // Several connections at once, each its own forwarded channel.
-        var many = await u.VmAsync(Slot,
-            "for i in 1 2 3 4 5 6; do wget -qO /tmp/r$i http://127.0.0.1:9000/n$i & done; wait; cat /tmp/r1 /tmp/r2 /tmp/r3 /tmp/r4 /tmp/r5 /tmp/r6");
-        Assert.True(many.ExitCode == 0, many.ToString());
-        for (int i = 1; i <= 6; i++) Assert.Contains($"hello from the client: /n{i}\n", many.Stdout);
-
-        // The client going away removes the listener inside the VM.
-        ssh.Kill();
-        await ssh.WaitForExitAsync();
+        finally
+        {
+            // The client going away must remove the listener inside the VM.
+            ssh.Kill();
+            await ssh.WaitForExitAsync();
+        }
         bool gone = false;
         for (int i = 0; i < MaxAttempts && !gone; i++)
         {
@@ -73,25 +81,30 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
         await using var web = TinyHttpServer.Start();
         // LogLevel=INFO makes ssh print "Allocated port N for remote forward"; options given first win.
         using var ssh = StartBackgroundSsh(u, ["-N", "-o", "ExitOnForwardFailure=yes", "-R", $"127.0.0.1:0:127.0.0.1:{web.Port}", Slot], first: ["-o", "LogLevel=INFO"]);
-        int port = 0;
-        var stderr = new StringBuilder();
-        var readLine = ssh.StandardError.ReadLineAsync();
-        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+        try
         {
-            while (port == 0)
+            int port = 0;
+            var stderr = new StringBuilder();
+            using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
             {
-                var line = await readLine.WaitAsync(cts.Token);
-                Assert.True(line is not null, "ssh ended without allocating a port: " + stderr);
-                stderr.AppendLine(line);
-                var m = Regex.Match(line!, @"Allocated port (\d+) for remote forward");
-                if (m.Success) port = int.Parse(m.Groups[1].Value);
-                else readLine = ssh.StandardError.ReadLineAsync();
+                while (port == 0)
+                {
+                    var line = await ssh.StandardError.ReadLineAsync(cts.Token);
+                    Assert.True(line is not null, "ssh ended without allocating a port: " + stderr);
+                    stderr.AppendLine(line);
+                    var m = Regex.Match(line!, @"Allocated port (\d+) for remote forward");
+                    if (m.Success) port = int.Parse(m.Groups[1].Value);
+                }
             }
+            var r = await u.VmAsync(Slot, $"wget -T {WgetTimeoutSeconds} -qO- http://127.0.0.1:{port}/zero");
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Equal("hello from the client: /zero\n", r.Stdout);
         }
-        var r = await u.VmAsync(Slot, $"wget -qO- http://127.0.0.1:{port}/zero");
-        Assert.True(r.ExitCode == 0, r.ToString());
-        Assert.Equal("hello from the client: /zero\n", r.Stdout);
-        ssh.Kill();
+        finally
+        {
+            ssh.Kill();
+            await ssh.WaitForExitAsync();
+        }
     }
 
     [Fact]
@@ -128,9 +141,9 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
             var add = await ProcessRunner.RunAsync("ssh-add", [agentOnly.KeyPath], env: env);
             Assert.True(add.ExitCode == 0, add.ToString());
 
-            var args = u.SshOptions(Daemon.SshPort);
-            args.InsertRange(0, ["-o", $"ForwardAgent={sock}"]);
-            args.Add(Slot);
+            // IdentityAgent=none would also turn forwarding off: keep the agent, but offer only our -i key.
+            var args = WithoutAgentOff(u.SshOptions(Daemon.SshPort));
+            args.AddRange(["-A", Slot]);
             args.Add("echo \"sock=$SSH_AUTH_SOCK\"; stat -c '%a %U' \"$(dirname \"$SSH_AUTH_SOCK\")\"; ssh-add -l");
             var r = await ProcessRunner.RunAsync("ssh", args, env: env);
             Assert.True(r.ExitCode == 0, r + "\n--- daemon\n" + Daemon.Log);
@@ -156,6 +169,13 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
     }
 
     // ------------------------------------------------------------------ helpers
+
+    private static List<string> WithoutAgentOff(List<string> options)
+    {
+        int i = options.IndexOf("IdentityAgent=none");
+        if (i > 0) options.RemoveRange(i - 1, 2);
+        return options;
+    }
 
     /// <summary>ssh in the background; <paramref name="first"/> goes before the common options (the first value of an option wins).</summary>
     private Process StartBackgroundSsh(SshUser u, IEnumerable<string> extra, IEnumerable<string>? first = null)

@@ -65,6 +65,7 @@ public static class WebSupport
     {
         string script = $"mkdir -p {root}/cgi-bin && printf '%s\\n' '{content}' > {root}/index.html"
             + $" && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nenv\\n' > {root}/cgi-bin/env && chmod 755 {root}/cgi-bin/env"
+            + $" && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\nhead -c \"$CONTENT_LENGTH\" | md5sum\\n' > {root}/cgi-bin/md5 && chmod 755 {root}/cgi-bin/md5"
             + $" && (httpd -p {port} -h {root} &) ; sleep 0.5";
         var r = await owner.VmAsync("127.0.1.1", script, user: "vm+" + vm);
         Assert.True(r.ExitCode == 0, r.ToString());
@@ -159,7 +160,7 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
     private Task<WebSupport.HttpResult> SiteAsync(string path, params string[] extra) =>
         WebSupport.CurlAsync(Daemon, SiteHost, fixture.SlotIp, path, extra);
 
-    private Task<WebSupport.HttpResult> ExecAsync(string? token, string bodyFile, params string[] extra)
+    private Task<WebSupport.HttpResult> ExecFileAsync(string? token, string bodyFile, params string[] extra)
     {
         var args = new List<string> { "--data-binary", "@" + bodyFile };
         if (token is not null) args.AddRange(["-H", "Authorization: Bearer " + token]);
@@ -167,7 +168,7 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
         return WebSupport.CurlAsync(Daemon, ControlHost, Daemon.ControlAddress, "/exec", [.. args]);
     }
 
-    private Task<WebSupport.HttpResult> ExecAsync(string? token, string command) => ExecAsync(token, BodyFile(Encoding.UTF8.GetBytes(command)));
+    private Task<WebSupport.HttpResult> ExecAsync(string? token, string command) => ExecFileAsync(token, BodyFile(Encoding.UTF8.GetBytes(command)));
 
     private static string BodyFile(byte[] bytes)
     {
@@ -261,6 +262,11 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
             Assert.Equal("https", env.GetValueOrDefault("HTTP_X_FORWARDED_PROTO"));
             Assert.Equal($"{SiteHost}:{Daemon.HttpsPort}", env.GetValueOrDefault("HTTP_X_FORWARDED_HOST"));
             Assert.StartsWith("203.0.113.9, ", env.GetValueOrDefault("HTTP_X_FORWARDED_FOR"));
+
+            // On a public site, an Authorization header that is no Warren token is the app's own: forwarded untouched.
+            var app = await SiteAsync("/cgi-bin/env", "-H", "Authorization: Bearer app-own-credential");
+            Assert.True(app.Status == 200, app.Raw);
+            Assert.Equal("Bearer app-own-credential", app.Env().GetValueOrDefault("HTTP_AUTHORIZATION"));
         }
         finally
         {
@@ -296,6 +302,7 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
             Assert.NotEqual("u_evil", env["HTTP_X_EXEDEV_USERID"]);
             Assert.DoesNotContain("evil", r.Body);
             Assert.False(env.ContainsKey("HTTP_X_EXEDEV_AUTHORIZATION"), $"{name}: the token header reached the VM:\n{r.Body}");
+            Assert.False(env.ContainsKey("HTTP_AUTHORIZATION"), $"{name}: the Authorization header reached the VM:\n{r.Body}");
             Assert.DoesNotContain(token, r.Body);
         }
 
@@ -317,6 +324,155 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
         Json(await Owner.ControlAsync("ssh-key remove site-token --json"));
         var revoked = await SiteAsync("/", "-H", "X-Exedev-Authorization: Bearer " + token);
         Assert.True(revoked.Status == 401, revoked.Raw);
+    }
+
+    [Fact]
+    public async Task LargeUpload_StreamsThroughToTheVm_Intact()
+    {
+        await SetPrivateAsync();
+        string token = await ApiKeyAsync(Owner, $"--vm={Site} --label=upload-token");
+        var payload = new byte[24 * 1024 * 1024 + 123];
+        new Random(6).NextBytes(payload);
+        var file = BodyFile(payload);
+        string expected = Convert.ToHexStringLower(System.Security.Cryptography.MD5.HashData(payload));
+        foreach (var version in new[] { "--http2", "--http1.1" })
+        {
+            var r = await SiteAsync("/cgi-bin/md5", "-H", "X-Exedev-Authorization: Bearer " + token, "-H", "Content-Type: application/octet-stream",
+                "--data-binary", "@" + file, version);
+            Assert.True(r.Status == 200, r.Raw.Length > 2000 ? r.Raw[..2000] : r.Raw);
+            Assert.StartsWith(expected, r.Body.Trim());
+        }
+    }
+
+    /// <summary>A tiny RFC 6455 echo server for the VM (the default image has perl, not python or node).</summary>
+    private const string WebSocketEchoServer = """
+        # Minimal RFC 6455 echo server: one connection at a time, replies "echo: " + each message.
+        use strict; use warnings;
+        use IO::Socket::INET;
+        # perl-base only: SHA-1 from coreutils' sha1sum, base64 by the uuencode alphabet trick.
+        sub sha1_base64 {
+            my ($text) = @_;
+            pipe(my $r, my $w) or die; my $pid = open(my $out, '-|') // die;
+            if (!$pid) { close $w; open(STDIN, '<&', $r) or die; exec('sha1sum') or die; }
+            close $r; print $w $text; close $w;
+            my ($hex) = split ' ', scalar <$out>; close $out; waitpid($pid, 0);
+            my $bytes = pack('H*', $hex);
+            my $u = pack('u', $bytes); $u =~ s/^.//mg; $u =~ s/\n//g;
+            $u =~ tr|` -_|AA-Za-z0-9+/|;
+            my $pad = (3 - length($bytes) % 3) % 3;
+            return substr($u, 0, length($u) - $pad);
+        }
+        my $port = shift // 8000;
+        my $srv = IO::Socket::INET->new(LocalPort => $port, Listen => 5, ReuseAddr => 1) or die "listen: $!";
+        while (my $c = $srv->accept) {
+            binmode $c;
+            my $req = '';
+            while (defined(my $line = <$c>)) { $req .= $line; last if $line eq "\r\n"; }
+            my ($key) = $req =~ /^Sec-WebSocket-Key:\s*(\S+)/mi;
+            unless ($key) {
+                print $c "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nplain\n";
+                close $c; next;
+            }
+            my $accept = sha1_base64($key . "258EAFA5-E914-47DA-95CA-C5AB0DC85B11") . "=";
+            $c->autoflush(1);
+            print $c "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: $accept\r\n\r\n";
+            while (1) {
+                my $h;
+                last unless defined(read($c, $h, 2)) && length($h) == 2;
+                my ($b0, $b1) = unpack('CC', $h);
+                my $op = $b0 & 0x0f;
+                my $len = $b1 & 0x7f;
+                if ($len == 126) { read($c, $h, 2); $len = unpack('n', $h); }
+                elsif ($len == 127) { read($c, $h, 8); $len = unpack('Q>', $h); }
+                my $mask = '';
+                read($c, $mask, 4) if $b1 & 0x80;
+                my $data = '';
+                while (length($data) < $len) { my $n = read($c, $data, $len - length($data), length($data)); last unless $n; }
+                if ($mask ne '') { my $m = substr($mask x (int($len / 4) + 1), 0, $len); $data = $data ^ $m; }
+                if ($op == 8) { print $c pack('CC', 0x88, 0); last; }
+                next unless $op == 1 || $op == 2;
+                my $out = "echo: " . $data;
+                my $l = length $out;
+                my $hdr = $l < 126 ? pack('CC', 0x80 | $op, $l) : $l < 65536 ? pack('CCn', 0x80 | $op, 126, $l) : pack('CCQ>', 0x80 | $op, 127, $l);
+                print $c $hdr . $out;
+            }
+            close $c;
+        }
+        """;
+
+    [Fact]
+    public async Task WebSocket_Echo_ThroughTheProxy_WithAVmToken()
+    {
+        const string vm = "wsite";
+        var made = await Owner.ControlAsync($"new --name={vm} --image=warren/default:1 --json");
+        Assert.True(made.ExitCode == 0, made.ToString());
+        var put = await Owner.VmAsync("127.0.1.1", "cat > /tmp/ws.pl && (perl /tmp/ws.pl 8000 > /tmp/ws.log 2>&1 &) ; sleep 1; cat /tmp/ws.log",
+            stdin: WebSocketEchoServer, user: "vm+" + vm);
+        Assert.True(put.ExitCode == 0, put.ToString());
+        Json(await Owner.ControlAsync($"share port {vm} 8000 --json"));
+        string token = await ApiKeyAsync(Owner, $"--vm={vm} --label=ws-token");
+        string host = vm + ".box.localhost";
+
+        // Plain HTTP first, bounded wait for the server to come up.
+        WebSupport.HttpResult? plain = null;
+        for (int i = 0; i < 40; i++)
+        {
+            plain = await WebSupport.CurlAsync(Daemon, host, Daemon.ControlAddress, "/", "-H", "X-Exedev-Authorization: Bearer " + token);
+            if (plain.Status == 200) break;
+            await Task.Delay(250);
+        }
+        Assert.True(plain!.Status == 200, plain.Raw);
+        Assert.Equal("plain\n", plain.Body);
+
+        var ca = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(WebSupport.CaPath(Daemon));
+        var handler = new System.Net.Http.SocketsHttpHandler
+        {
+            // --resolve: every connection goes to the control address, whatever the host name.
+            ConnectCallback = async (ctx, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                await socket.ConnectAsync(System.Net.IPAddress.Parse(Daemon.ControlAddress), ctx.DnsEndPoint.Port, ct);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        handler.SslOptions.RemoteCertificateValidationCallback = (_, cert, _, errors) =>
+        {
+            if (cert is null || (errors & ~System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors) != 0) return false;
+            using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
+            chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+            chain.ChainPolicy.CustomTrustStore.Add(ca);
+            chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+            return chain.Build(new System.Security.Cryptography.X509Certificates.X509Certificate2(cert));
+        };
+        using var invoker = new HttpMessageInvoker(handler);
+        var uri = new Uri($"wss://{host}:{Daemon.HttpsPort}/ws");
+
+        // Without credentials the upgrade is refused (a 307 to login, not a socket).
+        using (var anon = new System.Net.WebSockets.ClientWebSocket())
+        {
+            using var cts0 = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await Assert.ThrowsAnyAsync<System.Net.WebSockets.WebSocketException>(() => anon.ConnectAsync(uri, invoker, cts0.Token));
+        }
+
+        using var ws = new System.Net.WebSockets.ClientWebSocket();
+        ws.Options.SetRequestHeader("X-Exedev-Authorization", "Bearer " + token);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await ws.ConnectAsync(uri, invoker, cts.Token);
+        Assert.Equal(System.Net.WebSockets.WebSocketState.Open, ws.State);
+        foreach (var message in new[] { "hello", new string('w', 70_000) })
+        {
+            await ws.SendAsync(Encoding.UTF8.GetBytes(message), System.Net.WebSockets.WebSocketMessageType.Text, true, cts.Token);
+            var received = new MemoryStream();
+            var buffer = new byte[16 * 1024];
+            System.Net.WebSockets.WebSocketReceiveResult result;
+            do
+            {
+                result = await ws.ReceiveAsync(buffer, cts.Token);
+                received.Write(buffer, 0, result.Count);
+            } while (!result.EndOfMessage);
+            Assert.Equal("echo: " + message, Encoding.UTF8.GetString(received.ToArray()));
+        }
+        await ws.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, "bye", cts.Token);
     }
 
     [Fact]
@@ -458,13 +614,13 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
 
         // 413: more than 64 KiB of body.
         var big = Encoding.ASCII.GetBytes("ls " + new string('a', 70_000));
-        var tooBig = await ExecAsync(token, BodyFile(big));
+        var tooBig = await ExecFileAsync(token, BodyFile(big));
         Assert.True(tooBig.Status == 413, tooBig.Raw);
-        var tooBigH1 = await ExecAsync(token, BodyFile(big), "--http1.1");
+        var tooBigH1 = await ExecFileAsync(token, BodyFile(big), "--http1.1");
         Assert.True(tooBigH1.Status == 413, tooBigH1.Raw);
 
         // 400: a NUL byte, an empty command, unbalanced quotes.
-        var nul = await ExecAsync(token, BodyFile([(byte)'l', (byte)'s', 0, (byte)'x']));
+        var nul = await ExecFileAsync(token, BodyFile([(byte)'l', (byte)'s', 0, (byte)'x']));
         Assert.True(nul.Status == 400, nul.Raw);
         var empty = await ExecAsync(token, "   ");
         Assert.True(empty.Status == 400, empty.Raw);
@@ -524,18 +680,150 @@ public sealed class WebFrontDoorTests(WebFrontDoorFixture fixture) : IClassFixtu
         string unknownKey = await WebSupport.MintExe0Async(stranger.KeyPath, $"{{\"exp\":{now + 3600}}}", "v0@" + ControlHost);
         Assert.Equal(401, (await ExecAsync(unknownKey, "whoami")).Status);
 
-        // exe0-to-exe1 turns it into a short handle that works the same.
-        var exe1 = await ExecAsync(token, "exe0-to-exe1 " + token);
-        if (exe1.Status == 200)
+        // exe0-to-exe1 (not in the first token's cmds) turns a token into a short handle that works the same.
+        Assert.Equal(403, (await ExecAsync(token, "exe0-to-exe1 " + token)).Status);
+        string convertible = await WebSupport.MintExe0Async(Owner.KeyPath, $"{{\"exp\":{now + 3600},\"cmds\":[\"whoami\",\"exe0-to-exe1\"]}}", "v0@" + ControlHost);
+        var exe1 = await ExecAsync(convertible, "exe0-to-exe1 " + convertible);
+        Assert.True(exe1.Status == 200, exe1.Raw);
+        string handle = JsonDocument.Parse(exe1.Body).RootElement.GetProperty("token").GetString()!;
+        Assert.StartsWith("exe1.", handle);
+        var viaHandle = await ExecAsync(handle, "whoami");
+        Assert.True(viaHandle.Status == 200, viaHandle.Raw);
+        Assert.Equal("owner@example.com", JsonDocument.Parse(viaHandle.Body).RootElement.GetProperty("email").GetString());
+    }
+
+    [Fact]
+    public async Task Exec_RateLimit_Gives429_PerSigningKey()
+    {
+        // Burst 60, refilling 1/s: 150 requests on one connection exhaust it whatever the machine's speed.
+        string token = await ApiKeyAsync(Owner, "--label=ci-burst");
+        var body = BodyFile(Encoding.UTF8.GetBytes("whoami"));
+        var args = new List<string>
         {
-            string handle = JsonDocument.Parse(exe1.Body).RootElement.GetProperty("token").GetString()!;
-            var viaHandle = await ExecAsync(handle, "whoami");
-            Assert.True(viaHandle.Status == 200, viaHandle.Raw);
-        }
-        else
+            "-s", "-w", "%{http_code}\\n", "--max-time", "120", "--cacert", WebSupport.CaPath(Daemon),
+            "--resolve", $"{ControlHost}:{Daemon.HttpsPort}:{Daemon.ControlAddress}",
+            "-H", "Authorization: Bearer " + token, "--data-binary", "@" + body,
+        };
+        for (int i = 0; i < 150; i++) args.AddRange(["-o", "/dev/null", $"https://{ControlHost}:{Daemon.HttpsPort}/exec"]);
+        var r = await ProcessRunner.RunAsync(ProcessRunner.Require("curl"), args, timeout: TimeSpan.FromSeconds(180));
+        var codes = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(codes.Length == 150, r.ToString());
+        Assert.True(codes.Take(60).All(c => c == "200"), string.Join(' ', codes));
+        Assert.Contains("429", codes);
+        Assert.All(codes, c => Assert.True(c is "200" or "429", string.Join(' ', codes)));
+        var limited = await ExecAsync(token, "whoami");
+        Assert.True(limited.Status == 429, limited.Raw);
+        Assert.Equal("rate limit exceeded", JsonDocument.Parse(limited.Body).RootElement.GetProperty("error").GetString());
+
+        // Another key's bucket is untouched.
+        string other = await ApiKeyAsync(Owner, "--label=ci-calm");
+        Assert.Equal(200, (await ExecAsync(other, "whoami")).Status);
+    }
+}
+
+/// <summary>A daemon that also listens on one alternate HTTPS port (3000–9999) for <c>NAME.box.localhost:PORT</c>.</summary>
+public sealed class AlternatePortFixture : DaemonFixture, IAsyncLifetime
+{
+    public const string Site = "altsite";
+    private static readonly Lazy<int> s_port = new(FindFreeAlternatePort);
+    public int AlternatePort => s_port.Value;
+    public SshUser Owner { get; private set; } = null!;
+
+    protected override Dictionary<string, string> Config => new() { ["Warren:Http:AlternatePorts:0"] = AlternatePort.ToString() };
+
+    public new async Task InitializeAsync()
+    {
+        await base.InitializeAsync();
+        Owner = await Daemon.CreateUserAsync("alt-owner@example.com");
+        await WebSupport.CreateWebVmAsync(Daemon, Owner, Site, "default route");
+        await WebSupport.StartHttpdAsync(Owner, Site, AlternatePort, "/data/alt", "alternate port");
+    }
+
+    /// <summary>A port in the alternate range free on the control address and every slot address (bounded search).</summary>
+    private static int FindFreeAlternatePort()
+    {
+        string[] addresses = ["127.0.0.1", "127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4"];
+        int start = 7000 + Environment.ProcessId % 2000;
+        for (int i = 0; i < 500; i++)
         {
-            // Not in this token's cmds.
-            Assert.True(exe1.Status == 403, exe1.Raw);
+            int port = start + i;
+            var listeners = new List<System.Net.Sockets.TcpListener>();
+            try
+            {
+                foreach (var a in addresses)
+                {
+                    var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Parse(a), port);
+                    l.Start();
+                    listeners.Add(l);
+                }
+                return port;
+            }
+            catch (System.Net.Sockets.SocketException) { }
+            finally { foreach (var l in listeners) l.Stop(); }
         }
+        throw new InvalidOperationException("no free alternate port");
+    }
+}
+
+/// <summary>
+/// Issue 6 "ports 3000–9999 are reachable at NAME.&lt;domain&gt;:PORT for users with access": straight to that
+/// VM port, never public (reference §4), with the real curl.
+/// </summary>
+public sealed class AlternatePortTests(AlternatePortFixture fixture) : IClassFixture<AlternatePortFixture>
+{
+    private WarrenDaemon Daemon => fixture.Daemon;
+    private string Host => AlternatePortFixture.Site + ".box.localhost";
+
+    private async Task<WebSupport.HttpResult> AltAsync(params string[] extra)
+    {
+        string curl = ProcessRunner.Require("curl");
+        int port = fixture.AlternatePort;
+        var args = new List<string>
+        {
+            "-sS", "-i", "--max-time", "60", "--cacert", WebSupport.CaPath(Daemon),
+            "--resolve", $"{Host}:{port}:{Daemon.ControlAddress}", $"https://{Host}:{port}/",
+        };
+        args.AddRange(extra);
+        var r = await ProcessRunner.RunAsync(curl, args, timeout: TimeSpan.FromSeconds(90));
+        Assert.True(r.ExitCode == 0, "curl failed: " + r);
+        return WebSupport.ParseResponse(r.Stdout);
+    }
+
+    [Fact]
+    public async Task AlternatePort_GoesToThatVmPort_ForTheOwnerOnly_EvenWhenPublic()
+    {
+        var owner = fixture.Owner;
+        var made = await owner.ControlAsync($"ssh-key generate-api-key --vm={AlternatePortFixture.Site} --json");
+        Assert.True(made.ExitCode == 0, made.ToString());
+        string token = System.Text.Json.JsonDocument.Parse(made.Stdout).RootElement.GetProperty("token").GetString()!;
+
+        var anon = await AltAsync();
+        Assert.True(anon.Status == 307, anon.Raw);
+        Assert.StartsWith("/__exe.dev/login", anon.Header("location"));
+
+        var ok = await AltAsync("-H", "X-Exedev-Authorization: Bearer " + token);
+        Assert.True(ok.Status == 200, ok.Raw);
+        Assert.Equal("alternate port\n", ok.Body);
+
+        // The default route still goes to port 80.
+        var main = await WebSupport.CurlAsync(Daemon, Host, Daemon.ControlAddress, "/", "-H", "X-Exedev-Authorization: Bearer " + token);
+        Assert.True(main.Status == 200, main.Raw);
+        Assert.Equal("default route\n", main.Body);
+
+        // Public covers the default route only.
+        var pub = await owner.ControlAsync($"share set-public {AlternatePortFixture.Site} --json");
+        Assert.True(pub.ExitCode == 0, pub.ToString());
+        var anonPublic = await AltAsync();
+        Assert.True(anonPublic.Status == 307, anonPublic.Raw);
+        Assert.DoesNotContain("alternate port", anonPublic.Body);
+        var mainPublic = await WebSupport.CurlAsync(Daemon, Host, Daemon.ControlAddress, "/");
+        Assert.True(mainPublic.Status == 200, mainPublic.Raw);
+
+        // Another account with a correctly signed token for this site is refused.
+        var other = await Daemon.CreateUserAsync("alt-other@example.com");
+        string minted = await WebSupport.MintExe0Async(other.KeyPath, $"{{\"exp\":{WebSupport.UnixNow() + 3600}}}", $"v0@{Host}");
+        var denied = await AltAsync("-H", "X-Exedev-Authorization: Bearer " + minted);
+        Assert.True(denied.Status == 401, denied.Raw);
+        Assert.DoesNotContain("alternate port", denied.Body);
     }
 }

@@ -39,13 +39,14 @@ public sealed class WarrenDaemon : IAsyncDisposable
     {
         get
         {
+            // The most recently built configuration: a stale Release build must not shadow a fresh Debug one.
             var root = RepoRoot;
-            foreach (var cfg in new[] { "Release", "Debug" })
-            {
-                var p = Path.Combine(root, "src", "Warren", "bin", cfg, "net10.0", "warren.dll");
-                if (File.Exists(p)) return p;
-            }
-            throw new InvalidOperationException("warren is not built; run ./test.sh");
+            var newest = new[] { "Release", "Debug" }
+                .Select(cfg => new FileInfo(Path.Combine(root, "src", "Warren", "bin", cfg, "net10.0", "warren.dll")))
+                .Where(f => f.Exists)
+                .OrderByDescending(f => f.LastWriteTimeUtc)
+                .FirstOrDefault();
+            return newest?.FullName ?? throw new InvalidOperationException("warren is not built; run ./test.sh");
         }
     }
 
