@@ -101,6 +101,20 @@ public sealed class VmRoutingTests(SingleSlotDaemonFixture fixture) : IClassFixt
         Assert.True(get.ExitCode == 0, get.ToString());
         Assert.Equal(payload, File.ReadAllBytes(down));
 
+        // Legacy protocol (scp -O): the remote `scp -t`/`scp -f` is served by the agent, so it works
+        // in this busybox image, which has no scp binary; a relative target lands in the home directory.
+        var legacyUp = await ProcessRunner.RunAsync("scp", [.. scpOpts, "-O", local, $"{Slot}:legacy.bin"]);
+        Assert.True(legacyUp.ExitCode == 0, legacyUp.ToString());
+        var legacyDown = Path.Combine(dir, "legacy-down.bin");
+        var legacyGet = await ProcessRunner.RunAsync("scp", [.. scpOpts, "-O", $"{Slot}:legacy.bin", legacyDown]);
+        Assert.True(legacyGet.ExitCode == 0, legacyGet.ToString());
+        Assert.Equal(payload, File.ReadAllBytes(legacyDown));
+        var tree = Directory.CreateDirectory(Path.Combine(dir, "tree", "nested")).FullName;
+        File.WriteAllText(Path.Combine(tree, "leaf.txt"), "leaf");
+        var legacyTree = await ProcessRunner.RunAsync("scp", [.. scpOpts, "-O", "-r", Path.Combine(dir, "tree"), $"{Slot}:/data/"]);
+        Assert.True(legacyTree.ExitCode == 0, legacyTree.ToString());
+        Assert.Equal("leaf", (await u.VmAsync(Slot, "cat /data/tree/nested/leaf.txt")).Stdout);
+
         var batch = Path.Combine(dir, "batch");
         File.WriteAllText(batch, $"mkdir /data/sf\ncd /data/sf\nput {local} copy.bin\nls -l\nrename copy.bin moved.bin\nget moved.bin {Path.Combine(dir, "moved.bin")}\nrm moved.bin\nrmdir /data/sf\n");
         var sftpOpts = opts.Select(o => o == "-p" ? "-P" : o).ToList();

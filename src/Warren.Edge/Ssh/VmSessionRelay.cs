@@ -18,14 +18,39 @@ public sealed class VmSessionRelay(IVmRuntime runtime, ILogger logger)
     /// <summary>Copy buffer per direction; 32 KiB matches OpenSSH's channel packet size (CHAN_SES_PACKET_DEFAULT).</summary>
     private const int CopyBufferBytes = 32 * 1024;
 
-    /// <summary>The argv a session kind runs: a login shell, `sh -c COMMAND` as sshd does, or the agent's sftp server.</summary>
+    /// <summary>
+    /// Sessions start in the login user's home directory, as sshd starts them (relative scp/sftp
+    /// paths and `cd` expectations depend on it); HOME is set by the engine from /etc/passwd.
+    /// </summary>
+    private const string InHome = "cd \"$HOME\" 2>/dev/null; ";
+
+    /// <summary>
+    /// The argv a session kind runs: a login shell, `sh -c COMMAND` as sshd does, or the agent's
+    /// sftp server. The remote side of legacy `scp -O` (`scp -t`/`scp -f`) runs the agent's own
+    /// implementation so it works in images without an scp binary; the shell still expands the
+    /// paths as it would for a real scp.
+    /// </summary>
     public static IReadOnlyList<string>? CommandFor(string kind, string argument) => kind switch
     {
-        "shell" => ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"],
-        "exec" => ["/bin/sh", "-c", argument],
+        "shell" => ["/bin/sh", "-c", InHome + "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"],
+        "exec" when IsLegacyScp(argument) => ["/bin/sh", "-c", InHome + "exec " + AgentPath + " " + argument],
+        "exec" => ["/bin/sh", "-c", InHome + argument],
         "subsystem" when argument == "sftp" => [AgentPath, "sftp"],
         _ => null,
     };
+
+    /// <summary>`scp [flags] -t|-f ...` as OpenSSH's scp client sends it in -O mode.</summary>
+    internal static bool IsLegacyScp(string command)
+    {
+        var words = command.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (words.Length < 2 || words[0] != "scp") return false;
+        foreach (var w in words.Skip(1))
+        {
+            if (w == "--" || !w.StartsWith('-')) break;
+            if (w.Contains('t') || w.Contains('f')) return true;
+        }
+        return false;
+    }
 
     public async Task RunAsync(SshChannel channel, SessionStart start, string vmId, string loginUser, CancellationToken ct)
     {
