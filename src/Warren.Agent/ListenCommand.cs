@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
-using System.Security.Cryptography;
 using System.Text;
 
 namespace Warren.Agent;
@@ -30,6 +29,9 @@ internal static class ListenCommand
     /// <summary>Token bytes (hex-encoded on the wire): 128 bits, unguessable.</summary>
     private const int TokenBytes = 16;
 
+    /// <summary>Random bytes in the socket directory's name (mkdtemp-like; the 0700 mode is what protects it).</summary>
+    private const int SocketDirRandomBytes = 8;
+
     /// <summary>Longest claim line accepted on the rendezvous port (token plus newline, with slack).</summary>
     private const int MaxClaimLineBytes = 64;
 
@@ -54,7 +56,7 @@ internal static class ListenCommand
         string? socketPath = null, socketDir = null;
         if (args.Length == 1 && args[0] == "--unix" && OperatingSystem.IsLinux())
         {
-            socketDir = Path.Combine(Path.GetTempPath(), "warren-agent." + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)));
+            socketDir = Path.Combine(Path.GetTempPath(), "warren-agent." + RandomHex(SocketDirRandomBytes));
             Directory.CreateDirectory(socketDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             socketPath = Path.Combine(socketDir, "agent.sock");
             listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -161,7 +163,7 @@ internal static class ListenCommand
             catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException) { return; }
             catch (SocketException) { continue; }
             if (pending.Count >= MaxPending) { client.Dispose(); continue; }
-            var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(TokenBytes));
+            var token = RandomHex(TokenBytes);
             pending[token] = (client, DateTime.UtcNow);
             var (address, port) = client.RemoteEndPoint is IPEndPoint r ? (r.Address.ToString(), r.Port) : ("127.0.0.1", 0);
             try { await WriteLineAsync($"conn {token} {address} {port}"); }
@@ -203,7 +205,7 @@ internal static class ListenCommand
             if (!pending.TryRemove(line.ToString(), out var accepted)) return;
             using (accepted.Socket)
             {
-                await RelayAsync(claim, accepted.Socket);
+                await RelayAsync(claim, accepted.Socket, passClientEof: accepted.Socket.AddressFamily == AddressFamily.Unix);
             }
         }
     }
@@ -218,10 +220,31 @@ internal static class ListenCommand
         }
     }
 
-    /// <summary>Copies both ways; each direction's end half-closes the other socket, so request/response protocols finish.</summary>
-    private static Task RelayAsync(Socket a, Socket b) => Task.WhenAll(CopyAsync(a, b), CopyAsync(b, a));
+    /// <summary>
+    /// Copies both ways. The front door's side ending half-closes the VM-side client, but the VM-side
+    /// client's half-close is NOT passed on: the claim stream is <c>agent connect</c>, which ends the whole
+    /// exec when its socket reaches EOF, and that would cut off the answer still on its way back
+    /// (a request/response client such as <c>printf 'GET …' | nc</c> half-closes right after its request).
+    /// Known limit: a VM-side client that half-closes and waits for the far side to see EOF is not served.
+    /// </summary>
+    /// <remarks>
+    /// For the agent socket (<paramref name="passClientEof"/>) the client's EOF IS passed on: agent
+    /// clients (ssh-add, ssh) close when done and never wait for an answer after EOF, while the
+    /// forwarded agent never closes its side, so holding the EOF back would keep the channel, and the
+    /// user's ssh, open forever.
+    /// </remarks>
+    private static async Task RelayAsync(Socket claim, Socket client, bool passClientEof)
+    {
+        var toClient = CopyAsync(claim, client, halfClose: true);
+        var fromClient = CopyAsync(client, claim, halfClose: passClientEof);
+        await toClient;
+        // The far side finished: nothing more can be answered, so stop reading the client too.
+        try { client.Shutdown(SocketShutdown.Receive); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        claim.Dispose();
+        await fromClient;
+    }
 
-    private static async Task CopyAsync(Socket from, Socket to)
+    private static async Task CopyAsync(Socket from, Socket to, bool halfClose)
     {
         var buffer = new byte[CopyBufferBytes];
         try
@@ -234,7 +257,19 @@ internal static class ListenCommand
             }
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        if (!halfClose) return;
         try { to.Shutdown(SocketShutdown.Send); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+    }
+
+    /// <summary>
+    /// Random hex from /dev/urandom. Not RandomNumberGenerator: on Linux it loads libssl, which images
+    /// without libc (FROM scratch + busybox) do not have, and the static agent must run there.
+    /// </summary>
+    private static string RandomHex(int bytes)
+    {
+        var buffer = new byte[bytes];
+        using (var urandom = File.OpenRead("/dev/urandom")) urandom.ReadExactly(buffer);
+        return Convert.ToHexStringLower(buffer);
     }
 
     private static void TryDelete(string socketPath, string socketDir)

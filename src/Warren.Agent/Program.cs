@@ -16,6 +16,7 @@ namespace Warren.Agent
             "       warren-agent connect [--ready] HOST PORT\n" +
             "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
+            "       warren-agent scp [-dprv] -t TARGET | scp [-prv] -f SOURCE...\n" +
             "       warren-agent version\n";
 
         /// <summary>Exit code for a usage error (sysexits.h EX_USAGE).</summary>
@@ -47,6 +48,7 @@ namespace Warren.Agent
                     "connect" => await ConnectCommand.RunAsync(rest),
                     "listen" => await ListenCommand.RunAsync(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
+                    "scp" => Scp.ScpMain.Run(rest),
                     "version" => Version(),
                     _ => UsageError($"unknown subcommand '{args[0]}'"),
                 };

@@ -186,7 +186,8 @@ public sealed class WarrenSshApplication(
         VmListener listener;
         try
         {
-            listener = await VmListener.StartTcpAsync(runtime, target.VmId, user, ListenHost(bindAddress), bindPort, cancellationToken).ConfigureAwait(false);
+            // The listener lives as long as the connection, not the global request: its exec gets Closing.
+            listener = await VmListener.StartTcpAsync(runtime, target.VmId, user, ListenHost(bindAddress), bindPort, connection.Closing).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
