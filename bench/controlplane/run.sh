@@ -45,11 +45,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
+build_release() {
+  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; exit 1; }
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
 
 echo "bench: building warren and the in-process driver (Release)..." >&2
-timeout 900 dotnet build "$root/bench/Warren.Bench.ControlPlane" -c Release -nologo -v q >/dev/null
+build_release "$root/bench/Warren.Bench.ControlPlane"
 warren=(dotnet "$root/src/Warren/bin/Release/net10.0/warren.dll")
 inproc=(dotnet "$root/bench/Warren.Bench.ControlPlane/bin/Release/net10.0/Warren.Bench.ControlPlane.dll")
 
@@ -91,12 +97,20 @@ echo "# date: $(date -u +%FT%TZ)  nproc: $(nproc)  load: $(cut -d' ' -f1-3 /proc
 echo "# account with $VMS VM records ($failed failed after reconciliation); ls --json output $bytes bytes"
 
 cr() { python3 "$root/bench/lib/connrate.py" "$@"; }
+# Daemon CPU (user+sys ms) per command: what the server spends, independent of the machine's load.
+hz=$(getconf CLK_TCK)
+cpu_ms() { awk -v hz="$hz" '{ print ($14 + $15 + $16 + $17) * 1000 / hz }' "/proc/$daemon_pid/stat"; }
+measured() {  # label n workers timeout ssh-args...
+  local label=$1 n=$2 w=$3 t=$4 c0 c1 line; shift 4
+  c0=$(cpu_ms); line=$(cr "$n" "$w" "$t" -- "${SSH[@]}" "$@"); sleep 0.5; c1=$(cpu_ms)
+  echo "ssh case=\"$label\" $line daemon_cpu_ms_per_cmd=$(python3 -c "print(f'{($c1 - $c0) / $n:.1f}')") load=$(cut -d' ' -f1 /proc/loadavg)"
+}
 cr 5 1 60 -- "${SSH[@]}" 127.0.0.1 whoami >/dev/null   # warm-up
-echo "ssh case=\"ls --json\" $(cr "$N_LS" 1 60 -- "${SSH[@]}" 127.0.0.1 ls --json) load=$(cut -d' ' -f1 /proc/loadavg)"
-echo "ssh case=\"whoami\" $(cr "$N_WHOAMI" 1 60 -- "${SSH[@]}" 127.0.0.1 whoami) load=$(cut -d' ' -f1 /proc/loadavg)"
-echo "ssh case=\"whoami\" $(cr "$CONCURRENCY" "$CONCURRENCY" 120 -- "${SSH[@]}" -b '127.0.2.{i}' 127.0.0.1 whoami) load=$(cut -d' ' -f1 /proc/loadavg)"
+measured "ls --json" "$N_LS" 1 60 127.0.0.1 ls --json
+measured "whoami" "$N_WHOAMI" 1 60 127.0.0.1 whoami
+measured "whoami" "$CONCURRENCY" "$CONCURRENCY" 120 -b '127.0.2.{i}' 127.0.0.1 whoami
 echo "# daemon RSS after: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid/status)"
 
 kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""
-timeout 600 "${inproc[@]}" "$data" "$work/key.pub" "$N_LS" "$N_WHOAMI" "$CONCURRENCY" --Warren:SshPort="$port" | sed "s/\$/ load=$(cut -d' ' -f1 /proc/loadavg)/"
+timeout 600 "${inproc[@]}" "$data" "$work/key.pub" "$N_LS" "$N_WHOAMI" "$CONCURRENCY" --Warren:SshPort="$port" --Warren:HttpPort="$http" --Warren:HttpsPort="$https" | sed "s/\$/ load=$(cut -d' ' -f1 /proc/loadavg)/"
 echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -39,11 +39,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
+build_release() {
+  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; exit 1; }
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
 
 echo "bench: building warren (Release)..." >&2
-timeout 900 dotnet build "$root/src/Warren" -c Release -nologo -v q >/dev/null
+build_release "$root/src/Warren"
 warren=(dotnet "$root/src/Warren/bin/Release/net10.0/warren.dll")
 
 ssh-keygen -q -t ed25519 -N '' -f "$work/key" -C bench
@@ -151,7 +157,7 @@ echo "# daemon RSS: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid
 # ---------------------------------------------------------------- (c) route lookup
 if [ "$ROUTING" = 1 ]; then
   echo "## route lookup: SshRouteTable.Resolve, 1016 slots, 100000 VMs"
-  timeout 900 dotnet build "$root/bench/Warren.Bench.Routing" -c Release -nologo -v q >/dev/null
+  build_release "$root/bench/Warren.Bench.Routing"
   timeout 900 dotnet "$root/bench/Warren.Bench.Routing/bin/Release/net10.0/Warren.Bench.Routing.dll" 1016 100000 5 3
 fi
 echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -6,7 +6,8 @@
 # Both servers use their default kex/host-key negotiation with the same OpenSSH client and key.
 # Must run as root (sshd needs it). Every loop is bounded in count and every ssh call in time.
 #
-# Environment: BYTES (default 1073741824), RUNS (3), N (100), WORKERS (4), K (100),
+# Environment: BYTES (default 1073741824), RUNS (3), N (100), WORKERS (4), K (100), WARMUP (5: connections
+#              before the timed setup runs; .NET tiers up the handshake path over the first ~100),
 #              CIPHERS ("aes128-gcm@openssh.com chacha20-poly1305@openssh.com"), ONLY ("" | bulk | conn | mem).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,6 +20,7 @@ WORKERS=${WORKERS:-4}
 K=${K:-100}
 CIPHERS=${CIPHERS:-"aes128-gcm@openssh.com chacha20-poly1305@openssh.com"}
 ONLY=${ONLY:-}
+WARMUP=${WARMUP:-5}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (sshd baseline)" >&2; exit 1; }
 for tool in ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3; do
@@ -36,6 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
+build_release() {
+  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; exit 1; }
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
 
@@ -44,7 +52,7 @@ ssh-keygen -q -t ed25519 -N '' -f "$work/client" -C bench
 cp "$work/client.pub" "$work/authorized_keys"
 
 echo "bench: building the sink (Release)..." >&2
-timeout 600 dotnet build "$root/bench/Warren.Bench.SshSink" -c Release -nologo -v q >/dev/null
+build_release "$root/bench/Warren.Bench.SshSink"
 sink_dll="$root/bench/Warren.Bench.SshSink/bin/Release/net10.0/Warren.Bench.SshSink.dll"
 
 start_sink() {  # sets sink_pid and sink_port
@@ -133,7 +141,7 @@ if [ -z "$ONLY" ] || [ "$ONLY" = conn ]; then
   echo "## setup: connect + auth + exec true + close"
   for target in "sshd:$sshd_port" "warren:$sink_port"; do
     name=${target%%:*}; port=${target#*:}
-    python3 "$root/bench/lib/connrate.py" 5 1 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true >/dev/null  # warm-up
+    python3 "$root/bench/lib/connrate.py" "$WARMUP" 1 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true >/dev/null  # warm-up
     pid=$(server_pid "$name"); c0=$(cpu_ms "$pid")
     line=$(python3 "$root/bench/lib/connrate.py" "$N" 1 30 -- "${SSH[@]}" -p "$port" root@127.0.0.1 true)
     sleep 0.5; c1=$(cpu_ms "$pid")
