@@ -29,11 +29,26 @@ public sealed class WarrenSshApplication(
     VmSessionRelay relay,
     LoginUserResolver loginUsers,
     KeyedTokenBucket failedAuthLimiter,
+    TimeProvider time,
     ILogger<WarrenSshApplication> logger) : ISshServerApplication
 {
+    /// <summary>How long a source that used up its failed-authentication budget is refused outright.</summary>
+    private static readonly TimeSpan FailedAuthPenalty = TimeSpan.FromMinutes(1);
+
+    /// <summary>Sources tracked as blocked before the table is swept (bounds memory under a wide attack).</summary>
+    private const int MaxBlockedSources = 100_000;
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, DateTimeOffset> _blockedUntil = new();
+
     public async ValueTask<bool> IsPublicKeyAcceptableAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken ct)
     {
         var source = SourceKey(context.RemoteEndPoint);
+        var now = time.GetUtcNow();
+        if (_blockedUntil.TryGetValue(source, out var until))
+        {
+            if (now < until) return false; // even a good key: the source is in its penalty period
+            _blockedUntil.TryRemove(source, out _);
+        }
         var account = await accounts.FindByKeyFingerprintAsync(key.Fingerprint, ct).ConfigureAwait(false);
         bool ok;
         if (IsControl(context.LocalEndPoint))
@@ -50,7 +65,10 @@ public sealed class WarrenSshApplication(
         }
         if (!ok && !failedAuthLimiter.TryAcquire(source))
         {
-            logger.LogWarning("failed-auth rate limit reached for {Source}", source);
+            if (_blockedUntil.Count >= MaxBlockedSources)
+                foreach (var (k, v) in _blockedUntil) if (v <= now) _blockedUntil.TryRemove(k, out _);
+            if (_blockedUntil.Count < MaxBlockedSources) _blockedUntil[source] = now + FailedAuthPenalty;
+            logger.LogWarning("failed-auth rate limit reached for {Source}; refusing it for {Penalty}", source, FailedAuthPenalty);
         }
         return ok;
     }
