@@ -43,6 +43,11 @@ public static class WebComposition
             o.PublicHttpsPort = platform.HttpsPort;
             o.Tls.DataDirectory = platform.DataDirectory;
         });
+        // Sessions survive restarts; the login page can mail links when a relay is configured.
+        builder.Services.AddSingleton(SqliteWebSessionStore.Migration);
+        builder.Services.AddSingleton<IWebSessionStore, SqliteWebSessionStore>();
+        if (!string.IsNullOrWhiteSpace(configuration["Warren:Smtp:Host"]))
+            builder.Services.AddSingleton<ILoginEmailSender, MailedLoginLinkSender>();
         builder.Services.AddWarrenEdgePlatformAdapters();
         return builder;
     }

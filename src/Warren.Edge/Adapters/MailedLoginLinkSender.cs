@@ -1,0 +1,29 @@
+using Warren.Edge.Http;
+using Warren.Platform.Accounts;
+using Warren.Platform.Interactive;
+
+namespace Warren.Edge.Adapters;
+
+/// <summary>
+/// The login page's "email me a link": a one-time control-host login link mailed through the
+/// platform's relay to an existing account's address. Unknown addresses get nothing, and the page
+/// answers the same either way.
+/// </summary>
+public sealed class MailedLoginLinkSender(
+    AccountService accounts,
+    ILoginLinkService links,
+    HttpFrontDoor frontDoor,
+    HttpFrontDoorOptions options,
+    IEmailSender email) : ILoginEmailSender
+{
+    public async ValueTask SendLoginLinkAsync(string address, string redirect, CancellationToken ct)
+    {
+        if (!EmailAddress.TryNormalize(address, out var normalized)) return;
+        var account = await accounts.FindByEmailAsync(normalized, ct).ConfigureAwait(false);
+        if (account is null) return;
+        var secret = await links.IssueAsync(new WebUser(account.Id, account.Email), options.ControlHost, ct).ConfigureAwait(false);
+        var link = frontDoor.BuildControlLoginLink(secret) + "&redirect=" + Uri.EscapeDataString(redirect);
+        await email.SendAsync(account.Email, $"Log in to {options.ControlHost}",
+            $"Open this link to log in (it works once):\n\n{link}\n\nIf you did not ask for it, ignore this message.\n", ct).ConfigureAwait(false);
+    }
+}

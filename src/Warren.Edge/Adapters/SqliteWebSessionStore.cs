@@ -1,0 +1,55 @@
+using Dapper;
+using Warren.Edge.Http;
+using Warren.Platform.Storage;
+
+namespace Warren.Edge.Adapters;
+
+/// <summary>
+/// Login sessions in the platform's SQLite database, so a daemon restart does not log everyone out.
+/// Rows hold only the SHA-256 of the cookie (the front door never hands the store the cookie itself).
+/// </summary>
+public sealed class SqliteWebSessionStore(WarrenDatabase db, TimeProvider time) : IWebSessionStore
+{
+    public static readonly SchemaMigration Migration = new("0200-web-sessions", """
+        CREATE TABLE web_sessions (
+            session_key TEXT PRIMARY KEY,
+            user_id     TEXT NOT NULL,
+            email       TEXT NOT NULL,
+            host        TEXT NOT NULL,
+            expires_at  INTEGER NOT NULL
+        );
+        CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+        """);
+
+    public ValueTask CreateAsync(WebSession session, CancellationToken ct) => new(db.WriteAsync(async u =>
+    {
+        // Expired rows go when new ones come: the table stays bounded by live sessions.
+        await u.ExecuteAsync("DELETE FROM web_sessions WHERE expires_at <= @now", new { now = time.GetUtcNow().ToUnixTimeSeconds() });
+        await u.ExecuteAsync("""
+            INSERT OR REPLACE INTO web_sessions (session_key, user_id, email, host, expires_at)
+            VALUES (@SessionKey, @UserId, @Email, @Host, @ExpiresAt)
+            """, new { session.SessionKey, session.User.UserId, session.User.Email, session.Host, ExpiresAt = session.ExpiresAt.ToUnixTimeSeconds() });
+    }, ct));
+
+    public async ValueTask<WebSession?> FindAsync(string sessionKey, CancellationToken ct)
+    {
+        var row = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<Row>(
+            "SELECT session_key AS SessionKey, user_id AS UserId, email AS Email, host AS Host, expires_at AS ExpiresAt FROM web_sessions WHERE session_key = @sessionKey",
+            new { sessionKey }), ct).ConfigureAwait(false);
+        if (row is null) return null;
+        var expires = DateTimeOffset.FromUnixTimeSeconds(row.ExpiresAt);
+        return expires <= time.GetUtcNow() ? null : new WebSession(row.SessionKey, new WebUser(row.UserId, row.Email), row.Host, expires);
+    }
+
+    public ValueTask DeleteAsync(string sessionKey, CancellationToken ct) =>
+        new(db.WriteAsync(u => u.ExecuteAsync("DELETE FROM web_sessions WHERE session_key = @sessionKey", new { sessionKey }), ct));
+
+    private sealed class Row
+    {
+        public string SessionKey { get; set; } = "";
+        public string UserId { get; set; } = "";
+        public string Email { get; set; } = "";
+        public string Host { get; set; } = "";
+        public long ExpiresAt { get; set; }
+    }
+}
