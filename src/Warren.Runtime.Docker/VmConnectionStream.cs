@@ -8,7 +8,7 @@ namespace Warren.Runtime.Docker;
 /// Docker exec's stdin/stdout. <see cref="ShutdownWriteAsync"/> half-closes (the agent then shuts down its
 /// socket's sending side); reading ends when the peer closes.
 /// </summary>
-public sealed class VmConnectionStream : Stream
+public sealed class VmConnectionStream : Stream, Warren.Platform.Runtime.IHalfClosableStream
 {
     /// <summary>What the agent prints on stderr once connected (before any data flows).</summary>
     internal const string ReadyLine = "warren-agent: connected";

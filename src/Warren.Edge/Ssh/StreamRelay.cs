@@ -25,6 +25,8 @@ public static class StreamRelay
             switch (to)
             {
                 case System.Net.Sockets.NetworkStream ns: ns.Socket.Shutdown(System.Net.Sockets.SocketShutdown.Send); break;
+                case Warren.Platform.Runtime.IHalfClosableStream h: await h.ShutdownWriteAsync().ConfigureAwait(false); break;
+                // An SSH channel stream sends EOF when disposed; it closes once both sides are done.
                 default: await to.DisposeAsync().ConfigureAwait(false); break;
             }
         }

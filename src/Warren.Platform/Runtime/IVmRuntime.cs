@@ -130,3 +130,13 @@ public interface IVmProcess : IAsyncDisposable
 
 /// <summary>Exit status, or the signal that ended the process (RFC 4254 §6.10 exit-status / exit-signal).</summary>
 public sealed record ExitResult(int? ExitCode, string? Signal, bool CoreDumped = false);
+
+/// <summary>
+/// A stream whose sending side can be closed while reading goes on (a TCP half-close), such as the
+/// one <see cref="IVmRuntime.ConnectAsync"/> returns. Port forwarding uses it to pass a client's EOF
+/// on without cutting off the answer (RFC 4254 §5.3 EOF is one-directional).
+/// </summary>
+public interface IHalfClosableStream
+{
+    Task ShutdownWriteAsync();
+}
