@@ -38,7 +38,11 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
         => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
-        => TryTakePrefix(buffer.Span, out int n) ? ValueTask.FromResult(n) : Inner.ReadAsync(buffer, cancellationToken);
+    {
+        // A zero-byte read asks "is data available?": with prefix bytes pending it is, now.
+        if (buffer.IsEmpty && _offset < prefix.Length) return ValueTask.FromResult(0);
+        return TryTakePrefix(buffer.Span, out int n) ? ValueTask.FromResult(n) : Inner.ReadAsync(buffer, cancellationToken);
+    }
 
     public override void Write(byte[] buffer, int offset, int count) => Inner.Write(buffer, offset, count);
     public override void Write(ReadOnlySpan<byte> buffer) => Inner.Write(buffer);

@@ -519,7 +519,7 @@ public sealed class SshTransport : ISshPacketChannel
         finally
         {
             if (_incoming != NonePacketCipher.Instance) _incoming.Dispose();
-            ArrayPool<byte>.Shared.Return(_inBuffer);
+            if (_inBuffer.Length > 0) ArrayPool<byte>.Shared.Return(_inBuffer);
             _inBuffer = [];
         }
     }
@@ -529,6 +529,16 @@ public sealed class SshTransport : ISshPacketChannel
     {
         if (_inStart == _inEnd) _inStart = _inEnd = 0;
         if (_inEnd - _inStart >= count) return;
+        if (_inEnd == 0 && _inBuffer.Length > 0)
+        {
+            // Nothing buffered: wait for the peer without holding the receive buffer, so an idle
+            // connection costs no 64 KiB array (zero-byte read, then rent; STYLE habit 6). A stream
+            // that cannot wait on a zero-byte read returns at once and we simply rent again.
+            ArrayPool<byte>.Shared.Return(_inBuffer);
+            _inBuffer = [];
+            await _stream.ReadAsync(Memory<byte>.Empty, _closeCts.Token).ConfigureAwait(false);
+            _inBuffer = ArrayPool<byte>.Shared.Rent(Math.Max(InitialReceiveBufferLength, count));
+        }
         if (_inBuffer.Length - _inStart < count)
         {
             int have = _inEnd - _inStart;
