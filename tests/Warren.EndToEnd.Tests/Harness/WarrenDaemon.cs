@@ -11,7 +11,7 @@ namespace Warren.EndToEnd.Tests.Harness;
 public sealed class WarrenDaemon : IAsyncDisposable
 {
     /// <summary>How long the daemon may take to open its listeners (first start creates host keys and a CA).</summary>
-    private static readonly TimeSpan StartupTimeout = TimeSpan.FromSeconds(90);
+    private static readonly TimeSpan StartupTimeout = TimeSpan.FromSeconds(180);
 
     public string DataDirectory { get; }
     public int SshPort { get; }
