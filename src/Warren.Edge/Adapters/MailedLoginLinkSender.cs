@@ -9,10 +9,14 @@ namespace Warren.Edge.Adapters;
 /// platform's relay to an existing account's address. Unknown addresses get nothing, and the page
 /// answers the same either way.
 /// </summary>
+/// <remarks>
+/// The front door is resolved at first use: it depends on this sender, so taking it in the
+/// constructor would be a construction cycle (which the container does not detect through factories).
+/// </remarks>
 public sealed class MailedLoginLinkSender(
     AccountService accounts,
     ILoginLinkService links,
-    HttpFrontDoor frontDoor,
+    IServiceProvider services,
     HttpFrontDoorOptions options,
     IEmailSender email) : ILoginEmailSender
 {
@@ -22,6 +26,7 @@ public sealed class MailedLoginLinkSender(
         var account = await accounts.FindByEmailAsync(normalized, ct).ConfigureAwait(false);
         if (account is null) return;
         var secret = await links.IssueAsync(new WebUser(account.Id, account.Email), options.ControlHost, ct).ConfigureAwait(false);
+        var frontDoor = (HttpFrontDoor)services.GetService(typeof(HttpFrontDoor))!;
         var link = frontDoor.BuildControlLoginLink(secret) + "&redirect=" + Uri.EscapeDataString(redirect);
         await email.SendAsync(account.Email, $"Log in to {options.ControlHost}",
             $"Open this link to log in (it works once):\n\n{link}\n\nIf you did not ask for it, ignore this message.\n", ct).ConfigureAwait(false);
