@@ -5,20 +5,9 @@ namespace Warren.Edge.ProxyProtocol;
 /// for a PROXY header that turned out not to be there), then reads from it directly.
 /// Writes go straight to the inner stream. Owns and disposes the inner stream.
 /// </summary>
-internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+internal sealed class PrefixedStream(byte[] prefix, Stream inner) : ReadInterceptingStream(inner)
 {
     private int _offset;
-
-    public Stream Inner { get; } = inner;
-
-    public override bool CanRead => Inner.CanRead;
-    public override bool CanWrite => Inner.CanWrite;
-    public override bool CanSeek => false;
-    public override bool CanTimeout => Inner.CanTimeout;
-    public override int ReadTimeout { get => Inner.ReadTimeout; set => Inner.ReadTimeout = value; }
-    public override int WriteTimeout { get => Inner.WriteTimeout; set => Inner.WriteTimeout = value; }
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
     private bool TryTakePrefix(Span<byte> destination, out int n)
     {
@@ -30,12 +19,7 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
         return true;
     }
 
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override int Read(Span<byte> buffer) => TryTakePrefix(buffer, out int n) ? n : Inner.Read(buffer);
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-        => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -43,25 +27,6 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
         if (buffer.IsEmpty && _offset < prefix.Length) return ValueTask.FromResult(0);
         return TryTakePrefix(buffer.Span, out int n) ? ValueTask.FromResult(n) : Inner.ReadAsync(buffer, cancellationToken);
     }
-
-    public override void Write(byte[] buffer, int offset, int count) => Inner.Write(buffer, offset, count);
-    public override void Write(ReadOnlySpan<byte> buffer) => Inner.Write(buffer);
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-        => Inner.WriteAsync(buffer, offset, count, cancellationToken);
-    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-        => Inner.WriteAsync(buffer, cancellationToken);
-    public override void Flush() => Inner.Flush();
-    public override Task FlushAsync(CancellationToken cancellationToken) => Inner.FlushAsync(cancellationToken);
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) Inner.Dispose();
-        base.Dispose(disposing);
-    }
-
-    public override ValueTask DisposeAsync() => Inner.DisposeAsync();
 }
 
 /// <summary>
@@ -71,7 +36,7 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
 /// (sshpiper GHSA-4w53-6jvp-gg52). Inspecting the bytes as they are consumed avoids waiting
 /// for the client before the server speaks. Owns and disposes the inner stream.
 /// </summary>
-internal sealed class UntrustedProxyHeaderGuardStream(Stream inner) : Stream
+internal sealed class UntrustedProxyHeaderGuardStream(Stream inner) : ReadInterceptingStream(inner)
 {
     /// <summary>Bytes inspected: enough for "PROXY " and the 12-byte v2 signature.</summary>
     private static readonly int s_inspectLength = ProxyProtocolReader.V2Signature.Length;
@@ -79,17 +44,6 @@ internal sealed class UntrustedProxyHeaderGuardStream(Stream inner) : Stream
     private readonly byte[] _first = new byte[s_inspectLength];
     private int _seen;
     private bool _cleared;
-
-    public Stream Inner { get; } = inner;
-
-    public override bool CanRead => Inner.CanRead;
-    public override bool CanWrite => Inner.CanWrite;
-    public override bool CanSeek => false;
-    public override bool CanTimeout => Inner.CanTimeout;
-    public override int ReadTimeout { get => Inner.ReadTimeout; set => Inner.ReadTimeout = value; }
-    public override int WriteTimeout { get => Inner.WriteTimeout; set => Inner.WriteTimeout = value; }
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
     private int Inspect(ReadOnlySpan<byte> data, int n)
     {
@@ -108,39 +62,15 @@ internal sealed class UntrustedProxyHeaderGuardStream(Stream inner) : Stream
         return n;
     }
 
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override int Read(Span<byte> buffer)
     {
         int n = Inner.Read(buffer);
         return Inspect(buffer, n);
     }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-        => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         int n = await Inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
         return Inspect(buffer.Span, n);
     }
-
-    public override void Write(byte[] buffer, int offset, int count) => Inner.Write(buffer, offset, count);
-    public override void Write(ReadOnlySpan<byte> buffer) => Inner.Write(buffer);
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-        => Inner.WriteAsync(buffer, offset, count, cancellationToken);
-    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-        => Inner.WriteAsync(buffer, cancellationToken);
-    public override void Flush() => Inner.Flush();
-    public override Task FlushAsync(CancellationToken cancellationToken) => Inner.FlushAsync(cancellationToken);
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) Inner.Dispose();
-        base.Dispose(disposing);
-    }
-
-    public override ValueTask DisposeAsync() => Inner.DisposeAsync();
 }

@@ -112,7 +112,7 @@ public sealed class SshFrontDoor(
 /// its first reads (the untrusted-header guard decides within the first bytes). After
 /// <see cref="ObservedBytes"/> bytes it stops looking, so the data path costs one delegating call.
 /// </summary>
-internal sealed class ProxyRefusalObserver(Stream inner) : Stream
+internal sealed class ProxyRefusalObserver(Stream inner) : ReadInterceptingStream(inner)
 {
     /// <summary>Bytes after which no PROXY verdict can come: the v2 signature (12) is the longest prefix the guard inspects.</summary>
     private const int ObservedBytes = 16;
@@ -121,49 +121,19 @@ internal sealed class ProxyRefusalObserver(Stream inner) : Stream
 
     public ProxyProtocolException? Refusal { get; private set; }
 
-    public override bool CanRead => inner.CanRead;
-    public override bool CanWrite => inner.CanWrite;
-    public override bool CanSeek => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override int Read(Span<byte> buffer)
     {
-        if (_seen >= ObservedBytes) return inner.Read(buffer);
-        try { int n = inner.Read(buffer); _seen += n; return n; }
+        if (_seen >= ObservedBytes) return Inner.Read(buffer);
+        try { int n = Inner.Read(buffer); _seen += n; return n; }
         catch (ProxyProtocolException e) { Refusal = e; throw; }
     }
 
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-        => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
-        => _seen >= ObservedBytes ? inner.ReadAsync(buffer, cancellationToken) : ObserveAsync(buffer, cancellationToken);
+        => _seen >= ObservedBytes ? Inner.ReadAsync(buffer, cancellationToken) : ObserveAsync(buffer, cancellationToken);
 
     private async ValueTask<int> ObserveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
-        try { int n = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false); _seen += n; return n; }
+        try { int n = await Inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false); _seen += n; return n; }
         catch (ProxyProtocolException e) { Refusal = e; throw; }
     }
-
-    public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
-    public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer);
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-        => inner.WriteAsync(buffer, offset, count, cancellationToken);
-    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-        => inner.WriteAsync(buffer, cancellationToken);
-    public override void Flush() => inner.Flush();
-    public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) inner.Dispose();
-        base.Dispose(disposing);
-    }
-
-    public override ValueTask DisposeAsync() => inner.DisposeAsync();
 }
