@@ -86,6 +86,8 @@ public sealed class WarrenDaemon : IAsyncDisposable
         psi.ArgumentList.Add(WarrenDll);
         psi.ArgumentList.Add("serve");
         foreach (var a in ConfigArgs()) psi.ArgumentList.Add(a);
+        // The banner is printed once every front door (SSH, HTTP(S), DNS, SMTP) has bound; a restart appends a new one.
+        int bannersBefore = CountBanners();
         _process = Process.Start(psi)!;
         // Kept in memory for assertions and on disk for post-mortems (the data directory survives the test).
         var logFile = Path.Combine(DataDirectory, "daemon.log");
@@ -102,10 +104,24 @@ public sealed class WarrenDaemon : IAsyncDisposable
         while (DateTime.UtcNow < deadline)
         {
             if (_process.HasExited) throw new InvalidOperationException("warren exited at start:\n" + Log);
-            if (await CanConnectAsync(ControlAddress, SshPort) && await CanConnectAsync(SlotAddresses[0], SshPort)) return;
+            if (CountBanners() > bannersBefore
+                && await CanConnectAsync(ControlAddress, SshPort) && await CanConnectAsync(SlotAddresses[0], SshPort)) return;
             await Task.Delay(200);
         }
-        throw new TimeoutException("warren did not open its SSH listener in time:\n" + Log);
+        throw new TimeoutException("warren did not report that it is running in time:\n" + Log);
+    }
+
+    private const string RunningBanner = "Warren is running.";
+
+    private int CountBanners()
+    {
+        lock (_log)
+        {
+            var text = _log.ToString();
+            int n = 0;
+            for (int i = text.IndexOf(RunningBanner, StringComparison.Ordinal); i >= 0; i = text.IndexOf(RunningBanner, i + 1, StringComparison.Ordinal)) n++;
+            return n;
+        }
     }
 
     /// <summary>Offline admin command: `warren user add …` against the same data directory.</summary>
