@@ -18,8 +18,12 @@ public static class EdgeEventIds
     public static readonly EventId HttpLoginSucceeded = new(4203, nameof(HttpLoginSucceeded));
     public static readonly EventId HttpLoginRejected = new(4204, nameof(HttpLoginRejected));
     public static readonly EventId ExecFailed = new(4205, nameof(ExecFailed));
+    public static readonly EventId HttpAccessRequested = new(4206, nameof(HttpAccessRequested));
+    public static readonly EventId HttpAccessRequestFailed = new(4207, nameof(HttpAccessRequestFailed));
 
     public static readonly EventId TlsCaCreated = new(4301, nameof(TlsCaCreated));
     public static readonly EventId TlsCertificateCreated = new(4302, nameof(TlsCertificateCreated));
     public static readonly EventId TlsCertificateLoaded = new(4303, nameof(TlsCertificateLoaded));
+    public static readonly EventId TlsCertificateReloaded = new(4304, nameof(TlsCertificateReloaded));
+    public static readonly EventId TlsCertificateReloadFailed = new(4305, nameof(TlsCertificateReloadFailed));
 }

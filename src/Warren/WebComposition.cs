@@ -1,9 +1,13 @@
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
 using Warren.Edge.Adapters;
 using Warren.Edge.Dns;
 using Warren.Edge.Http;
+using Warren.Edge.Tls;
 using Warren.Platform;
 
 namespace Warren;
@@ -31,6 +35,9 @@ public static class WebComposition
         var addresses = new List<IPAddress> { control };
         addresses.AddRange(platform.EffectiveSlots.Select(s => IPAddress.Parse(s.LocalIp)));
         var alternatePorts = configuration.GetSection("Warren:Http:AlternatePorts").Get<int[]>() ?? [];
+        var http = configuration.GetSection("Warren:Http");
+        var defaults = new HttpFrontDoorOptions();
+        var certificates = ConfiguredCertificates(configuration);
         builder.AddWarrenHttpFrontDoor(o =>
         {
             o.VmDomain = platform.VmDomain;
@@ -42,14 +49,53 @@ public static class WebComposition
                 .SelectMany(p => addresses.Select(a => new IPEndPoint(a, p))).ToList();
             o.PublicHttpsPort = platform.HttpsPort;
             o.Tls.DataDirectory = platform.DataDirectory;
+            o.Tls.Certificates = certificates;
+            o.ExecTimeout = TimeSpan.FromSeconds(http.GetValue("ExecTimeoutSeconds", defaults.ExecTimeout.TotalSeconds));
+            o.RequestsPerSecondPerSource = http.GetValue("RequestsPerSecondPerSource", defaults.RequestsPerSecondPerSource);
+            o.RequestBurstPerSource = http.GetValue("RequestBurstPerSource", defaults.RequestBurstPerSource);
         });
         // Sessions survive restarts; the login page can mail links when a relay is configured.
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);
         builder.Services.AddSingleton<IWebSessionStore, SqliteWebSessionStore>();
         if (!string.IsNullOrWhiteSpace(configuration["Warren:Smtp:Host"]))
+        {
             builder.Services.AddSingleton<ILoginEmailSender, MailedLoginLinkSender>();
+            builder.Services.AddSingleton<IAccessRequestSender, MailedAccessRequestSender>();
+        }
         builder.Services.AddWarrenEdgePlatformAdapters();
         return builder;
+    }
+
+    /// <summary>
+    /// <c>Warren:Tls:Certificates:N:{CertificatePath,KeyPath}</c>: PEM files (leaf first, then intermediates)
+    /// and their keys, re-read when they change. None: the dev CA's wildcard certificate.
+    /// </summary>
+    private static List<TlsCertificateFiles> ConfiguredCertificates(IConfiguration configuration)
+    {
+        var result = new List<TlsCertificateFiles>();
+        var errors = new List<string>();
+        foreach (var entry in configuration.GetSection("Warren:Tls:Certificates").GetChildren())
+        {
+            string? certificate = entry["CertificatePath"], key = entry["KeyPath"];
+            if (string.IsNullOrWhiteSpace(certificate) || string.IsNullOrWhiteSpace(key))
+            {
+                errors.Add($"Tls:Certificates:{entry.Key} needs both CertificatePath and KeyPath");
+                continue;
+            }
+            // Checked here so that a wrong path or a bad file is a clear start-up message, not a stack trace.
+            try
+            {
+                using var _ = X509Certificate2.CreateFromPemFile(certificate, key);
+                result.Add(new TlsCertificateFiles(certificate, key));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException or ArgumentException)
+            {
+                errors.Add($"Tls:Certificates:{entry.Key}: cannot load {certificate} with {key}: {e.Message}");
+            }
+        }
+        if (errors.Count > 0)
+            throw new OptionsValidationException("Warren:Tls", typeof(TlsCertificateFiles), errors);
+        return result;
     }
 
     public static WebApplication UseWarrenWeb(this WebApplication app)

@@ -196,7 +196,7 @@ internal sealed class ExecEndpoint
         await WriteAsync(context, status, outcome.Output.Trim() + "\n").ConfigureAwait(false);
     }
 
-    private static Task ErrorAsync(HttpContext context, int status, string message) =>
+    internal static Task ErrorAsync(HttpContext context, int status, string message) =>
         WriteAsync(context, status, JsonSerializer.Serialize(new Dictionary<string, string> { ["error"] = message }) + "\n");
 
     private static Task WriteAsync(HttpContext context, int status, string body)

@@ -19,6 +19,7 @@ namespace Warren.Edge.Http;
 /// <remarks>
 /// Per request, in order:
 /// <list type="number">
+/// <item>Per-source rate limit (<see cref="HttpFrontDoorOptions.RequestsPerSecondPerSource"/>) → 429 with <c>Retry-After</c>.</item>
 /// <item>Plain HTTP → 308 to the same URL on HTTPS.</item>
 /// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; anything else → next middleware.</item>
 /// <item><c>NAME.&lt;vm-domain&gt;[:PORT]</c>: PORT absent, 443 or the front door's own HTTPS port → default route; 3000–9999 → that VM port; else 404.</item>
@@ -28,7 +29,7 @@ namespace Warren.Edge.Http;
 /// <item>Forward; an unreachable VM gets 502 <c>Port N unbound.</c> (owner) or 503.</item>
 /// </list>
 /// </remarks>
-public sealed class HttpFrontDoor : IDisposable
+public sealed partial class HttpFrontDoor : IDisposable
 {
     public const string ExeDevPathPrefix = "/__exe.dev";
     public const string ExeDevAuthorizationHeader = "X-Exedev-Authorization";
@@ -59,6 +60,7 @@ public sealed class HttpFrontDoor : IDisposable
     private readonly string _controlHost;
     private readonly ExecEndpoint _exec;
     private readonly KeyedTokenBucket _loginEmailLimiter;
+    private readonly KeyedTokenBucket<SourceNetwork>? _sourceLimiter;
     private int[]? _mainHttpsPorts;
 
     public HttpFrontDoor(HttpFrontDoorOptions options, IServiceProvider services, IHttpForwarder forwarder, TimeProvider time, ILogger<HttpFrontDoor> logger)
@@ -73,6 +75,7 @@ public sealed class HttpFrontDoor : IDisposable
         _sessions = services.GetRequiredService<IWebSessionStore>();
         _links = services.GetRequiredService<ILoginLinkService>();
         _emailSender = services.GetService<ILoginEmailSender>();
+        _accessRequests = services.GetService<IAccessRequestSender>();
         _forwarder = forwarder;
         _time = time;
         _logger = logger;
@@ -98,6 +101,12 @@ public sealed class HttpFrontDoor : IDisposable
         };
         _exec = new ExecEndpoint(options, services, time, logger);
         _loginEmailLimiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.LoginEmailBurst, HttpFrontDoorLimits.LoginEmailPerSecond, 0);
+        _accessRequestsPerSite = new KeyedTokenBucket<(string UserId, string VmId)>(time,
+            HttpFrontDoorLimits.AccessRequestBurstPerSite, HttpFrontDoorLimits.AccessRequestsPerSecondPerSite, overdraft: 0);
+        _accessRequestsPerRequester = new KeyedTokenBucket(time,
+            HttpFrontDoorLimits.AccessRequestBurstPerRequester, HttpFrontDoorLimits.AccessRequestsPerSecondPerRequester, overdraft: 0);
+        if (options.RequestsPerSecondPerSource > 0)
+            _sourceLimiter = new KeyedTokenBucket<SourceNetwork>(time, options.RequestBurstPerSource, options.RequestsPerSecondPerSource, overdraft: 0);
     }
 
     /// <summary>Called by the Kestrel setup once the main HTTPS listeners are bound.</summary>
@@ -115,6 +124,10 @@ public sealed class HttpFrontDoor : IDisposable
         bool ours = name == _controlHost || name.EndsWith(_vmDomainSuffix, StringComparison.Ordinal);
         if (!ours)
             return next(context);
+
+        if (_sourceLimiter is not null && context.Connection.RemoteIpAddress is { } remote
+            && !_sourceLimiter.TryAcquire(SourceNetwork.Of(remote), out var retryAfter))
+            return TooManyRequestsAsync(context, name, retryAfter);
 
         if (!request.IsHttps)
             return RedirectToHttps(context, name);
@@ -158,6 +171,14 @@ public sealed class HttpFrontDoor : IDisposable
         return ports is { Length: > 0 } ? ports[0] : 443;
     }
 
+    private Task TooManyRequestsAsync(HttpContext context, string name, TimeSpan retryAfter)
+    {
+        Pages.SetRetryAfter(context, retryAfter);
+        if (name == _controlHost && context.Request.Path.Equals("/exec", StringComparison.Ordinal))
+            return ExecEndpoint.ErrorAsync(context, StatusCodes.Status429TooManyRequests, "rate limit exceeded");
+        return WriteTextAsync(context, StatusCodes.Status429TooManyRequests, "rate limit exceeded");
+    }
+
     private Task RedirectToHttps(HttpContext context, string name)
     {
         int port = PublicHttpsPort();
@@ -182,7 +203,7 @@ public sealed class HttpFrontDoor : IDisposable
 
         if (request.Path.StartsWithSegments(ExeDevPathPrefix, StringComparison.OrdinalIgnoreCase))
         {
-            await HandleExeDevAsync(context).ConfigureAwait(false);
+            await HandleExeDevAsync(context, vmName).ConfigureAwait(false);
             return;
         }
 
@@ -248,7 +269,8 @@ public sealed class HttpFrontDoor : IDisposable
             else if (user is null)
                 RedirectToLogin(context);
             else
-                await Pages.NeedAccessAsync(context, user.Email, _controlHost, site.Name).ConfigureAwait(false);
+                await Pages.NeedAccessAsync(context, StatusCodes.Status401Unauthorized, user.Email, _controlHost, site.Name,
+                    identity.SessionKey is { } sessionKey && _accessRequests is not null ? FormToken(sessionKey) : null).ConfigureAwait(false);
             return;
         }
         // A failed Authorization token on a public site belongs to the app: forward it untouched, anonymously.
@@ -308,16 +330,18 @@ public sealed class HttpFrontDoor : IDisposable
     private static Task UnreachableAsync(HttpContext context, bool owner, int port) =>
         owner ? Pages.PortUnboundAsync(context, port) : Pages.ServiceUnavailableAsync(context);
 
+    /// <summary>To the site's login page, coming back here afterwards. 307 keeps the method, so a POST gets 303.</summary>
     private static void RedirectToLogin(HttpContext context)
     {
         var request = context.Request;
         string relative = request.PathBase + request.Path + request.QueryString;
-        context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+        context.Response.StatusCode = HttpMethods.IsPost(request.Method) ? StatusCodes.Status303SeeOther : StatusCodes.Status307TemporaryRedirect;
         context.Response.Headers.Location = ExeDevPathPrefix + "/login?redirect=" + Uri.EscapeDataString(HeaderParsing.SanitizeRedirect(relative));
         context.Response.Headers.CacheControl = "no-store";
     }
 
-    private readonly record struct Identity(WebUser? User, string? TokenCtx, bool FromAuthorizationHeader, bool TokenFailed, bool Rejected);
+    /// <param name="SessionKey">The login session's key when the identity came from the cookie (anti-CSRF tokens are bound to it).</param>
+    private readonly record struct Identity(WebUser? User, string? TokenCtx, bool FromAuthorizationHeader, bool TokenFailed, bool Rejected, string? SessionKey = null);
 
     private async ValueTask<Identity> AuthenticateAsync(HttpContext context, string vmName, CancellationToken ct)
     {
@@ -358,7 +382,7 @@ public sealed class HttpFrontDoor : IDisposable
         }
 
         var session = await FindSessionAsync(context, CookieName(context), ct).ConfigureAwait(false);
-        return new Identity(session?.User, null, false, false, false);
+        return new Identity(session?.User, null, false, false, false, session?.SessionKey);
     }
 
     private async ValueTask<WebSession?> FindSessionAsync(HttpContext context, string cookieName, CancellationToken ct)
@@ -384,7 +408,7 @@ public sealed class HttpFrontDoor : IDisposable
 
     // ---------------------------------------------------------------- /__exe.dev/*
 
-    private async Task HandleExeDevAsync(HttpContext context)
+    private async Task HandleExeDevAsync(HttpContext context, string vmName)
     {
         var request = context.Request;
         string path = request.Path.Value!.ToLowerInvariant();
@@ -409,6 +433,12 @@ public sealed class HttpFrontDoor : IDisposable
                         "<form method=\"post\" action=\"/__exe.dev/logout\"><p>Log out of this site?</p><button>Log out</button></form>").ConfigureAwait(false);
                 else if (HttpMethods.IsPost(request.Method))
                     await LogoutAsync(context).ConfigureAwait(false);
+                else
+                    await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+                return;
+            case RequestAccessPath:
+                if (get || HttpMethods.IsPost(request.Method))
+                    await RequestAccessAsync(context, vmName).ConfigureAwait(false);
                 else
                     await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
                 return;
@@ -558,12 +588,14 @@ public sealed class HttpFrontDoor : IDisposable
     private async Task LoginEmailAsync(HttpContext context)
     {
         var sender = _emailSender;
-        if (sender is null || !context.Request.HasFormContentType)
+        if (sender is null)
         {
             await Pages.NotFoundAsync(context).ConfigureAwait(false);
             return;
         }
-        var form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
+        var form = await ReadOwnFormAsync(context).ConfigureAwait(false);
+        if (form is null)
+            return;
         string email = form["email"].ToString().Trim().ToLowerInvariant();
         string redirect = HeaderParsing.SanitizeRedirect(form["redirect"]);
         if (email.Length is > 0 and <= 254 && email.Contains('@') && _loginEmailLimiter.TryAcquire(email))
@@ -628,6 +660,13 @@ public sealed class HttpFrontDoor : IDisposable
         public static void ForwardFailed(ILogger l, ForwarderError e, string vm, int port, Exception? ex) => s_forwardFailed(l, e, vm, port, ex);
         public static void DirectoryFailed(ILogger l, Exception ex) => s_directoryFailed(l, ex);
         public static void LoginSucceeded(ILogger l, string user, string host) => s_loginOk(l, user, host, null);
+        private static readonly Action<ILogger, string, string, Exception?> s_accessRequested = LoggerMessage.Define<string, string>(
+            LogLevel.Information, EdgeEventIds.HttpAccessRequested, "User {UserId} asked the owner of {Vm} for access");
+        private static readonly Action<ILogger, string, string, Exception?> s_accessRequestFailed = LoggerMessage.Define<string, string>(
+            LogLevel.Error, EdgeEventIds.HttpAccessRequestFailed, "Could not deliver user {UserId}'s access request for {Vm}");
+
         public static void LoginRejected(ILogger l, string host) => s_loginRejected(l, host, null);
+        public static void AccessRequested(ILogger l, string user, string vm) => s_accessRequested(l, user, vm, null);
+        public static void AccessRequestFailed(ILogger l, string user, string vm, Exception ex) => s_accessRequestFailed(l, user, vm, ex);
     }
 }

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Warren.Edge.Tls;
 
 namespace Warren.Edge.Http;
@@ -24,7 +25,9 @@ public static class HttpFrontDoorExtensions
 {
     /// <summary>
     /// Registers the front door and its Kestrel listeners (HTTP → redirect, HTTPS with HTTP/1.1 and
-    /// HTTP/2, SNI certificate selection). The ports <see cref="IWebSiteDirectory"/>,
+    /// HTTP/2, per-handshake SNI certificate selection from <see cref="TlsCertificateProvider"/>, whose files
+    /// <see cref="TlsCertificateReloader"/> re-reads when they change). Throws <see cref="OptionsValidationException"/>
+    /// for invalid options. The ports <see cref="IWebSiteDirectory"/>,
     /// <see cref="IWebAccessService"/>, <see cref="IWebUpstreamLocator"/>, <see cref="IWebTokenValidator"/>
     /// and <see cref="IExecCommandRunner"/> must be registered by the caller;
     /// <see cref="IWebSessionStore"/> and <see cref="ILoginLinkService"/> default to in-memory ones.
@@ -33,6 +36,8 @@ public static class HttpFrontDoorExtensions
     {
         var options = new HttpFrontDoorOptions();
         configure?.Invoke(options);
+        if (options.Validate() is { Count: > 0 } errors)
+            throw new OptionsValidationException("Warren:Http", typeof(HttpFrontDoorOptions), errors);
         options.Tls.VmDomain = options.VmDomain;
         options.Tls.ControlHost = options.ControlHost;
 
@@ -44,6 +49,9 @@ public static class HttpFrontDoorExtensions
         services.TryAddSingleton<ILoginLinkService, InMemoryLoginLinkService>();
         services.TryAddSingleton(sp => TlsCertificateProvider.Create(
             options.Tls, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Tls")));
+        // Renewed certificate files are served without a restart.
+        services.AddHostedService(sp => new TlsCertificateReloader(sp.GetRequiredService<TlsCertificateProvider>(), options.Tls,
+            sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Tls")));
         services.AddSingleton<FrontDoorListeners>();
         services.AddSingleton<HttpFrontDoor>();
 
@@ -54,6 +62,8 @@ public static class HttpFrontDoorExtensions
             var sp = kestrel.ApplicationServices;
             var certificates = sp.GetRequiredService<TlsCertificateProvider>();
             var listeners = sp.GetRequiredService<FrontDoorListeners>();
+            // The server-certificate selector: asked per handshake, so it always sees the provider's current
+            // certificates (swapped atomically when the files are reloaded).
             var tls = new TlsHandshakeCallbackOptions
             {
                 OnConnection = context => ValueTask.FromResult(certificates.CreateServerOptions(context.ClientHelloInfo.ServerName, http2: true)),

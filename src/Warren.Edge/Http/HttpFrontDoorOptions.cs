@@ -33,8 +33,31 @@ public sealed class HttpFrontDoorOptions
     /// <summary>Certificates.</summary>
     public TlsOptions Tls { get; set; } = new();
 
-    /// <summary>Time limit of one /exec command (reference §3: 30 s).</summary>
+    /// <summary>Time limit of one /exec command (reference §3: 30 s). At the limit the command is cancelled and the answer is 504.</summary>
     public TimeSpan ExecTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Requests per second each source (<see cref="SourceNetwork"/>: an IPv4 address or IPv6 /64) may make
+    /// to the VM sites and the control host; beyond it → 429 with <c>Retry-After</c>. 0 turns the limit off.
+    /// Generous by default: a page load with many assets, or a busy API client, stays far below it.
+    /// </summary>
+    public double RequestsPerSecondPerSource { get; set; } = 200;
+
+    /// <summary>Requests a source may make at once before <see cref="RequestsPerSecondPerSource"/> applies.</summary>
+    public int RequestBurstPerSource { get; set; } = 400;
+
+    /// <summary>Problems with these options (empty when valid), phrased for the configuration's author.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (ExecTimeout <= TimeSpan.Zero || ExecTimeout > HttpFrontDoorLimits.MaxExecTimeout)
+            errors.Add($"Http:ExecTimeoutSeconds must be between 1 and {HttpFrontDoorLimits.MaxExecTimeout.TotalSeconds:0} (got {ExecTimeout.TotalSeconds})");
+        if (double.IsNaN(RequestsPerSecondPerSource) || double.IsInfinity(RequestsPerSecondPerSource) || RequestsPerSecondPerSource < 0)
+            errors.Add($"Http:RequestsPerSecondPerSource must be 0 (off) or positive (got {RequestsPerSecondPerSource})");
+        else if (RequestsPerSecondPerSource > 0 && RequestBurstPerSource < 1)
+            errors.Add($"Http:RequestBurstPerSource must be at least 1 when Http:RequestsPerSecondPerSource is set (got {RequestBurstPerSource})");
+        return errors;
+    }
 }
 
 /// <summary>Fixed limits of the front door.</summary>
@@ -75,4 +98,27 @@ public static class HttpFrontDoorLimits
     /// <summary>Login-email form: per address, burst 3, then one a minute.</summary>
     public const int LoginEmailBurst = 3;
     public const double LoginEmailPerSecond = 1.0 / 60;
+
+    /// <summary>Longest configurable /exec time limit: beyond an hour a command belongs in an SSH session, not an HTTP request.</summary>
+    public static readonly TimeSpan MaxExecTimeout = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// Largest body of the front door's own forms (login email, request access). They hold an address,
+    /// a token and a short message; the generous proxy body limit must not apply to them.
+    /// </summary>
+    public const int MaxFormBodyBytes = 16 * 1024;
+
+    /// <summary>Longest message a person may add to an access request (characters); a note, not a letter.</summary>
+    public const int MaxAccessRequestMessageChars = 1000;
+
+    /// <summary>
+    /// Access requests per requester and site: one, then one per 10 minutes, so the form cannot be used to
+    /// flood an owner's mailbox; the owner got the first one anyway.
+    /// </summary>
+    public const int AccessRequestBurstPerSite = 1;
+    public const double AccessRequestsPerSecondPerSite = 1.0 / 600;
+
+    /// <summary>Access requests per requester across all sites: 10, then 10 an hour, so one account cannot mail every owner.</summary>
+    public const int AccessRequestBurstPerRequester = 10;
+    public const double AccessRequestsPerSecondPerRequester = 10.0 / 3600;
 }

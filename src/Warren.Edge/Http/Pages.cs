@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Http;
@@ -37,10 +38,44 @@ internal static class Pages
     public static Task AccessDeniedAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Access Denied", "<p>Access Denied. (find someone you know that can let you in)</p>");
 
-    public static Task NeedAccessAsync(HttpContext c, string email, string controlHost, string vmName) =>
-        WriteAsync(c, StatusCodes.Status401Unauthorized, "You need access",
-            $"<p>You need access — Ask the owner to let you in.</p><p>You are logged in as <b>{E(email)}</b>. The owner can run <code>ssh {E(controlHost)} share add {E(vmName)} {E(email)}</code>.</p>"
-            + "<form method=\"post\" action=\"/__exe.dev/logout\"><button>Log out</button></form>");
+    /// <summary>
+    /// "You need access" (reference §4), with the request-access form when <paramref name="requestAccessToken"/>
+    /// (the session's anti-CSRF token) is given.
+    /// </summary>
+    public static Task NeedAccessAsync(HttpContext c, int status, string email, string controlHost, string vmName, string? requestAccessToken)
+    {
+        var body = new StringBuilder()
+            .Append("<p>You need access — Ask the owner to let you in.</p><p>You are logged in as <b>").Append(E(email))
+            .Append("</b>. The owner can run <code>ssh ").Append(E(controlHost)).Append(" share add ").Append(E(vmName)).Append(' ').Append(E(email))
+            .Append("</code>.</p>");
+        if (requestAccessToken is not null)
+        {
+            body.Append("<form method=\"post\" action=\"").Append(HttpFrontDoor.RequestAccessPath).Append("\"><p>Or ask the owner by email:</p>")
+                .Append("<input type=\"hidden\" name=\"").Append(HttpFrontDoor.FormTokenField).Append("\" value=\"").Append(E(requestAccessToken)).Append("\">")
+                .Append("<p><label>Message (optional)<br><textarea name=\"").Append(HttpFrontDoor.AccessRequestMessageField)
+                .Append("\" rows=\"4\" cols=\"50\" maxlength=\"").Append(HttpFrontDoorLimits.MaxAccessRequestMessageChars).Append("\"></textarea></label></p>")
+                .Append("<button>Request access</button></form>");
+        }
+        body.Append("<form method=\"post\" action=\"/__exe.dev/logout\"><button>Log out</button></form>");
+        return WriteAsync(c, status, "You need access", body.ToString());
+    }
+
+    /// <summary>After a request-access form was sent. Says nothing about who the owner is.</summary>
+    public static Task AccessRequestedAsync(HttpContext c, string vmName) =>
+        WriteAsync(c, StatusCodes.Status200OK, "Access requested",
+            $"<p>Your request was sent to the owner of <b>{E(vmName)}</b>. Once they let you in, <a href=\"/\">reload the site</a>.</p>");
+
+    public static Task AccessRequestLimitedAsync(HttpContext c, TimeSpan retryAfter)
+    {
+        SetRetryAfter(c, retryAfter);
+        int minutes = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalMinutes));
+        return WriteAsync(c, StatusCodes.Status429TooManyRequests, "Already requested",
+            $"<p>You asked for access recently. You can ask again in about {minutes} minute{(minutes == 1 ? "" : "s")}.</p>");
+    }
+
+    /// <summary><c>Retry-After</c> in whole seconds, at least 1 (RFC 9110 §10.2.3).</summary>
+    public static void SetRetryAfter(HttpContext c, TimeSpan retryAfter) =>
+        c.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
 
     public static Task InvalidAuthenticationAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Unauthorized", $"<p>invalid or missing authentication (trace {E(c.TraceIdentifier)})</p>");

@@ -105,6 +105,22 @@ public interface ILoginEmailSender
     ValueTask SendLoginLinkAsync(string email, string redirect, CancellationToken ct);
 }
 
+/// <summary>
+/// Optional: the "request access" form on a private site's "You need access" page
+/// (<c>/__exe.dev/request-access</c>). Registered by the lead when mail is configured; without it the
+/// page shows no form.
+/// </summary>
+public interface IAccessRequestSender
+{
+    /// <summary>
+    /// Called when a logged-in person without access to <paramref name="site"/> asks for it (the front door has
+    /// already checked the anti-CSRF token and the per-requester limits). Tell the owner who asks, with
+    /// <paramref name="message"/> (plain text, may be null) and the <c>share add</c> command that grants access.
+    /// The requester never learns the owner's address. Throws when the request could not be delivered.
+    /// </summary>
+    ValueTask SendAccessRequestAsync(WebSite site, WebUser requester, string? message, CancellationToken ct);
+}
+
 /// <summary>Outcome of token validation.</summary>
 public enum TokenValidationStatus
 {

@@ -13,6 +13,11 @@ namespace Warren.Edge.Tls;
 /// reuses (later starts) a local dev CA and a certificate for <c>*.&lt;vm-domain&gt;</c>,
 /// <c>&lt;vm-domain&gt;</c> and the control host in <c>{DataDirectory}/tls/</c>.
 /// </summary>
+/// <remarks>
+/// <see cref="Reload"/> re-reads the certificate files (<see cref="TlsCertificateReloader"/> calls it when
+/// they change) and swaps in the new set atomically: each handshake sees either the old or the new
+/// certificates, never a mix. A file that fails to load keeps its old certificate.
+/// </remarks>
 public sealed class TlsCertificateProvider : IDisposable
 {
     /// <summary>Dev CA lifetime. Long, because people add it to their trust store once.</summary>
@@ -32,9 +37,13 @@ public sealed class TlsCertificateProvider : IDisposable
     public const string ServerCertificateFileName = "server.crt";
     public const string ServerKeyFileName = "server.key";
 
-    private readonly List<Entry> _entries = new();
+    /// <summary>The certificates in use, in source order; replaced whole, never changed in place.</summary>
+    private volatile Entry[] _entries = [];
+    private readonly List<CertificateSource> _sources = new();
+    private readonly object _reloadGate = new();
+    private readonly ILogger _logger;
 
-    private TlsCertificateProvider() { }
+    private TlsCertificateProvider(ILogger logger) => _logger = logger;
 
     /// <summary>Path of the dev CA certificate (to add to a trust store), or null when certificates come from files.</summary>
     public string? CaCertificatePath { get; private set; }
@@ -42,36 +51,98 @@ public sealed class TlsCertificateProvider : IDisposable
     /// <summary>The certificate used when SNI matches nothing (the first configured, or the dev one).</summary>
     public X509Certificate2 DefaultCertificate => _entries[0].Certificate;
 
+    /// <summary>The certificate and key files in use (configured, or the dev certificate's), for change watching.</summary>
+    public IReadOnlyList<string> SourceFiles => _sources.SelectMany(s => new[] { s.CertificatePath, s.KeyPath }).ToArray();
+
     /// <summary>Loads or creates the certificates. Throws when configured files are missing or invalid.</summary>
     public static TlsCertificateProvider Create(TlsOptions options, TimeProvider? time = null, ILogger? logger = null)
     {
         time ??= TimeProvider.System;
         logger ??= NullLogger.Instance;
-        var provider = new TlsCertificateProvider();
-        if (options.Certificates.Count > 0)
-        {
-            foreach (var files in options.Certificates)
-                provider._entries.Add(LoadEntry(files.CertificatePath, files.KeyPath, logger));
-        }
+        var provider = new TlsCertificateProvider(logger);
+        if (options.Certificates.Count == 0)
+            provider.CreateOrReuseDev(options, time, logger);
         else
         {
-            provider.CreateOrReuseDev(options, time, logger);
+            foreach (var files in options.Certificates)
+                provider._sources.Add(new CertificateSource(Path.GetFullPath(files.CertificatePath), Path.GetFullPath(files.KeyPath), IncludeChain: true));
         }
+        var entries = new Entry[provider._sources.Count];
+        for (int i = 0; i < entries.Length; i++)
+        {
+            var source = provider._sources[i];
+            var (certificatePem, keyPem) = source.Read();
+            entries[i] = LoadEntry(certificatePem, keyPem, source.IncludeChain);
+            source.Fingerprint = CertificateSource.FingerprintOf(certificatePem, keyPem);
+            Log.Loaded(logger, source.CertificatePath, entries[i].Certificate.Subject, entries[i].Certificate.NotAfter);
+        }
+        provider._entries = entries;
         return provider;
+    }
+
+    /// <summary>
+    /// Re-reads every certificate/key pair. A pair whose contents changed and loads is swapped in (all
+    /// changes at once); one that fails to read or load keeps its current certificate and logs an error
+    /// (once per content, so a broken file is not reported every check). True when anything changed.
+    /// </summary>
+    public bool Reload()
+    {
+        lock (_reloadGate)
+        {
+            var current = _entries;
+            Entry[]? next = null;
+            for (int i = 0; i < _sources.Count; i++)
+            {
+                var source = _sources[i];
+                string certificatePem, keyPem;
+                try
+                {
+                    (certificatePem, keyPem) = source.Read();
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    if (source.Fingerprint is not null)
+                        Log.ReloadFailed(_logger, source.CertificatePath, current[i].Certificate.Subject, ex);
+                    source.Fingerprint = null; // read again, and report again, once the files are back
+                    continue;
+                }
+                string fingerprint = CertificateSource.FingerprintOf(certificatePem, keyPem);
+                if (fingerprint == source.Fingerprint)
+                    continue;
+                source.Fingerprint = fingerprint;
+                try
+                {
+                    var entry = LoadEntry(certificatePem, keyPem, source.IncludeChain);
+                    (next ??= (Entry[])current.Clone())[i] = entry;
+                    Log.Reloaded(_logger, source.CertificatePath, entry.Certificate.Subject, entry.Certificate.SerialNumber, entry.Certificate.NotAfter);
+                }
+                catch (Exception ex)
+                {
+                    // Whatever is wrong with the new files, the old certificate keeps serving.
+                    Log.ReloadFailed(_logger, source.CertificatePath, current[i].Certificate.Subject, ex);
+                }
+            }
+            if (next is null)
+                return false;
+            // Replaced certificates are not disposed: a handshake that already picked one may still be using it.
+            _entries = next;
+            return true;
+        }
     }
 
     /// <summary>The certificate context for a ClientHello's server name (SNI), falling back to the default.</summary>
     public SslStreamCertificateContext Select(string? serverName)
     {
-        if (!string.IsNullOrEmpty(serverName) && _entries.Count > 1)
+        var entries = _entries;
+        if (!string.IsNullOrEmpty(serverName) && entries.Length > 1)
         {
-            foreach (var entry in _entries)
+            foreach (var entry in entries)
             {
                 if (entry.Covers(serverName))
                     return entry.Context;
             }
         }
-        return _entries[0].Context;
+        return entries[0].Context;
     }
 
     /// <summary>Server options for one handshake, with ALPN h2 + http/1.1 when <paramref name="http2"/>.</summary>
@@ -95,27 +166,36 @@ public sealed class TlsCertificateProvider : IDisposable
             e.Certificate.Dispose();
     }
 
-    private static Entry LoadEntry(string certificatePath, string keyPath, ILogger logger)
+    /// <summary>
+    /// The leaf (first certificate) with its key, plus the rest of the PEM as the chain sent to clients when
+    /// <paramref name="includeChain"/>. Throws when the PEM is malformed or the key does not match.
+    /// </summary>
+    private static Entry LoadEntry(string certificatePem, string keyPem, bool includeChain)
     {
-        var leaf = LoadWithKey(certificatePath, keyPath);
-        var chain = new X509Certificate2Collection();
-        chain.ImportFromPemFile(certificatePath);
+        var leaf = LoadLeaf(certificatePem, keyPem);
         var intermediates = new X509Certificate2Collection();
-        foreach (var c in chain)
+        if (includeChain)
         {
-            if (c.Thumbprint != leaf.Thumbprint)
-                intermediates.Add(c);
+            var chain = new X509Certificate2Collection();
+            chain.ImportFromPem(certificatePem);
+            foreach (var c in chain)
+            {
+                if (c.Thumbprint != leaf.Thumbprint)
+                    intermediates.Add(c);
+            }
         }
-        Log.Loaded(logger, certificatePath, leaf.Subject, leaf.NotAfter);
         return new Entry(leaf, SslStreamCertificateContext.Create(leaf, intermediates, offline: true));
     }
 
-    private static X509Certificate2 LoadWithKey(string certificatePath, string keyPath)
+    private static X509Certificate2 LoadLeaf(string certificatePem, string keyPem)
     {
-        using var ephemeral = X509Certificate2.CreateFromPemFile(certificatePath, keyPath);
+        using var ephemeral = X509Certificate2.CreateFromPem(certificatePem, keyPem);
         // Round-trip through PKCS#12 so the key is usable by SslStream on every platform.
         return X509CertificateLoader.LoadPkcs12(ephemeral.Export(X509ContentType.Pkcs12), password: null);
     }
+
+    private static X509Certificate2 LoadWithKey(string certificatePath, string keyPath) =>
+        LoadLeaf(File.ReadAllText(certificatePath), File.ReadAllText(keyPath));
 
     private void CreateOrReuseDev(TlsOptions options, TimeProvider time, ILogger logger)
     {
@@ -166,9 +246,9 @@ public sealed class TlsCertificateProvider : IDisposable
         }
 
         CaCertificatePath = Path.GetFullPath(caCert);
-        var intermediates = new X509Certificate2Collection(); // the client trusts the CA itself
-        _entries.Add(new Entry(leaf, SslStreamCertificateContext.Create(leaf, intermediates, offline: true)));
-        Log.Loaded(logger, Path.GetFullPath(serverCert), leaf.Subject, leaf.NotAfter);
+        // Served from the files like configured ones (so replacing them takes effect); no chain: the client trusts the CA itself.
+        _sources.Add(new CertificateSource(Path.GetFullPath(serverCert), Path.GetFullPath(serverKey), IncludeChain: false));
+        leaf.Dispose();
         ca.Dispose();
     }
 
@@ -228,6 +308,17 @@ public sealed class TlsCertificateProvider : IDisposable
         File.Move(temp, path, overwrite: true);
     }
 
+    /// <summary>Where one certificate comes from, and a fingerprint of the contents last tried (loaded or not).</summary>
+    private sealed record CertificateSource(string CertificatePath, string KeyPath, bool IncludeChain)
+    {
+        public string? Fingerprint { get; set; }
+
+        public (string CertificatePem, string KeyPem) Read() => (File.ReadAllText(CertificatePath), File.ReadAllText(KeyPath));
+
+        public static string FingerprintOf(string certificatePem, string keyPem) =>
+            Convert.ToHexString(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(certificatePem + "\0" + keyPem)));
+    }
+
     private sealed record Entry(X509Certificate2 Certificate, SslStreamCertificateContext Context)
     {
         private readonly string[] _dnsNames = Certificate.Extensions.OfType<X509SubjectAlternativeNameExtension>()
@@ -270,6 +361,13 @@ public sealed class TlsCertificateProvider : IDisposable
         public static void CaCreated(ILogger l, string path) => s_caCreated(l, path, null);
         public static void CaInUse(ILogger l, string path) => s_caInUse(l, path, null);
         public static void CertificateCreated(ILogger l, string path, string names) => s_created(l, path, names, null);
+        private static readonly Action<ILogger, string, string, string, DateTime, Exception?> s_reloaded = LoggerMessage.Define<string, string, string, DateTime>(
+            LogLevel.Information, EdgeEventIds.TlsCertificateReloaded, "Reloaded TLS certificate {Path} ({Subject}, serial {Serial}, expires {NotAfter:u})");
+        private static readonly Action<ILogger, string, string, Exception?> s_reloadFailed = LoggerMessage.Define<string, string>(
+            LogLevel.Error, EdgeEventIds.TlsCertificateReloadFailed, "Could not load the changed TLS certificate {Path}; still serving the previous one ({Subject})");
+
         public static void Loaded(ILogger l, string path, string subject, DateTime notAfter) => s_loaded(l, path, subject, notAfter, null);
+        public static void Reloaded(ILogger l, string path, string subject, string serial, DateTime notAfter) => s_reloaded(l, path, subject, serial, notAfter, null);
+        public static void ReloadFailed(ILogger l, string path, string subject, Exception ex) => s_reloadFailed(l, path, subject, ex);
     }
 }

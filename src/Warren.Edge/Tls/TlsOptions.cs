@@ -17,6 +17,19 @@ public sealed class TlsOptions
 
     /// <summary>The control host: the dev certificate covers it too.</summary>
     public string ControlHost { get; set; } = "warren.localhost";
+
+    /// <summary>
+    /// Quiet time after the last change event before certificate files are re-read: a renewal writes the
+    /// certificate and the key one after the other, and the pair must be read once both are in place.
+    /// </summary>
+    public TimeSpan ReloadDebounce { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// How often certificate files are re-read regardless of change events: the backup for file systems
+    /// where change notifications do not arrive (network and bind mounts, an overflowed watcher). Reading
+    /// two small files a minute costs nothing. Zero or less turns the periodic check off.
+    /// </summary>
+    public TimeSpan ReloadCheckInterval { get; set; } = TimeSpan.FromMinutes(1);
 }
 
 /// <summary>A PEM certificate (chain) file and its PEM private key file.</summary>

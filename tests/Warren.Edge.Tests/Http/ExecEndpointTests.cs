@@ -168,11 +168,25 @@ public sealed class ExecEndpointTests
     }
 
     [Fact]
-    public async Task Timeout_504()
+    public async Task Timeout_504_AndTheCommandIsCancelled()
     {
+        int cancelledBefore = _f.Runner.CancelledSleeps;
         var (status, body, _) = await ExecAsync(Token(), "sleep");
         Assert.Equal(HttpStatusCode.GatewayTimeout, status);
-        Assert.Contains("command timed out", body);
+        Assert.Equal("{\"error\":\"command timed out\"}\n", body);
+        // The answer comes after the command saw its token fire: nothing is left running.
+        Assert.Equal(cancelledBefore + 1, _f.Runner.CancelledSleeps);
+    }
+
+    [Fact]
+    public void ExecTimeout_OutOfRange_IsAConfigurationError()
+    {
+        foreach (var bad in new[] { TimeSpan.Zero, TimeSpan.FromSeconds(-1), TimeSpan.FromHours(2) })
+        {
+            var errors = new HttpFrontDoorOptions { ExecTimeout = bad }.Validate();
+            Assert.Contains(errors, e => e.Contains("ExecTimeoutSeconds", StringComparison.Ordinal));
+        }
+        Assert.Empty(new HttpFrontDoorOptions { ExecTimeout = TimeSpan.FromSeconds(2) }.Validate());
     }
 
     [Fact]

@@ -77,12 +77,24 @@ internal sealed class FakeRunner : IExecCommandRunner
     public bool IsAllowed(IReadOnlyCollection<string> allowedCommands, IReadOnlyList<string> argv) =>
         Resolve(argv) is { } path && allowedCommands.Contains(path);
 
+    /// <summary><c>sleep</c> runs that saw their cancellation token fire (the /exec time limit cancels, never abandons).</summary>
+    public int CancelledSleeps => Volatile.Read(ref _cancelledSleeps);
+    private int _cancelledSleeps;
+
     public async Task<ExecOutcome> RunAsync(ExecInvocation invocation, CancellationToken ct)
     {
         switch (invocation.CanonicalCommand)
         {
             case "sleep":
-                await Task.Delay(Timeout.Infinite, ct);
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    Interlocked.Increment(ref _cancelledSleeps);
+                    throw;
+                }
                 return new ExecOutcome(1, "{}");
             case "fail":
                 return new ExecOutcome(1, "{\"error\":\"it failed\"}\n\n");
@@ -92,4 +104,22 @@ internal sealed class FakeRunner : IExecCommandRunner
                 return new ExecOutcome(0, "  {\"vms\":[]}  ");
         }
     }
+}
+
+/// <summary>Records access requests; <see cref="FailFor"/> makes delivery fail for one requester.</summary>
+internal sealed class FakeAccessRequests : IAccessRequestSender
+{
+    public ConcurrentQueue<(WebSite Site, WebUser Requester, string? Message)> Sent { get; } = new();
+    public ConcurrentDictionary<string, bool> FailFor { get; } = new();
+
+    public ValueTask SendAccessRequestAsync(WebSite site, WebUser requester, string? message, CancellationToken ct)
+    {
+        if (FailFor.ContainsKey(requester.UserId))
+            throw new IOException("relay down");
+        Sent.Enqueue((site, requester, message));
+        return ValueTask.CompletedTask;
+    }
+
+    public IReadOnlyList<(WebSite Site, WebUser Requester, string? Message)> For(WebUser requester) =>
+        Sent.Where(s => s.Requester.UserId == requester.UserId).ToList();
 }

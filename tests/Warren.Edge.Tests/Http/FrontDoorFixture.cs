@@ -15,7 +15,7 @@ namespace Warren.Edge.Tests.Http;
 /// The real front door (Kestrel + YARP) on 127.0.0.1 ephemeral ports with fake platform services,
 /// and two upstream web servers standing in for VMs.
 /// </summary>
-public sealed class FrontDoorFixture : IAsyncLifetime
+public class FrontDoorFixture : IAsyncLifetime
 {
     public const string Domain = "box.localhost";
     public const string ControlHost = "warren.localhost";
@@ -33,6 +33,8 @@ public sealed class FrontDoorFixture : IAsyncLifetime
     internal FakeLocator Locator { get; } = new();
     internal FakeTokens Tokens { get; } = new();
     internal ManualTimeProvider Time { get; } = new();
+    internal FakeRunner Runner { get; } = new();
+    internal FakeAccessRequests AccessRequests { get; } = new();
     public int UnboundPort { get; } = TestUpstream.UnusedPort();
     public IServiceProvider Services => _app.Services;
 
@@ -63,7 +65,8 @@ public sealed class FrontDoorFixture : IAsyncLifetime
         builder.Services.AddSingleton<IWebAccessService>(Access);
         builder.Services.AddSingleton<IWebUpstreamLocator>(Locator);
         builder.Services.AddSingleton<IWebTokenValidator>(Tokens);
-        builder.Services.AddSingleton<IExecCommandRunner>(new FakeRunner());
+        builder.Services.AddSingleton<IExecCommandRunner>(Runner);
+        builder.Services.AddSingleton<IAccessRequestSender>(AccessRequests);
         builder.AddWarrenHttpFrontDoor(o =>
         {
             o.VmDomain = Domain;
@@ -72,6 +75,9 @@ public sealed class FrontDoorFixture : IAsyncLifetime
             o.HttpsEndpoints = new() { new IPEndPoint(IPAddress.Loopback, 0) };
             o.Tls.DataDirectory = DataDirectory;
             o.ExecTimeout = TimeSpan.FromMilliseconds(300);
+            // Off here: this clock only moves when a test says so, so a shared bucket would run dry.
+            o.RequestsPerSecondPerSource = 0;
+            ConfigureFrontDoor(o);
         });
         _app = builder.Build();
         _app.UseWarrenHttpFrontDoor();
@@ -93,6 +99,11 @@ public sealed class FrontDoorFixture : IAsyncLifetime
         Assert.NotEqual(0, HttpPort);
     }
 
+    /// <summary>Option changes of a derived fixture, applied last.</summary>
+    protected virtual void ConfigureFrontDoor(HttpFrontDoorOptions options)
+    {
+    }
+
     public async Task DisposeAsync()
     {
         await _app.StopAsync();
@@ -103,6 +114,18 @@ public sealed class FrontDoorFixture : IAsyncLifetime
     }
 
     public string Url(string vm, string path = "/", int? port = null) => $"https://{vm}.{Domain}:{port ?? HttpsPort}{path}";
+
+    /// <summary>Logs <paramref name="user"/> in on a site with a one-time link; returns the <c>Cookie</c> header value.</summary>
+    public async Task<string> LoginCookieAsync(WebUser user, string vm = "web")
+    {
+        var links = (ILoginLinkService)Services.GetService(typeof(ILoginLinkService))!;
+        string secret = await links.IssueAsync(user, null, CancellationToken.None);
+        using var client = CreateClient();
+        var response = await client.GetAsync(Url(vm, $"/__exe.dev/auth?secret={Uri.EscapeDataString(secret)}&redirect=%2F"));
+        Assert.Equal(System.Net.HttpStatusCode.SeeOther, response.StatusCode);
+        var setCookie = response.Headers.GetValues("Set-Cookie").Single();
+        return setCookie.Split(';')[0];
+    }
 
     /// <summary>A handler that connects every name to the front door on 127.0.0.1 and trusts only the dev CA.</summary>
     public SocketsHttpHandler CreateHandler()

@@ -33,15 +33,7 @@ public sealed class FrontDoorTests
         return SendAsync(request);
     }
 
-    private async Task<string> LoginCookieAsync(WebUser user, string vm = "web")
-    {
-        var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
-        string secret = await links.IssueAsync(user, null, CancellationToken.None);
-        var response = await GetAsync(_f.Url(vm, $"/__exe.dev/auth?secret={Uri.EscapeDataString(secret)}&redirect=%2F"));
-        Assert.Equal(HttpStatusCode.SeeOther, response.StatusCode);
-        var setCookie = response.Headers.GetValues("Set-Cookie").Single();
-        return setCookie.Split(';')[0];
-    }
+    private Task<string> LoginCookieAsync(WebUser user, string vm = "web") => _f.LoginCookieAsync(user, vm);
 
     // ------------------------------------------------------------------ routing
 

@@ -1,0 +1,167 @@
+using System.Net;
+using System.Text.RegularExpressions;
+using Microsoft.Data.Sqlite;
+using Warren.EndToEnd.Tests.Harness;
+using Xunit;
+
+namespace Warren.EndToEnd.Tests;
+
+/// <summary>A daemon that mails through a loopback SMTP sink, with one private site whose owner is "owner".</summary>
+public sealed class RequestAccessFixture : DaemonFixture, IAsyncLifetime
+{
+    public const string Site = "asksite";
+    public const string Content = "the private content";
+    public SmtpSink Mail { get; } = new();
+    public SshUser Owner { get; private set; } = null!;
+    public string SlotIp { get; private set; } = null!;
+
+    protected override Dictionary<string, string> Config => new()
+    {
+        ["Warren:Smtp:Host"] = "127.0.0.1",
+        ["Warren:Smtp:Port"] = Mail.Port.ToString(),
+        ["Warren:Smtp:Security"] = "None",
+        ["Warren:Smtp:From"] = "warren@localhost",
+    };
+
+    public new async Task InitializeAsync()
+    {
+        await base.InitializeAsync();
+        Owner = await Daemon.CreateUserAsync("site-owner@example.com");
+        SlotIp = await WebSupport.CreateWebVmAsync(Daemon, Owner, Site, Content);
+    }
+
+    public new async Task DisposeAsync()
+    {
+        await base.DisposeAsync();
+        await Mail.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// "Request access" through the real daemon with curl as the browser: a second account logs in with the
+/// one-time link from <c>ssh CONTROL browser</c>, gets "You need access" with the form, sends it; the owner
+/// receives a mail (through the daemon's SMTP relay) naming the requester and the <c>share add</c> command;
+/// running that command lets the requester in. The requester never sees the owner's address.
+/// </summary>
+public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : IClassFixture<RequestAccessFixture>
+{
+    private static readonly TimeSpan MailWait = TimeSpan.FromSeconds(60);
+    private WarrenDaemon Daemon => fixture.Daemon;
+    private const string ControlHost = "warren.localhost";
+    private string SiteHost => RequestAccessFixture.Site + ".box.localhost";
+    private string SiteUrl(string path = "/") => $"https://{SiteHost}:{Daemon.HttpsPort}{path}";
+
+    [GeneratedRegex("name=\"csrf\" value=\"([^\"]+)\"")]
+    private static partial Regex CsrfField();
+
+    /// <summary>curl as one browser: a shared cookie jar, both names pinned with --resolve, redirects followed when asked.</summary>
+    private async Task<WebSupport.HttpResult> BrowserAsync(string jar, string url, params string[] extra)
+    {
+        var args = new List<string>
+        {
+            "-sS", "-i", "--max-time", "60", "--cacert", WebSupport.CaPath(Daemon), "-b", jar, "-c", jar,
+            "--resolve", $"{ControlHost}:{Daemon.HttpsPort}:{Daemon.ControlAddress}",
+            "--resolve", $"{SiteHost}:{Daemon.HttpsPort}:{fixture.SlotIp}",
+        };
+        args.AddRange(extra);
+        args.Add(url);
+        var r = await ProcessRunner.RunAsync(ProcessRunner.Require("curl"), args, timeout: TimeSpan.FromSeconds(90));
+        Assert.True(r.ExitCode == 0, "curl failed: " + r);
+        return WebSupport.ParseResponse(LastResponse(r.Stdout));
+    }
+
+    /// <summary>With -L, curl -i prints every response of the chain; the last one counts.</summary>
+    private static string LastResponse(string raw)
+    {
+        int last = 0;
+        foreach (Match m in Regex.Matches(raw, @"(?m)^HTTP/\S+ [2-5]\d\d"))
+            last = m.Index;
+        return raw[last..];
+    }
+
+    private async Task<string> NextMailAsync()
+    {
+        using var wait = new CancellationTokenSource(MailWait);
+        try
+        {
+            var mail = await fixture.Mail.Messages.Reader.ReadAsync(wait.Token);
+            // Undo quoted-printable soft line breaks so the assertions see whole lines.
+            return mail.Replace("\r", "").Replace("=\n", "");
+        }
+        catch (OperationCanceledException)
+        {
+            throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log);
+        }
+    }
+
+    [Fact]
+    public async Task LoggedInStranger_RequestsAccess_OwnerIsMailed_ShareAddLetsThemIn()
+    {
+        var asker = await Daemon.CreateUserAsync("asker@example.com");
+        string jar = Path.Combine(Directory.CreateTempSubdirectory("warren-e2e-jar-").FullName, "cookies");
+
+        // Log in on the control host with the one-time link, then open the private site (the login hops are followed).
+        var browser = await asker.ControlAsync("browser");
+        Assert.True(browser.ExitCode == 0, browser.ToString());
+        string link = Regex.Match(browser.Stdout + browser.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
+        Assert.False(string.IsNullOrEmpty(link), browser.ToString());
+        var loggedIn = await BrowserAsync(jar, link);
+        Assert.True(loggedIn.Status == 303, loggedIn.Raw);
+
+        var page = await BrowserAsync(jar, SiteUrl(), "-L", "--max-redirs", "10");
+        Assert.True(page.Status == 401, page.Raw);
+        Assert.Contains("You need access", page.Body);
+        Assert.Contains("asker@example.com", page.Body);
+        Assert.DoesNotContain(RequestAccessFixture.Content, page.Body);
+        Assert.DoesNotContain(fixture.Owner.Email, page.Body);
+        var csrf = CsrfField().Match(page.Body);
+        Assert.True(csrf.Success, "no request-access form:\n" + page.Body);
+        string token = WebUtility.HtmlDecode(csrf.Groups[1].Value);
+
+        // A forged form (no valid token) sends nothing.
+        var forged = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"), "--data-urlencode", "csrf=forged", "--data-urlencode", "message=spam");
+        Assert.True(forged.Status == 403, forged.Raw);
+
+        // The real form.
+        var sent = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"),
+            "--data-urlencode", "csrf=" + token, "--data-urlencode", "message=Hi, I am on the web team.");
+        Assert.True(sent.Status == 200, sent.Raw);
+        Assert.Contains("Access requested", sent.Body);
+        Assert.DoesNotContain(fixture.Owner.Email, sent.Raw);
+
+        string mail = await NextMailAsync();
+        Assert.Contains("To: " + fixture.Owner.Email, mail);
+        Assert.Contains("asker@example.com asks for access", mail);
+        Assert.Contains("> Hi, I am on the web team.", mail);
+        string grant = $"ssh -p {Daemon.SshPort} {ControlHost} share add {RequestAccessFixture.Site} asker@example.com";
+        Assert.Contains(grant, mail);
+
+        // Asking again at once is limited, and mails nobody.
+        var again = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"), "--data-urlencode", "csrf=" + token);
+        Assert.True(again.Status == 429, again.Raw);
+        Assert.True(int.TryParse(again.Header("retry-after"), out int retryAfter) && retryAfter > 0, again.Raw);
+
+        // The audit log records who asked for which site.
+        Assert.Contains(AuditedRequests(), a => a.Arguments.Contains(RequestAccessFixture.Site) && a.Source == "https");
+
+        // The owner runs the command from the mail (without the "ssh -p PORT HOST" prefix): the asker gets in.
+        var share = await fixture.Owner.ControlAsync(grant[(grant.IndexOf(" share add", StringComparison.Ordinal) + 1)..] + " --json");
+        Assert.True(share.ExitCode == 0, share.ToString());
+        var allowed = await BrowserAsync(jar, SiteUrl());
+        Assert.True(allowed.Status == 200, allowed.Raw);
+        Assert.Equal(RequestAccessFixture.Content + "\n", allowed.Body);
+        Assert.False(fixture.Mail.Messages.Reader.TryRead(out var extra) && extra.Contains("asks for access"), "a second access request was mailed");
+    }
+
+    private List<(string Arguments, string? Source)> AuditedRequests()
+    {
+        var result = new List<(string, string?)>();
+        using var c = new SqliteConnection($"Data Source={Path.Combine(Daemon.DataDirectory, "warren.db")};Mode=ReadOnly;Pooling=False");
+        c.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT arguments, source FROM audit_log WHERE command = 'request-access'";
+        using var r = cmd.ExecuteReader();
+        while (r.Read()) result.Add((r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1)));
+        return result;
+    }
+}
