@@ -7,6 +7,8 @@ namespace Warren.Agent;
 /// <c>init [--setup-script PATH] [--user USER] [--] [CMD…]</c>: the VM's PID 1.
 /// <list type="number">
 /// <item>Reaps every zombie (waitpid(-1)); orphans of docker-exec'd processes land here.</item>
+/// <item>Runs <c>serve</c> on <see cref="SessionSocketDirectory"/> (the agent session socket, docs/AGENT-PROTOCOL.md) when the
+///   runtime mounted it, before anything else, and restarts it whenever it exits.</item>
 /// <item>Runs the setup script once per /data volume (marker <see cref="SetupMarker"/>, output in <see cref="SetupLog"/>).</item>
 /// <item>Runs CMD (as USER when given) and keeps the VM alive after it exits; a bare shell is not run at all,
 ///   since with no terminal it would exit at once.</item>
@@ -19,6 +21,18 @@ internal static class InitCommand
     public const string SetupDirectory = "/data/.warren";
     public const string SetupLog = SetupDirectory + "/setup.log";
     public const string SetupMarker = SetupDirectory + "/setup.done";
+
+    /// <summary>Where the runtime bind-mounts the session socket directory (token in, agent.sock out).</summary>
+    public const string SessionSocketDirectory = "/.warren/run";
+
+    /// <summary>serve is restarted at most this often, so one that cannot start (bad token file) does not spin.</summary>
+    private static readonly TimeSpan ServeRestartInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>A serve that keeps failing at once is restarted less and less often, down to this, so the log stays readable.</summary>
+    private static readonly TimeSpan ServeRestartMaxInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>A serve that ran this long was healthy: the next restart is after the base interval again.</summary>
+    private static readonly TimeSpan ServeHealthyRun = TimeSpan.FromSeconds(10);
 
     /// <summary>How long init waits for processes after forwarding SIGTERM (below Docker's default 10 s stop timeout).</summary>
     private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(7);
@@ -90,6 +104,12 @@ internal static class InitCommand
         new Thread(SweepLoop) { IsBackground = true, Name = "pid-file-sweep" }.Start();
 
         var env = Processes.CurrentEnvironment();
+        if (Directory.Exists(SessionSocketDirectory))
+        {
+            // The first serve starts here, synchronously, so the socket comes up before the setup script runs.
+            var serve = StartServe(env);
+            new Thread(() => SuperviseServe(serve, env)) { IsBackground = true, Name = "serve-supervisor" }.Start();
+        }
         if (setupScript != null) RunSetupOnce(setupScript, env);
 
         if (command.Length > 0 && !(command.Length == 1 && BareShells.Contains(command[0])))
@@ -98,7 +118,7 @@ internal static class InitCommand
             {
                 var argv = user is null or "" or "root" or "0" or "0:0"
                     ? command
-                    : [SelfPath(), "as-user", user, "--", .. command];
+                    : [Processes.SelfPath(), "as-user", user, "--", .. command];
                 var (pid, exited) = SpawnTracked(argv, env, null);
                 Volatile.Write(ref s_mainPid, pid);
                 Log($"started {command[0]} (pid {pid})");
@@ -141,7 +161,7 @@ internal static class InitCommand
         {
             Directory.CreateDirectory(SetupDirectory);
             File.AppendAllText(SetupLog, $"# warren setup {DateTime.UtcNow:O}: {script}\n");
-            string shell = File.Exists("/bin/sh") ? "/bin/sh" : SelfPath();
+            string shell = File.Exists("/bin/sh") ? "/bin/sh" : Processes.SelfPath();
             var (_, exited) = SpawnTracked([shell, script], env, SetupLog);
             int status = exited.GetAwaiter().GetResult();
             File.AppendAllText(SetupLog, $"# setup {Describe(status)}\n");
@@ -151,6 +171,44 @@ internal static class InitCommand
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             Log($"setup script failed to run: {e.Message}");
+        }
+    }
+
+    /// <summary>Starts <c>serve</c>; the task completes when it exits (at once, with -1, if it could not be spawned).</summary>
+    private static (Task<int> Exited, DateTime StartedAt) StartServe(List<string> env)
+    {
+        var startedAt = DateTime.UtcNow;
+        try
+        {
+            var (pid, exited) = SpawnTracked([Processes.SelfPath(), "serve", SessionSocketDirectory], env, null);
+            if (s_debug) Log($"started serve (pid {pid})");
+            return (exited, startedAt);
+        }
+        catch (Exception e) when (e is IOException or FileNotFoundException)
+        {
+            Log($"cannot start serve: {e.Message}");
+            return (Task.FromResult(-1), startedAt);
+        }
+    }
+
+    /// <summary>
+    /// Restarts serve whenever it exits, until the VM stops: at most once per <see cref="ServeRestartInterval"/>, and
+    /// with the interval doubling (up to <see cref="ServeRestartMaxInterval"/>) while it keeps failing quickly.
+    /// </summary>
+    private static void SuperviseServe((Task<int> Exited, DateTime StartedAt) serve, List<string> env)
+    {
+        var interval = ServeRestartInterval;
+        while (true)
+        {
+            int status = serve.Exited.GetAwaiter().GetResult();
+            if (s_stop.IsSet) return;
+            var ran = DateTime.UtcNow - serve.StartedAt;
+            if (ran >= ServeHealthyRun) interval = ServeRestartInterval;
+            var wait = interval - ran;
+            if (status != -1) Log($"serve exited ({Describe(status)}); restarting{(wait > TimeSpan.Zero ? $" in {wait.TotalSeconds:F0} s" : "")}");
+            if (wait > TimeSpan.Zero && s_stop.Wait(wait)) return;
+            interval = TimeSpan.FromTicks(Math.Min(interval.Ticks * 2, ServeRestartMaxInterval.Ticks));
+            serve = StartServe(env);
         }
     }
 
@@ -214,8 +272,6 @@ internal static class InitCommand
 
     private static string Describe(int status) =>
         Libc.WIfSignaled(status) ? $"killed by signal {Libc.WTermSig(status)}" : $"exit status {Libc.WExitStatus(status)}";
-
-    private static string SelfPath() => File.Exists("/.warren/agent") ? "/.warren/agent" : Environment.ProcessPath ?? "/proc/self/exe";
 
     private static void Log(string message) => Console.Error.Write($"warren-agent init: {message}\n");
 }

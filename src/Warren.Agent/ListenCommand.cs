@@ -17,7 +17,8 @@ namespace Warren.Agent;
 /// <item>stdin: <c>drop TOKEN</c> closes an accepted connection nobody will claim; EOF stops the listener and exits.</item>
 /// </list>
 /// The front door claims a connection by connecting (with <c>connect 127.0.0.1 RENDEZVOUS_PORT</c>) to the
-/// rendezvous listener and sending <c>TOKEN\n</c>; the agent then relays bytes between the two sockets.
+/// rendezvous listener and sending <c>TOKEN\n</c>; the agent then relays bytes between the two sockets,
+/// passing each side's EOF on as a half-close.
 /// Tokens are 128-bit random, so another process in the VM that reaches the rendezvous port can claim
 /// nothing. Each connection has its own socket pair and exec stream, so one slow connection never
 /// stalls another, and the kernel's socket buffers give flow control for free.
@@ -205,7 +206,7 @@ internal static class ListenCommand
             if (!pending.TryRemove(line.ToString(), out var accepted)) return;
             using (accepted.Socket)
             {
-                await RelayAsync(claim, accepted.Socket, passClientEof: accepted.Socket.AddressFamily == AddressFamily.Unix);
+                await RelayAsync(claim, accepted.Socket);
             }
         }
     }
@@ -221,30 +222,33 @@ internal static class ListenCommand
     }
 
     /// <summary>
-    /// Copies both ways. The front door's side ending half-closes the VM-side client, but the VM-side
-    /// client's half-close is NOT passed on: the claim stream is <c>agent connect</c>, which ends the whole
-    /// exec when its socket reaches EOF, and that would cut off the answer still on its way back
-    /// (a request/response client such as <c>printf 'GET …' | nc</c> half-closes right after its request).
-    /// Known limit: a VM-side client that half-closes and waits for the far side to see EOF is not served.
+    /// Copies both ways, each direction on its own: one side's EOF becomes shutdown(SHUT_WR) on the other
+    /// socket (a TCP half-close, RFC 9293 §3.6; the front door turns it into CHANNEL_EOF, RFC 4254 §5.3), and
+    /// the other direction keeps flowing until its own EOF. A request/response client that half-closes after
+    /// its request still gets the answer, and a peer that waits for EOF before answering gets it. Ends when
+    /// both directions ended, or at once when either fails (a reset: nothing more can flow either way).
     /// </summary>
     /// <remarks>
-    /// For the agent socket (<paramref name="passClientEof"/>) the client's EOF IS passed on: agent
-    /// clients (ssh-add, ssh) close when done and never wait for an answer after EOF, while the
-    /// forwarded agent never closes its side, so holding the EOF back would keep the channel, and the
-    /// user's ssh, open forever.
+    /// The claim socket's far end is the front door's <c>IVmRuntime.ConnectAsync</c> stream, whose contract
+    /// is half-close in both directions (IHalfClosableStream; the agent session socket's EOF/STDOUT_EOF frames).
+    /// The agent socket (--unix) is relayed the same way: ssh-add closes when done, the EOF reaches the client's
+    /// ssh, which shuts its agent connection down, and the agent's EOF comes back.
     /// </remarks>
-    private static async Task RelayAsync(Socket claim, Socket client, bool passClientEof)
+    private static async Task RelayAsync(Socket claim, Socket client)
     {
-        var toClient = CopyAsync(claim, client, halfClose: true);
-        var fromClient = CopyAsync(client, claim, halfClose: passClientEof);
-        await toClient;
-        // The far side finished: nothing more can be answered, so stop reading the client too.
-        try { client.Shutdown(SocketShutdown.Receive); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
-        claim.Dispose();
-        await fromClient;
+        var toClient = CopyAsync(claim, client);
+        var fromClient = CopyAsync(client, claim);
+        var first = await Task.WhenAny(toClient, fromClient);
+        if (!await first)
+        {
+            claim.Dispose();
+            client.Dispose();
+        }
+        await Task.WhenAll(toClient, fromClient);
     }
 
-    private static async Task CopyAsync(Socket from, Socket to, bool halfClose)
+    /// <summary>Copies until EOF, then half-closes <paramref name="to"/>; false when either socket failed first.</summary>
+    private static async Task<bool> CopyAsync(Socket from, Socket to)
     {
         var buffer = new byte[CopyBufferBytes];
         try
@@ -255,10 +259,10 @@ internal static class ListenCommand
                 int sent = 0;
                 while (sent < n) sent += await to.SendAsync(buffer.AsMemory(sent, n - sent), SocketFlags.None);
             }
+            to.Shutdown(SocketShutdown.Send);
+            return true;
         }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
-        if (!halfClose) return;
-        try { to.Shutdown(SocketShutdown.Send); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { return false; }
     }
 
     /// <summary>

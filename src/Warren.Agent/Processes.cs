@@ -57,14 +57,41 @@ internal static unsafe class Processes
         using var a = new Libc.CStringArray(argv);
         using var e = new Libc.CStringArray(env);
         using var p = new Libc.CStringArray([resolved]);
+        ResetSignalsForExec();
         Libc.Execve(p.Pointer[0], a.Pointer, e.Pointer);
         int errno = Libc.Errno;
         Console.Error.Write($"warren-agent: {argv[0]}: cannot execute (errno {errno})\n");
         return errno == Libc.ENOENT ? AgentMain.ExitNotFound : AgentMain.ExitCannotExecute;
     }
 
-    /// <summary>posix_spawn(3) with stdio inherited, or stdout+stderr appended to <paramref name="outputFile"/>.</summary>
-    public static int Spawn(IReadOnlyList<string> argv, List<string> env, string? outputFile = null)
+    /// <summary>
+    /// Undoes signal state execve() would pass on: serve ignores SIGPIPE (an ignored signal stays ignored across
+    /// exec, so `yes | head` would never end), posix_spawn ignores glibc's internal signals, and a thread's
+    /// blocked-signal mask is inherited too. A command must start with the defaults, as from a shell.
+    /// </summary>
+    private static void ResetSignalsForExec()
+    {
+        Libc.Signal(Libc.SIGPIPE, Libc.SIG_DFL);
+        // glibc's posix_spawn leaves its internal signals (32, 33) ignored in the child, and its signal() refuses
+        // to touch them, so a spawned agent (session-child) resets them with the raw system call.
+        byte* action = stackalloc byte[Libc.KernelSigActionBytes];
+        new Span<byte>(action, Libc.KernelSigActionBytes).Clear(); // sa_handler = SIG_DFL, no flags, empty mask
+        for (int sig = Libc.FirstGlibcInternalSignal; sig <= Libc.LastGlibcInternalSignal; sig++)
+            Libc.Syscall(Libc.SYS_rt_sigaction, sig, (nint)action, 0, Libc.KernelSigSetBytes);
+        byte* empty = stackalloc byte[Libc.SigSetBytes];
+        new Span<byte>(empty, Libc.SigSetBytes).Clear();
+        Libc.SigProcMask(Libc.SIG_SETMASK, empty, null);
+    }
+
+    /// <summary>This executable's path as seen inside the VM (the bind mount), for re-running a subcommand.</summary>
+    public static string SelfPath() => File.Exists("/.warren/agent") ? "/.warren/agent" : Environment.ProcessPath ?? "/proc/self/exe";
+
+    /// <summary>
+    /// posix_spawn(3) with stdio inherited, or stdout+stderr appended to <paramref name="outputFile"/>, or
+    /// <paramref name="stdio"/>[i] dup2'ed to fd i (the caller's descriptors should be O_CLOEXEC, so only the
+    /// dup2'ed copies reach the child; none of them may be 0, 1 or 2).
+    /// </summary>
+    public static int Spawn(IReadOnlyList<string> argv, List<string> env, string? outputFile = null, IReadOnlyList<int>? stdio = null)
     {
         string? pathVar = env.FirstOrDefault(e => e.StartsWith("PATH=", StringComparison.Ordinal))?[5..];
         var resolved = ResolveExecutable(argv[0], pathVar) ?? throw new FileNotFoundException($"{argv[0]}: command not found");
@@ -81,6 +108,12 @@ internal static unsafe class Processes
             PosixSpawnFileActionsAddOpen(fa, 1, outputFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND, 0x180 /* 0600 */);
             PosixSpawnFileActionsAddDup2(fa, 1, 2);
             PosixSpawnFileActionsAddOpen(fa, 0, "/dev/null", Libc.O_RDONLY, 0);
+            actions = fa;
+        }
+        else if (stdio != null)
+        {
+            PosixSpawnFileActionsInit(fa);
+            for (int fd = 0; fd < stdio.Count; fd++) PosixSpawnFileActionsAddDup2(fa, stdio[fd], fd);
             actions = fa;
         }
         try

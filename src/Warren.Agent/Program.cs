@@ -14,6 +14,8 @@ namespace Warren.Agent
             "       warren-agent signal SIG PIDFILE\n" +
             "       warren-agent as-user USER [--] CMD ARG...\n" +
             "       warren-agent connect [--ready] HOST PORT\n" +
+            "       warren-agent serve DIR\n" +
+            "       warren-agent session-child [--tty] [--user USER] [--cwd DIR] [--nofile N] -- CMD ARG...\n" +
             "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
             "       warren-agent scp [-dprv] -t TARGET | scp [-prv] -f SOURCE...\n" +
@@ -47,6 +49,8 @@ namespace Warren.Agent
                     "as-user" => ExecCommands.AsUser(rest),
                     "connect" => await ConnectCommand.RunAsync(rest),
                     "listen" => await ListenCommand.RunAsync(rest),
+                    "serve" => ServeCommand.Run(rest),
+                    "session-child" => SessionChildCommand.Run(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
                     "scp" => Scp.ScpMain.Run(rest),
                     "version" => Version(),

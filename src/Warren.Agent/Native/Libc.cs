@@ -19,10 +19,10 @@ internal static unsafe partial class Libc
     public const int AT_FDCWD = -100;
     public const int AT_SYMLINK_NOFOLLOW = 0x100;
 
-    // errno values used for SFTP status mapping (<asm-generic/errno-base.h>).
-    public const int EPERM = 1, ENOENT = 2, EINTR = 4, EIO = 5, EBADF = 9, ECHILD = 10, EACCES = 13,
+    // errno values the agent checks (SFTP status mapping, session I/O) (<asm-generic/errno-base.h>).
+    public const int EPERM = 1, ENOENT = 2, EINTR = 4, EIO = 5, EBADF = 9, ECHILD = 10, EAGAIN = 11, EACCES = 13,
         EEXIST = 17, ENOTDIR = 20, EISDIR = 21, EINVAL = 22, ENOSPC = 28, EROFS = 30, ENAMETOOLONG = 36,
-        ENOSYS = 38, ENOTEMPTY = 39, ELOOP = 40, ENOTSUP = 95;
+        ENOSYS = 38, ENOTEMPTY = 39, ELOOP = 40, ENOTSUP = 95, EPIPE = 32, ENOTTY = 25;
 
     public static int Errno => Marshal.GetLastPInvokeError();
 
@@ -47,6 +47,36 @@ internal static unsafe partial class Libc
     public const nuint TIOCGWINSZ = 0x5413;
     /// <summary>TIOCSWINSZ on Linux (&lt;asm-generic/ioctls.h&gt;).</summary>
     public const nuint TIOCSWINSZ = 0x5414;
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)] public static partial int IoctlArg(int fd, nuint request, nint arg);
+    /// <summary>TIOCSCTTY (arg 0): make the terminal on fd the caller's controlling terminal.</summary>
+    public const nuint TIOCSCTTY = 0x540E;
+    /// <summary>TIOCSPTLCK (arg int*): lock (1) or unlock (0) a pty slave.</summary>
+    public const nuint TIOCSPTLCK = 0x40045431;
+    /// <summary>TIOCGPTN (arg int*): the pty's number N in /dev/pts/N.</summary>
+    public const nuint TIOCGPTN = 0x80045430;
+    /// <summary>TIOCGPTPEER (arg open flags, Linux 4.13+): opens the slave of a pty master without a path lookup.</summary>
+    public const nuint TIOCGPTPEER = 0x5441;
+    [LibraryImport(Lib, EntryPoint = "waitid", SetLastError = true)] public static partial int WaitId(int idType, int id, byte* info, int options);
+    /// <summary>waitid(2) values: wait for one pid; for exited children; leave the child waitable (no reap).</summary>
+    public const int P_PID = 1, WEXITED = 4, WNOWAIT = 0x01000000;
+    /// <summary>sizeof(siginfo_t) on Linux.</summary>
+    public const int SigInfoBytes = 128;
+    [LibraryImport(Lib, EntryPoint = "sigprocmask", SetLastError = true)] public static partial int SigProcMask(int how, byte* set, byte* oldSet);
+    public const int SIG_SETMASK = 2;
+    /// <summary>sizeof(sigset_t) in glibc (1024 bits; the kernel uses the first 64).</summary>
+    public const int SigSetBytes = 128;
+    public const int SIGHUP = 1, SIGPIPE = 13;
+    public const nint SIG_IGN = 1;
+    [LibraryImport(Lib, EntryPoint = "umask")] public static partial uint Umask(uint mask);
+    [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)] public static partial nint Syscall(nint number, nint a1, nint a2, nint a3, nint a4);
+    /// <summary>rt_sigaction on x86-64; struct kernel_sigaction is handler, flags, restorer, 8-byte mask.</summary>
+    public const nint SYS_rt_sigaction = 13;
+    public const int KernelSigActionBytes = 32, KernelSigSetBytes = 8;
+    /// <summary>SIGCANCEL and SIGSETXID, which glibc reserves (SIGRTMIN as applications see it is 34).</summary>
+    public const int FirstGlibcInternalSignal = 32, LastGlibcInternalSignal = 33;
+    [LibraryImport(Lib, EntryPoint = "getrlimit", SetLastError = true)] public static partial int GetRLimit(int resource, RLimit* limit);
+    [LibraryImport(Lib, EntryPoint = "setrlimit", SetLastError = true)] public static partial int SetRLimit(int resource, RLimit* limit);
+    public const int RLIMIT_NOFILE = 7;
     [LibraryImport(Lib, EntryPoint = "chdir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Chdir(string path);
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)] public static partial int SetHostname(byte* name, nuint len);
 
@@ -56,6 +86,17 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "pread", SetLastError = true)] public static partial nint PRead(int fd, byte* buf, nuint count, long offset);
     [LibraryImport(Lib, EntryPoint = "pwrite", SetLastError = true)] public static partial nint PWrite(int fd, byte* buf, nuint count, long offset);
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)] public static partial nint Write(int fd, byte* buf, nuint count);
+    [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)] public static partial nint Read(int fd, byte* buf, nuint count);
+    [LibraryImport(Lib, EntryPoint = "pipe2", SetLastError = true)] public static partial int Pipe2(int* fds, int flags);
+    [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)] public static partial int Fcntl(int fd, int cmd, int arg);
+    /// <summary>fcntl(2) commands: get/set file status flags; set a pipe's capacity.</summary>
+    public const int F_GETFD = 1, F_GETFL = 3, F_SETFL = 4, F_SETPIPE_SZ = 1031;
+    public const int O_NONBLOCK = 0x800;
+    [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)] public static partial int EventFd(uint initialValue, int flags);
+    public const int EFD_NONBLOCK = 0x800, EFD_CLOEXEC = 0x80000;
+    [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)] public static partial int Poll(PollFd* fds, nuint count, int timeoutMs);
+    /// <summary>poll(2) events (&lt;bits/poll.h&gt;); POLLRDHUP: the peer shut down its sending side.</summary>
+    public const short POLLIN = 0x1, POLLOUT = 0x4, POLLERR = 0x8, POLLHUP = 0x10, POLLNVAL = 0x20, POLLRDHUP = 0x2000;
     [LibraryImport(Lib, EntryPoint = "lseek", SetLastError = true)] public static partial long LSeek(int fd, long offset, int whence);
     [LibraryImport(Lib, EntryPoint = "fsync", SetLastError = true)] public static partial int FSync(int fd);
     [LibraryImport(Lib, EntryPoint = "stat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Stat(string path, out StatBuf buf);
@@ -154,6 +195,23 @@ internal struct StatVfsBuf
     [FieldOffset(64)] public ulong Fsid;
     [FieldOffset(72)] public ulong Flag;
     [FieldOffset(80)] public ulong NameMax;
+}
+
+/// <summary>struct rlimit (&lt;sys/resource.h&gt;).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct RLimit
+{
+    public ulong Current;
+    public ulong Maximum;
+}
+
+/// <summary>struct pollfd (&lt;sys/poll.h&gt;).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct PollFd
+{
+    public int Fd;
+    public short Events;
+    public short REvents;
 }
 
 /// <summary>struct winsize (&lt;asm-generic/termios.h&gt;).</summary>
