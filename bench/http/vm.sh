@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# HTTP front door benchmark against a real VM (issue 6), loopback and the Docker bridge only, bounded:
+#   (a) warren : wrk → the real `warren serve` HTTPS front door (TLS, Host routing, per-source limiter,
+#                header rules, YARP) → the VM's port 80
+#   (b) direct : wrk → the VM's port 80 on its bridge address (plain HTTP, no proxy)
+#   (c) nginx  : wrk → nginx on the host as an HTTPS reverse proxy (same certificate) → the VM's port 80
+# The VM runs nginx serving a 600-byte page. No image registry is reachable here, so its image is made
+# FROM scratch out of the host's own nginx binary and the libraries ldd names (warren/bench-nginx:1).
+# Must run as root (Docker). Cleans up its daemon, containers, volumes and temp files.
+#
+# Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WARMUP (3s), ROUNDS (2: a/b/c repeated, interleaved),
+#              NGINX_WORKERS (1: worker_processes of the reverse-proxy nginx; "auto" = one per core).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(cd ../.. && pwd)
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-3s}
+ROUNDS=${ROUNDS:-2}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
+
+[ "$(id -u)" = 0 ] || { echo "bench: run as root (Docker)" >&2; exit 1; }
+for tool in wrk nginx curl dotnet docker ssh ssh-keygen python3 ldd; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/warren-bench-http.XXXXXX)
+data="$work/data"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -f "$data/instance-id" ]; then
+    inst=$(cat "$data/instance-id")
+    ids=$(docker ps -aq --filter "label=warren.instance=$inst"); [ -n "$ids" ] && docker rm -f $ids >/dev/null
+    vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
+
+# ---------------------------------------------------------------- the VM image: host nginx, FROM scratch
+image=warren/bench-nginx:1
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  echo "bench: building $image from the host's nginx" >&2
+  ctx="$work/image"; mkdir -p "$ctx/rootfs/etc/nginx" "$ctx/rootfs/tmp" "$ctx/rootfs/srv"
+  nginx_bin=$(command -v nginx)
+  for f in "$nginx_bin" $(ldd "$nginx_bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$ctx/rootfs$(dirname "$f")"; cp -L "$f" "$ctx/rootfs$f"
+  done
+  printf 'root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$ctx/rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$ctx/rootfs/etc/group"
+  head -c 600 /dev/zero | tr '\0' 'x' > "$ctx/rootfs/srv/index.html"
+  cat > "$ctx/rootfs/etc/nginx/bench.conf" <<'CONF'
+user root;
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path /tmp/body; proxy_temp_path /tmp/proxy; fastcgi_temp_path /tmp/fcgi;
+  uwsgi_temp_path /tmp/uwsgi; scgi_temp_path /tmp/scgi;
+  server { listen 80; root /srv; }
+}
+CONF
+  cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM scratch
+COPY rootfs/ /
+EXPOSE 80
+CMD ["$nginx_bin", "-c", "/etc/nginx/bench.conf", "-g", "daemon off;"]
+DOCKERFILE
+  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >/dev/null
+fi
+
+# ---------------------------------------------------------------- warren daemon, one account, one public VM
+echo "bench: building warren (Release)..." >&2
+timeout 900 dotnet build "$root/src/Warren" -c Release -nologo -v q >"$work/build.log" 2>&1 || { tail -20 "$work/build.log" >&2; exit 1; }
+warren=(dotnet "$root/src/Warren/bin/Release/net10.0/warren.dll")
+ssh-keygen -q -t ed25519 -N '' -f "$work/key" -C bench
+SSH=(ssh -F /dev/null -i "$work/key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
+     -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
+timeout 120 "${warren[@]}" user add --email bench@example.com --ssh-key-file "$work/key.pub" --Warren:DataDirectory="$data" >/dev/null
+port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
+# The per-source limiter stays on the path but never refuses (every wrk connection is from 127.0.0.1).
+"${warren[@]}" serve --Warren:DataDirectory="$data" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
+  --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" \
+  --Warren:Http:RequestsPerSecondPerSource=1000000000 --Warren:Http:RequestBurstPerSource=1000000000 >"$work/daemon.log" 2>&1 &
+daemon_pid=$!; pids+=("$daemon_pid")
+wait_port "$port"; wait_port "$https"
+timeout 300 "${SSH[@]}" -p "$port" 127.0.0.1 new --name=bench --image="$image" >/dev/null
+timeout 60 "${SSH[@]}" -p "$port" 127.0.0.1 share set-public bench >/dev/null
+container=$(docker ps -q --filter "label=warren.instance=$(cat "$data/instance-id")" | head -1)
+vm_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$container")
+host="bench.box.localhost:$https"
+for _ in $(seq 1 100); do curl -sk -o /dev/null -f "https://127.0.0.1:$https/" -H "Host: $host" && break; sleep 0.2; done
+curl -sk -f -o /dev/null "https://127.0.0.1:$https/" -H "Host: $host" || { echo "bench: the VM's site does not answer" >&2; tail -20 "$work/daemon.log" >&2; exit 1; }
+
+# ---------------------------------------------------------------- nginx on the host as reverse proxy
+mkdir -p "$work/rp/logs"
+nginx_port=$(free_port)
+cat > "$work/rp/nginx.conf" <<CONF
+worker_processes $NGINX_WORKERS;
+error_log $work/rp/logs/error.log warn;
+pid $work/rp/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream vm { server $vm_ip:80; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_port ssl http2;
+    ssl_certificate $data/tls/server.crt;
+    ssl_certificate_key $data/tls/server.key;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://vm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header X-Forwarded-Host \$http_host;
+    }
+  }
+}
+CONF
+nginx -p "$work/rp" -c "$work/rp/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+for _ in $(seq 1 50); do curl -sk -f -o /dev/null "https://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
+
+# ---------------------------------------------------------------- measure
+run() { # name url [host header]
+  local name=$1 url=$2 hdr=${3:-}
+  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency --timeout 5s)
+  [ -n "$hdr" ] && args+=(-H "Host: $hdr")
+  timeout 120 wrk "${args[@]}" -d"$WARMUP" "$url" >/dev/null
+  local out; out=$(timeout 300 wrk "${args[@]}" -d"$DURATION" "$url")
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ' ' || true)
+  printf '%-7s %10s req/s   p50 %9s   p99 %9s   load %s   %s\n' "$name" "$rps" "$p50" "$p99" "$(cut -d' ' -f1 /proc/loadavg)" "$errors"
+}
+echo "# date: $(date -u +%FT%TZ)  nproc: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after $WARMUP warm-up); VM $image at $vm_ip:80; nginx reverse proxy worker_processes=$NGINX_WORKERS"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "## round $round"
+  run warren "https://127.0.0.1:$https/" "$host"
+  run direct "http://$vm_ip:80/"
+  run nginx  "https://127.0.0.1:$nginx_port/"
+done
+echo "# daemon RSS: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid/status)"
+echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
