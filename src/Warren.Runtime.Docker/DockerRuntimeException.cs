@@ -27,6 +27,11 @@ public static class DockerRuntimeErrors
     public const string VmNotRunning = "runtime.vm-not-running";
     /// <summary>A connection inside the VM was refused or could not be made.</summary>
     public const string ConnectFailed = "runtime.connect-failed";
+    /// <summary>
+    /// The VM's agent refused a session (an ERROR frame: bad token, unknown user, busy), broke the session protocol,
+    /// or its session socket is unusable where <see cref="SessionSocketMode.Required"/> forbids falling back.
+    /// </summary>
+    public const string AgentSessionFailed = "runtime.agent-session-failed";
     /// <summary>Any other engine error.</summary>
     public const string EngineError = "runtime.engine-error";
 }

@@ -37,4 +37,33 @@ public sealed class DockerRuntimeOptions
 
     /// <summary>Extra labels put on every container and volume (e.g. to tell test runs apart).</summary>
     public IReadOnlyDictionary<string, string> ExtraLabels { get; set; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// Host directory of the agent session sockets (docs/AGENT-PROTOCOL.md): each VM gets <c>&lt;dir&gt;/&lt;vmId&gt;/</c>
+    /// (mode 0700, with its <c>token</c>) bind-mounted at <see cref="DockerVmRuntime.AgentRunMountPath"/>, and sessions
+    /// go straight to the guest agent's socket there instead of through Docker exec. Null: no directory, no mount,
+    /// every session is a Docker exec. The daemon's composition sets <c>&lt;data dir&gt;/run</c>.
+    /// </summary>
+    public string? AgentSocketDirectory { get; set; }
+
+    /// <summary>Whether exec and connect use the agent session socket (needs <see cref="AgentSocketDirectory"/>).</summary>
+    public SessionSocketMode SessionSocket { get; set; } = SessionSocketMode.Auto;
+
+    /// <summary>
+    /// With <see cref="SessionSocketMode.Required"/>: how long an exec or connect waits for the agent to bind its socket
+    /// (it does so first thing at boot, so this only covers a VM that is just starting or restarting).
+    /// </summary>
+    internal TimeSpan RequiredSocketWait { get; set; } = TimeSpan.FromSeconds(15);
+}
+
+/// <summary>How <see cref="DockerVmRuntime"/> reaches processes inside a VM.</summary>
+public enum SessionSocketMode
+{
+    /// <summary>The agent session socket when it answers; Docker exec when it is absent or refuses the connection
+    /// (agent not up yet, VM created before the socket directory was configured).</summary>
+    Auto,
+    /// <summary>Always Docker exec (the directory is still created and mounted, so switching back needs no restart of VMs).</summary>
+    Disabled,
+    /// <summary>Never Docker exec: a missing socket is waited for (bounded) and then an error. For tests and diagnosis.</summary>
+    Required,
 }

@@ -140,9 +140,7 @@ internal sealed class DockerVmProcess : IVmProcess
         const int SignalExitBase = 128;
         if (_signalSent && exitCode > SignalExitBase && exitCode < SignalExitBase + 65)
         {
-            int signal = (int)exitCode - SignalExitBase;
-            var name = SignalNames.FirstOrDefault(kv => kv.Value == signal).Key;
-            if (name != null) return new ExitResult(null, name);
+            if (SignalName((int)exitCode - SignalExitBase) is { } name) return new ExitResult(null, name);
         }
         return new ExitResult((int)exitCode, null);
     }
@@ -153,6 +151,22 @@ internal sealed class DockerVmProcess : IVmProcess
         ["HUP"] = 1, ["INT"] = 2, ["QUIT"] = 3, ["ILL"] = 4, ["ABRT"] = 6, ["FPE"] = 8, ["KILL"] = 9,
         ["USR1"] = 10, ["SEGV"] = 11, ["USR2"] = 12, ["PIPE"] = 13, ["ALRM"] = 14, ["TERM"] = 15,
     };
+
+    /// <summary>The SSH name of a Linux signal number, or null when RFC 4254 has none for it.</summary>
+    internal static string? SignalName(int number)
+    {
+        foreach (var (name, value) in SignalNames)
+            if (value == number) return name;
+        return null;
+    }
+
+    /// <summary>"TERM", "SIGTERM", "term" → ("TERM", 15); an unknown name throws <see cref="ArgumentException"/>.</summary>
+    internal static (string Name, int Number) ParseSignal(string signal)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(signal);
+        string name = (signal.StartsWith("SIG", StringComparison.OrdinalIgnoreCase) ? signal[3..] : signal).ToUpperInvariant();
+        return SignalNames.TryGetValue(name, out int number) ? (name, number) : throw new ArgumentException($"unknown signal {signal}", nameof(signal));
+    }
 
     public async Task CloseStandardInputAsync()
     {
@@ -204,13 +218,11 @@ internal sealed class DockerVmProcess : IVmProcess
     /// </summary>
     public async Task SignalAsync(string signal, CancellationToken ct)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(signal);
-        string name = signal.StartsWith("SIG", StringComparison.OrdinalIgnoreCase) ? signal[3..] : signal;
-        if (!SignalNames.ContainsKey(name.ToUpperInvariant())) throw new ArgumentException($"unknown signal {signal}", nameof(signal));
+        var (name, _) = ParseSignal(signal);
         if (_pidFile == null) throw new NotSupportedException("this process cannot be signalled");
         if (Completion.IsCompleted) return;
         _signalSent = true;
-        var argv = new[] { DockerVmRuntime.AgentMountPath, "signal", name.ToUpperInvariant(), _pidFile };
+        var argv = new[] { DockerVmRuntime.AgentMountPath, "signal", name, _pidFile };
         await using var helper = await StartAsync(_runtime, _vmId, argv, [], "0", null, null, null, ct);
         await helper.CloseStandardInputAsync();
         await helper.Completion.WaitAsync(ct);

@@ -18,7 +18,10 @@ namespace Warren.Runtime.Docker;
 ///   <see cref="LabelManaged"/>=true, hostname = VM name, restart policy unless-stopped;</item>
 /// <item>named volume <c>warren-data-&lt;vmId&gt;</c> at /data;</item>
 /// <item>the static guest agent bind-mounted read-only at <see cref="AgentMountPath"/> as the entrypoint:
-///   <c>/.warren/agent init [--setup-script F] [--user U] -- CMD…</c>, so any image (even FROM scratch) works.</item>
+///   <c>/.warren/agent init [--setup-script F] [--user U] -- CMD…</c>, so any image (even FROM scratch) works;</item>
+/// <item>with <see cref="DockerRuntimeOptions.AgentSocketDirectory"/>: the host directory <c>&lt;dir&gt;/&lt;vmId&gt;</c>
+///   bind-mounted at <see cref="AgentRunMountPath"/>, where the agent serves the session socket that exec and connect
+///   use instead of Docker exec (docs/AGENT-PROTOCOL.md).</item>
 /// </list>
 /// Rename and copy commit the container's filesystem to a local image <c>warren-vm/&lt;vmId&gt;:TAG</c> and
 /// create a container from it (Docker cannot change a container's hostname in place); RemoveAsync deletes those images.
@@ -38,6 +41,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     public const string AgentMountPath = "/.warren/agent";
     public const string SetupScriptPath = "/.warren/setup.sh";
     public const string DataMountPath = "/data";
+    /// <summary>Where the VM's session socket directory is mounted; the agent serves <c>agent.sock</c> there.</summary>
+    public const string AgentRunMountPath = "/.warren/run";
     /// <summary>Where exec'd processes record their pid for <see cref="IVmProcess.SignalAsync"/> (tmpfs in every container).</summary>
     internal const string PidFileDirectory = "/dev/shm";
     internal const string PidFilePrefix = ".warren-exec-";
@@ -48,6 +53,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     private readonly DockerRuntimeOptions _options;
     private readonly ILogger _log;
     private readonly string _agentPath;
+    private readonly AgentSessionDirectory? _sessions;
     private bool? _diskQuotaSupported;
 
     public DockerVmRuntime(DockerRuntimeOptions? options = null, ILogger<DockerVmRuntime>? logger = null)
@@ -55,6 +61,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         _options = options ?? new DockerRuntimeOptions();
         _log = (ILogger?)logger ?? NullLogger.Instance;
         _agentPath = ResolveAgentPath(_options.AgentPath);
+        if (!string.IsNullOrEmpty(_options.AgentSocketDirectory)) _sessions = new AgentSessionDirectory(_options.AgentSocketDirectory);
         _client = new DockerClientConfiguration(_options.Endpoint ?? DefaultEndpoint()).CreateClient();
     }
 
@@ -216,13 +223,28 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         entrypoint.Add("--");
         entrypoint.AddRange(command);
 
+        var mounts = new List<Mount>
+        {
+            new() { Type = "bind", Source = _agentPath, Target = AgentMountPath, ReadOnly = true },
+            new() { Type = "volume", Source = volume, Target = DataMountPath },
+        };
+        if (_sessions != null)
+        {
+            // The token must be on disk before the agent can start and read it.
+            try
+            {
+                _sessions.Prepare(spec.VmId);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new DockerRuntimeException(DockerRuntimeErrors.EngineError,
+                    $"cannot prepare the session directory of VM {spec.VmId} under {_sessions.Root}: {e.Message}", e);
+            }
+            mounts.Add(new Mount { Type = "bind", Source = _sessions.VmDirectory(spec.VmId), Target = AgentRunMountPath, ReadOnly = false });
+        }
         var host = new HostConfig
         {
-            Mounts =
-            [
-                new Mount { Type = "bind", Source = _agentPath, Target = AgentMountPath, ReadOnly = true },
-                new Mount { Type = "volume", Source = volume, Target = DataMountPath },
-            ],
+            Mounts = mounts,
             RestartPolicy = new RestartPolicy { Name = RestartPolicyKind.UnlessStopped },
             NanoCPUs = ToNanoCpus(spec.Resources.Cpus),
             Memory = Math.Max(0, spec.Resources.MemoryBytes),
@@ -373,6 +395,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
                 await Task.Delay(TimeSpan.FromMilliseconds(100 * attempt), ct);
             }
         }
+        // After the container is gone, so no agent is left to bind a socket in it again.
+        _sessions?.Delete(vmId);
         await RemoveSnapshotImagesAsync(vmId, ct);
     }
 
@@ -452,15 +476,81 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         ValidateVmId(vmId);
         ArgumentNullException.ThrowIfNull(spec);
         if (spec.Command.Count == 0) throw new ArgumentException("empty command", nameof(spec));
+        // "" asks the agent for no pty, so a TTY always names a terminal type.
+        string term = spec.Tty == null ? "" : string.IsNullOrEmpty(spec.Tty.Term) ? DefaultTerm : spec.Tty.Term;
+        var env = spec.Env?.Select(kv => kv.Key + "=" + kv.Value).ToList() ?? [];
+        if (spec.Tty != null && !env.Any(e => e.StartsWith("TERM=", StringComparison.Ordinal))) env.Add("TERM=" + term);
+
+        var request = new AgentExecRequest(spec.User ?? "", spec.WorkingDirectory ?? "", term,
+            spec.Tty?.Columns ?? 0, spec.Tty?.Rows ?? 0, spec.Command, env);
+        if (await TryOpenSessionAsync(vmId, request, ct) is { } session) return new AgentVmProcess(session);
+
         string pidFile = $"{PidFileDirectory}/{PidFilePrefix}{Guid.NewGuid():N}";
         var argv = new List<string> { AgentMountPath, "exec", "--pid-file", pidFile };
         if (spec.Tty is { Columns: > 0, Rows: > 0 } tty)
             argv.AddRange(["--tty-size", $"{tty.Columns.ToString(CultureInfo.InvariantCulture)}x{tty.Rows.ToString(CultureInfo.InvariantCulture)}"]);
         argv.Add("--");
         argv.AddRange(spec.Command);
-        var env = spec.Env?.Select(kv => kv.Key + "=" + kv.Value).ToList() ?? [];
-        if (spec.Tty != null && !env.Any(e => e.StartsWith("TERM=", StringComparison.Ordinal))) env.Add("TERM=" + spec.Tty.Term);
         return await DockerVmProcess.StartAsync(this, vmId, argv, env, spec.User, spec.WorkingDirectory, spec.Tty, pidFile, ct);
+    }
+
+    /// <summary>TERM for a TTY whose spec names none (the agent needs one to allocate a pty).</summary>
+    private const string DefaultTerm = "xterm";
+
+    /// <summary>
+    /// The session-socket path (docs/AGENT-PROTOCOL.md). Null means "use Docker exec": no socket directory, the mode
+    /// is Disabled, the VM has no token (created before the directory was configured), the request exceeds the
+    /// protocol's limits, or the socket is absent or refuses (agent not up yet). Once connected, failures throw.
+    /// </summary>
+    private async Task<AgentSession?> TryOpenSessionAsync(string vmId, AgentOpenRequest request, CancellationToken ct)
+    {
+        if (_sessions == null || _options.SessionSocket == SessionSocketMode.Disabled) return null;
+        bool required = _options.SessionSocket == SessionSocketMode.Required;
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            using var open = BuildOpenFrame(vmId, request, out string? unusable);
+            if (open == null)
+            {
+                if (!required) { LogSessionFallback(vmId, unusable!); return null; }
+                throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed, $"no session with the agent of VM {vmId}: {unusable}");
+            }
+            var (socket, refused) = await _sessions.TryConnectAsync(vmId, ct);
+            if (socket != null) return await AgentSession.OpenAsync(socket, vmId, request, open, ct);
+            if (!required)
+            {
+                LogSessionFallback(vmId, refused!);
+                return null;
+            }
+            if (waited.Elapsed >= _options.RequiredSocketWait)
+                throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
+                    $"no session with the agent of VM {vmId} after {_options.RequiredSocketWait.TotalSeconds:0} s: {refused}");
+            await Task.Delay(RequiredSocketPoll, ct);
+        }
+    }
+
+    /// <summary>Poll interval while <see cref="SessionSocketMode.Required"/> waits for a booting agent to bind its socket.</summary>
+    private static readonly TimeSpan RequiredSocketPoll = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>The OPEN frame with the VM's token, or null (and why) when the VM has no usable token or the request is too big.</summary>
+    private RentedFrame? BuildOpenFrame(string vmId, AgentOpenRequest request, out string? unusable)
+    {
+        Span<byte> token = stackalloc byte[AgentProtocol.TokenBytes];
+        try
+        {
+            if (!_sessions!.TryReadToken(vmId, token))
+            {
+                unusable = "no session token (VM missing, or created before the socket directory was configured)";
+                return null;
+            }
+            var frame = request.BuildOpenFrame(token);
+            unusable = frame == null ? "the request exceeds the session protocol's limits" : null;
+            return frame;
+        }
+        finally
+        {
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(token);
+        }
     }
 
     public async Task<Stream> ConnectAsync(string vmId, string host, int port, CancellationToken ct)
@@ -469,6 +559,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(host);
         ArgumentOutOfRangeException.ThrowIfLessThan(port, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(port, 65535);
+        if (await TryOpenSessionAsync(vmId, new AgentConnectRequest(host, port), ct) is { } session) return new AgentConnectionStream(session);
         var argv = new List<string> { AgentMountPath, "connect", "--ready", host, port.ToString(CultureInfo.InvariantCulture) };
         var process = await DockerVmProcess.StartAsync(this, vmId, argv, [], null, null, null, null, ct);
         return await VmConnectionStream.OpenAsync(process, host, port, ct);
@@ -844,6 +935,9 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
 
     [LoggerMessage(EventId = 4002, Level = LogLevel.Warning, Message = "runtime.unpause-failed: could not unpause VM {VmId} after copy ({Status})")]
     private partial void LogUnpauseFailed(string vmId, HttpStatusCode status);
+
+    [LoggerMessage(EventId = 4003, Level = LogLevel.Debug, Message = "runtime.session-fallback: Docker exec for VM {VmId}: {Reason}")]
+    private partial void LogSessionFallback(string vmId, string reason);
 
     /// <summary>IProgress that runs synchronously (Progress&lt;T&gt; would post to the thread pool and race the return).</summary>
     private sealed class SyncProgress<T>(Action<T> action) : IProgress<T>

@@ -71,6 +71,11 @@ public static class Composition
             // this installation's VMs, never another daemon's on the same engine.
             if (string.IsNullOrEmpty(configuration["Warren:Docker:Instance"]))
                 o.Instance = InstanceId.LoadOrCreate(sp.GetRequiredService<PlatformOptions>().DataDirectory);
+            // Session sockets (docs/AGENT-PROTOCOL.md) live under the data directory unless configured; the engine
+            // bind-mounts from there, so the path must be absolute.
+            o.AgentSocketDirectory = Path.GetFullPath(string.IsNullOrEmpty(o.AgentSocketDirectory)
+                ? Path.Combine(sp.GetRequiredService<PlatformOptions>().DataDirectory, "run")
+                : o.AgentSocketDirectory);
             return o;
         });
         services.TryAddSingleton<DockerVmRuntime>();

@@ -8,7 +8,11 @@ using Xunit;
 
 namespace Warren.Runtime.Docker.Tests;
 
-/// <summary>The conformance suite against Docker with the FROM-scratch busybox image (no libc), plus Docker specifics.</summary>
+/// <summary>
+/// The conformance suite against Docker with the FROM-scratch busybox image (no libc), plus Docker specifics. No
+/// agent socket directory is configured, so every session is a Docker exec (the fallback path, and how VMs created
+/// before the session socket behave); <see cref="DockerSessionSocketConformanceTests"/> runs the suite over the socket.
+/// </summary>
 [Collection(DockerCollection.Name)]
 public sealed class DockerRuntimeConformanceTests : RuntimeConformanceTests
 {
