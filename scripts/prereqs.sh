@@ -45,7 +45,9 @@ fi
 if ! docker info >/dev/null 2>&1; then
   echo "prereqs: starting dockerd" >&2
   mkdir -p /var/log
-  nohup dockerd >/var/log/warren-dockerd.log 2>&1 &
+  # setsid: its own session and process group, so a caller's job control (a CI step, a terminal, a
+  # tool that kills its job's group when done) never takes the engine down with it.
+  setsid nohup dockerd >>/var/log/warren-dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5

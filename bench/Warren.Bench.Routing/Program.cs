@@ -10,8 +10,8 @@ using Warren.Platform.Vms;
 // Builds a real WarrenDatabase (schema from CoreMigrations) in a temp directory, inserts VMS running VM
 // records and their ssh_reach routes in one transaction (each account's VMs on distinct slots, accounts
 // spread over the pool), loads PlatformIndex from it, then times SshRouteTable.Resolve(accountId, localIp)
-// for hits and misses, on one thread and on every core. Baseline: one Dictionary<(string, IPAddress), VmRecord>
-// lookup, the floor any {account, address} → VM table pays.
+// for hits and misses, on one thread and on every core (reads take no lock, so they should scale with cores).
+// Baseline: one Dictionary<(string, IPAddress), VmRecord> lookup, the floor any {account, address} → VM table pays.
 var slotCount = args.Length > 0 ? int.Parse(args[0]) : 1016;
 var vmCount = args.Length > 1 ? int.Parse(args[1]) : 100_000;
 var perAccount = args.Length > 2 ? int.Parse(args[2]) : 5;
@@ -99,7 +99,9 @@ try
     Run("baseline Dictionary miss", missArr, q => baseline.GetValueOrDefault(q), 1);
     var threads = Environment.ProcessorCount;
     Run("Resolve hit", hits, q => routes.Resolve(q.Item1, q.Item2), threads);
+    Run("Resolve miss", missArr, q => routes.Resolve(q.Item1, q.Item2), threads);
     Run("baseline Dictionary hit", hits, q => baseline.GetValueOrDefault(q), threads);
+    Run("baseline Dictionary miss", missArr, q => baseline.GetValueOrDefault(q), threads);
 }
 finally
 {

@@ -33,9 +33,12 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
     private static string Fetch(int port, string path) =>
         $"printf \"GET {path} HTTP/1.0\\r\\n\\r\\n\" | timeout {FetchTimeoutSeconds} nc 127.0.0.1 {port} | sed -n '$p'";
 
-    private async Task<SshUser> UserWithVmAsync(string email, string vm, string image = "warren/busybox:1")
+    private Task<SshUser> UserWithVmAsync(string email, string vm, string image = "warren/busybox:1") => UserWithVmAsync(Daemon, email, vm, image);
+
+    /// <summary>A new user with one VM named <paramref name="vm"/> (also used by <see cref="HalfCloseForwardingTests"/>).</summary>
+    internal static async Task<SshUser> UserWithVmAsync(WarrenDaemon daemon, string email, string vm, string image = "warren/busybox:1")
     {
-        var u = await Daemon.CreateUserAsync(email);
+        var u = await daemon.CreateUserAsync(email);
         var r = await u.ControlAsync($"new --name={vm} --image={image} --json");
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal($"{vm}.box.localhost", JsonDocument.Parse(r.Stdout).RootElement.GetProperty("ssh_dest").GetString());
@@ -184,10 +187,12 @@ public sealed class ForwardingTests(SingleSlotDaemonFixture fixture) : IClassFix
         return options;
     }
 
+    private Process StartBackgroundSsh(SshUser u, IEnumerable<string> extra, IEnumerable<string>? first = null) => StartBackgroundSsh(Daemon, u, extra, first);
+
     /// <summary>ssh in the background; <paramref name="first"/> goes before the common options (the first value of an option wins).</summary>
-    private Process StartBackgroundSsh(SshUser u, IEnumerable<string> extra, IEnumerable<string>? first = null)
+    internal static Process StartBackgroundSsh(WarrenDaemon daemon, SshUser u, IEnumerable<string> extra, IEnumerable<string>? first = null)
     {
-        var args = (first ?? []).Concat(u.SshOptions(Daemon.SshPort)).Concat(extra);
+        var args = (first ?? []).Concat(u.SshOptions(daemon.SshPort)).Concat(extra);
         var psi = new ProcessStartInfo("ssh") { RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
         return Process.Start(psi)!;

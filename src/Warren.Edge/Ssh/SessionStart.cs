@@ -17,6 +17,7 @@ public sealed class SessionStart
 
     public SshPtyRequest? Pty { get; private set; }
     public Dictionary<string, string> Env { get; } = new(StringComparer.Ordinal);
+    /// <summary>The client asked to forward its agent (ssh -A) and the request was accepted.</summary>
     public bool AgentForwarding { get; private set; }
 
     /// <summary>"shell", "exec" or "subsystem".</summary>
@@ -39,9 +40,12 @@ public sealed class SessionStart
 
     /// <summary>
     /// Reads requests until shell, exec or subsystem; answers the preparatory ones.
+    /// <paramref name="acceptAgentForwarding"/> answers "auth-agent-req@openssh.com": true where the
+    /// session can use the client's agent (VM sessions get SSH_AUTH_SOCK), false where nothing would
+    /// (the control plane), so the client is told no instead of believing its agent is reachable.
     /// Returns null when the channel closed first.
     /// </summary>
-    public static async Task<SessionStart?> ReadAsync(SshChannel channel, CancellationToken ct)
+    public static async Task<SessionStart?> ReadAsync(SshChannel channel, bool acceptAgentForwarding, CancellationToken ct)
     {
         var start = new SessionStart();
         int envCount = 0;
@@ -70,17 +74,18 @@ public sealed class SessionStart
                 case SshSubsystemRequest sub:
                     start.Kind = "subsystem"; start.Argument = sub.Name; start.Request = request;
                     return start;
+                case SshAuthAgentRequest agent:
+                    // OpenSSH PROTOCOL.agent; with want-reply, RFC 4254 §5.4 SUCCESS or FAILURE.
+                    if (acceptAgentForwarding)
+                    {
+                        start.AgentForwarding = true;
+                        await agent.AcceptAsync(ct).ConfigureAwait(false);
+                    }
+                    else await agent.RejectAsync(ct).ConfigureAwait(false);
+                    break;
                 default:
-                    if (request.RequestType == SshChannelRequestTypes.AuthAgentReq)
-                    {
-                        // Agent forwarding into VMs is not offered yet: refuse so the client says so.
-                        await request.RejectAsync(ct).ConfigureAwait(false);
-                    }
-                    else
-                    {
-                        // x11-req, window-change before start, unknown: RFC 4254 §5.4 failure.
-                        await request.RejectAsync(ct).ConfigureAwait(false);
-                    }
+                    // window-change before start, signal, break: RFC 4254 §5.4 failure.
+                    await request.RejectAsync(ct).ConfigureAwait(false);
                     break;
             }
         }

@@ -108,7 +108,8 @@ public sealed class WarrenSshApplication(
         if (IsControl(connection.LocalEndPoint))
         {
             state.Target.TrySetResult(null);
-            await ServeChannelsAsync(connection, async (channel, start) =>
+            // No agent forwarding on the control plane: nothing there uses an agent.
+            await ServeChannelsAsync(connection, acceptAgentForwarding: false, async (channel, start) =>
                 await controlPlane.RunAsync(channel, start, account, accountKey, key, source, ct).ConfigureAwait(false),
                 directTcpip: null).ConfigureAwait(false);
             return;
@@ -125,7 +126,7 @@ public sealed class WarrenSshApplication(
         {
             state.Target.TrySetResult(null);
             var message = await NoVmHereMessageAsync(account, connection.LocalEndPoint, ct).ConfigureAwait(false);
-            await ServeChannelsAsync(connection, async (channel, start) =>
+            await ServeChannelsAsync(connection, acceptAgentForwarding: false, async (channel, start) =>
             {
                 await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
                 await channel.WriteExtendedAsync(Encoding.UTF8.GetBytes(message), cancellationToken: ct).ConfigureAwait(false);
@@ -139,7 +140,7 @@ public sealed class WarrenSshApplication(
         var vmId = vm.Id;
         var defaultUser = vm.LoginUser ?? options.DefaultLoginUser;
         state.Target.TrySetResult(new VmTarget(vmId, vm.Name, sshUser, defaultUser));
-        await ServeChannelsAsync(connection, async (channel, start) =>
+        await ServeChannelsAsync(connection, acceptAgentForwarding: true, async (channel, start) =>
         {
             var current = index.GetById(vmId);
             if (current is null || current.State != VmState.Running)
@@ -151,7 +152,7 @@ public sealed class WarrenSshApplication(
                 return;
             }
             var user = await loginUsers.ResolveAsync(vmId, sshUser, defaultUser, ct).ConfigureAwait(false);
-            if (connection.AgentForwardingRequested)
+            if (start.AgentForwarding)
             {
                 // -A: one agent socket per connection (as sshd keeps one per connection), made on first use.
                 var socketPath = await AgentSocketAsync(connection, state, vmId, vm.Name, user, ct).ConfigureAwait(false);
@@ -173,7 +174,7 @@ public sealed class WarrenSshApplication(
             await using (upstream)
             {
                 var channel = await request.AcceptAsync(ct).ConfigureAwait(false);
-                await StreamRelay.RelayAsync(channel.AsStream(), upstream, ct).ConfigureAwait(false);
+                await StreamRelay.RelayAsync(channel, upstream, ct).ConfigureAwait(false);
                 await channel.CloseAsync(ct).ConfigureAwait(false);
             }
         }).ConfigureAwait(false);
@@ -326,7 +327,7 @@ public sealed class WarrenSshApplication(
         }
         await using (upstream)
         {
-            await StreamRelay.RelayAsync(channel.AsStream(), upstream, ct).ConfigureAwait(false);
+            await StreamRelay.RelayAsync(channel, upstream, ct).ConfigureAwait(false);
             await channel.CloseAsync(ct).ConfigureAwait(false);
         }
     }
@@ -361,7 +362,8 @@ public sealed class WarrenSshApplication(
         }
     }
 
-    private async Task ServeChannelsAsync(SshServerConnection connection, Func<SshChannel, SessionStart, Task> session, Func<SshChannelOpenRequest, Task>? directTcpip)
+    private async Task ServeChannelsAsync(SshServerConnection connection, bool acceptAgentForwarding,
+        Func<SshChannel, SessionStart, Task> session, Func<SshChannelOpenRequest, Task>? directTcpip)
     {
         var ct = connection.Closing;
         var running = new List<Task>();
@@ -375,7 +377,7 @@ public sealed class WarrenSshApplication(
                     var channel = await request.AcceptAsync(ct).ConfigureAwait(false);
                     running.Add(RunGuardedAsync(async () =>
                     {
-                        var start = await SessionStart.ReadAsync(channel, ct).ConfigureAwait(false);
+                        var start = await SessionStart.ReadAsync(channel, acceptAgentForwarding, ct).ConfigureAwait(false);
                         if (start is not null) await session(channel, start).ConfigureAwait(false);
                     }, channel));
                 }

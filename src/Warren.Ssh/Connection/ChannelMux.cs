@@ -110,8 +110,12 @@ internal sealed class ChannelMux
     /// <summary>Handles the peer's global requests; null answers every one with failure.</summary>
     public Func<GlobalRequest, CancellationToken, ValueTask<GlobalReply>>? GlobalRequestHandler { get; set; }
 
-    /// <summary>Set when a session channel carried "auth-agent-req@openssh.com" (server side).</summary>
-    public bool AgentForwardingRequested { get; private set; }
+    /// <summary>
+    /// Set once the application accepted "auth-agent-req@openssh.com" on some session (server side);
+    /// until then the server may not open "auth-agent@openssh.com" channels (OpenSSH PROTOCOL.agent).
+    /// </summary>
+    public bool AgentForwardingAccepted => Volatile.Read(ref _agentForwardingAccepted);
+    private bool _agentForwardingAccepted;
 
     /// <summary>Completes when the connection is over; never faults.</summary>
     public Task Completion => _completion.Task;
@@ -529,7 +533,7 @@ internal sealed class ChannelMux
         }
     }
 
-    internal void OnAgentForwardingRequested() => AgentForwardingRequested = true;
+    internal void OnAgentForwardingAccepted() => Volatile.Write(ref _agentForwardingAccepted, true);
 
     internal int OpenChannelCount { get { lock (_gate) return _channelCount; } }
 

@@ -68,6 +68,9 @@ internal static class SessionRequestParser
                     if (!r.TryReadUtf8(out var sig, SshChannel.MaxRequestTypeBytes)) throw Malformed(type);
                     return new SshSignalRequest(wantReply, sig);
                 }
+            case SshChannelRequestTypes.AuthAgentReq:
+                // OpenSSH PROTOCOL.agent: no type-specific data (anything after the header is ignored, as for "shell").
+                return new SshAuthAgentRequest(wantReply);
             case SshChannelRequestTypes.Break:
                 {
                     if (!r.TryReadUInt32(out var ms)) throw Malformed(type);

@@ -317,8 +317,8 @@ public sealed class SshChannel : IAsyncDisposable
 
     /// <summary>
     /// The next request the peer sent on this session channel (server side:
-    /// pty-req, env, shell, exec, subsystem, window-change, signal, break), or
-    /// null once the channel is closed.
+    /// pty-req, env, auth-agent-req@openssh.com, shell, exec, subsystem,
+    /// window-change, signal, break), or null once the channel is closed.
     /// </summary>
     public async ValueTask<SshChannelRequest?> ReadRequestAsync(CancellationToken cancellationToken = default)
     {
@@ -497,16 +497,8 @@ public sealed class SshChannel : IAsyncDisposable
         bool? autoReply = false;
         if (_mux.IsServer && ChannelType == SshChannelTypes.Session)
         {
+            // x11-req, xon-xoff and anything unknown parse to null and are refused (X11 forwarding is not offered).
             request = SessionRequestParser.Parse(type, wantReply, data);
-            if (request is null)
-            {
-                if (type == SshChannelRequestTypes.AuthAgentReq)
-                {
-                    _mux.OnAgentForwardingRequested();
-                    autoReply = true;
-                }
-                // x11-req, xon-xoff and anything unknown: refused (X11 forwarding is not offered).
-            }
         }
         else if (!_mux.IsServer)
         {
@@ -535,7 +527,7 @@ public sealed class SshChannel : IAsyncDisposable
         {
             lock (_gate)
             {
-                if (wantReply) request.Bind(this, _nextRequestSequence++);
+                request.Bind(this, wantReply ? _nextRequestSequence++ : -1);
                 if (_requests.Writer.TryWrite(request)) return;
             }
             // The application is not reading requests: refuse (or drop) the overflow.
@@ -547,6 +539,9 @@ public sealed class SshChannel : IAsyncDisposable
         lock (_gate) seq = _nextRequestSequence++;
         _ = AnswerRequestAsync(seq, autoReply == true, default);
     }
+
+    /// <summary>The application accepted this session's "auth-agent-req@openssh.com".</summary>
+    internal void OnAgentForwardingAccepted() => _mux.OnAgentForwardingAccepted();
 
     internal void OnConnectionLost(Exception error)
     {

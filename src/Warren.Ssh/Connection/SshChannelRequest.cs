@@ -48,6 +48,7 @@ public abstract class SshChannelRequest
 
     internal long ReplySequence => _replySequence;
 
+    /// <summary>Ties the request to its channel; <paramref name="replySequence"/> is its place in the reply order, -1 without want-reply.</summary>
     internal void Bind(SshChannel channel, long replySequence)
     {
         _channel = channel;
@@ -64,9 +65,14 @@ public abstract class SshChannelRequest
     {
         if (Interlocked.Exchange(ref _answered, 1) != 0)
             throw new InvalidOperationException("This channel request was already answered.");
+        // The decision takes effect before the reply is queued: a client that sees SUCCESS may act on it at once.
+        if (_channel is not null) OnAnswered(_channel, success);
         if (!WantReply || _channel is null) return ValueTask.CompletedTask;
         return _channel.AnswerRequestAsync(_replySequence, success, cancellationToken);
     }
+
+    /// <summary>What accepting or refusing means to the library, for requests where it means more than the reply.</summary>
+    private protected virtual void OnAnswered(SshChannel channel, bool success) { }
 
     public override string ToString() => RequestType;
 }
@@ -130,6 +136,24 @@ public sealed class SshSubsystemRequest : SshChannelRequest
     internal SshSubsystemRequest(bool wantReply, string name) : base(SshChannelRequestTypes.Subsystem, wantReply) => Name = name;
 
     public string Name { get; }
+}
+
+/// <summary>
+/// "auth-agent-req@openssh.com" (OpenSSH PROTOCOL.agent): the client offers to forward its
+/// authentication agent. No type-specific data. Whether to take it is the application's call:
+/// accepting is what lets the server open "auth-agent@openssh.com" channels
+/// (<see cref="Server.SshServerConnection.OpenAgentChannelAsync"/>); refusing sends
+/// SSH_MSG_CHANNEL_FAILURE when a reply was asked for (RFC 4254 §5.4). OpenSSH's client sends it
+/// without want-reply, so the answer matters even when nothing goes on the wire.
+/// </summary>
+public sealed class SshAuthAgentRequest : SshChannelRequest
+{
+    internal SshAuthAgentRequest(bool wantReply) : base(SshChannelRequestTypes.AuthAgentReq, wantReply) { }
+
+    private protected override void OnAnswered(SshChannel channel, bool success)
+    {
+        if (success) channel.OnAgentForwardingAccepted();
+    }
 }
 
 /// <summary>"window-change" (RFC 4254 §6.7); never wants a reply.</summary>

@@ -44,8 +44,11 @@ public sealed class SshServerConnection
     public string ClientVersion { get; }
     public ReadOnlyMemory<byte> SessionId { get; }
 
-    /// <summary>True once a session carried "auth-agent-req@openssh.com"; then <see cref="OpenAgentChannelAsync"/> may work.</summary>
-    public bool AgentForwardingRequested => _mux.AgentForwardingRequested;
+    /// <summary>
+    /// True once the application accepted an <see cref="SshAuthAgentRequest"/> on some session of this
+    /// connection; only then may <see cref="OpenAgentChannelAsync"/> be called.
+    /// </summary>
+    public bool AgentForwardingAccepted => _mux.AgentForwardingAccepted;
 
     /// <summary>Cancelled when the connection is closing.</summary>
     public CancellationToken Closing => _mux.Closing;
@@ -69,9 +72,19 @@ public sealed class SshServerConnection
         return _mux.OpenChannelAsync(SshChannelTypes.ForwardedTcpIp, w.WrittenMemory, cancellationToken);
     }
 
-    /// <summary>Opens "auth-agent@openssh.com" to the client's forwarded agent (OpenSSH PROTOCOL.agent).</summary>
+    /// <summary>
+    /// Opens "auth-agent@openssh.com" to the client's forwarded agent (OpenSSH PROTOCOL.agent).
+    /// Only after the application accepted an <see cref="SshAuthAgentRequest"/>
+    /// (<see cref="AgentForwardingAccepted"/>): a client that did not offer its agent treats such an
+    /// open as an attack (OpenSSH warns "Warning: ssh server tried agent forwarding").
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No agent forwarding request was accepted on this connection.</exception>
     public Task<SshChannel> OpenAgentChannelAsync(CancellationToken cancellationToken = default)
-        => _mux.OpenChannelAsync(SshChannelTypes.AuthAgent, default, cancellationToken);
+    {
+        if (!_mux.AgentForwardingAccepted)
+            throw new InvalidOperationException("No auth-agent-req@openssh.com was accepted on this connection.");
+        return _mux.OpenChannelAsync(SshChannelTypes.AuthAgent, default, cancellationToken);
+    }
 
     /// <summary>Sends DISCONNECT after everything already queued and ends the connection.</summary>
     public ValueTask DisconnectAsync(SshDisconnectReason reason = SshDisconnectReason.ByApplication, string description = "", CancellationToken cancellationToken = default)

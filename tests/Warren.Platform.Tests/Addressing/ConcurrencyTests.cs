@@ -42,6 +42,58 @@ public sealed class ConcurrencyTests
         Invariants.Check(p);
     }
 
+    /// <summary>Refreshes that touch a VM (incremental and full) while it is being looked up.</summary>
+    private const int Refreshes = 150;
+
+    [Fact]
+    public async Task Lookups_DuringRefreshes_NeverMissARouteThatStays()
+    {
+        // Reads take no lock: a refresh writes new values over old before removing keys, so a route,
+        // id or name present before and after a refresh must never read as missing in between.
+        using var p = new TestPlatform(slotCount: Slots);
+        var a = await p.NewAccountAsync("reader@example.com");
+        var steady = await p.Vms.CreateAsync(a.Id, new VmCreateRequest { Name = "steady" });
+        await p.Vms.CreateAsync(a.Id, new VmCreateRequest { Name = "mover" });
+        Assert.True(p.Slots.TryGetByName(steady.SlotName!, out var slot));
+        // A fresh address instance, as a socket's LocalEndPoint gives, and its IPv4-mapped IPv6 form.
+        var local = new System.Net.IPAddress(slot.LocalIp.GetAddressBytes());
+        var mapped = local.MapToIPv6();
+
+        using var done = new CancellationTokenSource();
+        int lookups = 0;
+        var readers = Enumerable.Range(0, 2).Select(_ => Task.Run(() =>
+        {
+            while (!done.IsCancellationRequested)
+            {
+                Assert.Equal(steady.Id, p.Routes.Resolve(a.Id, local)?.Id);
+                Assert.Equal(steady.Id, p.Routes.Resolve(a.Id, mapped)?.Id);
+                Assert.Equal(steady.Id, p.Index.GetByName("steady")?.Id);
+                Assert.Equal(steady.Id, p.Index.GetById(steady.Id)?.Id);
+                Assert.True(p.Index.HasRoute(a.Id, steady.Id));
+                Interlocked.Increment(ref lookups);
+            }
+        })).ToList();
+        try
+        {
+            for (int i = 0; i < Refreshes; i++)
+            {
+                // New record for the same route, a rename of another VM, and now and then a full reload.
+                await p.Vms.SetCommentAsync(a.Id, "steady", $"refresh {i}");
+                await p.Vms.RenameAsync(a.Id, i % 2 == 0 ? "mover" : "moved", i % 2 == 0 ? "moved" : "mover");
+                if (i % 10 == 0) await p.Index.ReloadAsync(p.Db);
+                if (readers.Any(r => r.IsCompleted)) break; // a failed assertion ends its reader: stop early
+            }
+        }
+        finally
+        {
+            done.Cancel();
+            await Task.WhenAll(readers);
+        }
+        Assert.True(lookups > 0);
+        Assert.Equal($"refresh {Refreshes - 1}", p.Index.GetById(steady.Id)!.Comment);
+        Invariants.Check(p);
+    }
+
     [Fact]
     public void Accounts_SpreadOverSlots()
     {

@@ -246,7 +246,8 @@ public sealed class ClientServerTests
         {
             Run = async conn =>
             {
-                try { await conn.OpenAgentChannelAsync(); result.TrySetResult(null); }
+                // Past the server's own guard (no auth-agent-req was accepted): the client must refuse by itself.
+                try { await conn.Mux.OpenChannelAsync(SshChannelTypes.AuthAgent, default, default); result.TrySetResult(null); }
                 catch (Exception ex) { result.TrySetResult(ex); }
                 await conn.Completion;
             },
