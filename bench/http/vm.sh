@@ -8,7 +8,7 @@
 # FROM scratch out of the host's own nginx binary and the libraries ldd names (warren/bench-nginx:1).
 # Must run as root (Docker). Cleans up its daemon, containers, volumes and temp files.
 #
-# Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WARMUP (3s), ROUNDS (2: a/b/c repeated, interleaved),
+# Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WARMUP (10s: tiered JIT settles), ROUNDS (2: a/b/c repeated, interleaved),
 #              NGINX_WORKERS (1: worker_processes of the reverse-proxy nginx; "auto" = one per core).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +17,7 @@ root=$(cd ../.. && pwd)
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
-WARMUP=${WARMUP:-3s}
+WARMUP=${WARMUP:-10s}
 ROUNDS=${ROUNDS:-2}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 
