@@ -21,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
+source "$root/bench/lib/common.sh"
 
 VMS=${VMS:-1000}
 N_LS=${N_LS:-50}
@@ -36,11 +37,7 @@ data="$work/data"
 daemon_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && { kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; }
-  if [ -f "$data/instance-id" ]; then
-    inst=$(cat "$data/instance-id")
-    ids=$(docker ps -aq --filter "label=warren.instance=$inst"); [ -n "$ids" ] && docker rm -f $ids >/dev/null
-    vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
-  fi
+  remove_warren_instance "$data"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,8 +48,6 @@ build_release() {
     || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
     || { tail -20 "$work/build.log" >&2; exit 1; }
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
 
 echo "bench: building warren and the in-process driver (Release)..." >&2
 build_release "$root/bench/Warren.Bench.ControlPlane"

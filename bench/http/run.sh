@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
+source "$root/bench/lib/common.sh"
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -31,7 +32,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 up_port=$(free_port); proxy_port=$(free_port); nginx_port=$(free_port)
 
 # ---------------------------------------------------------------- upstream (nginx, static page)

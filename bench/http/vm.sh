@@ -9,10 +9,12 @@
 # Must run as root (Docker). Cleans up its daemon, containers, volumes and temp files.
 #
 # Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WARMUP (10s: tiered JIT settles), ROUNDS (2: a/b/c repeated, interleaved),
-#              NGINX_WORKERS (1: worker_processes of the reverse-proxy nginx; "auto" = one per core).
+#              NGINX_WORKERS (1: worker_processes of the reverse-proxy nginx; "auto" = one per core),
+#              LIGHT_CONNECTIONS (4: a last pass of each path at -t1 -cN, latency below saturation).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
+source "$root/bench/lib/common.sh"
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -20,6 +22,7 @@ THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-10s}
 ROUNDS=${ROUNDS:-2}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
+LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (Docker)" >&2; exit 1; }
 for tool in wrk nginx curl dotnet docker ssh ssh-keygen python3 ldd; do
@@ -32,17 +35,11 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -f "$data/instance-id" ]; then
-    inst=$(cat "$data/instance-id")
-    ids=$(docker ps -aq --filter "label=warren.instance=$inst"); [ -n "$ids" ] && docker rm -f $ids >/dev/null
-    vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
-  fi
+  remove_warren_instance "$data"
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
 
 # ---------------------------------------------------------------- the VM image: host nginx, FROM scratch
 image=warren/bench-nginx:1
@@ -135,9 +132,9 @@ pids+=($!)
 for _ in $(seq 1 50); do curl -sk -f -o /dev/null "https://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
 
 # ---------------------------------------------------------------- measure
-run() { # name url [host header]
+run() { # name url [host header]  (env: T, C override THREADS, CONNECTIONS)
   local name=$1 url=$2 hdr=${3:-}
-  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency --timeout 5s)
+  local args=(-t"${T:-$THREADS}" -c"${C:-$CONNECTIONS}" --latency --timeout 5s)
   [ -n "$hdr" ] && args+=(-H "Host: $hdr")
   timeout 120 wrk "${args[@]}" -d"$WARMUP" "$url" >/dev/null
   local out; out=$(timeout 300 wrk "${args[@]}" -d"$DURATION" "$url")
@@ -156,5 +153,11 @@ for round in $(seq 1 "$ROUNDS"); do
   run direct "http://$vm_ip:80/"
   run nginx  "https://127.0.0.1:$nginx_port/"
 done
+# Latency below saturation: one wrk thread, LIGHT_CONNECTIONS connections, so "added p99" is the proxies' own
+# cost rather than queueing behind a saturated CPU.
+echo "## light load: wrk -t1 -c$LIGHT_CONNECTIONS"
+T=1 C=$LIGHT_CONNECTIONS run warren "https://127.0.0.1:$https/" "$host"
+T=1 C=$LIGHT_CONNECTIONS run direct "http://$vm_ip:80/"
+T=1 C=$LIGHT_CONNECTIONS run nginx  "https://127.0.0.1:$nginx_port/"
 echo "# daemon RSS: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid/status)"
 echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
+source "$root/bench/lib/common.sh"
 
 BYTES=${BYTES:-1073741824}
 RUNS=${RUNS:-3}
@@ -44,8 +45,6 @@ build_release() {
     || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
     || { tail -20 "$work/build.log" >&2; exit 1; }
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: port $1 did not open" >&2; return 1; }
 
 # ---------------------------------------------------------------- keys and servers
 ssh-keygen -q -t ed25519 -N '' -f "$work/client" -C bench
