@@ -22,7 +22,7 @@ internal static class InitCommand
     public const string SetupLog = SetupDirectory + "/setup.log";
     public const string SetupMarker = SetupDirectory + "/setup.done";
 
-    /// <summary>Where the runtime bind-mounts the session socket directory (token in, agent.sock out).</summary>
+    /// <summary>Where the runtime mounts the session socket directory (a tmpfs volume; agent.sock out, and the token in for VMs from before /.warren/token).</summary>
     public const string SessionSocketDirectory = "/.warren/run";
 
     /// <summary>serve is restarted at most this often, so one that cannot start (bad token file) does not spin.</summary>

@@ -8,7 +8,8 @@ using Warren.Agent.Serve;
 namespace Warren.Agent;
 
 /// <summary>
-/// <c>serve DIR</c>: the agent session socket (docs/AGENT-PROTOCOL.md). Reads DIR/token, binds DIR/agent.sock
+/// <c>serve DIR</c>: the agent session socket (docs/AGENT-PROTOCOL.md). Reads the token from /.warren/token (the
+/// runtime's read-only bind mount) or, when that does not exist (VMs created before it), DIR/token; binds DIR/agent.sock
 /// (mode 0600) and serves exec and connect sessions for the host, one thread per connection plus one per
 /// output stream: blocking I/O on dedicated threads is the cheapest path in a static NativeAOT binary. Started
 /// (and restarted) by <c>init</c> when /.warren/run exists. A bad connection only ever closes itself.
@@ -17,6 +18,8 @@ internal static class ServeCommand
 {
     public const string TokenFile = "token";
     public const string SocketFile = "agent.sock";
+    /// <summary>Where the runtime bind-mounts the token file read-only; DIR/token is used when it is absent.</summary>
+    public const string MountedTokenPath = "/.warren/token";
 
     /// <summary>Concurrent connections served; beyond it a connection gets ERROR "busy" (a bound on threads and descriptors).</summary>
     public const int MaxConnections = 1024;
@@ -54,7 +57,9 @@ internal static class ServeCommand
         EnsureStdioOpen();
         RaiseDescriptorLimit();
 
-        try { s_token = ReadToken(Path.Combine(dir, TokenFile)); }
+        // The mounted file when there is one: the run directory is a tmpfs volume, empty at each start.
+        string tokenPath = File.Exists(MountedTokenPath) ? MountedTokenPath : Path.Combine(dir, TokenFile);
+        try { s_token = ReadToken(tokenPath); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
         {
             Log($"cannot read the token: {e.Message}");

@@ -7,7 +7,7 @@ namespace Warren.Runtime.Docker;
 /// DATA frames, <see cref="ShutdownWriteAsync"/> is an EOF frame (the agent then shuts down its socket's sending
 /// side), and reading returns 0 after the agent's STDOUT_EOF (the peer's half-close). Disposing closes both ways.
 /// </summary>
-internal sealed class AgentConnectionStream : Stream, IHalfClosableStream
+internal sealed class AgentConnectionStream : UnseekableStream, IHalfClosableStream
 {
     private readonly AgentSession _session;
     private readonly Stream _input;
@@ -36,13 +36,6 @@ internal sealed class AgentConnectionStream : Stream, IHalfClosableStream
 
     public override bool CanRead => true;
     public override bool CanWrite => true;
-    public override bool CanSeek => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     public override int Read(byte[] buffer, int offset, int count) => _input.Read(buffer, offset, count);
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) => _input.ReadAsync(buffer, offset, count, ct);

@@ -10,18 +10,12 @@ namespace Warren.Runtime.Docker;
 /// the Stream contract), so a broken session never swallows output that did arrive. Disposing it tells the session
 /// this consumer is gone: further output for it is dropped instead of holding the process up.
 /// </summary>
-internal sealed class AgentOutputStream(PipeReader reader, AgentSession session) : Stream
+internal sealed class AgentOutputStream(PipeReader reader, AgentSession session) : UnseekableStream
 {
     private int _disposed;
 
     public override bool CanRead => true;
-    public override bool CanSeek => false;
     public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     public override int Read(byte[] buffer, int offset, int count) =>

@@ -8,13 +8,16 @@ namespace Warren.Runtime.Docker;
 
 /// <summary>
 /// The host side of <c>&lt;AgentSocketDirectory&gt;/&lt;vmId&gt;/</c> (docs/AGENT-PROTOCOL.md, "Where it lives"): the
-/// directory and its token, and connecting to the agent's socket in it.
+/// directory and its token, and connecting to the agent's socket.
 /// <para>
-/// The directory is bind-mounted read-write into the VM, so root inside the VM can replace <c>token</c> and
-/// <c>agent.sock</c> with anything, e.g. a symlink to a host file or a host socket, which the daemon (root on the
-/// host) would otherwise follow. So neither is opened by path: the token is opened with O_NOFOLLOW|O_NONBLOCK and
-/// must be a 64-byte file, and the socket is opened with O_PATH|O_NOFOLLOW and connected to through
-/// <c>/proc/self/fd/N</c>, which names that very inode (a symlink there is refused like a stale socket).
+/// The token file is bind-mounted read-only at <c>/.warren/token</c>; the socket lives in the VM's run volume (a
+/// size-limited tmpfs), whose host mountpoint the runtime passes to <see cref="TryConnectAsync(string, string, CancellationToken)"/>.
+/// VMs created before the run volume bind-mount this whole directory read-write at <c>/.warren/run</c> and serve
+/// <c>agent.sock</c> in it (<see cref="SocketPath"/>). Either way root inside the VM can replace <c>agent.sock</c>
+/// (and, in the old layout, <c>token</c>) with anything, e.g. a symlink to a host file or a host socket, which the
+/// daemon (root on the host) would otherwise follow. So neither is opened by path: the token is opened with
+/// O_NOFOLLOW|O_NONBLOCK and must be a 64-byte file, and the socket is opened with O_PATH|O_NOFOLLOW and connected to
+/// through <c>/proc/self/fd/N</c>, which names that very inode (a symlink there is refused like a stale socket).
 /// </para>
 /// </summary>
 internal sealed partial class AgentSessionDirectory
@@ -38,8 +41,10 @@ internal sealed partial class AgentSessionDirectory
     public string Root { get; }
 
     public string VmDirectory(string vmId) => Path.Combine(Root, vmId);
+    /// <summary>The socket in the VM's directory: where VMs created before the run volume serve it.</summary>
     public string SocketPath(string vmId) => Path.Combine(Root, vmId, SocketName);
-    private string TokenPath(string vmId) => Path.Combine(Root, vmId, TokenName);
+    /// <summary>The token file, bind-mounted read-only into the VM (and, in the old layout, inside the mounted directory).</summary>
+    public string TokenPath(string vmId) => Path.Combine(Root, vmId, TokenName);
 
     /// <summary>
     /// Creates the VM's directory (0700) and its token (0600) unless a valid token is there already: a second
@@ -54,6 +59,9 @@ internal sealed partial class AgentSessionDirectory
         string directory = VmDirectory(vmId);
         Directory.CreateDirectory(directory, DirectoryMode);
         File.SetUnixFileMode(directory, DirectoryMode);
+        // A socket left by a VM of the old layout (directory mounted at /.warren/run) would be tried before the run
+        // volume's; the VM being created here serves in its run volume. File.Delete unlinks the entry, never a target.
+        File.Delete(SocketPath(vmId));
 
         Span<byte> token = stackalloc byte[AgentProtocol.TokenBytes];
         try
@@ -140,16 +148,22 @@ internal sealed partial class AgentSessionDirectory
     /// a stale socket of a stopped VM, or not a socket at all), or the daemon may not connect (EACCES: it runs as
     /// another user than the VM's root, so it could never use the socket; Docker exec still works).
     /// </summary>
-    public async Task<(Socket? Socket, string? Unusable)> TryConnectAsync(string vmId, CancellationToken ct)
+    /// <para><c>Absent</c> is true when there is no socket at the path at all (or the path is too long), as opposed to one
+    /// that refuses: the runtime then looks for the socket in the VM's run volume.</para>
+    public Task<(Socket? Socket, string? Unusable, bool Absent)> TryConnectAsync(string vmId, CancellationToken ct) =>
+        TryConnectAsync(vmId, SocketPath(vmId), ct);
+
+    /// <summary>Connects to the agent socket at <paramref name="path"/> (the VM's run volume), as <see cref="TryConnectAsync(string, CancellationToken)"/>.</summary>
+    public async Task<(Socket? Socket, string? Unusable, bool Absent)> TryConnectAsync(string vmId, string path, CancellationToken ct)
     {
-        string path = SocketPath(vmId);
+        if (!Path.IsPathFullyQualified(path)) return (null, $"the socket path is not absolute: {path}", true);
         if (Encoding.UTF8.GetByteCount(path) > MaxSocketPathBytes)
-            return (null, $"the socket path is longer than sun_path allows ({MaxSocketPathBytes} bytes)");
+            return (null, $"the socket path is longer than sun_path allows ({MaxSocketPathBytes} bytes)", true);
         int fd = Native.Open(path, Native.O_PATH | Native.O_NOFOLLOW | Native.O_CLOEXEC);
         if (fd < 0)
         {
             int errno = Marshal.GetLastPInvokeError();
-            if (errno is Native.ENOENT or Native.ENOTDIR) return (null, "no session socket (agent not started yet)");
+            if (errno is Native.ENOENT or Native.ENOTDIR) return (null, "no session socket (agent not started yet)", true);
             throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
                 $"cannot open the session socket of VM {vmId}: {Marshal.GetPInvokeErrorMessage(errno)}");
         }
@@ -158,18 +172,18 @@ internal sealed partial class AgentSessionDirectory
         try
         {
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(FormattableString.Invariant($"/proc/self/fd/{fd}")), ct).ConfigureAwait(false);
-            return (socket, null);
+            return (socket, null, false);
         }
         catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable)
         {
             // AddressNotAvailable is .NET's name for ENOENT on connect().
             socket.Dispose();
-            return (null, "nothing listens on the session socket (agent not started yet, or VM stopped)");
+            return (null, "nothing listens on the session socket (agent not started yet, or VM stopped)", false);
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied)
         {
             socket.Dispose();
-            return (null, "permission denied on the session socket (the daemon is not root)");
+            return (null, "permission denied on the session socket (the daemon is not root)", false);
         }
         catch (SocketException e)
         {

@@ -16,7 +16,7 @@ internal sealed class AgentVmProcess : IVmProcess
     public AgentVmProcess(AgentSession session)
     {
         _session = session;
-        StandardInput = new StdinStream(this);
+        StandardInput = new ProcessStdinStream(WriteStdinAsync, CloseStandardInputAsync);
         StandardOutput = session.OpenStdout();
         StandardError = session.OpenStderr();
     }
@@ -79,31 +79,4 @@ internal sealed class AgentVmProcess : IVmProcess
 
     /// <summary>Closes the session; the agent sends SIGHUP to the process if it still runs (as sshd does when a channel closes).</summary>
     public ValueTask DisposeAsync() => _session.DisposeAsync();
-
-    private sealed class StdinStream(AgentVmProcess owner) : Stream
-    {
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) =>
-            owner.WriteStdinAsync(buffer.AsMemory(offset, count), CancellationToken.None).AsTask().GetAwaiter().GetResult();
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-            owner.WriteStdinAsync(buffer.AsMemory(offset, count), ct).AsTask();
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default) =>
-            owner.WriteStdinAsync(buffer, ct);
-        /// <summary>Disposing stdin sends EOF to the process.</summary>
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) owner.CloseStandardInputAsync().GetAwaiter().GetResult();
-            base.Dispose(disposing);
-        }
-        public override ValueTask DisposeAsync() => new(owner.CloseStandardInputAsync());
-    }
 }

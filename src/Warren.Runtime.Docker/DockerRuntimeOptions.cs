@@ -39,10 +39,11 @@ public sealed class DockerRuntimeOptions
     public IReadOnlyDictionary<string, string> ExtraLabels { get; set; } = new Dictionary<string, string>();
 
     /// <summary>
-    /// Host directory of the agent session sockets (docs/AGENT-PROTOCOL.md): each VM gets <c>&lt;dir&gt;/&lt;vmId&gt;/</c>
-    /// (mode 0700, with its <c>token</c>) bind-mounted at <see cref="DockerVmRuntime.AgentRunMountPath"/>, and sessions
-    /// go straight to the guest agent's socket there instead of through Docker exec. Null: no directory, no mount,
-    /// every session is a Docker exec. The daemon's composition sets <c>&lt;data dir&gt;/run</c>.
+    /// Host directory of the agent session tokens (docs/AGENT-PROTOCOL.md): each VM gets <c>&lt;dir&gt;/&lt;vmId&gt;/token</c>
+    /// (directory 0700, file 0600) bind-mounted read-only at <see cref="DockerVmRuntime.AgentTokenMountPath"/>, and a
+    /// 64 KiB tmpfs volume at <see cref="DockerVmRuntime.AgentRunMountPath"/> where the agent binds its socket; sessions
+    /// go straight to that socket instead of through Docker exec. Null: no token, no run volume, every session is a
+    /// Docker exec. The daemon's composition sets <c>&lt;data dir&gt;/run</c>.
     /// </summary>
     public string? AgentSocketDirectory { get; set; }
 

@@ -42,7 +42,7 @@ internal sealed class DockerVmProcess : IVmProcess
         _pidFile = pidFile;
         _stdout = new ChunkStream(BufferedChunks);
         _stderr = tty ? null : new ChunkStream(BufferedChunks);
-        StandardInput = new StdinStream(this);
+        StandardInput = new ProcessStdinStream((data, ct) => new ValueTask(WriteStdinAsync(data, ct)), CloseStandardInputAsync);
         Completion = RunAsync();
     }
 
@@ -236,37 +236,10 @@ internal sealed class DockerVmProcess : IVmProcess
         try { await Completion; } catch (Exception e) when (e is OperationCanceledException or IOException) { }
         _cts.Dispose();
     }
-
-    private sealed class StdinStream(DockerVmProcess owner) : Stream
-    {
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) =>
-            owner.WriteStdinAsync(buffer.AsMemory(offset, count), CancellationToken.None).GetAwaiter().GetResult();
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-            owner.WriteStdinAsync(buffer.AsMemory(offset, count), ct);
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default) =>
-            new(owner.WriteStdinAsync(buffer, ct));
-        /// <summary>Disposing stdin sends EOF to the process.</summary>
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing) owner.CloseStandardInputAsync().GetAwaiter().GetResult();
-            base.Dispose(disposing);
-        }
-        public override ValueTask DisposeAsync() => new(owner.CloseStandardInputAsync());
-    }
 }
 
 /// <summary>A read-only stream fed by chunks (bounded channel); ends when completed.</summary>
-internal sealed class ChunkStream(int capacity) : Stream
+internal sealed class ChunkStream(int capacity) : UnseekableStream
 {
     private readonly Channel<byte[]> _chunks = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(capacity)
     {
@@ -281,13 +254,7 @@ internal sealed class ChunkStream(int capacity) : Stream
     internal void Complete() => _chunks.Writer.TryComplete();
 
     public override bool CanRead => true;
-    public override bool CanSeek => false;
     public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     public override int Read(byte[] buffer, int offset, int count) =>

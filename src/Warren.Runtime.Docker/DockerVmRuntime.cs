@@ -19,9 +19,11 @@ namespace Warren.Runtime.Docker;
 /// <item>named volume <c>warren-data-&lt;vmId&gt;</c> at /data;</item>
 /// <item>the static guest agent bind-mounted read-only at <see cref="AgentMountPath"/> as the entrypoint:
 ///   <c>/.warren/agent init [--setup-script F] [--user U] -- CMD…</c>, so any image (even FROM scratch) works;</item>
-/// <item>with <see cref="DockerRuntimeOptions.AgentSocketDirectory"/>: the host directory <c>&lt;dir&gt;/&lt;vmId&gt;</c>
-///   bind-mounted at <see cref="AgentRunMountPath"/>, where the agent serves the session socket that exec and connect
-///   use instead of Docker exec (docs/AGENT-PROTOCOL.md).</item>
+/// <item>with <see cref="DockerRuntimeOptions.AgentSocketDirectory"/>: named volume <c>warren-run-&lt;vmId&gt;</c>, a
+///   64 KiB tmpfs, at <see cref="AgentRunMountPath"/>, where the agent serves the session socket that exec and connect
+///   use instead of Docker exec, and the host file <c>&lt;dir&gt;/&lt;vmId&gt;/token</c> bind-mounted read-only at
+///   <see cref="AgentTokenMountPath"/> (docs/AGENT-PROTOCOL.md). VMs created before the run volume have
+///   <c>&lt;dir&gt;/&lt;vmId&gt;</c> bind-mounted read-write at <see cref="AgentRunMountPath"/> instead, token inside.</item>
 /// </list>
 /// Rename and copy commit the container's filesystem to a local image <c>warren-vm/&lt;vmId&gt;:TAG</c> and
 /// create a container from it (Docker cannot change a container's hostname in place); RemoveAsync deletes those images.
@@ -43,6 +45,13 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     public const string DataMountPath = "/data";
     /// <summary>Where the VM's session socket directory is mounted; the agent serves <c>agent.sock</c> there.</summary>
     public const string AgentRunMountPath = "/.warren/run";
+    /// <summary>Where the VM's session token is bind-mounted read-only.</summary>
+    public const string AgentTokenMountPath = "/.warren/token";
+    /// <summary>
+    /// The run volume's size: a tmpfs of 64 KiB (a socket needs no space), so root in the VM cannot fill the
+    /// host's disk or memory through it. Root-only, like the directory it replaces.
+    /// </summary>
+    internal const string RunVolumeMountOptions = "size=65536,mode=0700";
     /// <summary>Where exec'd processes record their pid for <see cref="IVmProcess.SignalAsync"/> (tmpfs in every container).</summary>
     internal const string PidFileDirectory = "/dev/shm";
     internal const string PidFilePrefix = ".warren-exec-";
@@ -54,6 +63,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     private readonly ILogger _log;
     private readonly string _agentPath;
     private readonly AgentSessionDirectory? _sessions;
+    /// <summary>Host mountpoints of the VMs' run volumes (stable for a volume name), by VM id.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _runMountpoints = new(StringComparer.Ordinal);
     private bool? _diskQuotaSupported;
 
     public DockerVmRuntime(DockerRuntimeOptions? options = null, ILogger<DockerVmRuntime>? logger = null)
@@ -74,6 +85,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
 
     public static string ContainerName(string vmId) => "warren-" + vmId;
     public static string VolumeName(string vmId) => "warren-data-" + vmId;
+    /// <summary>The VM's run volume: a small tmpfs at <see cref="AgentRunMountPath"/> holding the agent's session socket.</summary>
+    public static string RunVolumeName(string vmId) => "warren-run-" + vmId;
     internal static string SnapshotRepository(string vmId) => "warren-vm/" + vmId.ToLowerInvariant();
 
     public void Dispose() => _client.Dispose();
@@ -230,7 +243,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         };
         if (_sessions != null)
         {
-            // The token must be on disk before the agent can start and read it.
+            // The token must be on disk before the agent can start and read it, and before it is bind-mounted.
             try
             {
                 _sessions.Prepare(spec.VmId);
@@ -240,7 +253,19 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
                 throw new DockerRuntimeException(DockerRuntimeErrors.EngineError,
                     $"cannot prepare the session directory of VM {spec.VmId} under {_sessions.Root}: {e.Message}", e);
             }
-            mounts.Add(new Mount { Type = "bind", Source = _sessions.VmDirectory(spec.VmId), Target = AgentRunMountPath, ReadOnly = false });
+            // The socket's directory is a small tmpfs volume, not a host directory: root in the VM must not be able
+            // to write to the host's disk outside its quota. The token comes in as one read-only file.
+            string run = RunVolumeName(spec.VmId);
+            _runMountpoints.TryRemove(spec.VmId, out _);
+            await Engine(() => _client.Volumes.CreateAsync(new VolumesCreateParameters
+            {
+                Name = run,
+                Driver = "local",
+                DriverOpts = new Dictionary<string, string> { ["type"] = "tmpfs", ["device"] = "tmpfs", ["o"] = RunVolumeMountOptions },
+                Labels = Labels(spec.VmId, spec.Name),
+            }, ct));
+            mounts.Add(new Mount { Type = "volume", Source = run, Target = AgentRunMountPath });
+            mounts.Add(new Mount { Type = "bind", Source = _sessions.TokenPath(spec.VmId), Target = AgentTokenMountPath, ReadOnly = true });
         }
         var host = new HostConfig
         {
@@ -377,27 +402,35 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             // "removal already in progress": wait for it below via the volume removal retry.
         }
 
-        // The volume can briefly stay "in use" while the engine finishes removing the container.
+        await RemoveVolumeAsync(VolumeName(vmId), ct);
+        // Removed whether or not a socket directory is configured now: the VM may have been created with one.
+        await RemoveVolumeAsync(RunVolumeName(vmId), ct);
+        _runMountpoints.TryRemove(vmId, out _);
+        // After the container is gone, so no agent is left to bind a socket in it again.
+        _sessions?.Delete(vmId);
+        await RemoveSnapshotImagesAsync(vmId, ct);
+    }
+
+    /// <summary>Removes a volume; absent is fine. It can briefly stay "in use" while the engine finishes removing the container.</summary>
+    private async Task RemoveVolumeAsync(string name, CancellationToken ct)
+    {
         const int VolumeRemoveAttempts = 20;
         for (int attempt = 1; ; attempt++)
         {
             try
             {
-                await _client.Volumes.RemoveAsync(VolumeName(vmId), force: true, ct);
-                break;
+                await _client.Volumes.RemoveAsync(name, force: true, ct);
+                return;
             }
             catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
             {
-                break;
+                return;
             }
             catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.Conflict && attempt < VolumeRemoveAttempts)
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(100 * attempt), ct);
             }
         }
-        // After the container is gone, so no agent is left to bind a socket in it again.
-        _sessions?.Delete(vmId);
-        await RemoveSnapshotImagesAsync(vmId, ct);
     }
 
     private async Task RemoveSnapshotImagesAsync(string vmId, CancellationToken ct)
@@ -515,7 +548,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
                 if (!required) { LogSessionFallback(vmId, unusable!); return null; }
                 throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed, $"no session with the agent of VM {vmId}: {unusable}");
             }
-            var (socket, refused) = await _sessions.TryConnectAsync(vmId, ct);
+            var (socket, refused) = await ConnectAgentAsync(vmId, ct);
             if (socket != null) return await AgentSession.OpenAsync(socket, vmId, request, open, ct);
             if (!required)
             {
@@ -527,6 +560,58 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
                     $"no session with the agent of VM {vmId} after {_options.RequiredSocketWait.TotalSeconds:0} s: {refused}");
             await Task.Delay(RequiredSocketPoll, ct);
         }
+    }
+
+    /// <summary>
+    /// Connects to the VM's session socket: <c>agent.sock</c> at the host mountpoint of its run volume, or, for a VM
+    /// created before the run volume, in its directory under the socket directory (in the current layout the VM cannot
+    /// write to that directory, so a socket there is always the old layout's). The old path is tried first while the
+    /// mountpoint is not known, so VMs of the old layout cost no engine call. Null socket: use Docker exec, and why.
+    /// </summary>
+    private async Task<(System.Net.Sockets.Socket? Socket, string? Unusable)> ConnectAgentAsync(string vmId, CancellationToken ct)
+    {
+        if (!_runMountpoints.TryGetValue(vmId, out var mountpoint))
+        {
+            var legacy = await _sessions!.TryConnectAsync(vmId, ct);
+            if (!legacy.Absent) return (legacy.Socket, legacy.Unusable);
+            var (found, why) = await RunVolumeMountpointAsync(vmId, ct);
+            if (found == null) return (null, why == null ? legacy.Unusable : $"{legacy.Unusable}; {why}");
+            mountpoint = found;
+        }
+        var (socket, unusable, _) = await _sessions!.TryConnectAsync(vmId, Path.Combine(mountpoint, AgentSessionDirectory.SocketName), ct);
+        return (socket, unusable);
+    }
+
+    /// <summary>
+    /// The host mountpoint of the VM's run volume, asked of the engine and cached (it is stable for a volume name).
+    /// (null, null): no run volume (a VM of the old layout, or none at all); (null, why): the engine could not tell, or
+    /// reported a mountpoint the daemon cannot use.
+    /// </summary>
+    private async Task<(string? Mountpoint, string? Unusable)> RunVolumeMountpointAsync(string vmId, CancellationToken ct)
+    {
+        VolumeResponse volume;
+        try
+        {
+            volume = await _client.Volumes.InspectAsync(RunVolumeName(vmId), ct);
+        }
+        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        {
+            // Not cached: the VM may yet be (re)created with a run volume, possibly by another runtime instance.
+            return (null, null);
+        }
+        catch (DockerApiException e)
+        {
+            return (null, $"cannot inspect the run volume: {(int)e.StatusCode} {Truncate(e.ResponseBody)}");
+        }
+        catch (HttpRequestException e)
+        {
+            return (null, $"cannot inspect the run volume: container engine unavailable: {e.Message}");
+        }
+        string? mountpoint = volume.Mountpoint;
+        if (string.IsNullOrEmpty(mountpoint) || !Path.IsPathFullyQualified(mountpoint))
+            return (null, $"the run volume has no usable host mountpoint ({mountpoint})");
+        _runMountpoints[vmId] = mountpoint;
+        return (mountpoint, null);
     }
 
     /// <summary>Poll interval while <see cref="SessionSocketMode.Required"/> waits for a booting agent to bind its socket.</summary>

@@ -8,7 +8,7 @@ namespace Warren.Runtime.Docker;
 /// Docker exec's stdin/stdout. <see cref="ShutdownWriteAsync"/> half-closes (the agent then shuts down its
 /// socket's sending side); reading ends when the peer closes.
 /// </summary>
-public sealed class VmConnectionStream : Stream, Warren.Platform.Runtime.IHalfClosableStream
+internal sealed class VmConnectionStream : UnseekableStream, Warren.Platform.Runtime.IHalfClosableStream
 {
     /// <summary>What the agent prints on stderr once connected (before any data flows).</summary>
     internal const string ReadyLine = "warren-agent: connected";
@@ -59,13 +59,6 @@ public sealed class VmConnectionStream : Stream, Warren.Platform.Runtime.IHalfCl
 
     public override bool CanRead => true;
     public override bool CanWrite => true;
-    public override bool CanSeek => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     public override int Read(byte[] buffer, int offset, int count) => _process.StandardOutput.Read(buffer, offset, count);
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) => _process.StandardOutput.ReadAsync(buffer, offset, count, ct);

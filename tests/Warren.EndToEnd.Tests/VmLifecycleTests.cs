@@ -361,6 +361,7 @@ public sealed class VmLifecycleTests(DaemonFixture fixture) : IClassFixture<Daem
         var v = await Docker("volume", "ls", "-q");
         Assert.True(v.ExitCode == 0, v.ToString());
         Assert.DoesNotContain(VolumeName(vmId), v.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("warren-run-" + vmId, v.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         var i = await Docker("images", "-q", "warren-vm/" + vmId.ToLowerInvariant());
         Assert.True(i.ExitCode == 0 && i.Stdout.Trim().Length == 0, $"snapshot images of {vmId} remain: {i}");
     }

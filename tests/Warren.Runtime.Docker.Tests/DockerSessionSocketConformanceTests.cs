@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using Docker.DotNet.Models;
 using Warren.Platform.Runtime;
 using Warren.Runtime.Docker.Tests.Conformance;
 using Xunit;
@@ -49,20 +50,92 @@ public sealed class DockerSessionSocketConformanceTests : RuntimeConformanceTest
     private string VmDirectory(string id) => Path.Combine(_root, id);
 
     [DockerFact]
-    public async Task Container_MountsAPrivateSessionDirectory_WhereTheAgentServes()
+    public async Task Container_MountsAPrivateRunVolumeAndReadOnlyToken_WhereTheAgentServes()
     {
         string id = await CreateVmAsync("sock");
         var c = await _runtime!.Client.Containers.InspectContainerAsync(DockerVmRuntime.ContainerName(id));
         var run = Assert.Single(c.Mounts, m => m.Destination == DockerVmRuntime.AgentRunMountPath);
-        Assert.True(run.RW);
-        Assert.Equal(VmDirectory(id), run.Source);
-        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(VmDirectory(id)));
+        Assert.Equal("volume", run.Type);
+        Assert.Equal(DockerVmRuntime.RunVolumeName(id), run.Name);
+        var volume = await _runtime.Client.Volumes.InspectAsync(DockerVmRuntime.RunVolumeName(id));
+        Assert.Equal(id, volume.Labels[DockerVmRuntime.LabelVmId]);
+        Assert.Equal("true", volume.Labels[DockerVmRuntime.LabelManaged]);
+        Assert.Equal("tmpfs", volume.Options["type"]);
+        var tokenMount = Assert.Single(c.Mounts, m => m.Destination == DockerVmRuntime.AgentTokenMountPath);
+        Assert.False(tokenMount.RW);
         string token = Path.Combine(VmDirectory(id), AgentSessionDirectory.TokenName);
+        Assert.Equal(token, tokenMount.Source);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(VmDirectory(id)));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(token));
         Assert.Matches("^[0-9a-f]{64}$", await File.ReadAllTextAsync(token));
-        // The agent serves the socket there, root-only.
+        // The agent serves the socket in the volume, root-only; the host reaches it at the volume's mountpoint.
         Assert.Contains("srw-------", await ShAsync(id, "ls -l /.warren/run/agent.sock"));
+        Assert.True(File.Exists(Path.Combine(volume.Mountpoint, AgentSessionDirectory.SocketName)));
 
+        await Runtime.RemoveAsync(id, Timeout());
+        Assert.False(Directory.Exists(VmDirectory(id)));
+        var volumes = await _runtime.Client.Volumes.ListAsync();
+        Assert.DoesNotContain(volumes.Volumes ?? [], v => v.Name == DockerVmRuntime.RunVolumeName(id));
+    }
+
+    /// <summary>Root in the VM cannot write more than the run volume's 64 KiB to the host, nor change its token.</summary>
+    [DockerFact]
+    public async Task RunDirectory_IsSizeLimited_AndTokenIsReadOnly()
+    {
+        string id = await CreateVmAsync("full");
+        var (fill, _, fillError) = await RunAsync(id, "sh", "-c", "dd if=/dev/zero of=/.warren/run/fill bs=1k count=1024");
+        Assert.NotEqual(0, fill.ExitCode);
+        Assert.Contains("No space left on device", fillError);
+        long written = long.Parse((await ShAsync(id, "wc -c < /.warren/run/fill")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(written, 0, 64 * 1024);
+        await ShAsync(id, "rm -f /.warren/run/fill");
+
+        var (write, _, _) = await RunAsync(id, "sh", "-c", "echo x > /.warren/token");
+        Assert.NotEqual(0, write.ExitCode);
+        var (remove, _, _) = await RunAsync(id, "sh", "-c", "rm -f /.warren/token && ! test -e /.warren/token");
+        Assert.NotEqual(0, remove.ExitCode);
+        string token = File.ReadAllText(Path.Combine(VmDirectory(id), AgentSessionDirectory.TokenName));
+        Assert.Equal(token, await ShAsync(id, "cat /.warren/token"));
+        // Still served over the socket (Required mode) after all that.
+        Assert.Equal("ok\n", await ShAsync(id, "echo ok"));
+    }
+
+    /// <summary>A VM from before the run volume: its directory bind-mounted read-write at /.warren/run, token inside.</summary>
+    [DockerFact]
+    public async Task VmWithTheOldBindMountedRunDirectory_StillUsesTheSocket()
+    {
+        RequireEnvironment();
+        string id = NewVmId();
+        new AgentSessionDirectory(_root).Prepare(id);
+        var client = _runtime!.Client;
+        await client.Volumes.CreateAsync(new VolumesCreateParameters { Name = DockerVmRuntime.VolumeName(id) });
+        await client.Containers.CreateContainerAsync(new CreateContainerParameters
+        {
+            Name = DockerVmRuntime.ContainerName(id),
+            Image = TestImage,
+            Labels = new Dictionary<string, string> { [DockerVmRuntime.LabelVmId] = id, [DockerVmRuntime.LabelVmName] = "old", [DockerVmRuntime.LabelManaged] = "true" },
+            Entrypoint = [DockerVmRuntime.AgentMountPath, "init", "--"],
+            Cmd = [],
+            User = "0",
+            HostConfig = new HostConfig
+            {
+                Mounts =
+                [
+                    new() { Type = "bind", Source = ((DockerVmRuntime)Runtime).AgentPath, Target = DockerVmRuntime.AgentMountPath, ReadOnly = true },
+                    new() { Type = "volume", Source = DockerVmRuntime.VolumeName(id), Target = DockerVmRuntime.DataMountPath },
+                    new() { Type = "bind", Source = VmDirectory(id), Target = DockerVmRuntime.AgentRunMountPath },
+                ],
+            },
+        });
+        await Runtime.StartAsync(id, Timeout());
+        await using (var p = await Runtime.ExecAsync(id, new ExecSpec(["echo", "old-layout"]), Timeout()))
+        {
+            Assert.IsType<AgentVmProcess>(p);
+            await p.CloseStandardInputAsync();
+            Assert.Equal("old-layout\n", await ReadAllAsync(p.StandardOutput));
+            Assert.Equal(0, (await p.Completion.WaitAsync(OperationTimeout)).ExitCode);
+        }
+        Assert.True(File.Exists(Path.Combine(VmDirectory(id), AgentSessionDirectory.SocketName)));
         await Runtime.RemoveAsync(id, Timeout());
         Assert.False(Directory.Exists(VmDirectory(id)));
     }
@@ -77,7 +150,10 @@ public sealed class DockerSessionSocketConformanceTests : RuntimeConformanceTest
         string Token(string id) => File.ReadAllText(Path.Combine(VmDirectory(id), AgentSessionDirectory.TokenName));
         Assert.NotEqual(Token(source), Token(target));
         var c = await _runtime!.Client.Containers.InspectContainerAsync(DockerVmRuntime.ContainerName(target));
-        Assert.Equal(VmDirectory(target), Assert.Single(c.Mounts, m => m.Destination == DockerVmRuntime.AgentRunMountPath).Source);
+        Assert.Equal(DockerVmRuntime.RunVolumeName(target), Assert.Single(c.Mounts, m => m.Destination == DockerVmRuntime.AgentRunMountPath).Name);
+        Assert.Equal(Path.Combine(VmDirectory(target), AgentSessionDirectory.TokenName),
+            Assert.Single(c.Mounts, m => m.Destination == DockerVmRuntime.AgentTokenMountPath).Source);
+        Assert.Equal(Token(target), await ShAsync(target, "cat /.warren/token"));
     }
 
     [DockerFact]

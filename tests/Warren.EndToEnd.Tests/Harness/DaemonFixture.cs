@@ -40,7 +40,7 @@ public class DaemonFixture : IAsyncLifetime
         foreach (var id in ids)
         {
             await ProcessRunner.RunAsync("docker", ["rm", "-f", "-v", "warren-" + id]);
-            await ProcessRunner.RunAsync("docker", ["volume", "rm", "-f", "warren-data-" + id]);
+            await ProcessRunner.RunAsync("docker", ["volume", "rm", "-f", "warren-data-" + id, "warren-run-" + id]);
         }
     }
 }
