@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 source "$root/bench/lib/common.sh"
+source "$root/bench/http/lib.sh"
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -64,50 +65,10 @@ for i in $(seq 1 100); do
   sleep 0.2
 done
 [ -f "$work/data/tls/server.crt" ] || { echo "bench: front door did not start" >&2; cat "$work/host.log" >&2; exit 1; }
-cat > "$work/rp/nginx.conf" <<CONF
-worker_processes 1;
-error_log $work/rp/logs/error.log warn;
-pid $work/rp/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream vm { server 127.0.0.1:$up_port; keepalive 128; }
-  server {
-    listen 127.0.0.1:$nginx_port ssl http2;
-    ssl_certificate $work/data/tls/server.crt;
-    ssl_certificate_key $work/data/tls/server.key;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass http://vm;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_set_header X-Forwarded-Host \$http_host;
-    }
-  }
-}
-CONF
-nginx -p "$work/rp" -c "$work/rp/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-for i in $(seq 1 50); do curl -sk -o /dev/null "https://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
+start_nginx_reverse_proxy "$work/rp" "$nginx_port" "127.0.0.1:$up_port" "$work/data/tls/server.crt" "$work/data/tls/server.key" 1
 
 # ---------------------------------------------------------------- measure
-run() { # name url [host header]
-  local name=$1 url=$2 host=${3:-}
-  local args=(-t"$THREADS" -c"$CONNECTIONS" --latency)
-  [ -n "$host" ] && args+=(-H "Host: $host")
-  wrk "${args[@]}" -d"$WARMUP" "$url" >/dev/null
-  local out; out=$(wrk "${args[@]}" -d"$DURATION" "$url")
-  local rps p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ' ' || true)
-  printf '%-8s %12s req/s   p99 %10s   %s\n' "$name" "$rps" "$p99" "$errors"
-}
-
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after ${WARMUP} warm-up), $(nproc) cores, loopback"
-run proxy  "https://127.0.0.1:$proxy_port/" "bench.box.localhost:$proxy_port"
-run direct "http://127.0.0.1:$up_port/"
-run nginx  "https://127.0.0.1:$nginx_port/"
+wrk_case proxy  "https://127.0.0.1:$proxy_port/" "bench.box.localhost:$proxy_port"
+wrk_case direct "http://127.0.0.1:$up_port/"
+wrk_case nginx  "https://127.0.0.1:$nginx_port/"

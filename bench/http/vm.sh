@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
 source "$root/bench/lib/common.sh"
+source "$root/bench/http/lib.sh"
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -100,64 +101,23 @@ for _ in $(seq 1 100); do curl -sk -o /dev/null -f "https://127.0.0.1:$https/" -
 curl -sk -f -o /dev/null "https://127.0.0.1:$https/" -H "Host: $host" || { echo "bench: the VM's site does not answer" >&2; tail -20 "$work/daemon.log" >&2; exit 1; }
 
 # ---------------------------------------------------------------- nginx on the host as reverse proxy
-mkdir -p "$work/rp/logs"
 nginx_port=$(free_port)
-cat > "$work/rp/nginx.conf" <<CONF
-worker_processes $NGINX_WORKERS;
-error_log $work/rp/logs/error.log warn;
-pid $work/rp/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream vm { server $vm_ip:80; keepalive 128; }
-  server {
-    listen 127.0.0.1:$nginx_port ssl http2;
-    ssl_certificate $data/tls/server.crt;
-    ssl_certificate_key $data/tls/server.key;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass http://vm;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_set_header X-Forwarded-Host \$http_host;
-    }
-  }
-}
-CONF
-nginx -p "$work/rp" -c "$work/rp/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-for _ in $(seq 1 50); do curl -sk -f -o /dev/null "https://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
+start_nginx_reverse_proxy "$work/rp" "$nginx_port" "$vm_ip:80" "$data/tls/server.crt" "$data/tls/server.key" "$NGINX_WORKERS"
 
 # ---------------------------------------------------------------- measure
-run() { # name url [host header]  (env: T, C override THREADS, CONNECTIONS)
-  local name=$1 url=$2 hdr=${3:-}
-  local args=(-t"${T:-$THREADS}" -c"${C:-$CONNECTIONS}" --latency --timeout 5s)
-  [ -n "$hdr" ] && args+=(-H "Host: $hdr")
-  timeout 120 wrk "${args[@]}" -d"$WARMUP" "$url" >/dev/null
-  local out; out=$(timeout 300 wrk "${args[@]}" -d"$DURATION" "$url")
-  local rps p50 p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ' ' || true)
-  printf '%-7s %10s req/s   p50 %9s   p99 %9s   load %s   %s\n' "$name" "$rps" "$p50" "$p99" "$(cut -d' ' -f1 /proc/loadavg)" "$errors"
-}
 echo "# date: $(date -u +%FT%TZ)  nproc: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after $WARMUP warm-up); VM $image at $vm_ip:80; nginx reverse proxy worker_processes=$NGINX_WORKERS"
 for round in $(seq 1 "$ROUNDS"); do
   echo "## round $round"
-  run warren "https://127.0.0.1:$https/" "$host"
-  run direct "http://$vm_ip:80/"
-  run nginx  "https://127.0.0.1:$nginx_port/"
+  wrk_case warren "https://127.0.0.1:$https/" "$host"
+  wrk_case direct "http://$vm_ip:80/"
+  wrk_case nginx  "https://127.0.0.1:$nginx_port/"
 done
 # Latency below saturation: one wrk thread, LIGHT_CONNECTIONS connections, so "added p99" is the proxies' own
 # cost rather than queueing behind a saturated CPU.
 echo "## light load: wrk -t1 -c$LIGHT_CONNECTIONS"
-T=1 C=$LIGHT_CONNECTIONS run warren "https://127.0.0.1:$https/" "$host"
-T=1 C=$LIGHT_CONNECTIONS run direct "http://$vm_ip:80/"
-T=1 C=$LIGHT_CONNECTIONS run nginx  "https://127.0.0.1:$nginx_port/"
+T=1 C=$LIGHT_CONNECTIONS wrk_case warren "https://127.0.0.1:$https/" "$host"
+T=1 C=$LIGHT_CONNECTIONS wrk_case direct "http://$vm_ip:80/"
+T=1 C=$LIGHT_CONNECTIONS wrk_case nginx  "https://127.0.0.1:$nginx_port/"
 echo "# daemon RSS: $(awk '$1 == "VmRSS:" { print $2 " KiB" }' /proc/$daemon_pid/status)"
 echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
