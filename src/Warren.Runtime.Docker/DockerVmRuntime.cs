@@ -603,8 +603,11 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         {
             return (null, $"cannot inspect the run volume: {(int)e.StatusCode} {Truncate(e.ResponseBody)}");
         }
-        catch (HttpRequestException e)
+        catch (Exception e) when (e is HttpRequestException or IOException or System.Net.Sockets.SocketException or TimeoutException
+                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
         {
+            // An engine that is down or slow must mean "no socket found" (fallback, or keep waiting in Required mode),
+            // not an exec that fails: how Docker.DotNet reports a refused or missing endpoint varies by transport.
             return (null, $"cannot inspect the run volume: container engine unavailable: {e.Message}");
         }
         string? mountpoint = volume.Mountpoint;

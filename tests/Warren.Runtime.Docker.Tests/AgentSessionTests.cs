@@ -34,14 +34,14 @@ public sealed class AgentSessionTests : IDisposable
         try { Directory.Delete(_root, recursive: true); } catch (DirectoryNotFoundException) { }
     }
 
-    private DockerVmRuntime Runtime(SessionSocketMode mode = SessionSocketMode.Required) => new(new DockerRuntimeOptions
+    private DockerVmRuntime Runtime(SessionSocketMode mode = SessionSocketMode.Required, TimeSpan? requiredSocketWait = null) => new(new DockerRuntimeOptions
     {
         AgentSocketDirectory = _root,
         SessionSocket = mode,
         // Any existing file: these tests never create a container.
         AgentPath = typeof(AgentSessionTests).Assembly.Location,
         Endpoint = new Uri("unix://" + Path.Combine(_root, "no-engine.sock")),
-        RequiredSocketWait = TimeSpan.FromMilliseconds(300),
+        RequiredSocketWait = requiredSocketWait ?? TimeSpan.FromMilliseconds(300),
     });
 
     private FakeAgent Agent() => new(_directory.SocketPath(VmId));
@@ -606,7 +606,9 @@ public sealed class AgentSessionTests : IDisposable
     [Fact]
     public async Task Required_WaitsForASocketThatAppears()
     {
-        using var runtime = Runtime(SessionSocketMode.Required);
+        // A wait far longer than the agent's 100 ms delay: each poll also asks the (absent) engine for the run volume,
+        // and on a loaded machine the first such call alone can take longer than the 300 ms the other tests use.
+        using var runtime = Runtime(SessionSocketMode.Required, TimeSpan.FromSeconds(10));
         var exec = runtime.ExecAsync(VmId, new ExecSpec(["true"]), CancellationToken.None);
         await Task.Delay(100);
         using var agent = Agent();

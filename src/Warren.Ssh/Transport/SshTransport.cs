@@ -480,7 +480,10 @@ public sealed class SshTransport : ISshPacketChannel
         BinaryPrimitives.WriteUInt32BigEndian(packet, (uint)packetLength);
         packet[PacketCipher.LengthFieldSize] = (byte)padding;
         payload.CopyTo(packet[(PacketCipher.LengthFieldSize + 1)..]);
-        _random.Fill(packet.Slice(PacketCipher.LengthFieldSize + 1 + payload.Length, padding));
+        // Padding (RFC 4253 §6: random bytes) comes from the system generator, never from options.Random: packets are
+        // sent from several tasks, so drawing padding from the injected generator would interleave with the kex
+        // draws in a timing-dependent order and make a seeded handshake (the session id) irreproducible.
+        SshRandom.Default.Fill(packet.Slice(PacketCipher.LengthFieldSize + 1 + payload.Length, padding));
         int end = PacketCipher.LengthFieldSize + packetLength;
         cipher.Encrypt(sequence, packet[..end], packet[end..]);
     }

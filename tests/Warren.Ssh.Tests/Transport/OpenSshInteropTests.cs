@@ -176,8 +176,11 @@ public class OpenSshInteropTests(SshdFixture sshd) : IClassFixture<SshdFixture>
                 new SshTransportClientOptions { HostKeyValidator = _ => ValueTask.FromResult(true) }, cts.Token);
             client.StartRekey();
             await client.Completion.WaitAsync(cts.Token);
-            var reason = Assert.IsType<SshProtocolException>(client.CloseReason);
-            Assert.Equal(SshDisconnectReason.KeyExchangeFailed, reason.Reason);
+            // sshd drops the connection; whether our side reads its reason first or only sees the pipe close depends on
+            // timing (under load both happen). Either way the connection must end with a reason, never hang or succeed.
+            Assert.NotNull(client.CloseReason);
+            if (client.CloseReason is SshProtocolException reason)
+                Assert.Equal(SshDisconnectReason.KeyExchangeFailed, reason.Reason);
         }
         finally
         {
