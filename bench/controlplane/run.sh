@@ -28,26 +28,11 @@ N_LS=${N_LS:-50}
 N_WHOAMI=${N_WHOAMI:-100}
 CONCURRENCY=${CONCURRENCY:-100}
 
-for tool in ssh ssh-keygen dotnet python3 docker; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
+require_tools ssh ssh-keygen dotnet python3 docker
 
-work=$(mktemp -d /tmp/warren-bench-cp.XXXXXX)
-data="$work/data"
+start_bench_workspace cp
 daemon_pid=""
-cleanup() {
-  [ -n "$daemon_pid" ] && { kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; }
-  remove_warren_instance "$data"
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
-# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
-build_release() {
-  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
-    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
-    || { tail -20 "$work/build.log" >&2; exit 1; }
-}
 
 echo "bench: building warren and the in-process driver (Release)..." >&2
 build_release "$root/bench/Warren.Bench.ControlPlane"
@@ -78,7 +63,7 @@ PY
 port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
 "${warren[@]}" serve --Warren:DataDirectory="$data" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
   --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
+daemon_pid=$!; pids+=("$daemon_pid")
 wait_port "$port"
 
 SSH=(ssh -F /dev/null -i "$work/key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no

@@ -21,27 +21,10 @@ CIPHERS=${CIPHERS:-"aes128-gcm@openssh.com"}
 ROUTING=${ROUTING:-1}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (sshd baseline)" >&2; exit 1; }
-for tool in ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3 docker; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
+require_tools ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3 docker
 
-work=$(mktemp -d /tmp/warren-bench-fd.XXXXXX)
-data="$work/data"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  remove_warren_instance "$data"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_bench_workspace fd
 
-# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
-build_release() {
-  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
-    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
-    || { tail -20 "$work/build.log" >&2; exit 1; }
-}
 
 echo "bench: building warren (Release)..." >&2
 build_release "$root/src/Warren"

@@ -20,18 +20,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-3s}
 
-for tool in wrk nginx curl dotnet; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
+require_tools wrk nginx curl dotnet
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_bench_workspace http-host
 
 up_port=$(free_port); proxy_port=$(free_port); nginx_port=$(free_port)
 
@@ -55,7 +46,7 @@ pids+=($!)
 
 # ---------------------------------------------------------------- Warren front door
 echo "bench: building the front door host (Release)..." >&2
-timeout 600 dotnet build BenchHost/BenchHost.csproj -c Release -nologo -v q >/dev/null
+build_release BenchHost/BenchHost.csproj
 dotnet BenchHost/bin/Release/net10.0/BenchHost.dll "$up_port" "$proxy_port" "$work/data" >"$work/host.log" 2>&1 &
 pids+=($!)
 

@@ -26,20 +26,9 @@ NGINX_WORKERS=${NGINX_WORKERS:-1}
 LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (Docker)" >&2; exit 1; }
-for tool in wrk nginx curl dotnet docker ssh ssh-keygen python3 ldd; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
+require_tools wrk nginx curl dotnet docker ssh ssh-keygen python3 ldd
 
-work=$(mktemp -d /tmp/warren-bench-http.XXXXXX)
-data="$work/data"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  remove_warren_instance "$data"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_bench_workspace http
 
 
 # ---------------------------------------------------------------- the VM image: host nginx, FROM scratch
@@ -79,7 +68,7 @@ fi
 
 # ---------------------------------------------------------------- warren daemon, one account, one public VM
 echo "bench: building warren (Release)..." >&2
-timeout 900 dotnet build "$root/src/Warren" -c Release -nologo -v q >"$work/build.log" 2>&1 || { tail -20 "$work/build.log" >&2; exit 1; }
+build_release "$root/src/Warren"
 warren=(dotnet "$root/src/Warren/bin/Release/net10.0/warren.dll")
 ssh-keygen -q -t ed25519 -N '' -f "$work/key" -C bench
 SSH=(ssh -F /dev/null -i "$work/key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no

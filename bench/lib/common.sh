@@ -19,3 +19,34 @@ remove_warren_instance() {
   vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
   return 0
 }
+
+# Exits with a clear message unless every TOOL is on PATH (or an executable path).
+require_tools() {
+  local tool
+  for tool in "$@"; do command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }; done
+}
+
+# Sets $work (a temp dir named after NAME), $data (a daemon's data directory inside it) and $pids (servers the
+# script starts: append to it), and on exit stops those, removes the daemon's containers and volumes and the
+# temp dir. A script with more to undo defines bench_extra_cleanup, which runs first.
+start_bench_workspace() { # name
+  work=$(mktemp -d "/tmp/warren-bench-$1.XXXXXX")
+  data="$work/data"
+  pids=()
+  trap stop_bench_workspace EXIT
+}
+stop_bench_workspace() {
+  if declare -F bench_extra_cleanup >/dev/null; then bench_extra_cleanup; fi
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  remove_warren_instance "$data"
+  rm -rf "$work"
+}
+
+# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
+build_release() { # project
+  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; exit 1; }
+}

@@ -24,27 +24,12 @@ ONLY=${ONLY:-}
 WARMUP=${WARMUP:-5}
 
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (sshd baseline)" >&2; exit 1; }
-for tool in ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
+require_tools ssh ssh-keygen unshare /usr/sbin/sshd dotnet python3
 
-work=$(mktemp -d /tmp/warren-bench-ssh.XXXXXX)
-pids=()      # servers we started
-clients=()   # ssh -N clients we started
-cleanup() {
-  for pid in "${clients[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_bench_workspace ssh
+clients=()   # ssh -N clients we started (stopped before the servers)
+bench_extra_cleanup() { local pid; for pid in "${clients[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 
-# Builds a project in Release; retries once (other builds in the same checkout can hold files briefly).
-build_release() {
-  timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
-    || timeout 900 dotnet build "$1" -c Release -nologo -v q >"$work/build.log" 2>&1 \
-    || { tail -20 "$work/build.log" >&2; exit 1; }
-}
 
 # ---------------------------------------------------------------- keys and servers
 ssh-keygen -q -t ed25519 -N '' -f "$work/client" -C bench
