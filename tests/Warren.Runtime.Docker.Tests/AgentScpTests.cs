@@ -16,38 +16,15 @@ namespace Warren.Runtime.Docker.Tests;
 /// </summary>
 [Collection(DockerCollection.Name)]
 [SupportedOSPlatform("linux")]
-public sealed class AgentScpTests : IAsyncLifetime
+public sealed class AgentScpTests() : BusyboxVmTest("scp")
 {
     private const string Home = "/home/warren";
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "warren-scp-" + Guid.NewGuid().ToString("N")[..8]);
-    private DockerVmRuntime? _runtime;
-    private string? _vmId;
-    private string Container => DockerVmRuntime.ContainerName(_vmId!);
-
-    public async Task InitializeAsync()
-    {
-        Directory.CreateDirectory(_dir);
-        if (DockerTestEnvironment.UnavailableReason != null) return;
-        _runtime = new DockerVmRuntime(DockerTestEnvironment.Options());
-        _vmId = "wt-" + Guid.NewGuid().ToString("N")[..12];
-        await _runtime.CreateAsync(new VmSpec(_vmId, "scp", DockerTestEnvironment.BusyboxImage, new VmResources(1, 128L * 1024 * 1024, 0),
-            new Dictionary<string, string>(), CommandMode.Auto, null, null, null), CancellationToken.None);
-    }
-
-    public async Task DisposeAsync()
-    {
-        if (_runtime != null && _vmId != null)
-        {
-            await _runtime.RemoveAsync(_vmId, CancellationToken.None);
-            _runtime.Dispose();
-        }
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-    }
+    private string Container => DockerVmRuntime.ContainerName(VmId!);
 
     /// <summary>The -S program: <c>PROGRAM [ssh options] -- HOST "scp [-flags] -t|-f PATH"</c> → the agent in the VM.</summary>
     private string Wrapper()
     {
-        string path = Path.Combine(_dir, "fake-ssh.sh");
+        string path = Path.Combine(ScratchDirectory, "fake-ssh.sh");
         if (!File.Exists(path))
         {
             File.WriteAllText(path, $$"""
@@ -59,7 +36,7 @@ public sealed class AgentScpTests : IAsyncLifetime
                   "scp "*) cmd=${cmd#scp } ;;
                   *) echo "fake-ssh: unexpected remote command: $cmd" >&2; exit 1 ;;
                 esac
-                echo "$cmd" >> {{_dir}}/remote-commands.log
+                echo "$cmd" >> {{ScratchDirectory}}/remote-commands.log
                 exec docker exec -i -u warren -w {{Home}} {{Container}} /bin/sh -c "exec {{DockerVmRuntime.AgentMountPath}} scp $cmd"
                 """.Replace("\r", "") + "\n");
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
@@ -71,7 +48,7 @@ public sealed class AgentScpTests : IAsyncLifetime
     {
         var (code, stdout, stderr) = await DockerTestEnvironment.RunAsync("scp", ["-O", "-q", "-S", Wrapper(), .. args]);
         Assert.True(code == 0, $"scp {string.Join(' ', args)} failed ({code}): {stderr}\n{stdout}");
-        Assert.True(File.Exists(Path.Combine(_dir, "remote-commands.log")), "the -S wrapper was never run");
+        Assert.True(File.Exists(Path.Combine(ScratchDirectory, "remote-commands.log")), "the -S wrapper was never run");
     }
 
     private async Task<string> InVmAsync(string script)
@@ -84,7 +61,7 @@ public sealed class AgentScpTests : IAsyncLifetime
     /// <summary>Copies a VM file out with docker cp (independent of the code under test).</summary>
     private async Task<byte[]> ReadVmFileAsync(string path)
     {
-        string local = Path.Combine(_dir, "cp-" + Guid.NewGuid().ToString("N")[..8]);
+        string local = Path.Combine(ScratchDirectory, "cp-" + Guid.NewGuid().ToString("N")[..8]);
         var (code, _, stderr) = await DockerTestEnvironment.RunAsync("docker", ["cp", $"{Container}:{path}", local]);
         Assert.True(code == 0, $"docker cp {path} failed: {stderr}");
         return await File.ReadAllBytesAsync(local);
@@ -102,11 +79,11 @@ public sealed class AgentScpTests : IAsyncLifetime
     {
         DockerTestEnvironment.Require();
         var payload = Payload(300_000, 1); // several copy buffers
-        string local = Path.Combine(_dir, "payload.bin");
+        string local = Path.Combine(ScratchDirectory, "payload.bin");
         await File.WriteAllBytesAsync(local, payload);
-        await File.WriteAllBytesAsync(Path.Combine(_dir, "empty.bin"), []);
+        await File.WriteAllBytesAsync(Path.Combine(ScratchDirectory, "empty.bin"), []);
 
-        await ScpAsync(local, Path.Combine(_dir, "empty.bin"), "vm:"); // multiple sources: scp adds -d, target is the home dir
+        await ScpAsync(local, Path.Combine(ScratchDirectory, "empty.bin"), "vm:"); // multiple sources: scp adds -d, target is the home dir
         await ScpAsync(local, $"vm:{Home}/renamed.bin");              // target is a (new) file path
         Assert.Equal(payload, await ReadVmFileAsync($"{Home}/payload.bin"));
         Assert.Equal(payload, await ReadVmFileAsync($"{Home}/renamed.bin"));
@@ -116,7 +93,7 @@ public sealed class AgentScpTests : IAsyncLifetime
         await File.WriteAllBytesAsync(local, [1, 2, 3]);
         await ScpAsync(local, $"vm:{Home}/renamed.bin");
         Assert.Equal([1, 2, 3], await ReadVmFileAsync($"{Home}/renamed.bin"));
-        Assert.Contains("-t", await File.ReadAllTextAsync(Path.Combine(_dir, "remote-commands.log")));
+        Assert.Contains("-t", await File.ReadAllTextAsync(Path.Combine(ScratchDirectory, "remote-commands.log")));
     }
 
     [DockerFact]
@@ -125,13 +102,13 @@ public sealed class AgentScpTests : IAsyncLifetime
         DockerTestEnvironment.Require();
         await InVmAsync($"head -c 200000 /dev/urandom > {Home}/d.bin");
         var expected = await ReadVmFileAsync($"{Home}/d.bin");
-        string local = Path.Combine(_dir, "d.bin");
+        string local = Path.Combine(ScratchDirectory, "d.bin");
         await ScpAsync($"vm:{Home}/d.bin", local);
         Assert.Equal(expected, await File.ReadAllBytesAsync(local));
-        Assert.Contains("-f", await File.ReadAllTextAsync(Path.Combine(_dir, "remote-commands.log")));
+        Assert.Contains("-f", await File.ReadAllTextAsync(Path.Combine(ScratchDirectory, "remote-commands.log")));
 
         // A missing source is an error the client reports, not a hang.
-        var (code, _, stderr) = await DockerTestEnvironment.RunAsync("scp", ["-O", "-S", Wrapper(), $"vm:{Home}/missing", Path.Combine(_dir, "m")]);
+        var (code, _, stderr) = await DockerTestEnvironment.RunAsync("scp", ["-O", "-S", Wrapper(), $"vm:{Home}/missing", Path.Combine(ScratchDirectory, "m")]);
         Assert.NotEqual(0, code);
         Assert.Contains("No such file", stderr);
     }
@@ -140,7 +117,7 @@ public sealed class AgentScpTests : IAsyncLifetime
     public async Task Recursive_UploadAndDownload_OfANestedTree()
     {
         DockerTestEnvironment.Require();
-        string tree = Path.Combine(_dir, "tree");
+        string tree = Path.Combine(ScratchDirectory, "tree");
         var files = new Dictionary<string, byte[]>
         {
             ["top.txt"] = Encoding.UTF8.GetBytes("top\n"),
@@ -164,7 +141,7 @@ public sealed class AgentScpTests : IAsyncLifetime
         await ScpAsync("-r", tree, $"vm:{Home}/copy");
         Assert.Equal(files["a/b/c/three.bin"], await ReadVmFileAsync($"{Home}/copy/a/b/c/three.bin"));
 
-        string back = Path.Combine(_dir, "back");
+        string back = Path.Combine(ScratchDirectory, "back");
         Directory.CreateDirectory(back);
         await ScpAsync("-r", $"vm:{Home}/tree", back);
         foreach (var (rel, data) in files) Assert.Equal(data, await File.ReadAllBytesAsync(Path.Combine(back, "tree", rel)));
@@ -181,7 +158,7 @@ public sealed class AgentScpTests : IAsyncLifetime
         DockerTestEnvironment.Require();
         var when = new DateTime(2001, 2, 3, 4, 5, 6, DateTimeKind.Utc);
         long epoch = new DateTimeOffset(when).ToUnixTimeSeconds();
-        string dir = Path.Combine(_dir, "pdir");
+        string dir = Path.Combine(ScratchDirectory, "pdir");
         Directory.CreateDirectory(dir);
         string file = Path.Combine(dir, "old.txt");
         await File.WriteAllTextAsync(file, "old\n");
@@ -202,7 +179,7 @@ public sealed class AgentScpTests : IAsyncLifetime
 
         await InVmAsync($"touch -d '2002-03-04 05:06:07' {Home}/old.txt");
         long vmEpoch = long.Parse((await InVmAsync($"stat -c %Y {Home}/old.txt")).Trim());
-        string back = Path.Combine(_dir, "back.txt");
+        string back = Path.Combine(ScratchDirectory, "back.txt");
         await ScpAsync("-p", $"vm:{Home}/old.txt", back);
         Assert.Equal(vmEpoch, new DateTimeOffset(File.GetLastWriteTimeUtc(back)).ToUnixTimeSeconds());
         Assert.Equal("old\n", await File.ReadAllTextAsync(back));

@@ -8,37 +8,14 @@ namespace Warren.Runtime.Docker.Tests;
 /// inside the busybox image: no libc, no sftp-server, yet uploads, listings, renames and links work.
 /// </summary>
 [Collection(DockerCollection.Name)]
-public sealed class AgentSftpTests : IAsyncLifetime
+public sealed class AgentSftpTests() : BusyboxVmTest("sftp")
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "warren-sftp-" + Guid.NewGuid().ToString("N")[..8]);
-    private DockerVmRuntime? _runtime;
-    private string? _vmId;
-
-    public async Task InitializeAsync()
-    {
-        if (DockerTestEnvironment.UnavailableReason != null) return;
-        Directory.CreateDirectory(_dir);
-        _runtime = new DockerVmRuntime(DockerTestEnvironment.Options());
-        _vmId = "wt-" + Guid.NewGuid().ToString("N")[..12];
-        await _runtime.CreateAsync(new VmSpec(_vmId, "sftp", DockerTestEnvironment.BusyboxImage, new VmResources(1, 128L * 1024 * 1024, 0),
-            new Dictionary<string, string>(), CommandMode.Auto, null, null, null), CancellationToken.None);
-    }
-
-    public async Task DisposeAsync()
-    {
-        if (_runtime != null && _vmId != null)
-        {
-            await _runtime.RemoveAsync(_vmId, CancellationToken.None);
-            _runtime.Dispose();
-        }
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
-    }
 
     private async Task<(int Code, string Out, string Err)> SftpAsync(string batch)
     {
-        string batchFile = Path.Combine(_dir, "batch");
+        string batchFile = Path.Combine(ScratchDirectory, "batch");
         await File.WriteAllTextAsync(batchFile, batch);
-        string server = $"docker exec -i -u warren {DockerVmRuntime.ContainerName(_vmId!)} {DockerVmRuntime.AgentMountPath} sftp";
+        string server = $"docker exec -i -u warren {DockerVmRuntime.ContainerName(VmId!)} {DockerVmRuntime.AgentMountPath} sftp";
         return await DockerTestEnvironment.RunAsync("sftp", ["-q", "-b", batchFile, "-D", server]);
     }
 
@@ -48,8 +25,8 @@ public sealed class AgentSftpTests : IAsyncLifetime
         DockerTestEnvironment.Require();
         var payload = new byte[300_000]; // > one 256 KiB SFTP packet, so reads and writes are split
         new Random(42).NextBytes(payload);
-        string local = Path.Combine(_dir, "payload.bin");
-        string back = Path.Combine(_dir, "back.bin");
+        string local = Path.Combine(ScratchDirectory, "payload.bin");
+        string back = Path.Combine(ScratchDirectory, "back.bin");
         await File.WriteAllBytesAsync(local, payload);
 
         var (code, stdout, stderr) = await SftpAsync($"""
@@ -73,7 +50,7 @@ public sealed class AgentSftpTests : IAsyncLifetime
         Assert.Equal(payload, await File.ReadAllBytesAsync(back));
 
         // Errors come back as SFTP statuses, not a dead server.
-        var (failCode, _, failErr) = await SftpAsync("get /nonexistent " + Path.Combine(_dir, "x") + "\n");
+        var (failCode, _, failErr) = await SftpAsync("get /nonexistent " + Path.Combine(ScratchDirectory, "x") + "\n");
         Assert.NotEqual(0, failCode);
         Assert.Contains("not found", failErr, StringComparison.OrdinalIgnoreCase);
 
