@@ -10,19 +10,9 @@ namespace Warren.Runtime.Docker;
 /// the Stream contract), so a broken session never swallows output that did arrive. Disposing it tells the session
 /// this consumer is gone: further output for it is dropped instead of holding the process up.
 /// </summary>
-internal sealed class AgentOutputStream(PipeReader reader, AgentSession session) : UnseekableStream
+internal sealed class AgentOutputStream(PipeReader reader, AgentSession session) : ReadOnlyUnseekableStream
 {
     private int _disposed;
-
-    public override bool CanRead => true;
-    public override bool CanWrite => false;
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-    public override int Read(byte[] buffer, int offset, int count) =>
-        ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-        ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default)

@@ -239,7 +239,7 @@ internal sealed class DockerVmProcess : IVmProcess
 }
 
 /// <summary>A read-only stream fed by chunks (bounded channel); ends when completed.</summary>
-internal sealed class ChunkStream(int capacity) : UnseekableStream
+internal sealed class ChunkStream(int capacity) : ReadOnlyUnseekableStream
 {
     private readonly Channel<byte[]> _chunks = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(capacity)
     {
@@ -252,16 +252,6 @@ internal sealed class ChunkStream(int capacity) : UnseekableStream
 
     internal ValueTask WriteChunkAsync(byte[] chunk, CancellationToken ct) => _chunks.Writer.WriteAsync(chunk, ct);
     internal void Complete() => _chunks.Writer.TryComplete();
-
-    public override bool CanRead => true;
-    public override bool CanWrite => false;
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-    public override int Read(byte[] buffer, int offset, int count) =>
-        ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken ct) =>
-        ReadAsync(buffer.AsMemory(offset, count), ct).AsTask();
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default)
     {

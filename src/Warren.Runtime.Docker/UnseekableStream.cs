@@ -39,3 +39,16 @@ internal sealed class ProcessStdinStream(
     }
     public override ValueTask DisposeAsync() => new(close());
 }
+
+/// <summary>A process's output as a read-only stream: subclasses supply the one asynchronous read; the array forms map onto it.</summary>
+internal abstract class ReadOnlyUnseekableStream : UnseekableStream
+{
+    public sealed override bool CanRead => true;
+    public sealed override bool CanWrite => false;
+    public sealed override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public sealed override int Read(byte[] buffer, int offset, int count) =>
+        ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+    public sealed override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+    public abstract override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default);
+}
