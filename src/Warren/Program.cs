@@ -128,6 +128,7 @@ namespace Warren
         private static async Task<int> ServeAsync(string[] args)
         {
             var configuration = WarrenConfiguration.Build(args);
+            InlineSocketIo.ApplyBeforeFirstSocket(configuration);
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
             builder.Configuration.Sources.Clear();
             builder.Configuration.AddConfiguration(configuration);

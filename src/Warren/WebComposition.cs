@@ -53,6 +53,7 @@ public static class WebComposition
             o.ExecTimeout = TimeSpan.FromSeconds(http.GetValue("ExecTimeoutSeconds", defaults.ExecTimeout.TotalSeconds));
             o.RequestsPerSecondPerSource = http.GetValue("RequestsPerSecondPerSource", defaults.RequestsPerSecondPerSource);
             o.RequestBurstPerSource = http.GetValue("RequestBurstPerSource", defaults.RequestBurstPerSource);
+            o.InlineRequestProcessing = InlineSocketIo.IsEnabled(configuration);
         });
         // Sessions survive restarts; the login page can mail links when a relay is configured.
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);

@@ -10,7 +10,7 @@ string dataDir = args[2];
 var builder = WebApplication.CreateSlimBuilder();
 builder.Logging.ClearProviders();
 if (Environment.GetEnvironmentVariable("BENCH_INLINE") == "1")
-    builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
+    builder.WebHost.UseSockets(o => { o.UnsafePreferInlineScheduling = true; o.WaitForDataBeforeAllocatingBuffer = Environment.GetEnvironmentVariable("BENCH_NOWAIT") != "1"; });
 var site = new WebSite("vm-bench", "bench", "u-bench", upstreamPort, IsPublic: true);
 builder.Services.AddSingleton<IWebSiteDirectory>(new OneSite(site));
 builder.Services.AddSingleton<IWebAccessService>(new NoShares());
@@ -28,6 +28,13 @@ builder.AddWarrenHttpFrontDoor(o =>
     o.RequestBurstPerSource = int.MaxValue;
 });
 var app = builder.Build();
+if (Environment.GetEnvironmentVariable("BENCH_MODE") == "static")
+{
+    var body = new byte[600]; Array.Fill(body, (byte)'x');
+    app.Run(ctx => { ctx.Response.ContentLength = body.Length; ctx.Response.ContentType = "text/html"; return ctx.Response.Body.WriteAsync(body).AsTask(); });
+}
+if (Environment.GetEnvironmentVariable("BENCH_MODE") == "lean")
+    app.Run(ctx => Lean.Handle(ctx, upstreamPort));
 app.UseWarrenHttpFrontDoor();
 Console.WriteLine($"bench front door on https://127.0.0.1:{httpsPort} → 127.0.0.1:{upstreamPort}");
 app.Run();

@@ -1,6 +1,7 @@
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Primitives;
+using Warren.Edge.Http.Forwarding;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Warren.Edge.Http;
@@ -15,15 +16,16 @@ internal sealed class ForwardState
 }
 
 /// <summary>
-/// Header rules between client and VM (reference §4):
+/// Header rules between client and VM for upgraded requests (WebSockets), which stay on YARP's tunnel —
+/// the same rules as <see cref="Http1Forwarder"/>'s (reference §4):
 /// request — every client <c>X-ExeDev-*</c> removed, <c>login-with-exe-*</c> cookies removed, the token's
 /// header removed, <c>X-Forwarded-For</c> (appended) / <c>-Proto</c> / <c>-Host</c> set, identity headers added,
 /// original Host kept; response — <c>Domain=</c> removed from every Set-Cookie.
 /// </summary>
 internal sealed class FrontDoorTransformer : HttpTransformer
 {
-    public const string ExeDevHeaderPrefix = "X-ExeDev-";
-    public const string LoginCookiePrefix = "login-with-exe-";
+    public const string ExeDevHeaderPrefix = ForwardedHeaderRules.ExeDevHeaderPrefix;
+    public const string LoginCookiePrefix = ForwardedHeaderRules.LoginCookiePrefix;
     public const string UserIdHeader = "X-ExeDev-UserID";
     public const string EmailHeader = "X-ExeDev-Email";
     public const string TokenCtxHeader = "X-ExeDev-Token-Ctx";
@@ -57,14 +59,9 @@ internal sealed class FrontDoorTransformer : HttpTransformer
         var cookies = request.Headers.Cookie;
         if (!StringValues.IsNullOrEmpty(cookies))
         {
-            string joined = cookies.Count == 1 ? cookies[0]! : string.Join("; ", cookies.ToArray());
-            string? kept = HeaderParsing.RemoveCookies(joined, LoginCookiePrefix);
-            if (!ReferenceEquals(kept, joined))
-            {
-                headers.Remove("Cookie");
-                if (kept is not null)
-                    headers.TryAddWithoutValidation("Cookie", kept);
-            }
+            headers.Remove("Cookie");
+            if (ForwardedHeaderRules.ForwardedCookie(cookies) is { } kept)
+                headers.TryAddWithoutValidation("Cookie", kept);
         }
 
         headers.Host = request.Host.Value;
@@ -73,7 +70,7 @@ internal sealed class FrontDoorTransformer : HttpTransformer
         var existing = request.Headers["X-Forwarded-For"];
         headers.Remove("X-Forwarded-For");
         if (client is not null)
-            headers.TryAddWithoutValidation("X-Forwarded-For", StringValues.IsNullOrEmpty(existing) ? client : string.Join(", ", existing.ToArray()) + ", " + client);
+            headers.TryAddWithoutValidation("X-Forwarded-For", ForwardedHeaderRules.ForwardedFor(existing, client));
         headers.Remove("X-Forwarded-Proto");
         headers.TryAddWithoutValidation("X-Forwarded-Proto", request.Scheme);
         headers.Remove("X-Forwarded-Host");

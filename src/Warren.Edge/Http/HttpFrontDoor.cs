@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
+using Warren.Edge.Http.Forwarding;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Warren.Edge.Http;
@@ -53,6 +54,7 @@ public sealed partial class HttpFrontDoor : IDisposable
     private readonly ILoginEmailSender? _emailSender;
     private readonly IHttpForwarder _forwarder;
     private readonly HttpMessageInvoker _invoker;
+    private readonly Http1Forwarder _http1;
     private readonly ForwarderRequestConfig _requestConfig;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -93,6 +95,7 @@ public sealed partial class HttpFrontDoor : IDisposable
             ActivityHeadersPropagator = null,
             ConnectTimeout = HttpFrontDoorLimits.UpstreamConnectTimeout,
         });
+        _http1 = new Http1Forwarder(HttpFrontDoorLimits.UpstreamConnectTimeout, HttpFrontDoorLimits.UpstreamActivityTimeout);
         _requestConfig = new ForwarderRequestConfig
         {
             ActivityTimeout = HttpFrontDoorLimits.UpstreamActivityTimeout,
@@ -112,7 +115,11 @@ public sealed partial class HttpFrontDoor : IDisposable
     /// <summary>Called by the Kestrel setup once the main HTTPS listeners are bound.</summary>
     internal Func<int[]>? MainHttpsPortsSource { get; set; }
 
-    public void Dispose() => _invoker.Dispose();
+    public void Dispose()
+    {
+        _invoker.Dispose();
+        _http1.Dispose();
+    }
 
     /// <summary>Middleware entry point.</summary>
     public Task InvokeAsync(HttpContext context, RequestDelegate next)
@@ -133,16 +140,7 @@ public sealed partial class HttpFrontDoor : IDisposable
             return RedirectToHttps(context, name);
 
         if (name == _controlHost)
-        {
-            var path = request.Path;
-            if (path.Equals("/exec", StringComparison.Ordinal))
-                return _exec.HandleAsync(context);
-            if (path.Equals(ControlAuthPath, StringComparison.Ordinal))
-                return ControlAuthAsync(context);
-            if (path.Equals(ControlLoginPath, StringComparison.Ordinal))
-                return ControlLoginAsync(context);
-            return next(context);
-        }
+            return ControlHostAsync(context, next);
 
         string vmName = name[..^_vmDomainSuffix.Length];
         if (!HeaderParsing.IsVmLabel(vmName))
@@ -153,6 +151,26 @@ public sealed partial class HttpFrontDoor : IDisposable
             return Pages.NotFoundAsync(context);
 
         return HandleSiteAsync(context, vmName, alternate ? port : null);
+    }
+
+    /// <summary>
+    /// The control host's pages and <c>/exec</c>: database work and whole commands, so they leave the socket
+    /// engine thread first (with inline I/O Kestrel runs the middleware there; a command that took 40 ms would
+    /// stall every connection polled by that thread).
+    /// </summary>
+    private async Task ControlHostAsync(HttpContext context, RequestDelegate next)
+    {
+        if (!Thread.CurrentThread.IsThreadPoolThread)
+            await Task.Yield();
+        var path = context.Request.Path;
+        if (path.Equals("/exec", StringComparison.Ordinal))
+            await _exec.HandleAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlAuthPath, StringComparison.Ordinal))
+            await ControlAuthAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlLoginPath, StringComparison.Ordinal))
+            await ControlLoginAsync(context).ConfigureAwait(false);
+        else
+            await next(context).ConfigureAwait(false);
     }
 
     private bool IsDefaultRoutePort(int port)
@@ -203,6 +221,8 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         if (request.Path.StartsWithSegments(ExeDevPathPrefix, StringComparison.OrdinalIgnoreCase))
         {
+            if (!Thread.CurrentThread.IsThreadPoolThread)
+                await Task.Yield(); // database work: off the socket engine thread (see ControlHostAsync)
             await HandleExeDevAsync(context, vmName).ConfigureAwait(false);
             return;
         }
@@ -242,6 +262,11 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         bool owner = user is not null && user.UserId == site.OwnerUserId;
         var access = _access;
+
+        // Share lookups read the database: off the socket engine thread (see ControlHostAsync). A public site's
+        // anonymous request, the hot path, never gets here with a user and stays where it is.
+        if (user is not null && !Thread.CurrentThread.IsThreadPoolThread)
+            await Task.Yield();
 
         if (user is not null && alternatePort is null && request.Query.TryGetValue("share", out var shareValues)
             && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
@@ -297,13 +322,48 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit)
             bodyLimit.MaxRequestBodySize = HttpFrontDoorLimits.MaxProxiedRequestBodyBytes;
-        context.Features.Set(new ForwardState
+
+        var forwardState = new ForwardState
         {
             User = user,
             TokenCtx = identity.TokenCtx,
             RemoveAuthorization = identity.FromAuthorizationHeader && user is not null,
-        });
+        };
+        if (IsUpgrade(context))
+        {
+            await ForwardUpgradeAsync(context, forwardState, address, targetPort, owner, site.Name).ConfigureAwait(false);
+            return;
+        }
 
+        var result = await _http1.ForwardAsync(context, new UpstreamEndpoint(address, targetPort), forwardState).ConfigureAwait(false);
+        switch (result.Outcome)
+        {
+            case ForwardOutcome.Completed:
+            case ForwardOutcome.Aborted:
+                return;
+            case ForwardOutcome.BadResponse:
+                Log.ForwardFailed(_logger, result.Outcome.ToString(), site.Name, targetPort, result.Detail);
+                await Pages.WriteAsync(context, StatusCodes.Status502BadGateway, "Bad Gateway",
+                    "<p>Bad Gateway. The VM's answer was not valid HTTP/1.1.</p>").ConfigureAwait(false);
+                return;
+            case ForwardOutcome.RequestBodyRejected:
+                await WriteTextAsync(context, result.StatusCode, result.Detail ?? "bad request body").ConfigureAwait(false);
+                return;
+            default:
+                Log.ForwardFailed(_logger, result.Outcome.ToString(), site.Name, targetPort, result.Error?.Message);
+                await UnreachableAsync(context, owner, targetPort).ConfigureAwait(false);
+                return;
+        }
+    }
+
+    /// <summary>WebSocket and other upgrades (HTTP/1.1 Upgrade, HTTP/2 extended CONNECT) keep YARP's tunnel.</summary>
+    private static bool IsUpgrade(HttpContext context) =>
+        context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true
+        || context.Features.Get<IHttpExtendedConnectFeature>()?.IsExtendedConnect == true;
+
+    private async Task ForwardUpgradeAsync(HttpContext context, ForwardState state, IPAddress address, int targetPort, bool owner, string siteName)
+    {
+        context.Features.Set(state);
         string destination = address.AddressFamily == AddressFamily.InterNetworkV6
             ? $"http://[{address}]:{targetPort}/"
             : $"http://{address}:{targetPort}/";
@@ -311,7 +371,7 @@ public sealed partial class HttpFrontDoor : IDisposable
         if (error != ForwarderError.None)
         {
             var feature = context.GetForwarderErrorFeature();
-            Log.ForwardFailed(_logger, error, site.Name, targetPort, feature?.Exception);
+            Log.ForwardFailed(_logger, error.ToString(), siteName, targetPort, feature?.Exception?.Message);
             if (!context.Response.HasStarted && error is ForwarderError.Request or ForwarderError.RequestTimedOut or ForwarderError.NoAvailableDestinations)
             {
                 context.Response.Clear();
@@ -369,6 +429,8 @@ public sealed partial class HttpFrontDoor : IDisposable
             TokenValidation result;
             try
             {
+                if (!Thread.CurrentThread.IsThreadPoolThread)
+                    await Task.Yield(); // signature checks and key lookups: off the socket engine thread
                 result = await _tokens.ValidateAsync(token, "v0@" + vmName + _vmDomainSuffix, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (!ct.IsCancellationRequested)
@@ -381,6 +443,8 @@ public sealed partial class HttpFrontDoor : IDisposable
             return new Identity(null, null, fromAuthorization, TokenFailed: true, false);
         }
 
+        if (StringValues.IsNullOrEmpty(context.Request.Headers.Cookie))
+            return default; // anonymous: the common case on a public site, no cookie name to build
         var session = await FindSessionAsync(context, CookieName(context), ct).ConfigureAwait(false);
         return new Identity(session?.User, null, false, false, false, session?.SessionKey);
     }
@@ -399,6 +463,8 @@ public sealed partial class HttpFrontDoor : IDisposable
         }
         if (string.IsNullOrEmpty(value) || value.Length > HttpFrontDoorLimits.SessionIdBytes * 2)
             return null;
+        if (!Thread.CurrentThread.IsThreadPoolThread)
+            await Task.Yield(); // a database read: off the socket engine thread
         var session = await _sessions.FindAsync(LoginLinks.Hash(value), ct).ConfigureAwait(false);
         if (session is null || session.ExpiresAt <= _time.GetUtcNow()
             || !string.Equals(session.Host, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))
@@ -648,8 +714,8 @@ public sealed partial class HttpFrontDoor : IDisposable
 
     private static class Log
     {
-        private static readonly Action<ILogger, ForwarderError, string, int, Exception?> s_forwardFailed = LoggerMessage.Define<ForwarderError, string, int>(
-            LogLevel.Information, EdgeEventIds.HttpForwardFailed, "Forwarding to VM {Vm} port {Port} failed: {Error}");
+        private static readonly Action<ILogger, string, int, string, string?, Exception?> s_forwardFailed = LoggerMessage.Define<string, int, string, string?>(
+            LogLevel.Information, EdgeEventIds.HttpForwardFailed, "Forwarding to VM {Vm} port {Port} failed: {Error} {Detail}");
         private static readonly Action<ILogger, Exception?> s_directoryFailed = LoggerMessage.Define(
             LogLevel.Error, EdgeEventIds.HttpDirectoryFailed, "A platform lookup failed during an HTTP request");
         private static readonly Action<ILogger, string, string, Exception?> s_loginOk = LoggerMessage.Define<string, string>(
@@ -657,7 +723,7 @@ public sealed partial class HttpFrontDoor : IDisposable
         private static readonly Action<ILogger, string, Exception?> s_loginRejected = LoggerMessage.Define<string>(
             LogLevel.Information, EdgeEventIds.HttpLoginRejected, "Rejected a login link on {Host}");
 
-        public static void ForwardFailed(ILogger l, ForwarderError e, string vm, int port, Exception? ex) => s_forwardFailed(l, e, vm, port, ex);
+        public static void ForwardFailed(ILogger l, string outcome, string vm, int port, string? detail) => s_forwardFailed(l, vm, port, outcome, detail, null);
         public static void DirectoryFailed(ILogger l, Exception ex) => s_directoryFailed(l, ex);
         public static void LoginSucceeded(ILogger l, string user, string host) => s_loginOk(l, user, host, null);
         private static readonly Action<ILogger, string, string, Exception?> s_accessRequested = LoggerMessage.Define<string, string>(

@@ -55,6 +55,8 @@ public static class HttpFrontDoorExtensions
         services.AddSingleton<FrontDoorListeners>();
         services.AddSingleton<HttpFrontDoor>();
 
+        if (options.InlineRequestProcessing)
+            builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = true);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;

@@ -46,6 +46,16 @@ public sealed class HttpFrontDoorOptions
     /// <summary>Requests a source may make at once before <see cref="RequestsPerSecondPerSource"/> applies.</summary>
     public int RequestBurstPerSource { get; set; } = 400;
 
+    /// <summary>
+    /// Run request handling on the thread that completed the socket read (Kestrel's
+    /// <c>UnsafePreferInlineScheduling</c>) instead of handing each request to the thread pool — nginx's event-loop
+    /// model. Pays off when the process also turns on inline socket completions
+    /// (<c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS</c>; <c>warren serve</c> does, see <c>Warren:InlineSocketIo</c>):
+    /// then a proxied request makes no thread hop at all. Everything in the front door that may block (database,
+    /// token checks, /exec) moves itself to the thread pool first.
+    /// </summary>
+    public bool InlineRequestProcessing { get; set; }
+
     /// <summary>Problems with these options (empty when valid), phrased for the configuration's author.</summary>
     public IReadOnlyList<string> Validate()
     {

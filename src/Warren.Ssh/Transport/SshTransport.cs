@@ -455,6 +455,7 @@ public sealed class SshTransport : ISshPacketChannel
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+        await LeaveSocketThreadAsync().ConfigureAwait(false);
         _outBytesSinceKex += total;
         _outPacketsSinceKex++;
         if (!_outKexInProgress && _kexCount > 0
@@ -489,6 +490,21 @@ public sealed class SshTransport : ISshPacketChannel
     }
 
     // ------------------------------------------------------------------ reading
+
+    /// <summary>
+    /// Continues on the thread pool when a read or write completed on a socket engine thread. With inline socket
+    /// completions (DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS, which an HTTP front door in the same process may
+    /// turn on) a continuation runs on the thread that polls every socket; key exchange, signature checks and
+    /// the application's handlers must not hold it. A no-op (no allocation, no hop) everywhere else.
+    /// </summary>
+    private static ValueTask LeaveSocketThreadAsync()
+    {
+        if (Thread.CurrentThread.IsThreadPoolThread)
+            return ValueTask.CompletedTask;
+        return YieldAsync();
+
+        static async ValueTask YieldAsync() => await Task.Yield();
+    }
 
     private async Task ReadLoopAsync()
     {
@@ -540,6 +556,7 @@ public sealed class SshTransport : ISshPacketChannel
             ArrayPool<byte>.Shared.Return(_inBuffer);
             _inBuffer = [];
             await _stream.ReadAsync(Memory<byte>.Empty, _closeCts.Token).ConfigureAwait(false);
+            await LeaveSocketThreadAsync().ConfigureAwait(false);
             _inBuffer = ArrayPool<byte>.Shared.Rent(Math.Max(InitialReceiveBufferLength, count));
         }
         if (_inBuffer.Length - _inStart < count)
@@ -563,6 +580,7 @@ public sealed class SshTransport : ISshPacketChannel
         while (_inEnd - _inStart < count)
         {
             int n = await _stream.ReadAsync(_inBuffer.AsMemory(_inEnd), _closeCts.Token).ConfigureAwait(false);
+            await LeaveSocketThreadAsync().ConfigureAwait(false);
             if (n == 0) throw new SshConnectionClosedException("connection closed by peer");
             _inEnd += n;
         }

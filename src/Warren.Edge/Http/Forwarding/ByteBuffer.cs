@@ -1,0 +1,86 @@
+using System.Buffers;
+using System.Text;
+
+namespace Warren.Edge.Http.Forwarding;
+
+/// <summary>
+/// A growable byte buffer on <see cref="ArrayPool{T}"/> for writing one HTTP/1.1 request head. Past its limit it
+/// stops writing and reports <see cref="Overflowed"/> rather than throwing mid-header.
+/// </summary>
+internal sealed class ByteBuffer : IDisposable
+{
+    private readonly int _limit;
+    private byte[] _array;
+    private int _length;
+
+    public ByteBuffer(int initialCapacity, int limit)
+    {
+        _limit = limit;
+        _array = ArrayPool<byte>.Shared.Rent(initialCapacity);
+    }
+
+    public bool Overflowed { get; private set; }
+
+    public ReadOnlyMemory<byte> Written => _array.AsMemory(0, _length);
+
+    public void Append(ReadOnlySpan<byte> bytes)
+    {
+        if (TryReserve(bytes.Length, out var span))
+            bytes.CopyTo(span);
+    }
+
+    /// <summary>Appends a string that callers know to be ASCII (methods, schemes, validated names and targets).</summary>
+    public void AppendAscii(string text)
+    {
+        if (TryReserve(text.Length, out var span))
+            Encoding.ASCII.GetBytes(text, span);
+    }
+
+    /// <summary>
+    /// Appends a header value: ASCII as is, anything else as UTF-8 (how Kestrel decoded it). False when the value
+    /// holds a control character — a CR or LF here would start a header of the client's choosing.
+    /// </summary>
+    public bool AppendValue(string value)
+    {
+        foreach (char c in value)
+        {
+            if (c < ' ' && c != '\t' || c == '\x7f')
+                return false;
+        }
+        int count = Ascii.IsValid(value) ? value.Length : Encoding.UTF8.GetByteCount(value);
+        if (TryReserve(count, out var span))
+            Encoding.UTF8.GetBytes(value, span);
+        return true;
+    }
+
+    private bool TryReserve(int count, out Span<byte> span)
+    {
+        span = default;
+        if (Overflowed)
+            return false;
+        if (_length + count > _array.Length)
+        {
+            if (_length + count > _limit)
+            {
+                Overflowed = true;
+                return false;
+            }
+            var larger = ArrayPool<byte>.Shared.Rent(Math.Min(_limit, Math.Max(_array.Length * 2, _length + count)));
+            _array.AsSpan(0, _length).CopyTo(larger);
+            ArrayPool<byte>.Shared.Return(_array);
+            _array = larger;
+        }
+        span = _array.AsSpan(_length, count);
+        _length += count;
+        return true;
+    }
+
+    public void Dispose()
+    {
+        var array = _array;
+        _array = [];
+        _length = 0;
+        if (array.Length > 0)
+            ArrayPool<byte>.Shared.Return(array);
+    }
+}

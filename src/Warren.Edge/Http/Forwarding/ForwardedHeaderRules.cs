@@ -1,0 +1,119 @@
+using System.Text;
+using Microsoft.Extensions.Primitives;
+using Microsoft.Net.Http.Headers;
+
+namespace Warren.Edge.Http.Forwarding;
+
+/// <summary>
+/// Which headers pass between client and VM, for both forwarding paths (<see cref="Http1Forwarder"/> and the
+/// YARP path that carries upgrades). Reference §4: client <c>X-ExeDev-*</c> never reaches the VM, the
+/// <c>login-with-exe-*</c> cookies stay at the front door, X-Forwarded-* are the front door's own.
+/// Hop-by-hop fields (RFC 9110 §7.6.1) end at each hop.
+/// </summary>
+internal static class ForwardedHeaderRules
+{
+    public const string ExeDevHeaderPrefix = "X-ExeDev-";
+    public const string LoginCookiePrefix = "login-with-exe-";
+
+    /// <summary>
+    /// A client request header the forwarder does not copy: hop-by-hop, framing (re-derived), Host (written
+    /// first), Cookie (filtered), X-Forwarded-* (rewritten), X-ExeDev-* (never from clients), and
+    /// Authorization when it carried the front door's own token.
+    /// </summary>
+    public static bool IsReplacedRequestHeader(string name, bool removeAuthorization)
+    {
+        if (name.Length > 0 && name[0] == ':')
+            return true;
+        if (name.StartsWith(ExeDevHeaderPrefix, StringComparison.OrdinalIgnoreCase))
+            return true;
+        return name.Length switch
+        {
+            2 => Is(name, HeaderNames.TE),
+            4 => Is(name, HeaderNames.Host),
+            6 => Is(name, HeaderNames.Cookie) || Is(name, HeaderNames.Expect),
+            7 => Is(name, HeaderNames.Upgrade) || Is(name, HeaderNames.Trailer),
+            10 => Is(name, HeaderNames.Connection) || Is(name, HeaderNames.KeepAlive),
+            13 => removeAuthorization && Is(name, HeaderNames.Authorization),
+            14 => Is(name, HeaderNames.ContentLength),
+            15 => Is(name, "X-Forwarded-For"),
+            16 => Is(name, HeaderNames.ProxyConnection) || Is(name, "X-Forwarded-Host"),
+            17 => Is(name, HeaderNames.TransferEncoding) || Is(name, "X-Forwarded-Proto"),
+            _ => false,
+        };
+    }
+
+    private static bool Is(string a, string b) => string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Whether a Connection header value lists <paramref name="name"/> (so that field is hop-by-hop too).</summary>
+    public static bool IsNamedBy(StringValues connection, string name)
+    {
+        foreach (string? value in connection)
+        {
+            if (value is null)
+                continue;
+            foreach (var range in value.AsSpan().Split(','))
+            {
+                if (value.AsSpan()[range].Trim().Equals(name, StringComparison.OrdinalIgnoreCase))
+                    return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>A field name is a token (RFC 9110 §5.1); HTTP/2 clients can send any bytes in a name.</summary>
+    public static bool IsValidName(string name)
+    {
+        foreach (char c in name)
+        {
+            if (c > 0x7F || !Http1ResponseHead.IsTokenChar((byte)c))
+                return false;
+        }
+        return name.Length > 0;
+    }
+
+    /// <summary>The Cookie header the VM gets: every value joined, the front door's login cookies removed; null for none.</summary>
+    public static string? ForwardedCookie(StringValues cookies)
+    {
+        if (StringValues.IsNullOrEmpty(cookies))
+            return null;
+        string joined = cookies.Count == 1 ? cookies[0]! : string.Join("; ", cookies.ToArray());
+        return HeaderParsing.RemoveCookies(joined, LoginCookiePrefix);
+    }
+
+    /// <summary>X-Forwarded-For: the client's own chain (it may be behind proxies of its own) with the peer appended.</summary>
+    public static string ForwardedFor(StringValues existing, string client) =>
+        StringValues.IsNullOrEmpty(existing) ? client : string.Join(", ", existing.ToArray()) + ", " + client;
+
+    /// <summary>A VM response header that is not copied to the client: hop-by-hop, or framing Kestrel redoes.</summary>
+    public static bool IsHopByHopResponseHeader(ReadOnlySpan<byte> name) => name.Length switch
+    {
+        2 => Ascii.EqualsIgnoreCase(name, "TE"u8),
+        7 => Ascii.EqualsIgnoreCase(name, "Upgrade"u8) || Ascii.EqualsIgnoreCase(name, "Trailer"u8),
+        10 => Ascii.EqualsIgnoreCase(name, "Connection"u8) || Ascii.EqualsIgnoreCase(name, "Keep-Alive"u8),
+        14 => Ascii.EqualsIgnoreCase(name, "Content-Length"u8),
+        16 => Ascii.EqualsIgnoreCase(name, "Proxy-Connection"u8),
+        17 => Ascii.EqualsIgnoreCase(name, "Transfer-Encoding"u8),
+        _ => false,
+    };
+
+    /// <summary>The response header name as a string: the shared constant for common ones (no allocation; Kestrel's known-header fast path), else a new string.</summary>
+    public static string ResponseHeaderName(ReadOnlySpan<byte> name)
+    {
+        string? known = name.Length switch
+        {
+            4 => Ascii.EqualsIgnoreCase(name, "Date"u8) ? HeaderNames.Date : Ascii.EqualsIgnoreCase(name, "ETag"u8) ? HeaderNames.ETag
+                : Ascii.EqualsIgnoreCase(name, "Vary"u8) ? HeaderNames.Vary : null,
+            6 => Ascii.EqualsIgnoreCase(name, "Server"u8) ? HeaderNames.Server : null,
+            7 => Ascii.EqualsIgnoreCase(name, "Expires"u8) ? HeaderNames.Expires : null,
+            8 => Ascii.EqualsIgnoreCase(name, "Location"u8) ? HeaderNames.Location : null,
+            10 => Ascii.EqualsIgnoreCase(name, "Set-Cookie"u8) ? HeaderNames.SetCookie : null,
+            12 => Ascii.EqualsIgnoreCase(name, "Content-Type"u8) ? HeaderNames.ContentType : null,
+            13 => Ascii.EqualsIgnoreCase(name, "Cache-Control"u8) ? HeaderNames.CacheControl
+                : Ascii.EqualsIgnoreCase(name, "Last-Modified"u8) ? HeaderNames.LastModified
+                : Ascii.EqualsIgnoreCase(name, "Accept-Ranges"u8) ? HeaderNames.AcceptRanges : null,
+            16 => Ascii.EqualsIgnoreCase(name, "Content-Encoding"u8) ? HeaderNames.ContentEncoding : null,
+            _ => null,
+        };
+        return known ?? Encoding.Latin1.GetString(name);
+    }
+}

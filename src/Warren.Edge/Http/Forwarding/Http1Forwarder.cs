@@ -1,0 +1,636 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Primitives;
+using Microsoft.Net.Http.Headers;
+
+namespace Warren.Edge.Http.Forwarding;
+
+/// <summary>What became of one forwarded request.</summary>
+internal enum ForwardOutcome
+{
+    Completed,
+    /// <summary>No connection could be made to the VM's port (nothing listens, VM stopped).</summary>
+    ConnectFailed,
+    /// <summary>The VM's answer broke HTTP/1.1 (a <see cref="ForwardResult.Detail"/> says how), before anything reached the client.</summary>
+    BadResponse,
+    /// <summary>The VM went silent for the activity timeout before its response head.</summary>
+    TimedOut,
+    /// <summary>The connection to the VM failed before its response head.</summary>
+    UpstreamFailed,
+    /// <summary>The client's request body was refused (too large, too slow, malformed); <see cref="ForwardResult.StatusCode"/> says how.</summary>
+    RequestBodyRejected,
+    /// <summary>Something failed after the response started (the client connection was aborted) or the client went away.</summary>
+    Aborted,
+}
+
+internal readonly record struct ForwardResult(ForwardOutcome Outcome, string? Detail = null, Exception? Error = null, int StatusCode = 0)
+{
+    public static readonly ForwardResult Completed = new(ForwardOutcome.Completed);
+}
+
+/// <summary>
+/// The front door's HTTP/1.1 forwarder: every request that is not a protocol upgrade goes to the VM over a
+/// pooled keep-alive connection, written and parsed here with pooled buffers — no per-request
+/// HttpRequestMessage/HttpResponseMessage, header collections or content streams. The response is copied
+/// into Kestrel's response pipe (received straight into its buffers when the length is known), so the same
+/// code serves HTTP/1.1 and HTTP/2 clients.
+/// </summary>
+/// <remarks>
+/// Header rules are <see cref="ForwardedHeaderRules"/>'s (shared with the YARP path that carries upgrades).
+/// Framing toward the VM: the client's Content-Length when it has one, otherwise chunked when the request can
+/// have a body (HTTP/1.1 chunked, HTTP/2 without a length). A reused connection that the VM had closed fails
+/// before any response byte; the request is then sent once more on a new connection when it was sent whole
+/// (HttpClient's rule); a request whose body is streamed gets a liveness check before it may reuse one.
+/// Bodies up to <see cref="CoalescedBodyBytes"/> are read first and sent with the head in one write.
+/// A response is reused only when it ended exactly where its framing says and the request body was all sent.
+/// </remarks>
+internal sealed class Http1Forwarder : IDisposable
+{
+    /// <summary>Request bodies up to this size travel in the same write as the head.</summary>
+    public const int CoalescedBodyBytes = 16 * 1024;
+
+    private const int ReceiveBufferBytes = 16 * 1024;
+    private const int MaxRequestHeadBytes = 128 * 1024;
+
+    private readonly UpstreamConnectionPool _pool;
+    private readonly TimeSpan _activityTimeout;
+
+    public Http1Forwarder(TimeSpan connectTimeout, TimeSpan activityTimeout)
+    {
+        _pool = new UpstreamConnectionPool(connectTimeout);
+        _activityTimeout = activityTimeout;
+    }
+
+    internal UpstreamConnectionPool Pool => _pool;
+
+    public void Dispose() => _pool.Dispose();
+
+    private enum BodyMode { None, ContentLength, Chunked }
+
+    public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, UpstreamEndpoint endpoint, ForwardState? state)
+    {
+        var head = new ByteBuffer(4096, MaxRequestHeadBytes);
+        byte[] receive = ArrayPool<byte>.Shared.Rent(ReceiveBufferBytes);
+        UpstreamConnection? connection = null;
+        Task? bodyTask = null;
+        try
+        {
+            if (!TryWriteRequestHead(context, state, head, out var mode, out long declaredLength, out string? headError))
+                return new ForwardResult(ForwardOutcome.RequestBodyRejected, headError, StatusCode: StatusCodes.Status400BadRequest);
+
+            bool wholeRequestInHead = mode == BodyMode.None;
+            if (mode == BodyMode.ContentLength && declaredLength <= CoalescedBodyBytes)
+            {
+                var bodyError = await ReadSmallBodyAsync(context.Request.BodyReader, declaredLength, head).ConfigureAwait(false);
+                if (bodyError is not null)
+                    return bodyError.Value;
+                wholeRequestInHead = true;
+            }
+
+            int filled = 0, headLength = 0;
+            for (int attempt = 0; ; attempt++)
+            {
+                connection = attempt == 0 ? _pool.TryTake(endpoint, CurrentEngineThread()) : null;
+                bool reused = connection is not null;
+                // A streamed body cannot be sent twice: such a request takes a pooled connection only when the
+                // VM has not closed it (readable while idle means EOF or stray bytes — either way unusable).
+                if (connection is not null && !wholeRequestInHead && connection.Socket.Poll(0, SelectMode.SelectRead))
+                {
+                    connection.Dispose();
+                    connection = null;
+                    reused = false;
+                }
+                if (connection is null)
+                {
+                    try
+                    {
+                        connection = await _pool.ConnectAsync(endpoint, context.RequestAborted).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is SocketException or OperationCanceledException)
+                    {
+                        return context.RequestAborted.IsCancellationRequested
+                            ? new ForwardResult(ForwardOutcome.Aborted, Error: ex)
+                            : new ForwardResult(ForwardOutcome.ConnectFailed, Error: ex);
+                    }
+                }
+
+                using var aborted = context.RequestAborted.UnsafeRegister(static s => ((UpstreamConnection)s!).Dispose(), connection);
+                try
+                {
+                    connection.Arm(_activityTimeout);
+                    await SendAllAsync(connection.Socket, head.Written).ConfigureAwait(false);
+                    if (!wholeRequestInHead)
+                        bodyTask = SendBodyAsync(context.Request.BodyReader, connection, mode, declaredLength);
+
+                    var responseHead = connection.ResponseHead;
+                    (filled, headLength, var parse) = await ReceiveHeadAsync(connection, responseHead, receive, 0).ConfigureAwait(false);
+                    if (parse.Outcome == ForwardOutcome.Completed && filled == 0)
+                    {
+                        // EOF before any byte: a reused connection the VM had already closed.
+                        if (reused && wholeRequestInHead)
+                        {
+                            connection.Dispose();
+                            continue;
+                        }
+                        return new ForwardResult(ForwardOutcome.UpstreamFailed, "the VM closed the connection without a response");
+                    }
+                    if (parse.Outcome != ForwardOutcome.Completed)
+                    {
+                        if (bodyTask is not null && await BodyFailureAsync(bodyTask, connection).ConfigureAwait(false) is { } bodyFailure)
+                            return bodyFailure;
+                        return parse;
+                    }
+                }
+                catch (Exception ex) when (IsConnectionFailure(ex))
+                {
+                    if (bodyTask is not null && await BodyFailureAsync(bodyTask, connection).ConfigureAwait(false) is { } bodyFailure)
+                        return bodyFailure;
+                    if (reused && wholeRequestInHead && filled == 0 && !connection.TimedOut && !context.RequestAborted.IsCancellationRequested)
+                    {
+                        connection.Dispose();
+                        continue;
+                    }
+                    return Failure(context, connection, ex);
+                }
+
+                // :: The response
+                try
+                {
+                    bool reusable = await CopyResponseAsync(context, connection, connection.ResponseHead, receive, filled, headLength).ConfigureAwait(false);
+                    if (bodyTask is not null)
+                    {
+                        // The VM answered before taking the whole body (e.g. an early 413): the rest cannot follow
+                        // on this connection.
+                        if (!bodyTask.IsCompleted)
+                            reusable = false;
+                        if (await BodyFailureAsync(bodyTask, connection, waitForCompletion: reusable).ConfigureAwait(false) is not null)
+                            reusable = false;
+                    }
+                    if (reusable && connection.Disarm())
+                    {
+                        connection.Uses++;
+                        _pool.Return(connection);
+                    }
+                    else
+                        connection.Dispose();
+                    connection = null;
+                    return ForwardResult.Completed;
+                }
+                catch (Exception ex) when (IsConnectionFailure(ex) || ex is InvalidResponseException)
+                {
+                    return Failure(context, connection!, ex);
+                }
+            }
+        }
+        finally
+        {
+            connection?.Dispose();
+            if (bodyTask is not null)
+                await ObserveAsync(bodyTask).ConfigureAwait(false);
+            ArrayPool<byte>.Shared.Return(receive);
+            head.Dispose();
+        }
+    }
+
+    /// <summary>The socket engine thread this code runs on (inline completions), or 0 on the thread pool.</summary>
+    private static int CurrentEngineThread() =>
+        Thread.CurrentThread.IsThreadPoolThread ? 0 : Environment.CurrentManagedThreadId;
+
+    private static bool IsConnectionFailure(Exception ex) =>
+        ex is SocketException or ObjectDisposedException or IOException or OperationCanceledException;
+
+    private static ForwardResult Failure(HttpContext context, UpstreamConnection connection, Exception ex)
+    {
+        connection.Dispose();
+        if (context.Response.HasStarted)
+        {
+            // Half a response cannot be turned into an error page: the client must see the break.
+            context.Abort();
+            return new ForwardResult(ForwardOutcome.Aborted, ex is InvalidResponseException ? ex.Message : null, ex);
+        }
+        if (context.RequestAborted.IsCancellationRequested)
+            return new ForwardResult(ForwardOutcome.Aborted, Error: ex);
+        if (ex is InvalidResponseException)
+            return new ForwardResult(ForwardOutcome.BadResponse, ex.Message);
+        if (connection.TimedOut)
+            return new ForwardResult(ForwardOutcome.TimedOut, Error: ex);
+        return new ForwardResult(ForwardOutcome.UpstreamFailed, Error: ex);
+    }
+
+    /// <summary>
+    /// The body task's failure as a result when it was the client's body that failed (too large, too slow,
+    /// malformed); null when it succeeded or only failed because the VM side went away.
+    /// </summary>
+    private static async ValueTask<ForwardResult?> BodyFailureAsync(Task bodyTask, UpstreamConnection connection, bool waitForCompletion = true)
+    {
+        if (!bodyTask.IsCompleted)
+        {
+            if (!waitForCompletion)
+            {
+                connection.Dispose();
+            }
+            await ObserveAsync(bodyTask).ConfigureAwait(false);
+        }
+        if (bodyTask.Exception?.InnerException is BadHttpRequestException bad)
+            return new ForwardResult(ForwardOutcome.RequestBodyRejected, bad.Message, bad, bad.StatusCode);
+        return bodyTask.IsCompletedSuccessfully ? null : new ForwardResult(ForwardOutcome.UpstreamFailed, Error: bodyTask.Exception?.InnerException);
+    }
+
+    private static async Task ObserveAsync(Task task)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch
+        {
+            // Observed: the caller reports what matters from the response side.
+        }
+    }
+
+    // ------------------------------------------------------------------ request
+
+    /// <summary>Reads a small request body whole and appends it to the head; an error result when the client's body fails.</summary>
+    private static async ValueTask<ForwardResult?> ReadSmallBodyAsync(PipeReader reader, long length, ByteBuffer head)
+    {
+        long remaining = length;
+        try
+        {
+            while (remaining > 0)
+            {
+                var result = await reader.ReadAsync().ConfigureAwait(false);
+                var buffer = result.Buffer;
+                long take = Math.Min(buffer.Length, remaining);
+                foreach (var segment in buffer.Slice(0, take))
+                    head.Append(segment.Span);
+                remaining -= take;
+                reader.AdvanceTo(buffer.GetPosition(take));
+                if (remaining > 0 && result.IsCompleted)
+                    return new ForwardResult(ForwardOutcome.RequestBodyRejected, "request body shorter than its Content-Length", StatusCode: StatusCodes.Status400BadRequest);
+            }
+        }
+        catch (BadHttpRequestException bad)
+        {
+            return new ForwardResult(ForwardOutcome.RequestBodyRejected, bad.Message, bad, bad.StatusCode);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException)
+        {
+            return new ForwardResult(ForwardOutcome.Aborted, Error: ex);
+        }
+        return null;
+    }
+
+    private async Task SendBodyAsync(PipeReader reader, UpstreamConnection connection, BodyMode mode, long declaredLength)
+    {
+        byte[] frame = ArrayPool<byte>.Shared.Rent(32);
+        long sent = 0;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync().ConfigureAwait(false);
+                var buffer = result.Buffer;
+                if (!buffer.IsEmpty)
+                {
+                    if (mode == BodyMode.ContentLength && sent + buffer.Length > declaredLength)
+                        throw new IOException("request body longer than its Content-Length");
+                    if (mode == BodyMode.Chunked)
+                    {
+                        int n = WriteChunkSize(frame, buffer.Length);
+                        connection.Arm(_activityTimeout);
+                        await SendAllAsync(connection.Socket, frame.AsMemory(0, n)).ConfigureAwait(false);
+                    }
+                    foreach (var segment in buffer)
+                    {
+                        connection.Arm(_activityTimeout);
+                        await SendAllAsync(connection.Socket, segment).ConfigureAwait(false);
+                    }
+                    if (mode == BodyMode.Chunked)
+                        await SendAllAsync(connection.Socket, "\r\n"u8.ToArray()).ConfigureAwait(false);
+                    sent += buffer.Length;
+                }
+                reader.AdvanceTo(buffer.End);
+                if (result.IsCompleted)
+                    break;
+            }
+            if (mode == BodyMode.ContentLength && sent != declaredLength)
+                throw new IOException("request body shorter than its Content-Length");
+            if (mode == BodyMode.Chunked)
+                await SendAllAsync(connection.Socket, "0\r\n\r\n"u8.ToArray()).ConfigureAwait(false);
+        }
+        catch
+        {
+            // The VM must not take a truncated body for a whole one.
+            connection.Dispose();
+            throw;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(frame);
+        }
+    }
+
+    private static int WriteChunkSize(byte[] frame, long size)
+    {
+        size.TryFormat(frame, out int n, "x", System.Globalization.CultureInfo.InvariantCulture);
+        frame[n++] = (byte)'\r';
+        frame[n++] = (byte)'\n';
+        return n;
+    }
+
+    private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            int n = await socket.SendAsync(data, SocketFlags.None).ConfigureAwait(false);
+            data = data[n..];
+        }
+    }
+
+    private static bool TryWriteRequestHead(HttpContext context, ForwardState? state, ByteBuffer head,
+        out BodyMode mode, out long declaredLength, out string? error)
+    {
+        var request = context.Request;
+        error = null;
+        declaredLength = -1;
+        mode = BodyMode.None;
+
+        head.AppendAscii(request.Method);
+        head.Append(" "u8);
+        string? rawTarget = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        if (rawTarget is { Length: > 0 } && (rawTarget[0] == '/' || rawTarget == "*") && IsCleanTarget(rawTarget))
+            head.AppendAscii(rawTarget);
+        else
+        {
+            head.AppendAscii(request.PathBase.ToUriComponent() + request.Path.ToUriComponent());
+            head.AppendAscii(request.QueryString.ToUriComponent());
+        }
+        head.Append(" HTTP/1.1\r\nHost: "u8);
+        string host = request.Host.Value ?? "";
+        if (!head.AppendValue(host))
+            return Fail("invalid Host", out error);
+        head.Append("\r\n"u8);
+
+        var headers = request.Headers;
+        StringValues connectionTokens = headers.Connection;
+        foreach (var (name, values) in headers)
+        {
+            if (ForwardedHeaderRules.IsReplacedRequestHeader(name, state?.RemoveAuthorization == true)
+                || ForwardedHeaderRules.IsNamedBy(connectionTokens, name))
+                continue;
+            foreach (string? value in values)
+            {
+                if (value is null)
+                    continue;
+                if (!ForwardedHeaderRules.IsValidName(name))
+                    return Fail("invalid header name", out error);
+                head.AppendAscii(name);
+                head.Append(": "u8);
+                if (!head.AppendValue(value))
+                    return Fail("invalid header value", out error);
+                head.Append("\r\n"u8);
+            }
+        }
+
+        if (ForwardedHeaderRules.ForwardedCookie(headers.Cookie) is { } cookie)
+        {
+            head.Append("Cookie: "u8);
+            if (!head.AppendValue(cookie))
+                return Fail("invalid Cookie", out error);
+            head.Append("\r\n"u8);
+        }
+        string? client = context.Connection.RemoteIpAddress?.ToString();
+        if (client is not null)
+        {
+            head.Append("X-Forwarded-For: "u8);
+            if (!head.AppendValue(ForwardedHeaderRules.ForwardedFor(headers["X-Forwarded-For"], client)))
+                return Fail("invalid X-Forwarded-For", out error);
+            head.Append("\r\n"u8);
+        }
+        head.Append("X-Forwarded-Proto: "u8);
+        head.AppendAscii(request.Scheme);
+        head.Append("\r\nX-Forwarded-Host: "u8);
+        head.AppendValue(host);
+        head.Append("\r\n"u8);
+        if (state?.User is { } user)
+        {
+            head.Append("X-ExeDev-UserID: "u8);
+            head.AppendValue(user.UserId);
+            head.Append("\r\nX-ExeDev-Email: "u8);
+            head.AppendValue(user.Email);
+            head.Append("\r\n"u8);
+            if (state.TokenCtx is { } ctx)
+            {
+                head.Append("X-ExeDev-Token-Ctx: "u8);
+                if (!head.AppendValue(ctx))
+                    return Fail("invalid token context", out error);
+                head.Append("\r\n"u8);
+            }
+        }
+
+        if (request.ContentLength is long length)
+        {
+            mode = BodyMode.ContentLength;
+            declaredLength = length;
+            head.Append("Content-Length: "u8);
+            head.AppendAscii(length.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            head.Append("\r\n"u8);
+            if (length == 0)
+                mode = BodyMode.None;
+        }
+        else if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
+        {
+            mode = BodyMode.Chunked;
+            head.Append("Transfer-Encoding: chunked\r\n"u8);
+        }
+        head.Append("\r\n"u8);
+        if (head.Overflowed)
+            return Fail("request head too large", out error);
+        return true;
+    }
+
+    private static bool Fail(string message, out string? error)
+    {
+        error = message;
+        return false;
+    }
+
+    /// <summary>Kestrel has validated the target; this only guards the one line it is written into.</summary>
+    private static bool IsCleanTarget(string target)
+    {
+        foreach (char c in target)
+        {
+            if (c <= ' ' || c >= 0x7F)
+                return false;
+        }
+        return true;
+    }
+
+    // ------------------------------------------------------------------ response
+
+    /// <summary>Receives until a final (non-1xx) response head is parsed; returns the bytes held and the head's length.</summary>
+    private async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
+        UpstreamConnection connection, Http1ResponseHead head, byte[] buffer, int filled)
+    {
+        byte[] current = buffer;
+        try
+        {
+            while (true)
+            {
+                if (filled > 0)
+                {
+                    var status = head.TryParse(current.AsSpan(0, filled), out int consumed, out string? error);
+                    if (status == HeadParseStatus.Invalid)
+                        return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, error));
+                    if (status == HeadParseStatus.Complete)
+                    {
+                        if (!head.IsInformational)
+                        {
+                            if (!ReferenceEquals(current, buffer))
+                                throw new InvalidResponseException("response head larger than the receive buffer");
+                            return (filled, consumed, ForwardResult.Completed);
+                        }
+                        // 100/102/103 are dropped (Kestrel answers Expect itself); 101 is never asked for.
+                        if (head.StatusCode == StatusCodes.Status101SwitchingProtocols)
+                            return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "unrequested protocol switch"));
+                        current.AsSpan(consumed, filled - consumed).CopyTo(current);
+                        filled -= consumed;
+                        continue;
+                    }
+                    if (filled == current.Length)
+                        return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "response head too large"));
+                }
+                var pending = connection.Socket.ReceiveAsync(current.AsMemory(filled), SocketFlags.None);
+                bool completedLater = !pending.IsCompleted;
+                int n = await pending.ConfigureAwait(false);
+                if (completedLater && CurrentEngineThread() is int engineThread and not 0)
+                    connection.EngineThread = engineThread;
+                if (n == 0)
+                {
+                    return filled == 0
+                        ? (0, 0, ForwardResult.Completed)
+                        : (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "the VM closed the connection inside a response head"));
+                }
+                filled += n;
+            }
+        }
+        finally
+        {
+            if (!ReferenceEquals(current, buffer))
+                ArrayPool<byte>.Shared.Return(current);
+        }
+    }
+
+    /// <summary>Copies status, headers and body to the client; true when the connection ended the message cleanly.</summary>
+    private async ValueTask<bool> CopyResponseAsync(HttpContext context, UpstreamConnection connection, Http1ResponseHead head,
+        byte[] buffer, int filled, int headLength)
+    {
+        var response = context.Response;
+        response.StatusCode = head.StatusCode;
+        var headers = response.Headers;
+        var bytes = buffer.AsSpan(0, filled);
+        foreach (var field in head.Headers)
+        {
+            var name = bytes.Slice(field.NameStart, field.NameLength);
+            if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
+                continue;
+            string nameString = ForwardedHeaderRules.ResponseHeaderName(name);
+            string value = Encoding.Latin1.GetString(bytes.Slice(field.ValueStart, field.ValueLength));
+            if (ReferenceEquals(nameString, HeaderNames.SetCookie))
+                value = HeaderParsing.RemoveDomainAttribute(value);
+            headers.Append(nameString, value);
+        }
+
+        bool bodyless = HttpMethods.IsHead(context.Request.Method) || head.StatusCode is 204 or 304;
+        if (head.ContentLength >= 0 && head.StatusCode != 204)
+            response.ContentLength = head.ContentLength;
+
+        int leftover = filled - headLength;
+        if (bodyless)
+            return head.KeepAlive && leftover == 0;
+
+        var writer = response.BodyWriter;
+        if (head.Chunked)
+            return await CopyChunkedAsync(connection, writer, buffer, headLength, leftover).ConfigureAwait(false) && head.KeepAlive;
+
+        long remaining = head.ContentLength;
+        bool untilClose = remaining < 0;
+        if (leftover > 0)
+        {
+            if (!untilClose && leftover > remaining)
+                throw new InvalidResponseException("more bytes than the response's Content-Length");
+            writer.Write(buffer.AsSpan(headLength, leftover));
+            remaining -= leftover;
+        }
+        else if (remaining == 0)
+            return head.KeepAlive;
+
+        while (untilClose || remaining > 0)
+        {
+            int want = untilClose ? ReceiveBufferBytes : (int)Math.Min(remaining, ReceiveBufferBytes);
+            // Received straight into the response pipe's memory: one copy less than a staging buffer.
+            var memory = writer.GetMemory(want)[..want];
+            if (!(await FlushAsync(writer).ConfigureAwait(false)))
+                return false;
+            connection.Arm(_activityTimeout);
+            int n = await connection.Socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
+            if (n == 0)
+            {
+                if (untilClose)
+                    break;
+                throw new InvalidResponseException("the VM closed the connection inside a response body");
+            }
+            writer.Advance(n);
+            remaining -= n;
+        }
+        await FlushAsync(writer).ConfigureAwait(false);
+        return !untilClose && head.KeepAlive;
+    }
+
+    private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count)
+    {
+        var decoder = new ChunkedBodyDecoder();
+        while (true)
+        {
+            while (count > 0)
+            {
+                var status = decoder.Decode(buffer.AsSpan(start, count), out int consumed, out int dataStart, out int dataLength);
+                if (status == ChunkStatus.Invalid)
+                    throw new InvalidResponseException("malformed chunked body");
+                if (status == ChunkStatus.Data)
+                    writer.Write(buffer.AsSpan(start + dataStart, dataLength));
+                start += consumed;
+                count -= consumed;
+                if (status == ChunkStatus.Done)
+                {
+                    await FlushAsync(writer).ConfigureAwait(false);
+                    return count == 0; // bytes after the message end: not ours to interpret, so not reusable
+                }
+            }
+            if (!(await FlushAsync(writer).ConfigureAwait(false)))
+                return false;
+            connection.Arm(_activityTimeout);
+            int n = await connection.Socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferBytes), SocketFlags.None).ConfigureAwait(false);
+            if (n == 0)
+                throw new InvalidResponseException("the VM closed the connection inside a chunked body");
+            start = 0;
+            count = n;
+        }
+    }
+
+    /// <summary>Flushes to the client; false when the client is gone (nothing more to copy).</summary>
+    private static async ValueTask<bool> FlushAsync(PipeWriter writer)
+    {
+        if (writer.UnflushedBytes == 0)
+            return true;
+        var result = await writer.FlushAsync().ConfigureAwait(false);
+        return !result.IsCanceled && !result.IsCompleted;
+    }
+}
+
+/// <summary>The VM's response broke HTTP/1.1 after its head was accepted.</summary>
+internal sealed class InvalidResponseException(string message) : Exception(message);
