@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP front door benchmark, loopback only, bounded duration. Measures with wrk:
-#   (a) proxy  : wrk → Warren's HTTPS front door (Kestrel + YARP) → nginx upstream
+#   (a) proxy  : wrk → Warren's HTTPS front door (Kestrel + the HTTP/1.1 forwarder) → nginx upstream
 #   (b) direct : wrk → the nginx upstream (plain HTTP)
 #   (c) nginx  : wrk → nginx as HTTPS reverse proxy (same dev certificate) → the same upstream
 # and prints requests/s and p99 latency for each.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTP front door benchmark against a real VM (issue 6), loopback and the Docker bridge only, bounded:
 #   (a) warren : wrk → the real `warren serve` HTTPS front door (TLS, Host routing, per-source limiter,
-#                header rules, YARP) → the VM's port 80
+#                header rules, the HTTP/1.1 forwarder) → the VM's port 80
 #   (b) direct : wrk → the VM's port 80 on its bridge address (plain HTTP, no proxy)
 #   (c) nginx  : wrk → nginx on the host as an HTTPS reverse proxy (same certificate) → the VM's port 80
 # The VM runs nginx serving a 600-byte page. No image registry is reachable here, so its image is made

@@ -1,16 +1,24 @@
 // Runs the HTTPS front door with one public site "bench" whose upstream is 127.0.0.1:UPSTREAM_PORT.
 // Usage: BenchHost UPSTREAM_PORT HTTPS_PORT DATA_DIR
+// Threads as `warren serve` has them (inline socket completions, one engine thread per two cores,
+// inline request processing) unless BENCH_THREADPOOL=1. BENCH_MODE=static answers a fixed 600-byte page
+// instead of forwarding: the ceiling of Kestrel + TLS on this machine, for comparison.
 using System.Net;
 using Warren.Edge.Http;
 
+bool threadPool = Environment.GetEnvironmentVariable("BENCH_THREADPOOL") == "1";
+if (!threadPool)
+{
+    // Before the first socket: the runtime reads these once (see src/Warren/InlineSocketIo.cs).
+    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", Math.Max(1, Environment.ProcessorCount / 2).ToString());
+}
 int upstreamPort = int.Parse(args[0]);
 int httpsPort = int.Parse(args[1]);
 string dataDir = args[2];
 
 var builder = WebApplication.CreateSlimBuilder();
 builder.Logging.ClearProviders();
-if (Environment.GetEnvironmentVariable("BENCH_INLINE") == "1")
-    builder.WebHost.UseSockets(o => { o.UnsafePreferInlineScheduling = true; o.WaitForDataBeforeAllocatingBuffer = Environment.GetEnvironmentVariable("BENCH_NOWAIT") != "1"; });
 var site = new WebSite("vm-bench", "bench", "u-bench", upstreamPort, IsPublic: true);
 builder.Services.AddSingleton<IWebSiteDirectory>(new OneSite(site));
 builder.Services.AddSingleton<IWebAccessService>(new NoShares());
@@ -26,6 +34,7 @@ builder.AddWarrenHttpFrontDoor(o =>
     // every wrk connection comes from 127.0.0.1.
     o.RequestsPerSecondPerSource = 1e9;
     o.RequestBurstPerSource = int.MaxValue;
+    o.InlineRequestProcessing = !threadPool;
 });
 var app = builder.Build();
 if (Environment.GetEnvironmentVariable("BENCH_MODE") == "static")
@@ -33,8 +42,6 @@ if (Environment.GetEnvironmentVariable("BENCH_MODE") == "static")
     var body = new byte[600]; Array.Fill(body, (byte)'x');
     app.Run(ctx => { ctx.Response.ContentLength = body.Length; ctx.Response.ContentType = "text/html"; return ctx.Response.Body.WriteAsync(body).AsTask(); });
 }
-if (Environment.GetEnvironmentVariable("BENCH_MODE") == "lean")
-    app.Run(ctx => Lean.Handle(ctx, upstreamPort));
 app.UseWarrenHttpFrontDoor();
 Console.WriteLine($"bench front door on https://127.0.0.1:{httpsPort} → 127.0.0.1:{upstreamPort}");
 app.Run();
