@@ -140,14 +140,19 @@ internal sealed class Http1Forwarder : IDisposable
                     }
                     if (parse.Outcome != ForwardOutcome.Completed)
                     {
-                        if (bodyTask is not null && await BodyFailureAsync(bodyTask, connection).ConfigureAwait(false) is { } bodyFailure)
+                        // No response is coming on this connection: the rest of the body goes nowhere, so it is
+                        // not waited for (a VM that stopped reading, or a client that waits for the answer, would
+                        // hold it up); only the client's own body error wins over the VM's.
+                        if (bodyTask is not null && await BodyFailureAsync(bodyTask, connection, waitForCompletion: false, context.Request.BodyReader).ConfigureAwait(false)
+                            is { Outcome: ForwardOutcome.RequestBodyRejected } bodyFailure)
                             return bodyFailure;
                         return parse;
                     }
                 }
                 catch (Exception ex) when (IsConnectionFailure(ex))
                 {
-                    if (bodyTask is not null && await BodyFailureAsync(bodyTask, connection).ConfigureAwait(false) is { } bodyFailure)
+                    if (bodyTask is not null && await BodyFailureAsync(bodyTask, connection, waitForCompletion: false, context.Request.BodyReader).ConfigureAwait(false)
+                        is { Outcome: ForwardOutcome.RequestBodyRejected } bodyFailure)
                         return bodyFailure;
                     if (reused && wholeRequestInHead && filled == 0 && !connection.TimedOut && !context.RequestAborted.IsCancellationRequested)
                     {
@@ -167,7 +172,7 @@ internal sealed class Http1Forwarder : IDisposable
                         // on this connection.
                         if (!bodyTask.IsCompleted)
                             reusable = false;
-                        if (await BodyFailureAsync(bodyTask, connection, waitForCompletion: reusable).ConfigureAwait(false) is not null)
+                        if (await BodyFailureAsync(bodyTask, connection, waitForCompletion: reusable, context.Request.BodyReader).ConfigureAwait(false) is not null)
                             reusable = false;
                     }
                     if (reusable && connection.Disarm())
@@ -190,7 +195,12 @@ internal sealed class Http1Forwarder : IDisposable
         {
             connection?.Dispose();
             if (bodyTask is not null)
+            {
+                // Its connection is closed; a read of the client's body must not keep this request waiting either.
+                if (!bodyTask.IsCompleted)
+                    context.Request.BodyReader.CancelPendingRead();
                 await ObserveAsync(bodyTask).ConfigureAwait(false);
+            }
             ArrayPool<byte>.Shared.Return(receive);
             head.Dispose();
         }
@@ -206,12 +216,16 @@ internal sealed class Http1Forwarder : IDisposable
     private static ForwardResult Failure(HttpContext context, UpstreamConnection connection, Exception ex)
     {
         connection.Dispose();
-        if (context.Response.HasStarted)
+        // Body bytes already written to the response pipe cannot be taken back either, flushed or not.
+        if (context.Response.HasStarted || context.Response.BodyWriter.UnflushedBytes > 0)
         {
             // Half a response cannot be turned into an error page: the client must see the break.
             context.Abort();
             return new ForwardResult(ForwardOutcome.Aborted, ex is InvalidResponseException ? ex.Message : null, ex);
         }
+        // The VM's status and headers may have been copied already (its Content-Length, Set-Cookie…): the error
+        // page the caller writes must not carry them.
+        context.Response.Clear();
         if (context.RequestAborted.IsCancellationRequested)
             return new ForwardResult(ForwardOutcome.Aborted, Error: ex);
         if (ex is InvalidResponseException)
@@ -225,13 +239,16 @@ internal sealed class Http1Forwarder : IDisposable
     /// The body task's failure as a result when it was the client's body that failed (too large, too slow,
     /// malformed); null when it succeeded or only failed because the VM side went away.
     /// </summary>
-    private static async ValueTask<ForwardResult?> BodyFailureAsync(Task bodyTask, UpstreamConnection connection, bool waitForCompletion = true)
+    private static async ValueTask<ForwardResult?> BodyFailureAsync(Task bodyTask, UpstreamConnection connection, bool waitForCompletion, PipeReader reader)
     {
         if (!bodyTask.IsCompleted)
         {
             if (!waitForCompletion)
             {
+                // Stops the body task wherever it is: in a send (the socket closes) or waiting for the client's
+                // next bytes (the read is cancelled) — the client may be waiting for this response before it sends more.
                 connection.Dispose();
+                reader.CancelPendingRead();
             }
             await ObserveAsync(bodyTask).ConfigureAwait(false);
         }
@@ -288,11 +305,16 @@ internal sealed class Http1Forwarder : IDisposable
     {
         byte[] frame = ArrayPool<byte>.Shared.Rent(32);
         long sent = 0;
+        ReadResult result = default;
+        bool reading = false;
         try
         {
             while (true)
             {
-                var result = await reader.ReadAsync().ConfigureAwait(false);
+                result = await reader.ReadAsync().ConfigureAwait(false);
+                reading = true;
+                if (result.IsCanceled)
+                    throw new OperationCanceledException("the request body is no longer forwarded");
                 var buffer = result.Buffer;
                 if (!buffer.IsEmpty)
                 {
@@ -313,6 +335,7 @@ internal sealed class Http1Forwarder : IDisposable
                         await SendAllAsync(connection.Socket, "\r\n"u8.ToArray()).ConfigureAwait(false);
                     sent += buffer.Length;
                 }
+                reading = false;
                 reader.AdvanceTo(buffer.End);
                 if (result.IsCompleted)
                     break;
@@ -326,6 +349,18 @@ internal sealed class Http1Forwarder : IDisposable
         {
             // The VM must not take a truncated body for a whole one.
             connection.Dispose();
+            // A read left open would fail Kestrel's own drain of the rest of the body (and with it the client connection).
+            if (reading)
+            {
+                try
+                {
+                    reader.AdvanceTo(result.Buffer.End);
+                }
+                catch (InvalidOperationException)
+                {
+                    // The reader is already done with: nothing to release.
+                }
+            }
             throw;
         }
         finally
@@ -476,52 +511,41 @@ internal sealed class Http1Forwarder : IDisposable
     private async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
         UpstreamConnection connection, Http1ResponseHead head, byte[] buffer, int filled)
     {
-        byte[] current = buffer;
-        try
+        // A head must fit in the receive buffer (ReceiveBufferBytes, 16 KiB; nginx's proxy_buffer_size is 4–8 KiB
+        // and it answers 502 "upstream sent too big header" the same way).
+        while (true)
         {
-            while (true)
+            if (filled > 0)
             {
-                if (filled > 0)
+                var status = head.TryParse(buffer.AsSpan(0, filled), out int consumed, out string? error);
+                if (status == HeadParseStatus.Invalid)
+                    return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, error));
+                if (status == HeadParseStatus.Complete)
                 {
-                    var status = head.TryParse(current.AsSpan(0, filled), out int consumed, out string? error);
-                    if (status == HeadParseStatus.Invalid)
-                        return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, error));
-                    if (status == HeadParseStatus.Complete)
-                    {
-                        if (!head.IsInformational)
-                        {
-                            if (!ReferenceEquals(current, buffer))
-                                throw new InvalidResponseException("response head larger than the receive buffer");
-                            return (filled, consumed, ForwardResult.Completed);
-                        }
-                        // 100/102/103 are dropped (Kestrel answers Expect itself); 101 is never asked for.
-                        if (head.StatusCode == StatusCodes.Status101SwitchingProtocols)
-                            return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "unrequested protocol switch"));
-                        current.AsSpan(consumed, filled - consumed).CopyTo(current);
-                        filled -= consumed;
-                        continue;
-                    }
-                    if (filled == current.Length)
-                        return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "response head too large"));
+                    if (!head.IsInformational)
+                        return (filled, consumed, ForwardResult.Completed);
+                    // 100/102/103 are dropped (Kestrel answers Expect itself); 101 is never asked for.
+                    if (head.StatusCode == StatusCodes.Status101SwitchingProtocols)
+                        return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "unrequested protocol switch"));
+                    buffer.AsSpan(consumed, filled - consumed).CopyTo(buffer);
+                    filled -= consumed;
+                    continue;
                 }
-                var pending = connection.Socket.ReceiveAsync(current.AsMemory(filled), SocketFlags.None);
-                bool completedLater = !pending.IsCompleted;
-                int n = await pending.ConfigureAwait(false);
-                if (completedLater && CurrentEngineThread() is int engineThread and not 0)
-                    connection.EngineThread = engineThread;
-                if (n == 0)
-                {
-                    return filled == 0
-                        ? (0, 0, ForwardResult.Completed)
-                        : (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "the VM closed the connection inside a response head"));
-                }
-                filled += n;
+                if (filled == ReceiveBufferBytes)
+                    return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "response head too large"));
             }
-        }
-        finally
-        {
-            if (!ReferenceEquals(current, buffer))
-                ArrayPool<byte>.Shared.Return(current);
+            var pending = connection.Socket.ReceiveAsync(buffer.AsMemory(filled, ReceiveBufferBytes - filled), SocketFlags.None);
+            bool completedLater = !pending.IsCompleted;
+            int n = await pending.ConfigureAwait(false);
+            if (completedLater && CurrentEngineThread() is int engineThread and not 0)
+                connection.EngineThread = engineThread;
+            if (n == 0)
+            {
+                return filled == 0
+                    ? (0, 0, ForwardResult.Completed)
+                    : (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "the VM closed the connection inside a response head"));
+            }
+            filled += n;
         }
     }
 
@@ -572,10 +596,12 @@ internal sealed class Http1Forwarder : IDisposable
         while (untilClose || remaining > 0)
         {
             int want = untilClose ? ReceiveBufferBytes : (int)Math.Min(remaining, ReceiveBufferBytes);
-            // Received straight into the response pipe's memory: one copy less than a staging buffer.
-            var memory = writer.GetMemory(want)[..want];
+            // Flushed first: memory from GetMemory is only valid until the next flush (before the response has
+            // started, Kestrel hands out a temporary segment that the first flush copies and returns to its pool).
             if (!(await FlushAsync(writer).ConfigureAwait(false)))
                 return false;
+            // Received straight into the response pipe's memory: one copy less than a staging buffer.
+            var memory = writer.GetMemory(want)[..want];
             connection.Arm(_activityTimeout);
             int n = await connection.Socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
             if (n == 0)
