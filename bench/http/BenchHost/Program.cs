@@ -43,6 +43,21 @@ if (Environment.GetEnvironmentVariable("BENCH_MODE") == "static")
     app.Run(ctx => { ctx.Response.ContentLength = body.Length; ctx.Response.ContentType = "text/html"; return ctx.Response.Body.WriteAsync(body).AsTask(); });
 }
 app.UseWarrenHttpFrontDoor();
+if (Environment.GetEnvironmentVariable("BENCH_GCSTATS") == "1")
+{
+    // Allocation and GC counts every 5 s, to compare with the request count of a wrk run.
+    _ = Task.Run(async () =>
+    {
+        long bytes = GC.GetTotalAllocatedBytes(), gen0 = GC.CollectionCount(0);
+        while (true)
+        {
+            await Task.Delay(5000);
+            long b = GC.GetTotalAllocatedBytes(), g = GC.CollectionCount(0);
+            Console.WriteLine($"gc: allocated {(b - bytes) / 1024} KiB, gen0 {g - gen0}, pause total {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms");
+            bytes = b; gen0 = g;
+        }
+    });
+}
 Console.WriteLine($"bench front door on https://127.0.0.1:{httpsPort} → 127.0.0.1:{upstreamPort}");
 app.Run();
 

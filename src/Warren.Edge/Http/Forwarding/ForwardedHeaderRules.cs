@@ -96,8 +96,8 @@ internal static class ForwardedHeaderRules
         _ => false,
     };
 
-    /// <summary>The response header name as a string: the shared constant for common ones (no allocation; Kestrel's known-header fast path), else a new string.</summary>
-    public static string ResponseHeaderName(ReadOnlySpan<byte> name)
+    /// <summary>The shared constant for a common response header name (no allocation; Kestrel's known-header fast path), else null.</summary>
+    public static string? KnownResponseHeaderName(ReadOnlySpan<byte> name)
     {
         string? known = name.Length switch
         {
@@ -114,6 +114,6 @@ internal static class ForwardedHeaderRules
             16 => Ascii.EqualsIgnoreCase(name, "Content-Encoding"u8) ? HeaderNames.ContentEncoding : null,
             _ => null,
         };
-        return known ?? Encoding.Latin1.GetString(name);
+        return known;
     }
 }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -71,6 +72,7 @@ internal sealed class Http1Forwarder : IDisposable
 
     private enum BodyMode { None, ContentLength, Chunked }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, UpstreamEndpoint endpoint, ForwardState? state)
     {
         var head = new ByteBuffer(4096, MaxRequestHeadBytes);
@@ -508,6 +510,7 @@ internal sealed class Http1Forwarder : IDisposable
     // ------------------------------------------------------------------ response
 
     /// <summary>Receives until a final (non-1xx) response head is parsed; returns the bytes held and the head's length.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
         UpstreamConnection connection, Http1ResponseHead head, byte[] buffer, int filled)
     {
@@ -550,6 +553,7 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     /// <summary>Copies status, headers and body to the client; true when the connection ended the message cleanly.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> CopyResponseAsync(HttpContext context, UpstreamConnection connection, Http1ResponseHead head,
         byte[] buffer, int filled, int headLength)
     {
@@ -562,8 +566,10 @@ internal sealed class Http1Forwarder : IDisposable
             var name = bytes.Slice(field.NameStart, field.NameLength);
             if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
                 continue;
-            string nameString = ForwardedHeaderRules.ResponseHeaderName(name);
-            string value = Encoding.Latin1.GetString(bytes.Slice(field.ValueStart, field.ValueLength));
+            var valueBytes = bytes.Slice(field.ValueStart, field.ValueLength);
+            string? knownName = ForwardedHeaderRules.KnownResponseHeaderName(name);
+            string nameString = knownName ?? Encoding.Latin1.GetString(name);
+            string value = knownName is null ? Encoding.Latin1.GetString(valueBytes) : connection.ResponseValues.Get(knownName, valueBytes);
             if (ReferenceEquals(nameString, HeaderNames.SetCookie))
                 value = HeaderParsing.RemoveDomainAttribute(value);
             headers.Append(nameString, value);
@@ -617,6 +623,7 @@ internal sealed class Http1Forwarder : IDisposable
         return !untilClose && head.KeepAlive;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count)
     {
         var decoder = new ChunkedBodyDecoder();

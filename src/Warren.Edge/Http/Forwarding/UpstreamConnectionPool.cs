@@ -26,6 +26,9 @@ internal sealed class UpstreamConnection : IDisposable
     /// <summary>Parsed response heads on this connection reuse one instance.</summary>
     public Http1ResponseHead ResponseHead { get; } = new();
 
+    /// <summary>Header values repeated from one response to the next on this connection (Server, Content-Type…) reuse their strings.</summary>
+    public ResponseValueCache ResponseValues { get; } = new();
+
     /// <summary>Requests this connection has carried (more than 0: it came from the pool).</summary>
     public int Uses { get; set; }
 
