@@ -62,6 +62,18 @@ public sealed class Http1ForwarderTests : IAsyncLifetime
     }
 
     /// <summary>Serves every request on a connection with <paramref name="respond"/> until the front door closes it.</summary>
+    /// <summary>One request per connection: <c>/good</c> gets "fine", anything else goes to <paramref name="other"/>.</summary>
+    private static Func<RawConnection, Task> GoodOr(Func<RawConnection, RawRequest, Task> other) => async c =>
+    {
+        var request = await c.ReadRequestAsync();
+        if (request is null)
+            return;
+        if (request.Target == "/good")
+            await c.WriteAsync(Ok("fine"));
+        else
+            await other(c, request);
+    };
+
     private static Func<RawConnection, Task> Serve(Func<RawRequest, string> respond) => async c =>
     {
         while (await c.ReadRequestAsync() is { } request)
@@ -714,20 +726,12 @@ public sealed class Http1ForwarderTests : IAsyncLifetime
     [Fact]
     public async Task VmClosesInsideAContentLengthBody_TheClientSeesAFailedResponse()
     {
-        var (_, site) = Start(async c =>
+        var (_, site) = Start(GoodOr(async (c, request) =>
         {
-            var request = await c.ReadRequestAsync();
-            if (request is null)
-                return;
-            if (request.Target == "/good")
-            {
-                await c.WriteAsync(Ok("fine"));
-                return;
-            }
             await c.WriteAsync("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n");
             await c.WriteAsync(RandomBytes(30_000, 8));
             c.Close();
-        });
+        }));
         using var client = Client();
         await FailureOf(client.GetAsync(_f.Url(site, "/cut")));
 
@@ -741,21 +745,13 @@ public sealed class Http1ForwarderTests : IAsyncLifetime
     [Fact]
     public async Task VmClosesRightAfterTheHead_TheClientGetsACleanErrorOrTheBreak()
     {
-        var (_, site) = Start(async c =>
+        var (_, site) = Start(GoodOr(async (c, request) =>
         {
-            var request = await c.ReadRequestAsync();
-            if (request is null)
-                return;
-            if (request.Target == "/good")
-            {
-                await c.WriteAsync(Ok("fine"));
-                return;
-            }
             await c.WriteAsync(request.Target == "/chunked"
                 ? "HTTP/1.1 200 OK\r\nSet-Cookie: vm=1\r\nTransfer-Encoding: chunked\r\n\r\n"
                 : "HTTP/1.1 200 OK\r\nSet-Cookie: vm=1\r\nContent-Length: 100000\r\n\r\n");
             c.Close();
-        });
+        }));
         using var client = Client();
         await AssertBrokenResponseAsync(client, _f.Url(site, "/cl"));
         await AssertBrokenResponseAsync(client, _f.Url(site, "/chunked"));
