@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Warren.Edge.Http.Forwarding;
+using Warren.Ssh.Threading;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Warren.Edge.Http;
@@ -160,8 +161,7 @@ public sealed partial class HttpFrontDoor : IDisposable
     /// </summary>
     private async Task ControlHostAsync(HttpContext context, RequestDelegate next)
     {
-        if (!Thread.CurrentThread.IsThreadPoolThread)
-            await Task.Yield();
+        await SocketThread.Leave();
         var path = context.Request.Path;
         if (path.Equals("/exec", StringComparison.Ordinal))
             await _exec.HandleAsync(context).ConfigureAwait(false);
@@ -221,8 +221,7 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         if (request.Path.StartsWithSegments(ExeDevPathPrefix, StringComparison.OrdinalIgnoreCase))
         {
-            if (!Thread.CurrentThread.IsThreadPoolThread)
-                await Task.Yield(); // database work: off the socket engine thread (see ControlHostAsync)
+            await SocketThread.Leave(); // database work: off the socket engine thread (see ControlHostAsync)
             await HandleExeDevAsync(context, vmName).ConfigureAwait(false);
             return;
         }
@@ -265,8 +264,8 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         // Share lookups read the database: off the socket engine thread (see ControlHostAsync). A public site's
         // anonymous request, the hot path, never gets here with a user and stays where it is.
-        if (user is not null && !Thread.CurrentThread.IsThreadPoolThread)
-            await Task.Yield();
+        if (user is not null)
+            await SocketThread.Leave();
 
         if (user is not null && alternatePort is null && request.Query.TryGetValue("share", out var shareValues)
             && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
@@ -429,8 +428,7 @@ public sealed partial class HttpFrontDoor : IDisposable
             TokenValidation result;
             try
             {
-                if (!Thread.CurrentThread.IsThreadPoolThread)
-                    await Task.Yield(); // signature checks and key lookups: off the socket engine thread
+                await SocketThread.Leave(); // signature checks and key lookups: off the socket engine thread
                 result = await _tokens.ValidateAsync(token, "v0@" + vmName + _vmDomainSuffix, ct).ConfigureAwait(false);
             }
             catch (Exception ex) when (!ct.IsCancellationRequested)
@@ -463,8 +461,7 @@ public sealed partial class HttpFrontDoor : IDisposable
         }
         if (string.IsNullOrEmpty(value) || value.Length > HttpFrontDoorLimits.SessionIdBytes * 2)
             return null;
-        if (!Thread.CurrentThread.IsThreadPoolThread)
-            await Task.Yield(); // a database read: off the socket engine thread
+        await SocketThread.Leave(); // a database read: off the socket engine thread
         var session = await _sessions.FindAsync(LoginLinks.Hash(value), ct).ConfigureAwait(false);
         if (session is null || session.ExpiresAt <= _time.GetUtcNow()
             || !string.Equals(session.Host, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))

@@ -2,6 +2,8 @@ using System.Data;
 using Dapper;
 using Microsoft.Data.Sqlite;
 
+using Warren.Ssh.Threading;
+
 namespace Warren.Platform.Storage;
 
 /// <summary>
@@ -106,6 +108,9 @@ public sealed class WarrenDatabase : IDisposable
     public async Task<T> ReadAsync<T>(Func<SqliteConnection, Task<T>> work, CancellationToken ct = default)
     {
         ct.ThrowIfCancellationRequested();
+        // SQLite calls block (a write may wait BusyTimeoutMilliseconds for another process's lock): never on a
+        // socket engine thread, where the code after an awaited Docker answer, say, would otherwise run.
+        await SocketThread.Leave();
         await using var c = OpenConnection();
         return await work(c).ConfigureAwait(false);
     }
@@ -118,6 +123,9 @@ public sealed class WarrenDatabase : IDisposable
     /// </summary>
     public async Task<T> WriteAsync<T>(Func<UnitOfWork, Task<T>> work, CancellationToken ct = default)
     {
+        // SQLite calls block (a write may wait BusyTimeoutMilliseconds for another process's lock): never on a
+        // socket engine thread, where the code after an awaited Docker answer, say, would otherwise run.
+        await SocketThread.Leave();
         await _writeGate.WaitAsync(ct).ConfigureAwait(false);
         try
         {

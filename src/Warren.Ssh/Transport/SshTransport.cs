@@ -8,6 +8,8 @@ using Warren.Ssh.Crypto;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Wire;
 
+using Warren.Ssh.Threading;
+
 namespace Warren.Ssh.Transport;
 
 /// <summary>
@@ -455,7 +457,7 @@ public sealed class SshTransport : ISshPacketChannel
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        await LeaveSocketThreadAsync().ConfigureAwait(false);
+        await SocketThread.Leave(); // see SocketThread: handshakes and handlers never hold a socket engine thread
         _outBytesSinceKex += total;
         _outPacketsSinceKex++;
         if (!_outKexInProgress && _kexCount > 0
@@ -490,21 +492,6 @@ public sealed class SshTransport : ISshPacketChannel
     }
 
     // ------------------------------------------------------------------ reading
-
-    /// <summary>
-    /// Continues on the thread pool when a read or write completed on a socket engine thread. With inline socket
-    /// completions (DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS, which an HTTP front door in the same process may
-    /// turn on) a continuation runs on the thread that polls every socket; key exchange, signature checks and
-    /// the application's handlers must not hold it. A no-op (no allocation, no hop) everywhere else.
-    /// </summary>
-    private static ValueTask LeaveSocketThreadAsync()
-    {
-        if (Thread.CurrentThread.IsThreadPoolThread)
-            return ValueTask.CompletedTask;
-        return YieldAsync();
-
-        static async ValueTask YieldAsync() => await Task.Yield();
-    }
 
     private async Task ReadLoopAsync()
     {
@@ -556,7 +543,7 @@ public sealed class SshTransport : ISshPacketChannel
             ArrayPool<byte>.Shared.Return(_inBuffer);
             _inBuffer = [];
             await _stream.ReadAsync(Memory<byte>.Empty, _closeCts.Token).ConfigureAwait(false);
-            await LeaveSocketThreadAsync().ConfigureAwait(false);
+            await SocketThread.Leave(); // see SocketThread: handshakes and handlers never hold a socket engine thread
             _inBuffer = ArrayPool<byte>.Shared.Rent(Math.Max(InitialReceiveBufferLength, count));
         }
         if (_inBuffer.Length - _inStart < count)
@@ -580,7 +567,7 @@ public sealed class SshTransport : ISshPacketChannel
         while (_inEnd - _inStart < count)
         {
             int n = await _stream.ReadAsync(_inBuffer.AsMemory(_inEnd), _closeCts.Token).ConfigureAwait(false);
-            await LeaveSocketThreadAsync().ConfigureAwait(false);
+            await SocketThread.Leave(); // see SocketThread: handshakes and handlers never hold a socket engine thread
             if (n == 0) throw new SshConnectionClosedException("connection closed by peer");
             _inEnd += n;
         }
