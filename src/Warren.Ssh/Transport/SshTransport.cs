@@ -457,7 +457,6 @@ public sealed class SshTransport : ISshPacketChannel
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        await SocketThread.Leave(); // see SocketThread: handshakes and handlers never hold a socket engine thread
         _outBytesSinceKex += total;
         _outPacketsSinceKex++;
         if (!_outKexInProgress && _kexCount > 0

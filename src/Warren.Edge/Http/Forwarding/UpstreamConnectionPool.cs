@@ -114,8 +114,14 @@ internal sealed class UpstreamConnectionPool : IDisposable
     /// <summary>Idle connections held now (for tests and metrics).</summary>
     public int IdleCount => Volatile.Read(ref _idleTotal);
 
-    /// <summary>The most recently used idle connection to <paramref name="endpoint"/> on <paramref name="engineThread"/>'s set, or null.</summary>
-    public UpstreamConnection? TryTake(UpstreamEndpoint endpoint, int engineThread = 0)
+    /// <summary>
+    /// The most recently used idle connection to <paramref name="endpoint"/> on <paramref name="engineThread"/>'s set,
+    /// else one whose engine thread is not known yet (its receives all completed at once), or null.
+    /// </summary>
+    public UpstreamConnection? TryTake(UpstreamEndpoint endpoint, int engineThread = 0) =>
+        TryTakeFrom(endpoint, engineThread) ?? (engineThread != 0 ? TryTakeFrom(endpoint, 0) : null);
+
+    private UpstreamConnection? TryTakeFrom(UpstreamEndpoint endpoint, int engineThread)
     {
         if (!_idle.TryGetValue((endpoint, engineThread), out var stack))
             return null;
