@@ -155,9 +155,9 @@ public sealed partial class HttpFrontDoor : IDisposable
     }
 
     /// <summary>
-    /// The control host's pages and <c>/exec</c>: database work and whole commands, so they leave the socket
-    /// engine thread first (with inline I/O Kestrel runs the middleware there; a command that took 40 ms would
-    /// stall every connection polled by that thread).
+    /// The control host's pages and <c>/exec</c> run whole commands, so they leave the socket engine thread first:
+    /// with inline I/O Kestrel runs the middleware there, and a command that took 40 ms would stall every
+    /// connection polled by that thread. (Database calls leave it by themselves, in WarrenDatabase.)
     /// </summary>
     private async Task ControlHostAsync(HttpContext context, RequestDelegate next)
     {
@@ -221,7 +221,6 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         if (request.Path.StartsWithSegments(ExeDevPathPrefix, StringComparison.OrdinalIgnoreCase))
         {
-            await SocketThread.Leave(); // database work: off the socket engine thread (see ControlHostAsync)
             await HandleExeDevAsync(context, vmName).ConfigureAwait(false);
             return;
         }
@@ -261,11 +260,6 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         bool owner = user is not null && user.UserId == site.OwnerUserId;
         var access = _access;
-
-        // Share lookups read the database: off the socket engine thread (see ControlHostAsync). A public site's
-        // anonymous request, the hot path, never gets here with a user and stays where it is.
-        if (user is not null)
-            await SocketThread.Leave();
 
         if (user is not null && alternatePort is null && request.Query.TryGetValue("share", out var shareValues)
             && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
@@ -461,7 +455,6 @@ public sealed partial class HttpFrontDoor : IDisposable
         }
         if (string.IsNullOrEmpty(value) || value.Length > HttpFrontDoorLimits.SessionIdBytes * 2)
             return null;
-        await SocketThread.Leave(); // a database read: off the socket engine thread
         var session = await _sessions.FindAsync(LoginLinks.Hash(value), ct).ConfigureAwait(false);
         if (session is null || session.ExpiresAt <= _time.GetUtcNow()
             || !string.Equals(session.Host, context.Request.Host.Value, StringComparison.OrdinalIgnoreCase))

@@ -42,12 +42,14 @@ internal sealed class ByteBuffer : IDisposable
     /// </summary>
     public bool AppendValue(string value)
     {
+        bool ascii = true;
         foreach (char c in value)
         {
             if (c < ' ' && c != '\t' || c == '\x7f')
                 return false;
+            ascii &= c < 0x80;
         }
-        int count = Ascii.IsValid(value) ? value.Length : Encoding.UTF8.GetByteCount(value);
+        int count = ascii ? value.Length : Encoding.UTF8.GetByteCount(value);
         if (TryReserve(count, out var span))
             Encoding.UTF8.GetBytes(value, span);
         return true;

@@ -324,7 +324,8 @@ internal sealed class Http1Forwarder : IDisposable
                         throw new IOException("request body longer than its Content-Length");
                     if (mode == BodyMode.Chunked)
                     {
-                        int n = WriteChunkSize(frame, buffer.Length);
+                        // The previous chunk's closing CRLF travels with this chunk's size line: one send fewer.
+                        int n = WriteChunkSize(frame, buffer.Length, closePrevious: sent > 0);
                         connection.Arm(_activityTimeout);
                         await SendAllAsync(connection.Socket, frame.AsMemory(0, n)).ConfigureAwait(false);
                     }
@@ -333,8 +334,6 @@ internal sealed class Http1Forwarder : IDisposable
                         connection.Arm(_activityTimeout);
                         await SendAllAsync(connection.Socket, segment).ConfigureAwait(false);
                     }
-                    if (mode == BodyMode.Chunked)
-                        await SendAllAsync(connection.Socket, "\r\n"u8.ToArray()).ConfigureAwait(false);
                     sent += buffer.Length;
                 }
                 reading = false;
@@ -345,7 +344,7 @@ internal sealed class Http1Forwarder : IDisposable
             if (mode == BodyMode.ContentLength && sent != declaredLength)
                 throw new IOException("request body shorter than its Content-Length");
             if (mode == BodyMode.Chunked)
-                await SendAllAsync(connection.Socket, "0\r\n\r\n"u8.ToArray()).ConfigureAwait(false);
+                await SendAllAsync(connection.Socket, sent > 0 ? s_closeAndLastChunk : s_lastChunk).ConfigureAwait(false);
         }
         catch
         {
@@ -371,9 +370,20 @@ internal sealed class Http1Forwarder : IDisposable
         }
     }
 
-    private static int WriteChunkSize(byte[] frame, long size)
+    private static readonly ReadOnlyMemory<byte> s_lastChunk = "0\r\n\r\n"u8.ToArray();
+    private static readonly ReadOnlyMemory<byte> s_closeAndLastChunk = "\r\n0\r\n\r\n"u8.ToArray();
+
+    /// <summary><c>[CRLF] size-in-hex CRLF</c> into <paramref name="frame"/>; returns its length.</summary>
+    private static int WriteChunkSize(byte[] frame, long size, bool closePrevious)
     {
-        size.TryFormat(frame, out int n, "x", System.Globalization.CultureInfo.InvariantCulture);
+        int n = 0;
+        if (closePrevious)
+        {
+            frame[n++] = (byte)'\r';
+            frame[n++] = (byte)'\n';
+        }
+        size.TryFormat(frame.AsSpan(n), out int digits, "x", System.Globalization.CultureInfo.InvariantCulture);
+        n += digits;
         frame[n++] = (byte)'\r';
         frame[n++] = (byte)'\n';
         return n;
@@ -419,12 +429,12 @@ internal sealed class Http1Forwarder : IDisposable
             if (ForwardedHeaderRules.IsReplacedRequestHeader(name, state?.RemoveAuthorization == true)
                 || ForwardedHeaderRules.IsNamedBy(connectionTokens, name))
                 continue;
+            if (!ForwardedHeaderRules.IsValidName(name))
+                return Fail("invalid header name", out error);
             foreach (string? value in values)
             {
                 if (value is null)
                     continue;
-                if (!ForwardedHeaderRules.IsValidName(name))
-                    return Fail("invalid header name", out error);
                 head.AppendAscii(name);
                 head.Append(": "u8);
                 if (!head.AppendValue(value))
