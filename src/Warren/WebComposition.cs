@@ -54,6 +54,7 @@ public static class WebComposition
             o.RequestsPerSecondPerSource = http.GetValue("RequestsPerSecondPerSource", defaults.RequestsPerSecondPerSource);
             o.RequestBurstPerSource = http.GetValue("RequestBurstPerSource", defaults.RequestBurstPerSource);
             o.InlineRequestProcessing = InlineSocketIo.IsEnabled(configuration);
+            o.ConnectionLevelForwarding = http.GetValue("ConnectionLevelForwarding", defaults.ConnectionLevelForwarding);
         });
         // Sessions survive restarts; the login page can mail links when a relay is configured.
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);

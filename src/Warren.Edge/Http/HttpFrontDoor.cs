@@ -113,6 +113,20 @@ public sealed partial class HttpFrontDoor : IDisposable
             _sourceLimiter = new KeyedTokenBucket<SourceNetwork>(time, options.RequestBurstPerSource, options.RequestsPerSecondPerSource, overdraft: 0);
     }
 
+    private long _connectionLevelRequests;
+
+    /// <summary>Requests answered below Kestrel's HTTP layer by <see cref="Http1ConnectionForwarder"/> since start.</summary>
+    internal long ConnectionLevelRequests => Volatile.Read(ref _connectionLevelRequests);
+
+    internal void CountConnectionLevelRequest() => Interlocked.Increment(ref _connectionLevelRequests);
+
+    /// <summary>The log line the full path writes when forwarding fails, for the connection-level path.</summary>
+    internal void LogForwardFailed(ForwardResult result, string vmName, int port) =>
+        Log.ForwardFailed(_logger, result.Outcome.ToString(), vmName, port, result.Detail ?? result.Error?.Message);
+
+    /// <summary>The HTTP/1.1 forwarder and its connection pool, shared with <see cref="Http1ConnectionForwarder"/>.</summary>
+    internal Http1Forwarder Http1 => _http1;
+
     /// <summary>Called by the Kestrel setup once the main HTTPS listeners are bound.</summary>
     internal Func<int[]>? MainHttpsPortsSource { get; set; }
 
@@ -152,6 +166,47 @@ public sealed partial class HttpFrontDoor : IDisposable
             return Pages.NotFoundAsync(context);
 
         return HandleSiteAsync(context, vmName, alternate ? port : null);
+    }
+
+    /// <summary>
+    /// The connection-level forwarder's first question (<see cref="Http1ConnectionForwarder"/>), asked once per Host
+    /// value on a connection: the VM name when <paramref name="host"/> is a site on its default route, else null.
+    /// </summary>
+    internal string? DefaultRouteVmName(string host)
+    {
+        if (!HeaderParsing.TryParseHost(host, out string name, out int? port)
+            || !name.EndsWith(_vmDomainSuffix, StringComparison.Ordinal)
+            || port is int p && !IsDefaultRoutePort(p))
+            return null;
+        string vmName = name[..^_vmDomainSuffix.Length];
+        return HeaderParsing.IsVmLabel(vmName) ? vmName : null;
+    }
+
+    /// <summary>
+    /// Its second, asked per request (a site made private stops here at once): the VM endpoint when an anonymous
+    /// request to <paramref name="vmName"/> needs nothing but forwarding — a public site, a running VM, the source
+    /// within its rate — else null, and the request takes the full path above (which also answers every refusal).
+    /// </summary>
+    internal async ValueTask<UpstreamEndpoint?> RoutePublicSiteAsync(string vmName, IPAddress? remote)
+    {
+        try
+        {
+            var site = await _directory.FindAsync(vmName, CancellationToken.None).ConfigureAwait(false);
+            if (site is not { IsPublic: true })
+                return null;
+            var address = await _locator.GetAddressAsync(site.VmId, CancellationToken.None).ConfigureAwait(false);
+            if (address is null)
+                return null;
+            // Last, so a request the full path answers is counted there once, not here too.
+            if (_sourceLimiter is not null && remote is not null && !_sourceLimiter.TryAcquire(SourceNetwork.Of(remote), out _))
+                return null;
+            return new UpstreamEndpoint(address, site.DefaultPort);
+        }
+        catch (Exception ex)
+        {
+            Log.DirectoryFailed(_logger, ex);
+            return null;
+        }
     }
 
     /// <summary>
@@ -336,8 +391,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 return;
             case ForwardOutcome.BadResponse:
                 Log.ForwardFailed(_logger, result.Outcome.ToString(), site.Name, targetPort, result.Detail);
-                await Pages.WriteAsync(context, StatusCodes.Status502BadGateway, "Bad Gateway",
-                    "<p>Bad Gateway. The VM's answer was not valid HTTP/1.1.</p>").ConfigureAwait(false);
+                await Pages.WriteAsync(context, StatusCodes.Status502BadGateway, Pages.BadGatewayTitle, Pages.BadGatewayBody).ConfigureAwait(false);
                 return;
             case ForwardOutcome.RequestBodyRejected:
                 await WriteTextAsync(context, result.StatusCode, result.Detail ?? "bad request body").ConfigureAwait(false);

@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Warren.Edge.Http.Forwarding;
 using Warren.Edge.Tls;
 
 namespace Warren.Edge.Http;
@@ -72,12 +73,21 @@ public static class HttpFrontDoorExtensions
             };
             foreach (var endpoint in options.HttpEndpoints)
                 kestrel.Listen(endpoint, listen => listen.Protocols = HttpProtocols.Http1);
+            // Resolved at the first connection: the front door needs ports the caller registers after this.
+            Http1ConnectionForwarder? connectionForwarder = null;
+            var limits = kestrel.Limits;
             foreach (var endpoint in options.HttpsEndpoints)
             {
                 kestrel.Listen(endpoint, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
                     listen.UseHttps(tls);
+                    if (options.ConnectionLevelForwarding)
+                    {
+                        listen.Use(next => connection => (connectionForwarder ??= new Http1ConnectionForwarder(
+                            sp.GetRequiredService<HttpFrontDoor>(), limits.KeepAliveTimeout, limits.RequestHeadersTimeout))
+                            .OnConnectionAsync(connection, next));
+                    }
                     listeners.MainHttps.Add(listen);
                 });
             }

@@ -56,6 +56,13 @@ public sealed class HttpFrontDoorOptions
     /// </summary>
     public bool InlineRequestProcessing { get; set; }
 
+    /// <summary>
+    /// Forward the plainest HTTP/1.1 requests (anonymous GET/HEAD to a public site) at the connection level, below
+    /// Kestrel's HTTP layer (<see cref="Forwarding.Http1ConnectionForwarder"/>); any other request hands its
+    /// connection to Kestrel. Off: every request takes Kestrel's HTTP layer. Same answers either way.
+    /// </summary>
+    public bool ConnectionLevelForwarding { get; set; } = true;
+
     /// <summary>Problems with these options (empty when valid), phrased for the configuration's author.</summary>
     public IReadOnlyList<string> Validate()
     {

@@ -19,13 +19,25 @@ internal static class Pages
         response.Headers.ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
         if (HttpMethods.IsHead(context.Request.Method))
             return Task.CompletedTask;
-        var html = new StringBuilder();
-        html.Append("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>")
+        return response.WriteAsync(Render(title, bodyHtml), context.RequestAborted);
+    }
+
+    /// <summary>The headers every page carries besides its type, for writers below Kestrel's HTTP layer.</summary>
+    public const string SecurityHeaders = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+        + "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; form-action 'self'\r\n";
+
+    /// <summary>A whole page's HTML.</summary>
+    public static string Render(string title, string bodyHtml) =>
+        new StringBuilder()
+            .Append("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>")
             .Append(E(title))
             .Append("</title><style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}code{background:#f3f3f3;padding:.1em .3em}</style></head><body><h1>")
-            .Append(E(title)).Append("</h1>").Append(bodyHtml).Append("</body></html>");
-        return response.WriteAsync(html.ToString(), context.RequestAborted);
-    }
+            .Append(E(title)).Append("</h1>").Append(bodyHtml).Append("</body></html>").ToString();
+
+    public const string BadGatewayTitle = "Bad Gateway";
+    public const string BadGatewayBody = "<p>Bad Gateway. The VM's answer was not valid HTTP/1.1.</p>";
+    public const string ServiceUnavailableTitle = "Service Unavailable";
+    public const string ServiceUnavailableBody = "<p>Service Unavailable. This site is not answering right now.</p>";
 
     public static string E(string text) => WebUtility.HtmlEncode(text);
 
@@ -33,7 +45,7 @@ internal static class Pages
         WriteAsync(c, StatusCodes.Status502BadGateway, $"Port {port} unbound.", $"<p>Port {port} unbound. Nothing in the VM answers on port {port}, or the VM is stopped.</p>");
 
     public static Task ServiceUnavailableAsync(HttpContext c) =>
-        WriteAsync(c, StatusCodes.Status503ServiceUnavailable, "Service Unavailable", "<p>Service Unavailable. This site is not answering right now.</p>");
+        WriteAsync(c, StatusCodes.Status503ServiceUnavailable, ServiceUnavailableTitle, ServiceUnavailableBody);
 
     public static Task AccessDeniedAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Access Denied", "<p>Access Denied. (find someone you know that can let you in)</p>");

@@ -21,6 +21,15 @@ internal sealed class ByteBuffer : IDisposable
 
     public bool Overflowed { get; private set; }
 
+    public int Length => _length;
+
+    /// <summary>Empties the buffer for the next message, keeping its array.</summary>
+    public void Clear()
+    {
+        _length = 0;
+        Overflowed = false;
+    }
+
     public ReadOnlyMemory<byte> Written => _array.AsMemory(0, _length);
 
     public void Append(ReadOnlySpan<byte> bytes)

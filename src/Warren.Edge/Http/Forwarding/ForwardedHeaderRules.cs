@@ -20,7 +20,22 @@ internal static class ForwardedHeaderRules
     /// first), Cookie (filtered), X-Forwarded-* (rewritten), X-ExeDev-* (never from clients), and
     /// Authorization when it carried the front door's own token.
     /// </summary>
-    public static bool IsReplacedRequestHeader(string name, bool removeAuthorization)
+    public static bool IsReplacedRequestHeader(string name, bool removeAuthorization) =>
+        IsReplacedRequestHeader(name.AsSpan(), removeAuthorization);
+
+    /// <summary>The same rule for a field name still in the client's bytes (a validated token, so ASCII).</summary>
+    public static bool IsReplacedRequestHeader(ReadOnlySpan<byte> name, bool removeAuthorization)
+    {
+        // Only names up to 17 characters or with the X-ExeDev- prefix can match; the prefix is all a longer name needs.
+        Span<char> chars = stackalloc char[32];
+        int length = Math.Min(name.Length, chars.Length);
+        System.Text.Ascii.ToUtf16(name[..length], chars, out _);
+        return name.Length > chars.Length
+            ? name.Length >= ExeDevHeaderPrefix.Length && Ascii.EqualsIgnoreCase(name[..ExeDevHeaderPrefix.Length], "X-ExeDev-"u8)
+            : IsReplacedRequestHeader(chars[..length], removeAuthorization);
+    }
+
+    private static bool IsReplacedRequestHeader(ReadOnlySpan<char> name, bool removeAuthorization)
     {
         if (name.Length > 0 && name[0] == ':')
             return true;
@@ -42,7 +57,7 @@ internal static class ForwardedHeaderRules
         };
     }
 
-    private static bool Is(string a, string b) => string.Equals(a, b, StringComparison.OrdinalIgnoreCase);
+    private static bool Is(ReadOnlySpan<char> a, string b) => a.Equals(b, StringComparison.OrdinalIgnoreCase);
 
     /// <summary>Whether a Connection header value lists <paramref name="name"/> (so that field is hop-by-hop too).</summary>
     public static bool IsNamedBy(StringValues connection, string name)

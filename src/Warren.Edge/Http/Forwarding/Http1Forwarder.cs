@@ -54,7 +54,7 @@ internal sealed class Http1Forwarder : IDisposable
     /// <summary>Request bodies up to this size travel in the same write as the head.</summary>
     public const int CoalescedBodyBytes = 16 * 1024;
 
-    private const int ReceiveBufferBytes = 16 * 1024;
+    internal const int ReceiveBufferBytes = 16 * 1024;
     private const int MaxRequestHeadBytes = 128 * 1024;
 
     private readonly UpstreamConnectionPool _pool;
@@ -67,6 +67,8 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     internal UpstreamConnectionPool Pool => _pool;
+
+    internal TimeSpan ActivityTimeout => _activityTimeout;
 
     public void Dispose() => _pool.Dispose();
 
@@ -209,10 +211,10 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     /// <summary>The socket engine thread this code runs on (inline completions), or 0 on the thread pool.</summary>
-    private static int CurrentEngineThread() =>
+    internal static int CurrentEngineThread() =>
         Thread.CurrentThread.IsThreadPoolThread ? 0 : Environment.CurrentManagedThreadId;
 
-    private static bool IsConnectionFailure(Exception ex) =>
+    internal static bool IsConnectionFailure(Exception ex) =>
         ex is SocketException or ObjectDisposedException or IOException or OperationCanceledException;
 
     private static ForwardResult Failure(HttpContext context, UpstreamConnection connection, Exception ex)
@@ -389,7 +391,7 @@ internal sealed class Http1Forwarder : IDisposable
         return n;
     }
 
-    private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> data)
+    internal static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> data)
     {
         while (!data.IsEmpty)
         {
@@ -521,7 +523,7 @@ internal sealed class Http1Forwarder : IDisposable
 
     /// <summary>Receives until a final (non-1xx) response head is parsed; returns the bytes held and the head's length.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
+    internal async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
         UpstreamConnection connection, Http1ResponseHead head, byte[] buffer, int filled)
     {
         // A head must fit in the receive buffer (ReceiveBufferBytes, 16 KiB; nginx's proxy_buffer_size is 4–8 KiB
@@ -592,10 +594,22 @@ internal sealed class Http1Forwarder : IDisposable
         int leftover = filled - headLength;
         if (bodyless)
             return head.KeepAlive && leftover == 0;
+        return await CopyBodyAsync(connection, head, response.BodyWriter, buffer, headLength, leftover, chunkToClient: false).ConfigureAwait(false);
+    }
 
-        var writer = response.BodyWriter;
+    /// <summary>
+    /// Copies the body after a response head (the first <paramref name="leftover"/> bytes already at
+    /// <paramref name="start"/> in <paramref name="buffer"/>) to <paramref name="writer"/>; true when the VM
+    /// connection ended the message cleanly. With <paramref name="chunkToClient"/> a body that is not sent with a
+    /// Content-Length is written with chunked framing (the caller writes the client's head itself, below Kestrel);
+    /// otherwise only the data is written and Kestrel frames it.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    internal async ValueTask<bool> CopyBodyAsync(UpstreamConnection connection, Http1ResponseHead head, PipeWriter writer,
+        byte[] buffer, int start, int leftover, bool chunkToClient, ConnectionDeadline? flushDeadline = null)
+    {
         if (head.Chunked)
-            return await CopyChunkedAsync(connection, writer, buffer, headLength, leftover).ConfigureAwait(false) && head.KeepAlive;
+            return await CopyChunkedAsync(connection, writer, buffer, start, leftover, chunkToClient, flushDeadline).ConfigureAwait(false) && head.KeepAlive;
 
         long remaining = head.ContentLength;
         bool untilClose = remaining < 0;
@@ -603,7 +617,7 @@ internal sealed class Http1Forwarder : IDisposable
         {
             if (!untilClose && leftover > remaining)
                 throw new InvalidResponseException("more bytes than the response's Content-Length");
-            writer.Write(buffer.AsSpan(headLength, leftover));
+            WriteData(writer, buffer.AsSpan(start, leftover), untilClose && chunkToClient);
             remaining -= leftover;
         }
         else if (remaining == 0)
@@ -614,11 +628,20 @@ internal sealed class Http1Forwarder : IDisposable
             int want = untilClose ? ReceiveBufferBytes : (int)Math.Min(remaining, ReceiveBufferBytes);
             // Flushed first: memory from GetMemory is only valid until the next flush (before the response has
             // started, Kestrel hands out a temporary segment that the first flush copies and returns to its pool).
-            if (!(await FlushAsync(writer).ConfigureAwait(false)))
+            if (!(await FlushAsync(writer, flushDeadline).ConfigureAwait(false)))
                 return false;
+            connection.Arm(_activityTimeout);
+            if (untilClose && chunkToClient)
+            {
+                // Each piece needs its size line in front, known only after the receive: staged in the buffer.
+                int received = await connection.Socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferBytes), SocketFlags.None).ConfigureAwait(false);
+                if (received == 0)
+                    break;
+                WriteData(writer, buffer.AsSpan(0, received), chunked: true);
+                continue;
+            }
             // Received straight into the response pipe's memory: one copy less than a staging buffer.
             var memory = writer.GetMemory(want)[..want];
-            connection.Arm(_activityTimeout);
             int n = await connection.Socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
             if (n == 0)
             {
@@ -629,12 +652,15 @@ internal sealed class Http1Forwarder : IDisposable
             writer.Advance(n);
             remaining -= n;
         }
-        await FlushAsync(writer).ConfigureAwait(false);
+        if (untilClose && chunkToClient)
+            writer.Write(s_lastChunk.Span);
+        await FlushAsync(writer, flushDeadline).ConfigureAwait(false);
         return !untilClose && head.KeepAlive;
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count)
+    private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count, bool chunkToClient,
+        ConnectionDeadline? flushDeadline)
     {
         var decoder = new ChunkedBodyDecoder();
         while (true)
@@ -645,16 +671,19 @@ internal sealed class Http1Forwarder : IDisposable
                 if (status == ChunkStatus.Invalid)
                     throw new InvalidResponseException("malformed chunked body");
                 if (status == ChunkStatus.Data)
-                    writer.Write(buffer.AsSpan(start + dataStart, dataLength));
+                    WriteData(writer, buffer.AsSpan(start + dataStart, dataLength), chunkToClient);
                 start += consumed;
                 count -= consumed;
                 if (status == ChunkStatus.Done)
                 {
-                    await FlushAsync(writer).ConfigureAwait(false);
+                    // Extensions and trailers end here, as on the Kestrel path.
+                    if (chunkToClient)
+                        writer.Write(s_lastChunk.Span);
+                    await FlushAsync(writer, flushDeadline).ConfigureAwait(false);
                     return count == 0; // bytes after the message end: not ours to interpret, so not reusable
                 }
             }
-            if (!(await FlushAsync(writer).ConfigureAwait(false)))
+            if (!(await FlushAsync(writer, flushDeadline).ConfigureAwait(false)))
                 return false;
             connection.Arm(_activityTimeout);
             int n = await connection.Socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferBytes), SocketFlags.None).ConfigureAwait(false);
@@ -665,12 +694,34 @@ internal sealed class Http1Forwarder : IDisposable
         }
     }
 
+    /// <summary>Writes body bytes, as one chunk (<c>size CRLF data CRLF</c>) when <paramref name="chunked"/>.</summary>
+    private static void WriteData(PipeWriter writer, ReadOnlySpan<byte> data, bool chunked)
+    {
+        if (data.IsEmpty)
+            return;
+        if (!chunked)
+        {
+            writer.Write(data);
+            return;
+        }
+        var frame = writer.GetSpan(20);
+        data.Length.TryFormat(frame, out int digits, "x", System.Globalization.CultureInfo.InvariantCulture);
+        frame[digits] = (byte)'\r';
+        frame[digits + 1] = (byte)'\n';
+        writer.Advance(digits + 2);
+        writer.Write(data);
+        writer.Write("\r\n"u8);
+    }
+
     /// <summary>Flushes to the client; false when the client is gone (nothing more to copy).</summary>
-    private static async ValueTask<bool> FlushAsync(PipeWriter writer)
+    internal static async ValueTask<bool> FlushAsync(PipeWriter writer, ConnectionDeadline? deadline = null)
     {
         if (writer.UnflushedBytes == 0)
             return true;
+        // Below Kestrel's HTTP layer its minimum response data rate does not apply: a reader that stopped is cut here.
+        deadline?.Set(deadline.FlushTimeoutMs);
         var result = await writer.FlushAsync().ConfigureAwait(false);
+        deadline?.Clear();
         return !result.IsCanceled && !result.IsCompleted;
     }
 }

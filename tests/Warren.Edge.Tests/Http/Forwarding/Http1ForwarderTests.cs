@@ -9,12 +9,26 @@ using Warren.Edge.Tests.Support;
 namespace Warren.Edge.Tests.Http.Forwarding;
 
 /// <summary>
-/// The front door's HTTP/1.1 forwarder end to end: the real front door (Kestrel on loopback, the shared
-/// <see cref="FrontDoorFixture"/>) in front of a raw TCP "VM" that writes hand-made responses and records the
-/// bytes it was sent, with HttpClient and curl as clients.
+/// The front door's HTTP/1.1 forwarders end to end: the real front door (Kestrel on loopback) in front of a raw
+/// TCP "VM" that writes hand-made responses and records the bytes it was sent, with HttpClient and curl as
+/// clients. Run twice: with the connection-level path on (the shared <see cref="FrontDoorFixture"/>: anonymous
+/// GET/HEAD on these public sites take it, everything else is handed to Kestrel mid-connection) and with it off
+/// (<see cref="KestrelOnlyFrontDoorFixture"/>: every request through Kestrel's HTTP layer) — the same answers.
 /// </summary>
 [Collection(FrontDoorCollection.Name)]
-public sealed class Http1ForwarderTests : IAsyncLifetime
+public sealed class Http1ForwarderTests(FrontDoorFixture fixture) : Http1ForwarderTestsBase(fixture);
+
+/// <summary><see cref="Http1ForwarderTestsBase"/> with every request through Kestrel's HTTP layer.</summary>
+public sealed class Http1ForwarderKestrelPathTests(KestrelOnlyFrontDoorFixture fixture)
+    : Http1ForwarderTestsBase(fixture), IClassFixture<KestrelOnlyFrontDoorFixture>;
+
+/// <summary>The front door with <see cref="HttpFrontDoorOptions.ConnectionLevelForwarding"/> off.</summary>
+public sealed class KestrelOnlyFrontDoorFixture : FrontDoorFixture
+{
+    protected override void ConfigureFrontDoor(HttpFrontDoorOptions options) => options.ConnectionLevelForwarding = false;
+}
+
+public abstract class Http1ForwarderTestsBase : IAsyncLifetime
 {
     /// <summary>The most any single wait in these tests may take; nothing here should come close.</summary>
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
@@ -24,7 +38,7 @@ public sealed class Http1ForwarderTests : IAsyncLifetime
     private readonly FrontDoorFixture _f;
     private readonly List<RawUpstream> _upstreams = new();
 
-    public Http1ForwarderTests(FrontDoorFixture fixture) => _f = fixture;
+    protected Http1ForwarderTestsBase(FrontDoorFixture fixture) => _f = fixture;
 
     public Task InitializeAsync() => Task.CompletedTask;
 

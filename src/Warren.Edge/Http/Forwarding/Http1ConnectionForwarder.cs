@@ -1,0 +1,581 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
+using Microsoft.AspNetCore.WebUtilities;
+
+namespace Warren.Edge.Http.Forwarding;
+
+/// <summary>
+/// Forwards the plainest HTTP/1.1 requests at the connection level, after TLS and before Kestrel's HTTP layer:
+/// an anonymous GET or HEAD without a body to a public site's default route goes from the client's decrypted bytes
+/// to the VM and back with no HttpContext, header dictionaries or response pipe — nginx's shape, about a quarter of
+/// the front door's CPU per request. The first request that is anything else (a body, a token, a login cookie, an
+/// upgrade, /__exe.dev, a private or stopped site, a head Kestrel must judge) hands the connection to Kestrel with
+/// that request unread, and Kestrel's HTTP layer and <see cref="HttpFrontDoor"/> serve it and the rest of the
+/// connection. HTTP/1.1 is one request at a time, so the hand-off point is always a request boundary.
+/// </summary>
+/// <remarks>
+/// What Kestrel's HTTP layer would enforce is enforced here for the requests kept: the keep-alive and
+/// request-headers timeouts (checked on Kestrel's per-connection heartbeat), the head size (<see cref="MaxHeadBytes"/>,
+/// larger goes to Kestrel, which answers 431), graceful shutdown between requests, and a slow reader's response
+/// flush deadline. The headers sent to the VM follow <see cref="ForwardedHeaderRules"/>, as on the other paths;
+/// a failure before the VM's response head leaves the request unread and hands it to Kestrel, whose path retries
+/// it once and answers with the same pages (GET and HEAD are safe to send twice, RFC 9110 §9.2.2).
+/// </remarks>
+internal sealed class Http1ConnectionForwarder
+{
+    /// <summary>A request head larger than this goes to Kestrel (whose limit is 32 KiB).</summary>
+    public const int MaxHeadBytes = 16 * 1024;
+
+    /// <summary>A flush to the client that does not drain within this ends the connection (a reader that stopped).</summary>
+    public static readonly TimeSpan ResponseFlushTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly HttpFrontDoor _frontDoor;
+    private readonly Http1Forwarder _forwarder;
+    private readonly long _keepAliveMs;
+    private readonly long _headersMs;
+
+    public Http1ConnectionForwarder(HttpFrontDoor frontDoor, TimeSpan keepAliveTimeout, TimeSpan requestHeadersTimeout)
+    {
+        _frontDoor = frontDoor;
+        _forwarder = frontDoor.Http1;
+        _keepAliveMs = (long)keepAliveTimeout.TotalMilliseconds;
+        _headersMs = (long)requestHeadersTimeout.TotalMilliseconds;
+    }
+
+    /// <summary>Kestrel connection middleware, placed after <c>UseHttps</c>.</summary>
+    public Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
+    {
+        // HTTP/2 (ALPN h2) is Kestrel's; no ALPN or http/1.1 is ours to look at.
+        var alpn = connection.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol ?? default;
+        if (!alpn.IsEmpty && !alpn.Span.SequenceEqual("http/1.1"u8))
+            return next(connection);
+        return ServeAsync(connection, next);
+    }
+
+    private enum Next { Continue, Close, HandOff }
+
+    private async Task ServeAsync(ConnectionContext connection, ConnectionDelegate next)
+    {
+        var lane = new Lane(connection);
+        connection.Features.Get<IConnectionHeartbeatFeature>()?.OnHeartbeat(static s => ((Lane)s).CheckDeadline(), lane);
+        using var closing = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
+            .UnsafeRegister(static s => ((Lane)s!).Connection.Transport.Input.CancelPendingRead(), lane);
+        Next step;
+        try
+        {
+            do
+                step = await ServeRequestAsync(lane).ConfigureAwait(false);
+            while (step == Next.Continue);
+        }
+        catch (Exception ex) when (ex is IOException or ConnectionAbortedException or ConnectionResetException or OperationCanceledException or ObjectDisposedException)
+        {
+            step = Next.Close; // the client or the deadline ended the connection
+        }
+        finally
+        {
+            lane.Deadline.Clear();
+            lane.Dispose();
+        }
+        if (step == Next.HandOff)
+            await next(connection).ConfigureAwait(false);
+    }
+
+    /// <summary>One request: read its head, then forward it, answer it or hand the connection over.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<Next> ServeRequestAsync(Lane lane)
+    {
+        var input = lane.Connection.Transport.Input;
+        ReadResult read;
+        int headLength;
+        while (true)
+        {
+            if (lane.ClosingRequested)
+                return Next.Close;
+            lane.Deadline.Set(lane.Partial ? _headersMs : _keepAliveMs);
+            read = await input.ReadAsync().ConfigureAwait(false);
+            var buffer = read.Buffer;
+            if (read.IsCanceled)
+            {
+                // Graceful shutdown between requests; anything half-read goes to Kestrel, which drains it properly.
+                input.AdvanceTo(buffer.Start);
+                return buffer.IsEmpty ? Next.Close : Next.HandOff;
+            }
+            if (buffer.IsEmpty && read.IsCompleted)
+            {
+                input.AdvanceTo(buffer.End);
+                return Next.Close;
+            }
+            headLength = FindHead(buffer, lane);
+            if (headLength > 0)
+                break;
+            if (buffer.Length >= MaxHeadBytes || read.IsCompleted)
+            {
+                input.AdvanceTo(buffer.Start);
+                return Next.HandOff;
+            }
+            if (!lane.Partial)
+            {
+                lane.Partial = true; // the headers timeout runs from the request's first byte, as Kestrel's does
+                lane.Deadline.Set(_headersMs);
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+        }
+        lane.Partial = false;
+        var request = read.Buffer;
+        lane.Deadline.Clear();
+
+        var forward = await TryBuildForwardAsync(lane, headLength).ConfigureAwait(false);
+        if (forward is not { } endpoint)
+        {
+            input.AdvanceTo(request.Start);
+            return Next.HandOff;
+        }
+
+        var (result, reusableConnection) = await ForwardAsync(lane, endpoint, request.GetPosition(headLength)).ConfigureAwait(false);
+        if (reusableConnection is { } upstream)
+        {
+            upstream.Uses++;
+            _forwarder.Pool.Return(upstream);
+        }
+        if (result == Next.Continue && lane.CloseAfterResponse)
+            return Next.Close;
+        return result;
+    }
+
+    /// <summary>The head's length when a whole one is buffered (copied to the lane's array), else 0.</summary>
+    private static int FindHead(ReadOnlySequence<byte> buffer, Lane lane)
+    {
+        if (buffer.IsSingleSegment)
+        {
+            var span = buffer.FirstSpan;
+            int end = Http1RequestHead.FindEnd(span.Length > MaxHeadBytes ? span[..MaxHeadBytes] : span);
+            if (end > 0)
+                span[..end].CopyTo(lane.Head);
+            return Math.Max(end, 0);
+        }
+        int length = (int)Math.Min(buffer.Length, MaxHeadBytes);
+        buffer.Slice(0, length).CopyTo(lane.Head);
+        return Math.Max(Http1RequestHead.FindEnd(lane.Head.AsSpan(0, length)), 0);
+    }
+
+    /// <summary>
+    /// Parses and checks the head in <see cref="Lane.Head"/>, asks the front door for the route, writes the VM's
+    /// request head into <see cref="Lane.Upstream"/>; null when the request is not one this path forwards.
+    /// </summary>
+    private async ValueTask<UpstreamEndpoint?> TryBuildForwardAsync(Lane lane, int headLength)
+    {
+        if (!Inspect(lane, headLength) || lane.VmName(_frontDoor) is not { } vmName)
+            return null;
+        var endpoint = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
+        if (endpoint is null)
+            return null;
+        return WriteUpstreamHead(lane, headLength) ? endpoint : null;
+    }
+
+    /// <summary>
+    /// True for an anonymous GET or HEAD without a body, upgrade or expectation, naming its host once, outside
+    /// <c>/__exe.dev</c>: the requests whose whole answer is the VM's.
+    /// </summary>
+    private static bool Inspect(Lane lane, int headLength)
+    {
+        var head = lane.Head.AsSpan(0, headLength);
+        var parsed = lane.Request;
+        if (!parsed.TryParse(head))
+            return false;
+        var method = head[..parsed.MethodLength];
+        if (!method.SequenceEqual("GET"u8) && !method.SequenceEqual("HEAD"u8))
+            return false;
+        lane.IsHead = method.Length == 4;
+        var target = head.Slice(parsed.TargetStart, parsed.TargetLength);
+        if (target.Length >= HttpFrontDoor.ExeDevPathPrefix.Length
+            && Ascii.EqualsIgnoreCase(target[..HttpFrontDoor.ExeDevPathPrefix.Length], "/__exe.dev"u8))
+            return false;
+
+        lane.CloseAfterResponse = false;
+        HeaderField hostField = default;
+        int hosts = 0;
+        foreach (var field in parsed.Headers)
+        {
+            var name = head.Slice(field.NameStart, field.NameLength);
+            var value = head.Slice(field.ValueStart, field.ValueLength);
+            switch (name.Length)
+            {
+                case 4 when Ascii.EqualsIgnoreCase(name, "Host"u8):
+                    hostField = field;
+                    hosts++;
+                    break;
+                case 6 when Ascii.EqualsIgnoreCase(name, "Cookie"u8):
+                    // A login cookie means a person who may see more than the public: the full path identifies them.
+                    if (value.IndexOf("login-with-exe-"u8) >= 0)
+                        return false;
+                    break;
+                case 6 when Ascii.EqualsIgnoreCase(name, "Expect"u8):
+                case 7 when Ascii.EqualsIgnoreCase(name, "Upgrade"u8):
+                case 13 when Ascii.EqualsIgnoreCase(name, "Authorization"u8):
+                case 14 when Ascii.EqualsIgnoreCase(name, "Content-Length"u8):
+                case 17 when Ascii.EqualsIgnoreCase(name, "Transfer-Encoding"u8):
+                case 22 when Ascii.EqualsIgnoreCase(name, "X-Exedev-Authorization"u8):
+                    return false;
+                case 10 when Ascii.EqualsIgnoreCase(name, "Connection"u8):
+                    // close or keep-alive only: a Connection naming other fields would make those hop-by-hop too.
+                    if (Ascii.EqualsIgnoreCase(value, "close"u8))
+                        lane.CloseAfterResponse = true;
+                    else if (!Ascii.EqualsIgnoreCase(value, "keep-alive"u8))
+                        return false;
+                    break;
+            }
+        }
+        if (hosts != 1 || hostField.ValueLength == 0)
+            return false;
+        lane.SetHost(head.Slice(hostField.ValueStart, hostField.ValueLength));
+        return true;
+    }
+
+    /// <summary>The VM's request head: the client's line and fields under <see cref="ForwardedHeaderRules"/>, then the front door's own.</summary>
+    private static bool WriteUpstreamHead(Lane lane, int headLength)
+    {
+        var head = lane.Head.AsSpan(0, headLength);
+        var parsed = lane.Request;
+        var upstream = lane.Upstream;
+        upstream.Clear();
+        upstream.Append(head[..(parsed.TargetStart + parsed.TargetLength)]);
+        upstream.Append(" HTTP/1.1\r\nHost: "u8);
+        upstream.Append(lane.HostBytes);
+        upstream.Append("\r\n"u8);
+        int forwardedFor = 0;
+        foreach (var field in parsed.Headers)
+        {
+            var name = head.Slice(field.NameStart, field.NameLength);
+            if (IsForwardedFor(name))
+                forwardedFor++;
+            // Cookie passes as it is: Inspect let through only heads without a login cookie.
+            bool cookie = name.Length == 6 && Ascii.EqualsIgnoreCase(name, "Cookie"u8);
+            if (!cookie && ForwardedHeaderRules.IsReplacedRequestHeader(name, removeAuthorization: false))
+                continue;
+            upstream.Append(head.Slice(field.NameStart, field.ValueStart + field.ValueLength - field.NameStart));
+            upstream.Append("\r\n"u8);
+        }
+        // The client's own chain (it may be behind proxies of its own), every field in order as one list
+        // (RFC 9110 §5.3), then the peer.
+        upstream.Append("X-Forwarded-For: "u8);
+        for (int i = 0; forwardedFor > 0 && i < parsed.HeaderCount; i++)
+        {
+            var field = parsed.Headers[i];
+            if (field.ValueLength > 0 && IsForwardedFor(head.Slice(field.NameStart, field.NameLength)))
+            {
+                upstream.Append(head.Slice(field.ValueStart, field.ValueLength));
+                upstream.Append(", "u8);
+            }
+        }
+        upstream.Append(lane.ClientAddress);
+        upstream.Append("\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: "u8);
+        upstream.Append(lane.HostBytes);
+        upstream.Append("\r\n\r\n"u8);
+        return !upstream.Overflowed;
+    }
+
+    private static bool IsForwardedFor(ReadOnlySpan<byte> name) =>
+        name.Length == 15 && Ascii.EqualsIgnoreCase(name, "X-Forwarded-For"u8);
+
+    /// <summary>
+    /// Sends the request and writes the VM's response to the client, or the page the full path would answer an
+    /// anonymous visitor with when the VM does not answer properly (503, or 502 for an invalid response); the
+    /// upstream connection is returned when it may carry another request.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<(Next, UpstreamConnection?)> ForwardAsync(Lane lane, UpstreamEndpoint endpoint, SequencePosition requestEnd)
+    {
+        var input = lane.Connection.Transport.Input;
+        var output = lane.Connection.Transport.Output;
+        byte[] receive = lane.Receive;
+        UpstreamConnection? connection = null;
+        try
+        {
+            int filled = 0, headLength = 0;
+            ForwardResult failure = default;
+            for (int attempt = 0; ; attempt++)
+            {
+                connection = attempt == 0 ? _forwarder.Pool.TryTake(endpoint, Http1Forwarder.CurrentEngineThread()) : null;
+                bool reused = connection is not null;
+                if (connection is null)
+                {
+                    try
+                    {
+                        connection = await _forwarder.Pool.ConnectAsync(endpoint, CancellationToken.None).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is SocketException or OperationCanceledException)
+                    {
+                        failure = new ForwardResult(ForwardOutcome.ConnectFailed, Error: ex);
+                        break;
+                    }
+                }
+                try
+                {
+                    connection.Arm(_forwarder.ActivityTimeout);
+                    await Http1Forwarder.SendAllAsync(connection.Socket, lane.Upstream.Written).ConfigureAwait(false);
+                    (filled, headLength, failure) = await _forwarder.ReceiveHeadAsync(connection, connection.ResponseHead, receive, 0).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (Http1Forwarder.IsConnectionFailure(ex))
+                {
+                    bool timedOut = connection.TimedOut;
+                    connection.Dispose();
+                    connection = null;
+                    if (reused && filled == 0 && !timedOut)
+                        continue; // the VM had closed the pooled connection: once more on a new one (HttpClient's rule)
+                    failure = new ForwardResult(timedOut ? ForwardOutcome.TimedOut : ForwardOutcome.UpstreamFailed, Error: ex);
+                    break;
+                }
+                if (failure.Outcome == ForwardOutcome.Completed && filled == 0)
+                {
+                    connection.Dispose();
+                    connection = null;
+                    if (reused)
+                        continue;
+                    failure = new ForwardResult(ForwardOutcome.UpstreamFailed, "the VM closed the connection without a response");
+                    break;
+                }
+                var head = connection.ResponseHead;
+                if (failure.Outcome == ForwardOutcome.Completed && !lane.IsHead && !head.Chunked
+                    && head.ContentLength >= 0 && filled - headLength > head.ContentLength)
+                    failure = new ForwardResult(ForwardOutcome.BadResponse, "more bytes than the response's Content-Length");
+                break;
+            }
+
+            // :: From here the request is answered: consume it, write the VM's response or the page.
+            input.AdvanceTo(requestEnd);
+            _frontDoor.CountConnectionLevelRequest();
+            if (failure.Outcome != ForwardOutcome.Completed)
+            {
+                _frontDoor.LogForwardFailed(failure, lane.VmName(_frontDoor)!, endpoint.Port);
+                bool bad = failure.Outcome == ForwardOutcome.BadResponse;
+                return (await WritePageAsync(lane, output, bad ? s_badGatewayPage : s_unavailablePage).ConfigureAwait(false), null);
+            }
+            bool reusable;
+            try
+            {
+                var head = connection!.ResponseHead;
+                bool bodyless = lane.IsHead || head.StatusCode is 204 or 304;
+                WriteResponseHead(output, head, receive.AsSpan(0, filled), bodyless, lane.CloseAfterResponse);
+                int leftover = filled - headLength;
+                if (bodyless)
+                {
+                    reusable = head.KeepAlive && leftover == 0;
+                    await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
+                }
+                else
+                    reusable = await _forwarder.CopyBodyAsync(connection, head, output, receive, headLength, leftover, chunkToClient: true, lane.Deadline).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (Http1Forwarder.IsConnectionFailure(ex) || ex is InvalidResponseException)
+            {
+                // Half a response cannot become an error page: the client must see the break.
+                lane.Connection.Abort(new ConnectionAbortedException("the VM's response broke off"));
+                return (Next.Close, null);
+            }
+            var done = connection;
+            connection = null;
+            return reusable && done.Disarm() ? (Next.Continue, done) : (Next.Continue, DisposeNull(done));
+        }
+        finally
+        {
+            connection?.Dispose();
+        }
+    }
+
+    private static UpstreamConnection? DisposeNull(UpstreamConnection connection)
+    {
+        connection.Dispose();
+        return null;
+    }
+
+    /// <summary>One of the front door's pages, as the full path writes it (<see cref="Pages"/>).</summary>
+    private sealed record Page(int Status, byte[] Head, byte[] Body)
+    {
+        public static Page Of(int status, string title, string bodyHtml)
+        {
+            byte[] body = Encoding.UTF8.GetBytes(Pages.Render(title, bodyHtml));
+            string head = $"HTTP/1.1 {status} {ReasonPhrases.GetReasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
+                + Pages.SecurityHeaders + $"Content-Length: {body.Length}\r\n";
+            return new Page(status, Encoding.ASCII.GetBytes(head), body);
+        }
+    }
+
+    private static readonly Page s_unavailablePage = Page.Of(503, Pages.ServiceUnavailableTitle, Pages.ServiceUnavailableBody);
+    private static readonly Page s_badGatewayPage = Page.Of(502, Pages.BadGatewayTitle, Pages.BadGatewayBody);
+
+    private static async ValueTask<Next> WritePageAsync(Lane lane, PipeWriter output, Page page)
+    {
+        output.Write(page.Head);
+        output.Write(ResponseDate.Line());
+        if (lane.CloseAfterResponse)
+            output.Write("Connection: close\r\n"u8);
+        output.Write("\r\n"u8);
+        if (!lane.IsHead)
+            output.Write(page.Body);
+        await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
+        return lane.CloseAfterResponse ? Next.Close : Next.Continue;
+    }
+
+    /// <summary>
+    /// The client's response head: status line, the VM's fields without hop-by-hop ones (Set-Cookie without
+    /// Domain, as on the other paths), then framing — the VM's Content-Length, else chunked — and a Date if the VM
+    /// sent none (RFC 9110 §6.6.1: a recipient with a clock adds one).
+    /// </summary>
+    private static void WriteResponseHead(PipeWriter output, Http1ResponseHead head, ReadOnlySpan<byte> bytes, bool bodyless, bool close)
+    {
+        output.Write(StatusLine(head.StatusCode));
+        bool date = false;
+        foreach (var field in head.Headers)
+        {
+            var name = bytes.Slice(field.NameStart, field.NameLength);
+            if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
+                continue;
+            date |= name.Length == 4 && Ascii.EqualsIgnoreCase(name, "Date"u8);
+            var value = bytes.Slice(field.ValueStart, field.ValueLength);
+            output.Write(name);
+            output.Write(": "u8);
+            if (name.Length == 10 && Ascii.EqualsIgnoreCase(name, "Set-Cookie"u8) && value.IndexOf("omain"u8) >= 0)
+                output.Write(Encoding.Latin1.GetBytes(HeaderParsing.RemoveDomainAttribute(Encoding.Latin1.GetString(value))));
+            else
+                output.Write(value);
+            output.Write("\r\n"u8);
+        }
+        if (head.ContentLength >= 0 && head.StatusCode != 204)
+        {
+            var span = output.GetSpan(40);
+            "Content-Length: "u8.CopyTo(span);
+            head.ContentLength.TryFormat(span[16..], out int digits, provider: System.Globalization.CultureInfo.InvariantCulture);
+            span[16 + digits] = (byte)'\r';
+            span[17 + digits] = (byte)'\n';
+            output.Advance(18 + digits);
+        }
+        else if (!bodyless)
+            output.Write("Transfer-Encoding: chunked\r\n"u8);
+        if (!date)
+            output.Write(ResponseDate.Line());
+        if (close)
+            output.Write("Connection: close\r\n"u8);
+        output.Write("\r\n"u8);
+    }
+
+    private static readonly byte[]?[] s_statusLines = new byte[600][];
+
+    private static ReadOnlySpan<byte> StatusLine(int status)
+    {
+        if ((uint)status >= (uint)s_statusLines.Length)
+            return Encoding.ASCII.GetBytes($"HTTP/1.1 {status} \r\n");
+        return s_statusLines[status] ??= Encoding.ASCII.GetBytes($"HTTP/1.1 {status} {ReasonPhrases.GetReasonPhrase(status)}\r\n");
+    }
+
+    /// <summary>One connection's state while it stays on this path.</summary>
+    private sealed class Lane : IDisposable
+    {
+        public Lane(ConnectionContext connection)
+        {
+            Connection = connection;
+            _lifetime = connection.Features.Get<IConnectionLifetimeNotificationFeature>();
+            RemoteAddress = (connection.RemoteEndPoint as IPEndPoint)?.Address;
+            ClientAddress = Encoding.ASCII.GetBytes(RemoteAddress?.ToString() ?? "unknown");
+        }
+
+        public ConnectionContext Connection { get; }
+        public IPAddress? RemoteAddress { get; }
+        public byte[] ClientAddress { get; }
+        public byte[] Head { get; } = ArrayPool<byte>.Shared.Rent(MaxHeadBytes);
+        public byte[] Receive { get; } = ArrayPool<byte>.Shared.Rent(Http1Forwarder.ReceiveBufferBytes);
+        public Http1RequestHead Request { get; } = new();
+        public ByteBuffer Upstream { get; } = new(1024, MaxHeadBytes * 2);
+        public bool Partial { get; set; }
+        public bool IsHead { get; set; }
+        public bool CloseAfterResponse { get; set; }
+
+        /// <summary>When the heartbeat aborts the connection: waiting for a request, its head, or a flush.</summary>
+        public ConnectionDeadline Deadline { get; } = new(ResponseFlushTimeout);
+
+        private readonly IConnectionLifetimeNotificationFeature? _lifetime;
+
+        public bool ClosingRequested => _lifetime?.ConnectionClosedRequested.IsCancellationRequested == true;
+
+        private byte[] _hostBytes = [];
+        private string? _vmName;
+        private bool _vmNameKnown;
+
+        /// <summary>The current request's Host value.</summary>
+        public ReadOnlySpan<byte> HostBytes => _hostBytes;
+
+        /// <summary>Takes the request's Host; what it routes to is kept while the connection repeats it (it nearly always does).</summary>
+        public void SetHost(ReadOnlySpan<byte> value)
+        {
+            if (!value.SequenceEqual(_hostBytes))
+            {
+                _hostBytes = value.ToArray();
+                _vmNameKnown = false;
+            }
+        }
+
+        /// <summary>The VM name the Host names on its default route, or null.</summary>
+        public string? VmName(HttpFrontDoor frontDoor)
+        {
+            if (!_vmNameKnown)
+            {
+                _vmName = frontDoor.DefaultRouteVmName(Encoding.ASCII.GetString(_hostBytes));
+                _vmNameKnown = true;
+            }
+            return _vmName;
+        }
+
+        public void CheckDeadline()
+        {
+            if (Deadline.Expired)
+                Connection.Abort(new ConnectionAbortedException("timed out"));
+        }
+
+        public void Dispose()
+        {
+            ArrayPool<byte>.Shared.Return(Head);
+            ArrayPool<byte>.Shared.Return(Receive);
+            Upstream.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// A point in time after which a connection is given up, checked from outside (Kestrel's heartbeat) so that the
+/// hot path only writes a number. <see cref="FlushTimeoutMs"/> is the budget of one flush to the client.
+/// </summary>
+internal sealed class ConnectionDeadline(TimeSpan flushTimeout)
+{
+    private long _at = long.MaxValue;
+
+    public long FlushTimeoutMs { get; } = (long)flushTimeout.TotalMilliseconds;
+
+    public bool Expired => Environment.TickCount64 > Volatile.Read(ref _at);
+
+    public void Set(long milliseconds) => Volatile.Write(ref _at, Environment.TickCount64 + milliseconds);
+
+    public void Clear() => Volatile.Write(ref _at, long.MaxValue);
+}
+
+/// <summary>The <c>Date</c> field line for responses written below Kestrel, rebuilt at most once a second.</summary>
+internal static class ResponseDate
+{
+    private static byte[] s_line = [];
+    private static long s_second = -1;
+
+    public static byte[] Line()
+    {
+        long second = Environment.TickCount64 / 1000;
+        if (second != Volatile.Read(ref s_second))
+        {
+            s_line = Encoding.ASCII.GetBytes("Date: " + DateTime.UtcNow.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n");
+            Volatile.Write(ref s_second, second);
+        }
+        return s_line;
+    }
+}
