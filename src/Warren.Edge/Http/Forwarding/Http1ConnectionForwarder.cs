@@ -65,7 +65,7 @@ internal sealed class Http1ConnectionForwarder
     {
         var lane = new Lane(connection);
         connection.Features.Get<IConnectionHeartbeatFeature>()?.OnHeartbeat(static s => ((Lane)s).CheckDeadline(), lane);
-        using var closing = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
+        var closing = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
             .UnsafeRegister(static s => ((Lane)s!).Connection.Transport.Input.CancelPendingRead(), lane);
         Next step;
         try
@@ -80,6 +80,8 @@ internal sealed class Http1ConnectionForwarder
         }
         finally
         {
+            // Kestrel's HTTP layer owns the connection from here: no deadline or cancelled read of ours may reach it.
+            closing?.Dispose();
             lane.Deadline.Clear();
             lane.Dispose();
         }
@@ -98,7 +100,8 @@ internal sealed class Http1ConnectionForwarder
         {
             if (lane.ClosingRequested)
                 return Next.Close;
-            lane.Deadline.Set(lane.Partial ? _headersMs : _keepAliveMs);
+            if (!lane.Partial)
+                lane.Deadline.Set(_keepAliveMs); // a partial head keeps the deadline set at its first byte
             read = await input.ReadAsync().ConfigureAwait(false);
             var buffer = read.Buffer;
             if (read.IsCanceled)
@@ -115,7 +118,7 @@ internal sealed class Http1ConnectionForwarder
             headLength = FindHead(buffer, lane);
             if (headLength > 0)
                 break;
-            if (buffer.Length >= MaxHeadBytes || read.IsCompleted)
+            if (headLength == Http1RequestHead.NotPlain || buffer.Length >= MaxHeadBytes || read.IsCompleted)
             {
                 input.AdvanceTo(buffer.Start);
                 return Next.HandOff;
@@ -149,7 +152,10 @@ internal sealed class Http1ConnectionForwarder
         return result;
     }
 
-    /// <summary>The head's length when a whole one is buffered (copied to the lane's array), else 0.</summary>
+    /// <summary>
+    /// The head's length when a whole one is buffered (copied to the lane's array), else <see cref="Http1RequestHead.FindEnd"/>'s
+    /// -1 (wait for more) or <see cref="Http1RequestHead.NotPlain"/>.
+    /// </summary>
     private static int FindHead(ReadOnlySequence<byte> buffer, Lane lane)
     {
         if (buffer.IsSingleSegment)
@@ -158,11 +164,11 @@ internal sealed class Http1ConnectionForwarder
             int end = Http1RequestHead.FindEnd(span.Length > MaxHeadBytes ? span[..MaxHeadBytes] : span);
             if (end > 0)
                 span[..end].CopyTo(lane.Head);
-            return Math.Max(end, 0);
+            return end;
         }
         int length = (int)Math.Min(buffer.Length, MaxHeadBytes);
         buffer.Slice(0, length).CopyTo(lane.Head);
-        return Math.Max(Http1RequestHead.FindEnd(lane.Head.AsSpan(0, length)), 0);
+        return Http1RequestHead.FindEnd(lane.Head.AsSpan(0, length));
     }
 
     /// <summary>

@@ -35,11 +35,27 @@ internal sealed class Http1RequestHead
 
     public ReadOnlySpan<HeaderField> Headers => _fields.AsSpan(0, HeaderCount);
 
-    /// <summary>The end of the head (CRLF CRLF included) in <paramref name="data"/>, or -1 when it has not all arrived.</summary>
+    /// <summary><see cref="FindEnd"/>'s answer for bytes with a bare LF: not a head to wait on here.</summary>
+    public const int NotPlain = -2;
+
+    /// <summary>
+    /// The end of the head (CRLF CRLF included) in <paramref name="data"/>; -1 when it has not all arrived;
+    /// <see cref="NotPlain"/> when, before any CRLF CRLF, a line ends in a bare LF — Kestrel may take such a head
+    /// as complete (RFC 9112 §2.2 lets a recipient accept LF), so waiting here for a CRLF CRLF would stall it.
+    /// </summary>
     public static int FindEnd(ReadOnlySpan<byte> data)
     {
         int i = data.IndexOf("\r\n\r\n"u8);
-        return i < 0 ? -1 : i + 4;
+        if (i >= 0)
+            return i + 4;
+        for (int lf = data.IndexOf((byte)'\n'); lf >= 0;)
+        {
+            if (lf == 0 || data[lf - 1] != (byte)'\r')
+                return NotPlain;
+            int next = data[(lf + 1)..].IndexOf((byte)'\n');
+            lf = next < 0 ? -1 : lf + 1 + next;
+        }
+        return -1;
     }
 
     /// <summary>

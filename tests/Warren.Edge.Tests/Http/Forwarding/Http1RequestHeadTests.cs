@@ -302,8 +302,11 @@ public class Http1RequestHeadTests
     [InlineData("GET / HTTP/1.1", -1)]
     [InlineData("GET / HTTP/1.1\r\n", -1)]
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\n\r", -1)]
-    [InlineData("GET / HTTP/1.1\n\n", -1)]
-    [InlineData("GET / HTTP/1.1\r\n\n\r\n", -1)]
+    [InlineData("GET / HTTP/1.1\n\n", Http1RequestHead.NotPlain)]
+    [InlineData("GET / HTTP/1.1\r\n\n\r\n", Http1RequestHead.NotPlain)]
+    [InlineData("GET / HTTP/1.1\nHost: a", Http1RequestHead.NotPlain)]
+    [InlineData("\n", Http1RequestHead.NotPlain)]
+    [InlineData("GET / HTTP/1.1\r\nHost: a\r\n", -1)]
     [InlineData("\r\n\r\n", 4)]
     [InlineData("GET / HTTP/1.1\r\n\r\n", 18)]
     [InlineData("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27)]
@@ -583,6 +586,9 @@ public class Http1RequestHeadTests
                     break;
                 }
             }
+            // Without a CRLF CRLF, any LF not after a CR makes the bytes not a plain head.
+            if (naive < 0 && data.Where((b, i) => b == '\n' && (i == 0 || data[i - 1] != '\r')).Any())
+                naive = Http1RequestHead.NotPlain;
             Assert.Equal(naive, Http1RequestHead.FindEnd(data));
         }, iter: 1000);
     }
