@@ -58,6 +58,9 @@ if (Environment.GetEnvironmentVariable("BENCH_GCSTATS") == "1")
         }
     });
 }
+if (Environment.GetEnvironmentVariable("BENCH_ALLOCTYPES") == "1")
+    _ = new AllocationSampler(); // prints the types behind allocations (one sample per ~100 KB) every 5 s
+
 Console.WriteLine($"bench front door on https://127.0.0.1:{httpsPort} → 127.0.0.1:{upstreamPort}");
 app.Run();
 
@@ -88,4 +91,37 @@ sealed class NoCommands : IExecCommandRunner
     public string? Resolve(IReadOnlyList<string> argv) => null;
     public bool IsAllowed(IReadOnlyCollection<string> allowedCommands, IReadOnlyList<string> argv) => false;
     public Task<ExecOutcome> RunAsync(ExecInvocation invocation, CancellationToken ct) => throw new NotSupportedException();
+}
+
+/// <summary>GCAllocationTick events (one per ~100 KB allocated) grouped by type: what a request allocates.</summary>
+sealed class AllocationSampler : System.Diagnostics.Tracing.EventListener
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _counts = new();
+
+    public AllocationSampler() => _ = Task.Run(async () =>
+    {
+        while (true)
+        {
+            await Task.Delay(5000);
+            var top = _counts.OrderByDescending(kv => kv.Value).Take(12).ToList();
+            _counts.Clear();
+            Console.WriteLine("alloc samples: " + string.Join(", ", top.Select(kv => $"{kv.Key}={kv.Value}")));
+        }
+    });
+
+    protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+    {
+        if (source.Name == "Microsoft-Windows-DotNETRuntime")
+            EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+    }
+
+    protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+    {
+        if (e.EventName == "GCAllocationTick_V4" || e.EventName?.StartsWith("GCAllocationTick") == true)
+        {
+            int i = e.PayloadNames?.IndexOf("TypeName") ?? -1;
+            if (i >= 0 && e.Payload?[i] is string type)
+                _counts.AddOrUpdate(type, 1, (_, n) => n + 1);
+        }
+    }
 }

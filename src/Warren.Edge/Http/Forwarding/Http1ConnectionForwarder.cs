@@ -61,18 +61,204 @@ internal sealed class Http1ConnectionForwarder
 
     private enum Next { Continue, Close, HandOff }
 
+    /// <summary>
+    /// The connection's loop, one request at a time. It is one async method on purpose: a suspended async method
+    /// costs a state-machine box, and nested ones would each cost one per request (with 64 requests in flight the
+    /// pooling builder's caches miss); this one's box is allocated once per connection.
+    /// </summary>
     private async Task ServeAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var lane = new Lane(connection);
         connection.Features.Get<IConnectionHeartbeatFeature>()?.OnHeartbeat(static s => ((Lane)s).CheckDeadline(), lane);
         var closing = connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested
             .UnsafeRegister(static s => ((Lane)s!).Connection.Transport.Input.CancelPendingRead(), lane);
-        Next step;
+        var input = connection.Transport.Input;
+        var output = connection.Transport.Output;
+        Next step = Next.Continue;
         try
         {
-            do
-                step = await ServeRequestAsync(lane).ConfigureAwait(false);
-            while (step == Next.Continue);
+            while (step == Next.Continue)
+            {
+                // :: The next request's head.
+                ReadResult read = default;
+                int headLength = 0;
+                while (true)
+                {
+                    if (lane.ClosingRequested)
+                    {
+                        step = Next.Close;
+                        break;
+                    }
+                    if (!lane.Partial)
+                        lane.Deadline.Set(_keepAliveMs); // a partial head keeps the deadline set at its first byte
+                    read = await input.ReadAsync().ConfigureAwait(false);
+                    var buffer = read.Buffer;
+                    if (read.IsCanceled)
+                    {
+                        // Graceful shutdown between requests; anything half-read goes to Kestrel, which drains it properly.
+                        input.AdvanceTo(buffer.Start);
+                        step = buffer.IsEmpty ? Next.Close : Next.HandOff;
+                        break;
+                    }
+                    if (buffer.IsEmpty && read.IsCompleted)
+                    {
+                        input.AdvanceTo(buffer.End);
+                        step = Next.Close;
+                        break;
+                    }
+                    headLength = FindHead(buffer, lane);
+                    if (headLength > 0)
+                        break;
+                    if (headLength == Http1RequestHead.NotPlain || buffer.Length >= MaxHeadBytes || read.IsCompleted)
+                    {
+                        input.AdvanceTo(buffer.Start);
+                        step = Next.HandOff;
+                        break;
+                    }
+                    if (!lane.Partial)
+                    {
+                        lane.Partial = true; // the headers timeout runs from the request's first byte, as Kestrel's does
+                        lane.Deadline.Set(_headersMs);
+                    }
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                }
+                if (step != Next.Continue)
+                    break;
+                lane.Partial = false;
+                lane.Deadline.Clear();
+                var request = read.Buffer;
+
+                // :: Ours to forward?
+                UpstreamEndpoint? route = null;
+                if (Inspect(lane, headLength) && lane.VmName(_frontDoor) is { } vmName)
+                    route = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
+                if (route is not { } endpoint || !WriteUpstreamHead(lane, headLength))
+                {
+                    input.AdvanceTo(request.Start);
+                    step = Next.HandOff;
+                    break;
+                }
+
+                // :: To the VM, and its response head back.
+                byte[] receive = lane.Receive;
+                UpstreamConnection? upstream = null;
+                int filled = 0, responseHeadLength = 0;
+                ForwardResult failure = default;
+                try
+                {
+                    for (int attempt = 0; ; attempt++)
+                    {
+                        upstream = attempt == 0 ? _forwarder.Pool.TryTake(endpoint, Http1Forwarder.CurrentEngineThread()) : null;
+                        bool reused = upstream is not null;
+                        if (upstream is null)
+                        {
+                            try
+                            {
+                                upstream = await _forwarder.Pool.ConnectAsync(endpoint, CancellationToken.None).ConfigureAwait(false);
+                            }
+                            catch (Exception ex) when (ex is SocketException or OperationCanceledException)
+                            {
+                                failure = new ForwardResult(ForwardOutcome.ConnectFailed, Error: ex);
+                                break;
+                            }
+                        }
+                        filled = 0;
+                        try
+                        {
+                            upstream.Arm(_forwarder.ActivityTimeout);
+                            await Http1Forwarder.SendAllAsync(upstream.Socket, lane.Upstream.Written).ConfigureAwait(false);
+                            while (Http1Forwarder.TakeResponseHead(upstream.ResponseHead, receive, ref filled, out responseHeadLength, out failure)
+                                   == HeadParseStatus.Incomplete)
+                            {
+                                var pending = upstream.Socket.ReceiveAsync(receive.AsMemory(filled, Http1Forwarder.ReceiveBufferBytes - filled), SocketFlags.None);
+                                bool completedLater = !pending.IsCompleted;
+                                int n = await pending.ConfigureAwait(false);
+                                if (completedLater)
+                                    upstream.NoteEngineThread();
+                                if (n == 0)
+                                {
+                                    failure = filled == 0 ? default
+                                        : new ForwardResult(ForwardOutcome.BadResponse, "the VM closed the connection inside a response head");
+                                    break;
+                                }
+                                filled += n;
+                            }
+                        }
+                        catch (Exception ex) when (Http1Forwarder.IsConnectionFailure(ex))
+                        {
+                            bool timedOut = upstream.TimedOut;
+                            upstream.Dispose();
+                            upstream = null;
+                            if (reused && filled == 0 && !timedOut)
+                                continue; // the VM had closed the pooled connection: once more on a new one (HttpClient's rule)
+                            failure = new ForwardResult(timedOut ? ForwardOutcome.TimedOut : ForwardOutcome.UpstreamFailed, Error: ex);
+                            break;
+                        }
+                        if (failure.Outcome == ForwardOutcome.Completed && filled == 0)
+                        {
+                            // EOF before any byte.
+                            upstream.Dispose();
+                            upstream = null;
+                            if (reused)
+                                continue;
+                            failure = new ForwardResult(ForwardOutcome.UpstreamFailed, "the VM closed the connection without a response");
+                            break;
+                        }
+                        var head = upstream.ResponseHead;
+                        if (failure.Outcome == ForwardOutcome.Completed && !lane.IsHead && !head.Chunked
+                            && head.ContentLength >= 0 && filled - responseHeadLength > head.ContentLength)
+                            failure = new ForwardResult(ForwardOutcome.BadResponse, "more bytes than the response's Content-Length");
+                        break;
+                    }
+
+                    // :: The request is answered from here: consume it, write the VM's response or the page.
+                    input.AdvanceTo(request.GetPosition(headLength));
+                    _frontDoor.CountConnectionLevelRequest();
+                    if (failure.Outcome != ForwardOutcome.Completed)
+                    {
+                        _frontDoor.LogForwardFailed(failure, lane.VmName(_frontDoor)!, endpoint.Port);
+                        WritePage(lane, output, failure.Outcome == ForwardOutcome.BadResponse ? s_badGatewayPage : s_unavailablePage);
+                        await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        bool reusable;
+                        try
+                        {
+                            var head = upstream!.ResponseHead;
+                            bool bodyless = lane.IsHead || head.StatusCode is 204 or 304;
+                            WriteResponseHead(output, head, receive.AsSpan(0, filled), bodyless, lane.CloseAfterResponse);
+                            int leftover = filled - responseHeadLength;
+                            if (bodyless)
+                            {
+                                reusable = head.KeepAlive && leftover == 0;
+                                await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
+                            }
+                            else
+                                reusable = await _forwarder.CopyBodyAsync(upstream, head, output, receive, responseHeadLength, leftover, chunkToClient: true, lane.Deadline).ConfigureAwait(false);
+                        }
+                        catch (Exception ex) when (Http1Forwarder.IsConnectionFailure(ex) || ex is InvalidResponseException)
+                        {
+                            // Half a response cannot become an error page: the client must see the break.
+                            connection.Abort(new ConnectionAbortedException("the VM's response broke off"));
+                            step = Next.Close;
+                            break;
+                        }
+                        if (reusable && upstream.Disarm())
+                        {
+                            upstream.Uses++;
+                            _forwarder.Pool.Return(upstream);
+                            upstream = null;
+                        }
+                    }
+                }
+                finally
+                {
+                    upstream?.Dispose();
+                }
+                if (lane.CloseAfterResponse)
+                    step = Next.Close;
+            }
         }
         catch (Exception ex) when (ex is IOException or ConnectionAbortedException or ConnectionResetException or OperationCanceledException or ObjectDisposedException)
         {
@@ -87,69 +273,6 @@ internal sealed class Http1ConnectionForwarder
         }
         if (step == Next.HandOff)
             await next(connection).ConfigureAwait(false);
-    }
-
-    /// <summary>One request: read its head, then forward it, answer it or hand the connection over.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<Next> ServeRequestAsync(Lane lane)
-    {
-        var input = lane.Connection.Transport.Input;
-        ReadResult read;
-        int headLength;
-        while (true)
-        {
-            if (lane.ClosingRequested)
-                return Next.Close;
-            if (!lane.Partial)
-                lane.Deadline.Set(_keepAliveMs); // a partial head keeps the deadline set at its first byte
-            read = await input.ReadAsync().ConfigureAwait(false);
-            var buffer = read.Buffer;
-            if (read.IsCanceled)
-            {
-                // Graceful shutdown between requests; anything half-read goes to Kestrel, which drains it properly.
-                input.AdvanceTo(buffer.Start);
-                return buffer.IsEmpty ? Next.Close : Next.HandOff;
-            }
-            if (buffer.IsEmpty && read.IsCompleted)
-            {
-                input.AdvanceTo(buffer.End);
-                return Next.Close;
-            }
-            headLength = FindHead(buffer, lane);
-            if (headLength > 0)
-                break;
-            if (headLength == Http1RequestHead.NotPlain || buffer.Length >= MaxHeadBytes || read.IsCompleted)
-            {
-                input.AdvanceTo(buffer.Start);
-                return Next.HandOff;
-            }
-            if (!lane.Partial)
-            {
-                lane.Partial = true; // the headers timeout runs from the request's first byte, as Kestrel's does
-                lane.Deadline.Set(_headersMs);
-            }
-            input.AdvanceTo(buffer.Start, buffer.End);
-        }
-        lane.Partial = false;
-        var request = read.Buffer;
-        lane.Deadline.Clear();
-
-        var forward = await TryBuildForwardAsync(lane, headLength).ConfigureAwait(false);
-        if (forward is not { } endpoint)
-        {
-            input.AdvanceTo(request.Start);
-            return Next.HandOff;
-        }
-
-        var (result, reusableConnection) = await ForwardAsync(lane, endpoint, request.GetPosition(headLength)).ConfigureAwait(false);
-        if (reusableConnection is { } upstream)
-        {
-            upstream.Uses++;
-            _forwarder.Pool.Return(upstream);
-        }
-        if (result == Next.Continue && lane.CloseAfterResponse)
-            return Next.Close;
-        return result;
     }
 
     /// <summary>
@@ -169,20 +292,6 @@ internal sealed class Http1ConnectionForwarder
         int length = (int)Math.Min(buffer.Length, MaxHeadBytes);
         buffer.Slice(0, length).CopyTo(lane.Head);
         return Http1RequestHead.FindEnd(lane.Head.AsSpan(0, length));
-    }
-
-    /// <summary>
-    /// Parses and checks the head in <see cref="Lane.Head"/>, asks the front door for the route, writes the VM's
-    /// request head into <see cref="Lane.Upstream"/>; null when the request is not one this path forwards.
-    /// </summary>
-    private async ValueTask<UpstreamEndpoint?> TryBuildForwardAsync(Lane lane, int headLength)
-    {
-        if (!Inspect(lane, headLength) || lane.VmName(_frontDoor) is not { } vmName)
-            return null;
-        var endpoint = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
-        if (endpoint is null)
-            return null;
-        return WriteUpstreamHead(lane, headLength) ? endpoint : null;
     }
 
     /// <summary>
@@ -290,116 +399,6 @@ internal sealed class Http1ConnectionForwarder
     private static bool IsForwardedFor(ReadOnlySpan<byte> name) =>
         name.Length == 15 && Ascii.EqualsIgnoreCase(name, "X-Forwarded-For"u8);
 
-    /// <summary>
-    /// Sends the request and writes the VM's response to the client, or the page the full path would answer an
-    /// anonymous visitor with when the VM does not answer properly (503, or 502 for an invalid response); the
-    /// upstream connection is returned when it may carry another request.
-    /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<(Next, UpstreamConnection?)> ForwardAsync(Lane lane, UpstreamEndpoint endpoint, SequencePosition requestEnd)
-    {
-        var input = lane.Connection.Transport.Input;
-        var output = lane.Connection.Transport.Output;
-        byte[] receive = lane.Receive;
-        UpstreamConnection? connection = null;
-        try
-        {
-            int filled = 0, headLength = 0;
-            ForwardResult failure = default;
-            for (int attempt = 0; ; attempt++)
-            {
-                connection = attempt == 0 ? _forwarder.Pool.TryTake(endpoint, Http1Forwarder.CurrentEngineThread()) : null;
-                bool reused = connection is not null;
-                if (connection is null)
-                {
-                    try
-                    {
-                        connection = await _forwarder.Pool.ConnectAsync(endpoint, CancellationToken.None).ConfigureAwait(false);
-                    }
-                    catch (Exception ex) when (ex is SocketException or OperationCanceledException)
-                    {
-                        failure = new ForwardResult(ForwardOutcome.ConnectFailed, Error: ex);
-                        break;
-                    }
-                }
-                try
-                {
-                    connection.Arm(_forwarder.ActivityTimeout);
-                    await Http1Forwarder.SendAllAsync(connection.Socket, lane.Upstream.Written).ConfigureAwait(false);
-                    (filled, headLength, failure) = await _forwarder.ReceiveHeadAsync(connection, connection.ResponseHead, receive, 0).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (Http1Forwarder.IsConnectionFailure(ex))
-                {
-                    bool timedOut = connection.TimedOut;
-                    connection.Dispose();
-                    connection = null;
-                    if (reused && filled == 0 && !timedOut)
-                        continue; // the VM had closed the pooled connection: once more on a new one (HttpClient's rule)
-                    failure = new ForwardResult(timedOut ? ForwardOutcome.TimedOut : ForwardOutcome.UpstreamFailed, Error: ex);
-                    break;
-                }
-                if (failure.Outcome == ForwardOutcome.Completed && filled == 0)
-                {
-                    connection.Dispose();
-                    connection = null;
-                    if (reused)
-                        continue;
-                    failure = new ForwardResult(ForwardOutcome.UpstreamFailed, "the VM closed the connection without a response");
-                    break;
-                }
-                var head = connection.ResponseHead;
-                if (failure.Outcome == ForwardOutcome.Completed && !lane.IsHead && !head.Chunked
-                    && head.ContentLength >= 0 && filled - headLength > head.ContentLength)
-                    failure = new ForwardResult(ForwardOutcome.BadResponse, "more bytes than the response's Content-Length");
-                break;
-            }
-
-            // :: From here the request is answered: consume it, write the VM's response or the page.
-            input.AdvanceTo(requestEnd);
-            _frontDoor.CountConnectionLevelRequest();
-            if (failure.Outcome != ForwardOutcome.Completed)
-            {
-                _frontDoor.LogForwardFailed(failure, lane.VmName(_frontDoor)!, endpoint.Port);
-                bool bad = failure.Outcome == ForwardOutcome.BadResponse;
-                return (await WritePageAsync(lane, output, bad ? s_badGatewayPage : s_unavailablePage).ConfigureAwait(false), null);
-            }
-            bool reusable;
-            try
-            {
-                var head = connection!.ResponseHead;
-                bool bodyless = lane.IsHead || head.StatusCode is 204 or 304;
-                WriteResponseHead(output, head, receive.AsSpan(0, filled), bodyless, lane.CloseAfterResponse);
-                int leftover = filled - headLength;
-                if (bodyless)
-                {
-                    reusable = head.KeepAlive && leftover == 0;
-                    await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
-                }
-                else
-                    reusable = await _forwarder.CopyBodyAsync(connection, head, output, receive, headLength, leftover, chunkToClient: true, lane.Deadline).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (Http1Forwarder.IsConnectionFailure(ex) || ex is InvalidResponseException)
-            {
-                // Half a response cannot become an error page: the client must see the break.
-                lane.Connection.Abort(new ConnectionAbortedException("the VM's response broke off"));
-                return (Next.Close, null);
-            }
-            var done = connection;
-            connection = null;
-            return reusable && done.Disarm() ? (Next.Continue, done) : (Next.Continue, DisposeNull(done));
-        }
-        finally
-        {
-            connection?.Dispose();
-        }
-    }
-
-    private static UpstreamConnection? DisposeNull(UpstreamConnection connection)
-    {
-        connection.Dispose();
-        return null;
-    }
-
     /// <summary>One of the front door's pages, as the full path writes it (<see cref="Pages"/>).</summary>
     private sealed record Page(int Status, byte[] Head, byte[] Body)
     {
@@ -415,7 +414,7 @@ internal sealed class Http1ConnectionForwarder
     private static readonly Page s_unavailablePage = Page.Of(503, Pages.ServiceUnavailableTitle, Pages.ServiceUnavailableBody);
     private static readonly Page s_badGatewayPage = Page.Of(502, Pages.BadGatewayTitle, Pages.BadGatewayBody);
 
-    private static async ValueTask<Next> WritePageAsync(Lane lane, PipeWriter output, Page page)
+    private static void WritePage(Lane lane, PipeWriter output, Page page)
     {
         output.Write(page.Head);
         output.Write(ResponseDate.Line());
@@ -424,8 +423,6 @@ internal sealed class Http1ConnectionForwarder
         output.Write("\r\n"u8);
         if (!lane.IsHead)
             output.Write(page.Body);
-        await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
-        return lane.CloseAfterResponse ? Next.Close : Next.Continue;
     }
 
     /// <summary>

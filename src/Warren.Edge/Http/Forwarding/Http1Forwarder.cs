@@ -526,34 +526,18 @@ internal sealed class Http1Forwarder : IDisposable
     internal async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
         UpstreamConnection connection, Http1ResponseHead head, byte[] buffer, int filled)
     {
-        // A head must fit in the receive buffer (ReceiveBufferBytes, 16 KiB; nginx's proxy_buffer_size is 4–8 KiB
-        // and it answers 502 "upstream sent too big header" the same way).
         while (true)
         {
-            if (filled > 0)
-            {
-                var status = head.TryParse(buffer.AsSpan(0, filled), out int consumed, out string? error);
-                if (status == HeadParseStatus.Invalid)
-                    return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, error));
-                if (status == HeadParseStatus.Complete)
-                {
-                    if (!head.IsInformational)
-                        return (filled, consumed, ForwardResult.Completed);
-                    // 100/102/103 are dropped (Kestrel answers Expect itself); 101 is never asked for.
-                    if (head.StatusCode == StatusCodes.Status101SwitchingProtocols)
-                        return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "unrequested protocol switch"));
-                    buffer.AsSpan(consumed, filled - consumed).CopyTo(buffer);
-                    filled -= consumed;
-                    continue;
-                }
-                if (filled == ReceiveBufferBytes)
-                    return (filled, 0, new ForwardResult(ForwardOutcome.BadResponse, "response head too large"));
-            }
+            var status = TakeResponseHead(head, buffer, ref filled, out int headLength, out var failure);
+            if (status == HeadParseStatus.Complete)
+                return (filled, headLength, ForwardResult.Completed);
+            if (status == HeadParseStatus.Invalid)
+                return (filled, 0, failure);
             var pending = connection.Socket.ReceiveAsync(buffer.AsMemory(filled, ReceiveBufferBytes - filled), SocketFlags.None);
             bool completedLater = !pending.IsCompleted;
             int n = await pending.ConfigureAwait(false);
-            if (completedLater && CurrentEngineThread() is int engineThread and not 0)
-                connection.EngineThread = engineThread;
+            if (completedLater)
+                connection.NoteEngineThread();
             if (n == 0)
             {
                 return filled == 0
@@ -562,6 +546,49 @@ internal sealed class Http1Forwarder : IDisposable
             }
             filled += n;
         }
+    }
+
+    /// <summary>
+    /// Judges the first <paramref name="filled"/> bytes of <paramref name="buffer"/>: Complete with a final head of
+    /// <paramref name="headLength"/> bytes (1xx heads before it are dropped from the buffer), Incomplete when more
+    /// must be received, or Invalid (<paramref name="failure"/> says why). A head must fit in the receive buffer
+    /// (<see cref="ReceiveBufferBytes"/>, 16 KiB; nginx's proxy_buffer_size is 4–8 KiB and it answers 502 "upstream
+    /// sent too big header" the same way).
+    /// </summary>
+    internal static HeadParseStatus TakeResponseHead(Http1ResponseHead head, byte[] buffer, ref int filled, out int headLength, out ForwardResult failure)
+    {
+        headLength = 0;
+        failure = ForwardResult.Completed;
+        while (filled > 0)
+        {
+            var status = head.TryParse(buffer.AsSpan(0, filled), out int consumed, out string? error);
+            if (status == HeadParseStatus.Invalid)
+            {
+                failure = new ForwardResult(ForwardOutcome.BadResponse, error);
+                return status;
+            }
+            if (status == HeadParseStatus.Incomplete)
+            {
+                if (filled < ReceiveBufferBytes)
+                    return status;
+                failure = new ForwardResult(ForwardOutcome.BadResponse, "response head too large");
+                return HeadParseStatus.Invalid;
+            }
+            if (!head.IsInformational)
+            {
+                headLength = consumed;
+                return status;
+            }
+            // 100/102/103 are dropped (Kestrel answers Expect itself); 101 is never asked for.
+            if (head.StatusCode == StatusCodes.Status101SwitchingProtocols)
+            {
+                failure = new ForwardResult(ForwardOutcome.BadResponse, "unrequested protocol switch");
+                return HeadParseStatus.Invalid;
+            }
+            buffer.AsSpan(consumed, filled - consumed).CopyTo(buffer);
+            filled -= consumed;
+        }
+        return HeadParseStatus.Incomplete;
     }
 
     /// <summary>Copies status, headers and body to the client; true when the connection ended the message cleanly.</summary>

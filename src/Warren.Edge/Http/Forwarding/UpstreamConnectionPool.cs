@@ -38,6 +38,16 @@ internal sealed class UpstreamConnection : IDisposable
     /// </summary>
     public int EngineThread { get; set; }
 
+    /// <summary>
+    /// Called after a receive that completed later (by an epoll event): the engine thread running now is the one
+    /// that polls this socket, and the pool keeps the connection for requests on that thread.
+    /// </summary>
+    public void NoteEngineThread()
+    {
+        if (Http1Forwarder.CurrentEngineThread() is int engineThread and not 0)
+            EngineThread = engineThread;
+    }
+
     /// <summary>When it was last put back into the pool (<see cref="Environment.TickCount64"/>).</summary>
     public long IdleSince { get; set; }
 
