@@ -5,14 +5,15 @@ namespace Warren;
 /// <summary>
 /// <c>Warren:InlineSocketIo</c> (default true): socket completions run on the socket engine's own threads instead
 /// of being queued to the thread pool, and the HTTPS front door handles requests there — the event-loop shape
-/// nginx has. <c>Warren:SocketEngineThreads</c> (default: half the cores, at least one) is how many such threads
-/// poll the sockets.
+/// nginx has. <c>Warren:SocketEngineThreads</c> (default: one per core, nginx's <c>worker_processes auto</c>) is
+/// how many such threads poll the sockets.
 /// </summary>
 /// <remarks>
-/// Measured on the 2-core bench machine (bench/http/vm.sh, docs/PERFORMANCE.md): thread-pool model 10.9–13.0k
-/// proxied requests/s; inline with two engine threads 13.8–15.5k; inline with one 17.2–18.2k — the engine thread
-/// shares the machine with the VMs and the kernel's network work it causes, and two of them on two cores cost
-/// more CPU per request (49 µs against 66) than they add.
+/// Measured on the 2-core bench machine (bench/http/vm.sh, docs/PERFORMANCE.md). Before the connection-level
+/// forwarder, one engine beat two (17.2–18.2k proxied requests/s against 13.8–15.5k: two engines cost 66 µs of CPU
+/// per request against 49). With it, one engine reaches 0.93 of nginx's rate at 42 µs per request and two reach
+/// nginx's rate (0.99–1.0) at 49 µs per request: the second thread uses the CPU the first leaves idle while it waits.
+/// On a host where the VMs need every cycle, <c>Warren:SocketEngineThreads=1</c> per two cores spends less per request.
 /// The runtime reads both environment variables once, when the first socket is used, so they are set here before
 /// anything opens one; an explicit environment setting wins. Code that may block or run long leaves those
 /// threads itself: the SSH transport continues every read and write on the thread pool, and the HTTP front door
@@ -31,7 +32,7 @@ internal static class InlineSocketIo
             return;
         if (Environment.GetEnvironmentVariable(InlineVariable) is null)
             Environment.SetEnvironmentVariable(InlineVariable, "1");
-        int engines = configuration.GetValue("Warren:SocketEngineThreads", Math.Max(1, Environment.ProcessorCount / 2));
+        int engines = configuration.GetValue("Warren:SocketEngineThreads", Environment.ProcessorCount);
         if (Environment.GetEnvironmentVariable(EngineCountVariable) is null && engines > 0)
             Environment.SetEnvironmentVariable(EngineCountVariable, engines.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }

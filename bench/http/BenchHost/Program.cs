@@ -1,6 +1,6 @@
 // Runs the HTTPS front door with one public site "bench" whose upstream is 127.0.0.1:UPSTREAM_PORT.
 // Usage: BenchHost UPSTREAM_PORT HTTPS_PORT DATA_DIR
-// Threads as `warren serve` has them (inline socket completions, one engine thread per two cores,
+// Threads as `warren serve` has them (inline socket completions, one engine thread per core,
 // inline request processing) unless BENCH_THREADPOOL=1. BENCH_MODE=static answers a fixed 600-byte page
 // instead of forwarding: the ceiling of Kestrel + TLS on this machine, for comparison.
 using System.Net;
@@ -11,7 +11,7 @@ if (!threadPool)
 {
     // Before the first socket: the runtime reads these once (see src/Warren/InlineSocketIo.cs).
     Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
-    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", Math.Max(1, Environment.ProcessorCount / 2).ToString());
+    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT", Environment.ProcessorCount.ToString());
 }
 int upstreamPort = int.Parse(args[0]);
 int httpsPort = int.Parse(args[1]);
