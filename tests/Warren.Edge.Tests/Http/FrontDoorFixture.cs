@@ -113,6 +113,18 @@ public class FrontDoorFixture : IAsyncLifetime
         Directory.Delete(DataDirectory, recursive: true);
     }
 
+    /// <summary>Runs curl against the front door with <paramref name="site"/>'s name resolved to loopback; the result is not judged here.</summary>
+    internal async Task<ExternalTool.Result> CurlSiteAsync(string site, params string[] args)
+    {
+        var all = new List<string>
+        {
+            "-sS", "--max-time", "30", "--cacert", CaPath,
+            "--resolve", $"{site}.{Domain}:{HttpsPort}:127.0.0.1",
+        };
+        all.AddRange(args);
+        return await ExternalTool.RunAsync("curl", all);
+    }
+
     public string Url(string vm, string path = "/", int? port = null) => $"https://{vm}.{Domain}:{port ?? HttpsPort}{path}";
 
     /// <summary>Logs <paramref name="user"/> in on a site with a one-time link; returns the <c>Cookie</c> header value.</summary>

@@ -109,12 +109,7 @@ internal sealed class Http1RequestHead
         int colon = line.IndexOf((byte)':');
         if (colon <= 0 || !Http1ResponseHead.IsToken(line[..colon]))
             return false;
-        int valueStart = colon + 1;
-        int valueEnd = line.Length;
-        while (valueStart < valueEnd && line[valueStart] is (byte)' ' or (byte)'\t')
-            valueStart++;
-        while (valueEnd > valueStart && line[valueEnd - 1] is (byte)' ' or (byte)'\t')
-            valueEnd--;
+        var (valueStart, valueEnd) = Http1ResponseHead.ValueRange(line, colon);
         foreach (byte b in line[valueStart..valueEnd])
         {
             if (b is < 0x20 and not (byte)'\t' or >= 0x7F)

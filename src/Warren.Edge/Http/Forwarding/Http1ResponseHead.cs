@@ -171,12 +171,7 @@ internal sealed class Http1ResponseHead
             error = "malformed header field";
             return false;
         }
-        int valueStart = colon + 1;
-        int valueEnd = line.Length;
-        while (valueStart < valueEnd && line[valueStart] is (byte)' ' or (byte)'\t')
-            valueStart++;
-        while (valueEnd > valueStart && line[valueEnd - 1] is (byte)' ' or (byte)'\t')
-            valueEnd--;
+        var (valueStart, valueEnd) = ValueRange(line, colon);
         var name = line[..colon];
         var value = line[valueStart..valueEnd];
         if (!IsFieldText(value))
@@ -261,6 +256,18 @@ internal sealed class Http1ResponseHead
     }
 
     private static bool IsDigit(byte b) => (uint)(b - '0') <= 9;
+
+    /// <summary>Where a field line's value lies once the OWS around it is dropped (RFC 9110 §5.5), after the colon at <paramref name="colon"/>.</summary>
+    internal static (int Start, int End) ValueRange(ReadOnlySpan<byte> line, int colon)
+    {
+        int start = colon + 1;
+        int end = line.Length;
+        while (start < end && line[start] is (byte)' ' or (byte)'\t')
+            start++;
+        while (end > start && line[end - 1] is (byte)' ' or (byte)'\t')
+            end--;
+        return (start, end);
+    }
 
     /// <summary>tchar — RFC 9110 §5.6.2.</summary>
     internal static bool IsToken(ReadOnlySpan<byte> s)

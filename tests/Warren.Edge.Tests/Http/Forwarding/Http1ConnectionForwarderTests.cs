@@ -96,17 +96,7 @@ public sealed class Http1ConnectionForwarderTests : IAsyncLifetime
         return client;
     }
 
-    /// <summary>Runs curl against the front door with the site's name resolved to loopback.</summary>
-    private async Task<ExternalTool.Result> CurlAsync(string site, params string[] args)
-    {
-        var all = new List<string>
-        {
-            "-sS", "--max-time", "30", "--cacert", _f.CaPath,
-            "--resolve", $"{site}.{FrontDoorFixture.Domain}:{_f.HttpsPort}:127.0.0.1",
-        };
-        all.AddRange(args);
-        return await ExternalTool.RunAsync("curl", all);
-    }
+    private Task<ExternalTool.Result> CurlAsync(string site, params string[] args) => _f.CurlSiteAsync(site, args);
 
     // ------------------------------------------------------------------ the lane
 

@@ -104,17 +104,7 @@ public abstract class Http1ForwarderTestsBase : IAsyncLifetime
         return bytes;
     }
 
-    /// <summary>Runs curl against the front door with the site's name resolved to loopback; the result is not judged here.</summary>
-    private async Task<ExternalTool.Result> CurlAsync(string site, params string[] args)
-    {
-        var all = new List<string>
-        {
-            "-sS", "--max-time", "30", "--cacert", _f.CaPath,
-            "--resolve", $"{site}.{FrontDoorFixture.Domain}:{_f.HttpsPort}:127.0.0.1",
-        };
-        all.AddRange(args);
-        return await ExternalTool.RunAsync("curl", all);
-    }
+    private Task<ExternalTool.Result> CurlAsync(string site, params string[] args) => _f.CurlSiteAsync(site, args);
 
     private static async Task<T> Within<T>(Task<T> task)
     {
