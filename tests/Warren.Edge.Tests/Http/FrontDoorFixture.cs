@@ -3,6 +3,7 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -67,6 +68,7 @@ public class FrontDoorFixture : IAsyncLifetime
         builder.Services.AddSingleton<IWebTokenValidator>(Tokens);
         builder.Services.AddSingleton<IExecCommandRunner>(Runner);
         builder.Services.AddSingleton<IAccessRequestSender>(AccessRequests);
+        builder.WebHost.ConfigureKestrel(ConfigureKestrel);
         builder.AddWarrenHttpFrontDoor(o =>
         {
             o.VmDomain = Domain;
@@ -97,6 +99,11 @@ public class FrontDoorFixture : IAsyncLifetime
         Assert.True(File.Exists(CaPath));
         Assert.NotEqual(0, HttpsPort);
         Assert.NotEqual(0, HttpPort);
+    }
+
+    /// <summary>Kestrel settings of a derived fixture (limits, timeouts).</summary>
+    protected virtual void ConfigureKestrel(Microsoft.AspNetCore.Server.Kestrel.Core.KestrelServerOptions options)
+    {
     }
 
     /// <summary>Option changes of a derived fixture, applied last.</summary>
