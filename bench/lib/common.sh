@@ -12,11 +12,13 @@ wait_port() {
 
 # Removes the containers and volumes of the Warren daemon whose data directory is DATA (by its warren.instance label).
 remove_warren_instance() {
-  local data=$1 inst ids vols
+  local data=$1 inst ids vols imgs
   [ -f "$data/instance-id" ] || return 0
   inst=$(cat "$data/instance-id")
   ids=$(docker ps -aq --filter "label=warren.instance=$inst"); [ -n "$ids" ] && docker rm -f $ids >/dev/null
   vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
+  # cp/rename snapshots (warren-vm/<id>:…) carry the instance label of the container they were committed from.
+  imgs=$(docker images -q --filter "label=warren.instance=$inst" | sort -u); [ -n "$imgs" ] && docker rmi -f $imgs >/dev/null 2>&1
   return 0
 }
 

@@ -42,6 +42,16 @@ public class DaemonFixture : IAsyncLifetime
             await ProcessRunner.RunAsync("docker", ["rm", "-f", "-v", "warren-" + id]);
             await ProcessRunner.RunAsync("docker", ["volume", "rm", "-f", "warren-data-" + id, "warren-run-" + id]);
         }
+        // Snapshots made by cp and rename (warren-vm/<id>:…) carry the instance's label from the container they were
+        // committed from; without this they outlive every test run.
+        var instanceFile = Path.Combine(dataDirectory, "instance-id");
+        if (File.Exists(instanceFile))
+        {
+            var images = await ProcessRunner.RunAsync("docker", ["images", "-q", "--filter", "label=warren.instance=" + File.ReadAllText(instanceFile).Trim()]);
+            var imageIds = images.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
+            if (imageIds.Count > 0)
+                await ProcessRunner.RunAsync("docker", ["rmi", "-f", .. imageIds]);
+        }
     }
 }
 
