@@ -443,7 +443,8 @@ internal sealed class Http1ConnectionForwarder
             var value = bytes.Slice(field.ValueStart, field.ValueLength);
             output.Write(name);
             output.Write(": "u8);
-            if (name.Length == 10 && Ascii.EqualsIgnoreCase(name, "Set-Cookie"u8) && value.IndexOf("omain"u8) >= 0)
+            // The same rule as the other path (any case of "Domain"); a Set-Cookie is rare enough to take as a string.
+            if (name.Length == 10 && Ascii.EqualsIgnoreCase(name, "Set-Cookie"u8))
                 output.Write(Encoding.Latin1.GetBytes(HeaderParsing.RemoveDomainAttribute(Encoding.Latin1.GetString(value))));
             else
                 output.Write(value);

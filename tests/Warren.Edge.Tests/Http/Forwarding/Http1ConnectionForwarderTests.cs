@@ -167,6 +167,25 @@ public sealed class Http1ConnectionForwarderTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SetCookie_LosesItsDomainAttribute_InAnyCase()
+    {
+        // A VM must not set cookies for its parent domain (other people's sites); the rule is the other path's.
+        var (_, site) = Start(Serve(_ => Ok("c",
+            "Set-Cookie: a=1; DOMAIN=box.localhost; Path=/\r\nSet-Cookie: b=2; domain=.box.localhost\r\nSet-Cookie: c=3; HttpOnly\r\n")));
+        long before = LaneCount;
+        await using var client = await ConnectAsync(site);
+        await client.WriteAsync(Head(site, "/cookies"));
+        var response = await client.ReadResponseAsync();
+        Assert.Equal(200, response.Status);
+        Assert.Equal(before + 1, LaneCount);
+        var cookies = response.Values("Set-Cookie");
+        Assert.Equal(3, cookies.Length);
+        Assert.All(cookies, c => Assert.DoesNotContain("domain", c, StringComparison.OrdinalIgnoreCase));
+        Assert.Contains(cookies, c => c.StartsWith("a=1") && c.Contains("Path=/"));
+        Assert.Contains(cookies, c => c.StartsWith("c=3") && c.Contains("HttpOnly"));
+    }
+
+    [Fact]
     public async Task LaneHead_HasNoBody_AndKeepsTheVmsContentLength()
     {
         var (upstream, site) = Start(Serve(r => r.Method == "HEAD"
