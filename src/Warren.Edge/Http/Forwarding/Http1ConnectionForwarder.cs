@@ -14,8 +14,8 @@ namespace Warren.Edge.Http.Forwarding;
 /// <summary>
 /// Forwards the plainest HTTP/1.1 requests at the connection level, after TLS and before Kestrel's HTTP layer:
 /// an anonymous GET or HEAD without a body to a public site's default route goes from the client's decrypted bytes
-/// to the VM and back with no HttpContext, header dictionaries or response pipe — nginx's shape, about a quarter of
-/// the front door's CPU per request. The first request that is anything else (a body, a token, a login cookie, an
+/// to the VM and back with no HttpContext, header dictionaries or response pipe — nginx's shape (the daemon's CPU per
+/// proxied request fell from 49 to 42 µs, docs/PERFORMANCE.md). The first request that is anything else (a body, a token, a login cookie, an
 /// upgrade, /__exe.dev, a private or stopped site, a head Kestrel must judge) hands the connection to Kestrel with
 /// that request unread, and Kestrel's HTTP layer and <see cref="HttpFrontDoor"/> serve it and the rest of the
 /// connection. HTTP/1.1 is one request at a time, so the hand-off point is always a request boundary.
@@ -24,9 +24,10 @@ namespace Warren.Edge.Http.Forwarding;
 /// What Kestrel's HTTP layer would enforce is enforced here for the requests kept: the keep-alive and
 /// request-headers timeouts (checked on Kestrel's per-connection heartbeat), the head size (<see cref="MaxHeadBytes"/>,
 /// larger goes to Kestrel, which answers 431), graceful shutdown between requests, and a slow reader's response
-/// flush deadline. The headers sent to the VM follow <see cref="ForwardedHeaderRules"/>, as on the other paths;
-/// a failure before the VM's response head leaves the request unread and hands it to Kestrel, whose path retries
-/// it once and answers with the same pages (GET and HEAD are safe to send twice, RFC 9110 §9.2.2).
+/// flush deadline. The headers sent to the VM follow <see cref="ForwardedHeaderRules"/>, as on the other paths. A
+/// VM that does not answer properly gets the page the full path gives an anonymous visitor (503, or 502 for an
+/// invalid response), after one retry on a new connection when a pooled one turns out closed (HttpClient's rule);
+/// a response that breaks after its head aborts the client connection.
 /// </remarks>
 internal sealed class Http1ConnectionForwarder
 {
