@@ -1,7 +1,10 @@
 namespace Warren.Edge.Tests.ProxyProtocol;
 
-/// <summary>Returns at most one byte per read, to exercise every partial-read path.</summary>
-internal sealed class DribbleStream(byte[] data) : Stream
+/// <summary>
+/// Returns at most <paramref name="maxRead"/> bytes per read (one by default), to exercise every partial-read path;
+/// it cannot seek, so HttpClient sends it as a body of unknown length.
+/// </summary>
+internal sealed class DribbleStream(byte[] data, int maxRead = 1) : Stream
 {
     private int _pos;
     public int Position32 => _pos;
@@ -15,9 +18,11 @@ internal sealed class DribbleStream(byte[] data) : Stream
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
     public override int Read(Span<byte> buffer)
     {
-        if (buffer.IsEmpty || _pos >= data.Length) return 0;
-        buffer[0] = data[_pos++];
-        return 1;
+        int n = Math.Min(Math.Min(buffer.Length, maxRead), data.Length - _pos);
+        if (n <= 0) return 0;
+        data.AsSpan(_pos, n).CopyTo(buffer);
+        _pos += n;
+        return n;
     }
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         => ValueTask.FromResult(Read(buffer.Span));

@@ -21,8 +21,6 @@ internal sealed class ByteBuffer : IDisposable
 
     public bool Overflowed { get; private set; }
 
-    public int Length => _length;
-
     /// <summary>Empties the buffer for the next message, keeping its array.</summary>
     public void Clear()
     {

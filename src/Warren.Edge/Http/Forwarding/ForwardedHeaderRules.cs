@@ -15,6 +15,9 @@ internal static class ForwardedHeaderRules
     public const string ExeDevHeaderPrefix = "X-ExeDev-";
     public const string LoginCookiePrefix = "login-with-exe-";
 
+    /// <summary><see cref="LoginCookiePrefix"/> as bytes, for heads read below Kestrel.</summary>
+    public static ReadOnlySpan<byte> LoginCookiePrefixBytes => "login-with-exe-"u8;
+
     /// <summary>
     /// A client request header the forwarder does not copy: hop-by-hop, framing (re-derived), Host (written
     /// first), Cookie (filtered), X-Forwarded-* (rewritten), X-ExeDev-* (never from clients), and

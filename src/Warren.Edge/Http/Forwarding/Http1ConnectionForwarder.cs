@@ -311,7 +311,7 @@ internal sealed class Http1ConnectionForwarder
         lane.IsHead = method.Length == 4;
         var target = head.Slice(parsed.TargetStart, parsed.TargetLength);
         if (target.Length >= HttpFrontDoor.ExeDevPathPrefix.Length
-            && Ascii.EqualsIgnoreCase(target[..HttpFrontDoor.ExeDevPathPrefix.Length], "/__exe.dev"u8))
+            && Ascii.EqualsIgnoreCase(target[..HttpFrontDoor.ExeDevPathPrefix.Length], HttpFrontDoor.ExeDevPathPrefix))
             return false;
 
         lane.CloseAfterResponse = false;
@@ -329,7 +329,7 @@ internal sealed class Http1ConnectionForwarder
                     break;
                 case 6 when Ascii.EqualsIgnoreCase(name, "Cookie"u8):
                     // A login cookie means a person who may see more than the public: the full path identifies them.
-                    if (value.IndexOf("login-with-exe-"u8) >= 0)
+                    if (value.IndexOf(ForwardedHeaderRules.LoginCookiePrefixBytes) >= 0)
                         return false;
                     break;
                 case 6 when Ascii.EqualsIgnoreCase(name, "Expect"u8):
@@ -407,7 +407,7 @@ internal sealed class Http1ConnectionForwarder
         {
             byte[] body = Encoding.UTF8.GetBytes(Pages.Render(title, bodyHtml));
             string head = $"HTTP/1.1 {status} {ReasonPhrases.GetReasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
-                + Pages.SecurityHeaders + $"Content-Length: {body.Length}\r\n";
+                + string.Concat(Pages.HeaderFields.Select(f => $"{f.Name}: {f.Value}\r\n")) + $"Content-Length: {body.Length}\r\n";
             return new Page(status, Encoding.ASCII.GetBytes(head), body);
         }
     }

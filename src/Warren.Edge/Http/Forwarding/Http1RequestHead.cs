@@ -1,5 +1,3 @@
-using System.Text;
-
 namespace Warren.Edge.Http.Forwarding;
 
 /// <summary>
@@ -128,7 +126,4 @@ internal sealed class Http1RequestHead
         }
         return true;
     }
-
-    /// <summary>For tests and logs: the method as text.</summary>
-    public string Method(ReadOnlySpan<byte> head) => Encoding.ASCII.GetString(head[..MethodLength]);
 }

@@ -4,6 +4,7 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 using Warren.Edge.Http;
+using Warren.Edge.Tests.ProxyProtocol;
 using Warren.Edge.Tests.Support;
 
 namespace Warren.Edge.Tests.Http.Forwarding;
@@ -433,7 +434,7 @@ public abstract class Http1ForwarderTestsBase : IAsyncLifetime
         var body = RandomBytes(200_000, 6);
         var (upstream, site) = Start(Serve(r => Ok($"got {r.Body.Length}")));
         using var client = Client();
-        var content = new StreamContent(new NonSeekableStream(body), 5_000);
+        var content = new StreamContent(new DribbleStream(body, maxRead: 3_333), 5_000); // odd-sized reads: chunk boundaries fall anywhere
         var request = new HttpRequestMessage(HttpMethod.Put, _f.Url(site, "/chunked")) { Content = content };
         var response = await client.SendAsync(request);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -1066,30 +1067,5 @@ internal sealed class RawConnection
             if ((await ReadLineAsync()).Length != 0)
                 throw new InvalidDataException("chunk data not followed by CRLF");
         }
-    }
-}
-
-/// <summary>A read-only stream that cannot tell its length, so HttpClient sends it chunked.</summary>
-internal sealed class NonSeekableStream(byte[] data) : Stream
-{
-    private int _position;
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-    public override int Read(byte[] buffer, int offset, int count)
-    {
-        // Odd-sized reads, so chunk boundaries fall anywhere.
-        int n = Math.Min(Math.Min(count, 3_333), data.Length - _position);
-        Buffer.BlockCopy(data, _position, buffer, offset, n);
-        _position += n;
-        return n;
     }
 }
