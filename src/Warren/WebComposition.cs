@@ -55,6 +55,8 @@ public static class WebComposition
             o.RequestBurstPerSource = http.GetValue("RequestBurstPerSource", defaults.RequestBurstPerSource);
             o.InlineRequestProcessing = InlineSocketIo.IsEnabled(configuration);
             o.ConnectionLevelForwarding = http.GetValue("ConnectionLevelForwarding", defaults.ConnectionLevelForwarding);
+            o.Transport = http.GetValue("Transport", defaults.Transport);
+            o.EventLoopThreads = http.GetValue("EventLoopThreads", defaults.EventLoopThreads);
         });
         // Sessions survive restarts; the login page can mail links when a relay is configured.
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);

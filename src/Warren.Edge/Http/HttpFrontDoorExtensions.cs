@@ -6,7 +6,9 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Warren.Edge.Http.EventLoop;
 using Warren.Edge.Http.Forwarding;
+using Microsoft.Extensions.Hosting;
 using Warren.Edge.Tls;
 
 namespace Warren.Edge.Http;
@@ -55,6 +57,8 @@ public static class HttpFrontDoorExtensions
             sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Tls")));
         services.AddSingleton<FrontDoorListeners>();
         services.AddSingleton<HttpFrontDoor>();
+        if (options.Transport == HttpsTransport.Native)
+            HandOffConnectionListenerFactory.AddHandOffTransport(services);
 
         if (options.InlineRequestProcessing)
             builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = true);
@@ -76,7 +80,22 @@ public static class HttpFrontDoorExtensions
             // Resolved at the first connection: the front door needs ports the caller registers after this.
             Http1ConnectionForwarder? connectionForwarder = null;
             var limits = kestrel.Limits;
-            foreach (var endpoint in options.HttpsEndpoints)
+            if (options.Transport == HttpsTransport.Native)
+            {
+                // The main HTTPS endpoints are the event loops' sockets, bound now so their ports are known when
+                // the server starts; Kestrel listens only for the connections they hand over.
+                var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<HttpFrontDoor>,
+                    sp.GetRequiredService<HandOffConnectionListenerFactory>(), kestrel.Limits,
+                    sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"));
+                native.Bind(options.EventLoopThreads);
+                listeners.Native = native;
+                kestrel.Listen(native.HandOffEndPoint, listen => listen.Protocols = HttpProtocols.Http1AndHttp2);
+                var lifetime = sp.GetRequiredService<IHostApplicationLifetime>();
+                lifetime.ApplicationStarted.Register(native.Start);
+                lifetime.ApplicationStopping.Register(() => native.Stop(TimeSpan.FromSeconds(5)));
+                lifetime.ApplicationStopped.Register(native.Dispose);
+            }
+            foreach (var endpoint in options.Transport == HttpsTransport.Native ? [] : options.HttpsEndpoints)
             {
                 kestrel.Listen(endpoint, listen =>
                 {
@@ -121,5 +140,9 @@ internal sealed class FrontDoorListeners
 {
     public List<ListenOptions> MainHttps { get; } = new();
 
-    public int[] BoundMainHttpsPorts() => MainHttps.Select(l => l.IPEndPoint?.Port ?? 0).Where(p => p != 0).ToArray();
+    /// <summary>The native event loops, when they serve the main HTTPS endpoints.</summary>
+    public NativeHttpsFrontDoor? Native { get; set; }
+
+    public int[] BoundMainHttpsPorts() => MainHttps.Select(l => l.IPEndPoint?.Port ?? 0)
+        .Concat(Native?.BoundEndPoints.Select(e => e.Port) ?? []).Where(p => p != 0).Distinct().ToArray();
 }

@@ -63,6 +63,17 @@ public sealed class HttpFrontDoorOptions
     /// </summary>
     public bool ConnectionLevelForwarding { get; set; } = true;
 
+    /// <summary>
+    /// What terminates TLS on the main HTTPS endpoints (<c>Warren:Http:Transport</c>). <see cref="HttpsTransport.Native"/>
+    /// (the default where supported: Linux with OpenSSL 3): event loops on epoll and OpenSSL
+    /// (<see cref="EventLoop.NativeHttpsFrontDoor"/>), handing what they do not serve to Kestrel's HTTP layer.
+    /// <see cref="HttpsTransport.Kestrel"/>: Kestrel's socket transport and SslStream. Same answers either way.
+    /// </summary>
+    public HttpsTransport Transport { get; set; } = EventLoop.NativeHttpsFrontDoor.IsSupported ? HttpsTransport.Native : HttpsTransport.Kestrel;
+
+    /// <summary>Event loop threads of the native transport (<c>Warren:Http:EventLoopThreads</c>); one per core, as nginx's <c>worker_processes auto</c>.</summary>
+    public int EventLoopThreads { get; set; } = Environment.ProcessorCount;
+
     /// <summary>Problems with these options (empty when valid), phrased for the configuration's author.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -73,6 +84,10 @@ public sealed class HttpFrontDoorOptions
             errors.Add($"Http:RequestsPerSecondPerSource must be 0 (off) or positive (got {RequestsPerSecondPerSource})");
         else if (RequestsPerSecondPerSource > 0 && RequestBurstPerSource < 1)
             errors.Add($"Http:RequestBurstPerSource must be at least 1 when Http:RequestsPerSecondPerSource is set (got {RequestBurstPerSource})");
+        if (Transport == HttpsTransport.Native && !EventLoop.NativeHttpsFrontDoor.IsSupported)
+            errors.Add("Http:Transport native needs Linux (x64 or arm64) with OpenSSL 3 (libssl.so.3); use kestrel here");
+        if (EventLoopThreads is < 1 or > 256)
+            errors.Add($"Http:EventLoopThreads must be between 1 and 256 (got {EventLoopThreads})");
         return errors;
     }
 }
@@ -139,3 +154,11 @@ public static class HttpFrontDoorLimits
     public const int AccessRequestBurstPerRequester = 10;
     public const double AccessRequestsPerSecondPerRequester = 10.0 / 3600;
 }
+
+/// <summary>What terminates TLS on the main HTTPS endpoints (<see cref="HttpFrontDoorOptions.Transport"/>).</summary>
+public enum HttpsTransport
+{
+    Kestrel,
+    Native,
+}
+

@@ -61,6 +61,8 @@ public class FrontDoorFixture : IAsyncLifetime
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
+        if (Environment.GetEnvironmentVariable("WARREN_TEST_LOG") == "1")
+            builder.Logging.AddConsole(); // to see the daemon's own account of a failing test
         builder.Services.AddSingleton<TimeProvider>(Time);
         builder.Services.AddSingleton<IWebSiteDirectory>(Sites);
         builder.Services.AddSingleton<IWebAccessService>(Access);
@@ -90,10 +92,13 @@ public class FrontDoorFixture : IAsyncLifetime
         });
         await _app.StartAsync();
 
-        foreach (var url in _app.Urls.Select(u => new Uri(u)))
+        // The main HTTPS port from the front door itself: with the native transport Kestrel does not listen on it
+        // (its own listener there takes the connections the event loops hand over).
+        HttpsPort = _app.Services.GetRequiredService<FrontDoorListeners>().BoundMainHttpsPorts().First();
+        foreach (var address in _app.Urls)
         {
-            if (url.Scheme == "https") HttpsPort = url.Port;
-            else HttpPort = url.Port;
+            if (Uri.TryCreate(address, UriKind.Absolute, out var url) && url.Scheme == "http" && url.Port > 0)
+                HttpPort = url.Port;
         }
         CaPath = Path.Combine(DataDirectory, "tls", "ca.crt");
         Assert.True(File.Exists(CaPath));

@@ -4,10 +4,11 @@ using System.Text;
 namespace Warren.Edge.Http.Forwarding;
 
 /// <summary>
-/// A growable byte buffer on <see cref="ArrayPool{T}"/> for writing one HTTP/1.1 request head. Past its limit it
-/// stops writing and reports <see cref="Overflowed"/> rather than throwing mid-header.
+/// A growable byte buffer on <see cref="ArrayPool{T}"/> for writing one HTTP/1.1 head (and, on the native lane, the
+/// bytes that follow it). Past its limit it stops writing and reports <see cref="Overflowed"/> rather than throwing
+/// mid-header; as an <see cref="IBufferWriter{T}"/> past its limit it throws, as writers do.
 /// </summary>
-internal sealed class ByteBuffer : IDisposable
+internal sealed class ByteBuffer : IDisposable, IBufferWriter<byte>
 {
     private readonly int _limit;
     private byte[] _array;
@@ -29,6 +30,41 @@ internal sealed class ByteBuffer : IDisposable
     }
 
     public ReadOnlyMemory<byte> Written => _array.AsMemory(0, _length);
+
+    public int Length => _length;
+
+    public ReadOnlySpan<byte> WrittenSpan => _array.AsSpan(0, _length);
+
+    public void Advance(int count)
+    {
+        if ((uint)count > (uint)(_array.Length - _length))
+            throw new ArgumentOutOfRangeException(nameof(count));
+        _length += count;
+    }
+
+    public Memory<byte> GetMemory(int sizeHint = 0)
+    {
+        int available = Reserve(sizeHint); // first: it may replace the array
+        return _array.AsMemory(_length, available);
+    }
+
+    public Span<byte> GetSpan(int sizeHint = 0)
+    {
+        int available = Reserve(sizeHint);
+        return _array.AsSpan(_length, available);
+    }
+
+    private int Reserve(int sizeHint)
+    {
+        int want = Math.Max(sizeHint, 1);
+        if (_length + want > _array.Length)
+        {
+            if (_length + want > _limit)
+                throw new InvalidOperationException("ByteBuffer limit exceeded");
+            Grow(want);
+        }
+        return _array.Length - _length;
+    }
 
     public void Append(ReadOnlySpan<byte> bytes)
     {
@@ -74,14 +110,19 @@ internal sealed class ByteBuffer : IDisposable
                 Overflowed = true;
                 return false;
             }
-            var larger = ArrayPool<byte>.Shared.Rent(Math.Min(_limit, Math.Max(_array.Length * 2, _length + count)));
-            _array.AsSpan(0, _length).CopyTo(larger);
-            ArrayPool<byte>.Shared.Return(_array);
-            _array = larger;
+            Grow(count);
         }
         span = _array.AsSpan(_length, count);
         _length += count;
         return true;
+    }
+
+    private void Grow(int count)
+    {
+        var larger = ArrayPool<byte>.Shared.Rent(Math.Min(_limit, Math.Max(_array.Length * 2, _length + count)));
+        _array.AsSpan(0, _length).CopyTo(larger);
+        ArrayPool<byte>.Shared.Return(_array);
+        _array = larger;
     }
 
     public void Dispose()

@@ -131,9 +131,16 @@ internal sealed class Http1ConnectionForwarder
 
                 // :: Ours to forward?
                 UpstreamEndpoint? route = null;
-                if (Inspect(lane, headLength) && lane.VmName(_frontDoor) is { } vmName)
-                    route = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
-                if (route is not { } endpoint || !WriteUpstreamHead(lane, headLength))
+                if (Http1LaneRules.Inspect(lane.Head.AsSpan(0, headLength), lane.Request, out var laneRequest))
+                {
+                    lane.IsHead = laneRequest.IsHead;
+                    lane.CloseAfterResponse = laneRequest.CloseAfterResponse;
+                    lane.SetHost(lane.Head.AsSpan(laneRequest.HostStart, laneRequest.HostLength));
+                    if (lane.VmName(_frontDoor) is { } vmName)
+                        route = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
+                }
+                if (route is not { } endpoint
+                    || !Http1LaneRules.WriteUpstreamHead(lane.Head.AsSpan(0, headLength), lane.Request, lane.HostBytes, lane.ClientAddress, lane.Upstream))
                 {
                     input.AdvanceTo(request.Start);
                     step = Next.HandOff;
@@ -218,7 +225,7 @@ internal sealed class Http1ConnectionForwarder
                     if (failure.Outcome != ForwardOutcome.Completed)
                     {
                         _frontDoor.LogForwardFailed(failure, lane.VmName(_frontDoor)!, endpoint.Port);
-                        WritePage(lane, output, failure.Outcome == ForwardOutcome.BadResponse ? s_badGatewayPage : s_unavailablePage);
+                        Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), lane.IsHead, lane.CloseAfterResponse);
                         await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
                     }
                     else
@@ -228,7 +235,7 @@ internal sealed class Http1ConnectionForwarder
                         {
                             var head = upstream!.ResponseHead;
                             bool bodyless = lane.IsHead || head.StatusCode is 204 or 304;
-                            WriteResponseHead(output, head, receive.AsSpan(0, filled), bodyless, lane.CloseAfterResponse);
+                            Http1LaneRules.WriteResponseHead(output, head, receive.AsSpan(0, filled), bodyless, lane.CloseAfterResponse);
                             int leftover = filled - responseHeadLength;
                             if (bodyless)
                             {
@@ -293,189 +300,6 @@ internal sealed class Http1ConnectionForwarder
         int length = (int)Math.Min(buffer.Length, MaxHeadBytes);
         buffer.Slice(0, length).CopyTo(lane.Head);
         return Http1RequestHead.FindEnd(lane.Head.AsSpan(0, length));
-    }
-
-    /// <summary>
-    /// True for an anonymous GET or HEAD without a body, upgrade or expectation, naming its host once, outside
-    /// <c>/__exe.dev</c>: the requests whose whole answer is the VM's.
-    /// </summary>
-    private static bool Inspect(Lane lane, int headLength)
-    {
-        var head = lane.Head.AsSpan(0, headLength);
-        var parsed = lane.Request;
-        if (!parsed.TryParse(head))
-            return false;
-        var method = head[..parsed.MethodLength];
-        if (!method.SequenceEqual("GET"u8) && !method.SequenceEqual("HEAD"u8))
-            return false;
-        lane.IsHead = method.Length == 4;
-        var target = head.Slice(parsed.TargetStart, parsed.TargetLength);
-        if (target.Length >= HttpFrontDoor.ExeDevPathPrefix.Length
-            && Ascii.EqualsIgnoreCase(target[..HttpFrontDoor.ExeDevPathPrefix.Length], HttpFrontDoor.ExeDevPathPrefix))
-            return false;
-
-        lane.CloseAfterResponse = false;
-        HeaderField hostField = default;
-        int hosts = 0;
-        foreach (var field in parsed.Headers)
-        {
-            var name = head.Slice(field.NameStart, field.NameLength);
-            var value = head.Slice(field.ValueStart, field.ValueLength);
-            switch (name.Length)
-            {
-                case 4 when Ascii.EqualsIgnoreCase(name, "Host"u8):
-                    hostField = field;
-                    hosts++;
-                    break;
-                case 6 when Ascii.EqualsIgnoreCase(name, "Cookie"u8):
-                    // A login cookie means a person who may see more than the public: the full path identifies them.
-                    if (value.IndexOf(ForwardedHeaderRules.LoginCookiePrefixBytes) >= 0)
-                        return false;
-                    break;
-                case 6 when Ascii.EqualsIgnoreCase(name, "Expect"u8):
-                case 7 when Ascii.EqualsIgnoreCase(name, "Upgrade"u8):
-                case 13 when Ascii.EqualsIgnoreCase(name, "Authorization"u8):
-                case 14 when Ascii.EqualsIgnoreCase(name, "Content-Length"u8):
-                case 17 when Ascii.EqualsIgnoreCase(name, "Transfer-Encoding"u8):
-                case 22 when Ascii.EqualsIgnoreCase(name, "X-Exedev-Authorization"u8):
-                    return false;
-                case 10 when Ascii.EqualsIgnoreCase(name, "Connection"u8):
-                    // close or keep-alive only: a Connection naming other fields would make those hop-by-hop too.
-                    if (Ascii.EqualsIgnoreCase(value, "close"u8))
-                        lane.CloseAfterResponse = true;
-                    else if (!Ascii.EqualsIgnoreCase(value, "keep-alive"u8))
-                        return false;
-                    break;
-            }
-        }
-        if (hosts != 1 || hostField.ValueLength == 0)
-            return false;
-        lane.SetHost(head.Slice(hostField.ValueStart, hostField.ValueLength));
-        return true;
-    }
-
-    /// <summary>The VM's request head: the client's line and fields under <see cref="ForwardedHeaderRules"/>, then the front door's own.</summary>
-    private static bool WriteUpstreamHead(Lane lane, int headLength)
-    {
-        var head = lane.Head.AsSpan(0, headLength);
-        var parsed = lane.Request;
-        var upstream = lane.Upstream;
-        upstream.Clear();
-        upstream.Append(head[..(parsed.TargetStart + parsed.TargetLength)]);
-        upstream.Append(" HTTP/1.1\r\nHost: "u8);
-        upstream.Append(lane.HostBytes);
-        upstream.Append("\r\n"u8);
-        int forwardedFor = 0;
-        foreach (var field in parsed.Headers)
-        {
-            var name = head.Slice(field.NameStart, field.NameLength);
-            if (IsForwardedFor(name))
-                forwardedFor++;
-            // Cookie passes as it is: Inspect let through only heads without a login cookie.
-            bool cookie = name.Length == 6 && Ascii.EqualsIgnoreCase(name, "Cookie"u8);
-            if (!cookie && ForwardedHeaderRules.IsReplacedRequestHeader(name, removeAuthorization: false))
-                continue;
-            upstream.Append(head.Slice(field.NameStart, field.ValueStart + field.ValueLength - field.NameStart));
-            upstream.Append("\r\n"u8);
-        }
-        // The client's own chain (it may be behind proxies of its own), every field in order as one list
-        // (RFC 9110 §5.3), then the peer.
-        upstream.Append("X-Forwarded-For: "u8);
-        for (int i = 0; forwardedFor > 0 && i < parsed.HeaderCount; i++)
-        {
-            var field = parsed.Headers[i];
-            if (field.ValueLength > 0 && IsForwardedFor(head.Slice(field.NameStart, field.NameLength)))
-            {
-                upstream.Append(head.Slice(field.ValueStart, field.ValueLength));
-                upstream.Append(", "u8);
-            }
-        }
-        upstream.Append(lane.ClientAddress);
-        upstream.Append("\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: "u8);
-        upstream.Append(lane.HostBytes);
-        upstream.Append("\r\n\r\n"u8);
-        return !upstream.Overflowed;
-    }
-
-    private static bool IsForwardedFor(ReadOnlySpan<byte> name) =>
-        name.Length == 15 && Ascii.EqualsIgnoreCase(name, "X-Forwarded-For"u8);
-
-    /// <summary>One of the front door's pages, as the full path writes it (<see cref="Pages"/>).</summary>
-    private sealed record Page(int Status, byte[] Head, byte[] Body)
-    {
-        public static Page Of(int status, string title, string bodyHtml)
-        {
-            byte[] body = Encoding.UTF8.GetBytes(Pages.Render(title, bodyHtml));
-            string head = $"HTTP/1.1 {status} {ReasonPhrases.GetReasonPhrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
-                + string.Concat(Pages.HeaderFields.Select(f => $"{f.Name}: {f.Value}\r\n")) + $"Content-Length: {body.Length}\r\n";
-            return new Page(status, Encoding.ASCII.GetBytes(head), body);
-        }
-    }
-
-    private static readonly Page s_unavailablePage = Page.Of(503, Pages.ServiceUnavailableTitle, Pages.ServiceUnavailableBody);
-    private static readonly Page s_badGatewayPage = Page.Of(502, Pages.BadGatewayTitle, Pages.BadGatewayBody);
-
-    private static void WritePage(Lane lane, PipeWriter output, Page page)
-    {
-        output.Write(page.Head);
-        output.Write(ResponseDate.Line());
-        if (lane.CloseAfterResponse)
-            output.Write("Connection: close\r\n"u8);
-        output.Write("\r\n"u8);
-        if (!lane.IsHead)
-            output.Write(page.Body);
-    }
-
-    /// <summary>
-    /// The client's response head: status line, the VM's fields without hop-by-hop ones (Set-Cookie without
-    /// Domain, as on the other paths), then framing — the VM's Content-Length, else chunked — and a Date if the VM
-    /// sent none (RFC 9110 §6.6.1: a recipient with a clock adds one).
-    /// </summary>
-    private static void WriteResponseHead(PipeWriter output, Http1ResponseHead head, ReadOnlySpan<byte> bytes, bool bodyless, bool close)
-    {
-        output.Write(StatusLine(head.StatusCode));
-        bool date = false;
-        foreach (var field in head.Headers)
-        {
-            var name = bytes.Slice(field.NameStart, field.NameLength);
-            if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
-                continue;
-            date |= name.Length == 4 && Ascii.EqualsIgnoreCase(name, "Date"u8);
-            var value = bytes.Slice(field.ValueStart, field.ValueLength);
-            output.Write(name);
-            output.Write(": "u8);
-            // The same rule as the other path (any case of "Domain"); a Set-Cookie is rare enough to take as a string.
-            if (name.Length == 10 && Ascii.EqualsIgnoreCase(name, "Set-Cookie"u8))
-                output.Write(Encoding.Latin1.GetBytes(HeaderParsing.RemoveDomainAttribute(Encoding.Latin1.GetString(value))));
-            else
-                output.Write(value);
-            output.Write("\r\n"u8);
-        }
-        if (head.ContentLength >= 0 && head.StatusCode != 204)
-        {
-            var span = output.GetSpan(40);
-            "Content-Length: "u8.CopyTo(span);
-            head.ContentLength.TryFormat(span[16..], out int digits, provider: System.Globalization.CultureInfo.InvariantCulture);
-            span[16 + digits] = (byte)'\r';
-            span[17 + digits] = (byte)'\n';
-            output.Advance(18 + digits);
-        }
-        else if (!bodyless)
-            output.Write("Transfer-Encoding: chunked\r\n"u8);
-        if (!date)
-            output.Write(ResponseDate.Line());
-        if (close)
-            output.Write("Connection: close\r\n"u8);
-        output.Write("\r\n"u8);
-    }
-
-    private static readonly byte[]?[] s_statusLines = new byte[600][];
-
-    private static ReadOnlySpan<byte> StatusLine(int status)
-    {
-        if ((uint)status >= (uint)s_statusLines.Length)
-            return Encoding.ASCII.GetBytes($"HTTP/1.1 {status} \r\n");
-        return s_statusLines[status] ??= Encoding.ASCII.GetBytes($"HTTP/1.1 {status} {ReasonPhrases.GetReasonPhrase(status)}\r\n");
     }
 
     /// <summary>One connection's state while it stays on this path.</summary>

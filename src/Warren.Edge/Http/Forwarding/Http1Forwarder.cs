@@ -722,7 +722,7 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     /// <summary>Writes body bytes, as one chunk (<c>size CRLF data CRLF</c>) when <paramref name="chunked"/>.</summary>
-    private static void WriteData(PipeWriter writer, ReadOnlySpan<byte> data, bool chunked)
+    internal static void WriteData(IBufferWriter<byte> writer, ReadOnlySpan<byte> data, bool chunked)
     {
         if (data.IsEmpty)
             return;

@@ -17,12 +17,30 @@ public sealed class ShortTimeoutsFrontDoorFixture : FrontDoorFixture
     }
 }
 
+/// <summary><see cref="ShortTimeoutsFrontDoorFixture"/> on Kestrel's transport.</summary>
+public sealed class ShortTimeoutsKestrelTransportFixture : FrontDoorFixture
+{
+    protected override void ConfigureKestrel(KestrelServerOptions options)
+    {
+        options.Limits.KeepAliveTimeout = ShortTimeoutsFrontDoorFixture.Timeout;
+        options.Limits.RequestHeadersTimeout = ShortTimeoutsFrontDoorFixture.Timeout;
+    }
+
+    protected override void ConfigureFrontDoor(HttpFrontDoorOptions options) => options.Transport = HttpsTransport.Kestrel;
+}
+
+public sealed class ConnectionDeadlineKestrelTransportTests(ShortTimeoutsKestrelTransportFixture fixture)
+    : ConnectionDeadlineTestsBase(fixture), IClassFixture<ShortTimeoutsKestrelTransportFixture>;
+
+public sealed class ConnectionDeadlineTests(ShortTimeoutsFrontDoorFixture fixture)
+    : ConnectionDeadlineTestsBase(fixture), IClassFixture<ShortTimeoutsFrontDoorFixture>;
+
 /// <summary>
 /// Below Kestrel's HTTP layer the connection-level forwarder enforces Kestrel's own keep-alive and request-headers
 /// timeouts (on Kestrel's per-connection heartbeat): an idle connection and a head that trickles in a byte at a
 /// time (slowloris) are both closed, the latter although every byte arrives well within the timeout.
 /// </summary>
-public sealed class ConnectionDeadlineTests(ShortTimeoutsFrontDoorFixture fixture) : IClassFixture<ShortTimeoutsFrontDoorFixture>, IAsyncLifetime
+public abstract class ConnectionDeadlineTestsBase(FrontDoorFixture fixture) : IAsyncLifetime
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
     private readonly List<RawUpstream> _upstreams = new();

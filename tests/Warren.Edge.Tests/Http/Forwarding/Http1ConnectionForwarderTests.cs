@@ -18,7 +18,14 @@ namespace Warren.Edge.Tests.Http.Forwarding;
 /// belong to the test that reads them).
 /// </summary>
 [Collection(FrontDoorCollection.Name)]
-public sealed class Http1ConnectionForwarderTests : IAsyncLifetime
+public sealed class Http1ConnectionForwarderTests(FrontDoorFixture fixture, ITestOutputHelper output)
+    : Http1ConnectionForwarderTestsBase(fixture, output);
+
+/// <summary><see cref="Http1ConnectionForwarderTestsBase"/> on Kestrel's transport (the lane as Kestrel connection middleware).</summary>
+public sealed class Http1ConnectionForwarderKestrelTransportTests(KestrelTransportFrontDoorFixture fixture, ITestOutputHelper output)
+    : Http1ConnectionForwarderTestsBase(fixture, output), IClassFixture<KestrelTransportFrontDoorFixture>;
+
+public abstract class Http1ConnectionForwarderTestsBase : IAsyncLifetime
 {
     /// <summary>The most any single wait in these tests may take; nothing here should come close.</summary>
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
@@ -29,7 +36,7 @@ public sealed class Http1ConnectionForwarderTests : IAsyncLifetime
     private readonly ITestOutputHelper _output;
     private readonly List<RawUpstream> _upstreams = new();
 
-    public Http1ConnectionForwarderTests(FrontDoorFixture fixture, ITestOutputHelper output)
+    protected Http1ConnectionForwarderTestsBase(FrontDoorFixture fixture, ITestOutputHelper output)
     {
         _f = fixture;
         _output = output;

@@ -23,6 +23,16 @@ public sealed class Http1ForwarderTests(FrontDoorFixture fixture) : Http1Forward
 public sealed class Http1ForwarderKestrelPathTests(KestrelOnlyFrontDoorFixture fixture)
     : Http1ForwarderTestsBase(fixture), IClassFixture<KestrelOnlyFrontDoorFixture>;
 
+/// <summary><see cref="Http1ForwarderTestsBase"/> on Kestrel's transport, with its connection-level lane.</summary>
+public sealed class Http1ForwarderKestrelTransportTests(KestrelTransportFrontDoorFixture fixture)
+    : Http1ForwarderTestsBase(fixture), IClassFixture<KestrelTransportFrontDoorFixture>;
+
+/// <summary>The front door on Kestrel's socket transport and SslStream instead of the native event loops.</summary>
+public sealed class KestrelTransportFrontDoorFixture : FrontDoorFixture
+{
+    protected override void ConfigureFrontDoor(HttpFrontDoorOptions options) => options.Transport = HttpsTransport.Kestrel;
+}
+
 /// <summary>The front door with <see cref="HttpFrontDoorOptions.ConnectionLevelForwarding"/> off.</summary>
 public sealed class KestrelOnlyFrontDoorFixture : FrontDoorFixture
 {

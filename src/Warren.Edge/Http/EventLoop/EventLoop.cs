@@ -1,0 +1,328 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Warren.Edge.Http.Forwarding;
+
+namespace Warren.Edge.Http.EventLoop;
+
+/// <summary>
+/// One thread of the native HTTPS front door: an epoll instance, its own listening sockets (SO_REUSEPORT, one per
+/// HTTPS endpoint), the connections accepted on them, and idle keep-alive connections to VMs. Everything a
+/// connection does happens on this thread, so nothing here takes a lock — nginx's worker, in C#.
+/// </summary>
+/// <remarks>
+/// Epoll is edge-triggered: every descriptor is registered once for input and output, and a handler always tries
+/// its operation until the kernel says EAGAIN before it waits (an event only says something changed). Deadlines are
+/// checked once a second by a sweep over the loop's connections, as Kestrel's heartbeat does.
+/// </remarks>
+internal sealed unsafe class EventLoop : IDisposable
+{
+    private const int MaxEvents = 256;
+    private const int SweepIntervalMs = 1000;
+
+    private readonly NativeHttpsFrontDoor _owner;
+    private readonly int _epoll;
+    private readonly int _wake;
+    private readonly List<(int Fd, IPEndPoint Local)> _listeners = new();
+    private object?[] _byFd = new object?[1024];
+    private readonly List<LaneConnection> _connections = new();
+    private readonly Dictionary<UpstreamEndpoint, Stack<UpstreamSocket>> _idle = new();
+    private int _idleCount;
+    private readonly Thread _thread;
+    private volatile bool _stopping;
+    private long _stopDeadline = long.MaxValue;
+
+    private static readonly object s_listenerMark = new();
+    private static readonly object s_wakeMark = new();
+
+    public EventLoop(NativeHttpsFrontDoor owner, int index)
+    {
+        _owner = owner;
+        _epoll = LinuxSockets.CreateEpoll();
+        _wake = LinuxSockets.CreateEventFd();
+        Register(_wake, s_wakeMark, LinuxSockets.EPOLLIN);
+        _thread = new Thread(Run) { IsBackground = true, Name = $"Warren HTTPS {index}" };
+    }
+
+    public NativeHttpsFrontDoor Owner => _owner;
+
+    /// <summary>Connections open on this loop (served here; handed-off ones are Kestrel's).</summary>
+    public int ConnectionCount => Volatile.Read(ref _connectionCount);
+    private int _connectionCount;
+
+    /// <summary>Listens on <paramref name="endpoint"/> (port 0 picks one); returns the bound address.</summary>
+    public IPEndPoint Listen(IPEndPoint endpoint, int backlog)
+    {
+        int fd = LinuxSockets.Listen(endpoint, backlog, reusePort: true);
+        var local = LinuxSockets.LocalEndPoint(fd) ?? endpoint;
+        _listeners.Add((fd, local));
+        Register(fd, s_listenerMark, LinuxSockets.EPOLLIN);
+        return local;
+    }
+
+    public void Start() => _thread.Start();
+
+    /// <summary>Stops accepting; open connections finish their current request until <paramref name="grace"/> ends.</summary>
+    public void Stop(TimeSpan grace)
+    {
+        _stopDeadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+        _stopping = true;
+        LinuxSockets.Signal(_wake);
+    }
+
+    public bool Join(TimeSpan timeout) => !_thread.IsAlive || _thread.Join(timeout);
+
+    private void Register(int fd, object owner, uint events)
+    {
+        Track(fd, owner);
+        LinuxSockets.EpollAdd(_epoll, fd, events, (ulong)fd);
+    }
+
+    internal void Track(int fd, object? owner)
+    {
+        if (fd >= _byFd.Length)
+            Array.Resize(ref _byFd, Math.Max(fd + 1, _byFd.Length * 2));
+        _byFd[fd] = owner;
+    }
+
+    /// <summary>A client or VM socket: edge-triggered input, output and peer-closed events.</summary>
+    internal void Watch(int fd, object owner) =>
+        Register(fd, owner, LinuxSockets.EPOLLIN | LinuxSockets.EPOLLOUT | LinuxSockets.EPOLLRDHUP | LinuxSockets.EPOLLET);
+
+    /// <summary>Forgets a descriptor before it is closed or handed to someone else.</summary>
+    internal void Unwatch(int fd, bool removeFromEpoll)
+    {
+        if (removeFromEpoll)
+            LinuxSockets.EpollRemove(_epoll, fd);
+        if (fd < _byFd.Length)
+            _byFd[fd] = null;
+    }
+
+    private void Run()
+    {
+        byte* events = stackalloc byte[MaxEvents * LinuxSockets.EpollEventSize];
+        long nextSweep = Environment.TickCount64 + SweepIntervalMs;
+        bool listenersClosed = false;
+        while (true)
+        {
+            int n = LinuxSockets.EpollWait(_epoll, events, MaxEvents, SweepIntervalMs);
+            for (int i = 0; i < n; i++)
+            {
+                int fd = (int)LinuxSockets.EventData(events, i);
+                object? target = fd < _byFd.Length ? _byFd[fd] : null;
+                try
+                {
+                    switch (target)
+                    {
+                        case LaneConnection connection:
+                            connection.Advance();
+                            break;
+                        case UpstreamSocket upstream:
+                            if (upstream.Owner is { } owner)
+                                owner.Advance();
+                            else if (LinuxSockets.Peek(upstream.Fd) != -1)
+                                DropIdle(upstream); // an idle VM connection that spoke or closed is not reusable
+                            break;
+                        case not null when ReferenceEquals(target, s_listenerMark):
+                            AcceptAll(fd);
+                            break;
+                        case not null when ReferenceEquals(target, s_wakeMark):
+                            LinuxSockets.Drain(_wake);
+                            break;
+                    }
+                }
+                catch (Exception ex)
+                {
+                    // A bug in one connection's handling must not take the loop's other connections with it.
+                    _owner.LogConnectionFailed(ex);
+                    if (target is LaneConnection broken)
+                        broken.Close();
+                    else if (target is UpstreamSocket { Owner: { } owner })
+                        owner.Close();
+                }
+            }
+            long now = Environment.TickCount64;
+            if (_stopping)
+            {
+                if (!listenersClosed)
+                {
+                    foreach (var (fd, _) in _listeners)
+                    {
+                        Unwatch(fd, removeFromEpoll: true);
+                        LinuxSockets.Close(fd);
+                    }
+                    listenersClosed = true;
+                }
+                for (int i = _connections.Count - 1; i >= 0; i--)
+                {
+                    var connection = _connections[i];
+                    if (connection.IsIdle || now >= _stopDeadline)
+                        connection.Close();
+                }
+                if (_connections.Count == 0)
+                    break;
+            }
+            if (now >= nextSweep)
+            {
+                nextSweep = now + SweepIntervalMs;
+                Sweep(now);
+            }
+        }
+        foreach (var stack in _idle.Values)
+            while (stack.TryPop(out var idle))
+                CloseUpstream(idle);
+        _idle.Clear();
+    }
+
+    private void AcceptAll(int listener)
+    {
+        while (!_stopping)
+        {
+            int fd = LinuxSockets.Accept(listener, out var remote);
+            if (fd == -1)
+                return;
+            if (fd < 0)
+                continue; // that connection failed before we saw it
+            var local = LinuxSockets.LocalEndPoint(fd);
+            if (remote is null || local is null)
+            {
+                LinuxSockets.Close(fd);
+                continue;
+            }
+            LaneConnection connection;
+            try
+            {
+                connection = new LaneConnection(this, fd, local, remote);
+            }
+            catch (Exception ex)
+            {
+                _owner.LogConnectionFailed(ex);
+                LinuxSockets.Close(fd);
+                continue;
+            }
+            connection.Index = _connections.Count;
+            _connections.Add(connection);
+            Interlocked.Increment(ref _connectionCount);
+            Watch(fd, connection);
+            connection.Advance();
+        }
+    }
+
+    /// <summary>Takes a connection off this loop's list (it was closed or handed to Kestrel).</summary>
+    internal void Forget(LaneConnection connection)
+    {
+        int index = connection.Index;
+        if (index < 0 || index >= _connections.Count || !ReferenceEquals(_connections[index], connection))
+            return;
+        var last = _connections[^1];
+        _connections[index] = last;
+        last.Index = index;
+        _connections.RemoveAt(_connections.Count - 1);
+        connection.Index = -1;
+        Interlocked.Decrement(ref _connectionCount);
+    }
+
+    private void Sweep(long now)
+    {
+        for (int i = _connections.Count - 1; i >= 0; i--)
+        {
+            if (i < _connections.Count)
+                _connections[i].CheckDeadline(now);
+        }
+        long idleBefore = now - (long)UpstreamConnectionPool.IdleTimeout.TotalMilliseconds;
+        foreach (var stack in _idle.Values)
+        {
+            // The oldest are at the bottom: rebuild without those idle too long.
+            if (stack.Count == 0 || !stack.Any(u => u.IdleSince < idleBefore))
+                continue;
+            var keep = stack.Where(u => u.IdleSince >= idleBefore).Reverse().ToArray();
+            foreach (var old in stack.Where(u => u.IdleSince < idleBefore).ToArray())
+                CloseUpstream(old);
+            stack.Clear();
+            foreach (var u in keep)
+                stack.Push(u);
+        }
+    }
+
+    // ---- VM connections: idle ones are kept per loop, most recently used first (bounded as the shared pool).
+
+    internal UpstreamSocket? TakeIdle(UpstreamEndpoint endpoint)
+    {
+        if (!_idle.TryGetValue(endpoint, out var stack) || !stack.TryPop(out var upstream))
+            return null;
+        _idleCount--;
+        return upstream;
+    }
+
+    internal void ReturnIdle(UpstreamSocket upstream)
+    {
+        if (_stopping || _idleCount >= UpstreamConnectionPool.MaxIdleTotal)
+        {
+            CloseUpstream(upstream);
+            return;
+        }
+        if (!_idle.TryGetValue(upstream.Endpoint, out var stack))
+            _idle[upstream.Endpoint] = stack = new Stack<UpstreamSocket>();
+        if (stack.Count >= UpstreamConnectionPool.MaxIdlePerEndpoint)
+        {
+            CloseUpstream(upstream);
+            return;
+        }
+        upstream.Owner = null;
+        upstream.IdleSince = Environment.TickCount64;
+        stack.Push(upstream);
+        _idleCount++;
+    }
+
+    private void DropIdle(UpstreamSocket upstream)
+    {
+        if (_idle.TryGetValue(upstream.Endpoint, out var stack) && stack.Contains(upstream))
+        {
+            var rest = stack.Where(u => !ReferenceEquals(u, upstream)).Reverse().ToArray();
+            stack.Clear();
+            foreach (var u in rest)
+                stack.Push(u);
+            _idleCount--;
+            CloseUpstream(upstream);
+        }
+    }
+
+    /// <summary>A new VM connection, connecting; registered with this loop.</summary>
+    internal UpstreamSocket Connect(UpstreamEndpoint endpoint)
+    {
+        int fd = LinuxSockets.StartConnect(endpoint.ToEndPoint(), out bool pending);
+        var upstream = new UpstreamSocket(fd, endpoint) { Connecting = pending };
+        Watch(fd, upstream);
+        return upstream;
+    }
+
+    internal void CloseUpstream(UpstreamSocket upstream)
+    {
+        if (upstream.Fd < 0)
+            return;
+        Unwatch(upstream.Fd, removeFromEpoll: false);
+        LinuxSockets.Close(upstream.Fd);
+        upstream.Fd = -1;
+        upstream.Owner = null;
+    }
+
+    public void Dispose()
+    {
+        foreach (var (fd, _) in _listeners)
+            LinuxSockets.Close(fd);
+        _listeners.Clear();
+        LinuxSockets.Close(_wake);
+        LinuxSockets.Close(_epoll);
+    }
+}
+
+/// <summary>A keep-alive connection to a VM, owned by one loop; <see cref="Owner"/> is the client connection using it, or null when idle.</summary>
+internal sealed class UpstreamSocket(int fd, UpstreamEndpoint endpoint)
+{
+    public int Fd { get; set; } = fd;
+    public UpstreamEndpoint Endpoint { get; } = endpoint;
+    public LaneConnection? Owner { get; set; }
+    public bool Connecting { get; set; }
+    public long IdleSince { get; set; }
+    public int Uses { get; set; }
+}
