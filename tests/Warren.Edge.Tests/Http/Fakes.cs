@@ -38,8 +38,22 @@ internal sealed class FakeAccess : IWebAccessService
 internal sealed class FakeLocator : IWebUpstreamLocator
 {
     public ConcurrentDictionary<string, IPAddress> Addresses { get; } = new();
-    public ValueTask<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct) =>
-        ValueTask.FromResult(Addresses.TryGetValue(vmId, out var a) ? a : null);
+
+    /// <summary>VMs whose address is answered only after this long (as the real locator does when its cache expires).</summary>
+    public ConcurrentDictionary<string, TimeSpan> Delays { get; } = new();
+
+    public ValueTask<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct)
+    {
+        if (Delays.TryGetValue(vmId, out var delay))
+            return LaterAsync(vmId, delay, ct);
+        return ValueTask.FromResult(Addresses.TryGetValue(vmId, out var a) ? a : null);
+    }
+
+    private async ValueTask<IPAddress?> LaterAsync(string vmId, TimeSpan delay, CancellationToken ct)
+    {
+        await Task.Delay(delay, ct);
+        return Addresses.TryGetValue(vmId, out var a) ? a : null;
+    }
 }
 
 /// <summary>Tokens are "name@namespace" keys in a table; anything else is invalid. Records what it was asked.</summary>

@@ -27,10 +27,14 @@ internal sealed unsafe class EventLoop : IDisposable
     private object?[] _byFd = new object?[1024];
     private readonly List<LaneConnection> _connections = new();
     private readonly Dictionary<UpstreamEndpoint, Stack<UpstreamSocket>> _idle = new();
+    private readonly System.Collections.Concurrent.ConcurrentQueue<(LaneConnection Connection, UpstreamEndpoint? Route)> _routed = new();
     private int _idleCount;
     private readonly Thread _thread;
     private volatile bool _stopping;
     private long _stopDeadline = long.MaxValue;
+
+    /// <summary>Events after which a read must be tried: data, the peer's FIN, a hang-up or an error.</summary>
+    private const uint ReadinessFlags = LinuxSockets.EPOLLIN | LinuxSockets.EPOLLRDHUP | LinuxSockets.EPOLLHUP | LinuxSockets.EPOLLERR;
 
     private static readonly object s_listenerMark = new();
     private static readonly object s_wakeMark = new();
@@ -109,17 +113,21 @@ internal sealed unsafe class EventLoop : IDisposable
             for (int i = 0; i < n; i++)
             {
                 int fd = (int)LinuxSockets.EventData(events, i);
+                bool readable = (LinuxSockets.EventFlags(events, i) & ReadinessFlags) != 0;
                 object? target = fd < _byFd.Length ? _byFd[fd] : null;
                 try
                 {
                     switch (target)
                     {
                         case LaneConnection connection:
-                            connection.Advance();
+                            connection.OnClientEvent(readable);
                             break;
                         case UpstreamSocket upstream:
                             if (upstream.Owner is { } owner)
+                            {
+                                upstream.Readable |= readable;
                                 owner.Advance();
+                            }
                             else if (LinuxSockets.Peek(upstream.Fd) != -1)
                                 DropIdle(upstream); // an idle VM connection that spoke or closed is not reusable
                             break;
@@ -128,6 +136,7 @@ internal sealed unsafe class EventLoop : IDisposable
                             break;
                         case not null when ReferenceEquals(target, s_wakeMark):
                             LinuxSockets.Drain(_wake);
+                            DeliverRouted();
                             break;
                     }
                 }
@@ -208,6 +217,29 @@ internal sealed unsafe class EventLoop : IDisposable
         }
     }
 
+    private void DeliverRouted()
+    {
+        while (_routed.TryDequeue(out var routed))
+        {
+            try
+            {
+                routed.Connection.Routed(routed.Route);
+            }
+            catch (Exception ex)
+            {
+                _owner.LogConnectionFailed(ex);
+                routed.Connection.Close();
+            }
+        }
+    }
+
+    /// <summary>Brings a routing answer that completed elsewhere back to this loop's thread (any thread may call).</summary>
+    internal void Post(LaneConnection connection, UpstreamEndpoint? route)
+    {
+        _routed.Enqueue((connection, route));
+        LinuxSockets.Signal(_wake);
+    }
+
     /// <summary>Takes a connection off this loop's list (it was closed or handed to Kestrel).</summary>
     internal void Forget(LaneConnection connection)
     {
@@ -269,6 +301,7 @@ internal sealed unsafe class EventLoop : IDisposable
             return;
         }
         upstream.Owner = null;
+        upstream.Readable = false; // its response was read to the end; a later event is checked by Peek
         upstream.IdleSince = Environment.TickCount64;
         stack.Push(upstream);
         _idleCount++;
@@ -323,6 +356,12 @@ internal sealed class UpstreamSocket(int fd, UpstreamEndpoint endpoint)
     public UpstreamEndpoint Endpoint { get; } = endpoint;
     public LaneConnection? Owner { get; set; }
     public bool Connecting { get; set; }
+
+    /// <summary>
+    /// A readiness event came since the last receive said EAGAIN: with edge-triggered epoll a receive is only
+    /// worth a system call then (nginx's <c>ready</c> flag).
+    /// </summary>
+    public bool Readable { get; set; }
     public long IdleSince { get; set; }
     public int Uses { get; set; }
 }

@@ -25,7 +25,7 @@ namespace Warren.Edge.Http.EventLoop;
 /// </remarks>
 internal sealed class LaneConnection
 {
-    private enum State { Handshake, ReadHead, Upstream, Respond, Closed }
+    private enum State { Handshake, ReadHead, Routing, Upstream, Respond, Closed }
     private enum UpstreamPhase { Acquire, Send, ReadHead }
     private enum BodyMode { None, Length, Chunked, UntilClose }
 
@@ -40,6 +40,13 @@ internal sealed class LaneConnection
     private byte[]? _clientAddress;
 
     private State _state = State.Handshake;
+
+    /// <summary>
+    /// A readiness event came since SSL_read last said it wants more: only then is a read worth a system call
+    /// (with edge-triggered epoll the event for bytes that arrived while a response was being written has already
+    /// been delivered, so it is remembered here; bytes OpenSSL buffered are <see cref="TlsSession.HasBufferedInput"/>).
+    /// </summary>
+    private bool _clientReadable = true;
     private long _deadline;
 
     // Request head: decrypted bytes, possibly followed by pipelined ones.
@@ -92,6 +99,12 @@ internal sealed class LaneConnection
     /// <summary>Between requests with nothing buffered: may be closed at once on shutdown.</summary>
     public bool IsIdle => _state is State.Handshake or State.ReadHead && _headFilled == 0;
 
+    public void OnClientEvent(bool readable)
+    {
+        _clientReadable |= readable;
+        Advance();
+    }
+
     public void Advance()
     {
         while (true)
@@ -113,7 +126,7 @@ internal sealed class LaneConnection
     {
         if (_state == State.Closed || now < _deadline)
             return;
-        if (_state == State.Upstream)
+        if (_state is State.Routing or State.Upstream)
         {
             // The VM did not answer in time: the visitor gets the page, as on the other paths.
             Fail(new ForwardResult(ForwardOutcome.TimedOut, "the VM did not answer in time"));
@@ -170,6 +183,12 @@ internal sealed class LaneConnection
                 Close();
                 return false;
             }
+            if (!_clientReadable && !_session.HasBufferedInput)
+            {
+                if (_headFilled == 0)
+                    ReleaseHeadBuffer();
+                return false;
+            }
             _head ??= ArrayPool<byte>.Shared.Rent(Http1ConnectionForwarder.MaxHeadBytes);
             var status = _session.Read(_head.AsSpan(_headFilled, Http1ConnectionForwarder.MaxHeadBytes - _headFilled), out int read);
             if (status == TlsStatus.Done)
@@ -181,6 +200,8 @@ internal sealed class LaneConnection
             }
             if (status is TlsStatus.WantRead or TlsStatus.WantWrite)
             {
+                if (status == TlsStatus.WantRead)
+                    _clientReadable = false;
                 if (_headFilled == 0)
                     ReleaseHeadBuffer();
                 return false;
@@ -208,16 +229,35 @@ internal sealed class LaneConnection
             return false;
         }
         var route = _owner.FrontDoor.RoutePublicSiteAsync(vmName, _remote.Address);
-        if (!route.IsCompletedSuccessfully)
+        if (route.IsCompletedSuccessfully)
+            return Route(route.Result);
+        // Not known without waiting (an address cache refreshing, a directory on disk): the loop never waits, so
+        // the connection pauses here and the answer comes back to this thread (EventLoop.Post).
+        _state = State.Routing;
+        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+        route.AsTask().ContinueWith(static (task, state) =>
         {
-            // The site is not in the directory's cache: the loop never waits, so Kestrel's path answers this one.
-            _ = route.AsTask();
-            HandOff();
-            return false;
-        }
+            var connection = (LaneConnection)state!;
+            connection._loop.Post(connection, task.IsCompletedSuccessfully ? task.Result : null);
+        }, this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return false;
+    }
+
+    /// <summary>The routing answer that came back later (on the loop thread); ignored when the connection moved on (closed, timed out).</summary>
+    public void Routed(UpstreamEndpoint? endpoint)
+    {
+        if (_state != State.Routing)
+            return;
+        if (Route(endpoint))
+            Advance();
+    }
+
+    private bool Route(UpstreamEndpoint? route)
+    {
+        var head = _head.AsSpan(0, _headLength);
         _upstreamHead ??= new ByteBuffer(1024, Http1ConnectionForwarder.MaxHeadBytes * 2);
         _clientAddress ??= Encoding.ASCII.GetBytes(_remote.Address.ToString());
-        if (route.Result is not { } endpoint || !Http1LaneRules.WriteUpstreamHead(head, _request, _hostBytes, _clientAddress, _upstreamHead))
+        if (route is not { } endpoint || !Http1LaneRules.WriteUpstreamHead(head, _request, _hostBytes, _clientAddress, _upstreamHead))
         {
             HandOff();
             return false;
@@ -287,9 +327,14 @@ internal sealed class LaneConnection
                     return true;
 
                 case UpstreamPhase.ReadHead:
-                    int n = LinuxSockets.Receive(_upstream!.Fd, _receive.AsSpan(_filled, Http1Forwarder.ReceiveBufferBytes - _filled));
+                    if (!_upstream!.Readable)
+                        return false; // the response is not here yet: its EPOLLIN will say so
+                    int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(_filled, Http1Forwarder.ReceiveBufferBytes - _filled));
                     if (n == -1)
+                    {
+                        _upstream.Readable = false;
                         return false;
+                    }
                     if (n <= 0)
                     {
                         if (RetryOnNewConnection())
@@ -480,9 +525,15 @@ internal sealed class LaneConnection
                 FinishRequest();
                 return _state != State.Closed;
             }
-            int n = LinuxSockets.Receive(_upstream!.Fd, _receive.AsSpan(0, Http1Forwarder.ReceiveBufferBytes));
+            if (!_upstream!.Readable)
+            {
+                _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                return false;
+            }
+            int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(0, Http1Forwarder.ReceiveBufferBytes));
             if (n == -1)
             {
+                _upstream.Readable = false;
                 _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
                 return false;
             }

@@ -22,6 +22,7 @@ internal static unsafe class OpenSsl
         SSL_ERROR_SYSCALL = 5, SSL_ERROR_ZERO_RETURN = 6;
 
     // SSL_CTX_ctrl commands (ssl.h).
+    public const int SSL_CTRL_SET_READ_AHEAD = 41;
     public const int SSL_CTRL_MODE = 33;
     public const int SSL_CTRL_SET_TLSEXT_SERVERNAME_CB = 53;
     public const int SSL_CTRL_SET_TLSEXT_SERVERNAME_ARG = 54;
@@ -73,6 +74,7 @@ internal static unsafe class OpenSsl
     [DllImport(LibSsl)] public static extern nint SSL_set_SSL_CTX(nint ssl, nint ctx);
     [DllImport(LibSsl)] public static extern int SSL_accept(nint ssl);
     [DllImport(LibSsl)] public static extern int SSL_read(nint ssl, byte* buffer, int count);
+    [DllImport(LibSsl)] public static extern int SSL_has_pending(nint ssl);
     [DllImport(LibSsl)] public static extern int SSL_write(nint ssl, byte* buffer, int count);
     [DllImport(LibSsl)] public static extern int SSL_shutdown(nint ssl);
     [DllImport(LibSsl)] public static extern int SSL_get_error(nint ssl, int result);

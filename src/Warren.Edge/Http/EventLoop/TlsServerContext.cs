@@ -208,6 +208,10 @@ internal sealed unsafe class TlsServerContext : IDisposable
             throw Error("SSL_CTX_set_min_proto_version");
         OpenSsl.SSL_CTX_set_options(ctx, ContextOptions);
         OpenSsl.SSL_CTX_ctrl(ctx, OpenSsl.SSL_CTRL_MODE, (nint)ContextModes, 0);
+        // Read ahead: one read() takes whatever the socket holds instead of a record header and then its body (two
+        // system calls per request otherwise). What it buffers beyond a record is reported by SSL_has_pending, which
+        // the event loop checks before it waits for the socket (TlsSession.HasBufferedInput).
+        OpenSsl.SSL_CTX_ctrl(ctx, OpenSsl.SSL_CTRL_SET_READ_AHEAD, 1, 0);
         fixed (byte* ciphers = Tls12CipherList)
         {
             if (OpenSsl.SSL_CTX_set_cipher_list(ctx, ciphers) != 1)

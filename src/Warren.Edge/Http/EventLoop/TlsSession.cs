@@ -152,6 +152,23 @@ internal sealed unsafe class TlsSession : IDisposable
     }
 
     /// <summary>
+    /// True when OpenSSL holds input read from the socket but not yet returned (read-ahead is on): a reader must
+    /// call <see cref="Read"/> before it waits for the socket, whose readiness event for those bytes has passed.
+    /// </summary>
+    public bool HasBufferedInput
+    {
+        get
+        {
+            nint ssl = _ssl;
+            if (_terminal is not null || ssl == 0)
+                return false;
+            bool pending = OpenSsl.SSL_has_pending(ssl) == 1;
+            GC.KeepAlive(this);
+            return pending;
+        }
+    }
+
+    /// <summary>
     /// Decrypts into <paramref name="buffer"/> (SSL_read). Done with <paramref name="read"/> &gt; 0, or Closed on
     /// close_notify or EOF. An empty buffer returns Done/0 without touching the socket.
     /// </summary>
@@ -300,11 +317,8 @@ internal sealed unsafe class TlsSession : IDisposable
         return ssl;
     }
 
-    private static TlsStatus Succeeded()
-    {
-        OpenSsl.ERR_clear_error();
-        return TlsStatus.Done;
-    }
+    /// <summary>A successful call leaves the queue as it found it: empty (every call starts by clearing it).</summary>
+    private static TlsStatus Succeeded() => TlsStatus.Done;
 
     /// <summary>Maps a non-positive SSL_accept/read/write result through SSL_get_error(3), leaving the error queue empty.</summary>
     private TlsStatus Classify(nint ssl, int result)

@@ -226,6 +226,33 @@ public abstract class Http1ConnectionForwarderTestsBase : IAsyncLifetime
         Assert.Equal(before + 3, LaneCount);
     }
 
+    [Fact]
+    public async Task AddressAnsweredLater_TheRequestWaitsForIt_OnTheLane()
+    {
+        // The address cache expires every few seconds and the runtime answers asynchronously: the request waits
+        // for the answer without leaving the lane (on the native loop the connection is parked and resumed on its
+        // thread), and the connection keeps serving.
+        var (upstream, site) = Start(Echo());
+        _f.Locator.Delays["vm-" + site] = TimeSpan.FromMilliseconds(150);
+        long before = LaneCount;
+        await using var client = await ConnectAsync(site);
+        for (int i = 0; i < 3; i++)
+        {
+            await client.WriteAsync(Head(site, $"/late{i}"));
+            var response = await client.ReadResponseAsync();
+            Assert.Equal(200, response.Status);
+            Assert.Equal($"GET /late{i} []", response.BodyText);
+        }
+        Assert.Equal(before + 3, LaneCount);
+
+        // An address that never comes (the VM went away meanwhile) is the page, not a hang.
+        _f.Locator.Addresses.TryRemove("vm-" + site, out _);
+        await client.WriteAsync(Head(site, "/gone"));
+        var gone = await client.ReadResponseAsync();
+        Assert.True(gone.Status is 503 or 502 or 404, $"got {gone.Status}");
+        Assert.Equal(3, upstream.Requests.Count);
+    }
+
     // ------------------------------------------------------------------ hand-off to Kestrel
 
     [Fact]
