@@ -36,6 +36,12 @@ internal sealed unsafe class EventLoop : IDisposable
     /// <summary>Events after which a read must be tried: data, the peer's FIN, a hang-up or an error.</summary>
     private const uint ReadinessFlags = LinuxSockets.EPOLLIN | LinuxSockets.EPOLLRDHUP | LinuxSockets.EPOLLHUP | LinuxSockets.EPOLLERR;
 
+    /// <summary>
+    /// Events that say the peer closed or failed. They are reported once, possibly together with the data before
+    /// them, so they are remembered: a short read then no longer means "wait for the next event".
+    /// </summary>
+    private const uint HangUpFlags = LinuxSockets.EPOLLRDHUP | LinuxSockets.EPOLLHUP | LinuxSockets.EPOLLERR;
+
     private static readonly object s_listenerMark = new();
     private static readonly object s_wakeMark = new();
 
@@ -113,19 +119,22 @@ internal sealed unsafe class EventLoop : IDisposable
             for (int i = 0; i < n; i++)
             {
                 int fd = (int)LinuxSockets.EventData(events, i);
-                bool readable = (LinuxSockets.EventFlags(events, i) & ReadinessFlags) != 0;
+                uint flags = LinuxSockets.EventFlags(events, i);
+                bool readable = (flags & ReadinessFlags) != 0;
+                bool hangUp = (flags & HangUpFlags) != 0;
                 object? target = fd < _byFd.Length ? _byFd[fd] : null;
                 try
                 {
                     switch (target)
                     {
                         case LaneConnection connection:
-                            connection.OnClientEvent(readable);
+                            connection.OnClientEvent(readable, hangUp);
                             break;
                         case UpstreamSocket upstream:
                             if (upstream.Owner is { } owner)
                             {
                                 upstream.Readable |= readable;
+                                upstream.HungUp |= hangUp;
                                 owner.Advance();
                             }
                             else if (LinuxSockets.Peek(upstream.Fd) != -1)
@@ -288,7 +297,7 @@ internal sealed unsafe class EventLoop : IDisposable
 
     internal void ReturnIdle(UpstreamSocket upstream)
     {
-        if (_stopping || _idleCount >= UpstreamConnectionPool.MaxIdleTotal)
+        if (_stopping || upstream.HungUp || _idleCount >= UpstreamConnectionPool.MaxIdleTotal)
         {
             CloseUpstream(upstream);
             return;
@@ -362,6 +371,9 @@ internal sealed class UpstreamSocket(int fd, UpstreamEndpoint endpoint)
     /// worth a system call then (nginx's <c>ready</c> flag).
     /// </summary>
     public bool Readable { get; set; }
+
+    /// <summary>The VM closed or the connection failed (sticky): every read is tried until it reports so.</summary>
+    public bool HungUp { get; set; }
     public long IdleSince { get; set; }
     public int Uses { get; set; }
 }

@@ -47,6 +47,9 @@ internal sealed class LaneConnection
     /// been delivered, so it is remembered here; bytes OpenSSL buffered are <see cref="TlsSession.HasBufferedInput"/>).
     /// </summary>
     private bool _clientReadable = true;
+
+    /// <summary>The client closed or the connection failed (sticky): reads go on until they report it.</summary>
+    private bool _clientHungUp;
     private long _deadline;
 
     // Request head: decrypted bytes, possibly followed by pipelined ones.
@@ -99,9 +102,10 @@ internal sealed class LaneConnection
     /// <summary>Between requests with nothing buffered: may be closed at once on shutdown.</summary>
     public bool IsIdle => _state is State.Handshake or State.ReadHead && _headFilled == 0;
 
-    public void OnClientEvent(bool readable)
+    public void OnClientEvent(bool readable, bool hangUp)
     {
         _clientReadable |= readable;
+        _clientHungUp |= hangUp;
         Advance();
     }
 
@@ -193,6 +197,9 @@ internal sealed class LaneConnection
             var status = _session.Read(_head.AsSpan(_headFilled, Http1ConnectionForwarder.MaxHeadBytes - _headFilled), out int read);
             if (status == TlsStatus.Done)
             {
+                // The socket was left empty: wait for its next event rather than read again only to hear EAGAIN.
+                if (_session.InputDrained && !_clientHungUp)
+                    _clientReadable = false;
                 if (_headFilled == 0 && read > 0)
                     _deadline = Environment.TickCount64 + _owner.RequestHeadersTimeoutMs; // from the request's first byte, as Kestrel's
                 _headFilled += read;
@@ -329,12 +336,12 @@ internal sealed class LaneConnection
                 case UpstreamPhase.ReadHead:
                     if (!_upstream!.Readable)
                         return false; // the response is not here yet: its EPOLLIN will say so
-                    int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(_filled, Http1Forwarder.ReceiveBufferBytes - _filled));
+                    int space = Http1Forwarder.ReceiveBufferBytes - _filled;
+                    int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(_filled, space));
+                    if (n == -1 || n > 0 && n < space && !_upstream.HungUp)
+                        _upstream.Readable = false; // empty now: the next bytes raise an event
                     if (n == -1)
-                    {
-                        _upstream.Readable = false;
                         return false;
-                    }
                     if (n <= 0)
                     {
                         if (RetryOnNewConnection())
@@ -531,9 +538,10 @@ internal sealed class LaneConnection
                 return false;
             }
             int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(0, Http1Forwarder.ReceiveBufferBytes));
+            if (n == -1 || n > 0 && n < Http1Forwarder.ReceiveBufferBytes && !_upstream.HungUp)
+                _upstream.Readable = false; // empty now: the next bytes raise an event
             if (n == -1)
             {
-                _upstream.Readable = false;
                 _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
                 return false;
             }

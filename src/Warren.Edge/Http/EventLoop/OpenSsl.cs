@@ -97,6 +97,20 @@ internal static unsafe class OpenSsl
     [DllImport(LibCrypto)] public static extern void EVP_PKEY_free(nint pkey);
     [DllImport(LibCrypto)] public static extern nint BIO_s_mem();
     [DllImport(LibCrypto)] public static extern nint BIO_new(nint method);
+    // A BIO method of our own (SocketReadBio): BIO_meth_new copies the name.
+    [DllImport(LibCrypto)] public static extern int BIO_get_new_index();
+    [DllImport(LibCrypto)] public static extern nint BIO_meth_new(int type, [MarshalAs(UnmanagedType.LPUTF8Str)] string name);
+    [DllImport(LibCrypto)] public static extern int BIO_meth_set_read(nint method, delegate* unmanaged<nint, byte*, int, int> read);
+    [DllImport(LibCrypto)] public static extern int BIO_meth_set_write(nint method, delegate* unmanaged<nint, byte*, int, int> write);
+    [DllImport(LibCrypto)] public static extern int BIO_meth_set_ctrl(nint method, delegate* unmanaged<nint, int, nint, nint, nint> ctrl);
+    [DllImport(LibCrypto)] public static extern int BIO_meth_set_create(nint method, delegate* unmanaged<nint, int> create);
+    [DllImport(LibCrypto)] public static extern void BIO_set_data(nint bio, nint data);
+    [DllImport(LibCrypto)] public static extern nint BIO_get_data(nint bio);
+    [DllImport(LibCrypto)] public static extern void BIO_set_init(nint bio, int init);
+    [DllImport(LibCrypto)] public static extern void BIO_set_flags(nint bio, int flags);
+    [DllImport(LibCrypto)] public static extern void BIO_clear_flags(nint bio, int flags);
+    [DllImport(LibCrypto)] public static extern int BIO_test_flags(nint bio, int flags);
+    [DllImport(LibSsl)] public static extern void SSL_set0_rbio(nint ssl, nint bio);
     [DllImport(LibCrypto)] public static extern int BIO_read(nint bio, byte* buffer, int count);
     [DllImport(LibCrypto)] public static extern nint BIO_ctrl(nint bio, int command, nint larg, nint parg);
 

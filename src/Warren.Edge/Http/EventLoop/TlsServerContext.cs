@@ -118,7 +118,21 @@ internal sealed unsafe class TlsServerContext : IDisposable
                 OpenSsl.SSL_free(ssl);
                 throw new InvalidOperationException("SSL_set_fd failed: " + OpenSsl.DrainErrors());
             }
-            return new TlsSession(ssl);
+            // Reads through SocketReadBio (a recv that also tells whether the socket was left empty); writes stay on
+            // the socket BIO. SSL_set0_rbio takes the new BIO and drops the read reference to the old one.
+            nint readBio;
+            nint readState;
+            try
+            {
+                readBio = SocketReadBio.Create(fd, out readState);
+            }
+            catch
+            {
+                OpenSsl.SSL_free(ssl);
+                throw;
+            }
+            OpenSsl.SSL_set0_rbio(ssl, readBio);
+            return new TlsSession(ssl, readState);
         }
         finally
         {

@@ -46,8 +46,20 @@ internal sealed unsafe class TlsSession : IDisposable
     private nint _writeBio;       // owned by _ssl (SSL_set0_wbio); 0 until DetachWriteSide
     private TlsStatus? _terminal; // Failed or Closed after a fatal OpenSSL error: no more calls into the SSL
 
-    /// <summary>Takes ownership of <paramref name="ssl"/> (from <see cref="TlsServerContext.NewSession"/>).</summary>
-    internal TlsSession(nint ssl) => _ssl = ssl;
+    private nint _readState;      // SocketReadBio's state for the read BIO; freed after SSL_free
+
+    /// <summary>Takes ownership of <paramref name="ssl"/> and its read BIO's state (from <see cref="TlsServerContext.NewSession"/>).</summary>
+    internal TlsSession(nint ssl, nint readState)
+    {
+        _ssl = ssl;
+        _readState = readState;
+    }
+
+    /// <summary>
+    /// True when the last read from the socket left it empty (fewer bytes than asked, or EAGAIN): with
+    /// edge-triggered epoll, bytes that arrive later raise a new event, so a reader may wait for it.
+    /// </summary>
+    public bool InputDrained => _readState != 0 && SocketReadBio.Drained(_readState);
 
     ~TlsSession() => Free();
 
@@ -308,6 +320,9 @@ internal sealed unsafe class TlsSession : IDisposable
         _writeBio = 0;
         OpenSsl.SSL_free(ssl);
         OpenSsl.ERR_clear_error();
+        nint readState = Interlocked.Exchange(ref _readState, 0);
+        if (readState != 0)
+            SocketReadBio.FreeState(readState); // after SSL_free: the read BIO went with it
     }
 
     private nint Live()

@@ -128,8 +128,37 @@ internal sealed class UpstreamConnectionPool : IDisposable
     /// The most recently used idle connection to <paramref name="endpoint"/> on <paramref name="engineThread"/>'s set,
     /// else one whose engine thread is not known yet (its receives all completed at once), or null.
     /// </summary>
-    public UpstreamConnection? TryTake(UpstreamEndpoint endpoint, int engineThread = 0) =>
-        TryTakeFrom(endpoint, engineThread) ?? (engineThread != 0 ? TryTakeFrom(endpoint, 0) : null);
+    public UpstreamConnection? TryTake(UpstreamEndpoint endpoint, int engineThread = 0)
+    {
+        if (TryTakeFrom(endpoint, engineThread) is { } own)
+            return own;
+        if (engineThread != 0 && TryTakeFrom(endpoint, 0) is { } unknown)
+            return unknown;
+        // Then another engine thread's: a request does not always run on the thread that polls its VM connections
+        // (behind the native HTTPS transport Kestrel's requests start on the thread pool and continue wherever a
+        // receive completed). Without this, such requests open new connections while idle ones pile up unasked.
+        foreach (int thread in _engineThreads)
+        {
+            if (thread != engineThread && TryTakeFrom(endpoint, thread) is { } other)
+                return other;
+        }
+        return null;
+    }
+
+    /// <summary>The engine threads connections have been filed under (a handful: one per socket engine).</summary>
+    private volatile int[] _engineThreads = [];
+    private readonly Lock _engineThreadsGate = new();
+
+    private void NoteEngineThread(int engineThread)
+    {
+        if (Array.IndexOf(_engineThreads, engineThread) >= 0)
+            return;
+        lock (_engineThreadsGate)
+        {
+            if (Array.IndexOf(_engineThreads, engineThread) < 0 && _engineThreads.Length < 256)
+                _engineThreads = [.. _engineThreads, engineThread];
+        }
+    }
 
     private UpstreamConnection? TryTakeFrom(UpstreamEndpoint endpoint, int engineThread)
     {
@@ -179,9 +208,12 @@ internal sealed class UpstreamConnectionPool : IDisposable
             return;
         }
         connection.IdleSince = Environment.TickCount64;
+        int engineThread = connection.EngineThread;
+        if (engineThread != 0)
+            NoteEngineThread(engineThread);
         while (true)
         {
-            var stack = _idle.GetOrAdd((connection.Endpoint, connection.EngineThread), static _ => new IdleStack());
+            var stack = _idle.GetOrAdd((connection.Endpoint, engineThread), static _ => new IdleStack());
             lock (stack)
             {
                 if (stack.Retired)
