@@ -8,7 +8,7 @@
 # FROM scratch out of the host's own nginx binary and the libraries ldd names (warren/bench-nginx:1).
 # Must run as root (Docker). Cleans up its daemon, containers, volumes and temp files.
 #
-# Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WARMUP (10s: tiered JIT settles), ROUNDS (2: a/b/c repeated, interleaved),
+# Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WARMUP (10s: tiered JIT settles), ROUNDS (5: a/b/c repeated, interleaved; the target is judged on the median),
 #              NGINX_WORKERS (1: worker_processes of the reverse-proxy nginx; "auto" = one per core),
 #              LIGHT_CONNECTIONS (4: a last pass of each path at -t1 -cN, latency below saturation).
 set -euo pipefail
@@ -21,7 +21,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-10s}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-5}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
 

@@ -199,6 +199,12 @@ internal sealed unsafe class EventLoop : IDisposable
             int fd = LinuxSockets.Accept(listener, out var remote);
             if (fd == -1)
                 return;
+            if (fd == -3)
+            {
+                // Out of descriptors: the connection stays queued; the sweep tries again within a second.
+                _owner.LogAcceptExhausted();
+                return;
+            }
             if (fd < 0)
                 continue; // that connection failed before we saw it
             var local = LinuxSockets.LocalEndPoint(fd);
@@ -265,6 +271,12 @@ internal sealed unsafe class EventLoop : IDisposable
 
     private void Sweep(long now)
     {
+        // Edge-triggered: connections left queued (accept ran out of descriptors) raise no new event by themselves.
+        if (!_stopping)
+        {
+            foreach (var (fd, _) in _listeners)
+                AcceptAll(fd);
+        }
         for (int i = _connections.Count - 1; i >= 0; i--)
         {
             if (i < _connections.Count)

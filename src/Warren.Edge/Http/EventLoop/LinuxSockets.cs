@@ -85,7 +85,11 @@ internal static unsafe class LinuxSockets
         }
     }
 
-    /// <summary>The next pending connection (non-blocking, TCP_NODELAY), or -1 when none is waiting.</summary>
+    /// <summary>
+    /// The next pending connection (non-blocking, TCP_NODELAY); -1 when none is waiting; -2 when that one failed
+    /// before it was taken (the next may be fine); -3 when the process or system is out of descriptors or memory
+    /// (EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would only spin).
+    /// </summary>
     public static int Accept(int listener, out IPEndPoint? remote)
     {
         byte* address = stackalloc byte[28];
@@ -104,8 +108,12 @@ internal static unsafe class LinuxSockets
             remote = null;
             if (errno == EINTR)
                 continue;
-            // EAGAIN: none left. Anything else (EMFILE, ECONNABORTED, ENOBUFS): this connection is lost, the loop goes on.
-            return errno == EAGAIN ? -1 : -2;
+            return errno switch
+            {
+                EAGAIN => -1,
+                24 or 23 or 105 or 12 => -3,
+                _ => -2, // ECONNABORTED, EPROTO, …: that connection is gone
+            };
         }
     }
 

@@ -130,6 +130,17 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
 
     internal void LogConnectionFailed(Exception ex) => Log.ConnectionFailed(_logger, ex);
 
+    private long _lastExhaustedLog = long.MinValue;
+
+    /// <summary>At most once a minute: a full descriptor table would otherwise log on every retry.</summary>
+    internal void LogAcceptExhausted()
+    {
+        long now = Environment.TickCount64;
+        long last = Interlocked.Read(ref _lastExhaustedLog);
+        if (now - last >= 60_000 && Interlocked.CompareExchange(ref _lastExhaustedLog, now, last) == last)
+            Log.AcceptExhausted(_logger);
+    }
+
     public void Dispose()
     {
         Stop(TimeSpan.FromSeconds(1));
@@ -148,7 +159,12 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
             LogLevel.Error, new EventId(EdgeEventIds.HttpNativeConnectionFailed, "HttpNativeConnectionFailed"),
             "HTTPS event loop: a connection failed unexpectedly and was closed");
 
+        private static readonly Action<ILogger, Exception?> s_exhausted = LoggerMessage.Define(
+            LogLevel.Warning, new EventId(EdgeEventIds.HttpNativeAcceptExhausted, "HttpNativeAcceptExhausted"),
+            "HTTPS event loop: out of file descriptors or memory accepting connections; they wait in the listen queue (raise the open-files limit)");
+
         public static void Started(ILogger l, string endpoints, int loops) => s_started(l, endpoints, loops, null);
+        public static void AcceptExhausted(ILogger l) => s_exhausted(l, null);
         public static void ConnectionFailed(ILogger l, Exception ex) => s_failed(l, ex);
     }
 }
