@@ -44,7 +44,7 @@ internal sealed class ExecEndpoint
         if (!HttpMethods.IsPost(request.Method))
         {
             context.Response.Headers.Allow = "POST";
-            await ErrorAsync(context, StatusCodes.Status405MethodNotAllowed, "method not allowed").ConfigureAwait(false);
+            await RejectBeforeBodyAsync(context, StatusCodes.Status405MethodNotAllowed, "method not allowed").ConfigureAwait(false);
             return;
         }
 
@@ -53,7 +53,7 @@ internal sealed class ExecEndpoint
         if (auth.Count != 1 || !HeaderParsing.TryGetBearer(auth[0], out string token))
         {
             context.Response.Headers.WWWAuthenticate = "Bearer";
-            await ErrorAsync(context, StatusCodes.Status401Unauthorized, "missing or invalid Authorization header").ConfigureAwait(false);
+            await RejectBeforeBodyAsync(context, StatusCodes.Status401Unauthorized, "missing or invalid Authorization header").ConfigureAwait(false);
             return;
         }
 
@@ -72,13 +72,13 @@ internal sealed class ExecEndpoint
         {
             case TokenValidationStatus.Invalid:
                 context.Response.Headers.WWWAuthenticate = "Bearer";
-                await ErrorAsync(context, StatusCodes.Status401Unauthorized, validation.Error ?? "invalid token").ConfigureAwait(false);
+                await RejectBeforeBodyAsync(context, StatusCodes.Status401Unauthorized, validation.Error ?? "invalid token").ConfigureAwait(false);
                 return;
             case TokenValidationStatus.InternalError:
-                await ErrorAsync(context, StatusCodes.Status500InternalServerError, "internal error").ConfigureAwait(false);
+                await RejectBeforeBodyAsync(context, StatusCodes.Status500InternalServerError, "internal error").ConfigureAwait(false);
                 return;
             case TokenValidationStatus.KeyExpired:
-                await ErrorAsync(context, StatusCodes.Status403Forbidden, "SSH key has expired").ConfigureAwait(false);
+                await RejectBeforeBodyAsync(context, StatusCodes.Status403Forbidden, "SSH key has expired").ConfigureAwait(false);
                 return;
         }
         var principal = validation.Principal!;
@@ -86,7 +86,7 @@ internal sealed class ExecEndpoint
         // :: 429 (after authentication, before the body is read)
         if (!_limiter.TryAcquire(principal.RateLimitKey))
         {
-            await ErrorAsync(context, StatusCodes.Status429TooManyRequests, "rate limit exceeded").ConfigureAwait(false);
+            await RejectBeforeBodyAsync(context, StatusCodes.Status429TooManyRequests, "rate limit exceeded").ConfigureAwait(false);
             return;
         }
 
@@ -195,6 +195,46 @@ internal sealed class ExecEndpoint
         int status = outcome.ExitCode == 0 ? StatusCodes.Status200OK : StatusCodes.Status422UnprocessableEntity;
         await WriteAsync(context, status, outcome.Output.Trim() + "\n").ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// An answer given before the body was read, sent after reading (and dropping) a body of up to the exec limit:
+    /// over HTTP/2 an answer that comes before the upload ends is followed by RST_STREAM(NO_ERROR), which RFC 9113
+    /// §8.1 lets clients take, but curl 7.x (Debian 12's) then fails the transfer ("Stream error in the HTTP/2
+    /// framing layer") instead of showing the 401. A larger or never-ending body is not waited for (bounded).
+    /// </summary>
+    private static async Task RejectBeforeBodyAsync(HttpContext context, int status, string message)
+    {
+        var request = context.Request;
+        if (request.ContentLength is not > HttpFrontDoorLimits.MaxExecBodyBytes)
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+            bounded.CancelAfter(RejectedBodyWait);
+            byte[] scratch = ArrayPool<byte>.Shared.Rent(4096);
+            try
+            {
+                long total = 0;
+                while (total <= HttpFrontDoorLimits.MaxExecBodyBytes)
+                {
+                    int read = await request.Body.ReadAsync(scratch, bounded.Token).ConfigureAwait(false);
+                    if (read == 0)
+                        break;
+                    total += read;
+                }
+            }
+            catch (Exception ex) when (ex is IOException or BadHttpRequestException or OperationCanceledException)
+            {
+                // Answered anyway: the body only mattered to the client's ability to read the answer.
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(scratch);
+            }
+        }
+        await ErrorAsync(context, status, message).ConfigureAwait(false);
+    }
+
+    /// <summary>How long a rejected request's body is waited for before the answer goes anyway.</summary>
+    internal static readonly TimeSpan RejectedBodyWait = TimeSpan.FromSeconds(2);
 
     internal static Task ErrorAsync(HttpContext context, int status, string message) =>
         WriteAsync(context, status, JsonSerializer.Serialize(new Dictionary<string, string> { ["error"] = message }) + "\n");

@@ -59,6 +59,20 @@ public sealed class ExecEndpointTests
     }
 
     [Fact]
+    public async Task Rejection_OverHttp2WithABody_ReachesCurl_EveryTime()
+    {
+        // Answered before the body is read, a rejection over HTTP/2 is followed by RST_STREAM(NO_ERROR), and curl
+        // 7.x then fails the transfer (exit 92) instead of showing the 401 — unless the small body is read first.
+        for (int i = 0; i < 20; i++)
+        {
+            var (status, body, _) = await _f.CurlAsync("--http2", "-X", "POST", "-H", "Authorization: Bearer exe0.bogus.token",
+                "--data-binary", "whoami", _url);
+            Assert.Equal(401, status);
+            Assert.Contains("error", body);
+        }
+    }
+
+    [Fact]
     public async Task WrongMethod_405_WithAllow()
     {
         var (status, body, response) = await ExecAsync(Token(), "", HttpMethod.Get);
