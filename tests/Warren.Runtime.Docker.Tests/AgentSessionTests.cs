@@ -14,6 +14,17 @@ namespace Warren.Runtime.Docker.Tests;
 /// engine that does not exist, so anything that reaches it fails with an engine error, not a session error.
 /// </summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+/// <summary>
+/// Alone: <see cref="Streaming_AllocatesNothingPerChunk"/> counts the process's allocations
+/// (GC.GetTotalAllocatedBytes), which tests running in parallel would add to.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AllocationCountingCollection
+{
+    public const string Name = "allocation counting";
+}
+
+[Collection(AllocationCountingCollection.Name)]
 public sealed class AgentSessionTests : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);

@@ -75,6 +75,10 @@ public sealed class ConcurrencyTests
         })).ToList();
         try
         {
+            // The refreshes must meet running readers: on a loaded machine the readers may not have started yet.
+            var started = DateTime.UtcNow;
+            while (Volatile.Read(ref lookups) == 0 && !readers.Any(r => r.IsCompleted) && DateTime.UtcNow - started < TimeSpan.FromSeconds(30))
+                await Task.Delay(1);
             for (int i = 0; i < Refreshes; i++)
             {
                 // New record for the same route, a rename of another VM, and now and then a full reload.
