@@ -164,11 +164,7 @@ internal sealed unsafe class EventLoop : IDisposable
             {
                 if (!listenersClosed)
                 {
-                    foreach (var (fd, _) in _listeners)
-                    {
-                        Unwatch(fd, removeFromEpoll: true);
-                        LinuxSockets.Close(fd);
-                    }
+                    CloseListeners();
                     listenersClosed = true;
                 }
                 for (int i = _connections.Count - 1; i >= 0; i--)
@@ -360,14 +356,38 @@ internal sealed unsafe class EventLoop : IDisposable
         upstream.Owner = null;
     }
 
+    /// <summary>
+    /// Closes the listening sockets once, whoever asks first (the loop as it stops, or Dispose). A descriptor closed
+    /// twice is a bug with someone else's name: by the second close the number may be another socket's or pipe's.
+    /// </summary>
+    private void CloseListeners()
+    {
+        lock (_listeners)
+        {
+            foreach (var (fd, _) in _listeners)
+            {
+                Unwatch(fd, removeFromEpoll: true);
+                LinuxSockets.Close(fd);
+            }
+            _listeners.Clear();
+        }
+    }
+
+    /// <summary>
+    /// Frees the loop's descriptors once its thread has ended (or never started). A thread still running — its
+    /// Stop grace and join expired — keeps them: closing an epoll or eventfd it still waits on could hand the
+    /// numbers to someone else under its feet.
+    /// </summary>
     public void Dispose()
     {
-        foreach (var (fd, _) in _listeners)
-            LinuxSockets.Close(fd);
-        _listeners.Clear();
+        if (_thread.IsAlive || Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        CloseListeners();
         LinuxSockets.Close(_wake);
         LinuxSockets.Close(_epoll);
     }
+
+    private int _disposed;
 }
 
 /// <summary>A keep-alive connection to a VM, owned by one loop; <see cref="Owner"/> is the client connection using it, or null when idle.</summary>
