@@ -59,9 +59,7 @@ internal sealed class LaneConnection
     private readonly Http1RequestHead _request = new();
     private bool _isHead;
     private bool _closeAfterResponse;
-    private byte[] _hostBytes = [];
-    private string? _vmName;
-    private bool _vmNameKnown;
+    private readonly LaneHost _host = new();
 
     // The VM side of the current request.
     private UpstreamEndpoint _endpoint;
@@ -229,8 +227,8 @@ internal sealed class LaneConnection
         }
         _isHead = request.IsHead;
         _closeAfterResponse = request.CloseAfterResponse;
-        SetHost(head.Slice(request.HostStart, request.HostLength));
-        if (VmName() is not { } vmName)
+        _host.Set(head.Slice(request.HostStart, request.HostLength));
+        if (_host.VmName(_owner.FrontDoor) is not { } vmName)
         {
             HandOff();
             return false;
@@ -264,7 +262,7 @@ internal sealed class LaneConnection
         var head = _head.AsSpan(0, _headLength);
         _upstreamHead ??= new ByteBuffer(1024, Http1ConnectionForwarder.MaxHeadBytes * 2);
         _clientAddress ??= Encoding.ASCII.GetBytes(_remote.Address.ToString());
-        if (route is not { } endpoint || !Http1LaneRules.WriteUpstreamHead(head, _request, _hostBytes, _clientAddress, _upstreamHead))
+        if (route is not { } endpoint || !Http1LaneRules.WriteUpstreamHead(head, _request, _host.Bytes, _clientAddress, _upstreamHead))
         {
             HandOff();
             return false;
@@ -396,7 +394,7 @@ internal sealed class LaneConnection
             _loop.CloseUpstream(_upstream);
             _upstream = null;
         }
-        _owner.FrontDoor.LogForwardFailed(failure, _vmName ?? "?", _endpoint.Port);
+        _owner.FrontDoor.LogForwardFailed(failure, _host.LastVmName ?? "?", _endpoint.Port);
         ConsumeRequest();
         var output = RentOutput();
         Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), _isHead, _closeAfterResponse);
@@ -491,7 +489,7 @@ internal sealed class LaneConnection
                     if (status == ChunkStatus.Done)
                     {
                         // Extensions and trailers end here, as on the other paths; bytes after the end are not ours.
-                        output.Write("0\r\n\r\n"u8);
+                        output.Write(Http1Forwarder.LastChunk);
                         _bodyDone = true;
                         _reusable = data.IsEmpty && _responseHead.KeepAlive;
                         return true;
@@ -547,7 +545,7 @@ internal sealed class LaneConnection
             }
             if (n == 0 && _mode == BodyMode.UntilClose)
             {
-                output.Write("0\r\n\r\n"u8);
+                output.Write(Http1Forwarder.LastChunk);
                 _bodyDone = true;
                 _reusable = false;
                 continue;
@@ -581,26 +579,6 @@ internal sealed class LaneConnection
             return;
         }
         EnterReadHead();
-    }
-
-    private void SetHost(ReadOnlySpan<byte> value)
-    {
-        if (!value.SequenceEqual(_hostBytes))
-        {
-            _hostBytes = value.ToArray();
-            _vmNameKnown = false;
-        }
-    }
-
-    /// <summary>The VM name the Host names on its default route; kept while the connection repeats its Host (it nearly always does).</summary>
-    private string? VmName()
-    {
-        if (!_vmNameKnown)
-        {
-            _vmName = _owner.FrontDoor.DefaultRouteVmName(Encoding.ASCII.GetString(_hostBytes));
-            _vmNameKnown = true;
-        }
-        return _vmName;
     }
 
     /// <summary>Gives the connection, with what it has decrypted and not consumed, to Kestrel's HTTP layer.</summary>

@@ -67,7 +67,11 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     public long KeepAliveTimeoutMs { get; private set; }
     public long RequestHeadersTimeoutMs { get; private set; }
     public long ResponseFlushTimeoutMs { get; } = (long)Http1ConnectionForwarder.ResponseFlushTimeout.TotalMilliseconds;
-    public long ActivityTimeoutMs => (long)FrontDoor.Http1.ActivityTimeout.TotalMilliseconds;
+    /// <summary>The VM activity timeout of the forwarder, read at first use (the loops ask on every request).</summary>
+    public long ActivityTimeoutMs => _activityTimeoutMs >= 0
+        ? _activityTimeoutMs
+        : _activityTimeoutMs = (long)FrontDoor.Http1.ActivityTimeout.TotalMilliseconds;
+    private long _activityTimeoutMs = -1;
 
     /// <summary>The addresses the loops listen on (port 0 resolved).</summary>
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _bound;

@@ -7,7 +7,6 @@ using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
-using Microsoft.AspNetCore.WebUtilities;
 
 namespace Warren.Edge.Http.Forwarding;
 
@@ -135,12 +134,12 @@ internal sealed class Http1ConnectionForwarder
                 {
                     lane.IsHead = laneRequest.IsHead;
                     lane.CloseAfterResponse = laneRequest.CloseAfterResponse;
-                    lane.SetHost(lane.Head.AsSpan(laneRequest.HostStart, laneRequest.HostLength));
-                    if (lane.VmName(_frontDoor) is { } vmName)
+                    lane.Host.Set(lane.Head.AsSpan(laneRequest.HostStart, laneRequest.HostLength));
+                    if (lane.Host.VmName(_frontDoor) is { } vmName)
                         route = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
                 }
                 if (route is not { } endpoint
-                    || !Http1LaneRules.WriteUpstreamHead(lane.Head.AsSpan(0, headLength), lane.Request, lane.HostBytes, lane.ClientAddress, lane.Upstream))
+                    || !Http1LaneRules.WriteUpstreamHead(lane.Head.AsSpan(0, headLength), lane.Request, lane.Host.Bytes, lane.ClientAddress, lane.Upstream))
                 {
                     input.AdvanceTo(request.Start);
                     step = Next.HandOff;
@@ -224,7 +223,7 @@ internal sealed class Http1ConnectionForwarder
                     _frontDoor.CountConnectionLevelRequest();
                     if (failure.Outcome != ForwardOutcome.Completed)
                     {
-                        _frontDoor.LogForwardFailed(failure, lane.VmName(_frontDoor)!, endpoint.Port);
+                        _frontDoor.LogForwardFailed(failure, lane.Host.VmName(_frontDoor)!, endpoint.Port);
                         Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), lane.IsHead, lane.CloseAfterResponse);
                         await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
                     }
@@ -331,33 +330,8 @@ internal sealed class Http1ConnectionForwarder
 
         public bool ClosingRequested => _lifetime?.ConnectionClosedRequested.IsCancellationRequested == true;
 
-        private byte[] _hostBytes = [];
-        private string? _vmName;
-        private bool _vmNameKnown;
-
-        /// <summary>The current request's Host value.</summary>
-        public ReadOnlySpan<byte> HostBytes => _hostBytes;
-
-        /// <summary>Takes the request's Host; what it routes to is kept while the connection repeats it (it nearly always does).</summary>
-        public void SetHost(ReadOnlySpan<byte> value)
-        {
-            if (!value.SequenceEqual(_hostBytes))
-            {
-                _hostBytes = value.ToArray();
-                _vmNameKnown = false;
-            }
-        }
-
-        /// <summary>The VM name the Host names on its default route, or null.</summary>
-        public string? VmName(HttpFrontDoor frontDoor)
-        {
-            if (!_vmNameKnown)
-            {
-                _vmName = frontDoor.DefaultRouteVmName(Encoding.ASCII.GetString(_hostBytes));
-                _vmNameKnown = true;
-            }
-            return _vmName;
-        }
+        /// <summary>The requests' Host and the VM it routes to.</summary>
+        public LaneHost Host { get; } = new();
 
         public void CheckDeadline()
         {

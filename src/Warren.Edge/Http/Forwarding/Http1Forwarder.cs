@@ -373,6 +373,9 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     private static readonly ReadOnlyMemory<byte> s_lastChunk = "0\r\n\r\n"u8.ToArray();
+
+    /// <summary>The last chunk with no trailers: how every re-chunked body ends.</summary>
+    internal static ReadOnlySpan<byte> LastChunk => s_lastChunk.Span;
     private static readonly ReadOnlyMemory<byte> s_closeAndLastChunk = "\r\n0\r\n\r\n"u8.ToArray();
 
     /// <summary><c>[CRLF] size-in-hex CRLF</c> into <paramref name="frame"/>; returns its length.</summary>

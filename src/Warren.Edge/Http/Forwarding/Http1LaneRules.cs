@@ -196,3 +196,41 @@ internal static class Http1LaneRules
         return s_statusLines[status] ??= Encoding.ASCII.GetBytes($"HTTP/1.1 {status} {ReasonPhrases.GetReasonPhrase(status)}\r\n");
     }
 }
+
+/// <summary>
+/// The Host a lane connection's requests name, and the VM its default route leads to: kept while the connection
+/// repeats its Host (it nearly always does), so the name is looked up once per connection, not per request.
+/// </summary>
+internal sealed class LaneHost
+{
+    private byte[] _bytes = [];
+    private string? _vmName;
+    private bool _vmNameKnown;
+
+    /// <summary>The current request's Host value.</summary>
+    public ReadOnlySpan<byte> Bytes => _bytes;
+
+    /// <summary>The VM name of the last lookup (for logs), or null.</summary>
+    public string? LastVmName => _vmName;
+
+    public void Set(ReadOnlySpan<byte> value)
+    {
+        if (!value.SequenceEqual(_bytes))
+        {
+            _bytes = value.ToArray();
+            _vmNameKnown = false;
+        }
+    }
+
+    /// <summary>The VM name the Host names on its default route, or null.</summary>
+    public string? VmName(HttpFrontDoor frontDoor)
+    {
+        if (!_vmNameKnown)
+        {
+            _vmName = frontDoor.DefaultRouteVmName(Encoding.ASCII.GetString(_bytes));
+            _vmNameKnown = true;
+        }
+        return _vmName;
+    }
+}
+
