@@ -21,6 +21,10 @@ want debootstrap          # builds the default VM image rootfs (scripts/build-im
 want swaks
 want tmux
 want iproute2
+# VM isolation: the daemon's packet-filter table (nft), VM disk images (mke2fs, resize2fs, chattr; losetup and
+# mount come with util-linux and mount, present on every Debian).
+want nftables
+want e2fsprogs
 if [ "${WARREN_SKIP_BENCH_PKGS:-}" != 1 ]; then
   want nginx
   want wrk

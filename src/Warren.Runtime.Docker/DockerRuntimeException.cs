@@ -32,6 +32,13 @@ public static class DockerRuntimeErrors
     /// or its session socket is unusable where <see cref="SessionSocketMode.Required"/> forbids falling back.
     /// </summary>
     public const string AgentSessionFailed = "runtime.agent-session-failed";
+    /// <summary>
+    /// VM isolation cannot be enforced (packet-filter rules refused, nftables missing, no free VM subnet): no VM is
+    /// created without it unless isolation is explicitly off.
+    /// </summary>
+    public const string IsolationUnavailable = "runtime.isolation-unavailable";
+    /// <summary>The VM's disk image could not be made, mounted or resized (host tools missing or failing).</summary>
+    public const string DiskFailed = "runtime.disk-failed";
     /// <summary>Any other engine error.</summary>
     public const string EngineError = "runtime.engine-error";
 }

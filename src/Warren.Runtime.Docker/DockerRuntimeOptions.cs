@@ -1,3 +1,5 @@
+using Warren.Runtime.HostNetwork;
+
 namespace Warren.Runtime.Docker;
 
 /// <summary>Settings of <see cref="DockerVmRuntime"/>.</summary>
@@ -25,8 +27,31 @@ public sealed class DockerRuntimeOptions
     /// <summary>Seconds the engine waits after SIGTERM before SIGKILL on stop/restart (Docker's default is 10).</summary>
     public int StopTimeoutSeconds { get; set; } = 10;
 
-    /// <summary>Engine network VMs join. Null: the default bridge.</summary>
-    public string? Network { get; set; }
+    /// <summary>
+    /// VM networking: each VM on its own engine network and bridge with an address Warren picks from a pool, and the
+    /// installation's packet-filter rules (<see cref="HostNetworkOptions"/>, configuration section <c>Warren:Network</c>).
+    /// </summary>
+    public HostNetworkOptions VmNetwork { get; set; } = new();
+
+    /// <summary>Most processes (and threads) one VM may have at once (the pids cgroup): a fork bomb stops there.</summary>
+    public long PidsLimit { get; set; } = 4096;
+
+    /// <summary>Open files per process in a VM (RLIMIT_NOFILE, soft and hard).</summary>
+    public long OpenFilesLimit { get; set; } = 65536;
+
+    /// <summary>
+    /// Capabilities taken from the engine's default set. NET_RAW: raw sockets forge packets (ARP and address spoofing);
+    /// MKNOD: device nodes. What a VM user needs (setuid/setgid for sudo and su, chown, binding low ports) stays.
+    /// </summary>
+    public string[] DroppedCapabilities { get; set; } = ["NET_RAW", "MKNOD"];
+
+    /// <summary>
+    /// Host directory of the VMs' disk images, used when the engine's storage driver cannot limit a container's size:
+    /// each VM with a disk size gets <c>&lt;dir&gt;/&lt;vmId&gt;.ext4</c>, a sparse ext4 image of that size, loop-mounted
+    /// at <c>&lt;dir&gt;/&lt;vmId&gt;.mnt</c> and bind-mounted at /data, so /data cannot grow past its size. Null: /data is
+    /// a plain engine volume and the size is only recorded. The daemon's composition sets <c>&lt;data dir&gt;/disks</c>.
+    /// </summary>
+    public string? DiskDirectory { get; set; }
 
     /// <summary>
     /// Which Warren installation owns the VMs (label <c>warren.instance</c>). ListAsync returns only this

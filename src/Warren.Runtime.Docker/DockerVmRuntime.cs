@@ -8,6 +8,7 @@ using Docker.DotNet.Models;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Warren.Platform.Runtime;
+using Warren.Runtime.HostNetwork;
 
 namespace Warren.Runtime.Docker;
 
@@ -66,6 +67,9 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     /// <summary>Host mountpoints of the VMs' run volumes (stable for a volume name), by VM id.</summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _runMountpoints = new(StringComparer.Ordinal);
     private bool? _diskQuotaSupported;
+    private readonly DockerVmNetworks _networks;
+    /// <summary>Per-VM disk images for /data (<see cref="DockerRuntimeOptions.DiskDirectory"/>), or null.</summary>
+    private readonly VmDiskImages? _disks;
 
     public DockerVmRuntime(DockerRuntimeOptions? options = null, ILogger<DockerVmRuntime>? logger = null)
     {
@@ -74,6 +78,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         _agentPath = ResolveAgentPath(_options.AgentPath);
         if (!string.IsNullOrEmpty(_options.AgentSocketDirectory)) _sessions = new AgentSessionDirectory(_options.AgentSocketDirectory);
         _client = new DockerClientConfiguration(_options.Endpoint ?? DefaultEndpoint()).CreateClient();
+        _networks = new DockerVmNetworks(_client, _options, _log);
+        if (!string.IsNullOrEmpty(_options.DiskDirectory)) _disks = new VmDiskImages(Path.GetFullPath(_options.DiskDirectory));
     }
 
     public string Name => "docker";
@@ -228,7 +234,12 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         var labels = Labels(spec.VmId, spec.Name);
         labels[LabelImage] = labelImage;
         labels[LabelDiskBytes] = spec.Resources.DiskBytes.ToString(CultureInfo.InvariantCulture);
-        await Engine(() => _client.Volumes.CreateAsync(new VolumesCreateParameters { Name = volume, Labels = Labels(spec.VmId, spec.Name) }, ct));
+        // No VM without its fence: the rules are checked (and restored) before each VM is made.
+        await _networks.EnsureIsolationAsync(ct);
+        var endpoint = await _networks.AllocateAsync(spec.VmId, Labels(spec.VmId, spec.Name), ct);
+        bool diskImage = _disks != null && spec.Resources.DiskBytes > 0;
+        if (diskImage) await PrepareDiskMountPointAsync(spec.VmId, ct);
+        else await Engine(() => _client.Volumes.CreateAsync(new VolumesCreateParameters { Name = volume, Labels = Labels(spec.VmId, spec.Name) }, ct));
 
         var entrypoint = new List<string> { AgentMountPath, "init" };
         if (hasSetupScript ?? !string.IsNullOrEmpty(spec.SetupScript)) entrypoint.AddRange(["--setup-script", SetupScriptPath]);
@@ -239,7 +250,9 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         var mounts = new List<Mount>
         {
             new() { Type = "bind", Source = _agentPath, Target = AgentMountPath, ReadOnly = true },
-            new() { Type = "volume", Source = volume, Target = DataMountPath },
+            diskImage
+                ? new() { Type = "bind", Source = _disks!.MountPath(spec.VmId), Target = DataMountPath }
+                : new() { Type = "volume", Source = volume, Target = DataMountPath },
         };
         if (_sessions != null)
         {
@@ -275,7 +288,13 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             Memory = Math.Max(0, spec.Resources.MemoryBytes),
             // Swap limit = memory limit: no swap beyond the VM's memory.
             MemorySwap = spec.Resources.MemoryBytes > 0 ? spec.Resources.MemoryBytes : 0,
-            NetworkMode = _options.Network,
+            NetworkMode = endpoint.NetworkName,
+            DNS = _networks.Firewall.DnsServers.Select(a => a.ToString()).ToList(),
+            PidsLimit = _options.PidsLimit > 0 ? _options.PidsLimit : null,
+            CapDrop = _options.DroppedCapabilities,
+            Ulimits = _options.OpenFilesLimit > 0
+                ? [new Ulimit { Name = "nofile", Soft = _options.OpenFilesLimit, Hard = _options.OpenFilesLimit }]
+                : null,
         };
         bool disk = spec.Resources.DiskBytes > 0 && await DiskQuotaSupportedAsync(ct);
         if (disk) host.StorageOpt = new Dictionary<string, string> { ["size"] = spec.Resources.DiskBytes.ToString(CultureInfo.InvariantCulture) };
@@ -292,6 +311,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             User = "0",
             Env = spec.Env.Select(kv => kv.Key + "=" + kv.Value).ToList(),
             HostConfig = host,
+            NetworkingConfig = DockerVmNetworks.Join(endpoint),
         };
         try
         {
@@ -307,6 +327,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             host.StorageOpt = null;
             await Engine(() => _client.Containers.CreateContainerAsync(create, ct));
         }
+        // After the container: a crash before this point leaves a container whose start makes the image (StartAsync).
+        if (diskImage) await DiskAsync(() => _disks!.EnsureAsync(spec.VmId, spec.Resources.DiskBytes, ct));
     }
 
     private async Task PutSetupScriptAsync(string vmId, string script, CancellationToken ct)
@@ -330,6 +352,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     public async Task StartAsync(string vmId, CancellationToken ct)
     {
         ValidateVmId(vmId);
+        await EnsureDiskMountedAsync(vmId, ct);
         try
         {
             await _client.Containers.StartContainerAsync(ContainerName(vmId), new ContainerStartParameters(), ct);
@@ -403,6 +426,8 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         }
 
         await RemoveVolumeAsync(VolumeName(vmId), ct);
+        await _networks.ReleaseAsync(vmId, ct);
+        if (_disks != null) await DiskAsync(() => _disks.DeleteAsync(vmId, ct));
         // Removed whether or not a socket directory is configured now: the VM may have been created with one.
         await RemoveVolumeAsync(RunVolumeName(vmId), ct);
         _runMountpoints.TryRemove(vmId, out _);
@@ -763,6 +788,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             Env = c.Config?.Env,
             WorkingDir = c.Config?.WorkingDir,
             HostConfig = c.HostConfig,
+            NetworkingConfig = await _networks.FindAsync(vmId, ct) is { } endpoint ? DockerVmNetworks.Join(endpoint) : null,
         };
         await Engine(() => _client.Containers.CreateContainerAsync(create, ct));
         if (wasRunning) await StartAsync(vmId, ct);
@@ -781,6 +807,12 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         }, ct));
 
         long currentDisk = long.TryParse(Label(c.Config?.Labels, LabelDiskBytes), out var d) ? d : 0;
+        if (_disks != null && _disks.Exists(vmId) && resources.DiskBytes > 0)
+        {
+            long size = await DiskAsync(() => _disks.GrowAsync(vmId, resources.DiskBytes, ct));
+            return new ResizeOutcome(CpuApplied: true, MemoryApplied: true, DiskEnforced: true,
+                size > resources.DiskBytes ? $"disks only grow: /data stays {size} bytes" : null);
+        }
         bool quota = await DiskQuotaSupportedAsync(ct);
         string? note;
         bool diskEnforced;
@@ -844,7 +876,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         long rx = 0, tx = 0;
         if (stats.Networks != null)
             foreach (var n in stats.Networks.Values) { rx += (long)n.RxBytes; tx += (long)n.TxBytes; }
-        long disk = await WritableLayerBytesAsync(vmId, ct);
+        long disk = await WritableLayerBytesAsync(vmId, ct) + (_disks?.UsedBytes(vmId) ?? 0);
         return new VmStatsSample(
             stats.Read == default ? DateTimeOffset.UtcNow : new DateTimeOffset(DateTime.SpecifyKind(stats.Read, DateTimeKind.Utc)),
             cpuPercent,
@@ -855,7 +887,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             tx);
     }
 
-    /// <summary>Bytes in the container's writable layer (the engine's SizeRw). /data usage is not included (see report).</summary>
+    /// <summary>Bytes in the container's writable layer (the engine's SizeRw); a /data volume's usage is not known to the engine.</summary>
     private async Task<long> WritableLayerBytesAsync(string vmId, CancellationToken ct)
     {
         var list = await Engine(() => _client.Containers.ListContainersAsync(new ContainersListParameters

@@ -12,6 +12,7 @@ using Warren.Platform.Runtime;
 using Warren.Platform.Storage;
 using Warren.Platform.Tokens;
 using Warren.Runtime.Docker;
+using Warren.Runtime.HostNetwork;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Server;
 
@@ -67,6 +68,7 @@ public static class Composition
         {
             var o = new DockerRuntimeOptions();
             configuration.GetSection("Warren:Docker").Bind(o);
+            configuration.GetSection(HostNetworkOptions.SectionName).Bind(o.VmNetwork);
             // Containers are labelled with an instance id so that reconciliation only ever touches
             // this installation's VMs, never another daemon's on the same engine.
             if (string.IsNullOrEmpty(configuration["Warren:Docker:Instance"]))
@@ -76,6 +78,10 @@ public static class Composition
             o.AgentSocketDirectory = Path.GetFullPath(string.IsNullOrEmpty(o.AgentSocketDirectory)
                 ? Path.Combine(sp.GetRequiredService<PlatformOptions>().DataDirectory, "run")
                 : o.AgentSocketDirectory);
+            // VM disk images (enforced --disk) live beside the rest of the installation's data.
+            o.DiskDirectory = Path.GetFullPath(string.IsNullOrEmpty(o.DiskDirectory)
+                ? Path.Combine(sp.GetRequiredService<PlatformOptions>().DataDirectory, "disks")
+                : o.DiskDirectory);
             return o;
         });
         services.TryAddSingleton<DockerVmRuntime>();

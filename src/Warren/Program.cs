@@ -136,6 +136,7 @@ namespace Warren
 
             // One failing background loop (stats sampling, say) must not take the front doors down.
             builder.Services.Configure<HostOptions>(o => o.BackgroundServiceExceptionBehavior = BackgroundServiceExceptionBehavior.Ignore);
+            builder.Services.AddHostedService<VmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddWarrenCore(configuration);
             builder.Services.AddWarrenDockerRuntime(configuration);

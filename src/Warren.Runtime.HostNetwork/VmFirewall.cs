@@ -1,0 +1,188 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Warren.Runtime.HostNetwork;
+
+/// <summary>
+/// The installation's packet-filter rules: one nftables table of its own (<see cref="TableName"/>, family inet),
+/// matching VM traffic by the installation's bridge-name prefix (<see cref="InterfacePrefix"/>), so it never touches
+/// another installation's rules or Docker's chains. In nftables every base chain on a hook sees the packet and a drop
+/// anywhere is final, so these chains (priority before Docker's filter chains) can only take away, never open:
+/// <list type="bullet">
+/// <item>forward: VM → any other VM dropped; VM → <see cref="HostNetworkOptions.DenyDestinations"/> rejected (except
+///   port 53 of the configured resolvers and, when served, the metadata address); IPv6 from VMs dropped;</item>
+/// <item>input (VM → the host itself, any of its addresses): only replies to connections the host opened (the front
+///   doors reaching VM ports) and <see cref="HostNetworkOptions.HostServices"/> at the VM's gateway address.</item>
+/// </list>
+/// The rules are replaced atomically (one nft transaction) and left in place when VMs go: they match only this
+/// installation's bridges, so with no VMs they match nothing.
+/// </summary>
+public sealed class VmFirewall
+{
+    private readonly HostNetworkOptions _options;
+    private readonly List<IPNetwork> _deny = [];
+    private readonly List<(string Protocol, int Port)> _hostServices = [];
+    private readonly string _instanceHash;
+
+    public VmFirewall(HostNetworkOptions options, string instance)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrEmpty(instance);
+        _options = options;
+        _instanceHash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(instance)));
+        foreach (var cidr in options.DenyDestinations)
+        {
+            if (!IPNetwork.TryParse(cidr.Trim(), out var net))
+                throw new ArgumentException($"Warren:Network:DenyDestinations: '{cidr}' is not a CIDR range");
+            // VMs have no IPv6 at all (dropped below), so only IPv4 ranges need listing.
+            if (net.BaseAddress.AddressFamily == AddressFamily.InterNetwork) _deny.Add(net);
+        }
+        foreach (var service in options.HostServices) _hostServices.Add(ParseService(service));
+        DnsServers = ResolveDnsServers(options.DnsServers);
+    }
+
+    /// <summary>The table's name: per installation (hash of its instance id), never shared.</summary>
+    public string TableName => "warren_" + _instanceHash[..10];
+
+    /// <summary>
+    /// First characters of every VM bridge of this installation ("wv" + 5 hex of the instance's hash): Linux allows
+    /// 15-character interface names (IFNAMSIZ 16 with the NUL), leaving 8 for the subnet.
+    /// </summary>
+    public string InterfacePrefix => "wv" + _instanceHash[..5];
+
+    /// <summary>The bridge (and engine network) name of one VM subnet: the prefix, then the subnet's address in hex.</summary>
+    public string BridgeName(VmSubnet subnet) =>
+        InterfacePrefix + VmSubnetPool.ToUInt32(subnet.Network.BaseAddress).ToString("x8", CultureInfo.InvariantCulture);
+
+    /// <summary>The resolvers VMs are given (and may reach on port 53).</summary>
+    public IReadOnlyList<IPAddress> DnsServers { get; }
+
+    /// <summary>
+    /// The whole ruleset as one nft script: create-if-missing, delete, define — one atomic transaction that replaces
+    /// whatever this table held. The last rule's comment carries a digest of the rules, so <see cref="VerifyAsync"/>
+    /// can tell current rules from stale or tampered ones.
+    /// </summary>
+    public string BuildRuleset()
+    {
+        string body = BuildTableBody();
+        string digest = Digest(body);
+        var s = new StringBuilder();
+        s.Append("table inet ").Append(TableName).Append(" {}\n");
+        s.Append("delete table inet ").Append(TableName).Append('\n');
+        s.Append("table inet ").Append(TableName).Append(" {\n");
+        s.Append(body);
+        s.Append("\tchain marker {\n\t\tcomment \"").Append(MarkerComment(digest)).Append("\"\n\t}\n");
+        s.Append("}\n");
+        return s.ToString();
+    }
+
+    private string BuildTableBody()
+    {
+        string vm = $"iifname \"{InterfacePrefix}*\"";
+        var s = new StringBuilder();
+        s.Append("\tset deny4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge\n");
+        if (_deny.Count > 0) s.Append("\t\telements = { ").AppendJoin(", ", _deny.Select(n => n.ToString())).Append(" }\n");
+        s.Append("\t}\n");
+        s.Append("\tset dns4 {\n\t\ttype ipv4_addr\n");
+        if (DnsServers.Count > 0) s.Append("\t\telements = { ").AppendJoin(", ", DnsServers.Select(a => a.ToString())).Append(" }\n");
+        s.Append("\t}\n");
+
+        // Forward: traffic a VM sends through the host. Before Docker's filter chains (priority filter = 0).
+        s.Append("\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n");
+        s.Append($"\t\t{vm} oifname \"{InterfacePrefix}*\" counter drop comment \"VM to VM\"\n");
+        s.Append($"\t\t{vm} meta nfproto ipv6 counter drop comment \"VMs have no IPv6\"\n");
+        s.Append($"\t\t{vm} ip daddr @dns4 meta l4proto {{ tcp, udp }} th dport 53 accept comment \"resolvers\"\n");
+        if (_options.MetadataServed)
+            s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} tcp dport {HostNetworkOptions.MetadataPort} accept comment \"metadata\"\n");
+        s.Append($"\t\t{vm} ip daddr @deny4 counter reject with icmpx type admin-prohibited comment \"deny list\"\n");
+        s.Append("\t}\n");
+
+        // Input: traffic a VM sends to the host itself, on any of its addresses (not only its gateway).
+        s.Append("\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n");
+        s.Append($"\t\t{vm} ct state established,related accept comment \"replies to the front doors\"\n");
+        foreach (var (protocol, port) in _hostServices)
+            s.Append($"\t\t{vm} fib daddr . iif type local {protocol} dport {port.ToString(CultureInfo.InvariantCulture)} accept comment \"host service\"\n");
+        if (_options.MetadataServed)
+            s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} tcp dport {HostNetworkOptions.MetadataPort} accept comment \"metadata\"\n");
+        s.Append($"\t\t{vm} counter reject with icmpx type admin-prohibited comment \"the host is closed to VMs\"\n");
+        s.Append("\t}\n");
+        return s.ToString();
+    }
+
+    /// <summary>Installs (or replaces) the rules; throws <see cref="HostNetworkException"/> when nft fails.</summary>
+    public async Task ApplyAsync(CancellationToken ct)
+    {
+        var result = await HostCommand.RunAsync(_options.NftCommand, ["-f", "-"], BuildRuleset(), ct: ct);
+        if (!result.Ok)
+            throw new HostNetworkException($"cannot install the VM packet-filter rules (nftables table inet {TableName}): {result.Message}");
+    }
+
+    /// <summary>Null when the installed table is exactly the current rules; else what is wrong.</summary>
+    public async Task<string?> VerifyAsync(CancellationToken ct)
+    {
+        var result = await HostCommand.RunAsync(_options.NftCommand, ["list", "table", "inet", TableName], ct: ct);
+        if (!result.Ok) return $"nftables table inet {TableName} is missing: {result.Message}";
+        string expected = MarkerComment(Digest(BuildTableBody()));
+        return result.Stdout.Contains(expected, StringComparison.Ordinal)
+            ? null
+            : $"nftables table inet {TableName} does not hold the current rules";
+    }
+
+    /// <summary>Installs the rules, then reads them back. For start-up: throws when they are not in force.</summary>
+    public async Task EnsureAsync(CancellationToken ct)
+    {
+        await ApplyAsync(ct);
+        if (await VerifyAsync(ct) is { } problem) throw new HostNetworkException(problem);
+    }
+
+    /// <summary>Deletes this installation's table (tests, uninstall). Absent is fine.</summary>
+    public async Task RemoveAsync(CancellationToken ct)
+    {
+        await HostCommand.RunAsync(_options.NftCommand, ["-f", "-"], $"table inet {TableName} {{}}\ndelete table inet {TableName}\n", ct: ct);
+    }
+
+    private string MarkerComment(string digest) => "warren " + digest;
+
+    private static string Digest(string body) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(body)))[..16];
+
+    internal static (string Protocol, int Port) ParseService(string text)
+    {
+        var parts = (text ?? "").Trim().Split('/');
+        if (parts.Length == 2 && parts[0] is "tcp" or "udp"
+            && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int port) && port is > 0 and < 65536)
+            return (parts[0], port);
+        throw new ArgumentException($"Warren:Network:HostServices: '{text}' is not tcp/PORT or udp/PORT");
+    }
+
+    /// <summary>Configured resolvers, else the host's non-loopback ones (a loopback resolver means nothing inside a VM), else public ones.</summary>
+    internal static IReadOnlyList<IPAddress> ResolveDnsServers(IEnumerable<string> configured, string resolvConfPath = "/etc/resolv.conf")
+    {
+        var servers = new List<IPAddress>();
+        foreach (var text in configured)
+        {
+            if (!IPAddress.TryParse(text.Trim(), out var a) || a.AddressFamily != AddressFamily.InterNetwork)
+                throw new ArgumentException($"Warren:Network:DnsServers: '{text}' is not an IPv4 address");
+            servers.Add(a);
+        }
+        if (servers.Count > 0) return servers;
+        try
+        {
+            foreach (var line in File.ReadLines(resolvConfPath))
+            {
+                var fields = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+                if (fields.Length >= 2 && fields[0] == "nameserver" && IPAddress.TryParse(fields[1], out var a)
+                    && a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
+                    servers.Add(a);
+            }
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return servers.Count > 0 ? servers : [IPAddress.Parse("1.1.1.1"), IPAddress.Parse("9.9.9.9")];
+    }
+}
+
+/// <summary>The host's networking could not be set up or checked (nftables missing, rules refused, …).</summary>
+public sealed class HostNetworkException(string message, Exception? inner = null) : Exception(message, inner);
