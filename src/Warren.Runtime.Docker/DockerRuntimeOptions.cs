@@ -36,8 +36,12 @@ public sealed class DockerRuntimeOptions
     /// <summary>Most processes (and threads) one VM may have at once (the pids cgroup): a fork bomb stops there.</summary>
     public long PidsLimit { get; set; } = 4096;
 
-    /// <summary>Open files per process in a VM (RLIMIT_NOFILE, soft and hard).</summary>
-    public long OpenFilesLimit { get; set; } = 65536;
+    /// <summary>
+    /// Open files per process in a VM (RLIMIT_NOFILE, soft and hard; 0: the engine's own). It cannot exceed the
+    /// engine's own hard limit (the container's init may lower a limit, never raise it), which on some hosts is only
+    /// 20000 — hence a default below that.
+    /// </summary>
+    public long OpenFilesLimit { get; set; } = 16384;
 
     /// <summary>
     /// Capabilities taken from the engine's default set. NET_RAW: raw sockets forge packets (ARP and address spoofing);

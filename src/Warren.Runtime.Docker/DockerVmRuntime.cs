@@ -809,9 +809,17 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         long currentDisk = long.TryParse(Label(c.Config?.Labels, LabelDiskBytes), out var d) ? d : 0;
         if (_disks != null && _disks.Exists(vmId) && resources.DiskBytes > 0)
         {
-            long size = await DiskAsync(() => _disks.GrowAsync(vmId, resources.DiskBytes, ct));
-            return new ResizeOutcome(CpuApplied: true, MemoryApplied: true, DiskEnforced: true,
-                size > resources.DiskBytes ? $"disks only grow: /data stays {size} bytes" : null);
+            var (size, needsOffline) = await DiskAsync(() => _disks.GrowAsync(vmId, resources.DiskBytes, ct));
+            string? diskNote = size > resources.DiskBytes ? $"disks only grow: /data stays {size} bytes" : null;
+            if (needsOffline)
+            {
+                bool running = c.State?.Running == true;
+                if (running) await StopAsync(vmId, ct);
+                await DiskAsync(() => _disks.FinishGrowOfflineAsync(vmId, ct));
+                if (running) await StartAsync(vmId, ct);
+                diskNote = "the VM restarted to grow its disk (this host does not allow growing a mounted filesystem)";
+            }
+            return new ResizeOutcome(CpuApplied: true, MemoryApplied: true, DiskEnforced: true, diskNote);
         }
         bool quota = await DiskQuotaSupportedAsync(ct);
         string? note;

@@ -99,21 +99,40 @@ internal sealed class VmDiskImages(string directory)
     }
 
     /// <summary>
-    /// Grows the image and its filesystem online (truncate, re-read the loop device's size, resize2fs). Never shrinks:
-    /// a smaller size is ignored. Returns the size in force afterwards.
+    /// Grows the image and its filesystem online: truncate, re-read the loop device's size (losetup -c), resize2fs on
+    /// the mounted filesystem. Never shrinks: a smaller size is ignored. Returns the size in force afterwards and
+    /// whether the filesystem still needs <see cref="FinishGrowOfflineAsync"/> — online growth is an ext4 ioctl that
+    /// needs CAP_SYS_RESOURCE, which a daemon in a restricted container may lack.
     /// </summary>
-    public async Task<long> GrowAsync(string vmId, long bytes, CancellationToken ct)
+    public async Task<(long Size, bool NeedsOffline)> GrowAsync(string vmId, long bytes, CancellationToken ct)
     {
         long current = SizeOf(vmId);
-        if (current == 0 || bytes <= current) return current;
+        if (current == 0 || bytes <= current) return (current, false);
         await MountAsync(vmId, ct);
         string device = MountSource(MountPath(vmId))
             ?? throw new DockerRuntimeException(DockerRuntimeErrors.DiskFailed, $"disk of VM {vmId} is not mounted");
         using (var file = new FileStream(ImagePath(vmId), FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
             file.SetLength(bytes);
         await RunAsync("losetup", ["-c", device], ct);
-        await RunAsync("resize2fs", [device], ct);
-        return bytes;
+        var online = await HostCommand.RunAsync("resize2fs", [device], ct: ct);
+        if (online.Ok) return (bytes, false);
+        if (online.Message.Contains("Permission denied", StringComparison.Ordinal)) return (bytes, true);
+        throw new DockerRuntimeException(DockerRuntimeErrors.DiskFailed, $"VM disk: resize2fs {device} failed: {online.Message}");
+    }
+
+    /// <summary>
+    /// Grows the filesystem to the (already grown) image with nothing using it: unmount, check (resize2fs insists on a
+    /// freshly checked filesystem), resize, mount. The VM must be stopped.
+    /// </summary>
+    public async Task FinishGrowOfflineAsync(string vmId, CancellationToken ct)
+    {
+        await UnmountAsync(MountPath(vmId), ct);
+        // e2fsck -p exits 1 when it fixed something, which is still a usable filesystem (e2fsck(8) exit codes).
+        var check = await HostCommand.RunAsync("e2fsck", ["-f", "-p", ImagePath(vmId)], ct: ct);
+        if (check.ExitCode is not (0 or 1))
+            throw new DockerRuntimeException(DockerRuntimeErrors.DiskFailed, $"VM disk: e2fsck of {vmId} failed: {check.Message}");
+        await RunAsync("resize2fs", [ImagePath(vmId)], ct);
+        await MountAsync(vmId, ct);
     }
 
     /// <summary>Bytes the VM's filesystem uses (statfs: blocks less free blocks), or 0 when not mounted.</summary>
@@ -135,6 +154,7 @@ internal sealed class VmDiskImages(string directory)
     /// <summary>Unmounts and deletes the image and its mount point. Absent is fine.</summary>
     public async Task DeleteAsync(string vmId, CancellationToken ct)
     {
+        if (!System.IO.Directory.Exists(directory)) return;
         string mount = MountPath(vmId);
         await UnmountAsync(mount, ct);
         File.Delete(PartialPath(vmId));

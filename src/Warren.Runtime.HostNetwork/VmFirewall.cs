@@ -12,7 +12,7 @@ namespace Warren.Runtime.HostNetwork;
 /// another installation's rules or Docker's chains. In nftables every base chain on a hook sees the packet and a drop
 /// anywhere is final, so these chains (priority before Docker's filter chains) can only take away, never open:
 /// <list type="bullet">
-/// <item>forward: VM → any other VM dropped; VM → <see cref="HostNetworkOptions.DenyDestinations"/> rejected (except
+/// <item>forward: VM → any other VM rejected; VM → <see cref="HostNetworkOptions.DenyDestinations"/> rejected (except
 ///   port 53 of the configured resolvers and, when served, the metadata address); IPv6 from VMs dropped;</item>
 /// <item>input (VM → the host itself, any of its addresses): only replies to connections the host opened (the front
 ///   doors reaching VM ports) and <see cref="HostNetworkOptions.HostServices"/> at the VM's gateway address.</item>
@@ -92,7 +92,7 @@ public sealed class VmFirewall
 
         // Forward: traffic a VM sends through the host. Before Docker's filter chains (priority filter = 0).
         s.Append("\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n");
-        s.Append($"\t\t{vm} oifname \"{InterfacePrefix}*\" counter drop comment \"VM to VM\"\n");
+        s.Append($"\t\t{vm} oifname \"{InterfacePrefix}*\" counter reject with icmpx type admin-prohibited comment \"VM to VM\"\n");
         s.Append($"\t\t{vm} meta nfproto ipv6 counter drop comment \"VMs have no IPv6\"\n");
         s.Append($"\t\t{vm} ip daddr @dns4 meta l4proto {{ tcp, udp }} th dport 53 accept comment \"resolvers\"\n");
         if (_options.MetadataServed)

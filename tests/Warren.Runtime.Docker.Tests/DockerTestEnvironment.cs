@@ -49,13 +49,34 @@ internal static class DockerTestEnvironment
         if (UnavailableReason != null) Assert.Fail(UnavailableReason);
     }
 
-    public static DockerRuntimeOptions Options() => new()
+    public static DockerRuntimeOptions Options()
     {
-        ExtraLabels = new Dictionary<string, string> { [TestLabel] = "1" },
-        // Test VMs are invisible to a Warren daemon reconciling on the same engine (and vice versa).
-        Instance = "test-" + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        StopTimeoutSeconds = 5,
-    };
+        _ = s_cleanup.Value;
+        return new()
+        {
+            ExtraLabels = new Dictionary<string, string> { [TestLabel] = "1" },
+            // Test VMs are invisible to a Warren daemon reconciling on the same engine (and vice versa).
+            Instance = Instance,
+            StopTimeoutSeconds = 5,
+        };
+    }
+
+    private static string Instance => "test-" + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// The test process's VM packet-filter table (one per instance) goes when the process ends; the daemon leaves
+    /// its own in place while it has VMs.
+    /// </summary>
+    private static readonly Lazy<bool> s_cleanup = new(() =>
+    {
+        var firewall = new Warren.Runtime.HostNetwork.VmFirewall(new Warren.Runtime.HostNetwork.HostNetworkOptions(), Instance);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { firewall.RemoveAsync(CancellationToken.None).Wait(TimeSpan.FromSeconds(10)); }
+            catch (AggregateException) { }
+        };
+        return true;
+    });
 
     /// <summary>Runs a host command (argv, no shell) with bounded time; returns exit code and output.</summary>
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args,
