@@ -47,10 +47,28 @@ public class DaemonFixture : IAsyncLifetime
         var instanceFile = Path.Combine(dataDirectory, "instance-id");
         if (File.Exists(instanceFile))
         {
-            var images = await ProcessRunner.RunAsync("docker", ["images", "-q", "--filter", "label=warren.instance=" + File.ReadAllText(instanceFile).Trim()]);
+            string instance = File.ReadAllText(instanceFile).Trim();
+            var images = await ProcessRunner.RunAsync("docker", ["images", "-q", "--filter", "label=warren.instance=" + instance]);
             var imageIds = images.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
             if (imageIds.Count > 0)
                 await ProcessRunner.RunAsync("docker", ["rmi", "-f", .. imageIds]);
+            // Each VM's own network, and the instance's packet-filter table (the daemon keeps both while VMs exist).
+            var networks = await ProcessRunner.RunAsync("docker", ["network", "ls", "-q", "--filter", "label=warren.instance=" + instance]);
+            var networkIds = networks.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+            if (networkIds.Count > 0)
+                await ProcessRunner.RunAsync("docker", ["network", "rm", .. networkIds]);
+            var firewall = new Warren.Runtime.HostNetwork.VmFirewall(new Warren.Runtime.HostNetwork.HostNetworkOptions(), instance);
+            await firewall.RemoveAsync(CancellationToken.None);
+        }
+        // VM disk images stay loop-mounted under <data>/disks while their VMs exist.
+        var disks = Path.Combine(dataDirectory, "disks");
+        if (Directory.Exists(disks))
+        {
+            foreach (var mount in Directory.EnumerateDirectories(disks, "*.mnt"))
+            {
+                await ProcessRunner.RunAsync("umount", ["-l", mount]);
+                await ProcessRunner.RunAsync("chattr", ["-i", mount]);
+            }
         }
     }
 }
