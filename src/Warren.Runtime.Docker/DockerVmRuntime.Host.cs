@@ -1,4 +1,5 @@
 using System.Globalization;
+using Docker.DotNet.Models;
 using Microsoft.Extensions.Logging;
 using Warren.Runtime.HostNetwork;
 
@@ -40,6 +41,9 @@ public sealed partial class DockerVmRuntime
                 moved++;
                 LogVmMoved(vm.VmId);
             }
+            // The pids limit applies in place; dropped capabilities need the container recreated (copy or rename).
+            if (_options.PidsLimit > 0 && (c.HostConfig?.PidsLimit ?? 0) <= 0)
+                await Engine(() => _client.Containers.UpdateContainerAsync(c.ID, new ContainerUpdateParameters { PidsLimit = _options.PidsLimit }, ct));
         }
         int mounted = 0, removed = 0;
         if (_disks != null)

@@ -115,6 +115,13 @@ public sealed class VmIsolationTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Contains("hello-a", await HostGetAsync(addressA, 8080));
         Assert.Contains("hello-b", await HostGetAsync(addressB, 8080));
 
+        // The engine's embedded DNS in each VM knows only that VM: no other VM's name or address leaks through it.
+        var forward = await ShAsync(runtime, b, $"nslookup {DockerVmRuntime.ContainerName(a)}");
+        Assert.DoesNotContain(addressA.ToString(), forward.Stdout);
+        var reverse = await ShAsync(runtime, b, $"nslookup {addressA}");
+        output.WriteLine($"PTR {addressA} from B: {reverse.Stdout.Trim()} {reverse.Stderr.Trim()}");
+        Assert.DoesNotContain(DockerVmRuntime.ContainerName(a), reverse.Stdout);
+
         foreach (var (from, to, tag) in new[] { (b, addressA, "a"), (a, addressB, "b") })
         {
             var (code, stdout, stderr) = await ShAsync(runtime, from, HttpGet(to.ToString(), 8080));
@@ -303,6 +310,28 @@ public sealed class VmIsolationTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.False(File.Exists(Path.Combine(_diskDirectory, "wt-halfmade.ext4.partial")));
         Assert.False(File.Exists(Path.Combine(_diskDirectory, "wt-gone000000.ext4")));
         Assert.NotEqual(0, (await ShAsync(restarted, vm, "dd if=/dev/zero of=/data/fill bs=1M count=64")).Code);
+    }
+
+    [DockerFact]
+    public async Task Start_MovesAVmOffTheSharedDefaultBridge_OntoItsOwnNetwork()
+    {
+        var runtime = NewRuntime();
+        string vm = await CreateVmAsync(runtime);
+        // As a VM made before per-VM networks: on the engine's default bridge only, no pids limit.
+        var c = await runtime.Client.Containers.InspectContainerAsync(DockerVmRuntime.ContainerName(vm));
+        string own = Assert.Single(c.NetworkSettings.Networks.Keys);
+        await runtime.Client.Networks.DisconnectNetworkAsync(own, new global::Docker.DotNet.Models.NetworkDisconnectParameters { Container = c.ID, Force = true });
+        await runtime.Client.Networks.DeleteNetworkAsync(own);
+        await runtime.Client.Networks.ConnectNetworkAsync("bridge", new global::Docker.DotNet.Models.NetworkConnectParameters { Container = c.ID });
+
+        var report = await NewRuntime().PrepareHostAsync(Timeout());
+        output.WriteLine(report.ToString());
+        Assert.True(report.VmsMoved >= 1);
+        c = await runtime.Client.Containers.InspectContainerAsync(DockerVmRuntime.ContainerName(vm));
+        string now = Assert.Single(c.NetworkSettings.Networks.Keys);
+        Assert.StartsWith(runtime.Firewall.InterfacePrefix, now);
+        var address = await runtime.GetAddressAsync(vm, Timeout());
+        Assert.True(address != null && IPNetwork.Parse(new HostNetworkOptions().Pool).Contains(address), $"address {address}");
     }
 
     [DockerFact]
