@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Docker.DotNet;
 using Xunit;
 
@@ -78,34 +77,12 @@ internal static class DockerTestEnvironment
         return true;
     });
 
-    /// <summary>Runs a host command (argv, no shell) with bounded time; returns exit code and output.</summary>
+    /// <summary>Runs a host command (argv, no shell) with bounded time (2 min unless told); returns exit code and output.</summary>
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args,
         string? stdin = null, TimeSpan? timeout = null)
     {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        if (stdin != null) await p.StandardInput.WriteAsync(stdin);
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromMinutes(2));
-        try
-        {
-            await p.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} did not finish");
-        }
-        return (p.ExitCode, await stdout, await stderr);
+        var result = await Warren.Runtime.HostNetwork.HostCommand.RunAsync(file, args, stdin, timeout ?? TimeSpan.FromMinutes(2));
+        return (result.ExitCode, result.Stdout, result.Stderr);
     }
 }
 
