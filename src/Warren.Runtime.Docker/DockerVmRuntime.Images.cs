@@ -10,22 +10,38 @@ public sealed partial class DockerVmRuntime
 {
     // ------------------------------------------------------------------ images
 
+    /// <summary>
+    /// Resolves a user's image reference to exactly that image: the reference must parse as a named reference
+    /// (<see cref="ImageReference"/>), runtime snapshots are not images, and whatever the engine
+    /// answers for the name is checked to carry that name or digest. The engine itself falls back to an image-id
+    /// prefix search for a name it does not know (Docker's daemon/images GetImage), which would hand out any
+    /// image on the host (another account's snapshot) for a reference like "b"; the check makes that impossible.
+    /// A reference that names a registry host, or any reference with a credential, is pulled every time
+    /// (<see cref="DockerRuntimeOptions.AlwaysPullRegistryImages"/>): a cached image is then still only handed to
+    /// callers the registry lets pull it.
+    /// </summary>
     public async Task<ImageInfo> PrepareImageAsync(string image, RegistryCredential? auth, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(image);
-        var (repository, tag) = ImageReference.Split(image);
-        bool pull = auth != null || (_options.AlwaysPullRegistryImages && ImageReference.HasRegistryHost(image));
-        ImageInspectResponse? local = pull ? null : await TryInspectImageAsync(image, ct);
+        if (!ImageReference.TryParse(image, out var reference) || IsSnapshot(reference))
+            throw new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, ImageMessages.NotFound(image));
+        bool pull = auth != null || (_options.AlwaysPullRegistryImages && reference.HasExplicitDomain);
+        ImageInspectResponse? local = pull ? null : await TryInspectImageAsync(reference, ct);
         if (local == null)
         {
-            await PullAsync(image, repository, tag, auth, ct);
-            local = await TryInspectImageAsync(image, ct)
-                ?? throw new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, $"image {image} not found after pull");
+            await PullAsync(image, reference, auth, ct);
+            local = await TryInspectImageAsync(reference, ct)
+                ?? throw new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, ImageMessages.NotFound(image));
         }
-        return ToImageInfo(image, local);
+        return ToImageInfo(image, reference, local);
     }
 
-    private async Task PullAsync(string image, string repository, string tag, RegistryCredential? auth, CancellationToken ct)
+    /// <summary>Warren's own commits (<see cref="SnapshotRepository"/>): addressed through VM records, never by users.</summary>
+    private static bool IsSnapshot(ImageReference reference)
+        => reference.Domain == ImageReference.DefaultDomain
+           && reference.Path.StartsWith(SnapshotRepository(""), StringComparison.Ordinal);
+
+    private async Task PullAsync(string image, ImageReference reference, RegistryCredential? auth, CancellationToken ct)
     {
         // The credential goes into the X-Registry-Auth header of this one request and nowhere else:
         // not into logs, exception messages or labels.
@@ -33,7 +49,7 @@ public sealed partial class DockerVmRuntime
         {
             Username = auth.Username,
             Password = auth.Secret,
-            ServerAddress = ImageReference.RegistryHost(image),
+            ServerAddress = reference.Domain,
         };
         string? streamError = null;
         var progress = new SyncProgress<JSONMessage>(m =>
@@ -45,7 +61,8 @@ public sealed partial class DockerVmRuntime
         try
         {
             await _client.Images.CreateImageAsync(
-                new ImagesCreateParameters { FromImage = repository, Tag = tag }, authConfig, progress, ct);
+                new ImagesCreateParameters { FromImage = reference.Repository, Tag = reference.Digest ?? reference.Tag ?? ImageReference.DefaultTag },
+                authConfig, progress, ct);
         }
         catch (DockerApiException e)
         {
@@ -67,27 +84,52 @@ public sealed partial class DockerVmRuntime
             || detail.Contains("no basic auth credentials", StringComparison.OrdinalIgnoreCase)
             || detail.Contains("denied", StringComparison.OrdinalIgnoreCase);
         return unauthorized
-            ? new DockerRuntimeException(DockerRuntimeErrors.ImageUnauthorized, $"registry refused access to {image} (check --registry-auth)", inner)
-            : new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, $"cannot pull {image}", inner);
+            ? new DockerRuntimeException(DockerRuntimeErrors.ImageUnauthorized, ImageMessages.Unauthorized(image), inner)
+            : new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, ImageMessages.NotFound(image), inner);
     }
 
-    private async Task<ImageInspectResponse?> TryInspectImageAsync(string image, CancellationToken ct)
+    /// <summary>
+    /// The local image with exactly this name (or repository and digest), or null. Asks by the fully qualified
+    /// name, and accepts the answer only when one of its tags or digests is that reference: never an id prefix.
+    /// </summary>
+    private async Task<ImageInspectResponse?> TryInspectImageAsync(ImageReference reference, CancellationToken ct)
     {
+        ImageInspectResponse image;
         try
         {
-            return await _client.Images.InspectImageAsync(image, ct);
+            image = await _client.Images.InspectImageAsync(reference.Canonical, ct);
         }
         catch (DockerImageNotFoundException)
         {
             return null;
         }
-        catch (DockerApiException e) when (e.StatusCode == HttpStatusCode.NotFound)
+        catch (DockerApiException e) when (e.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.BadRequest)
         {
             return null;
         }
+        return Carries(image, reference) ? image : null;
     }
 
-    internal static ImageInfo ToImageInfo(string reference, ImageInspectResponse image)
+    /// <summary>Whether the engine's image has <paramref name="reference"/> among its tags (or, with a digest, its repository digests).</summary>
+    internal static bool Carries(ImageInspectResponse image, ImageReference reference)
+    {
+        if (reference.Digest is { } digest)
+            return RepositoryDigest(image, reference) == digest;
+        foreach (var tag in image.RepoTags ?? [])
+            if (ImageReference.TryParse(tag, out var t) && t.SameAs(reference)) return true;
+        return false;
+    }
+
+    /// <summary>The manifest digest the image was pulled by in the reference's repository, or null (built locally).</summary>
+    private static string? RepositoryDigest(ImageInspectResponse image, ImageReference reference)
+    {
+        foreach (var repoDigest in image.RepoDigests ?? [])
+            if (ImageReference.TryParse(repoDigest, out var d) && d.Digest is not null && d.Repository == reference.Repository)
+                return d.Digest;
+        return null;
+    }
+
+    internal static ImageInfo ToImageInfo(string reference, ImageReference parsed, ImageInspectResponse image)
     {
         var config = image.Config;
         var ports = new List<int>();
@@ -103,7 +145,8 @@ public sealed partial class DockerVmRuntime
             }
         }
         ports.Sort();
-        string digest = image.RepoDigests?.FirstOrDefault(d => d.Contains('@')) is { } rd ? rd[(rd.IndexOf('@') + 1)..] : image.ID;
+        // The manifest digest of this repository (what "repo@digest" names), else the image id of a local build.
+        string digest = RepositoryDigest(image, parsed) ?? image.ID;
         return new ImageInfo(
             reference,
             digest,
@@ -112,31 +155,5 @@ public sealed partial class DockerVmRuntime
             config?.Entrypoint?.ToList() ?? [],
             config?.Cmd?.ToList() ?? [],
             config?.Env?.ToList() ?? []);
-    }
-}
-
-/// <summary>Splits image references the way the engine does (distribution reference grammar, simplified).</summary>
-internal static class ImageReference
-{
-    /// <summary>(repository, tag-or-digest): "reg:5000/a/b:1" → ("reg:5000/a/b", "1"); no tag → "latest".</summary>
-    public static (string Repository, string Tag) Split(string image)
-    {
-        int at = image.IndexOf('@');
-        if (at >= 0) return (image[..at], image[(at + 1)..]);
-        int slash = image.LastIndexOf('/');
-        int colon = image.LastIndexOf(':');
-        if (colon > slash) return (image[..colon], image[(colon + 1)..]);
-        return (image, "latest");
-    }
-
-    /// <summary>True when the first path component is a registry host ("a.b", "host:port" or "localhost").</summary>
-    public static bool HasRegistryHost(string image) => RegistryHost(image) != null;
-
-    public static string? RegistryHost(string image)
-    {
-        int slash = image.IndexOf('/');
-        if (slash <= 0) return null;
-        string first = image[..slash];
-        return first.Contains('.') || first.Contains(':') || first == "localhost" ? first : null;
     }
 }

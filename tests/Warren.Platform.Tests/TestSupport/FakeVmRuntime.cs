@@ -63,9 +63,13 @@ public sealed class FakeVmRuntime : IVmRuntime
             throw new InvalidOperationException($"pull access denied for {image} (auth {auth?.Secret})");
         if (image.Contains("private", StringComparison.Ordinal) && auth is null)
             throw new InvalidOperationException($"pull access denied for {image}: authentication required");
-        var ports = _engine.ExposedPorts.TryGetValue(image, out var p) ? p : [];
+        // Keys may be written as people type them; the platform asks by canonical name (docker.io/library/img:1).
+        var ports = _engine.ExposedPorts.FirstOrDefault(e => SameImage(e.Key, image)).Value ?? [];
         return new ImageInfo(image, "sha256:" + new string('0', 64), ports, "warren", [], ["sleep", "infinity"], []);
     }
+
+    private static bool SameImage(string a, string b)
+        => ImageReference.TryParse(a, out var x) && ImageReference.TryParse(b, out var y) && x.Repository == y.Repository && (x.Tag ?? "latest") == (y.Tag ?? "latest");
 
     public async Task CreateAsync(VmSpec spec, CancellationToken ct)
     {
