@@ -61,6 +61,8 @@ public sealed partial record ImageReference
     {
         reference = null;
         if (string.IsNullOrEmpty(text) || text.Length > MaxNameLength + 1 + MaxTagLength + 1 + Sha256Prefix.Length + 64) return false;
+        // ParseAnyReference reads "sha256:" and 64 hex digits as an image id, not as repository "sha256" with a tag.
+        if (text.StartsWith(Sha256Prefix, StringComparison.OrdinalIgnoreCase) && DigestRegex().IsMatch(text)) return false;
         string rest = text;
         string? digest = null;
         int at = rest.IndexOf('@');
