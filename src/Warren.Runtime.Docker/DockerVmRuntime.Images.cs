@@ -26,6 +26,9 @@ public sealed partial class DockerVmRuntime
         if (!ImageReference.TryParse(image, out var reference) || IsSnapshot(reference))
             throw new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, ImageMessages.NotFound(image));
         bool pull = auth != null || (_options.AlwaysPullRegistryImages && reference.HasExplicitDomain);
+        // The engine answers a pull by digest from its store when it holds that image, without asking the
+        // registry; the registry must still say yes to this caller.
+        if (pull && reference.Digest != null) await ConfirmWithRegistryAsync(image, reference, auth, ct);
         ImageInspectResponse? local = pull ? null : await TryInspectImageAsync(reference, ct);
         if (local == null)
         {
@@ -41,16 +44,112 @@ public sealed partial class DockerVmRuntime
         => reference.Domain == ImageReference.DefaultDomain
            && reference.Path.StartsWith(SnapshotRepository(""), StringComparison.Ordinal);
 
+    /// <summary>How long the registry may take to answer a manifest check.</summary>
+    private static readonly TimeSpan RegistryCheckTimeout = TimeSpan.FromMinutes(2);
+    /// <summary>Largest engine answer to a manifest check read (a descriptor and platforms: a few KiB).</summary>
+    private const int MaxRegistryCheckAnswerBytes = 1 << 20;
+
+    /// <summary>
+    /// Asks the registry, through the engine, for <paramref name="reference"/>'s manifest with the caller's credential
+    /// (Docker Engine API <c>GET /distribution/{name}/json</c>, which always goes to the registry), and checks that it
+    /// is the digest asked for. Refusal, absence and a different digest throw like a failed pull.
+    /// </summary>
+    private async Task ConfirmWithRegistryAsync(string image, ImageReference reference, RegistryCredential? auth, CancellationToken ct)
+    {
+        using var http = EngineHttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/distribution/" + reference.Canonical + "/json");
+        // As for pulls: the credential rides in this one request's X-Registry-Auth header and nowhere else.
+        if (auth != null)
+            request.Headers.Add("X-Registry-Auth", EncodeRegistryAuth(RegistryAuthConfig(reference, auth)));
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(RegistryCheckTimeout);
+        HttpResponseMessage response;
+        try
+        {
+            response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
+        }
+        using (response)
+        {
+            var body = await ReadBoundedAsync(response.Content, MaxRegistryCheckAnswerBytes, timeout.Token);
+            if (!response.IsSuccessStatusCode) throw PullFailure(image, response.StatusCode, body, null);
+            string? digest = null;
+            try
+            {
+                using var json = System.Text.Json.JsonDocument.Parse(body);
+                if (json.RootElement.TryGetProperty("Descriptor", out var d) && d.TryGetProperty("digest", out var v)) digest = v.GetString();
+            }
+            catch (System.Text.Json.JsonException) { }
+            if (!string.Equals(digest, reference.Digest, StringComparison.OrdinalIgnoreCase))
+                throw new DockerRuntimeException(DockerRuntimeErrors.ImageNotFound, ImageMessages.NotFound(image));
+        }
+    }
+
+    /// <summary>A client for one raw Engine API request (Docker.DotNet has no distribution endpoint), over the same endpoint.</summary>
+    private HttpClient EngineHttpClient()
+    {
+        var endpoint = _options.Endpoint ?? DefaultEndpoint();
+        if (endpoint.Scheme == "unix")
+        {
+            string socket = endpoint.LocalPath;
+            var handler = new SocketsHttpHandler
+            {
+                ConnectCallback = async (_, ct) =>
+                {
+                    var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+                    try
+                    {
+                        await s.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socket), ct);
+                        return new System.Net.Sockets.NetworkStream(s, ownsSocket: true);
+                    }
+                    catch
+                    {
+                        s.Dispose();
+                        throw;
+                    }
+                },
+            };
+            return new HttpClient(handler) { BaseAddress = new Uri("http://docker.engine") };
+        }
+        return new HttpClient { BaseAddress = new UriBuilder(endpoint) { Scheme = "http" }.Uri };
+    }
+
+    /// <summary>X-Registry-Auth: base64url of the JSON auth config (Docker Engine API, "Authentication").</summary>
+    private static string EncodeRegistryAuth(AuthConfig config)
+    {
+        var json = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string?>
+        {
+            ["username"] = config.Username,
+            ["password"] = config.Password,
+            ["serveraddress"] = config.ServerAddress,
+        });
+        return Convert.ToBase64String(json).Replace('+', '-').Replace('/', '_');
+    }
+
+    private static async Task<string> ReadBoundedAsync(HttpContent content, int maxBytes, CancellationToken ct)
+    {
+        await using var stream = await content.ReadAsStreamAsync(ct);
+        var buffer = new byte[maxBytes];
+        int total = 0, n;
+        while (total < maxBytes && (n = await stream.ReadAsync(buffer.AsMemory(total), ct)) > 0) total += n;
+        return System.Text.Encoding.UTF8.GetString(buffer, 0, total);
+    }
+
+    private static AuthConfig RegistryAuthConfig(ImageReference reference, RegistryCredential auth) => new()
+    {
+        Username = auth.Username,
+        Password = auth.Secret,
+        ServerAddress = reference.Domain,
+    };
+
     private async Task PullAsync(string image, ImageReference reference, RegistryCredential? auth, CancellationToken ct)
     {
         // The credential goes into the X-Registry-Auth header of this one request and nowhere else:
         // not into logs, exception messages or labels.
-        var authConfig = auth == null ? new AuthConfig() : new AuthConfig
-        {
-            Username = auth.Username,
-            Password = auth.Secret,
-            ServerAddress = reference.Domain,
-        };
+        var authConfig = auth == null ? new AuthConfig() : RegistryAuthConfig(reference, auth);
         string? streamError = null;
         var progress = new SyncProgress<JSONMessage>(m =>
         {
