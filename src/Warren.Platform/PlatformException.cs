@@ -51,4 +51,5 @@ public static class PlatformErrorCodes
     public const string ShareNotFound = "share_not_found";
     public const string ShareLinkNotFound = "share_link_not_found";
     public const string StateConflict = "state_conflict";
+    public const string ImageNotFound = "image_not_found";
 }

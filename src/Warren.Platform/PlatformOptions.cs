@@ -57,8 +57,18 @@ public sealed class PlatformOptions
     /// <summary>Image used when <c>new</c> has no <c>--image</c>.</summary>
     public string DefaultImage { get; set; } = "warren/default:1";
 
+    /// <summary>Operator-provided images; read <see cref="ImageOptions.EffectiveProvided"/>.</summary>
+    public ImageOptions Images { get; set; } = new();
+
     /// <summary>Login user inside VMs whose image names none.</summary>
     public string DefaultLoginUser { get; set; } = "warren";
+
+    /// <summary>Every local address the daemon listens on: the control address and each slot's LocalIp.</summary>
+    public IEnumerable<string> ListenAddresses => EffectiveSlots.Select(s => s.LocalIp).Prepend(ControlLocalIp);
+
+    /// <summary>Whether only this machine can reach the daemon (every listener on a loopback address).</summary>
+    public bool ListensOnLoopbackOnly
+        => ListenAddresses.All(a => System.Net.IPAddress.TryParse(a, out var ip) && System.Net.IPAddress.IsLoopback(ip));
 
     /// <summary>Full path of the SQLite database file.</summary>
     public string DatabasePath => Path.Combine(Path.GetFullPath(DataDirectory), "warren.db");
@@ -82,6 +92,14 @@ public sealed class PlatformOptions
         if (!System.Net.IPAddress.TryParse(ControlLocalIp, out var control)) problems.Add($"Warren:ControlLocalIp \"{ControlLocalIp}\" is not an IP address");
         else if (locals.Contains(control.ToString())) problems.Add("Warren:ControlLocalIp must differ from every slot's LocalIp");
         if (MaxVmsPerAccount < 1) problems.Add("Warren:MaxVmsPerAccount must be at least 1");
+        // Refused rather than ignored: a reachable daemon that takes typed addresses as proven hands anyone the
+        // shares made to anyone's address, and a warning in a log is easy to miss.
+        if (Signup.AutoVerify && !ListensOnLoopbackOnly)
+            problems.Add("Warren:Signup:AutoVerify=true (sign-up takes the typed address as verified) is allowed only when every listener "
+                + $"is on loopback, but Warren listens on {string.Join(", ", ListenAddresses)}; set Warren:Signup:AutoVerify=false "
+                + "and configure Warren:Smtp so that sign-up mails a code");
+        foreach (var image in Images.EffectiveProvided.Append(DefaultImage))
+            if (!Runtime.ImageReference.TryParse(image, out _)) problems.Add($"image \"{image}\" (Warren:Images:Provided or Warren:DefaultImage) is not an image reference");
         problems.AddRange(Resources.Validate());
         return problems;
     }
@@ -98,11 +116,33 @@ public sealed class AddressSlotOptions
 
 public sealed class SignupOptions
 {
-    /// <summary>Create accounts without e-mail verification (dev default).</summary>
-    public bool AutoVerify { get; set; } = true;
+    /// <summary>
+    /// Sign-up takes the typed address as verified without sending a code. Only for an installation whose every
+    /// listener is on loopback (a developer's machine): the daemon refuses to start with it otherwise, since
+    /// anyone could then claim anyone's address (and the shares made to it). Production default: false.
+    /// </summary>
+    public bool AutoVerify { get; set; }
 
     /// <summary>How long a verification link or code stays valid (exe.dev: 10 minutes).</summary>
     public TimeSpan VerificationTimeout { get; set; } = TimeSpan.FromMinutes(10);
+}
+
+/// <summary>Which images every account may start without a registry's say (<c>Warren:Images</c>).</summary>
+public sealed class ImageOptions
+{
+    /// <summary>The images scripts/build-images.sh builds into the engine (they exist on no registry).</summary>
+    public static IReadOnlyList<string> BuiltLocally { get; } = ["warren/default:1", "warren/busybox:1"];
+
+    /// <summary>
+    /// Operator-provided image references (<c>Warren:Images:Provided</c>): any account may start them, from the
+    /// engine's store, without a pull. Empty in configuration means <see cref="BuiltLocally"/>. Every other image
+    /// is pulled for the account that asks, with its credential or anonymously, each time.
+    /// (Configuration binding appends to a non-empty default list, so the default lives in EffectiveProvided.)
+    /// </summary>
+    public IReadOnlyList<string> Provided { get; set; } = Array.Empty<string>();
+
+    /// <summary><see cref="Provided"/>, or <see cref="BuiltLocally"/> when none are configured.</summary>
+    public IReadOnlyList<string> EffectiveProvided => Provided.Count > 0 ? Provided : BuiltLocally;
 }
 
 /// <summary>VM resources: defaults for <c>new</c>, and the limits <c>new</c>, <c>cp</c> and <c>resize</c> enforce.</summary>

@@ -102,13 +102,15 @@ namespace Warren
             await using var sp = BuildOffline(config);
             var accounts = sp.GetRequiredService<AccountService>();
             var existing = await accounts.FindByEmailAsync(email);
+            // The operator vouches for the address: it counts as verified (an existing account's too).
             if (existing is not null)
             {
                 await accounts.AddKeyAsync(existing.Id, key);
+                await accounts.MarkEmailVerifiedAsync(existing.Id, existing.Email);
                 Console.WriteLine($"added key {key.Fingerprint} to {existing.Email}");
                 return 0;
             }
-            var account = await accounts.CreateAsync(email, key);
+            var account = await accounts.CreateAsync(email, key, emailVerified: true);
             Console.WriteLine($"created {account.Email} ({account.Id}) with key {key.Fingerprint}");
             return 0;
         }
@@ -163,9 +165,20 @@ namespace Warren
                   DNS             {o.ControlLocalIp}:{configuration["Warren:DnsPort"] ?? "5353"} for {o.VmDomain}
                   HTTPS           https://{o.ControlHost}:{o.HttpsPort}/  and  https://NAME.{o.VmDomain}:{o.HttpsPort}/
                   data            {Path.GetFullPath(o.DataDirectory)}
+                  sign-up         {SignupMode(o, configuration)}
                 First account:    ./warren user add --email you@example.com --ssh-key-file ~/.ssh/id_ed25519.pub
                 Then:             ssh -p {o.SshPort} {o.ControlLocalIp} new --name=web
                 """);
+        }
+
+        /// <summary>How a new key gets an account, for the banner: AutoVerify must never go unnoticed.</summary>
+        private static string SignupMode(PlatformOptions o, IConfiguration configuration)
+        {
+            if (o.Signup.AutoVerify)
+                return "AUTO-VERIFY (dev, loopback only): a typed address counts as verified, no code is mailed";
+            return string.IsNullOrWhiteSpace(configuration["Warren:Smtp:Host"])
+                ? "off: no mail relay (Warren:Smtp) to send codes; add accounts with ./warren user add"
+                : "a verification code is mailed to the address";
         }
     }
 }

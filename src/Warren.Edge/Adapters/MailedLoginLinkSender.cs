@@ -7,7 +7,7 @@ namespace Warren.Edge.Adapters;
 /// <summary>
 /// The login page's "email me a link": a one-time control-host login link mailed through the
 /// platform's relay to an existing account's address. Unknown addresses get nothing, and the page
-/// answers the same either way.
+/// answers the same either way. Using the link verifies the address (<see cref="MailVerifiedLoginLinks"/>).
 /// </summary>
 /// <remarks>
 /// The front door is resolved at first use: it depends on this sender, so taking it in the
@@ -15,7 +15,7 @@ namespace Warren.Edge.Adapters;
 /// </remarks>
 public sealed class MailedLoginLinkSender(
     AccountService accounts,
-    ILoginLinkService links,
+    MailVerifiedLoginLinks links,
     IServiceProvider services,
     HttpFrontDoorOptions options,
     IEmailSender email) : ILoginEmailSender
@@ -25,10 +25,12 @@ public sealed class MailedLoginLinkSender(
         if (!EmailAddress.TryNormalize(address, out var normalized)) return;
         var account = await accounts.FindByEmailAsync(normalized, ct).ConfigureAwait(false);
         if (account is null) return;
-        var secret = await links.IssueAsync(new WebUser(account.Id, account.Email), options.ControlHost, ct).ConfigureAwait(false);
+        var secret = await links.IssueMailedAsync(new WebUser(account.Id, account.Email), options.ControlHost, ct).ConfigureAwait(false);
         var frontDoor = (HttpFrontDoor)services.GetService(typeof(HttpFrontDoor))!;
         var link = frontDoor.BuildControlLoginLink(secret) + "&redirect=" + Uri.EscapeDataString(redirect);
         await email.SendAsync(account.Email, $"Log in to {options.ControlHost}",
-            $"Open this link to log in (it works once):\n\n{link}\n\nIf you did not ask for it, ignore this message.\n", ct).ConfigureAwait(false);
+            $"Open this link to log in (it works once):\n\n{link}\n\n"
+            + (account.EmailVerified ? "" : $"Opening it also confirms that {account.Email} is yours: do so only if you signed up at {options.ControlHost}.\n\n")
+            + "If you did not ask for it, ignore this message.\n", ct).ConfigureAwait(false);
     }
 }

@@ -93,6 +93,9 @@ public sealed class RuntimeWebUpstreamLocator : IWebUpstreamLocator
 /// <summary><see cref="IWebTokenValidator"/> over C2's <see cref="TokenAuthenticator"/>.</summary>
 public sealed class PlatformTokenValidator : IWebTokenValidator
 {
+    /// <summary>Why a token of an account with an unverified address is refused, and what to do.</summary>
+    public const string UnverifiedAddress = "the token's account has not verified its e-mail address; log in once with a link sent by e-mail to verify it";
+
     private readonly TokenAuthenticator _authenticator;
 
     public PlatformTokenValidator(TokenAuthenticator authenticator) => _authenticator = authenticator;
@@ -100,6 +103,10 @@ public sealed class PlatformTokenValidator : IWebTokenValidator
     public async ValueTask<TokenValidation> ValidateAsync(string token, string @namespace, CancellationToken ct)
     {
         var result = await _authenticator.AuthenticateAsync(token, @namespace, ct).ConfigureAwait(false);
+        // A principal names a person to the VM (X-ExeDev-Email, X-ExeDev-UserID): only an account that proved its
+        // address may be one. Otherwise an address typed at sign-up would be announced as an identity.
+        if (result.Identity is { Account.EmailVerified: false })
+            return TokenValidation.Invalid(UnverifiedAddress);
         if (result.Identity is { } identity)
         {
             return TokenValidation.Valid(new TokenPrincipal(

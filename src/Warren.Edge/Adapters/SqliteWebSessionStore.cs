@@ -1,12 +1,14 @@
 using Dapper;
 using Warren.Edge.Http;
+using Warren.Platform.Accounts;
 using Warren.Platform.Storage;
 
 namespace Warren.Edge.Adapters;
 
 /// <summary>
 /// Login sessions in the platform's SQLite database, so a daemon restart does not log everyone out.
-/// Rows hold only the SHA-256 of the cookie (the front door never hands the store the cookie itself).
+/// Rows hold only the SHA-256 of the cookie (the front door never hands the store the cookie itself). A session is
+/// found only while its account's address is verified (<see cref="Account.EmailVerified"/>).
 /// </summary>
 public sealed class SqliteWebSessionStore(WarrenDatabase db, TimeProvider time) : IWebSessionStore
 {
@@ -33,8 +35,14 @@ public sealed class SqliteWebSessionStore(WarrenDatabase db, TimeProvider time) 
 
     public async ValueTask<WebSession?> FindAsync(string sessionKey, CancellationToken ct)
     {
+        // A session names a person to sites (X-ExeDev-Email), so it counts only while the account's address is
+        // proven: sessions of an account whose address is not verified are not found.
         var row = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<Row>(
-            "SELECT session_key AS SessionKey, user_id AS UserId, email AS Email, host AS Host, expires_at AS ExpiresAt FROM web_sessions WHERE session_key = @sessionKey",
+            $"""
+            SELECT w.session_key AS SessionKey, w.user_id AS UserId, w.email AS Email, w.host AS Host, w.expires_at AS ExpiresAt
+            FROM web_sessions w JOIN accounts a ON a.id = w.user_id AND a.email = w.email AND a.{VerifiedAddressSql.Condition}
+            WHERE w.session_key = @sessionKey
+            """,
             new { sessionKey }), ct).ConfigureAwait(false);
         if (row is null) return null;
         var expires = DateTimeOffset.FromUnixTimeSeconds(row.ExpiresAt);

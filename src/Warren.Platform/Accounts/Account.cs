@@ -1,7 +1,15 @@
 namespace Warren.Platform.Accounts;
 
 /// <summary>An account: an e-mail address (lower-case) plus one or more SSH keys.</summary>
-public sealed record Account(string Id, string Email, DateTimeOffset CreatedAt);
+public sealed record Account(string Id, string Email, DateTimeOffset CreatedAt)
+{
+    /// <summary>
+    /// Whether the address was proven to be the account's (a code or login link mailed to it, or the operator
+    /// adding the account). Only then do shares made to the address give access, and only then do sites hear
+    /// who the account is (<c>X-ExeDev-Email</c>, <c>X-ExeDev-UserID</c>).
+    /// </summary>
+    public bool EmailVerified { get; init; }
+}
 
 /// <summary>
 /// A registered SSH public key. <see cref="PublicKey"/> is the OpenSSH line "type base64" (no comment);
@@ -31,4 +39,17 @@ public sealed record ApiKeyPermissions(
     string? Tag = null)
 {
     public bool IsExpired(DateTimeOffset now) => ExpiresAt is { } e && now >= e;
+}
+
+/// <summary>
+/// "This account proved its address", as SQL over <c>accounts</c>: for every query that lets an address stand for a
+/// person (shares, login sessions). One definition, so no such query can forget it.
+/// </summary>
+public static class VerifiedAddressSql
+{
+    /// <summary>The condition on an <c>accounts</c> row (prefix the column with the table's alias when joined).</summary>
+    public const string Column = "email_verified";
+
+    /// <summary><c>email_verified = 1</c>.</summary>
+    public const string Condition = Column + " = 1";
 }

@@ -23,12 +23,12 @@ public sealed class AccountService
         _index = index;
     }
 
-    private const string AccountColumns = "id AS Id, email AS Email, created_at AS CreatedAt";
+    private const string AccountColumns = "id AS Id, email AS Email, created_at AS CreatedAt, email_verified AS EmailVerified";
     private const string KeyColumns = "id AS Id, account_id AS AccountId, public_key AS PublicKey, fingerprint AS Fingerprint, name AS Name, added_at AS AddedAt, last_used_at AS LastUsedAt, permissions AS Permissions";
 
     public Task<Account?> FindByKeyFingerprintAsync(string fingerprint, CancellationToken ct = default)
         => _db.ReadAsync(async c => Map(await c.QuerySingleOrDefaultAsync<AccountRow>(
-            $"SELECT a.id AS Id, a.email AS Email, a.created_at AS CreatedAt FROM accounts a JOIN account_keys k ON k.account_id = a.id WHERE k.fingerprint = @fingerprint",
+            $"SELECT a.id AS Id, a.email AS Email, a.created_at AS CreatedAt, a.email_verified AS EmailVerified FROM accounts a JOIN account_keys k ON k.account_id = a.id WHERE k.fingerprint = @fingerprint",
             new { fingerprint })), ct);
 
     /// <summary>The registered key with this fingerprint (any account), or null.</summary>
@@ -52,15 +52,16 @@ public sealed class AccountService
             $"SELECT {AccountColumns} FROM accounts ORDER BY created_at, email")).Select(r => Map(r)!).ToList(), ct);
 
     /// <summary>
-    /// Creates an account with its first key (named <paramref name="keyName"/> or "key-1"). Pending shares
-    /// addressed to the e-mail become active (and SSH shares get a slot when the invariant allows).
-    /// Errors: <c>invalid_email</c>, <c>account_exists</c>, <c>key_in_use</c>.
+    /// Creates an account with its first key (named <paramref name="keyName"/> or "key-1"). With
+    /// <paramref name="emailVerified"/> (the address was proven, or the operator vouches for it), pending shares
+    /// addressed to the e-mail become active (and SSH shares get a slot when the invariant allows); without it they
+    /// wait for <see cref="MarkEmailVerifiedAsync"/>. Errors: <c>invalid_email</c>, <c>account_exists</c>, <c>key_in_use</c>.
     /// </summary>
-    public async Task<Account> CreateAsync(string email, SshPublicKey firstKey, string? keyName = null, CancellationToken ct = default)
+    public async Task<Account> CreateAsync(string email, SshPublicKey firstKey, bool emailVerified, string? keyName = null, CancellationToken ct = default)
     {
         var normalized = EmailAddress.Normalize(email);
         var now = _time.GetUtcNow();
-        var account = new Account(NewId("acct"), normalized, TruncateMs(now));
+        var account = new Account(NewId("acct"), normalized, TruncateMs(now)) { EmailVerified = emailVerified };
         try
         {
             await _db.WriteAsync(async u =>
@@ -68,11 +69,10 @@ public sealed class AccountService
                 if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM accounts WHERE email = @normalized", new { normalized }) > 0)
                     throw new PlatformException(PlatformErrorCodes.AccountExists, $"An account with email {normalized} already exists.");
                 await EnsureKeyFreeAsync(u, firstKey.Fingerprint);
-                await u.ExecuteAsync("INSERT INTO accounts (id, email, created_at) VALUES (@Id, @Email, @At)",
-                    new { account.Id, account.Email, At = now.ToUnixTimeMilliseconds() });
+                await u.ExecuteAsync("INSERT INTO accounts (id, email, created_at, email_verified) VALUES (@Id, @Email, @At, @EmailVerified)",
+                    new { account.Id, account.Email, At = now.ToUnixTimeMilliseconds(), account.EmailVerified });
                 await InsertKeyAsync(u, account.Id, firstKey, KeyNames.Sanitize(keyName) is { Length: > 0 } n ? n : KeyNames.Default(1), null, now);
-                var touched = await _allocator.ActivatePendingSharesAsync(u, account.Id, account.Email);
-                _index.ReloadVmsOnCommit(u, touched);
+                if (emailVerified) _index.ReloadVmsOnCommit(u, await _allocator.ActivatePendingSharesAsync(u, account.Id, account.Email));
             }, ct);
         }
         catch (SqliteException e) when (SqliteErrors.IsUnique(e))
@@ -80,6 +80,24 @@ public sealed class AccountService
             throw new PlatformException(PlatformErrorCodes.AccountExists, $"An account with email {normalized} already exists.", e);
         }
         return account;
+    }
+
+    /// <summary>
+    /// Records that <paramref name="email"/> was proven to belong to the account (a code or a login link mailed to
+    /// it was used): pending shares to it become active. Does nothing when the account's address is no longer
+    /// <paramref name="email"/> (the proof was for another address). Returns whether the account is now verified.
+    /// </summary>
+    public Task<bool> MarkEmailVerifiedAsync(string accountId, string email, CancellationToken ct = default)
+    {
+        if (!EmailAddress.TryNormalize(email, out var normalized)) return Task.FromResult(false);
+        return _db.WriteAsync(async u =>
+        {
+            var changed = await u.ExecuteAsync(
+                "UPDATE accounts SET email_verified = 1 WHERE id = @accountId AND email = @normalized AND email_verified = 0", new { accountId, normalized });
+            if (changed > 0) _index.ReloadVmsOnCommit(u, await _allocator.ActivatePendingSharesAsync(u, accountId, normalized));
+            return changed > 0 || await u.ScalarAsync<long>(
+                "SELECT COUNT(*) FROM accounts WHERE id = @accountId AND email = @normalized AND email_verified = 1", new { accountId, normalized }) > 0;
+        }, ct);
     }
 
     /// <summary>
@@ -195,12 +213,12 @@ public sealed class AccountService
     private static DateTimeOffset TruncateMs(DateTimeOffset t) => DateTimeOffset.FromUnixTimeMilliseconds(t.ToUnixTimeMilliseconds());
     private static DateTimeOffset FromMs(long ms) => DateTimeOffset.FromUnixTimeMilliseconds(ms);
 
-    private static Account? Map(AccountRow? r) => r is null ? null : new Account(r.Id, r.Email, FromMs(r.CreatedAt));
+    private static Account? Map(AccountRow? r) => r is null ? null : new Account(r.Id, r.Email, FromMs(r.CreatedAt)) { EmailVerified = r.EmailVerified != 0 };
     private static AccountKey? Map(KeyRow? r) => r is null ? null : new AccountKey(r.Id, r.AccountId, r.PublicKey, r.Fingerprint, r.Name,
         FromMs(r.AddedAt), r.LastUsedAt is { } l ? FromMs(l) : null,
         r.Permissions is null ? null : JsonSerializer.Deserialize<ApiKeyPermissions>(r.Permissions, JsonOptions));
 
-    private sealed class AccountRow { public string Id { get; set; } = ""; public string Email { get; set; } = ""; public long CreatedAt { get; set; } }
+    private sealed class AccountRow { public string Id { get; set; } = ""; public string Email { get; set; } = ""; public long CreatedAt { get; set; } public long EmailVerified { get; set; } }
     private sealed class KeyRow
     {
         public string Id { get; set; } = "";

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using Warren.Platform.Storage;
+using Warren.Platform.Sharing;
 
 namespace Warren.Platform.Addressing;
 
@@ -124,12 +125,12 @@ public sealed class AddressSlotAllocator
 
     private static async Task<string?> PromoteAsync(UnitOfWork u, string accountId, string slot, string excludedVmId)
     {
-        var candidate = await u.ScalarAsync<string?>("""
+        var candidate = await u.ScalarAsync<string?>($"""
             SELECT v.id FROM vms v
             WHERE v.slot_name = @slot AND v.id <> @excludedVmId AND v.state <> 'deleting'
               AND NOT EXISTS (SELECT 1 FROM ssh_reach r WHERE r.account_id = @accountId AND r.vm_id = v.id)
               AND (v.account_id = @accountId OR EXISTS (
-                    SELECT 1 FROM vm_shares s JOIN accounts a ON a.email = s.email
+                    SELECT 1 FROM {ShareGrantees.VerifiedJoin}
                     WHERE s.vm_id = v.id AND a.id = @accountId AND s.status = 'active' AND s.ssh = 1))
             ORDER BY (v.account_id = @accountId) DESC, v.created_at, v.id
             LIMIT 1

@@ -3,6 +3,7 @@ using System.Net;
 using Dapper;
 using Warren.Platform.Storage;
 using Warren.Platform.Vms;
+using Warren.Platform.Sharing;
 
 namespace Warren.Platform.Addressing;
 
@@ -64,8 +65,8 @@ public sealed class SshRouteTable
         var vm = _index.GetByName(VmNames.Normalize(vmName, _options.VmDomain));
         if (vm is null || vm.State == VmState.Deleting) return null;
         if (vm.AccountId == accountId) return vm;
-        var ok = await _db.ReadAsync(c => c.ExecuteScalarAsync<long>("""
-            SELECT COUNT(*) FROM vm_shares s JOIN accounts a ON a.email = s.email
+        var ok = await _db.ReadAsync(c => c.ExecuteScalarAsync<long>($"""
+            SELECT COUNT(*) FROM {ShareGrantees.VerifiedJoin}
             WHERE s.vm_id = @Id AND a.id = @accountId AND s.status = 'active' AND s.ssh = 1
             """, new { vm.Id, accountId }), ct);
         return ok > 0 ? vm : null;

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Dapper;
+using Warren.Platform.Commands;
 using Warren.Platform.Storage;
 
 namespace Warren.Platform.Audit;
@@ -19,35 +20,36 @@ public sealed record AuditEntry(
     public long Id { get; init; }
 }
 
-/// <summary>Masks secrets in command arguments: values of secret-bearing flags and anything that looks like a token.</summary>
+/// <summary>
+/// Masks secrets in command arguments by reading them as the command parser does (<see cref="ArgParser.RedactSecrets"/>):
+/// the values of the command's secret flags in every spelling, of flags it does not have, and its secret positionals;
+/// then anything that looks like a Warren token.
+/// </summary>
 public static class AuditRedaction
 {
     public const string Mask = "***";
 
-    /// <summary>Flags whose value is a secret (as <c>--flag=value</c> or <c>--flag value</c>).</summary>
-    public static readonly IReadOnlySet<string> SecretFlags = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
-    {
-        "--registry-auth", "--bearer", "--token", "--password", "--secret", "--header",
-    };
-
     private static readonly string[] TokenPrefixes = ["exe0.", "exe1.", "exeapp_", "warren0.", "warren1."];
 
-    public static IReadOnlyList<string> Redact(IReadOnlyList<string> args)
+    /// <summary>
+    /// <paramref name="args"/> of <paramref name="command"/> (a canonical path such as "new"), redacted. The arguments
+    /// may start with the command's words (a full argv) or not; for an unknown command every flag value is masked.
+    /// </summary>
+    public static IReadOnlyList<string> Redact(string command, IReadOnlyList<string> args)
     {
-        var result = new string[args.Count];
-        for (int i = 0; i < args.Count; i++)
+        var restIndexes = new List<int>();
+        var def = CommandCatalog.Resolve(args, out var rest, restIndexes, out _, out _);
+        if (def is null || def.Path != command)
         {
-            var a = args[i];
-            int eq = a.IndexOf('=');
-            if (a.StartsWith("--", StringComparison.Ordinal) && eq > 0 && SecretFlags.Contains(a[..eq]))
-                result[i] = a[..(eq + 1)] + Mask;
-            else if (i > 0 && SecretFlags.Contains(args[i - 1]) && !a.StartsWith('-'))
-                result[i] = Mask;
-            else if (TokenPrefixes.Any(p => a.Contains(p, StringComparison.Ordinal)))
-                result[i] = Mask;
-            else
-                result[i] = a;
+            def = CommandCatalog.FindPath(command);
+            rest = args.ToList();
+            restIndexes = Enumerable.Range(0, args.Count).ToList();
         }
+        var redactedRest = ArgParser.RedactSecrets(rest, def?.Flags ?? [], def?.StopAtFirstPositional ?? false, def?.SecretArgs ?? [], Mask);
+        var result = args.ToArray();
+        for (int i = 0; i < redactedRest.Length; i++) result[restIndexes[i]] = redactedRest[i];
+        for (int i = 0; i < result.Length; i++)
+            if (TokenPrefixes.Any(p => result[i].Contains(p, StringComparison.Ordinal))) result[i] = Mask;
         return result;
     }
 }
@@ -70,7 +72,7 @@ public sealed class AuditLog
             """, new
             {
                 At = e.At.ToUnixTimeMilliseconds(), e.AccountId, e.KeyFingerprint, e.Source, e.Command,
-                Arguments = JsonSerializer.Serialize(AuditRedaction.Redact(e.Arguments)), e.Result, e.ErrorCode,
+                Arguments = JsonSerializer.Serialize(AuditRedaction.Redact(e.Command, e.Arguments)), e.Result, e.ErrorCode,
                 DurationMs = e.Duration is { } d ? (long?)d.TotalMilliseconds : null,
             }, u.Transaction), ct);
 

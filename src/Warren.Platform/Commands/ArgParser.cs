@@ -13,8 +13,11 @@ public enum FlagKind
     Repeated,
 }
 
-/// <summary>One flag of a command. <see cref="Name"/> has no dashes; <c>-x</c> and <c>--x</c> are the same flag.</summary>
-public sealed record FlagDefinition(string Name, FlagKind Kind, string Help, string? ValueName = null, bool Hidden = false);
+/// <summary>
+/// One flag of a command. <see cref="Name"/> has no dashes; <c>-x</c> and <c>--x</c> are the same flag.
+/// <see cref="Secret"/>: the value is never recorded (the audit log keeps <c>***</c>).
+/// </summary>
+public sealed record FlagDefinition(string Name, FlagKind Kind, string Help, string? ValueName = null, bool Hidden = false, bool Secret = false);
 
 /// <summary>The result of <see cref="ArgParser.TryParse"/>.</summary>
 public sealed class ParsedArgs
@@ -69,51 +72,32 @@ public static class ArgParser
         parsed = null;
         var positionals = new List<string>();
         var values = new Dictionary<string, List<string>>(StringComparer.Ordinal);
-        for (int i = 0; i < args.Count; i++)
+        foreach (var t in Scan(args, flags, stopAtFirstPositional))
         {
-            string a = args[i];
-            if (a == "--")
+            if (t.Flag is null && t.Name is null)
             {
-                for (int j = i + 1; j < args.Count; j++) positionals.Add(args[j]);
-                break;
-            }
-            if (a.Length < 2 || a[0] != '-')
-            {
-                positionals.Add(a);
-                if (stopAtFirstPositional)
-                {
-                    for (int j = i + 1; j < args.Count; j++) positionals.Add(args[j]);
-                    break;
-                }
+                positionals.Add(args[t.Index]);
                 continue;
             }
-            string body = a[1] == '-' ? a[2..] : a[1..];
-            string name = body;
-            string? inline = null;
-            int eq = body.IndexOf('=');
-            if (eq >= 0) { name = body[..eq]; inline = body[(eq + 1)..]; }
-            var def = Find(flags, name);
+            var def = t.Flag;
             if (def is null)
             {
-                error = UnknownFlag(name, flags);
+                error = UnknownFlag(t.Name!, flags);
                 return false;
             }
             string value;
             if (def.Kind == FlagKind.Bool)
             {
-                if (inline is null) value = "true";
-                else if (!TryParseBool(inline, out bool b))
+                if (t.Inline is null) value = "true";
+                else if (!TryParseBool(t.Inline, out bool b))
                 {
-                    error = $"invalid boolean value \"{inline}\" for --{def.Name}";
+                    error = $"invalid boolean value \"{t.Inline}\" for --{def.Name}";
                     return false;
                 }
                 else value = b ? "true" : "false";
             }
-            else if (inline is not null) value = inline;
-            else if (i + 1 < args.Count && !(args[i + 1].Length > 1 && args[i + 1][0] == '-'))
-            {
-                value = args[++i];
-            }
+            else if (t.Inline is not null) value = t.Inline;
+            else if (t.ValueIndex >= 0) value = args[t.ValueIndex];
             else
             {
                 error = $"flag needs an argument: --{def.Name}";
@@ -127,6 +111,73 @@ public static class ArgParser
         parsed = new ParsedArgs(positionals, values);
         error = null;
         return true;
+    }
+
+    /// <summary>
+    /// <paramref name="args"/> with every secret value replaced by <paramref name="mask"/>, read exactly as
+    /// <see cref="TryParse"/> reads it (any spelling: <c>-f=v</c>, <c>--f=v</c>, <c>-f v</c>, <c>--f v</c>): the values
+    /// of <see cref="FlagDefinition.Secret"/> flags, of flags the command does not have (a mistyped secret flag is
+    /// still a secret), and the positionals at <paramref name="secretPositionals"/>.
+    /// </summary>
+    public static string[] RedactSecrets(IReadOnlyList<string> args, IReadOnlyList<FlagDefinition> flags, bool stopAtFirstPositional,
+        IReadOnlyCollection<int> secretPositionals, string mask)
+    {
+        var result = args.ToArray();
+        int position = 0;
+        foreach (var t in Scan(args, flags, stopAtFirstPositional))
+        {
+            if (t.Flag is null && t.Name is null)
+            {
+                if (secretPositionals.Contains(position++)) result[t.Index] = mask;
+                continue;
+            }
+            if (t.Flag is { Secret: false }) continue;
+            if (t.Inline is not null) result[t.Index] = args[t.Index][..(args[t.Index].IndexOf('=') + 1)] + mask;
+            if (t.ValueIndex >= 0) result[t.ValueIndex] = mask;
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// One token as the parser reads it: a positional (<see cref="Name"/> null), or a flag with its definition
+    /// (null when the command has no such flag), its <c>=value</c> and the index of a value given as the next word.
+    /// </summary>
+    private readonly record struct ArgToken(int Index, string? Name, FlagDefinition? Flag, string? Inline, int ValueIndex);
+
+    /// <summary>exe.dev's flag rules (see the class summary), as a token stream shared by parsing and redaction.</summary>
+    private static IEnumerable<ArgToken> Scan(IReadOnlyList<string> args, IReadOnlyList<FlagDefinition> flags, bool stopAtFirstPositional)
+    {
+        for (int i = 0; i < args.Count; i++)
+        {
+            string a = args[i];
+            if (a == "--")
+            {
+                for (int j = i + 1; j < args.Count; j++) yield return new ArgToken(j, null, null, null, -1);
+                yield break;
+            }
+            if (a.Length < 2 || a[0] != '-')
+            {
+                yield return new ArgToken(i, null, null, null, -1);
+                if (stopAtFirstPositional)
+                {
+                    for (int j = i + 1; j < args.Count; j++) yield return new ArgToken(j, null, null, null, -1);
+                    yield break;
+                }
+                continue;
+            }
+            int start = i;
+            string body = a[1] == '-' ? a[2..] : a[1..];
+            string name = body;
+            string? inline = null;
+            int eq = body.IndexOf('=');
+            if (eq >= 0) { name = body[..eq]; inline = body[(eq + 1)..]; }
+            var def = Find(flags, name);
+            int valueIndex = -1;
+            // A value flag (or an unknown one) without '=' takes the next word unless that word starts with a dash.
+            if (def is not { Kind: FlagKind.Bool } && inline is null && i + 1 < args.Count && !(args[i + 1].Length > 1 && args[i + 1][0] == '-'))
+                valueIndex = ++i;
+            yield return new ArgToken(start, name, def, inline, valueIndex);
+        }
     }
 
     /// <summary>Go's strconv.ParseBool spellings.</summary>

@@ -40,6 +40,9 @@ public sealed class CommandDefinition
     /// <summary>Flags end at the first positional (the rest belongs to a remote command: <c>ssh VM ls -la</c>).</summary>
     public bool StopAtFirstPositional { get; init; }
 
+    /// <summary>Positions (0-based, among the positionals) whose values are secrets, never recorded (a share-link token).</summary>
+    public IReadOnlyList<int> SecretArgs { get; init; } = Array.Empty<int>();
+
     /// <summary>Longer help, printed by <c>help CMD</c>.</summary>
     public string? Details { get; init; }
 
@@ -56,6 +59,8 @@ public sealed class CommandDefinition
 public static class CommandCatalog
 {
     private static FlagDefinition V(string name, string help, string valueName = "VALUE", bool hidden = false) => new(name, FlagKind.Value, help, valueName, hidden);
+    /// <summary>A value flag whose value is a secret, or may hold one (<see cref="FlagDefinition.Secret"/>).</summary>
+    private static FlagDefinition S(string name, string help, string valueName, FlagKind kind = FlagKind.Value) => new(name, kind, help, valueName, Secret: true);
     private static FlagDefinition B(string name, string help, bool hidden = false) => new(name, FlagKind.Bool, help, null, hidden);
     private static FlagDefinition R(string name, string help, string valueName = "VALUE") => new(name, FlagKind.Repeated, help, valueName);
 
@@ -70,15 +75,15 @@ public static class CommandCatalog
             new("new", "Create a new VM", "", [
                 V("name", "VM name (generated when omitted)", "NAME"),
                 V("image", "container image to run", "IMAGE"),
-                V("registry-auth", "credentials for a private registry", "USER:TOKEN"),
+                S("registry-auth", "credentials for a private registry", "USER:TOKEN"),
                 R("tag", "add a tag (repeatable)", "TAG"),
-                R("env", "environment variable (repeatable)", "KEY=VALUE"),
+                S("env", "environment variable (repeatable)", "KEY=VALUE", FlagKind.Repeated),
                 V("cpu", "number of CPUs", "N"),
                 V("memory", "memory size, e.g. 8GB", "SIZE"),
                 V("disk", "disk size, e.g. 25GB", "SIZE"),
                 V("command", "how the image's command runs: auto, none, or a custom command", "auto|none|CMD"),
                 V("comment", "a comment shown by ls", "TEXT"),
-                V("setup-script", "script run once after creation (a file path is not read; pass the text, or /dev/stdin)", "SCRIPT"),
+                S("setup-script", "script run once after creation (a file path is not read; pass the text, or /dev/stdin)", "SCRIPT"),
             ]),
             new("rm", "Delete VMs", "VM...") { Args = [ArgKind.Vm], Aliases = ["delete"] },
             new("restart", "Restart a VM", "VM") { Args = [ArgKind.Vm] },
@@ -128,13 +133,13 @@ public static class CommandCatalog
                     ]) { Args = [ArgKind.Vm, ArgKind.None] },
                     new("remove", "Stop sharing with a person", "VM EMAIL") { Args = [ArgKind.Vm, ArgKind.None] },
                     new("add-link", "Create a share link", "VM") { Args = [ArgKind.Vm], Aliases = ["add-share-link"] },
-                    new("remove-link", "Remove a share link", "VM TOKEN") { Args = [ArgKind.Vm, ArgKind.None], Aliases = ["remove-share-link"] },
+                    new("remove-link", "Remove a share link", "VM TOKEN") { Args = [ArgKind.Vm, ArgKind.None], Aliases = ["remove-share-link"], SecretArgs = [1] },
                     new("receive-email", "Show or switch mail delivery to the VM", "VM [on|off]") { Args = [ArgKind.Vm, ArgKind.None] },
                 ],
             },
             new("browser", "Print a one-time link that logs your browser in"),
             new("ssh", "Open a shell or run a command in a VM", "VM [COMMAND...]") { Args = [ArgKind.Vm, ArgKind.None], StopAtFirstPositional = true },
-            new("exe0-to-exe1", "Convert an exe0 token into a short exe1 token", "TOKEN", [V("vm", "the VM the token is for", "VM")]) { Hidden = true },
+            new("exe0-to-exe1", "Convert an exe0 token into a short exe1 token", "TOKEN", [V("vm", "the VM the token is for", "VM")]) { Hidden = true, SecretArgs = [0] },
             new("exit", "Leave the shell") { InteractiveOnly = true },
             new("quit", "Leave the shell") { InteractiveOnly = true, Hidden = true },
         };
@@ -175,8 +180,19 @@ public static class CommandCatalog
     /// without '='). <paramref name="rest"/> is argv without the command words.
     /// </summary>
     public static CommandDefinition? Resolve(IReadOnlyList<string> argv, out List<string> rest, out string? unknownWord, out CommandDefinition? parent)
+        => Resolve(argv, out rest, null, out unknownWord, out parent);
+
+    /// <summary>As above; <paramref name="restIndexes"/>, when given, receives the argv index of each element of <paramref name="rest"/>.</summary>
+    public static CommandDefinition? Resolve(IReadOnlyList<string> argv, out List<string> rest, List<int>? restIndexes,
+        out string? unknownWord, out CommandDefinition? parent)
     {
-        rest = new List<string>();
+        var kept = new List<string>();
+        rest = kept;
+        void Keep(int index)
+        {
+            kept.Add(argv[index]);
+            restIndexes?.Add(index);
+        }
         unknownWord = null;
         parent = null;
         CommandDefinition? current = null;
@@ -184,17 +200,17 @@ public static class CommandCatalog
         for (; i < argv.Count; i++)
         {
             string a = argv[i];
-            if (a == "--") { rest.Add(a); i++; break; }
+            if (a == "--") { Keep(i); i++; break; }
             if (a.Length > 1 && a[0] == '-')
             {
-                rest.Add(a);
+                Keep(i);
                 // Top-level and group commands take only global (boolean) flags, so skip just this token;
                 // a leaf's value flag written before the leaf's name takes the next word.
                 if (current is not null && !a.Contains('='))
                 {
                     string name = a.TrimStart('-');
                     var def = ArgParser.Find(current.Flags, name);
-                    if (def is not null && def.Kind != FlagKind.Bool && i + 1 < argv.Count) rest.Add(argv[++i]);
+                    if (def is not null && def.Kind != FlagKind.Bool && i + 1 < argv.Count) Keep(++i);
                 }
                 continue;
             }
@@ -213,7 +229,7 @@ public static class CommandCatalog
             i++;
             break;
         }
-        for (; i < argv.Count; i++) rest.Add(argv[i]);
+        for (; i < argv.Count; i++) Keep(i);
         if (unknownWord is not null) return null;
         return current;
     }

@@ -159,26 +159,15 @@ public sealed partial class CommandDispatcher
         }
     }
 
-    /// <summary>Flags whose values are not recorded in the audit log besides <see cref="AuditRedaction.SecretFlags"/>.</summary>
-    private static readonly string[] s_unauditedFlags = ["--setup-script", "-setup-script"];
-
     private async Task AuditAsync(CommandContext ctx, IReadOnlyList<string> argv, Outcome outcome, TimeSpan duration)
     {
         if (_s.Audit is null) return;
         try
         {
-            var args = AuditRedaction.Redact(argv).ToArray();
-            for (int i = 0; i < args.Length; i++)
-            {
-                foreach (var f in s_unauditedFlags)
-                {
-                    if (args[i].StartsWith(f + "=", StringComparison.Ordinal)) args[i] = f + "=" + AuditRedaction.Mask;
-                    else if (args[i] == f && i + 1 < args.Length) args[i + 1] = AuditRedaction.Mask;
-                }
-            }
+            // The log redacts by the command's parsed flags (AuditRedaction), whatever the spelling.
             await _s.Audit.AppendAsync(new AuditEntry(
                 _s.Time.GetUtcNow(), ctx.Account?.Id, ctx.CurrentKey?.Fingerprint, ctx.Source,
-                outcome.Path.Length > 0 ? outcome.Path : "(unknown)", args,
+                outcome.Path.Length > 0 ? outcome.Path : "(unknown)", argv,
                 outcome.Exit == 0 ? "ok" : "error", outcome.Exit == 0 ? null : outcome.ErrorCode ?? "error", duration),
                 CancellationToken.None).ConfigureAwait(false);
         }
@@ -253,7 +242,12 @@ public sealed partial class CommandDispatcher
         inv.MaxArgs(0);
         if (_s.LoginLinks is null)
             throw new CommandException("browser login links are not available: the HTTPS front door is not running");
-        var url = await _s.LoginLinks.IssueLoginLinkAsync(inv.Account, inv.CancellationToken).ConfigureAwait(false);
+        // A browser session tells sites who you are (X-ExeDev-Email): only for an address that was proven.
+        var account = await _s.Accounts.GetAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false) ?? inv.Account;
+        if (!account.EmailVerified)
+            throw new CommandException($"your e-mail address {account.Email} is not verified yet, so no browser login: "
+                + $"on https://{_s.Options.ControlHost}/ ask for a login link by e-mail; opening it verifies the address");
+        var url = await _s.LoginLinks.IssueLoginLinkAsync(account, inv.CancellationToken).ConfigureAwait(false);
         if (inv.Json) inv.WriteJson(new JsonObject { ["url"] = url.ToString() });
         else
         {

@@ -50,9 +50,9 @@ public enum SignupOutcome
 public sealed record SignupResult(SignupOutcome Outcome, Account? Account);
 
 /// <summary>
-/// The sign-up dialogue for a key no account holds (reference §5, issue 3): ask the e-mail address,
-/// validate it, verify it (a code sent by e-mail, unless <c>Signup:AutoVerify</c>), then create the
-/// account with the key — or add the key to the existing account for that address.
+/// The sign-up dialogue for a key no account holds: ask the e-mail address, validate it, verify it (a code sent
+/// by e-mail, unless <c>Signup:AutoVerify</c>, which only a loopback-only install may set), then create the
+/// account with the key, its address verified — or add the key to the existing account for that address.
 /// </summary>
 /// <remarks>
 /// Adding a key to an EXISTING account always requires e-mail verification, even with AutoVerify:
@@ -116,11 +116,14 @@ public sealed class SignupDialogue
             if (existing is not null)
             {
                 await _accounts.AddKeyAsync(existing.Id, key, null, null, ct);
+                // The code reached the address: it is this account's now, if it was not proven before.
+                await _accounts.MarkEmailVerifiedAsync(existing.Id, email, ct);
                 await prompter.WriteLineAsync("Registration complete!", ct);
                 await prompter.WriteLineAsync("Your new ssh key has been added to your existing account.", ct);
                 return new SignupResult(SignupOutcome.KeyAdded, existing);
             }
-            var account = await _accounts.CreateAsync(email, key, null, ct);
+            // Verified by the mailed code, or taken as verified by AutoVerify (allowed on a loopback-only install only).
+            var account = await _accounts.CreateAsync(email, key, emailVerified: true, null, ct);
             await prompter.WriteLineAsync("Registration complete!", ct);
             await prompter.WriteLineAsync("Your account has been successfully created.", ct);
             return new SignupResult(SignupOutcome.Created, account);

@@ -10,6 +10,16 @@ namespace Warren.Platform.Sharing;
 
 public enum ShareStatus { Pending, Active }
 
+/// <summary>
+/// Who a share reaches, as SQL for every access query: the account holding the share's address, and only once that
+/// account has proven it (<see cref="Accounts.Account.EmailVerified"/>). Claiming an address is not owning it.
+/// </summary>
+internal static class ShareGrantees
+{
+    /// <summary><c>vm_shares s</c> joined to the verified account <c>a</c> holding the share's address.</summary>
+    public const string VerifiedJoin = "vm_shares s JOIN accounts a ON a.email = s.email AND a." + VerifiedAddressSql.Condition;
+}
+
 /// <summary>A VM shared with an e-mail address. Active once that address has an account. <see cref="Ssh"/>: may also SSH in.</summary>
 public sealed record VmUserShare(string VmId, string Email, ShareStatus Status, bool Ssh, DateTimeOffset InvitedAt);
 
@@ -36,6 +46,9 @@ public sealed class ShareService
     public const int LinkTokenBytes = 32;
     /// <summary>Characters of the token kept in clear to tell links apart.</summary>
     public const int LinkTokenHintLength = 6;
+
+    /// <summary>The account that holds and has proven address <c>@e</c>, if any.</summary>
+    private const string VerifiedAccountByEmailSql = "SELECT id FROM accounts WHERE email = @e AND " + VerifiedAddressSql.Condition;
 
     private readonly WarrenDatabase _db;
     private readonly PlatformOptions _options;
@@ -95,7 +108,8 @@ public sealed class ShareService
         {
             if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM vm_shares WHERE vm_id = @Id AND email = @e", new { vm.Id, e }) > 0)
                 throw new PlatformException(PlatformErrorCodes.ShareExists, $"{vm.Name} is already shared with {e}");
-            var grantee = await u.ScalarAsync<string?>("SELECT id FROM accounts WHERE email = @e", new { e });
+            // Active only for an account that proved the address: claiming it at sign-up is not enough.
+            var grantee = await u.ScalarAsync<string?>(VerifiedAccountByEmailSql, new { e });
             var status = grantee is null ? ShareStatus.Pending : ShareStatus.Active;
             await u.ExecuteAsync("INSERT INTO vm_shares (vm_id, email, status, ssh, invited_at) VALUES (@Id, @e, @s, @ssh, @at)",
                 new { vm.Id, e, s = Wire(status), ssh = ssh ? 1 : 0, at = now.ToUnixTimeMilliseconds() });
@@ -119,7 +133,7 @@ public sealed class ShareService
                 "SELECT vm_id AS VmId, email AS Email, status AS Status, ssh AS Ssh, invited_at AS InvitedAt FROM vm_shares WHERE vm_id = @Id AND email = @e", new { vm.Id, e })
                 ?? throw new PlatformException(PlatformErrorCodes.ShareNotFound, $"no share found for {e}");
             await u.ExecuteAsync("UPDATE vm_shares SET ssh = @v WHERE vm_id = @Id AND email = @e", new { v = ssh ? 1 : 0, vm.Id, e });
-            var grantee = await u.ScalarAsync<string?>("SELECT id FROM accounts WHERE email = @e", new { e });
+            var grantee = await u.ScalarAsync<string?>(ssh ? VerifiedAccountByEmailSql : "SELECT id FROM accounts WHERE email = @e", new { e });
             IReadOnlyList<string> touched = [vm.Id];
             if (grantee is not null && grantee != vm.AccountId && row.Status == "active")
             {
@@ -211,13 +225,14 @@ public sealed class ShareService
 
     /// <summary>VMs of other accounts shared with this account (active shares).</summary>
     public Task<IReadOnlyList<VmRecord>> ListSharedWithAsync(string accountId, CancellationToken ct = default)
-        => _db.ReadAsync<IReadOnlyList<VmRecord>>(async c => (await c.QueryAsync<string>("""
-            SELECT s.vm_id FROM vm_shares s JOIN accounts a ON a.email = s.email WHERE a.id = @accountId AND s.status = 'active'
+        => _db.ReadAsync<IReadOnlyList<VmRecord>>(async c => (await c.QueryAsync<string>($"""
+            SELECT s.vm_id FROM {ShareGrantees.VerifiedJoin}
+            WHERE a.id = @accountId AND s.status = 'active'
             """, new { accountId })).Select(id => _index.GetById(id)).Where(v => v is not null && v.AccountId != accountId).Select(v => v!).ToList(), ct);
 
     private Task<bool> HasActiveShareAsync(string vmId, string accountId, bool sshOnly, CancellationToken ct)
         => _db.ReadAsync(async c => await c.ExecuteScalarAsync<long>($"""
-            SELECT COUNT(*) FROM vm_shares s JOIN accounts a ON a.email = s.email
+            SELECT COUNT(*) FROM {ShareGrantees.VerifiedJoin}
             WHERE s.vm_id = @vmId AND a.id = @accountId AND s.status = 'active' {(sshOnly ? "AND s.ssh = 1" : "")}
             """, new { vmId, accountId }) > 0, ct);
 

@@ -116,5 +116,28 @@ internal static class CoreMigrations
             );
             CREATE INDEX audit_log_account ON audit_log(account_id, id);
             """),
+
+        // Whether the account's address was proven (a code mailed to it, a login link mailed to it, or the operator
+        // adding the account). Rows from before this column cannot be told apart from sign-ups that skipped the
+        // check (the old dev default), so they start unverified: shares to them go back to pending (and the SSH
+        // routes those gave are dropped), sites get no identity headers, until the address is verified once; then
+        // the shares become active again (docs/ARCHITECTURE.md, Trust boundaries). Owners keep their own VMs.
+        new("0002-account-email-verified", """
+            ALTER TABLE accounts ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+            UPDATE vm_shares SET status = 'pending' WHERE status = 'active';
+            DELETE FROM ssh_reach WHERE vm_id IN (SELECT v.id FROM vms v WHERE v.account_id <> ssh_reach.account_id);
+            """),
+
+        // Registry images an account pulled through Warren, confirmed by the registry with the account's own
+        // credential or anonymously: the evidence behind each VM made from a registry image.
+        new("0003-image-grants", """
+            CREATE TABLE image_grants (
+                account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                reference   TEXT NOT NULL,           -- canonical name:tag the account asked for
+                digest      TEXT NOT NULL,           -- the manifest the registry served
+                granted_at  INTEGER NOT NULL,        -- last confirmation
+                PRIMARY KEY (account_id, reference, digest)
+            );
+            """),
     ];
 }

@@ -41,6 +41,7 @@ public sealed partial class VmService
     private readonly TimeProvider _time;
     private readonly ILogger _log;
     private readonly KeyedLock _locks = new();
+    private readonly ImageAccess _images;
 
     public VmService(WarrenDatabase db, IVmRuntime runtime, PlatformOptions options, AddressSlotAllocator allocator,
         PlatformIndex index, TimeProvider time, ILogger<VmService>? logger = null)
@@ -52,7 +53,11 @@ public sealed partial class VmService
         _index = index;
         _time = time;
         _log = (ILogger?)logger ?? NullLogger.Instance;
+        _images = new ImageAccess(db, runtime, options, time);
     }
+
+    /// <summary>Which images accounts may start, and the registry images each pulled.</summary>
+    public ImageAccess Images => _images;
 
     // ---------------------------------------------------------------- queries
 
@@ -177,7 +182,8 @@ public sealed partial class VmService
             }
             else
             {
-                var info = await _runtime.PrepareImageAsync(record.Image, auth, ct);
+                var image = await _images.PrepareAsync(record.AccountId, record.Image, auth, ct);
+                var info = image.Info;
                 var exposed = info.ExposedTcpPorts.Distinct().Order().ToList();
                 var port = ChooseProxyPort(exposed);
                 prepared = record with
@@ -193,7 +199,7 @@ public sealed partial class VmService
                         """, VmStore.ToParameters(prepared));
                     _index.ReloadVmsOnCommit(u, [record.Id]);
                 }, CancellationToken.None);
-                await _runtime.CreateAsync(ToSpec(prepared, auth), ct);
+                await _runtime.CreateAsync(ToSpec(prepared, auth) with { Image = image.RunReference }, ct);
                 await GiveDataToLoginUserAsync(prepared, ct);
             }
             return await TransitionAsync(record.Id, VmState.Running, null, extraSql: "source_vm_id = NULL", CancellationToken.None);

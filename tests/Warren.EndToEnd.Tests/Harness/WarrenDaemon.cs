@@ -70,6 +70,8 @@ public sealed class WarrenDaemon : IAsyncDisposable
             ["Warren:HttpsPort"] = HttpsPort.ToString(),
             ["Warren:DnsPort"] = DnsPort.ToString(),
             ["Warren:SmtpPort"] = SmtpPort.ToString(),
+            // ./run.sh's dev default (every listener here is on loopback); tests of mailed codes set it to false.
+            ["Warren:Signup:AutoVerify"] = "true",
         };
         foreach (var (k, v) in _extraConfig) cfg[k] = v;
         foreach (var (k, v) in cfg) yield return $"--{k}={v}";

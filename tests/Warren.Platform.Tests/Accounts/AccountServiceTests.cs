@@ -13,7 +13,7 @@ public sealed class AccountServiceTests : IDisposable
     public async Task Create_LowercasesEmail_AndNamesFirstKeyKey1()
     {
         var key = TestPlatform.NewKey();
-        var a = await _p.Accounts.CreateAsync("Alice@Example.com", key);
+        var a = await _p.Accounts.CreateAsync("Alice@Example.com", key, emailVerified: true);
         Assert.Equal("alice@example.com", a.Email);
         Assert.Equal(a, await _p.Accounts.FindByKeyFingerprintAsync(key.Fingerprint));
         Assert.Equal(a, await _p.Accounts.FindByEmailAsync("ALICE@example.com"));
@@ -27,13 +27,13 @@ public sealed class AccountServiceTests : IDisposable
     public async Task Create_DuplicateEmailOrKey_Refused()
     {
         var key = TestPlatform.NewKey();
-        await _p.Accounts.CreateAsync("alice@example.com", key);
+        await _p.Accounts.CreateAsync("alice@example.com", key, emailVerified: true);
         Assert.Equal(PlatformErrorCodes.AccountExists,
-            (await Assert.ThrowsAsync<PlatformException>(() => _p.Accounts.CreateAsync("alice@example.com", TestPlatform.NewKey()))).Code);
+            (await Assert.ThrowsAsync<PlatformException>(() => _p.Accounts.CreateAsync("alice@example.com", TestPlatform.NewKey(), emailVerified: true))).Code);
         Assert.Equal(PlatformErrorCodes.KeyInUse,
-            (await Assert.ThrowsAsync<PlatformException>(() => _p.Accounts.CreateAsync("bob@example.com", key))).Code);
+            (await Assert.ThrowsAsync<PlatformException>(() => _p.Accounts.CreateAsync("bob@example.com", key, emailVerified: true))).Code);
         Assert.Equal(PlatformErrorCodes.InvalidEmail,
-            (await Assert.ThrowsAsync<PlatformException>(() => _p.Accounts.CreateAsync("not-an-email", TestPlatform.NewKey()))).Code);
+            (await Assert.ThrowsAsync<PlatformException>(() => _p.Accounts.CreateAsync("not-an-email", TestPlatform.NewKey(), emailVerified: true))).Code);
         Assert.Single(await _p.Accounts.ListAccountsAsync());
     }
 

@@ -38,7 +38,7 @@ public sealed class CommandHarness : IDisposable
     public async Task<(Account Account, AccountKey Key)> NewUserAsync(string email)
     {
         var key = TestPlatform.NewKey();
-        var account = await P.Accounts.CreateAsync(email, key);
+        var account = await P.Accounts.CreateAsync(email, key, emailVerified: true);
         var row = (await P.Accounts.ListKeysAsync(account.Id)).Single();
         return (account, row);
     }

@@ -2,8 +2,10 @@ using System.Text;
 using Warren.Platform.Accounts;
 using Warren.Platform.Commands;
 using Warren.Platform.Interactive;
+using Warren.Platform.Sharing;
 using Warren.Platform.Tests.Commands;
 using Warren.Platform.Tests.TestSupport;
+using Warren.Platform.Vms;
 using Xunit;
 
 namespace Warren.Platform.Tests.Interactive;
@@ -151,6 +153,59 @@ public sealed class SignupDialogueTests : IDisposable
         }
     }
 
+    /// <summary>An owner's VM shared with carol@example.com before carol has an account.</summary>
+    private async Task<VmRecord> ShareWithCarolAsync()
+    {
+        var owner = await _p.NewAccountAsync("owner@example.com");
+        var vm = await _p.Vms.CreateAsync(owner.Id, new VmCreateRequest { Name = "web" });
+        Assert.Equal(ShareStatus.Pending, (await _p.Shares.AddUserAsync(owner.Id, "web", "carol@example.com")).Status);
+        return vm;
+    }
+
+    private async Task<ShareStatus> CarolsShareAsync(VmRecord vm)
+        => (await _p.Shares.GetAsync(vm.AccountId, vm.Name)).Users.Single(u => u.Email == "carol@example.com").Status;
+
+    [Fact]
+    public async Task AClaimOfCarolsAddress_WithoutHerCode_MakesNoAccount_AndHerShareStaysPending()
+    {
+        _p.Options.Signup.AutoVerify = false; // the production default
+        var vm = await ShareWithCarolAsync();
+        var mallory = TestPlatform.NewKey();
+        var prompter = new ScriptedPrompter(["carol@example.com", "000000", "123456", "999999", "424242", "314159"], _mail);
+        var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(prompter, mallory);
+        Assert.Equal(SignupOutcome.Cancelled, result.Outcome);
+        Assert.Equal("carol@example.com", Assert.Single(_mail.Sent).To); // the code went to carol, not to the claimant
+        Assert.Null(await _p.Accounts.FindByKeyFingerprintAsync(mallory.Fingerprint));
+        Assert.Null(await _p.Accounts.FindByEmailAsync("carol@example.com"));
+        Assert.Equal(ShareStatus.Pending, await CarolsShareAsync(vm));
+    }
+
+    [Fact]
+    public async Task CarolsOwnCode_VerifiesHerAddress_AndActivatesHerShare()
+    {
+        _p.Options.Signup.AutoVerify = false;
+        var vm = await ShareWithCarolAsync();
+        var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail)
+            .RunAsync(new ScriptedPrompter(["carol@example.com", "{code}"], _mail), TestPlatform.NewKey());
+        Assert.Equal(SignupOutcome.Created, result.Outcome);
+        Assert.True((await _p.Accounts.GetAsync(result.Account!.Id))!.EmailVerified);
+        Assert.Equal(ShareStatus.Active, await CarolsShareAsync(vm));
+        Assert.True(await _p.Shares.CanAccessWebAsync(vm, result.Account.Id));
+    }
+
+    [Fact]
+    public async Task AKeyAddedByCode_VerifiesAnAccountWhoseAddressWasNot()
+    {
+        var vm = await ShareWithCarolAsync();
+        var legacy = await _p.Accounts.CreateAsync("carol@example.com", TestPlatform.NewKey(), emailVerified: false);
+        Assert.Equal(ShareStatus.Pending, await CarolsShareAsync(vm));
+        var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail)
+            .RunAsync(new ScriptedPrompter(["carol@example.com", "{code}"], _mail), TestPlatform.NewKey());
+        Assert.Equal(SignupOutcome.KeyAdded, result.Outcome);
+        Assert.True((await _p.Accounts.GetAsync(legacy.Id))!.EmailVerified);
+        Assert.Equal(ShareStatus.Active, await CarolsShareAsync(vm));
+    }
+
     [Fact]
     public async Task AutoVerify_CreatesTheAccount()
     {
@@ -160,6 +215,7 @@ public sealed class SignupDialogueTests : IDisposable
         Assert.Equal(SignupOutcome.Created, result.Outcome);
         Assert.Equal("alice@example.com", result.Account!.Email);
         Assert.Equal(result.Account.Id, (await _p.Accounts.FindByKeyFingerprintAsync(key.Fingerprint))!.Id);
+        Assert.True((await _p.Accounts.GetAsync(result.Account.Id))!.EmailVerified); // loopback dev install: taken as verified
         Assert.Contains(prompter.Output, l => l.StartsWith("Invalid email format"));
         Assert.Contains("Your account has been successfully created.", prompter.Output);
         Assert.Contains(prompter.Output, l => l.Contains(key.Fingerprint));

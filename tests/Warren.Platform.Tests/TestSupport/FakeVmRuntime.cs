@@ -22,7 +22,11 @@ public sealed class FakeEngine
 {
     public ConcurrentDictionary<string, RuntimeVmInfo> Containers { get; } = new(StringComparer.Ordinal);
     public ConcurrentBag<string> CredentialsSeen { get; } = new();
+    /// <summary>Every reference PrepareImageAsync was asked for, with whether a credential came along.</summary>
+    public ConcurrentQueue<(string Image, bool WithCredential)> ImagesPrepared { get; } = new();
     public Dictionary<string, IReadOnlyList<int>> ExposedPorts { get; } = new(StringComparer.Ordinal);
+    /// <summary>When set, the "registry" serves images named *private* only with this secret (else any credential).</summary>
+    public string? PrivateImageSecret { get; set; }
 }
 
 /// <summary>
@@ -58,14 +62,20 @@ public sealed class FakeVmRuntime : IVmRuntime
     public async Task<ImageInfo> PrepareImageAsync(string image, RegistryCredential? auth, CancellationToken ct)
     {
         if (auth is not null) _engine.CredentialsSeen.Add(auth.Secret);
+        _engine.ImagesPrepared.Enqueue((image, auth is not null));
         await StepAsync(FakeStep.PrepareImage);
         if (image.Contains("missing", StringComparison.Ordinal))
             throw new InvalidOperationException($"pull access denied for {image} (auth {auth?.Secret})");
-        if (image.Contains("private", StringComparison.Ordinal) && auth is null)
+        if (image.Contains("private", StringComparison.Ordinal)
+            && (auth is null || (_engine.PrivateImageSecret is { } secret && auth.Secret != secret)))
             throw new InvalidOperationException($"pull access denied for {image}: authentication required");
-        var ports = _engine.ExposedPorts.TryGetValue(image, out var p) ? p : [];
+        // Keys may be written as people type them; the platform asks by canonical name (docker.io/library/img:1).
+        var ports = _engine.ExposedPorts.FirstOrDefault(e => SameImage(e.Key, image)).Value ?? [];
         return new ImageInfo(image, "sha256:" + new string('0', 64), ports, "warren", [], ["sleep", "infinity"], []);
     }
+
+    private static bool SameImage(string a, string b)
+        => ImageReference.TryParse(a, out var x) && ImageReference.TryParse(b, out var y) && x.Repository == y.Repository && (x.Tag ?? "latest") == (y.Tag ?? "latest");
 
     public async Task CreateAsync(VmSpec spec, CancellationToken ct)
     {

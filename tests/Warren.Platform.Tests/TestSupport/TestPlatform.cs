@@ -33,6 +33,8 @@ public sealed class TestPlatform : IDisposable
         {
             DataDirectory = Directory_,
             MaxVmsPerAccount = maxVmsPerAccount,
+            // Loopback-only, like a developer's install (tests that need the code turn it off).
+            Signup = new SignupOptions { AutoVerify = true },
             Slots = Enumerable.Range(1, slotCount).Select(i => new AddressSlotOptions
             {
                 Name = $"s{i:000}", PublicIp = $"10.0.{i / 250}.{i % 250 + 1}", LocalIp = $"127.1.{i / 250}.{i % 250 + 1}",
@@ -85,7 +87,7 @@ public sealed class TestPlatform : IDisposable
 
     public static SshPublicKey NewKey() => new Ed25519PublicKey(RandomNumberGenerator.GetBytes(32));
 
-    public Task<Account> NewAccountAsync(string email) => Accounts.CreateAsync(email, NewKey());
+    public Task<Account> NewAccountAsync(string email) => Accounts.CreateAsync(email, NewKey(), emailVerified: true);
 
     public void Dispose()
     {

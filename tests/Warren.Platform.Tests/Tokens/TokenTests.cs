@@ -136,7 +136,7 @@ public sealed class TokenTests : IDisposable
     public async Task SelfSignedExe0_WithAnAccountKey()
     {
         using var key = SshPrivateKey.Generate(Ed25519PublicKey.Name);
-        var account = await _h.P.Accounts.CreateAsync("dev@example.com", key.PublicKey);
+        var account = await _h.P.Accounts.CreateAsync("dev@example.com", key.PublicKey, emailVerified: true);
         long now = Unix(_h.P.Time.GetUtcNow());
 
         var ok = await _h.Authenticator.AuthenticateAsync(Sign(key, $"{{\"exp\":{now + 3600},\"cmds\":[\"ls\"],\"ctx\":{{\"who\":\"ci\"}}}}"), ControlNs);
@@ -162,7 +162,7 @@ public sealed class TokenTests : IDisposable
     public async Task Exe0ToExe1_ReusesTheHandle_AndOnlyForTheSigner()
     {
         using var key = SshPrivateKey.Generate(Ed25519PublicKey.Name);
-        var account = await _h.P.Accounts.CreateAsync("dev@example.com", key.PublicKey);
+        var account = await _h.P.Accounts.CreateAsync("dev@example.com", key.PublicKey, emailVerified: true);
         var row = (await _h.P.Accounts.ListKeysAsync(account.Id)).Single();
         long now = Unix(_h.P.Time.GetUtcNow());
         string exe0 = Sign(key, $"{{\"nbf\":{now + 600}}}"); // nbf is not checked by exe0-to-exe1
@@ -254,7 +254,7 @@ public sealed class TokenTests : IDisposable
             await RunAsync("ssh-keygen", "-q", "-t", type, "-N", "", "-C", "test", "-f", keyFile);
             var pub = (await File.ReadAllTextAsync(keyFile + ".pub")).Trim();
             Assert.True(SshPublicKey.TryParseOpenSsh(pub, out var publicKey, out _));
-            var account = await _h.P.Accounts.CreateAsync("dev@example.com", publicKey);
+            var account = await _h.P.Accounts.CreateAsync("dev@example.com", publicKey, emailVerified: true);
 
             long exp = Unix(_h.P.Time.GetUtcNow()) + 3600;
             string payload = $"{{\"exp\":{exp},\"cmds\":[\"ls\",\"whoami\"]}}";
