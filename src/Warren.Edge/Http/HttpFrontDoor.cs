@@ -329,7 +329,16 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         bool allowed;
         if (alternatePort is not null)
-            allowed = user is not null && (owner || await access.HasAccessAsync(site, user, ct).ConfigureAwait(false));
+        {
+            // Alternate ports are the owner's alone, as exe.dev's: a share (or a public flag) covers the default route
+            // only, so a person given the site does not reach the VM's other services (databases, dev servers, admin).
+            if (user is not null && !owner && !identity.TokenFailed)
+            {
+                await Pages.AccessDeniedAsync(context).ConfigureAwait(false);
+                return;
+            }
+            allowed = owner;
+        }
         else if (site.IsPublic && (!identity.TokenFailed || identity.FromAuthorizationHeader))
             allowed = true; // a failed token in Authorization on a public site is the app's own credential
         else
@@ -398,6 +407,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 return;
             default:
                 Log.ForwardFailed(_logger, result.Outcome.ToString(), site.Name, targetPort, result.Error?.Message);
+                _locator.Forget(site.VmId); // the next request asks the engine again rather than trust this address
                 await UnreachableAsync(context, owner, targetPort).ConfigureAwait(false);
                 return;
         }
