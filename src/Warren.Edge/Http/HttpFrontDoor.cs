@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Warren.Edge.Http.Forwarding;
+using Warren.Ssh.Server;
 using Warren.Ssh.Threading;
 using Yarp.ReverseProxy.Forwarder;
 

@@ -1,5 +1,6 @@
 using System.Net;
 using Warren.Edge.Tls;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Http;
 
