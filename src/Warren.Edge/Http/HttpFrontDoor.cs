@@ -140,6 +140,7 @@ public sealed partial class HttpFrontDoor : IDisposable
     /// <summary>Middleware entry point.</summary>
     public Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
+        FirstRequestDeadline.MarkStarted(context);
         var request = context.Request;
         if (!HeaderParsing.TryParseHost(request.Host.Value, out string name, out int? port))
             return next(context);
