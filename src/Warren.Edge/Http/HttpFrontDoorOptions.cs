@@ -56,8 +56,9 @@ public sealed class HttpFrontDoorOptions
     public int MaxConnectionsPerSource { get; set; } = 256;
 
     /// <summary>
-    /// Time from the end of the TLS handshake to the first request (its first byte on HTTP/1.1, its start on HTTP/2);
-    /// a connection that sends nothing in it is closed. Afterwards Kestrel's keep-alive timeout applies between requests.
+    /// Time from the end of the TLS handshake to the first request (its first byte where the connection-level lane
+    /// reads HTTP/1.1, else the request's start in Kestrel, HTTP/2 included); a connection without one is closed.
+    /// Afterwards Kestrel's keep-alive timeout applies between requests.
     /// </summary>
     public TimeSpan FirstRequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
