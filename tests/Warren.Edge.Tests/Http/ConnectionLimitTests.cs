@@ -214,6 +214,35 @@ public abstract class ConnectionLimitTestsBase(FrontDoorFixture fixture)
         }
     }
 
+    /// <summary>HTTP/2 too: a connection whose streams have begun keeps going past the first-request deadline.</summary>
+    [Fact]
+    public async Task Http2ConnectionThatServedARequest_OutlivesTheFirstRequestDeadline()
+    {
+        var source = IPAddress.Parse("127.0.0.26");
+        int connections = 0;
+        using var handler = fixture.CreateHandler();
+        handler.ConnectCallback = async (context, ct) =>
+        {
+            Interlocked.Increment(ref connections);
+            return new NetworkStream(await ConnectFromAsync(source, fixture.HttpsPort), ownsSocket: true);
+        };
+        using var client = new HttpClient(handler) { Timeout = Bound };
+        for (int i = 0; i < 2; i++)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Get, fixture.Url("pub"))
+            {
+                Version = HttpVersion.Version20,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            };
+            var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(HttpVersion.Version20, response.Version);
+            if (i == 0)
+                await Task.Delay(ConnectionCapFrontDoorFixture.FirstRequest * 2); // past the first-request deadline
+        }
+        Assert.Equal(1, connections);
+    }
+
     /// <summary>One response to a HEAD request (a head alone), as text.</summary>
     private static async Task<string> ReadResponseAsync(SslStream tls)
     {
