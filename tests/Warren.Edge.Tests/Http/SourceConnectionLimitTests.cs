@@ -48,6 +48,15 @@ public sealed class SourceConnectionLimitTests
     }
 
     [Fact]
+    public void ConnectionOptions_OutOfRange_AreConfigurationErrors()
+    {
+        Assert.Contains(new HttpFrontDoorOptions { MaxConnectionsPerSource = -1 }.Validate(), e => e.Contains("MaxConnectionsPerSource", StringComparison.Ordinal));
+        foreach (var bad in new[] { TimeSpan.Zero, TimeSpan.FromMilliseconds(500), TimeSpan.FromMinutes(5) })
+            Assert.Contains(new HttpFrontDoorOptions { FirstRequestTimeout = bad }.Validate(), e => e.Contains("FirstRequestTimeoutSeconds", StringComparison.Ordinal));
+        Assert.Empty(new HttpFrontDoorOptions { MaxConnectionsPerSource = 0, FirstRequestTimeout = TimeSpan.FromSeconds(130) }.Validate());
+    }
+
+    [Fact]
     public void Off_CountsNothing()
     {
         var limit = new SourceConnectionLimit(0, new CapturingLogger());
