@@ -23,6 +23,7 @@ public static class EdgeEventIds
     public const int HttpNativeStarted = 4208;
     public const int HttpNativeConnectionFailed = 4209;
     public const int HttpNativeAcceptExhausted = 4210;
+    public static readonly EventId SourceRefused = new(4211, nameof(SourceRefused));
 
     public static readonly EventId TlsCaCreated = new(4301, nameof(TlsCaCreated));
     public static readonly EventId TlsCertificateCreated = new(4302, nameof(TlsCertificateCreated));

@@ -53,6 +53,8 @@ public static class WebComposition
             o.ExecTimeout = TimeSpan.FromSeconds(http.GetValue("ExecTimeoutSeconds", defaults.ExecTimeout.TotalSeconds));
             o.RequestsPerSecondPerSource = http.GetValue("RequestsPerSecondPerSource", defaults.RequestsPerSecondPerSource);
             o.RequestBurstPerSource = http.GetValue("RequestBurstPerSource", defaults.RequestBurstPerSource);
+            o.MaxConnectionsPerSource = http.GetValue("MaxConnectionsPerSource", defaults.MaxConnectionsPerSource);
+            o.FirstRequestTimeout = TimeSpan.FromSeconds(http.GetValue("FirstRequestTimeoutSeconds", defaults.FirstRequestTimeout.TotalSeconds));
             o.InlineRequestProcessing = InlineSocketIo.IsEnabled(configuration);
             o.ConnectionLevelForwarding = http.GetValue("ConnectionLevelForwarding", defaults.ConnectionLevelForwarding);
             o.Transport = http.GetValue("Transport", defaults.Transport);

@@ -58,36 +58,67 @@ public sealed class PlatformWebAccessService : IWebAccessService
 /// <see cref="IWebUpstreamLocator"/> over <see cref="IVmRuntime.GetAddressAsync"/>, cached briefly so a
 /// busy site does not ask the container engine on every request.
 /// </summary>
+/// <remarks>
+/// An address must never carry one VM's traffic to another. Entries are keyed by VM id (never by name, which a
+/// rename or a new VM may take over) and each remembers the VM's record in <see cref="PlatformIndex"/> as it was
+/// read <i>before</i> the engine was asked: the index swaps in a new record on every committed change (rm, restart,
+/// rename, resize, a state found by reconciliation), so an entry is used only while its VM's record is the very
+/// same object and Running. The platform writes the record before it asks the runtime to act (rm marks the VM
+/// Deleting first), so the entry is gone before the engine frees the address. What a record cannot show (a
+/// container that died or restarted on its own) is bounded by <see cref="CacheLifetime"/>, and covered by the
+/// runtime's quarantine of freed addresses, which must outlast it; a forward that finds nobody at the address
+/// drops the entry (<see cref="Forget"/>).
+/// </remarks>
 public sealed class RuntimeWebUpstreamLocator : IWebUpstreamLocator
 {
     /// <summary>
-    /// How long a known address is reused. Short: a stopped VM is noticed within it (and a request that
-    /// meets a dead address gets the same 502/503 page anyway). Absent addresses are not cached.
+    /// How long a known address is reused without asking the engine again. Short: a VM stopped behind the
+    /// platform's back is noticed within it. Absent addresses are not cached.
     /// </summary>
     public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(2);
 
-    private readonly IVmRuntime _runtime;
+    private readonly Func<string, CancellationToken, Task<IPAddress?>> _lookup;
+    private readonly Func<string, object?> _currentRecord;
     private readonly TimeProvider _time;
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (IPAddress Address, long Stamp)> _cache = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Entry> _cache = new(StringComparer.Ordinal);
 
-    public RuntimeWebUpstreamLocator(IVmRuntime runtime, TimeProvider time)
+    private sealed record Entry(IPAddress Address, long Stamp, object Record);
+
+    public RuntimeWebUpstreamLocator(IVmRuntime runtime, PlatformIndex index, TimeProvider time)
+        : this(runtime.GetAddressAsync, id => index.GetById(id) is { State: VmState.Running } vm ? vm : null, time)
     {
-        _runtime = runtime;
+    }
+
+    /// <param name="lookup">The engine's answer for a VM id.</param>
+    /// <param name="currentRecord">The VM's current record when it is running, else null; a new object on every change.</param>
+    internal RuntimeWebUpstreamLocator(Func<string, CancellationToken, Task<IPAddress?>> lookup, Func<string, object?> currentRecord, TimeProvider time)
+    {
+        _lookup = lookup;
+        _currentRecord = currentRecord;
         _time = time;
     }
 
     public async ValueTask<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct)
     {
+        var record = _currentRecord(vmId);
+        if (record is null)
+        {
+            _cache.TryRemove(vmId, out _);
+            return null;
+        }
         long now = _time.GetTimestamp();
-        if (_cache.TryGetValue(vmId, out var entry) && _time.GetElapsedTime(entry.Stamp, now) < CacheLifetime)
+        if (_cache.TryGetValue(vmId, out var entry) && ReferenceEquals(entry.Record, record)
+            && _time.GetElapsedTime(entry.Stamp, now) < CacheLifetime)
             return entry.Address;
-        var address = await _runtime.GetAddressAsync(vmId, ct).ConfigureAwait(false);
+        var address = await _lookup(vmId, ct).ConfigureAwait(false);
         if (address is null)
             _cache.TryRemove(vmId, out _);
         else
-            _cache[vmId] = (address, now);
+            _cache[vmId] = new Entry(address, now, record);
         return address;
     }
+
+    public void Forget(string vmId) => _cache.TryRemove(vmId, out _);
 }
 
 /// <summary><see cref="IWebTokenValidator"/> over C2's <see cref="TokenAuthenticator"/>.</summary>

@@ -18,7 +18,7 @@ internal sealed class ForwardState
 /// <summary>
 /// Header rules between client and VM for upgraded requests (WebSockets), which stay on YARP's tunnel —
 /// the same rules as <see cref="Http1Forwarder"/>'s (reference §4):
-/// request — every client <c>X-ExeDev-*</c> removed, <c>login-with-exe-*</c> cookies removed, the token's
+/// request — every client <c>X-ExeDev-*</c>, name with <c>_</c>, <c>Forwarded</c> and <c>X-Real-IP</c> removed, <c>login-with-exe-*</c> cookies removed, the token's
 /// header removed, <c>X-Forwarded-For</c> (appended) / <c>-Proto</c> / <c>-Host</c> set, identity headers added,
 /// original Host kept; response — <c>Domain=</c> removed from every Set-Cookie.
 /// </summary>
@@ -40,11 +40,12 @@ internal sealed class FrontDoorTransformer : HttpTransformer
         var request = httpContext.Request;
 
         // Client-supplied X-ExeDev-* never reaches the VM, X-Exedev-Source-Vm included: Warren sets that one
-        // only on VM-to-VM requests, which do not pass through here.
+        // only on VM-to-VM requests, which do not pass through here. Nor do names with '_', Forwarded or X-Real-IP
+        // (ForwardedHeaderRules: the one rule of every path).
         List<string>? strip = null;
         foreach (var header in request.Headers)
         {
-            if (header.Key.StartsWith(ExeDevHeaderPrefix, StringComparison.OrdinalIgnoreCase))
+            if (ForwardedHeaderRules.IsClientOnlyRequestHeader(header.Key))
                 (strip ??= new()).Add(header.Key);
         }
         if (strip is not null)

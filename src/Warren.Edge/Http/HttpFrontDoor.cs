@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Warren.Edge.Http.Forwarding;
+using Warren.Ssh.Server;
 using Warren.Ssh.Threading;
 using Yarp.ReverseProxy.Forwarder;
 
@@ -24,7 +25,7 @@ namespace Warren.Edge.Http;
 /// <item>Per-source rate limit (<see cref="HttpFrontDoorOptions.RequestsPerSecondPerSource"/>) → 429 with <c>Retry-After</c>.</item>
 /// <item>Plain HTTP → 308 to the same URL on HTTPS.</item>
 /// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; anything else → next middleware.</item>
-/// <item><c>NAME.&lt;vm-domain&gt;[:PORT]</c>: PORT absent, 443 or the front door's own HTTPS port → default route; 3000–9999 → that VM port; else 404.</item>
+/// <item><c>NAME.&lt;vm-domain&gt;[:PORT]</c>: PORT absent, 443 or the front door's own HTTPS port → default route; 3000–9999 → that VM port, for the owner alone (a share or the public flag covers the default route only); else 404.</item>
 /// <item><c>/__exe.dev/*</c> → answered here, never forwarded.</item>
 /// <item>Identity: <c>X-Exedev-Authorization: Bearer</c>, then <c>Authorization: Bearer</c>, then Basic (token as password), then the <c>login-with-exe-PORT</c> cookie; identical values in both auth headers → 400.</item>
 /// <item>Site and access (existence of a VM is never revealed to people without access).</item>
@@ -139,6 +140,7 @@ public sealed partial class HttpFrontDoor : IDisposable
     /// <summary>Middleware entry point.</summary>
     public Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
+        FirstRequestDeadline.MarkStarted(context);
         var request = context.Request;
         if (!HeaderParsing.TryParseHost(request.Host.Value, out string name, out int? port))
             return next(context);
@@ -329,7 +331,16 @@ public sealed partial class HttpFrontDoor : IDisposable
 
         bool allowed;
         if (alternatePort is not null)
-            allowed = user is not null && (owner || await access.HasAccessAsync(site, user, ct).ConfigureAwait(false));
+        {
+            // Alternate ports are the owner's alone, as exe.dev's: a share (or a public flag) covers the default route
+            // only, so a person given the site does not reach the VM's other services (databases, dev servers, admin).
+            if (user is not null && !owner && !identity.TokenFailed)
+            {
+                await Pages.AccessDeniedAsync(context).ConfigureAwait(false);
+                return;
+            }
+            allowed = owner;
+        }
         else if (site.IsPublic && (!identity.TokenFailed || identity.FromAuthorizationHeader))
             allowed = true; // a failed token in Authorization on a public site is the app's own credential
         else
@@ -398,6 +409,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 return;
             default:
                 Log.ForwardFailed(_logger, result.Outcome.ToString(), site.Name, targetPort, result.Error?.Message);
+                _locator.Forget(site.VmId); // the next request asks the engine again rather than trust this address
                 await UnreachableAsync(context, owner, targetPort).ConfigureAwait(false);
                 return;
         }

@@ -56,6 +56,8 @@ public static class HttpFrontDoorExtensions
         services.AddHostedService(sp => new TlsCertificateReloader(sp.GetRequiredService<TlsCertificateProvider>(), options.Tls,
             sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Tls")));
         services.AddSingleton<FrontDoorListeners>();
+        services.AddSingleton(sp => new SourceConnectionLimit(options.MaxConnectionsPerSource,
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http")));
         services.AddSingleton<HttpFrontDoor>();
         if (options.Transport == HttpsTransport.Native)
             HandOffConnectionListenerFactory.AddHandOffTransport(services);
@@ -75,8 +77,19 @@ public static class HttpFrontDoorExtensions
             {
                 OnConnection = context => ValueTask.FromResult(certificates.CreateServerOptions(context.ClientHelloInfo.ServerName, http2: true)),
             };
+            // Per-source connection caps first on every listener (before TLS), then, after the handshake, the
+            // first-request deadline.
+            var connectionLimit = sp.GetRequiredService<SourceConnectionLimit>();
+            var firstRequest = new FirstRequestDeadline(options.FirstRequestTimeout);
             foreach (var endpoint in options.HttpEndpoints)
-                kestrel.Listen(endpoint, listen => listen.Protocols = HttpProtocols.Http1);
+            {
+                kestrel.Listen(endpoint, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                    listen.Use(next => connection => connectionLimit.OnConnectionAsync(connection, next));
+                    listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
+                });
+            }
             // Resolved at the first connection: the front door needs ports the caller registers after this.
             Http1ConnectionForwarder? connectionForwarder = null;
             var limits = kestrel.Limits;
@@ -85,11 +98,18 @@ public static class HttpFrontDoorExtensions
                 // The main HTTPS endpoints are the event loops' sockets, bound now so their ports are known when
                 // the server starts; Kestrel listens only for the connections they hand over.
                 var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<HttpFrontDoor>,
-                    sp.GetRequiredService<HandOffConnectionListenerFactory>(), kestrel.Limits,
+                    sp.GetRequiredService<HandOffConnectionListenerFactory>(), kestrel.Limits, connectionLimit,
                     sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"));
                 native.Bind(options.EventLoopThreads);
                 listeners.Native = native;
-                kestrel.Listen(native.HandOffEndPoint, listen => listen.Protocols = HttpProtocols.Http1AndHttp2);
+                // A handed-over connection left the loop's count and enters this listener's (the same table).
+                // A connection handed over right after its handshake (HTTP/2) gets its first-request deadline here.
+                kestrel.Listen(native.HandOffEndPoint, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    listen.Use(next => connection => connectionLimit.OnConnectionAsync(connection, next));
+                    listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
+                });
                 var lifetime = sp.GetRequiredService<IHostApplicationLifetime>();
                 lifetime.ApplicationStarted.Register(native.Start);
                 lifetime.ApplicationStopping.Register(() => native.Stop(TimeSpan.FromSeconds(5)));
@@ -100,7 +120,9 @@ public static class HttpFrontDoorExtensions
                 kestrel.Listen(endpoint, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    listen.Use(next => connection => connectionLimit.OnConnectionAsync(connection, next));
                     listen.UseHttps(tls);
+                    listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
                     if (options.ConnectionLevelForwarding)
                     {
                         listen.Use(next => connection => (connectionForwarder ??= new Http1ConnectionForwarder(
@@ -115,7 +137,9 @@ public static class HttpFrontDoorExtensions
                 kestrel.Listen(endpoint, listen =>
                 {
                     listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    listen.Use(next => connection => connectionLimit.OnConnectionAsync(connection, next));
                     listen.UseHttps(tls);
+                    listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
                 });
             }
         });

@@ -1,5 +1,6 @@
 using System.Net;
 using Warren.Edge.Tls;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Http;
 
@@ -47,6 +48,21 @@ public sealed class HttpFrontDoorOptions
     public int RequestBurstPerSource { get; set; } = 400;
 
     /// <summary>
+    /// Connections each source (<see cref="SourceNetwork"/>) may hold open at once on every HTTP(S) listener and both
+    /// transports (<see cref="SourceConnectionLimit"/>); more are closed as they are accepted, before TLS. 0 turns the
+    /// limit off. Generous: browsers open at most 6 HTTP/1.1 connections per host (or one for HTTP/2), so this leaves
+    /// room for a busy office behind one NAT address while keeping a single client far from the descriptor limit.
+    /// </summary>
+    public int MaxConnectionsPerSource { get; set; } = 256;
+
+    /// <summary>
+    /// Time from the end of the TLS handshake to the first request (its first byte where the connection-level lane
+    /// reads HTTP/1.1, else the request's start in Kestrel, HTTP/2 included); a connection without one is closed.
+    /// Afterwards Kestrel's keep-alive timeout applies between requests.
+    /// </summary>
+    public TimeSpan FirstRequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
     /// Run request handling on the thread that completed the socket read (Kestrel's
     /// <c>UnsafePreferInlineScheduling</c>) instead of handing each request to the thread pool — nginx's event-loop
     /// model. Pays off when the process also turns on inline socket completions
@@ -86,6 +102,10 @@ public sealed class HttpFrontDoorOptions
             errors.Add($"Http:RequestBurstPerSource must be at least 1 when Http:RequestsPerSecondPerSource is set (got {RequestBurstPerSource})");
         if (Transport == HttpsTransport.Native && !EventLoop.NativeHttpsFrontDoor.IsSupported)
             errors.Add("Http:Transport native needs Linux (x64 or arm64) with OpenSSL 3 (libssl.so.3); use kestrel here");
+        if (MaxConnectionsPerSource < 0)
+            errors.Add($"Http:MaxConnectionsPerSource must be 0 (off) or positive (got {MaxConnectionsPerSource})");
+        if (FirstRequestTimeout < TimeSpan.FromSeconds(1) || FirstRequestTimeout > HttpFrontDoorLimits.MaxFirstRequestTimeout)
+            errors.Add($"Http:FirstRequestTimeoutSeconds must be between 1 and {HttpFrontDoorLimits.MaxFirstRequestTimeout.TotalSeconds:0} (got {FirstRequestTimeout.TotalSeconds})");
         if (EventLoopThreads is < 1 or > 256)
             errors.Add($"Http:EventLoopThreads must be between 1 and 256 (got {EventLoopThreads})");
         return errors;
@@ -130,6 +150,9 @@ public static class HttpFrontDoorLimits
     /// <summary>Login-email form: per address, burst 3, then one a minute.</summary>
     public const int LoginEmailBurst = 3;
     public const double LoginEmailPerSecond = 1.0 / 60;
+
+    /// <summary>Longest configurable first-request timeout: Kestrel's own keep-alive timeout default (130 s).</summary>
+    public static readonly TimeSpan MaxFirstRequestTimeout = TimeSpan.FromSeconds(130);
 
     /// <summary>Longest configurable /exec time limit: beyond an hour a command belongs in an SSH session, not an HTTP request.</summary>
     public static readonly TimeSpan MaxExecTimeout = TimeSpan.FromHours(1);

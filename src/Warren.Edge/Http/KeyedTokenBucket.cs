@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Http;
 

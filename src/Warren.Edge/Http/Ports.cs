@@ -34,8 +34,8 @@ public interface IWebSiteDirectory
 public interface IWebAccessService
 {
     /// <summary>
-    /// Called for an authenticated non-owner on a private site's default route, and on alternate
-    /// ports (3000–9999) of any site. True when <paramref name="user"/> has an active share of the VM
+    /// Called for an authenticated non-owner on a private site's default route (alternate ports, 3000–9999, are
+    /// the owner's alone, whatever the shares). True when <paramref name="user"/> has an active share of the VM
     /// (by email, team, or an earlier share link).
     /// </summary>
     ValueTask<bool> HasAccessAsync(WebSite site, WebUser user, CancellationToken ct);
@@ -56,6 +56,11 @@ public interface IWebUpstreamLocator
     /// <c>IVmRuntime.GetAddressAsync</c>), or null when the VM is stopped or has none.
     /// </summary>
     ValueTask<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct);
+
+    /// <summary>Drops what is known of the VM's address: a forward found nobody there (stopped, restarted, moved).</summary>
+    void Forget(string vmId)
+    {
+    }
 }
 
 /// <summary>A login session behind a <c>login-with-exe-&lt;port&gt;</c> cookie.</summary>

@@ -23,7 +23,10 @@ public sealed class SshFrontDoor(
     ILogger<SshFrontDoor> logger) : BackgroundService
 {
     private readonly ProxyProtocolPolicy _proxyPolicy = ProxyProtocolPolicy.Parse(options.TrustedProxies);
-    private readonly KeyedTokenBucket _connectionLimiter = new(time, options.ConnectionBurstPerSource, options.ConnectionsPerSecondPerSource, overdraft: 0);
+    /// <summary>New connections per source network (an IPv4 address or an IPv6 /64: one client holds a whole /64).</summary>
+    private readonly KeyedTokenBucket<SourceNetwork> _connectionLimiter = new(time, options.ConnectionBurstPerSource, options.ConnectionsPerSecondPerSource, overdraft: 0);
+    private readonly SourceRefusalLog _rateRefusals = new(logger,
+        "SSH connection rate limit ({Limit} new connections per source, then a steady rate) reached for {Source}; connections refused", options.ConnectionBurstPerSource);
     private readonly List<Socket> _listeners = [];
 
     /// <summary>Every address the front door listens on: control first, then the slots.</summary>
@@ -69,9 +72,10 @@ public sealed class SshFrontDoor(
         var stream = new NetworkStream(socket, ownsSocket: true);
         try
         {
-            if (!_connectionLimiter.TryAcquire(remote.Address.ToString()))
+            var source = SourceNetwork.Of(remote.Address);
+            if (!_connectionLimiter.TryAcquire(source, out _))
             {
-                logger.LogWarning("connection rate limit reached for {Source}", remote.Address);
+                _rateRefusals.Refused(source); // once per source per minute: a flood must not flood the log
                 return;
             }
             var accepted = await _proxyPolicy.AcceptAsync(stream, remote, local, ProxyProtocolOptions.Default, ct).ConfigureAwait(false);

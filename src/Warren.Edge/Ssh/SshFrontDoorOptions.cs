@@ -11,7 +11,7 @@ public sealed class SshFrontDoorOptions
     /// </summary>
     public List<string> TrustedProxies { get; set; } = [];
 
-    /// <summary>New connections a source address may open per second, after a burst (connection flood guard).</summary>
+    /// <summary>New connections a source (an IPv4 address or an IPv6 /64) may open per second, after a burst (connection flood guard).</summary>
     public double ConnectionsPerSecondPerSource { get; set; } = 20;
     public int ConnectionBurstPerSource { get; set; } = 100;
 
@@ -19,7 +19,10 @@ public sealed class SshFrontDoorOptions
     public int FailedAuthBurstPerSource { get; set; } = 30;
     public double FailedAuthsPerSecondPerSource { get; set; } = 0.5;
 
-    /// <summary>Connections still in key exchange or authentication, per source address and in total (OpenSSH MaxStartups).</summary>
+    /// <summary>
+    /// Connections still in key exchange or authentication, per source (an IPv4 address or an IPv6 /64) and in total
+    /// (OpenSSH MaxStartups); past either the client gets DISCONNECT reason 12, too many connections (RFC 4253 §11.1).
+    /// </summary>
     public int MaxUnauthenticatedConnectionsPerSource { get; set; } = Warren.Ssh.Server.SshServerOptions.DefaultMaxUnauthenticatedConnectionsPerSource;
     public int MaxUnauthenticatedConnections { get; set; } = Warren.Ssh.Server.SshServerOptions.DefaultMaxUnauthenticatedConnections;
 }

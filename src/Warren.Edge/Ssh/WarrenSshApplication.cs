@@ -431,5 +431,6 @@ public sealed class WarrenSshApplication(
 
     internal static IPAddress LocalAddress(EndPoint ep) => ep is IPEndPoint ip ? (ip.Address.IsIPv4MappedToIPv6 ? ip.Address.MapToIPv4() : ip.Address) : IPAddress.None;
 
-    private static string SourceKey(EndPoint ep) => ep is IPEndPoint ip ? ip.Address.ToString() : ep.ToString() ?? "";
+    /// <summary>The failed-authentication budget is per <see cref="SourceNetwork"/> (an IPv6 client holds a whole /64).</summary>
+    private static string SourceKey(EndPoint ep) => SourceNetwork.Of(ep).ToString();
 }

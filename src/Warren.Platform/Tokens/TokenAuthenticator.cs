@@ -39,15 +39,24 @@ public sealed record TokenAuthResult(TokenIdentity? Identity, TokenFailure Failu
 /// Verifies <c>exe0</c> tokens and <c>exe1</c> handles (reference §2) for POST /exec and the HTTPS proxy.
 /// </summary>
 /// <remarks>
-/// Steps: resolve an exe1 to its exe0 → parse the exe0 strictly → verify the SSHSIG over the exact payload
-/// bytes in <c>expectedNamespace</c> → find the embedded key's fingerprint among registered keys (its
-/// owner is the caller) → check exp/nbf → check the key row's own expiry → compute the allowed commands.
+/// Steps: resolve an exe1 to its exe0 → parse the exe0 strictly → read the SSHSIG's embedded key (RSA bounded:
+/// <see cref="MaxRsaModulusBits"/>, and the exponent while parsing) → find its fingerprint among registered keys
+/// (its owner is the caller) → only then verify the SSHSIG over the exact payload bytes in
+/// <c>expectedNamespace</c> → check exp/nbf → check the key row's own expiry → compute the allowed commands.
+/// Looking the key up first means a token from a key nobody registered costs a lookup, never a signature check.
 /// A token signed by a removed key, or for another namespace, is just "invalid token".
 /// </remarks>
 public sealed class TokenAuthenticator
 {
     /// <summary>exe.dev's default when a token names no <c>cmds</c> (reference §2).</summary>
     public static readonly IReadOnlyList<string> DefaultCommands = ["help", "ls", "new", "whoami", "ssh-key list", "share show", "exe0-to-exe1"];
+
+    /// <summary>
+    /// Largest RSA modulus a token may be signed with. Lower than SSH's 16384 (OpenSSH's maximum, kept there for
+    /// compatibility): a token is checked on every request, verification cost grows with the square of the modulus,
+    /// and 8192 bits is already far beyond any recommendation (NIST SP 800-57: 3072 for 128-bit security).
+    /// </summary>
+    public const int MaxRsaModulusBits = 8192;
 
     private readonly AccountService _accounts;
     private readonly Exe1Store _exe1;
@@ -96,12 +105,15 @@ public sealed class TokenAuthenticator
     internal async Task<Verified> VerifyAsync(string exe0Text, string expectedNamespace, bool checkNotBefore, CancellationToken ct)
     {
         if (!Exe0Token.TryParse(exe0Text, out var token, out var error)) return new(null, null, null, error);
-        if (!SshSignature.TryVerify(token.SignatureBlob, expectedNamespace, token.PayloadBytes, out var signer))
+        if (!SshSignature.TryReadSigner(token.SignatureBlob, out var named)
+            || named is RsaPublicKey { ModulusBits: > MaxRsaModulusBits })
             return new(null, null, null, TokenErrors.Invalid);
-        var key = await _accounts.FindKeyByFingerprintAsync(signer.Fingerprint, ct);
+        var key = await _accounts.FindKeyByFingerprintAsync(named.Fingerprint, ct);
         if (key is null) return new(null, null, null, TokenErrors.Invalid);
         // The fingerprint names the stored key; compare the keys themselves as well.
-        if (!SshPublicKey.TryParseOpenSsh(key.PublicKey, out var stored, out _) || !stored.Equals(signer))
+        if (!SshPublicKey.TryParseOpenSsh(key.PublicKey, out var stored, out _) || !stored.Equals(named))
+            return new(null, null, null, TokenErrors.Invalid);
+        if (!SshSignature.TryVerify(token.SignatureBlob, expectedNamespace, token.PayloadBytes, out var signer) || !signer.Equals(named))
             return new(null, null, null, TokenErrors.Invalid);
         var account = await _accounts.GetAsync(key.AccountId, ct);
         if (account is null) return new(null, null, null, TokenErrors.Invalid);

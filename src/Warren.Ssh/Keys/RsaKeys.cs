@@ -28,10 +28,11 @@ public sealed class RsaPublicKey : SshPublicKey, IDisposable
     public const int MaxModulusBits = 16384;
 
     /// <summary>
-    /// Largest public exponent accepted, in bytes. Real keys use 65537 (3 bytes);
-    /// OpenSSL refuses exponents above 64 bits for moduli over 3072 bits.
+    /// Largest public exponent accepted, in bits: 24, as golang.org/x/crypto/ssh's parseRSA ("exponent too
+    /// large"). Real keys use 65537 (17 bits); verification costs one modular multiplication per exponent bit,
+    /// so a huge exponent is only a way to make the server work harder for a key it will then reject.
     /// </summary>
-    public const int MaxExponentBytes = 8;
+    public const int MaxExponentBits = 24;
 
     private static readonly string[] s_algorithms = [Sha512Algorithm, Sha256Algorithm];
 
@@ -65,7 +66,8 @@ public sealed class RsaPublicKey : SshPublicKey, IDisposable
         while (!modulus.IsEmpty && modulus[0] == 0) modulus = modulus[1..];
         int bits = KeyEncoding.BitLength(modulus);
         if (bits < MinModulusBits || bits > MaxModulusBits) return false;
-        if (exponent.IsEmpty || exponent.Length > MaxExponentBytes) return false;
+        // Both bounds are checked here, while parsing, before any key object exists or any signature is verified.
+        if (exponent.IsEmpty || KeyEncoding.BitLength(exponent) > MaxExponentBits) return false;
         // e must be odd and at least 3; n must be odd (a product of odd primes).
         if ((exponent[^1] & 1) == 0 || (exponent.Length == 1 && exponent[0] < 3)) return false;
         if ((modulus[^1] & 1) == 0) return false;
@@ -180,7 +182,7 @@ public sealed class RsaPrivateKey : SshPrivateKey
             return false;
         int bits = KeyEncoding.BitLength(n);
         if (bits < RsaPublicKey.MinModulusBits || bits > RsaPublicKey.MaxModulusBits) return false;
-        if (e.IsEmpty || e.Length > RsaPublicKey.MaxExponentBytes) return false;
+        if (e.IsEmpty || KeyEncoding.BitLength(e) > RsaPublicKey.MaxExponentBits) return false;
         int k = (bits + 7) / 8;
         int half = (k + 1) / 2;
         var bd = new BigInteger(d, isUnsigned: true, isBigEndian: true);

@@ -136,6 +136,21 @@ public static class SshSignature
         return true;
     }
 
+    /// <summary>
+    /// The public key an SSHSIG blob names, read without verifying anything (PROTOCOL.sshsig: magic, version, then
+    /// the key): a verifier may look the key up first and spend a signature check only on a key it knows. The key's
+    /// own bounds (RSA modulus size, exponent) are checked while parsing. Never throws.
+    /// </summary>
+    public static bool TryReadSigner(ReadOnlySpan<byte> blob, [NotNullWhen(true)] out SshPublicKey? signer)
+    {
+        signer = null;
+        if (blob.Length > MaxBlobBytes) return false;
+        var r = new SshReader(blob);
+        if (!r.TryReadBytes(MagicPreamble.Length, out var magic) || !magic.SequenceEqual(MagicPreamble)) return false;
+        if (!r.TryReadUInt32(out var version) || version != Version) return false;
+        return r.TryReadString(out var publicKey) && SshPublicKey.TryParseBlob(publicKey, out signer);
+    }
+
     /// <summary>Armored-text convenience for <see cref="TryVerify(ReadOnlySpan{byte}, string, ReadOnlySpan{byte}, out SshPublicKey?)"/>.</summary>
     public static bool TryVerifyArmored(string armored, string @namespace, ReadOnlySpan<byte> message, [NotNullWhen(true)] out SshPublicKey? signer)
     {

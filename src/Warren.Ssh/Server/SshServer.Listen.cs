@@ -72,11 +72,13 @@ public sealed partial class SshServer
     public async Task HandleConnectionAsync(Stream stream, EndPoint localEndPoint, EndPoint remoteEndPoint, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        var source = SourceKey(remoteEndPoint);
+        var source = SourceNetwork.Of(remoteEndPoint);
         if (!TryEnterUnauthenticated(source))
         {
-            // Like OpenSSH past MaxStartups: drop before spending a key exchange on it.
-            await stream.DisposeAsync().ConfigureAwait(false);
+            // Past the limits no key exchange is spent on it (OpenSSH drops at MaxStartups); the client still learns
+            // why: our version line and a DISCONNECT in the clear, as RFC 4253 §11.1 allows before NEWKEYS.
+            await SshEarlyRefusal.RefuseAsync(stream, _transportOptions.Version, SshDisconnectReason.TooManyConnections,
+                TooManyConnectionsMessage).ConfigureAwait(false);
             return;
         }
         bool slotHeld = true;

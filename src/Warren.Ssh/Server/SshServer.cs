@@ -16,7 +16,8 @@ public sealed partial class SshServer
     private readonly SshServerOptions _options;
     private readonly ISshServerApplication _application;
     private readonly object _gate = new();
-    private readonly Dictionary<string, int> _unauthenticatedPerSource = [];
+    /// <summary>Unauthenticated connections per source: an IPv4 address or an IPv6 /64, so an IPv6 client cannot rotate past the limit.</summary>
+    private readonly Dictionary<SourceNetwork, int> _unauthenticatedPerSource = [];
     private int _unauthenticated;
 
     public SshServer(SshServerOptions options, ISshServerApplication application)
@@ -46,10 +47,10 @@ public sealed partial class SshServer
     public async Task HandleConnectionAsync(ISshPacketChannel transport, EndPoint localEndPoint, EndPoint remoteEndPoint, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(transport);
-        var source = SourceKey(remoteEndPoint);
+        var source = SourceNetwork.Of(remoteEndPoint);
         if (!TryEnterUnauthenticated(source))
         {
-            await SafeDisconnectAsync(transport, SshDisconnectReason.TooManyConnections, "too many unauthenticated connections").ConfigureAwait(false);
+            await SafeDisconnectAsync(transport, SshDisconnectReason.TooManyConnections, TooManyConnectionsMessage).ConfigureAwait(false);
             return;
         }
         bool slotHeld = true;
@@ -150,9 +151,10 @@ public sealed partial class SshServer
         return r.TryReadUtf8(out address, SshChannel.MaxHostBytes) && r.TryReadUInt32(out port);
     }
 
-    private static string SourceKey(EndPoint remote) => remote is IPEndPoint ip ? ip.Address.ToString() : remote.ToString() ?? "";
+    /// <summary>The DISCONNECT description past the unauthenticated-connection limits (RFC 4253 §11.1, reason 12).</summary>
+    public const string TooManyConnectionsMessage = "too many unauthenticated connections from your network; try again later";
 
-    private bool TryEnterUnauthenticated(string source)
+    private bool TryEnterUnauthenticated(SourceNetwork source)
     {
         lock (_gate)
         {
@@ -165,7 +167,7 @@ public sealed partial class SshServer
         }
     }
 
-    private void LeaveUnauthenticated(string source)
+    private void LeaveUnauthenticated(SourceNetwork source)
     {
         lock (_gate)
         {

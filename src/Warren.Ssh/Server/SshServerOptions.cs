@@ -17,7 +17,7 @@ public sealed class SshServerOptions
     /// <summary>OpenSSH MaxStartups "10:30:100": beyond 100 unauthenticated connections all are refused.</summary>
     public const int DefaultMaxUnauthenticatedConnections = 100;
 
-    /// <summary>OpenSSH PerSourceMaxStartups is unlimited by default; 10 (MaxStartups' start value) per address keeps one host from taking all slots.</summary>
+    /// <summary>OpenSSH PerSourceMaxStartups is unlimited by default; 10 (MaxStartups' start value) per source (an IPv4 address or an IPv6 /64, <see cref="SourceNetwork"/>) keeps one host from taking all slots.</summary>
     public const int DefaultMaxUnauthenticatedConnectionsPerSource = 10;
 
     /// <summary>Host keys, one per key type; the transport picks by negotiated algorithm.</summary>

@@ -97,6 +97,24 @@ public sealed class FrontDoorTests
     }
 
     [Fact]
+    public async Task AlternatePort_SharedPerson_IsDenied_OwnerIsNot()
+    {
+        // A share covers the default route only, as exe.dev's: the friend reaches web's site, not its other ports.
+        _f.Tokens.Table[("tok-friend", $"v0@web.{FrontDoorFixture.Domain}")] =
+            TokenValidation.Valid(new TokenPrincipal(People.Friend, "fp-friend", Array.Empty<string>(), null));
+        int before = _f.Web.Requests;
+        var standard = await GetAsync(_f.Url("web"), h => h.Add("X-Exedev-Authorization", "Bearer tok-friend"));
+        Assert.Equal(HttpStatusCode.OK, standard.StatusCode);
+        var alternate = await GetAsync(_f.Url("web", "/", _f.Web.AltPort), h => h.Add("X-Exedev-Authorization", "Bearer tok-friend"));
+        Assert.Equal(HttpStatusCode.Unauthorized, alternate.StatusCode);
+        Assert.Contains("Access Denied", await alternate.Content.ReadAsStringAsync());
+        Assert.Equal(before + 1, _f.Web.Requests);
+
+        var owner = await GetAsync(_f.Url("web", "/", _f.Web.AltPort), h => h.Add("X-Exedev-Authorization", "Bearer tok-owner"));
+        Assert.Equal(HttpStatusCode.OK, owner.StatusCode);
+    }
+
+    [Fact]
     public async Task PortOutsideAlternateRange_Is404()
     {
         var response = await GetAsync(_f.Url("pub", "/", 2999));
@@ -411,6 +429,39 @@ public sealed class FrontDoorTests
             Assert.Equal($"hello {i}", Encoding.UTF8.GetString(buffer, 0, result.Count));
         }
         await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", CancellationToken.None);
+    }
+
+    /// <summary>The upgrade tunnel (YARP) drops the same client fields as the other paths, over HTTP/1.1 and HTTP/2.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task WebSocket_Upgrade_DropsUnderscoreExeDevForwardedAndXRealIp(bool http2)
+    {
+        using var invoker = new HttpMessageInvoker(_f.CreateHandler());
+        using var socket = new ClientWebSocket();
+        if (http2)
+        {
+            socket.Options.HttpVersion = HttpVersion.Version20;
+            socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        }
+        socket.Options.SetRequestHeader("X-Exedev-Authorization", "Bearer tok-owner");
+        socket.Options.SetRequestHeader("X_ExeDev_Email", "boss@example.com");
+        socket.Options.SetRequestHeader("X-ExeDev-UserID", "u-boss");
+        socket.Options.SetRequestHeader("X_Forwarded_For", "203.0.113.9");
+        socket.Options.SetRequestHeader("Forwarded", "for=203.0.113.9");
+        socket.Options.SetRequestHeader("X-Real-IP", "203.0.113.9");
+        socket.Options.SetRequestHeader("X-Keep-Me", "2");
+        await socket.ConnectAsync(new Uri($"wss://web.{FrontDoorFixture.Domain}:{_f.HttpsPort}/ws-headers"), invoker, CancellationToken.None);
+        var buffer = new byte[16 * 1024];
+        var result = await socket.ReceiveAsync(buffer, CancellationToken.None);
+        var seen = JsonSerializer.Deserialize<Dictionary<string, string>>(buffer.AsSpan(0, result.Count))!;
+        Assert.DoesNotContain(seen.Keys, k => k.Contains('_'));
+        Assert.DoesNotContain(seen.Values, v => v.Contains("boss", StringComparison.Ordinal) || v.Contains("203.0.113.9", StringComparison.Ordinal));
+        Assert.False(seen.ContainsKey("forwarded"));
+        Assert.False(seen.ContainsKey("x-real-ip"));
+        Assert.Equal(People.Owner.Email, seen["x-exedev-email"]);
+        Assert.Equal(People.Owner.UserId, seen["x-exedev-userid"]);
+        Assert.Equal("2", seen["x-keep-me"]);
     }
 
     [Fact]

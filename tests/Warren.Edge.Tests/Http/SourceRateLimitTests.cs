@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Warren.Edge.Http;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Tests.Http;
 

@@ -89,6 +89,15 @@ internal sealed class TestUpstream : IAsyncDisposable
                         await socket.SendAsync(buffer.AsMemory(0, r.Count), r.MessageType, r.EndOfMessage, CancellationToken.None);
                     }
                 }
+            case "/ws-headers" when context.WebSockets.IsWebSocketRequest:
+                // The upgrade request's fields as one JSON message: what the tunnel let through.
+                using (var socket = await context.WebSockets.AcceptWebSocketAsync())
+                {
+                    var seen = request.Headers.ToDictionary(h => h.Key.ToLowerInvariant(), h => h.Value.ToString());
+                    await socket.SendAsync(JsonSerializer.SerializeToUtf8Bytes(seen), WebSocketMessageType.Text, true, CancellationToken.None);
+                    await socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", CancellationToken.None);
+                    return;
+                }
             case "/upload":
                 long total = 0;
                 long sum = 0;

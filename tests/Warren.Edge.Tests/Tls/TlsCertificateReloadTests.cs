@@ -1,7 +1,6 @@
-using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Microsoft.Extensions.Logging;
+using Warren.Edge.Tests.Support;
 using Warren.Edge.Tls;
 
 namespace Warren.Edge.Tests.Tls;
@@ -154,17 +153,5 @@ public sealed class TlsCertificateReloadTests : IDisposable
         var second = NewCertificate("polled-2");
         Install(second.Cert, second.Key);
         Assert.True(await EventuallyAsync(() => provider.DefaultCertificate.SerialNumber == second.Serial), "the periodic check did not reload");
-    }
-
-    private sealed class CapturingLogger : ILogger
-    {
-        public ConcurrentQueue<(LogLevel Level, int Id, string Message)> Entries { get; } = new();
-        public int Errors => Entries.Count(e => e.Level >= LogLevel.Error);
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            Entries.Enqueue((logLevel, eventId.Id, formatter(state, exception)));
     }
 }

@@ -287,6 +287,33 @@ public sealed class ServerAuthenticationTests
         Assert.Equal(0, server.UnauthenticatedConnectionCount);
     }
 
+    /// <summary>An IPv6 client holds a whole /64: rotating addresses inside it does not get past the per-source cap.</summary>
+    [Fact]
+    public async Task UnauthenticatedCap_PerSource_CountsAnIpv6Slash64AsOneSource()
+    {
+        var app = new TestServerApplication();
+        var hostKey = Ed25519PrivateKey.Generate();
+        var server = new SshServer(new SshServerOptions { HostKeys = [hostKey], MaxUnauthenticatedConnectionsPerSource = 1 }, app);
+        var (c1, s1) = InMemoryPacketChannel.CreatePair(hostKey.PublicKey);
+        var (c2, s2) = InMemoryPacketChannel.CreatePair(hostKey.PublicKey);
+        var (c3, s3) = InMemoryPacketChannel.CreatePair(hostKey.PublicKey);
+        var local = new System.Net.IPEndPoint(System.Net.IPAddress.IPv6Loopback, 22);
+        var first = Task.Run(() => server.HandleConnectionAsync(s1, local, new System.Net.IPEndPoint(System.Net.IPAddress.Parse("2001:db8:0:7::1"), 1000)));
+        for (int i = 0; i < 1000 && server.UnauthenticatedConnectionCount == 0; i++) await Task.Delay(10);
+        await server.HandleConnectionAsync(s2, local, new System.Net.IPEndPoint(System.Net.IPAddress.Parse("2001:db8:0:7:ffff:1:2:3"), 1001)).WaitAsync(Msg.Timeout);
+        Assert.Equal(SshDisconnectReason.TooManyConnections, c2.ReceivedDisconnect?.Reason);
+        Assert.Equal(SshServer.TooManyConnectionsMessage, c2.ReceivedDisconnect?.Description);
+        // The neighbouring /64 is another source.
+        var third = Task.Run(() => server.HandleConnectionAsync(s3, local, new System.Net.IPEndPoint(System.Net.IPAddress.Parse("2001:db8:0:8::1"), 1002)));
+        for (int i = 0; i < 1000 && server.UnauthenticatedConnectionCount < 2; i++) await Task.Delay(10);
+        Assert.Equal(2, server.UnauthenticatedConnectionCount);
+        c1.Close();
+        c3.Close();
+        await first.WaitAsync(Msg.Timeout);
+        await third.WaitAsync(Msg.Timeout);
+        Assert.Equal(0, server.UnauthenticatedConnectionCount);
+    }
+
     [Fact]
     public async Task KeyboardInteractive_PromptsAndChecksAnswers()
     {

@@ -1,3 +1,4 @@
+using CsCheck;
 using System.Text;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Wire;
@@ -151,6 +152,28 @@ public class KeyRoundTripTests
         big[0] = 1; big[^1] = 1;
         var blob = new SshWriter().WriteString("ssh-rsa").WriteMpintFromUnsigned([1, 0, 1]).WriteMpintFromUnsigned(big).ToArray();
         Assert.False(SshPublicKey.TryParseBlob(blob, out _));
+    }
+
+    /// <summary>golang.org/x/crypto/ssh's parseRSA bound: exponents of more than 24 bits are refused while parsing.</summary>
+    [Fact]
+    public void Rsa_ExponentBound_Is24Bits_CheckedWhileParsing()
+    {
+        var modulus = TestKeys.Get("ssh-rsa").PublicKey is RsaPublicKey rsa ? rsa.Modulus : throw new InvalidOperationException();
+        Gen.Select(Gen.UInt, Gen.Int[0, 5]).Sample((value, extraBytes) =>
+        {
+            // A value of up to 32 bits, then possibly more bytes after it (exponents of up to 72 bits).
+            var bytes = new byte[4 + extraBytes];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(bytes, value);
+            for (int i = 4; i < bytes.Length; i++) bytes[i] = (byte)(value >> (i % 4 * 8) | 1);
+            var blob = new SshWriter().WriteString("ssh-rsa").WriteMpintFromUnsigned(bytes).WriteMpintFromUnsigned(modulus).ToArray();
+            var e = new System.Numerics.BigInteger(bytes, isUnsigned: true, isBigEndian: true);
+            bool expected = e >= 3 && !e.IsEven && e < (1 << RsaPublicKey.MaxExponentBits);
+            Assert.Equal(expected, SshPublicKey.TryParseBlob(blob, out _));
+        }, iter: 3000);
+        var largest = new SshWriter().WriteString("ssh-rsa").WriteMpintFromUnsigned([0xff, 0xff, 0xff]).WriteMpintFromUnsigned(modulus).ToArray();
+        Assert.True(SshPublicKey.TryParseBlob(largest, out _));
+        var next = new SshWriter().WriteString("ssh-rsa").WriteMpintFromUnsigned([0x01, 0x00, 0x00, 0x01]).WriteMpintFromUnsigned(modulus).ToArray();
+        Assert.False(SshPublicKey.TryParseBlob(next, out _));
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http.Forwarding;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Http.EventLoop;
 
@@ -209,14 +210,22 @@ internal sealed unsafe class EventLoop : IDisposable
                 LinuxSockets.Close(fd);
                 continue;
             }
+            // Over its source's connection limit: closed at once, before any TLS work.
+            var source = SourceNetwork.Of(remote.Address);
+            if (!_owner.ConnectionLimit.TryEnter(source))
+            {
+                LinuxSockets.Close(fd);
+                continue;
+            }
             LaneConnection connection;
             try
             {
-                connection = new LaneConnection(this, fd, local, remote);
+                connection = new LaneConnection(this, fd, local, remote, source);
             }
             catch (Exception ex)
             {
                 _owner.LogConnectionFailed(ex);
+                _owner.ConnectionLimit.Leave(source);
                 LinuxSockets.Close(fd);
                 continue;
             }

@@ -4,6 +4,7 @@ using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 using Warren.Edge.Http.Forwarding;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Http.EventLoop;
 
@@ -83,13 +84,20 @@ internal sealed class LaneConnection
     private bool _bodyDone;
     private bool _reusable;
 
-    public LaneConnection(EventLoop loop, int fd, IPEndPoint local, IPEndPoint remote)
+    /// <summary>Counted in <see cref="NativeHttpsFrontDoor.ConnectionLimit"/> until the connection closes or leaves the loop.</summary>
+    private readonly SourceNetwork _source;
+
+    /// <summary>A request has begun: from now on the keep-alive timeout applies between requests, not the first-request one.</summary>
+    private bool _requestSeen;
+
+    public LaneConnection(EventLoop loop, int fd, IPEndPoint local, IPEndPoint remote, SourceNetwork source)
     {
         _loop = loop;
         _owner = loop.Owner;
         _fd = fd;
         _local = local;
         _remote = remote;
+        _source = source;
         _session = _owner.Tls.NewSession(fd);
         _deadline = Environment.TickCount64 + _owner.HandshakeTimeoutMs;
     }
@@ -162,7 +170,8 @@ internal sealed class LaneConnection
     private void EnterReadHead()
     {
         _state = State.ReadHead;
-        _deadline = Environment.TickCount64 + (_headFilled == 0 ? _owner.KeepAliveTimeoutMs : _owner.RequestHeadersTimeoutMs);
+        _deadline = Environment.TickCount64 + (_headFilled > 0 ? _owner.RequestHeadersTimeoutMs
+            : _requestSeen ? _owner.KeepAliveTimeoutMs : _owner.FirstRequestTimeoutMs);
     }
 
     private bool StepReadHead()
@@ -199,7 +208,10 @@ internal sealed class LaneConnection
                 if (_session.InputDrained && !_clientHungUp)
                     _clientReadable = false;
                 if (_headFilled == 0 && read > 0)
+                {
                     _deadline = Environment.TickCount64 + _owner.RequestHeadersTimeoutMs; // from the request's first byte, as Kestrel's
+                    _requestSeen = true;
+                }
                 _headFilled += read;
                 continue;
             }
@@ -587,6 +599,7 @@ internal sealed class LaneConnection
         _state = State.Closed;
         _loop.Unwatch(_fd, removeFromEpoll: true);
         _loop.Forget(this);
+        _owner.ConnectionLimit.Leave(_source); // the hand-off listener counts it from here
         if (_upstream is not null)
         {
             _loop.CloseUpstream(_upstream);
@@ -623,6 +636,7 @@ internal sealed class LaneConnection
         _loop.Unwatch(_fd, removeFromEpoll: false);
         LinuxSockets.Close(_fd);
         _loop.Forget(this);
+        _owner.ConnectionLimit.Leave(_source);
         if (_upstream is not null)
         {
             _loop.CloseUpstream(_upstream);

@@ -35,9 +35,11 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     private int _started;
 
     public NativeHttpsFrontDoor(HttpFrontDoorOptions options, TlsCertificateProvider certificates, Func<HttpFrontDoor> frontDoor,
-        HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, ILogger logger)
+        HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, SourceConnectionLimit connectionLimit, ILogger logger)
     {
         _limits = limits;
+        ConnectionLimit = connectionLimit;
+        FirstRequestTimeoutMs = (long)options.FirstRequestTimeout.TotalMilliseconds;
         _options = options;
         _frontDoor = frontDoor;
         _handOff = handOff;
@@ -60,6 +62,12 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     public bool LaneEnabled => _options.ConnectionLevelForwarding;
 
     public bool Stopping => _stopping;
+
+    /// <summary>Open connections per source, shared with Kestrel's listeners (a hand-off moves a connection between them).</summary>
+    public SourceConnectionLimit ConnectionLimit { get; }
+
+    /// <summary>From the handshake to the first request's first byte (<see cref="HttpFrontDoorOptions.FirstRequestTimeout"/>).</summary>
+    public long FirstRequestTimeoutMs { get; }
 
     /// <summary>As Kestrel's HttpsConnectionAdapterOptions.HandshakeTimeout default.</summary>
     public long HandshakeTimeoutMs { get; } = 10_000;

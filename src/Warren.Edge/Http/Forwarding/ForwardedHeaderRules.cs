@@ -5,11 +5,19 @@ using Microsoft.Net.Http.Headers;
 namespace Warren.Edge.Http.Forwarding;
 
 /// <summary>
-/// Which headers pass between client and VM, for both forwarding paths (<see cref="Http1Forwarder"/> and the
-/// YARP path that carries upgrades). Reference §4: client <c>X-ExeDev-*</c> never reaches the VM, the
+/// Which headers pass between client and VM, for every forwarding path (the lane, <see cref="Http1Forwarder"/> and
+/// the YARP path that carries upgrades). As exe.dev: client <c>X-ExeDev-*</c> never reaches the VM, the
 /// <c>login-with-exe-*</c> cookies stay at the front door, X-Forwarded-* are the front door's own.
 /// Hop-by-hop fields (RFC 9110 §7.6.1) end at each hop.
 /// </summary>
+/// <remarks>
+/// Field names containing <c>_</c> are dropped, as nginx does by default (<c>underscores_in_headers off</c>):
+/// CGI, PHP and WSGI turn both <c>-</c> and <c>_</c> into <c>_</c> (RFC 3875 §4.1.18), so <c>X_ExeDev_Email</c>
+/// or <c>X_Forwarded_For</c> would reach an app as the front door's own <c>HTTP_X_EXEDEV_EMAIL</c> or
+/// <c>HTTP_X_FORWARDED_FOR</c>. <c>Forwarded</c> (RFC 7239) and <c>X-Real-IP</c> are removed rather than
+/// set: the front door's account of the client is X-Forwarded-For/-Proto/-Host, and a client's copy of the
+/// other two would be believed by apps that read them.
+/// </remarks>
 internal static class ForwardedHeaderRules
 {
     public const string ExeDevHeaderPrefix = "X-ExeDev-";
@@ -29,6 +37,8 @@ internal static class ForwardedHeaderRules
     /// <summary>The same rule for a field name still in the client's bytes (a validated token, so ASCII).</summary>
     public static bool IsReplacedRequestHeader(ReadOnlySpan<byte> name, bool removeAuthorization)
     {
+        if (name.IndexOf((byte)'_') >= 0)
+            return true;
         // Only names up to 17 characters or with the X-ExeDev- prefix can match; the prefix is all a longer name needs.
         Span<char> chars = stackalloc char[32];
         int length = Math.Min(name.Length, chars.Length);
@@ -42,7 +52,7 @@ internal static class ForwardedHeaderRules
     {
         if (name.Length > 0 && name[0] == ':')
             return true;
-        if (name.StartsWith(ExeDevHeaderPrefix, StringComparison.OrdinalIgnoreCase))
+        if (IsClientOnlyRequestHeader(name))
             return true;
         return name.Length switch
         {
@@ -59,6 +69,15 @@ internal static class ForwardedHeaderRules
             _ => false,
         };
     }
+
+    /// <summary>
+    /// A client request field that never reaches a VM on any path, upgrades included: a name with <c>_</c>, any
+    /// <c>X-ExeDev-*</c>, <c>Forwarded</c> and <c>X-Real-IP</c> (see the remarks above). No allocation.
+    /// </summary>
+    public static bool IsClientOnlyRequestHeader(ReadOnlySpan<char> name) =>
+        name.Contains('_')
+        || name.StartsWith(ExeDevHeaderPrefix, StringComparison.OrdinalIgnoreCase)
+        || name.Length == 9 && (Is(name, "Forwarded") || Is(name, "X-Real-IP"));
 
     private static bool Is(ReadOnlySpan<char> a, string b) => a.Equals(b, StringComparison.OrdinalIgnoreCase);
 

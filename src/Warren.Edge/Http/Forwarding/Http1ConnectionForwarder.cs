@@ -106,6 +106,11 @@ internal sealed class Http1ConnectionForwarder
                         step = Next.Close;
                         break;
                     }
+                    if (!lane.RequestSeen)
+                    {
+                        lane.RequestSeen = true; // the first request's first bytes: the first-request deadline is met
+                        FirstRequestDeadline.MarkStarted(connection);
+                    }
                     headLength = FindHead(buffer, lane);
                     if (headLength > 0)
                         break;
@@ -325,6 +330,9 @@ internal sealed class Http1ConnectionForwarder
 
         /// <summary>When the heartbeat aborts the connection: waiting for a request, its head, or a flush.</summary>
         public ConnectionDeadline Deadline { get; } = new(ResponseFlushTimeout);
+
+        /// <summary>Bytes of a first request have arrived (<see cref="FirstRequestDeadline"/>).</summary>
+        public bool RequestSeen { get; set; }
 
         private readonly IConnectionLifetimeNotificationFeature? _lifetime;
 

@@ -30,7 +30,7 @@ public sealed class NativeHttpsFrontDoorTests : IDisposable
             ControlHost = options.ControlHost,
         });
         var native = new NativeHttpsFrontDoor(options, certificates, () => throw new InvalidOperationException("no requests here"),
-            new HandOffConnectionListenerFactory(), new KestrelServerLimits(), NullLogger.Instance);
+            new HandOffConnectionListenerFactory(), new KestrelServerLimits(), new SourceConnectionLimit(0, NullLogger.Instance), NullLogger.Instance);
         native.Bind(loops: 2);
         int port = native.BoundEndPoints[0].Port;
         native.Start();

@@ -623,6 +623,47 @@ public abstract class Http1ForwarderTestsBase : IAsyncLifetime
         Assert.Equal(new[] { "2" }, seen.Values("X-Keep-Me"));
     }
 
+    /// <summary>
+    /// Names that CGI, PHP and WSGI read as the front door's own headers (<c>_</c> and <c>-</c> both become
+    /// <c>_</c>), and Forwarded/X-Real-IP, never reach the VM: anonymous (the lane where it runs), with a token,
+    /// with a body, and over HTTP/2.
+    /// </summary>
+    [Theory]
+    [InlineData("--http1.1")]
+    [InlineData("--http1.1", "-H", "X-Exedev-Authorization: Bearer tok-owner")]
+    [InlineData("--http1.1", "--data-binary", "body")]
+    [InlineData("--http2")]
+    [InlineData("--http2", "-H", "Authorization: Bearer tok-owner", "--data-binary", "body")]
+    public async Task UnderscoreVariants_ForwardedAndXRealIp_NeverReachTheVm(params string[] mode)
+    {
+        var (upstream, site) = Start(Serve(_ => Ok("ok")));
+        var args = new List<string>
+        {
+            "-H", "X_ExeDev_Email: boss@example.com",
+            "-H", "x_exedev_userid: u-boss",
+            "-H", "X-ExeDev_Token-Ctx: {}",
+            "-H", "X_Forwarded_For: 203.0.113.9",
+            "-H", "X_Real_IP: 203.0.113.9",
+            "-H", "Forwarded: for=203.0.113.9;proto=http",
+            "-H", "X-Real-IP: 203.0.113.9",
+            "-H", "X-Keep-Me: 2",
+        };
+        args.AddRange(mode);
+        args.Add(_f.Url(site, "/variants"));
+        var result = await CurlAsync(site, args.ToArray());
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        Assert.Equal("ok", result.Stdout);
+        var seen = upstream.Requests.Single();
+        Assert.DoesNotContain(seen.Headers, h => h.Name.Contains('_'));
+        Assert.DoesNotContain(seen.Headers, h => h.Value.Contains("boss", StringComparison.Ordinal) || h.Value.Contains("203.0.113.9", StringComparison.Ordinal));
+        Assert.Empty(seen.Values("Forwarded"));
+        Assert.Empty(seen.Values("X-Real-IP"));
+        Assert.Equal(new[] { "127.0.0.1" }, seen.Values("X-Forwarded-For"));
+        Assert.Equal(new[] { "2" }, seen.Values("X-Keep-Me"));
+        bool authenticated = mode.Any(m => m.Contains("tok-owner", StringComparison.Ordinal));
+        Assert.Equal(authenticated ? new[] { People.Owner.Email } : Array.Empty<string>(), seen.Values("X-ExeDev-Email"));
+    }
+
     [Fact]
     public async Task HopByHopResponseHeaders_AreNotPassedToTheClient()
     {

@@ -2,12 +2,13 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 
-namespace Warren.Edge.Http;
+namespace Warren.Ssh.Server;
 
 /// <summary>
 /// What a per-source limit counts as one client: an IPv4 address, or an IPv6 /64 (one subscriber
 /// or host usually holds a whole /64, so counting single IPv6 addresses would let it rotate freely).
 /// IPv4-mapped IPv6 addresses count as their IPv4 address. A value type: no allocation per request.
+/// Shared by every front door's per-source limit (SSH pre-auth, HTTPS connections and requests).
 /// </summary>
 public readonly record struct SourceNetwork(ulong High, ulong Low)
 {
@@ -28,6 +29,9 @@ public readonly record struct SourceNetwork(ulong High, ulong Low)
         address.TryWriteBytes(bytes, out _);
         return new SourceNetwork(BinaryPrimitives.ReadUInt64BigEndian(bytes), 0);
     }
+
+    /// <summary>The source of a remote end point; a non-IP end point (a test pipe) counts as the unspecified address.</summary>
+    public static SourceNetwork Of(System.Net.EndPoint? remote) => Of(remote is IPEndPoint ip ? ip.Address : IPAddress.IPv6None);
 
     public override string ToString()
     {
