@@ -65,7 +65,7 @@ public sealed class TokenKeyLimitTests : IDisposable
     public async Task RegisteredKey_WithABadSignature_IsInvalid_UnregisteredKeyToo()
     {
         using var key = SshPrivateKey.Generate(Ed25519PublicKey.Name);
-        var account = await _h.P.Accounts.CreateAsync("alice@example.com", key.PublicKey);
+        var account = await _h.P.Accounts.CreateAsync("alice@example.com", key.PublicKey, emailVerified: true);
         var good = SshSignature.SignBlob(key, ControlNs, "{}"u8);
         Assert.True((await _h.Authenticator.AuthenticateAsync(Token(good), ControlNs)).Succeeded);
         var bad = (byte[])good.Clone();
