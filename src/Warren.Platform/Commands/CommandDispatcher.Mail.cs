@@ -1,0 +1,54 @@
+using System.Text.Json.Nodes;
+using Warren.Platform.Vms;
+
+namespace Warren.Platform.Commands;
+
+/// <summary><c>share receive-email VM [on|off]</c>: mail to <c>anything@VM.&lt;vm-domain&gt;</c> lands in the VM's <c>~/Maildir/new/</c>.</summary>
+public sealed partial class CommandDispatcher
+{
+    private void RegisterMailHandlers()
+    {
+        _handlers["share receive-email"] = ShareReceiveEmailAsync;
+    }
+
+    private async Task<int> ShareReceiveEmailAsync(Invocation inv)
+    {
+        string name = VmArg(inv, 0);
+        inv.MaxArgs(2);
+        VmRecord vm;
+        bool changed = false;
+        switch (inv.OptionalArg(1))
+        {
+            case null:
+                vm = await _s.Vms.GetByNameAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false);
+                break;
+            case "on":
+                // With a VM runtime the Maildir is made in the VM first; without one (tests of the command layer) only the switch flips.
+                vm = _s.ReceiveEmail is { } mail
+                    ? await mail.EnableAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false)
+                    : await _s.Shares.SetReceiveEmailAsync(inv.Account.Id, name, true, inv.CancellationToken).ConfigureAwait(false);
+                changed = true;
+                break;
+            case "off":
+                vm = _s.ReceiveEmail is { } off
+                    ? await off.DisableAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false)
+                    : await _s.Shares.SetReceiveEmailAsync(inv.Account.Id, name, false, inv.CancellationToken).ConfigureAwait(false);
+                changed = true;
+                break;
+            case var other:
+                throw inv.Usage($"expected on or off, got \"{other}\"");
+        }
+        string address = $"anything@{Host(vm.Name)}";
+        if (inv.Json)
+        {
+            var o = new JsonObject { ["vm_name"] = vm.Name, ["email_enabled"] = vm.ReceiveEmail, ["email_address"] = address };
+            if (changed) o["status"] = "updated";
+            inv.WriteJson(o);
+        }
+        else if (vm.ReceiveEmail)
+            inv.Line($"{vm.Name} receives e-mail at {address}; it is delivered to ~/Maildir/new/ in the VM.");
+        else
+            inv.Line($"{vm.Name} does not receive e-mail.");
+        return 0;
+    }
+}
