@@ -108,14 +108,10 @@ public static class SmtpCommandParser
             error = BadRecipientSyntax;
             return false;
         }
-        if (!ParametersWellFormed(argument, pos))
-        {
-            error = BadParameters;
-            return false;
-        }
         if (pos < argument.Length)
         {
-            error = UnknownParameter;
+            recipient = null;
+            error = ParametersWellFormed(argument, pos) ? UnknownParameter : BadParameters;
             return false;
         }
         error = default;

@@ -57,6 +57,14 @@ internal sealed class SmtpSession
             Reply(new SmtpReply(220, null, $"{_options.ServerName} ESMTP Warren"));
             while (await NextCommandAsync(ct).ConfigureAwait(false)) { }
             await TryFlushAsync().ConfigureAwait(false);
+            if (_stream is SslStream ssl)
+            {
+                // close_notify (RFC 8446 §6.1), so the client sees a clean end rather than a truncation.
+                await ssl.ShutdownAsync().WaitAsync(TimeSpan.FromSeconds(5), ct).ConfigureAwait(false);
+            }
+        }
+        catch (TimeoutException)
+        {
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
