@@ -54,7 +54,7 @@ public sealed partial class ReceiveEmailService
     /// </summary>
     public async Task<VmRecord> EnableAsync(string accountId, string vmName, CancellationToken ct = default)
     {
-        var vm = await _vms.GetByNameAsync(accountId, vmName, ct).ConfigureAwait(false);
+        var vm = await _shares.OwnedAsync(accountId, vmName, ct).ConfigureAwait(false);
         if (vm.State != VmState.Running)
             throw new PlatformException(PlatformErrorCodes.VmNotRunning,
                 $"VM \"{vm.Name}\" is {vm.State.ToWire()}; start it to turn on e-mail (the Maildir is made inside it)");
