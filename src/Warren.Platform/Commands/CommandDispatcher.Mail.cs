@@ -22,17 +22,14 @@ public sealed partial class CommandDispatcher
             case null:
                 vm = await _s.Vms.GetByNameAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false);
                 break;
-            case "on":
-                // With a VM runtime the Maildir is made in the VM first; without one (tests of the command layer) only the switch flips.
-                vm = _s.ReceiveEmail is { } mail
-                    ? await mail.EnableAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false)
-                    : await _s.Shares.SetReceiveEmailAsync(inv.Account.Id, name, true, inv.CancellationToken).ConfigureAwait(false);
-                changed = true;
-                break;
-            case "off":
-                vm = _s.ReceiveEmail is { } off
-                    ? await off.DisableAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false)
-                    : await _s.Shares.SetReceiveEmailAsync(inv.Account.Id, name, false, inv.CancellationToken).ConfigureAwait(false);
+            case ("on" or "off") and var word:
+                bool on = word == "on";
+                // With a VM runtime, on makes the Maildir in the VM first; without one (tests of the command layer) only the switch flips.
+                vm = _s.ReceiveEmail is not { } mail
+                    ? await _s.Shares.SetReceiveEmailAsync(inv.Account.Id, name, on, inv.CancellationToken).ConfigureAwait(false)
+                    : on
+                        ? await mail.EnableAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false)
+                        : await mail.DisableAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false);
                 changed = true;
                 break;
             case var other:

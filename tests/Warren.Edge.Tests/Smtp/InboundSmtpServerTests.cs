@@ -46,6 +46,15 @@ public sealed class InboundSmtpServerTests : IAsyncLifetime
         return c;
     }
 
+    /// <summary>EHLO, MAIL, one accepted RCPT and DATA (354): the client is ready to send the message.</summary>
+    private static async Task OpenTransactionAsync(SmtpTestClient c, string mailArguments = "")
+    {
+        Assert.Equal(250, (await c.CommandAsync("EHLO client.example")).Code);
+        Assert.Equal(250, (await c.CommandAsync("MAIL FROM:<a@b.example>" + mailArguments)).Code);
+        Assert.Equal(250, (await c.CommandAsync("RCPT TO:<x@ok.example>")).Code);
+        Assert.Equal(354, (await c.CommandAsync("DATA")).Code);
+    }
+
     [Fact]
     public async Task Ehlo_AdvertisesExtensions()
     {
@@ -151,10 +160,7 @@ public sealed class InboundSmtpServerTests : IAsyncLifetime
         await using var c = await GreetedAsync(await StartAsync());
         Assert.Equal("500 5.5.6 line too long", (await c.CommandAsync("NOOP " + new string('x', 5000))).Text);
         Assert.Equal(250, (await c.CommandAsync("NOOP")).Code);
-        await c.CommandAsync("EHLO client.example");
-        await c.CommandAsync("MAIL FROM:<a@b.example>");
-        await c.CommandAsync("RCPT TO:<x@ok.example>");
-        await c.CommandAsync("DATA");
+        await OpenTransactionAsync(c);
         await c.SendRawAsync(new string('z', 1200) + "\r\n.\r\n");
         Assert.Equal(500, (await c.ReadReplyAsync()).Code);
         Assert.Empty(_sink.Messages);
@@ -164,10 +170,7 @@ public sealed class InboundSmtpServerTests : IAsyncLifetime
     public async Task BareLineFeed_EndsTheSession_SoNoSmuggledMessage()
     {
         await using var c = await GreetedAsync(await StartAsync());
-        await c.CommandAsync("EHLO client.example");
-        await c.CommandAsync("MAIL FROM:<a@b.example>");
-        await c.CommandAsync("RCPT TO:<x@ok.example>");
-        await c.CommandAsync("DATA");
+        await OpenTransactionAsync(c);
         // "\n.\n" must not end DATA (SMTP smuggling); the second "message" must never be taken.
         await c.SendRawAsync("first\r\n\n.\nMAIL FROM:<evil@b.example>\r\nRCPT TO:<y@ok.example>\r\nDATA\r\nsmuggled\r\n.\r\n");
         Assert.Equal(500, (await c.ReadReplyAsync()).Code);
@@ -232,10 +235,7 @@ public sealed class InboundSmtpServerTests : IAsyncLifetime
         _sink.ThrowOnDelivery = true;
         var endpoint = await StartAsync();
         await using var c = await GreetedAsync(endpoint);
-        await c.CommandAsync("EHLO client.example");
-        await c.CommandAsync("MAIL FROM:<a@b.example>");
-        await c.CommandAsync("RCPT TO:<x@ok.example>");
-        await c.CommandAsync("DATA");
+        await OpenTransactionAsync(c);
         await c.SendRawAsync("x\r\n.\r\n");
         Assert.Equal("451 4.3.0 local error in processing, try again later", (await c.ReadReplyAsync()).Text);
         await using var next = await GreetedAsync(endpoint);
