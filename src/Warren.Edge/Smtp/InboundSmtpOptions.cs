@@ -23,8 +23,11 @@ public sealed class InboundSmtpOptions
     /// <summary>Open connections from one source (an IPv4 address or an IPv6 /64); more get 421 and are closed.</summary>
     public int MaxConnectionsPerSource { get; set; } = 10;
 
-    /// <summary>Open connections in all.</summary>
-    public int MaxConnections { get; set; } = 500;
+    /// <summary>
+    /// Open connections in all. Each may hold one message of up to <see cref="MaxMessageBytes"/> (twice that while
+    /// its buffer grows), so this also bounds the memory DATA can take.
+    /// </summary>
+    public int MaxConnections { get; set; } = 100;
 
     /// <summary>Messages in one connection; then 421 and close, so one client cannot hold a session forever.</summary>
     public int MaxMessagesPerConnection { get; set; } = 100;

@@ -123,25 +123,41 @@ public sealed partial class ReceiveEmailService
 
     private string LoginUser(VmRecord vm) => vm.LoginUser ?? _options.DefaultLoginUser;
 
-    /// <summary>Header lines + message; CRLF → LF (a lone CR or LF is kept as it is).</summary>
+    /// <summary>
+    /// Header lines + message; CRLF → LF (a lone CR or LF is kept as it is). <c>DKIM-Signature</c> fields (RFC 6376
+    /// §3.5), folded lines included, are left out of the message's header section, as exe.dev documents: a signature
+    /// is a reusable credential, and the VM gets the mail without it.
+    /// </summary>
     public static byte[] Compose(string recipient, string traceHeaders, ReadOnlySpan<byte> message)
     {
         var buffer = new ArrayBufferWriter<byte>(message.Length + traceHeaders.Length + recipient.Length + 32);
         Encoding.ASCII.GetBytes("Delivered-To: " + recipient + "\n", buffer);
         Encoding.ASCII.GetBytes(traceHeaders.Replace("\r\n", "\n", StringComparison.Ordinal), buffer);
+        bool inHeader = true, dropping = false;
         while (!message.IsEmpty)
         {
-            int cr = message.IndexOf("\r\n"u8);
-            if (cr < 0)
+            int crlf = message.IndexOf("\r\n"u8);
+            var line = crlf < 0 ? message : message[..crlf];
+            message = crlf < 0 ? default : message[(crlf + 2)..];
+            if (inHeader)
             {
-                buffer.Write(message);
-                break;
+                if (line.IsEmpty) inHeader = dropping = false;
+                else if (line[0] is not ((byte)' ' or (byte)'\t')) dropping = IsField(line, "DKIM-Signature"u8);
+                // RFC 5322 §2.2.3: a line starting with white space continues the field before it.
+                if (dropping) continue;
             }
-            buffer.Write(message[..cr]);
-            buffer.Write("\n"u8);
-            message = message[(cr + 2)..];
+            buffer.Write(line);
+            if (crlf >= 0) buffer.Write("\n"u8);
         }
         return buffer.WrittenSpan.ToArray();
+    }
+
+    /// <summary>Whether a header line starts field <paramref name="name"/> (case-insensitive, RFC 5322 §1.2.2; obsolete white space before the colon allowed, §4.5).</summary>
+    private static bool IsField(ReadOnlySpan<byte> line, ReadOnlySpan<byte> name)
+    {
+        if (line.Length <= name.Length || !Ascii.EqualsIgnoreCase(line[..name.Length], name)) return false;
+        var rest = line[name.Length..].TrimStart(" \t"u8);
+        return !rest.IsEmpty && rest[0] == (byte)':';
     }
 
     private byte[] WelcomeMessage(string vmName)

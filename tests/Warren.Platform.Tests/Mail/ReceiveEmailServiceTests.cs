@@ -169,6 +169,25 @@ public sealed class ReceiveEmailServiceTests : IDisposable
         Assert.Equal("Delivered-To: r@x\nT: 1\n" + expected, Encoding.ASCII.GetString(ReceiveEmailService.Compose("r@x", "T: 1\r\n", Encoding.ASCII.GetBytes(message))));
 
     [Fact]
+    public void Compose_DropsDkimSignatures_FromTheHeaderOnly()
+    {
+        const string message =
+            "DKIM-Signature: v=1; a=rsa-sha256; d=example.com;\r\n" +
+            "\tb=AbCdEf==\r\n" +
+            "Authentication-Results: mx.example; dkim=pass\r\n" +
+            "dkim-signature : v=1; d=other.example;\r\n" +
+            "  bh=xyz\r\n" +
+            "X-DKIM-Signature: kept\r\n" +
+            "Subject: hi\r\n" +
+            "\r\n" +
+            "DKIM-Signature: in the body is text\r\n";
+        var composed = Encoding.ASCII.GetString(ReceiveEmailService.Compose("r@x", "", Encoding.ASCII.GetBytes(message)));
+        Assert.Equal(
+            "Delivered-To: r@x\nAuthentication-Results: mx.example; dkim=pass\nX-DKIM-Signature: kept\nSubject: hi\n\nDKIM-Signature: in the body is text\n",
+            composed);
+    }
+
+    [Fact]
     public async Task Command_On_Off_Json_AndOthersGetNotFound()
     {
         var h = new CommandHarness();
