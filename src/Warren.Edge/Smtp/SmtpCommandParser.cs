@@ -8,7 +8,7 @@ public enum SmtpVerb { Unknown, Helo, Ehlo, Mail, Rcpt, Data, Rset, Noop, Quit, 
 /// <summary>A mailbox as RFC 5321 §4.1.2 writes it: the local part as sent (quotes kept), and the domain.</summary>
 public sealed record SmtpAddress(string LocalPart, string Domain)
 {
-    public override string ToString() => LocalPart + "@" + Domain;
+    public override string ToString() => Domain.Length == 0 ? LocalPart : LocalPart + "@" + Domain;
 }
 
 /// <summary>A command line split into verb and argument (the text after the first space).</summary>
@@ -98,11 +98,19 @@ public static class SmtpCommandParser
         return true;
     }
 
-    /// <summary><c>TO:&lt;forward-path&gt;</c>; no parameters are offered for RCPT.</summary>
+    /// <summary>
+    /// <c>TO:&lt;forward-path&gt;</c>, or <c>TO:&lt;Postmaster&gt;</c> without a domain (RFC 5321 §4.1.1.3, §4.5.1), which
+    /// comes back with an empty domain. No parameters are offered for RCPT.
+    /// </summary>
     public static bool TryParseRcptTo(string argument, out SmtpAddress? recipient, out SmtpReply error)
     {
         int pos = 0;
-        if (!TryKeyword(argument, "TO:", ref pos) || !TryParsePath(argument, ref pos, allowNull: false, out recipient) || recipient is null)
+        if (TryKeyword(argument, "TO:", ref pos) && argument.AsSpan(pos).StartsWith("<Postmaster>", StringComparison.OrdinalIgnoreCase))
+        {
+            recipient = new SmtpAddress(argument.Substring(pos + 1, "Postmaster".Length), "");
+            pos += "<Postmaster>".Length;
+        }
+        else if (!TryKeyword(argument, "TO:", ref pos) || !TryParsePath(argument, ref pos, allowNull: false, out recipient) || recipient is null)
         {
             recipient = null;
             error = BadRecipientSyntax;

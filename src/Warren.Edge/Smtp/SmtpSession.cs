@@ -65,14 +65,24 @@ internal sealed class SmtpSession
         }
         catch (TimeoutException)
         {
+            // The peer did not take close_notify within 5 seconds: the connection just ends.
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
             await TryFinalReplyAsync(SmtpReply.ShuttingDown).ConfigureAwait(false);
         }
+        catch (OperationCanceledException)
+        {
+            // The TLS handshake took longer than TlsHandshakeTimeout: the connection just ends.
+        }
         catch (Exception e) when (e is IOException or AuthenticationException or ObjectDisposedException)
         {
             // The peer went away or broke TLS: nothing to answer.
+        }
+        finally
+        {
+            if (!ReferenceEquals(_stream, _network))
+                await _stream.DisposeAsync().ConfigureAwait(false);
         }
     }
 

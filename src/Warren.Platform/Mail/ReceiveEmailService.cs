@@ -32,6 +32,12 @@ public sealed partial class ReceiveEmailService
     private readonly IEmailSender? _email;
     private readonly ILogger _log;
 
+    /// <summary>
+    /// One delivery per VM at a time: the count of <c>new/</c> and the write are then one step, so concurrent
+    /// messages cannot together pass <see cref="Maildir.MaxNewMessages"/>.
+    /// </summary>
+    private readonly KeyedLock _mailboxes = new();
+
     public ReceiveEmailService(VmService vms, ShareService shares, AccountService accounts, IVmRuntime runtime,
         PlatformOptions options, TimeProvider time, IEmailSender? email = null, ILogger<ReceiveEmailService>? log = null)
     {
@@ -58,12 +64,16 @@ public sealed partial class ReceiveEmailService
         if (vm.State != VmState.Running)
             throw new PlatformException(PlatformErrorCodes.VmNotRunning,
                 $"VM \"{vm.Name}\" is {vm.State.ToWire()}; start it to turn on e-mail (the Maildir is made inside it)");
-        await _maildir.CreateAsync(vm.Id, LoginUser(vm), ct).ConfigureAwait(false);
-        var updated = await _shares.SetReceiveEmailAsync(accountId, vm.Name, true, ct).ConfigureAwait(false);
-        if (!vm.ReceiveEmail)
+        VmRecord updated;
+        using (await _mailboxes.AcquireAsync(vm.Id, ct).ConfigureAwait(false))
         {
-            var outcome = await _maildir.DeliverAsync(vm.Id, LoginUser(vm), vm.Name, WelcomeMessage(vm.Name), ct).ConfigureAwait(false);
-            if (outcome != MaildirOutcome.Delivered) LogWelcomeNotDelivered(_log, vm.Name, outcome.ToString());
+            await _maildir.CreateAsync(vm.Id, LoginUser(vm), ct).ConfigureAwait(false);
+            updated = await _shares.SetReceiveEmailAsync(accountId, vm.Name, true, ct).ConfigureAwait(false);
+            if (!vm.ReceiveEmail)
+            {
+                var outcome = await _maildir.DeliverAsync(vm.Id, LoginUser(vm), vm.Name, WelcomeMessage(vm.Name), ct).ConfigureAwait(false);
+                if (outcome != MaildirOutcome.Delivered) LogWelcomeNotDelivered(_log, vm.Name, outcome.ToString());
+            }
         }
         LogSwitched(_log, vm.Name, "on");
         return updated;
@@ -85,12 +95,15 @@ public sealed partial class ReceiveEmailService
     public async Task<MaildirOutcome> DeliverAsync(VmRecord vm, string recipient, string traceHeaders, ReadOnlyMemory<byte> message, CancellationToken ct = default)
     {
         var bytes = Compose(recipient, traceHeaders, message.Span);
-        var outcome = await _maildir.DeliverAsync(vm.Id, LoginUser(vm), vm.Name, bytes, ct).ConfigureAwait(false);
-        if (outcome == MaildirOutcome.Full)
-            await TurnOffFullMailboxAsync(vm, ct).ConfigureAwait(false);
-        else
-            LogDelivery(_log, vm.Name, outcome.ToString(), message.Length);
-        return outcome;
+        using (await _mailboxes.AcquireAsync(vm.Id, ct).ConfigureAwait(false))
+        {
+            var outcome = await _maildir.DeliverAsync(vm.Id, LoginUser(vm), vm.Name, bytes, ct).ConfigureAwait(false);
+            if (outcome == MaildirOutcome.Full)
+                await TurnOffFullMailboxAsync(vm, ct).ConfigureAwait(false);
+            else
+                LogDelivery(_log, vm.Name, outcome.ToString(), message.Length);
+            return outcome;
+        }
     }
 
     private async Task TurnOffFullMailboxAsync(VmRecord vm, CancellationToken ct)

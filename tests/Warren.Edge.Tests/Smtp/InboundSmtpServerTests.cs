@@ -74,6 +74,7 @@ public sealed class InboundSmtpServerTests : IAsyncLifetime
         Assert.Equal(250, (await c.CommandAsync("MAIL FROM:<a@sender.example> BODY=8BITMIME SIZE=100")).Code);
         Assert.Equal(250, (await c.CommandAsync("RCPT TO:<x@ok.example>")).Code);
         Assert.Equal("550 5.1.1 mailbox unavailable", (await c.CommandAsync("RCPT TO:<x@elsewhere.example>")).Text);
+        Assert.Equal(550, (await c.CommandAsync("RCPT TO:<Postmaster>")).Code);
         Assert.Equal(354, (await c.CommandAsync("DATA")).Code);
         await c.SendRawAsync("Subject: hi\r\n\r\n..leading dot\r\nline two\r\n.\r\n");
         var done = await c.ReadReplyAsync();

@@ -85,13 +85,20 @@ public sealed class SmtpCommandParserTests
     [Theory]
     [InlineData("TO:<>")]
     [InlineData("TO:<a@b.example> NOTIFY=NEVER")]
-    [InlineData("TO:<Postmaster>")]
     [InlineData("TO:")]
     public void RcptTo_Invalid(string argument)
     {
         Assert.False(SmtpCommandParser.TryParseRcptTo(argument, out var recipient, out var error));
         Assert.Null(recipient);
         Assert.True(error.Code >= 500, error.ToString());
+    }
+
+    [Fact]
+    public void RcptTo_Postmaster_WithoutDomain_IsSyntacticallyValid()
+    {
+        Assert.True(SmtpCommandParser.TryParseRcptTo("TO:<postMaster>", out var recipient, out _));
+        Assert.Equal(new SmtpAddress("postMaster", ""), recipient);
+        Assert.False(SmtpCommandParser.TryParseRcptTo("TO:<Postmaster> X=1", out _, out _));
     }
 
     [Theory]

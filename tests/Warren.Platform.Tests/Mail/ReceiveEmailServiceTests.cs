@@ -129,6 +129,21 @@ public sealed class ReceiveEmailServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task ConcurrentDeliveries_CannotTogetherPassTheLimit()
+    {
+        var (owner, vm) = await VmAsync();
+        vm = await _mail.EnableAsync(owner.Id, "web");
+        string newDir = Path.Combine(MaildirOf(vm), "new");
+        for (int i = Directory.GetFiles(newDir).Length; i < Maildir.MaxNewMessages - 1; i++)
+            File.WriteAllText(Path.Combine(newDir, $"filler{i}"), "x");
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, 5).Select(i =>
+            Task.Run(() => _mail.DeliverAsync(vm, $"r{i}@web.box.localhost", "", "x\r\n"u8.ToArray()))));
+        Assert.Equal(1, outcomes.Count(o => o == MaildirOutcome.Delivered));
+        Assert.Equal(4, outcomes.Count(o => o == MaildirOutcome.Full));
+        Assert.Equal(Maildir.MaxNewMessages, Directory.GetFiles(newDir).Length);
+    }
+
+    [Fact]
     public async Task UnreachableVm_IsATemporaryFailure()
     {
         var (owner, vm) = await VmAsync();
