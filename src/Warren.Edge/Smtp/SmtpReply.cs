@@ -7,7 +7,6 @@ namespace Warren.Edge.Smtp;
 public readonly record struct SmtpReply(int Code, string? Enhanced, string Text)
 {
     public bool IsPositive => Code is >= 200 and < 400;
-    public bool IsTransient => Code is >= 400 and < 500;
 
     public override string ToString() => Enhanced is null ? $"{Code} {Text}" : $"{Code} {Enhanced} {Text}";
 

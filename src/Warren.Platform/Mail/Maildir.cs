@@ -56,7 +56,7 @@ public sealed class Maildir
         mkdir -p "$d/new" "$d/cur" "$d/tmp" || exit 74
         """;
 
-    /// <summary>$1 = unique file name, $2 = limit. Counts new/, writes stdin to tmp/$1, renames it into new/.</summary>
+    /// <summary>$1 = unique file name, $2 = limit. Counts new/, writes stdin to tmp/$1, renames it into new/. Exits 0, 75 (<see cref="ExitFull"/>) or 74 (<see cref="ExitWriteFailed"/>).</summary>
     internal const string DeliverScript = """
         d="$HOME/Maildir"
         [ -d "$d/new" ] && [ -d "$d/tmp" ] || { umask 077; mkdir -p "$d/new" "$d/cur" "$d/tmp" || exit 74; }
