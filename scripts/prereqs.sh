@@ -19,6 +19,8 @@ want haproxy
 want busybox-static
 want debootstrap          # builds the default VM image rootfs (scripts/build-images.sh)
 want swaks
+want libnet-ssleay-perl    # swaks --tls (STARTTLS tests of the SMTP front door)
+want exim4-daemon-light   # a real MTA relaying to the SMTP front door in the inbound mail e2e test
 want tmux
 want iproute2
 # VM isolation: the daemon's packet-filter table (nft), VM disk images (mke2fs, resize2fs, chattr; losetup and

@@ -49,7 +49,8 @@ public static class Composition
             // Deferred: the HTTPS front door's issuer depends (through /exec) on the dispatcher itself.
             sp.GetRequiredService<IServiceProviderIsService>().IsService(typeof(ILoginLinkIssuer)) ? new DeferredLoginLinkIssuer(sp) : null,
             sp.GetService<IEmailSender>(),
-            sp.GetService<Warren.Platform.Audit.AuditLog>()));
+            sp.GetService<Warren.Platform.Audit.AuditLog>(),
+            sp.GetService<Warren.Platform.Mail.ReceiveEmailService>()));
         services.TryAddSingleton<CommandDispatcher>();
         services.TryAddSingleton(sp => new CommandCompleter(sp.GetRequiredService<PlatformIndex>()));
         services.TryAddSingleton<InteractiveShell>();

@@ -144,6 +144,7 @@ namespace Warren
             builder.Services.AddWarrenDockerRuntime(configuration);
             builder.Services.AddWarrenSshFrontDoor(configuration);
             builder.AddWarrenWebAndDns(configuration);
+            builder.Services.AddWarrenInboundMail(configuration);
 
             var app = builder.Build();
             app.UseWarrenWeb();
@@ -164,6 +165,7 @@ namespace Warren
                   VM addresses    {slots} on port {o.SshPort}
                   DNS             {o.ControlLocalIp}:{configuration["Warren:DnsPort"] ?? "5353"} for {o.VmDomain}
                   HTTPS           https://{o.ControlHost}:{o.HttpsPort}/  and  https://NAME.{o.VmDomain}:{o.HttpsPort}/
+                  SMTP            {(MailComposition.SmtpPort(configuration) > 0 ? $"{o.ControlLocalIp}:{MailComposition.SmtpPort(configuration)} (MX {MailComposition.MailExchangeHost(configuration, o)}) for anything@NAME.{o.VmDomain}" : "off")}
                   data            {Path.GetFullPath(o.DataDirectory)}
                   sign-up         {SignupMode(o, configuration)}
                 First account:    ./warren user add --email you@example.com --ssh-key-file ~/.ssh/id_ed25519.pub

@@ -29,6 +29,7 @@ public static class WebComposition
             o.VmDomain = platform.VmDomain;
             o.ControlHost = platform.ControlHost;
             o.ControlHostAddress = IPAddress.Parse(platform.ControlPublicIp ?? platform.ControlLocalIp);
+            if (MailComposition.SmtpPort(configuration) > 0) o.MailExchangeHost = MailComposition.MailExchangeHost(configuration, platform);
         });
 
         // VM names resolve to slot addresses, so the web front door listens there too.

@@ -13,6 +13,9 @@ namespace Warren.Edge.Dns;
 /// <item>the control host: A/AAAA of <see cref="DnsServerOptions.ControlHostAddress"/>; its own SOA/NS when outside the VM domain.</item>
 /// <item><c>sNNN.&lt;vm-domain&gt;</c> (any label the source knows as a slot): A/AAAA of the slot.</item>
 /// <item><c>NAME.&lt;vm-domain&gt;</c>: CNAME to the slot name (or to the control host when the VM has no slot), plus the target's address record in the same answer (RFC 1034 §4.3.2 step 3a).</item>
+/// <item>MX (when <see cref="DnsServerOptions.MailExchangeHost"/> is set): on the control host and on each slot name; a
+/// VM name, being a CNAME (which has no other data, RFC 1034 §3.6.2), answers an MX query with the CNAME and its
+/// target's MX, so mail to <c>x@NAME.&lt;vm-domain&gt;</c> finds the exchanger (RFC 5321 §5.1).</item>
 /// <item>anything else in a zone: NXDOMAIN with the SOA in the authority section (RFC 2308 §3); outside: REFUSED without AA.</item>
 /// </list>
 /// </remarks>
@@ -32,6 +35,9 @@ internal sealed class DnsAuthority
     public const uint SoaRetrySeconds = 600;
     public const uint SoaExpireSeconds = 1209600;
 
+    /// <summary>MX PREFERENCE (RFC 1035 §3.3.9). There is one exchanger, so the value only has to be valid.</summary>
+    public const ushort MailExchangePreference = 10;
+
     private readonly IDnsZoneSource _source;
     private readonly string _vmZone;
     private readonly string _controlHost;
@@ -39,6 +45,7 @@ internal sealed class DnsAuthority
     private readonly bool _controlHostIsOwnZone;
     private readonly string _nameServer;
     private readonly string? _hostmaster;
+    private readonly string? _mailExchange;
     private readonly uint _serial;
 
     public DnsAuthority(DnsServerOptions options, IDnsZoneSource source, TimeProvider time)
@@ -50,6 +57,7 @@ internal sealed class DnsAuthority
         _controlHostIsOwnZone = !IsAtOrBelow(_controlHost, _vmZone);
         _nameServer = Normalize(options.NameServerHost ?? options.ControlHost);
         _hostmaster = options.HostmasterMailbox is null ? null : Normalize(options.HostmasterMailbox);
+        _mailExchange = string.IsNullOrWhiteSpace(options.MailExchangeHost) ? null : Normalize(options.MailExchangeHost);
         // The data changes continuously and nobody transfers the zone; the start time is a serial that
         // increases across restarts (RFC 1982 arithmetic wraps in 2106).
         _serial = (uint)time.GetUtcNow().ToUnixTimeSeconds();
@@ -75,6 +83,7 @@ internal sealed class DnsAuthority
             AddApexRecordsIfApex(answer, name, zone, qtype);
             if (Wants(qtype, _controlAddress))
                 answer.Answer.Add(new DnsAddressRecord(name, RecordTtlSeconds, _controlAddress));
+            await AddMailExchangeAsync(answer, name, qtype, ct).ConfigureAwait(false);
             return Finish(answer, zone);
         }
 
@@ -94,6 +103,7 @@ internal sealed class DnsAuthority
         {
             if (Wants(qtype, slotAddress))
                 answer.Answer.Add(new DnsAddressRecord(name, RecordTtlSeconds, slotAddress));
+            await AddMailExchangeAsync(answer, name, qtype, ct).ConfigureAwait(false);
             return Finish(answer, zone);
         }
 
@@ -119,7 +129,27 @@ internal sealed class DnsAuthority
         // RFC 1034 §4.3.2 3a: restart at the CNAME target, which is ours too.
         if (targetAddress is not null && Wants(qtype, targetAddress))
             answer.Answer.Add(new DnsAddressRecord(target, RecordTtlSeconds, targetAddress));
+        await AddMailExchangeAsync(answer, target, qtype, ct).ConfigureAwait(false);
         return Finish(answer, zone);
+    }
+
+    /// <summary>The MX of <paramref name="owner"/> for an MX or ANY query, with the exchanger's address as additional data when it is ours (RFC 1035 §3.3.9).</summary>
+    private async ValueTask AddMailExchangeAsync(DnsAnswer answer, string owner, ushort qtype, CancellationToken ct)
+    {
+        if (_mailExchange is null || qtype is not (DnsWire.TypeMx or DnsWire.TypeAny))
+            return;
+        answer.Answer.Add(new DnsMxRecord(owner, RecordTtlSeconds, MailExchangePreference, _mailExchange));
+        IPAddress? address = null;
+        if (_mailExchange == _controlHost)
+            address = _controlAddress;
+        else if (IsAtOrBelow(_mailExchange, _vmZone) && _mailExchange != _vmZone)
+        {
+            string label = _mailExchange[..(_mailExchange.Length - _vmZone.Length - 1)];
+            if (!label.Contains('.'))
+                address = await _source.FindSlotAddressAsync(label, ct).ConfigureAwait(false);
+        }
+        if (address is not null && !answer.Additional.Any(r => r.Owner == _mailExchange))
+            answer.Additional.Add(new DnsAddressRecord(_mailExchange, RecordTtlSeconds, address));
     }
 
     private void AddApexRecordsIfApex(DnsAnswer answer, string name, string zone, ushort qtype)

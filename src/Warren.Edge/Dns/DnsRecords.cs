@@ -13,6 +13,9 @@ internal sealed record DnsAddressRecord(string Owner, uint Ttl, IPAddress Addres
 /// <summary>CNAME (RFC 1035 §3.3.1) or NS (§3.3.11): RDATA is one domain name.</summary>
 internal sealed record DnsNameRecord(string Owner, ushort Type, uint Ttl, string Target) : DnsRecord(Owner, Type, Ttl);
 
+/// <summary>MX (RFC 1035 §3.3.9): PREFERENCE, then the exchange's domain name.</summary>
+internal sealed record DnsMxRecord(string Owner, uint Ttl, ushort Preference, string Exchange) : DnsRecord(Owner, DnsWire.TypeMx, Ttl);
+
 /// <summary>SOA. RFC 1035 §3.3.13; MINIMUM is the negative-caching TTL (RFC 2308 §4).</summary>
 internal sealed record DnsSoaRecord(
     string Owner, uint Ttl, string MName, string RName, uint Serial, uint Refresh, uint Retry, uint Expire, uint Minimum)

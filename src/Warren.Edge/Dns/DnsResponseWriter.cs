@@ -86,6 +86,10 @@ internal sealed class DnsResponseWriter
             case DnsNameRecord n:
                 WriteName(n.Target);
                 break;
+            case DnsMxRecord mx:
+                WriteUInt16(mx.Preference);
+                WriteName(mx.Exchange);
+                break;
             case DnsSoaRecord s:
                 WriteName(s.MName);
                 WriteName(s.RName);

@@ -20,6 +20,13 @@ public sealed class DnsServerOptions
     /// <summary>The name in NS records and the SOA MNAME. Defaults to <see cref="ControlHost"/>.</summary>
     public string? NameServerHost { get; set; }
 
+    /// <summary>
+    /// The mail exchanger (MX target) for VM names, slot names and the control host: the host name whose address
+    /// the SMTP front door listens on. Null: no MX records. When it is the control host or a slot name, its address
+    /// goes in the additional section; any other name must resolve elsewhere.
+    /// </summary>
+    public string? MailExchangeHost { get; set; }
+
     /// <summary>The SOA RNAME as a domain name (<c>hostmaster.box.localhost</c>). Defaults to <c>hostmaster.&lt;zone&gt;</c>.</summary>
     public string? HostmasterMailbox { get; set; }
 }

@@ -51,6 +51,7 @@ internal static class DnsWire
     public const ushort TypeNs = 2;
     public const ushort TypeCname = 5;
     public const ushort TypeSoa = 6;
+    public const ushort TypeMx = 15;
     public const ushort TypeAaaa = 28;
     public const ushort TypeOpt = 41;
     public const ushort TypeIxfr = 251;

@@ -134,7 +134,7 @@ public static class CommandCatalog
                     new("remove", "Stop sharing with a person", "VM EMAIL") { Args = [ArgKind.Vm, ArgKind.None] },
                     new("add-link", "Create a share link", "VM") { Args = [ArgKind.Vm], Aliases = ["add-share-link"] },
                     new("remove-link", "Remove a share link", "VM TOKEN") { Args = [ArgKind.Vm, ArgKind.None], Aliases = ["remove-share-link"], SecretArgs = [1] },
-                    new("receive-email", "Show or switch mail delivery to the VM", "VM [on|off]") { Args = [ArgKind.Vm, ArgKind.None] },
+                    new("receive-email", "Show or switch mail delivery to the VM", "VM [on|off]") { Args = [ArgKind.Vm, ArgKind.None], Details = "With on, mail to anything@VM.<vm-domain> is written to ~/Maildir/new/ of the VM's login user (Maildir format, a Delivered-To: header first). The VM must be running. Receiving stops by itself at 1000 unread files in ~/Maildir/new/." },
                 ],
             },
             new("browser", "Print a one-time link that logs your browser in"),

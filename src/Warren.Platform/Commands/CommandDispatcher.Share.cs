@@ -20,7 +20,6 @@ public sealed partial class CommandDispatcher
         _handlers["share remove"] = ShareRemoveAsync;
         _handlers["share add-link"] = ShareAddLinkAsync;
         _handlers["share remove-link"] = ShareRemoveLinkAsync;
-        _handlers["share receive-email"] = ShareReceiveEmailAsync;
     }
 
     private static string ShareWord(bool isPublic) => isPublic ? "public" : "private";
@@ -181,35 +180,6 @@ public sealed partial class CommandDispatcher
         await _s.Shares.RemoveLinkAsync(inv.Account.Id, name, token, inv.CancellationToken).ConfigureAwait(false);
         if (inv.Json) inv.WriteJson(new JsonObject { ["status"] = "success", ["vm_name"] = name, ["message"] = "Share link removed" });
         else inv.Line("Share link removed");
-        return 0;
-    }
-
-    private async Task<int> ShareReceiveEmailAsync(Invocation inv)
-    {
-        string name = VmArg(inv, 0);
-        inv.MaxArgs(2);
-        VmRecord vm;
-        bool changed = false;
-        switch (inv.OptionalArg(1))
-        {
-            case null:
-                vm = await _s.Vms.GetByNameAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false);
-                break;
-            case ("on" or "off") and var v:
-                vm = await _s.Shares.SetReceiveEmailAsync(inv.Account.Id, name, v == "on", inv.CancellationToken).ConfigureAwait(false);
-                changed = true;
-                break;
-            case var other:
-                throw inv.Usage($"expected on or off, got \"{other}\"");
-        }
-        string address = $"anything@{Host(vm.Name)}";
-        if (inv.Json)
-        {
-            var o = new JsonObject { ["vm_name"] = vm.Name, ["email_enabled"] = vm.ReceiveEmail, ["email_address"] = address };
-            if (changed) o["status"] = "updated";
-            inv.WriteJson(o);
-        }
-        else inv.Line(vm.ReceiveEmail ? $"{vm.Name} receives e-mail at {address}" : $"{vm.Name} does not receive e-mail");
         return 0;
     }
 }

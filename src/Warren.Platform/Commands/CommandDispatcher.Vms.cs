@@ -169,6 +169,8 @@ public sealed partial class CommandDispatcher
         o["image"] = v.Image;
         o["tags"] = Invocation.Array(v.Tags);
         if (v.Comment.Length > 0) o["comment"] = v.Comment;
+        // Present only when on, so the default shape stays exe.dev's (like "comment").
+        if (v.ReceiveEmail) o["email_enabled"] = true;
         o["created_at"] = Invocation.Rfc3339(v.CreatedAt);
         o["allocated_cpus"] = v.Cpus;
         o["memory_capacity_bytes"] = v.MemoryBytes;

@@ -219,6 +219,7 @@ public sealed partial class CommandDispatcher
         RegisterAccountHandlers();
         RegisterVmHandlers();
         RegisterShareHandlers();
+        RegisterMailHandlers();
     }
 
     private Task<int> ExitAsync(Invocation inv)

@@ -2,6 +2,7 @@ using Warren.Platform.Accounts;
 using Warren.Platform.Addressing;
 using Warren.Platform.Audit;
 using Warren.Platform.Interactive;
+using Warren.Platform.Mail;
 using Warren.Platform.Sharing;
 using Warren.Platform.Stats;
 using Warren.Platform.Tokens;
@@ -24,7 +25,8 @@ public sealed class CommandServices
         TimeProvider time,
         ILoginLinkIssuer? loginLinks = null,
         IEmailSender? email = null,
-        AuditLog? audit = null)
+        AuditLog? audit = null,
+        ReceiveEmailService? receiveEmail = null)
     {
         Options = options;
         Accounts = accounts;
@@ -38,6 +40,7 @@ public sealed class CommandServices
         LoginLinks = loginLinks;
         Email = email;
         Audit = audit;
+        ReceiveEmail = receiveEmail;
     }
 
     public PlatformOptions Options { get; }
@@ -58,4 +61,7 @@ public sealed class CommandServices
 
     /// <summary>Every command run is recorded here (arguments redacted); null = not audited.</summary>
     public AuditLog? Audit { get; }
+
+    /// <summary><c>share receive-email on|off</c> (Maildir in the VM); null without a VM runtime (the offline CLI).</summary>
+    public ReceiveEmailService? ReceiveEmail { get; }
 }

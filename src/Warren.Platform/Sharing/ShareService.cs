@@ -236,7 +236,8 @@ public sealed class ShareService
             WHERE s.vm_id = @vmId AND a.id = @accountId AND s.status = 'active' {(sshOnly ? "AND s.ssh = 1" : "")}
             """, new { vmId, accountId }) > 0, ct);
 
-    private async Task<VmRecord> OwnedAsync(string ownerAccountId, string vmName, CancellationToken ct)
+    /// <summary>The caller's VM, or exe.dev's "not found or access denied" for anyone else's (also used by receive-email).</summary>
+    internal async Task<VmRecord> OwnedAsync(string ownerAccountId, string vmName, CancellationToken ct)
     {
         var n = VmNames.Normalize(vmName, _options.VmDomain);
         var vm = await _db.ReadAsync(c => VmStore.GetByNameAsync(c, null, n), ct);
