@@ -5,6 +5,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http;
 using Warren.Edge.Tls;
+using Warren.Ssh.Server;
 
 namespace Warren.Edge.Smtp;
 
