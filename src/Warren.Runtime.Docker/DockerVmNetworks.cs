@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using Docker.DotNet;
 using Docker.DotNet.Models;
