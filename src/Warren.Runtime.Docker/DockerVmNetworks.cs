@@ -186,6 +186,14 @@ internal sealed partial class DockerVmNetworks
                 {
                     await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt), ct);
                 }
+                catch (DockerApiException e)
+                {
+                    throw new DockerRuntimeException(DockerRuntimeErrors.EngineError, $"cannot remove network {n.Name} of VM {vmId}: {(int)e.StatusCode}", e);
+                }
+                catch (HttpRequestException e)
+                {
+                    throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
+                }
             }
         }
     }
