@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Net;
 using Docker.DotNet;
 using Docker.DotNet.Models;
@@ -186,6 +185,14 @@ internal sealed partial class DockerVmNetworks
                 catch (DockerApiException e) when (e.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.Conflict && attempt < RemoveAttempts)
                 {
                     await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt), ct);
+                }
+                catch (DockerApiException e)
+                {
+                    throw new DockerRuntimeException(DockerRuntimeErrors.EngineError, $"cannot remove network {n.Name} of VM {vmId}: {(int)e.StatusCode}", e);
+                }
+                catch (HttpRequestException e)
+                {
+                    throw new DockerRuntimeException(DockerRuntimeErrors.EngineUnavailable, $"container engine unavailable: {e.Message}", e);
                 }
             }
         }

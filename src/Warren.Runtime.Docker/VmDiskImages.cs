@@ -10,9 +10,10 @@ namespace Warren.Runtime.Docker;
 /// a VM cannot write past its size (ENOSPC), whatever the engine's storage driver. Host tools: mke2fs, mount/umount,
 /// losetup, resize2fs (e2fsprogs, util-linux, mount) and chattr.
 /// <para>Crash safety: an image is built as <c>.partial</c> and renamed when complete, so an interrupted create leaves
-/// only a file <see cref="RemovePartials"/> deletes. The mount point directory is made immutable (chattr +i) while
-/// nothing is mounted on it, so a container the engine starts before the image is mounted (host reboot: the restart
-/// policy runs before Warren) gets a /data it cannot write to, rather than writing to the host's disk unbounded.</para>
+/// only a file <see cref="RemovePartials"/> deletes. The mount point directory is made immutable (chattr +i, where the
+/// host filesystem supports it) while nothing is mounted on it, so a container the engine starts before the image is
+/// mounted (host reboot: the restart policy runs before Warren) gets a /data it cannot write to, rather than writing to
+/// the host's disk unbounded.</para>
 /// </summary>
 internal sealed class VmDiskImages(string directory)
 {
@@ -58,7 +59,9 @@ internal sealed class VmDiskImages(string directory)
         string mount = MountPath(vmId);
         if (System.IO.Directory.Exists(mount)) return;
         System.IO.Directory.CreateDirectory(mount);
-        await RunAsync("chattr", ["+i", mount], ct);
+        // Best effort: a data directory on a filesystem without inode flags (FS_IOC_SETFLAGS) still works, only
+        // without this guard for the window before start-up remounts.
+        await HostCommand.RunAsync("chattr", ["+i", mount], ct: ct);
     }
 
     /// <summary>Makes the image (when missing) and mounts it (when not mounted). Idempotent.</summary>
@@ -161,7 +164,7 @@ internal sealed class VmDiskImages(string directory)
         File.Delete(ImagePath(vmId));
         if (System.IO.Directory.Exists(mount))
         {
-            await RunAsync("chattr", ["-i", mount], ct);
+            await HostCommand.RunAsync("chattr", ["-i", mount], ct: ct);
             System.IO.Directory.Delete(mount);
         }
     }

@@ -54,6 +54,13 @@ public sealed class HostNetworkOptions
     public string[] HostServices { get; set; } = [];
 
     /// <summary>
+    /// Front-door ports VMs may reach on any of the host's addresses, as <c>tcp/PORT</c>, the way any client on the
+    /// internet reaches them (e.g. <c>tcp/443</c>, so a VM can fetch another VM's public site through the HTTPS front
+    /// door and its access checks). Empty by default.
+    /// </summary>
+    public string[] PublicServices { get; set; } = [];
+
+    /// <summary>
     /// The hook for a metadata service at 169.254.169.254:80 (the address clouds use): when true, VM traffic to it
     /// passes the deny list (whatever answers it on the host must then be added). False: denied like the rest of
     /// 169.254/16.

@@ -15,7 +15,8 @@ namespace Warren.Runtime.HostNetwork;
 /// <item>forward: VM → any other VM rejected; VM → <see cref="HostNetworkOptions.DenyDestinations"/> rejected (except
 ///   port 53 of the configured resolvers and, when served, the metadata address); IPv6 from VMs dropped;</item>
 /// <item>input (VM → the host itself, any of its addresses): only replies to connections the host opened (the front
-///   doors reaching VM ports) and <see cref="HostNetworkOptions.HostServices"/> at the VM's gateway address.</item>
+///   doors reaching VM ports), <see cref="HostNetworkOptions.HostServices"/> at the VM's gateway address and
+///   <see cref="HostNetworkOptions.PublicServices"/> on any host address.</item>
 /// </list>
 /// The rules are replaced atomically (one nft transaction) and left in place when VMs go: they match only this
 /// installation's bridges, so with no VMs they match nothing.
@@ -25,6 +26,7 @@ public sealed class VmFirewall
     private readonly HostNetworkOptions _options;
     private readonly List<IPNetwork> _deny = [];
     private readonly List<(string Protocol, int Port)> _hostServices = [];
+    private readonly List<(string Protocol, int Port)> _publicServices = [];
     private readonly string _instanceHash;
 
     public VmFirewall(HostNetworkOptions options, string instance)
@@ -40,7 +42,8 @@ public sealed class VmFirewall
             // VMs have no IPv6 at all (dropped below), so only IPv4 ranges need listing.
             if (net.BaseAddress.AddressFamily == AddressFamily.InterNetwork) _deny.Add(net);
         }
-        foreach (var service in options.HostServices) _hostServices.Add(ParseService(service));
+        foreach (var service in options.HostServices) _hostServices.Add(ParseService(service, nameof(options.HostServices)));
+        foreach (var service in options.PublicServices) _publicServices.Add(ParseService(service, nameof(options.PublicServices)));
         DnsServers = ResolveDnsServers(options.DnsServers);
     }
 
@@ -105,6 +108,8 @@ public sealed class VmFirewall
         s.Append($"\t\t{vm} ct state established,related accept comment \"replies to the front doors\"\n");
         foreach (var (protocol, port) in _hostServices)
             s.Append($"\t\t{vm} fib daddr . iif type local {protocol} dport {port.ToString(CultureInfo.InvariantCulture)} accept comment \"host service\"\n");
+        foreach (var (protocol, port) in _publicServices)
+            s.Append($"\t\t{vm} fib daddr type local {protocol} dport {port.ToString(CultureInfo.InvariantCulture)} accept comment \"front door\"\n");
         if (_options.MetadataServed)
             s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} tcp dport {HostNetworkOptions.MetadataPort} accept comment \"metadata\"\n");
         s.Append($"\t\t{vm} counter reject with icmpx type admin-prohibited comment \"the host is closed to VMs\"\n");
@@ -148,13 +153,13 @@ public sealed class VmFirewall
 
     private static string Digest(string body) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(body)))[..16];
 
-    internal static (string Protocol, int Port) ParseService(string text)
+    internal static (string Protocol, int Port) ParseService(string text, string setting)
     {
         var parts = (text ?? "").Trim().Split('/');
         if (parts.Length == 2 && parts[0] is "tcp" or "udp"
             && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int port) && port is > 0 and < 65536)
             return (parts[0], port);
-        throw new ArgumentException($"Warren:Network:HostServices: '{text}' is not tcp/PORT or udp/PORT");
+        throw new ArgumentException($"Warren:Network:{setting}: '{text}' is not tcp/PORT or udp/PORT");
     }
 
     /// <summary>Configured resolvers, else the host's non-loopback ones (a loopback resolver means nothing inside a VM), else public ones.</summary>

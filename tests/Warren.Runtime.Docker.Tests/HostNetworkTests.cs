@@ -73,7 +73,7 @@ public sealed class HostNetworkTests
     [Fact]
     public void Ruleset_FencesTheInstallationsBridges_AndNothingElse()
     {
-        var firewall = new VmFirewall(new HostNetworkOptions { DnsServers = ["10.255.255.53"], HostServices = ["udp/53"] }, "inst-1");
+        var firewall = new VmFirewall(new HostNetworkOptions { DnsServers = ["10.255.255.53"], HostServices = ["udp/53"], PublicServices = ["tcp/443"] }, "inst-1");
         string rules = firewall.BuildRuleset();
         Assert.StartsWith("wv", firewall.InterfacePrefix);
         Assert.Equal(7, firewall.InterfacePrefix.Length);
@@ -83,6 +83,7 @@ public sealed class HostNetworkTests
         Assert.Contains("10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 169.254.0.0/16", rules);
         Assert.Contains("elements = { 10.255.255.53 }", rules);
         Assert.Contains("fib daddr . iif type local udp dport 53 accept", rules);
+        Assert.Contains("fib daddr type local tcp dport 443 accept", rules);
         Assert.DoesNotContain("169.254.169.254", rules);
         Assert.Contains("169.254.169.254 tcp dport 80 accept",
             new VmFirewall(new HostNetworkOptions { MetadataServed = true, DnsServers = ["1.1.1.1"] }, "inst-1").BuildRuleset());
@@ -103,6 +104,7 @@ public sealed class HostNetworkTests
                 new HostNetworkOptions { DenyDestinations = [text], DnsServers = ["1.1.1.1"] },
                 new HostNetworkOptions { DnsServers = [text] },
                 new HostNetworkOptions { HostServices = [text], DnsServers = ["1.1.1.1"] },
+                new HostNetworkOptions { PublicServices = [text], DnsServers = ["1.1.1.1"] },
             })
             {
                 string rules;
@@ -141,7 +143,7 @@ public sealed class HostNetworkTests
     private static int CountOf(string s, char c) => s.Count(x => x == c);
 
     /// <summary>A valid host service adds one rule line with fixed punctuation.</summary>
-    private static int Extra(HostNetworkOptions options, char c) => options.HostServices.Length == 0 ? 0 : c switch
+    private static int Extra(HostNetworkOptions options, char c) => options.HostServices.Length + options.PublicServices.Length == 0 ? 0 : c switch
     {
         '"' => 4,
         '\n' => 1,

@@ -138,14 +138,8 @@ public sealed class VmIsolationTests(ITestOutputHelper output) : IAsyncLifetime
         string vm = await CreateVmAsync(runtime);
         var address = await runtime.GetAddressAsync(vm, Timeout());
         Assert.NotNull(address);
-        var gateway = VmSubnetPool.FromUInt32(VmSubnetPool.ToUInt32(address) - 1);
-        var other = NetworkInterface.GetAllNetworkInterfaces()
-            .Where(i => i.OperationalStatus == OperationalStatus.Up && i.NetworkInterfaceType != NetworkInterfaceType.Loopback
-                        && !i.Name.StartsWith(runtime.Firewall.InterfacePrefix, StringComparison.Ordinal))
-            .SelectMany(i => i.GetIPProperties().UnicastAddresses)
-            .Select(u => u.Address)
-            .FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a));
-        Assert.True(other != null, "the host has no non-loopback IPv4 address to test with");
+        var gateway = GatewayOf(address);
+        var other = OtherHostAddress(runtime);
 
         foreach (var target in new[] { gateway, other })
         {
@@ -167,6 +161,60 @@ public sealed class VmIsolationTests(ITestOutputHelper output) : IAsyncLifetime
                 listener.Stop();
             }
         }
+    }
+
+    [DockerFact]
+    public async Task HostServiceHooks_OpenExactlyThePortsConfigured()
+    {
+        var gatewayOnly = new TcpListener(IPAddress.Any, 0);
+        var anyAddress = new TcpListener(IPAddress.Any, 0);
+        gatewayOnly.Start();
+        anyAddress.Start();
+        // Accept and close at once, so a VM's nc that got through ends instead of waiting for data.
+        var acceptors = new[] { gatewayOnly, anyAddress }.Select(l => Task.Run(async () =>
+        {
+            try { while (true) (await l.AcceptTcpClientAsync()).Dispose(); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        })).ToList();
+        try
+        {
+            int servicePort = ((IPEndPoint)gatewayOnly.LocalEndpoint).Port, publicPort = ((IPEndPoint)anyAddress.LocalEndpoint).Port;
+            var runtime = NewRuntime(o =>
+            {
+                o.VmNetwork.HostServices = [$"tcp/{servicePort}"];
+                o.VmNetwork.PublicServices = [$"tcp/{publicPort}"];
+            });
+            string vm = await CreateVmAsync(runtime);
+            var gateway = GatewayOf((await runtime.GetAddressAsync(vm, Timeout()))!);
+            var other = OtherHostAddress(runtime);
+            async Task<int?> ConnectAsync(IPAddress to, int port) =>
+                (await ShAsync(runtime, vm, $"nc -w {ProbeTimeoutSeconds} {to} {port} </dev/null")).Code;
+            Assert.Equal(0, await ConnectAsync(gateway, servicePort));
+            Assert.NotEqual(0, await ConnectAsync(other, servicePort));
+            Assert.Equal(0, await ConnectAsync(other, publicPort));
+            Assert.Equal(0, await ConnectAsync(gateway, publicPort));
+        }
+        finally
+        {
+            gatewayOnly.Stop();
+            anyAddress.Stop();
+            await Task.WhenAll(acceptors).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
+    private static IPAddress GatewayOf(IPAddress vmAddress) => VmSubnetPool.FromUInt32(VmSubnetPool.ToUInt32(vmAddress) - 1);
+
+    /// <summary>A host address that is not loopback and not on a VM bridge (the host's own network interface).</summary>
+    private static IPAddress OtherHostAddress(DockerVmRuntime runtime)
+    {
+        var other = NetworkInterface.GetAllNetworkInterfaces()
+            .Where(i => i.OperationalStatus == OperationalStatus.Up && i.NetworkInterfaceType != NetworkInterfaceType.Loopback
+                        && !i.Name.StartsWith(runtime.Firewall.InterfacePrefix, StringComparison.Ordinal))
+            .SelectMany(i => i.GetIPProperties().UnicastAddresses)
+            .Select(u => u.Address)
+            .FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a));
+        Assert.True(other != null, "the host has no non-loopback IPv4 address to test with");
+        return other;
     }
 
     [DockerFact]
