@@ -130,6 +130,11 @@ namespace Warren
         private static async Task<int> ServeAsync(string[] args)
         {
             var configuration = WarrenConfiguration.Build(args);
+            // Refused before any listener opens (AutoVerify on a reachable install, say), with every problem listed.
+            var platform = new PlatformOptions();
+            configuration.GetSection(PlatformOptions.SectionName).Bind(platform);
+            if (platform.Validate() is { Count: > 0 } problems)
+                return Fail("refusing to start:\n  " + string.Join("\n  ", problems));
             InlineSocketIo.ApplyBeforeFirstSocket(configuration);
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
             builder.Configuration.Sources.Clear();
