@@ -102,12 +102,19 @@ namespace Warren
             await using var sp = BuildOffline(config);
             var accounts = sp.GetRequiredService<AccountService>();
             var existing = await accounts.FindByEmailAsync(email);
-            // The operator vouches for the address: it counts as verified (an existing account's too).
+            // The operator vouches for the address: it counts as verified (an existing account's too, which is how an
+            // operator verifies an account from before verification existed: its own key again is fine).
             if (existing is not null)
             {
-                await accounts.AddKeyAsync(existing.Id, key);
-                await accounts.MarkEmailVerifiedAsync(existing.Id, existing.Email);
-                Console.WriteLine($"added key {key.Fingerprint} to {existing.Email}");
+                var holder = await accounts.FindByKeyFingerprintAsync(key.Fingerprint);
+                if (holder is not null && holder.Id != existing.Id) return Fail($"key {key.Fingerprint} belongs to another account");
+                if (holder is null)
+                {
+                    await accounts.AddKeyAsync(existing.Id, key);
+                    Console.WriteLine($"added key {key.Fingerprint} to {existing.Email}");
+                }
+                if (!existing.EmailVerified && await accounts.MarkEmailVerifiedAsync(existing.Id, existing.Email))
+                    Console.WriteLine($"{existing.Email} is verified");
                 return 0;
             }
             var account = await accounts.CreateAsync(email, key, emailVerified: true);
