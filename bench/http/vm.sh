@@ -76,8 +76,10 @@ SSH=(ssh -F /dev/null -i "$work/key" -o IdentitiesOnly=yes -o StrictHostKeyCheck
 timeout 120 "${warren[@]}" user add --email bench@example.com --ssh-key-file "$work/key.pub" --Warren:DataDirectory="$data" >/dev/null
 port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
 # The per-source limiter stays on the path but never refuses (every wrk connection is from 127.0.0.1).
+# The locally built image is on no registry: it is operator-provided here (Warren:Images:Provided).
 "${warren[@]}" serve --Warren:DataDirectory="$data" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
   --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" \
+  --Warren:Images:Provided:0=warren/default:1 --Warren:Images:Provided:1="$image" \
   --Warren:Http:RequestsPerSecondPerSource=1000000000 --Warren:Http:RequestBurstPerSource=1000000000 >"$work/daemon.log" 2>&1 &
 daemon_pid=$!; pids+=("$daemon_pid")
 wait_port "$port"; wait_port "$https"

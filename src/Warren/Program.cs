@@ -102,12 +102,19 @@ namespace Warren
             await using var sp = BuildOffline(config);
             var accounts = sp.GetRequiredService<AccountService>();
             var existing = await accounts.FindByEmailAsync(email);
-            // The operator vouches for the address: it counts as verified (an existing account's too).
+            // The operator vouches for the address: it counts as verified (an existing account's too, which is how an
+            // operator verifies an account from before verification existed: its own key again is fine).
             if (existing is not null)
             {
-                await accounts.AddKeyAsync(existing.Id, key);
-                await accounts.MarkEmailVerifiedAsync(existing.Id, existing.Email);
-                Console.WriteLine($"added key {key.Fingerprint} to {existing.Email}");
+                var holder = await accounts.FindByKeyFingerprintAsync(key.Fingerprint);
+                if (holder is not null && holder.Id != existing.Id) return Fail($"key {key.Fingerprint} belongs to another account");
+                if (holder is null)
+                {
+                    await accounts.AddKeyAsync(existing.Id, key);
+                    Console.WriteLine($"added key {key.Fingerprint} to {existing.Email}");
+                }
+                if (!existing.EmailVerified && await accounts.MarkEmailVerifiedAsync(existing.Id, existing.Email))
+                    Console.WriteLine($"{existing.Email} is verified");
                 return 0;
             }
             var account = await accounts.CreateAsync(email, key, emailVerified: true);
@@ -130,6 +137,11 @@ namespace Warren
         private static async Task<int> ServeAsync(string[] args)
         {
             var configuration = WarrenConfiguration.Build(args);
+            // Refused before any listener opens (AutoVerify on a reachable install, say), with every problem listed.
+            var platform = new PlatformOptions();
+            configuration.GetSection(PlatformOptions.SectionName).Bind(platform);
+            if (platform.Validate() is { Count: > 0 } problems)
+                return Fail("refusing to start:\n  " + string.Join("\n  ", problems));
             InlineSocketIo.ApplyBeforeFirstSocket(configuration);
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
             builder.Configuration.Sources.Clear();

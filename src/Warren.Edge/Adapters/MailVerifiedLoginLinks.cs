@@ -62,7 +62,7 @@ public sealed class MailVerifiedLoginLinks : ILoginLinkService
     internal static void Register(IServiceCollection services)
     {
         var existing = services.LastOrDefault(d => d.ServiceType == typeof(ILoginLinkService));
-        if (existing is null || existing.ImplementationType == typeof(MailVerifiedLoginLinks)) return;
+        if (existing is null || services.Any(d => d.ServiceType == typeof(MailVerifiedLoginLinks))) return; // none, or wrapped already
         services.Remove(existing);
         services.AddSingleton(sp => new MailVerifiedLoginLinks(Create(sp, existing), sp.GetRequiredService<AccountService>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ILoginLinkService>(sp => sp.GetRequiredService<MailVerifiedLoginLinks>());

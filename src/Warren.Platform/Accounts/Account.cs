@@ -47,9 +47,6 @@ public sealed record ApiKeyPermissions(
 /// </summary>
 public static class VerifiedAddressSql
 {
-    /// <summary>The condition on an <c>accounts</c> row (prefix the column with the table's alias when joined).</summary>
-    public const string Column = "email_verified";
-
-    /// <summary><c>email_verified = 1</c>.</summary>
-    public const string Condition = Column + " = 1";
+    /// <summary>The condition on an <c>accounts</c> row; prefix it with the table's alias when joined (<c>a.</c>).</summary>
+    public const string Condition = "email_verified = 1";
 }

@@ -74,7 +74,7 @@ public static class ArgParser
         var values = new Dictionary<string, List<string>>(StringComparer.Ordinal);
         foreach (var t in Scan(args, flags, stopAtFirstPositional))
         {
-            if (t.Flag is null && t.Name is null)
+            if (t.IsPositional)
             {
                 positionals.Add(args[t.Index]);
                 continue;
@@ -126,7 +126,7 @@ public static class ArgParser
         int position = 0;
         foreach (var t in Scan(args, flags, stopAtFirstPositional))
         {
-            if (t.Flag is null && t.Name is null)
+            if (t.IsPositional)
             {
                 if (secretPositionals.Contains(position++)) result[t.Index] = mask;
                 continue;
@@ -142,7 +142,10 @@ public static class ArgParser
     /// One token as the parser reads it: a positional (<see cref="Name"/> null), or a flag with its definition
     /// (null when the command has no such flag), its <c>=value</c> and the index of a value given as the next word.
     /// </summary>
-    private readonly record struct ArgToken(int Index, string? Name, FlagDefinition? Flag, string? Inline, int ValueIndex);
+    private readonly record struct ArgToken(int Index, string? Name, FlagDefinition? Flag, string? Inline, int ValueIndex)
+    {
+        public bool IsPositional => Name is null;
+    }
 
     /// <summary>exe.dev's flag rules (see the class summary), as a token stream shared by parsing and redaction.</summary>
     private static IEnumerable<ArgToken> Scan(IReadOnlyList<string> args, IReadOnlyList<FlagDefinition> flags, bool stopAtFirstPositional)

@@ -15,6 +15,15 @@ public interface IVmRuntime
     /// Makes the image available (pulling with <paramref name="auth"/> when given)
     /// and returns what the VM needs from its config. The credential is passed to
     /// the engine only; implementations never log or persist it.
+    /// <para>
+    /// Tenants name the image: <paramref name="image"/> is an <see cref="ImageReference"/>, and an implementation
+    /// hands out exactly the image of that name, never one found by engine id or id prefix, and never its own
+    /// snapshots. A reference that names its registry host (the platform passes every image that is not
+    /// operator-provided that way), or any call with a credential, is confirmed with the registry for this caller on
+    /// every call, even when the image is already present (a digest reference included): that answer is the only
+    /// access check a private image gets. Failures read <see cref="ImageMessages"/>.
+    /// <see cref="ImageInfo.Digest"/> is then the manifest digest the registry served.
+    /// </para>
     /// </summary>
     Task<ImageInfo> PrepareImageAsync(string image, RegistryCredential? auth, CancellationToken ct);
 

@@ -120,8 +120,9 @@ internal static class CoreMigrations
         // Whether the account's address was proven (a code mailed to it, a login link mailed to it, or the operator
         // adding the account). Rows from before this column cannot be told apart from sign-ups that skipped the
         // check (the old dev default), so they start unverified: shares to them go back to pending (and the SSH
-        // routes those gave are dropped), sites get no identity headers, until the address is verified once; then
-        // the shares become active again (docs/ARCHITECTURE.md, Trust boundaries). Owners keep their own VMs.
+        // routes those gave are dropped), sites get no identity headers, until the address is verified once (a login
+        // link mailed to it, or the operator's `warren user add`); then the shares become active again. Owners keep
+        // their own VMs.
         new("0002-account-email-verified", """
             ALTER TABLE accounts ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
             UPDATE vm_shares SET status = 'pending' WHERE status = 'active';

@@ -29,7 +29,10 @@ public sealed class ImageAccess
     /// <summary>Canonical provided reference → the text the operator configured (what the engine's store knows).</summary>
     private readonly Dictionary<string, string> _provided = new(StringComparer.Ordinal);
 
-    /// <summary>Repository namespace of runtime snapshots (cp, rename): Warren's, never a user's image.</summary>
+    /// <summary>
+    /// Repository namespace of runtime snapshots (cp, rename; the Docker runtime commits them as
+    /// <c>warren-vm/&lt;vm id&gt;:TAG</c>): Warren's, reached through VM records, never a user's image.
+    /// </summary>
     public const string SnapshotNamespace = "warren-vm/";
 
     public ImageAccess(WarrenDatabase db, IVmRuntime runtime, PlatformOptions options, TimeProvider time)

@@ -1,4 +1,5 @@
 using CsCheck;
+using Microsoft.Extensions.Configuration;
 using Warren.Platform.Runtime;
 using Warren.Platform.Tests.TestSupport;
 using Warren.Platform.Vms;
@@ -161,6 +162,19 @@ public sealed class ImageAccessTests : IDisposable
         Assert.Empty(await _p.Vms.ListAsync(bob.Id));
         Assert.Empty(await _p.Vms.Images.ListGrantsAsync(bob.Id));
         Assert.Single(await _p.Vms.Images.ListGrantsAsync(alice.Id));
+    }
+
+    [Fact]
+    public void ProvidedImages_BindFromConfiguration_ReplacingTheDefaults()
+    {
+        var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Warren:Images:Provided:0"] = "warren/default:1",
+            ["Warren:Images:Provided:1"] = "warren/bench-nginx:1",
+        }).Build();
+        var o = new PlatformOptions();
+        Microsoft.Extensions.Configuration.ConfigurationBinder.Bind(configuration.GetSection(PlatformOptions.SectionName), o);
+        Assert.Equal(["warren/default:1", "warren/bench-nginx:1"], o.Images.EffectiveProvided);
     }
 
     [Fact]
