@@ -160,11 +160,24 @@ public sealed class ShareService
         }, ct);
     }
 
+    /// <summary>
+    /// A fresh link token. It never starts with '-' or '_': the owner passes it back as an argument
+    /// (<c>share remove-link VM TOKEN</c>), where a leading '-' reads as a flag.
+    /// </summary>
+    private static string NewLinkToken()
+    {
+        while (true)
+        {
+            var token = Base64Url(RandomNumberGenerator.GetBytes(LinkTokenBytes));
+            if (char.IsAsciiLetterOrDigit(token[0])) return token;
+        }
+    }
+
     /// <summary><c>share add-link VM</c>: returns the token (shown once) and the link record.</summary>
     public async Task<(string Token, VmShareLink Link)> AddLinkAsync(string ownerAccountId, string vmName, CancellationToken ct = default)
     {
         var vm = await OwnedAsync(ownerAccountId, vmName, ct);
-        var token = Base64Url(RandomNumberGenerator.GetBytes(LinkTokenBytes));
+        var token = NewLinkToken();
         var now = _time.GetUtcNow();
         var link = new VmShareLink(vm.Id, token[..LinkTokenHintLength], DateTimeOffset.FromUnixTimeMilliseconds(now.ToUnixTimeMilliseconds()), 0, null);
         await _db.WriteAsync(u => u.ExecuteAsync("INSERT INTO share_links (token_hash, vm_id, token_hint, created_at) VALUES (@h, @Id, @hint, @at)",
