@@ -3,13 +3,15 @@
 #   1. the guest agent, a static NativeAOT executable, at var/agent/warren-agent
 #      (republished only when src/Warren.Agent changed; stamp beside it);
 #   2. warren/busybox:1, FROM scratch with busybox-static and its applet links (no libc);
-#   3. warren/default:1, a Debian bookworm userland made with debootstrap from the
+#   3. the microVM kernel, initramfs and module disk (scripts/build-vm-kernel.sh, var/vm-kernel/);
+#   4. warren/default:1, a Debian bookworm userland made with debootstrap from the
 #      apt mirror configured on this host, plus a login user `warren` (uid 1000,
 #      passwordless sudo). Skipped when the image exists.
 # Idempotent, and serialised with flock so parallel ./test.sh runs don't race.
 #
 # Environment:
 #   WARREN_SKIP_DEFAULT_IMAGE=1   skip the (slow, network-bound) default image
+#   WARREN_SKIP_VM_KERNEL=1       skip the microVM kernel (scripts/build-vm-kernel.sh)
 #   WARREN_AGENT_OUT=DIR          publish the agent somewhere else (default var/agent)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +76,14 @@ else
   rm -rf "$ctx"
 fi
 
-# ---------------------------------------------------------------- 3. default image
+# ---------------------------------------------------------------- 3. microVM kernel
+if [ "${WARREN_SKIP_VM_KERNEL:-}" = 1 ]; then
+  log "skipping the microVM kernel (WARREN_SKIP_VM_KERNEL=1)"
+else
+  bash scripts/build-vm-kernel.sh
+fi
+
+# ---------------------------------------------------------------- 4. default image
 default_image=warren/default:1
 if [ "${WARREN_SKIP_DEFAULT_IMAGE:-}" = 1 ]; then
   log "skipping $default_image (WARREN_SKIP_DEFAULT_IMAGE=1)"

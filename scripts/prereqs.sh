@@ -21,6 +21,12 @@ want debootstrap          # builds the default VM image rootfs (scripts/build-im
 want swaks
 want tmux
 want iproute2
+# The microVM runtime (src/Warren.Runtime.MicroVm): QEMU, disk images, and what scripts/build-vm-kernel.sh uses.
+want qemu-system-x86
+want qemu-utils
+want e2fsprogs
+want kmod
+want cpio
 if [ "${WARREN_SKIP_BENCH_PKGS:-}" != 1 ]; then
   want nginx
   want wrk
