@@ -54,9 +54,9 @@ else
   log "building $abi ($pkg $version)"
   start=$(date +%s)
   work=$(mktemp -d /var/tmp/warren-vm-kernel.XXXXXX)
-  chmod 0755 "$work"   # apt-get download drops to the _apt user, which must reach the directory
   trap 'rm -rf "$work"' EXIT
-  (cd "$work" && apt-get download -qq "$pkg" >/dev/null)
+  # As root into a private directory: the _apt sandbox user could not write there.
+  (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null)
   dpkg-deb -x "$work"/*.deb "$work/kernel"
   depmod -b "$work/kernel" "$abi"
   moddir=$work/kernel/lib/modules/$abi
