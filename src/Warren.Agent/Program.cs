@@ -16,6 +16,7 @@ namespace Warren.Agent
             "       warren-agent connect [--ready] HOST PORT\n" +
             "       warren-agent serve DIR\n" +
             "       warren-agent mux AGENT_SOCKET\n" +
+            "       warren-agent hostname NAME\n" +
             "       warren-agent session-child [--tty] [--user USER] [--cwd DIR] [--nofile N] -- CMD ARG...\n" +
             "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
@@ -52,6 +53,7 @@ namespace Warren.Agent
                     "listen" => await ListenCommand.RunAsync(rest),
                     "serve" => ServeCommand.Run(rest),
                     "mux" => Vm.MuxCommand.Run(rest),
+                    "hostname" => Vm.VmGuest.Hostname(rest),
                     "session-child" => SessionChildCommand.Run(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
                     "scp" => Scp.ScpMain.Run(rest),

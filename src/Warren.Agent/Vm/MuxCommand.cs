@@ -27,7 +27,29 @@ internal static class Mux
     public const int NonceBytes = 16;
     /// <summary>Longest OPEN_FAILURE reason sent.</summary>
     public const int MaxReasonBytes = 1024;
+
+    /// <summary>
+    /// The first frame in <paramref name="buffer"/>: <see cref="MuxSplit.Frame"/> with its header fields when it is all
+    /// there (payload at <see cref="HeaderBytes"/>), <see cref="MuxSplit.Incomplete"/> when more bytes are needed,
+    /// <see cref="MuxSplit.Oversized"/> when the length exceeds <see cref="MaxPayload"/> (framing is then lost).
+    /// </summary>
+    public static MuxSplit TrySplit(ReadOnlySpan<byte> buffer, out byte type, out uint channel, out int length)
+    {
+        type = 0;
+        channel = 0;
+        length = 0;
+        if (buffer.Length < HeaderBytes) return MuxSplit.Incomplete;
+        uint declared = BinaryPrimitives.ReadUInt32BigEndian(buffer[5..]);
+        if (declared > MaxPayload) return MuxSplit.Oversized;
+        if (buffer.Length < HeaderBytes + (int)declared) return MuxSplit.Incomplete;
+        type = buffer[0];
+        channel = BinaryPrimitives.ReadUInt32BigEndian(buffer[1..]);
+        length = (int)declared;
+        return MuxSplit.Frame;
+    }
 }
+
+internal enum MuxSplit { Incomplete, Frame, Oversized }
 
 /// <summary>
 /// <c>mux AGENT_SOCKET</c>: relays the host's channels, multiplexed over the virtio-serial port named
@@ -102,21 +124,19 @@ internal static unsafe class MuxCommand
                     continue;
                 }
                 end += (int)n;
-                while (end - start >= Mux.HeaderBytes)
+                while (true)
                 {
-                    byte type = buffer[start];
-                    uint channel = BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(start + 1));
-                    uint length = BinaryPrimitives.ReadUInt32BigEndian(buffer.AsSpan(start + 5));
-                    if (length > Mux.MaxPayload)
+                    var split = Mux.TrySplit(buffer.AsSpan(start, end - start), out byte type, out uint channel, out int length);
+                    if (split == MuxSplit.Incomplete) break;
+                    if (split == MuxSplit.Oversized)
                     {
-                        Log($"frame of {length} bytes from the host; dropping every channel");
+                        Log("oversized frame from the host; dropping every channel");
                         Reset();
                         start = end = 0;
                         break;
                     }
-                    if (end - start < Mux.HeaderBytes + (int)length) break;
-                    Handle(type, channel, buffer.AsSpan(start + Mux.HeaderBytes, (int)length));
-                    start += Mux.HeaderBytes + (int)length;
+                    Handle(type, channel, buffer.AsSpan(start + Mux.HeaderBytes, length));
+                    start += Mux.HeaderBytes + length;
                 }
             }
         }

@@ -103,11 +103,26 @@ internal static class VmGuest
         return false;
     }
 
-    private static unsafe void SetHostname(string name)
+    /// <summary><c>hostname NAME</c>: sets the kernel's hostname (a rename reaches a running VM without relying on the image's tools).</summary>
+    public static int Hostname(string[] args)
+    {
+        if (args.Length != 1 || args[0].Length == 0 || args[0].Length > MaxHostnameBytes) throw new AgentUsageException("hostname: NAME (1-64 bytes)");
+        return SetHostname(args[0]) ? 0 : 1;
+    }
+
+    /// <summary>HOST_NAME_MAX on Linux.</summary>
+    private const int MaxHostnameBytes = 64;
+
+    private static unsafe bool SetHostname(string name)
     {
         var bytes = Encoding.UTF8.GetBytes(name);
         fixed (byte* p = bytes)
-            if (Libc.SetHostname(p, (nuint)bytes.Length) != 0) Log($"sethostname failed: errno {Libc.Errno}");
+            if (Libc.SetHostname(p, (nuint)bytes.Length) != 0)
+            {
+                Log($"sethostname failed: errno {Libc.Errno}");
+                return false;
+            }
+        return true;
     }
 
     private static void Mount(string source, string target, string type, ulong flags, string? options)

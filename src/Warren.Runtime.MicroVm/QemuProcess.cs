@@ -1,0 +1,175 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace Warren.Runtime.MicroVm;
+
+/// <summary>
+/// One VM's QEMU process: the command line (QEMU's <c>microvm</c> machine, virtio-mmio devices only), the launch
+/// (<c>-daemonize</c>: QEMU outlives a daemon restart, as containers outlive one), and finding it again through its pid
+/// file, checked against <c>/proc/&lt;pid&gt;/cmdline</c> so a reused pid is never taken for the VM.
+/// </summary>
+internal static class QemuProcess
+{
+    /// <summary>
+    /// Debian's cloud kernel under QEMU's TCG on microvm hangs calibrating the TSC without these (no PIT/HPET reference):
+    /// a fixed early TSC frequency, a TSC trusted as stable, and no timer check.
+    /// </summary>
+    private const string TcgKernelArgs = "tsc_early_khz=2000000 tsc=reliable no_timer_check";
+
+    /// <summary>Guest addressing of QEMU user networking (its defaults): the VM, the host's gateway, and its DNS forwarder.</summary>
+    private const string GuestNetwork = "10.0.2.15/24,10.0.2.2,10.0.2.3";
+
+    private static readonly TimeSpan LaunchTimeout = TimeSpan.FromSeconds(60);
+
+    public static string ProcessName(string vmId) => "warren-" + vmId;
+
+    public static bool KvmUsable()
+    {
+        try
+        {
+            using var kvm = new FileStream("/dev/kvm", FileMode.Open, FileAccess.ReadWrite);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog)
+    {
+        int cpus = Math.Max(1, (int)Math.Ceiling(vm.Resources.Cpus));
+        long memoryMiB = vm.Resources.MemoryBytes / (1024 * 1024);
+        var append = new StringBuilder("console=ttyS0 reboot=t panic=-1 quiet");
+        if (!kvm) append.Append(' ').Append(TcgKernelArgs);
+        append.Append(" warren.net=").Append(GuestNetwork);
+
+        var netdev = new StringBuilder("user,id=net0");
+        foreach (int port in vm.Ports)
+            netdev.Append(CultureInfo.InvariantCulture, $",hostfwd=tcp:{vm.Address}:{port}-:{port}");
+
+        var args = new List<string>
+        {
+            "-name", $"{ProcessName(vm.VmId)},process={ProcessName(vm.VmId)}",
+            // ACPI is how the cloud kernel finds virtio-mmio devices (it lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
+            "-M", "microvm,acpi=on,pit=on,pic=on,rtc=on",
+            "-accel", kvm ? "kvm" : "tcg",
+        };
+        if (kvm) args.AddRange(["-cpu", "host"]);
+        args.AddRange([
+            "-smp", cpus.ToString(CultureInfo.InvariantCulture),
+            "-m", memoryMiB.ToString(CultureInfo.InvariantCulture),
+            "-nodefaults", "-no-user-config", "-display", "none",
+            // A guest reboot ends the process: restart is always a relaunch with the current configuration.
+            "-no-reboot",
+            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            "-daemonize", "-pidfile", layout.PidFile,
+            "-serial", consoleLog ? "file:" + layout.ConsoleLog : "null",
+            "-kernel", Path.Combine(kernelDirectory, "vmlinuz"),
+            "-initrd", Path.Combine(kernelDirectory, "initramfs.cpio.gz"),
+            "-append", append.ToString(),
+            "-drive", $"id=root,file={layout.Root},format=qcow2,if=none,discard=unmap",
+            "-device", "virtio-blk-device,drive=root",
+            "-drive", $"id=data,file={layout.Data},format=qcow2,if=none,discard=unmap",
+            "-device", "virtio-blk-device,drive=data",
+            "-drive", $"id=seed,file={layout.Seed},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=seed",
+            "-drive", $"id=kmods,file={Path.Combine(kernelDirectory, "kmods.img")},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=kmods",
+            "-netdev", netdev.ToString(),
+            "-device", "virtio-net-device,netdev=net0",
+            "-device", "virtio-rng-device",
+            "-device", "virtio-serial-device,id=vs0",
+            "-chardev", $"socket,id=agent,path={layout.AgentSocket},server=on,wait=off",
+            "-device", "virtserialport,bus=vs0.0,chardev=agent,name=warren.agent",
+            "-qmp", $"unix:{layout.QmpSocket},server=on,wait=off",
+        ]);
+        return args;
+    }
+
+    /// <summary>Starts QEMU; returns once it daemonized (devices set up, sockets listening) with its pid.</summary>
+    public static async Task<int> LaunchAsync(string qemu, IReadOnlyList<string> args, VmLayout layout, string vmId, CancellationToken ct)
+    {
+        foreach (var stale in new[] { layout.PidFile, layout.AgentSocket, layout.QmpSocket }) File.Delete(stale);
+        var start = new ProcessStartInfo(qemu)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = new Process { StartInfo = start };
+        try { process.Start(); }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new MicroVmException(MicroVmErrors.HostToolMissing, $"cannot run {qemu}: {e.Message} (run scripts/prereqs.sh)", e);
+        }
+        process.StandardInput.Close();
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        limit.CancelAfter(LaunchTimeout);
+        // The daemon's stdio is /dev/null after daemonizing: only the parent's errors arrive here.
+        var stderr = process.StandardError.ReadToEndAsync(limit.Token);
+        try
+        {
+            await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            throw new MicroVmException(MicroVmErrors.VmStartFailed, $"QEMU did not start VM {vmId} within {LaunchTimeout.TotalSeconds:0} s");
+        }
+        string error = (await stderr.ConfigureAwait(false)).Trim();
+        if (process.ExitCode != 0 || ReadPid(layout, vmId) is not int pid)
+            throw new MicroVmException(MicroVmErrors.VmStartFailed,
+                $"QEMU could not start VM {vmId} (exit {process.ExitCode}){(error.Length > 0 ? ": " + (error.Length > 1000 ? error[..1000] : error) : "")}");
+        return pid;
+    }
+
+    /// <summary>The running QEMU of this VM, or null: pid file present, process alive, and its command line names the VM.</summary>
+    public static int? ReadPid(VmLayout layout, string vmId)
+    {
+        string text;
+        try { text = File.ReadAllText(layout.PidFile).Trim(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+        if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) || pid <= 1) return null;
+        return IsVmProcess(pid, vmId) ? pid : null;
+    }
+
+    public static bool IsVmProcess(int pid, string vmId)
+    {
+        try
+        {
+            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            // A zombie has an empty command line: it is no longer the VM.
+            return cmdline.Contains("\0-name\0" + ProcessName(vmId) + ",", StringComparison.Ordinal);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>When the process started (from /proc/&lt;pid&gt;, to the second).</summary>
+    public static DateTimeOffset? StartedAt(int pid)
+    {
+        try { return new DateTimeOffset(Directory.GetCreationTimeUtc($"/proc/{pid}"), TimeSpan.Zero); }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>Waits for the process to be gone (polling: it is not our child after daemonizing).</summary>
+    public static async Task<bool> WaitExitAsync(int pid, string vmId, TimeSpan timeout, CancellationToken ct)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (IsVmProcess(pid, vmId))
+        {
+            if (deadline.Elapsed >= timeout) return false;
+            await Task.Delay(ExitPoll, ct).ConfigureAwait(false);
+        }
+        return true;
+    }
+
+    private static readonly TimeSpan ExitPoll = TimeSpan.FromMilliseconds(50);
+
+    public static void Kill(int pid, string vmId)
+    {
+        if (!IsVmProcess(pid, vmId)) return;
+        try { Process.GetProcessById(pid).Kill(); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception) { }
+    }
+}
