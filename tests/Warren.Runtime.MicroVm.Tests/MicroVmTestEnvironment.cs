@@ -1,0 +1,56 @@
+using Docker.DotNet;
+using Xunit;
+
+namespace Warren.Runtime.MicroVm.Tests;
+
+/// <summary>
+/// Whether QEMU, the VM kernel (scripts/build-vm-kernel.sh), the engine with warren/busybox:1 and the agent are there.
+/// Outside CI a test needing them is skipped when one is missing; under CI=true it fails instead (never a silent skip).
+/// </summary>
+internal static class MicroVmTestEnvironment
+{
+    public const string BusyboxImage = "warren/busybox:1";
+
+    private static readonly Lazy<string?> s_unavailableReason = new(Probe);
+
+    public static bool IsCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+
+    public static string? UnavailableReason => s_unavailableReason.Value;
+
+    private static string? Probe()
+    {
+        try
+        {
+            if (!OnPath("qemu-system-x86_64") || !OnPath("qemu-img") || !OnPath("mke2fs"))
+                return "qemu-system-x86_64, qemu-img or mke2fs missing (run scripts/prereqs.sh)";
+            MicroVmRuntime.ResolveKernelDirectory(null);
+            string? host = Environment.GetEnvironmentVariable("DOCKER_HOST");
+            using var client = new DockerClientConfiguration(string.IsNullOrEmpty(host) ? new Uri("unix:///var/run/docker.sock") : new Uri(host)).CreateClient();
+            client.Images.InspectImageAsync(BusyboxImage).Wait(TimeSpan.FromSeconds(10));
+            using var docker = new Warren.Runtime.Docker.DockerVmRuntime();
+            _ = docker.AgentPath;
+            return null;
+        }
+        catch (Exception e)
+        {
+            return $"microVM prerequisites missing (scripts/prereqs.sh, scripts/build-images.sh): {e.GetBaseException().Message}";
+        }
+    }
+
+    private static bool OnPath(string tool) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(dir => File.Exists(Path.Combine(dir, tool)));
+
+    public static void Require()
+    {
+        if (UnavailableReason != null) Assert.Fail(UnavailableReason);
+    }
+}
+
+/// <summary>A test that boots real microVMs: skipped without QEMU/kernel/engine, except under CI=true, where it fails.</summary>
+public sealed class MicroVmFactAttribute : FactAttribute
+{
+    public MicroVmFactAttribute()
+    {
+        if (!MicroVmTestEnvironment.IsCi && MicroVmTestEnvironment.UnavailableReason is { } reason) Skip = reason;
+    }
+}
