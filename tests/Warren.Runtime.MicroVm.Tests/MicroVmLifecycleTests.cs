@@ -1,0 +1,80 @@
+using Warren.Platform.Runtime;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Warren.Runtime.MicroVm.Tests;
+
+/// <summary>Create, stop and start with /data kept, poweroff from inside, and removal leaving nothing behind.</summary>
+public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly string _dataDirectory = Path.Combine(Path.GetTempPath(), "wmv-" + Guid.NewGuid().ToString("N")[..8]);
+    private MicroVmRuntime? _runtime;
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        if (_runtime != null) await _runtime.DisposeAsync();
+        if (Directory.Exists(_dataDirectory)) Directory.Delete(_dataDirectory, recursive: true);
+    }
+
+    [MicroVmFact]
+    public async Task StopStart_KeepsData_PoweroffInside_EndsTheVm_AndRemoveLeavesNothing()
+    {
+        MicroVmTestEnvironment.Require();
+        _runtime = BusyboxMicroVm.NewRuntime(_dataDirectory);
+        var runtime = _runtime;
+        string id = "wt-" + Guid.NewGuid().ToString("N")[..12];
+        try
+        {
+            await runtime.CreateAsync(BusyboxMicroVm.Spec(id, "life"), MicroVmRuntimeTests.Timeout());
+            await runtime.CreateAsync(BusyboxMicroVm.Spec(id, "life"), MicroVmRuntimeTests.Timeout()); // idempotent
+            var (exit, _, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "echo kept > /data/marker && echo gone > /tmp/marker && sync");
+            Assert.Equal(0, exit.ExitCode);
+            Assert.Equal(RuntimeVmState.Running, (await runtime.InspectAsync(id, default))!.State);
+
+            await runtime.StopAsync(id, MicroVmRuntimeTests.Timeout());
+            Assert.Equal(RuntimeVmState.Stopped, (await runtime.InspectAsync(id, default))!.State);
+            Assert.Null(await runtime.GetAddressAsync(id, default));
+            Assert.Null(await runtime.SampleStatsAsync(id, default));
+            await runtime.StopAsync(id, MicroVmRuntimeTests.Timeout()); // idempotent
+
+            await runtime.StartAsync(id, MicroVmRuntimeTests.Timeout());
+            var (_, stdout, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "cat /data/marker; cat /tmp/marker 2>/dev/null || echo no-tmp");
+            Assert.Equal("kept\nno-tmp\n", stdout);
+            Assert.Contains(await runtime.ListAsync(default), v => v.VmId == id && v.Name == "life" && v.State == RuntimeVmState.Running);
+
+            // poweroff inside: the agent (PID 1) syncs and powers off, and QEMU exits (-no-reboot).
+            await using (var p = await runtime.ExecAsync(id, new ExecSpec(["poweroff"]), MicroVmRuntimeTests.Timeout()))
+            {
+                await p.CloseStandardInputAsync();
+                try { await p.Completion.WaitAsync(TimeSpan.FromMinutes(1)); } catch (Exception) { /* the session may end with the VM */ }
+            }
+            for (int i = 0; i < 600 && (await runtime.InspectAsync(id, default))!.State == RuntimeVmState.Running; i++) await Task.Delay(100);
+            Assert.Equal(RuntimeVmState.Stopped, (await runtime.InspectAsync(id, default))!.State);
+            await Assert.ThrowsAsync<MicroVmException>(() => MicroVmRuntimeTests.RunAsync(runtime, id, "true"));
+        }
+        catch
+        {
+            string log = Path.Combine(_dataDirectory, "vms", id, "console.log");
+            if (File.Exists(log)) output.WriteLine(File.ReadAllText(log));
+            throw;
+        }
+        finally
+        {
+            await runtime.RemoveAsync(id, MicroVmRuntimeTests.Timeout());
+        }
+        Assert.Null(await runtime.InspectAsync(id, default));
+        Assert.DoesNotContain(await runtime.ListAsync(default), v => v.VmId == id);
+        Assert.False(Directory.Exists(Path.Combine(_dataDirectory, "vms", id)));
+        Assert.DoesNotContain(System.Diagnostics.Process.GetProcesses(), p => SafeCommandLine(p.Id).Contains("warren-" + id));
+        await runtime.RemoveAsync(id, MicroVmRuntimeTests.Timeout()); // idempotent
+    }
+
+    private static string SafeCommandLine(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/cmdline"); }
+        catch (IOException) { return ""; }
+        catch (UnauthorizedAccessException) { return ""; }
+    }
+}
