@@ -44,6 +44,16 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLife
             Assert.Equal("kept\nno-tmp\n", stdout);
             Assert.Contains(await runtime.ListAsync(default), v => v.VmId == id && v.Name == "life" && v.State == RuntimeVmState.Running);
 
+            // Rename reaches the running VM's hostname (and the seed, for the next boot).
+            await runtime.RenameAsync(id, "renamed", MicroVmRuntimeTests.Timeout());
+            Assert.Equal("renamed\n", (await MicroVmRuntimeTests.RunAsync(runtime, id, "hostname")).Stdout);
+
+            // A daemon restart: a new runtime over the same directory finds the running VM and reconnects (new HELLO).
+            await runtime.DisposeAsync();
+            _runtime = runtime = BusyboxMicroVm.NewRuntime(_dataDirectory);
+            Assert.Contains(await runtime.ListAsync(default), v => v.VmId == id && v.Name == "renamed" && v.State == RuntimeVmState.Running);
+            Assert.Equal("kept\n", (await MicroVmRuntimeTests.RunAsync(runtime, id, "cat", "/data/marker")).Stdout);
+
             // poweroff inside: the agent (PID 1) syncs and powers off, and QEMU exits (-no-reboot).
             await using (var p = await runtime.ExecAsync(id, new ExecSpec(["poweroff"]), MicroVmRuntimeTests.Timeout()))
             {
