@@ -52,6 +52,10 @@ namespace Warren
             {
                 return Fail($"{e.Message} (is dockerd running? ./run.sh starts it)");
             }
+            catch (Warren.Runtime.MicroVm.MicroVmException e)
+            {
+                return Fail(e.Message);
+            }
         }
 
         private static int Fail(string message)
@@ -138,7 +142,7 @@ namespace Warren
             builder.Services.Configure<HostOptions>(o => o.BackgroundServiceExceptionBehavior = BackgroundServiceExceptionBehavior.Ignore);
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddWarrenCore(configuration);
-            builder.Services.AddWarrenDockerRuntime(configuration);
+            builder.Services.AddWarrenRuntime(configuration);
             builder.Services.AddWarrenSshFrontDoor(configuration);
             builder.AddWarrenWebAndDns(configuration);
 
