@@ -17,6 +17,7 @@ namespace Warren.Agent
             "       warren-agent serve DIR\n" +
             "       warren-agent mux AGENT_SOCKET\n" +
             "       warren-agent hostname NAME\n" +
+            "       warren-agent grow-fs [MOUNTPOINT...]\n" +
             "       warren-agent session-child [--tty] [--user USER] [--cwd DIR] [--nofile N] -- CMD ARG...\n" +
             "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
@@ -54,6 +55,7 @@ namespace Warren.Agent
                     "serve" => ServeCommand.Run(rest),
                     "mux" => Vm.MuxCommand.Run(rest),
                     "hostname" => Vm.VmGuest.Hostname(rest),
+                    "grow-fs" => Vm.GrowFsCommand.Run(rest),
                     "session-child" => SessionChildCommand.Run(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
                     "scp" => Scp.ScpMain.Run(rest),

@@ -545,12 +545,45 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
 
     // ------------------------------------------------------------------ changes
 
+    /// <summary>
+    /// Copies a stopped VM: its root as a new overlay on the same image base (<c>qemu-img convert -B</c> writes only what
+    /// differs from the base), /data in full, a new token, seed and address; then starts the copy. A running source
+    /// would need a consistent snapshot (agent FIFREEZE + QMP blockdev-snapshot-sync), which is not done yet.
+    /// </summary>
     public async Task CopyAsync(string sourceVmId, VmSpec target, CancellationToken ct)
     {
         var source = Layout(sourceVmId);
-        if (!File.Exists(source.Record)) throw NotFound(sourceVmId);
-        await Task.CompletedTask.ConfigureAwait(false);
-        throw new MicroVmException(MicroVmErrors.NotSupported, "copying a microVM is not supported yet");
+        var vm = Layout(target.VmId);
+        var sourceGate = VmLock(sourceVmId);
+        await sourceGate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var record = VmRecord.TryRead(source.Record) ?? throw NotFound(sourceVmId);
+            if (QemuProcess.ReadPid(source, sourceVmId) != null)
+                throw new MicroVmException(MicroVmErrors.NotSupported, "copying a running microVM is not supported yet: stop it first");
+            if (File.Exists(vm.Record)) throw new MicroVmException(MicroVmErrors.NotSupported, $"VM {target.VmId} exists already");
+            Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
+            try
+            {
+                string address = await AllocateAddressAsync(target.VmId, ct).ConfigureAwait(false);
+                var copy = record with { VmId = target.VmId, Name = target.Name, Address = address };
+                WriteToken(vm);
+                await _disks.CopyRootAsync(source, vm, _disks.BasePath(record.ImageId), ct).ConfigureAwait(false);
+                await _disks.CopyDataAsync(source, vm, ct).ConfigureAwait(false);
+                await WriteSeedAsync(vm, copy, ct).ConfigureAwait(false);
+                copy.Write(vm.Record);
+                await StartLockedAsync(copy, vm, ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                if (!File.Exists(vm.Record)) DeleteDirectory(vm.Directory);
+                throw;
+            }
+        }
+        finally
+        {
+            sourceGate.Release();
+        }
     }
 
     public async Task RenameAsync(string vmId, string newName, CancellationToken ct)
@@ -574,38 +607,80 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         if (QemuProcess.ReadPid(vm, vmId) != null)
         {
             // Live: the kernel's hostname, through the agent (the image need not have a hostname tool).
-            await using var p = await ExecAsync(vmId, new ExecSpec([AgentGuestPath, "hostname", newName]), ct).ConfigureAwait(false);
-            await p.CloseStandardInputAsync().ConfigureAwait(false);
-            await p.Completion.WaitAsync(ct).ConfigureAwait(false);
+            var (exit, error) = await RunAgentCommandAsync(vmId, [AgentGuestPath, "hostname", newName], ct).ConfigureAwait(false);
+            if (exit.ExitCode != 0)
+                throw new MicroVmException(MicroVmErrors.AgentSessionFailed, $"VM {vmId} keeps its old hostname until restarted: {error.Trim()}");
         }
     }
 
+    /// <summary>
+    /// Disk: grows root and /data (never shrinks): live with QMP block_resize and the agent's online ext4 grow, or, when
+    /// stopped, with qemu-img resize and the grow at the next boot. CPU and memory are QEMU's -smp and -m: microvm has
+    /// no hotplug, so they apply at the next start.
+    /// </summary>
     public async Task<ResizeOutcome> ResizeAsync(string vmId, VmResources resources, CancellationToken ct)
     {
         var vm = Layout(vmId);
         var gate = VmLock(vmId);
+        bool growLive = false;
+        VmRecord updated;
         await gate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             var record = VmRecord.TryRead(vm.Record) ?? throw NotFound(vmId);
-            if (resources.DiskBytes > 0 && resources.DiskBytes != record.Resources.DiskBytes)
-                throw new MicroVmException(MicroVmErrors.NotSupported, "changing a microVM's disk size is not supported yet");
-            var updated = record with
+            long disk = record.Resources.DiskBytes;
+            if (resources.DiskBytes > 0 && resources.DiskBytes < disk)
+                throw new MicroVmException(MicroVmErrors.NotSupported, "shrinking a microVM's disk is not supported");
+            if (resources.DiskBytes > disk)
+            {
+                disk = resources.DiskBytes;
+                if (QemuProcess.ReadPid(vm, vmId) != null)
+                {
+                    await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, ct).ConfigureAwait(false);
+                    foreach (var drive in new[] { "root", "data" })
+                        await qmp.ExecuteAsync("block_resize", new() { ["device"] = drive, ["size"] = disk }, ct).ConfigureAwait(false);
+                    growLive = true;
+                }
+                else
+                {
+                    foreach (var file in new[] { vm.Root, vm.Data })
+                        await _disks.GrowAsync(file, disk, ct).ConfigureAwait(false);
+                }
+            }
+            updated = record with
             {
                 Resources = record.Resources with
                 {
                     Cpus = resources.Cpus > 0 ? resources.Cpus : record.Resources.Cpus,
                     MemoryBytes = resources.MemoryBytes > 0 ? Math.Max(resources.MemoryBytes, _options.MinMemoryBytes) : record.Resources.MemoryBytes,
+                    DiskBytes = disk,
                 },
             };
             updated.Write(vm.Record);
-            // microvm has no CPU or memory hotplug: QEMU takes -smp and -m at launch.
-            return new ResizeOutcome(false, false, true, "cpu and memory apply at the VM's next start (restart it)");
         }
         finally
         {
             gate.Release();
         }
+        if (growLive)
+        {
+            var (exit, error) = await RunAgentCommandAsync(vmId, [AgentGuestPath, "grow-fs"], ct).ConfigureAwait(false);
+            if (exit.ExitCode != 0)
+                throw new MicroVmException(MicroVmErrors.AgentSessionFailed, $"the disks of VM {vmId} grew but their filesystems did not: {error.Trim()}");
+        }
+        return new ResizeOutcome(false, false, true, "cpu and memory apply at the VM's next start (microvm has no hotplug)");
+    }
+
+    /// <summary>Runs one of the agent's own commands in the VM as root; returns its exit and stderr.</summary>
+    private async Task<(ExitResult Exit, string Stderr)> RunAgentCommandAsync(string vmId, IReadOnlyList<string> argv, CancellationToken ct)
+    {
+        await using var p = await ExecAsync(vmId, new ExecSpec(argv), ct).ConfigureAwait(false);
+        await p.CloseStandardInputAsync().ConfigureAwait(false);
+        var stderr = p.StandardError is { } e ? new StreamReader(e).ReadToEndAsync(ct) : Task.FromResult("");
+        var stdout = p.StandardOutput.CopyToAsync(Stream.Null, ct);
+        var exit = await p.Completion.WaitAsync(ct).ConfigureAwait(false);
+        await stdout.ConfigureAwait(false);
+        return (exit, await stderr.ConfigureAwait(false));
     }
 
     public Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)

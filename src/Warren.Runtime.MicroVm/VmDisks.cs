@@ -192,6 +192,27 @@ internal sealed class VmDisks(MicroVmRuntimeOptions options, DockerClient docker
         file.Write(content);
     }
 
+    /// <summary>A stopped VM's root for a copy: a new overlay on the same base holding only what differs from it.</summary>
+    public async Task CopyRootAsync(VmLayout source, VmLayout target, string basePath, CancellationToken ct)
+    {
+        await HostCommand.RunAsync(options.QemuImgPath,
+            ["convert", "-q", "-f", "qcow2", "-O", "qcow2", "-B", basePath, "-F", "qcow2", source.Root, target.Root], CopyTimeout, ct).ConfigureAwait(false);
+        File.SetUnixFileMode(target.Root, VmLayout.FileMode);
+    }
+
+    /// <summary>A stopped VM's /data for a copy, in full (sparse: only allocated clusters are written).</summary>
+    public async Task CopyDataAsync(VmLayout source, VmLayout target, CancellationToken ct)
+    {
+        await HostCommand.RunAsync(options.QemuImgPath, ["convert", "-q", "-f", "qcow2", "-O", "qcow2", source.Data, target.Data], CopyTimeout, ct).ConfigureAwait(false);
+        File.SetUnixFileMode(target.Data, VmLayout.FileMode);
+    }
+
+    private static readonly TimeSpan CopyTimeout = TimeSpan.FromMinutes(30);
+
+    /// <summary>Grows a stopped VM's disk image; the guest grows the filesystem at its next boot.</summary>
+    public Task GrowAsync(string image, long bytes, CancellationToken ct) =>
+        HostCommand.RunAsync(options.QemuImgPath, ["resize", "-q", "-f", "qcow2", image, bytes.ToString(CultureInfo.InvariantCulture)], ToolTimeout, ct);
+
     private async Task<long> VirtualSizeAsync(string image, CancellationToken ct)
     {
         var json = await HostCommand.RunAsync(options.QemuImgPath, ["info", "--output=json", image], ToolTimeout, ct).ConfigureAwait(false);

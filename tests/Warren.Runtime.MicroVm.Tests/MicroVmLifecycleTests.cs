@@ -33,15 +33,38 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLife
             Assert.Equal(0, exit.ExitCode);
             Assert.Equal(RuntimeVmState.Running, (await runtime.InspectAsync(id, default))!.State);
 
+            string copyId = id + "-c";
+            await Assert.ThrowsAsync<MicroVmException>(() => runtime.CopyAsync(id, BusyboxMicroVm.Spec(copyId, "copy"), MicroVmRuntimeTests.Timeout()));
+
             await runtime.StopAsync(id, MicroVmRuntimeTests.Timeout());
             Assert.Equal(RuntimeVmState.Stopped, (await runtime.InspectAsync(id, default))!.State);
+
+            // A stopped VM copies: filesystem and /data, its own name and address.
+            await runtime.CopyAsync(id, BusyboxMicroVm.Spec(copyId, "copy"), MicroVmRuntimeTests.Timeout());
+            try
+            {
+                var (_, copied, _) = await MicroVmRuntimeTests.RunAsync(runtime, copyId, "sh", "-c", "cat /data/marker; hostname");
+                Assert.Equal("kept\ncopy\n", copied);
+                Assert.NotEqual(await runtime.GetAddressAsync(copyId, default), await runtime.GetAddressAsync(id, default));
+            }
+            finally
+            {
+                await runtime.RemoveAsync(copyId, MicroVmRuntimeTests.Timeout());
+            }
+
+            // Grown while stopped: the guest grows its filesystems at the next boot.
+            await runtime.ResizeAsync(id, new VmResources(1, 256L << 20, 640L << 20), MicroVmRuntimeTests.Timeout());
             Assert.Null(await runtime.GetAddressAsync(id, default));
             Assert.Null(await runtime.SampleStatsAsync(id, default));
             await runtime.StopAsync(id, MicroVmRuntimeTests.Timeout()); // idempotent
 
             await runtime.StartAsync(id, MicroVmRuntimeTests.Timeout());
-            var (_, stdout, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "cat /data/marker; cat /tmp/marker 2>/dev/null || echo no-tmp");
-            Assert.Equal("kept\nno-tmp\n", stdout);
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            var (_, stdout, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "cat /data/marker; cat /tmp/marker 2>/dev/null || echo no-tmp; df -k /data | tail -1 | awk '{print $2}'");
+            output.WriteLine($"start to first exec answered: {started.Elapsed.TotalSeconds:F2} s");
+            var lines = stdout.Split('\n');
+            Assert.Equal(("kept", "no-tmp"), (lines[0], lines[1]));
+            Assert.InRange(long.Parse(lines[2]) * 1024, 580L << 20, 640L << 20);
             Assert.Contains(await runtime.ListAsync(default), v => v.VmId == id && v.Name == "life" && v.State == RuntimeVmState.Running);
 
             // Rename reaches the running VM's hostname (and the seed, for the next boot).

@@ -198,6 +198,28 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
     }
 
     [MicroVmFact]
+    public async Task Disk_IsTheSpecsSize_AndGrowsLive()
+    {
+        MicroVmTestEnvironment.Require();
+        // df -k: 1 KiB blocks; ext4's own metadata takes a few percent.
+        async Task<(long Root, long Data)> SizesAsync()
+        {
+            var (_, stdout, _) = await RunAsync(vm.Runtime, vm.VmId, "sh", "-c", "df -k / | tail -1 | awk '{print $2}'; df -k /data | tail -1 | awk '{print $2}'");
+            var sizes = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(long.Parse).ToArray();
+            return (sizes[0] * 1024, sizes[1] * 1024);
+        }
+        var before = await SizesAsync();
+        Assert.InRange(before.Root, 400L << 20, 512L << 20);   // grown at first boot from the image's small filesystem
+        Assert.InRange(before.Data, 400L << 20, 512L << 20);
+        var outcome = await vm.Runtime.ResizeAsync(vm.VmId, new VmResources(1, 256L << 20, 768L << 20), Timeout());
+        Assert.True(outcome.DiskEnforced);
+        var after = await SizesAsync();
+        Assert.InRange(after.Root, 700L << 20, 768L << 20);
+        Assert.InRange(after.Data, 700L << 20, 768L << 20);
+        await Assert.ThrowsAsync<MicroVmException>(() => vm.Runtime.ResizeAsync(vm.VmId, new VmResources(1, 256L << 20, 512L << 20), Timeout()));
+    }
+
+    [MicroVmFact]
     public async Task Stats_ComeFromTheQemuProcess()
     {
         MicroVmTestEnvironment.Require();

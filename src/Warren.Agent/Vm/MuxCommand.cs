@@ -267,7 +267,8 @@ internal static unsafe class MuxCommand
         private long _sendWindow = hostWindow;
         private int _receiveWindow = Mux.InitialWindow;
         private bool _incomingEof, _closed;
-        private int _closeSent;
+        private readonly object _sendLock = new();
+        private bool _closeSent;
 
         public int Epoch => epoch;
 
@@ -319,7 +320,24 @@ internal static unsafe class MuxCommand
 
         private void SendClose()
         {
-            if (Interlocked.Exchange(ref _closeSent, 1) == 0) mux.Send(Mux.Close, id, [], epoch);
+            lock (_sendLock)
+            {
+                if (_closeSent) return;
+                _closeSent = true;
+                mux.Send(Mux.Close, id, [], epoch);
+            }
+        }
+
+        /// <summary>
+        /// A frame on this channel unless our CLOSE went out: after it the host may already have forgotten the id, and a
+        /// frame for an id it does not know ends the whole connection.
+        /// </summary>
+        private bool SendOnChannel(byte type, ReadOnlySpan<byte> payload)
+        {
+            lock (_sendLock)
+            {
+                return !_closeSent && mux.Send(type, id, payload, epoch);
+            }
         }
 
         private void Upstream()
@@ -339,10 +357,10 @@ internal static unsafe class MuxCommand
                 catch (Exception e) when (e is SocketException or ObjectDisposedException) { n = 0; }
                 if (n == 0) break;
                 lock (this) _sendWindow -= n;
-                if (!mux.Send(Mux.Data, id, buffer.AsSpan(0, n), epoch)) return;
+                if (!SendOnChannel(Mux.Data, buffer.AsSpan(0, n))) return;
             }
             // The agent closed the session: nothing more comes either way.
-            mux.Send(Mux.Eof, id, [], epoch);
+            SendOnChannel(Mux.Eof, []);
             SendClose();
         }
 
@@ -370,7 +388,7 @@ internal static unsafe class MuxCommand
                 catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
                 lock (this) _receiveWindow += chunk.Length;
                 BinaryPrimitives.WriteUInt32BigEndian(grant, (uint)chunk.Length);
-                if (!mux.Send(Mux.Window, id, grant, epoch)) return;
+                if (!SendOnChannel(Mux.Window, grant)) return;
             }
         }
     }

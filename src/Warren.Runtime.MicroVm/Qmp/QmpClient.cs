@@ -16,7 +16,6 @@ internal sealed class QmpClient : IAsyncDisposable
     /// <summary>Longest line read; QEMU's answers to the commands used here are a few hundred bytes.</summary>
     private const int MaxLineBytes = 1024 * 1024;
 
-    private readonly Socket _socket;
     private readonly NetworkStream _stream;
     private readonly byte[] _buffer = new byte[64 * 1024];
     private readonly MemoryStream _line = new();
@@ -24,17 +23,24 @@ internal sealed class QmpClient : IAsyncDisposable
 
     private QmpClient(Socket socket)
     {
-        _socket = socket;
         _stream = new NetworkStream(socket, ownsSocket: true);
     }
 
     public static async Task<QmpClient> ConnectAsync(string socketPath, CancellationToken ct)
     {
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        var client = new QmpClient(socket);
         try
         {
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+        var client = new QmpClient(socket);
+        try
+        {
             var greeting = await client.ReadObjectAsync(ct).ConfigureAwait(false);
             if (greeting["QMP"] == null) throw new QmpException("GreetingMissing", "the QMP socket did not greet");
             await client.ExecuteAsync("qmp_capabilities", null, ct).ConfigureAwait(false);
