@@ -288,10 +288,13 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         {
             try
             {
-                await mux.SendShutdownAsync(ct).ConfigureAwait(false);
+                // Bounded: a guest that stopped reading its port would otherwise hold the send (and the stop) forever.
+                using var send = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                send.CancelAfter(_options.StopTimeout);
+                await mux.SendShutdownAsync(send.Token).ConfigureAwait(false);
                 exited = await QemuProcess.WaitExitAsync(pid, vmId, _options.StopTimeout, ct).ConfigureAwait(false);
             }
-            catch (IOException) { }
+            catch (Exception e) when (e is IOException or OperationCanceledException && !ct.IsCancellationRequested) { }
         }
         if (!exited)
         {

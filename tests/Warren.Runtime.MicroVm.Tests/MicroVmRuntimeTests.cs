@@ -173,8 +173,7 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
         var body = await PollAsync(async () =>
         {
             await using var stream = await vm.Runtime.ConnectAsync(vm.VmId, "127.0.0.1", BusyboxMicroVm.HttpPort, Timeout());
-            await stream.WriteAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.0\r\n\r\n"));
-            return await new StreamReader(stream).ReadToEndAsync();
+            return await GetPageAsync(stream);
         });
         Assert.Contains(BusyboxMicroVm.Page, body);
     }
@@ -190,9 +189,7 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
         {
             using var client = new TcpClient();
             await client.ConnectAsync(address!, BusyboxMicroVm.HttpPort, Timeout());
-            var stream = client.GetStream();
-            await stream.WriteAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.0\r\n\r\n"));
-            return await new StreamReader(stream).ReadToEndAsync();
+            return await GetPageAsync(client.GetStream());
         });
         Assert.Contains(BusyboxMicroVm.Page, body);
     }
@@ -228,6 +225,13 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
         output.WriteLine($"QEMU RSS {sample!.MemoryUsedBytes / (1024 * 1024)} MiB, disks {sample.DiskUsedBytes / 1024} KiB");
         Assert.True(sample.MemoryUsedBytes > 0);
         Assert.Equal(256L * 1024 * 1024, sample.MemoryLimitBytes);
+    }
+
+    /// <summary>An HTTP/1.0 GET of / over <paramref name="stream"/>: the whole answer, head and body.</summary>
+    private static async Task<string> GetPageAsync(Stream stream)
+    {
+        await stream.WriteAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.0\r\n\r\n"));
+        return await new StreamReader(stream).ReadToEndAsync();
     }
 
     /// <summary>Retries until the server in the VM answers (bounded; httpd starts after the setup script).</summary>

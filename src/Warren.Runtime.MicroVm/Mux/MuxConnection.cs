@@ -207,8 +207,9 @@ internal sealed class MuxConnection : IAsyncDisposable
         {
             Fail(new IOException("the VM's agent connection was closed"));
         }
-        catch (Exception e) when (e is IOException or MuxProtocolException or ObjectDisposedException or System.Net.Sockets.SocketException)
+        catch (Exception e)
         {
+            // Whatever the guest's bytes led to, only this VM's connection ends.
             Fail(e is MuxProtocolException ? new IOException($"the VM broke the channel protocol: {e.Message}", e) : e as IOException ?? new IOException(e.Message, e));
         }
     }
