@@ -7,7 +7,7 @@ namespace Warren.Runtime.MicroVm.Tests;
 /// <summary>Create, stop and start with /data kept, poweroff from inside, and removal leaving nothing behind.</summary>
 public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLifetime
 {
-    private readonly string _dataDirectory = Path.Combine(Path.GetTempPath(), "wmv-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly string _dataDirectory = MicroVmTestEnvironment.NewDataDirectory();
     private MicroVmRuntime? _runtime;
 
     public Task InitializeAsync() => Task.CompletedTask;

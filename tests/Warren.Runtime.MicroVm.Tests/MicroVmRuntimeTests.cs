@@ -16,7 +16,7 @@ public sealed class BusyboxMicroVm : IAsyncLifetime
     public const int HttpPort = 8080;
     public const string Page = "microvm-httpd-ok";
 
-    private readonly string _dataDirectory = Path.Combine(Path.GetTempPath(), "wmv-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly string _dataDirectory = MicroVmTestEnvironment.NewDataDirectory();
 
     public MicroVmRuntime Runtime { get; private set; } = null!;
     public string VmId { get; } = "wt-" + Guid.NewGuid().ToString("N")[..12];
@@ -41,6 +41,7 @@ public sealed class BusyboxMicroVm : IAsyncLifetime
     public async Task InitializeAsync()
     {
         if (MicroVmTestEnvironment.UnavailableReason != null) return;
+        MicroVmTestEnvironment.Require();
         Runtime = NewRuntime(_dataDirectory);
         var clock = Stopwatch.StartNew();
         try

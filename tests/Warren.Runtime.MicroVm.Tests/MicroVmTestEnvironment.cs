@@ -43,6 +43,36 @@ internal static class MicroVmTestEnvironment
     public static void Require()
     {
         if (UnavailableReason != null) Assert.Fail(UnavailableReason);
+        SweepOrphans();
+    }
+
+    /// <summary>Prefix of the tests' temporary data directories (<see cref="NewDataDirectory"/>).</summary>
+    private static readonly string s_dataPrefix = Path.Combine(Path.GetTempPath(), "wmv-");
+
+    public static string NewDataDirectory() => s_dataPrefix + Guid.NewGuid().ToString("N")[..8];
+
+    private static int s_swept;
+
+    /// <summary>
+    /// QEMU is daemonized, so a test run that crashed leaves its VMs running: once per run, kill the test VMs
+    /// (<c>-name warren-wt-…</c>) whose data directory is gone. Only processes of this suite match both.
+    /// </summary>
+    private static void SweepOrphans()
+    {
+        if (Interlocked.Exchange(ref s_swept, 1) != 0) return;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            string[] argv;
+            try { argv = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0'); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            int name = Array.IndexOf(argv, "-name"), pidFile = Array.IndexOf(argv, "-pidfile");
+            if (name < 0 || pidFile < 0 || name + 1 >= argv.Length || pidFile + 1 >= argv.Length) continue;
+            if (!argv[name + 1].StartsWith("warren-wt-", StringComparison.Ordinal) || !argv[pidFile + 1].StartsWith(s_dataPrefix, StringComparison.Ordinal)) continue;
+            if (Directory.Exists(Path.GetDirectoryName(argv[pidFile + 1]))) continue;
+            try { System.Diagnostics.Process.GetProcessById(pid).Kill(); }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException) { }
+        }
     }
 }
 
