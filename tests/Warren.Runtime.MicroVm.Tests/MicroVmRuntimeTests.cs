@@ -110,7 +110,8 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
     {
         MicroVmTestEnvironment.Require();
         var (exit, stdout, _) = await RunAsync(vm.Runtime, vm.VmId, "sh", "-c",
-            "uname -r; hostname; echo $WARREN_TEST; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -c ' /data ' /proc/mounts");
+            "uname -r; hostname; echo $WARREN_TEST; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -c ' /data ' /proc/mounts; " +
+            "modprobe overlay && grep -c overlay /proc/filesystems");
         Assert.Equal(0, exit.ExitCode);
         var lines = stdout.Split('\n');
         output.WriteLine(stdout);
@@ -119,6 +120,7 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
         Assert.Equal("1", lines[2]);
         Assert.StartsWith("/.warren/agent init --vm", lines[3]);
         Assert.Equal("1", lines[4]);
+        Assert.Equal("1", lines[5]);                          // modules come from the shared kmods disk (dockerd needs overlay, bridge, nf_*)
     }
 
     [MicroVmFact]
