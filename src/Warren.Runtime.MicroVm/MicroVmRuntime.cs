@@ -120,7 +120,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         {
             if (VmRecord.TryRead(vm.Record) is { } existing)
             {
-                if (QemuProcess.ReadPid(vm, spec.VmId) == null) await StartLockedAsync(existing, vm, ct).ConfigureAwait(false);
+                if (QemuProcess.ReadPid(vm) == null) await StartLockedAsync(existing, vm, ct).ConfigureAwait(false);
                 return;
             }
             var image = await PrepareImageAsync(spec.Image, spec.RegistryAuth, ct).ConfigureAwait(false);
@@ -245,7 +245,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         try
         {
             var record = VmRecord.TryRead(vm.Record) ?? throw NotFound(vmId);
-            if (QemuProcess.ReadPid(vm, vmId) != null) return;
+            if (QemuProcess.ReadPid(vm) != null) return;
             await StartLockedAsync(record, vm, ct).ConfigureAwait(false);
         }
         finally
@@ -282,7 +282,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     /// <summary>Clean shutdown through the agent (sync, poweroff) when it answers, then QMP quit, then SIGKILL.</summary>
     private async Task StopLockedAsync(VmLayout vm, string vmId, CancellationToken ct)
     {
-        if (QemuProcess.ReadPid(vm, vmId) is not int pid) return;
+        if (QemuProcess.ReadPid(vm) is not int pid) return;
         bool exited = false;
         if (_connections.TryGetValue(vmId, out var mux) && mux.IsAlive)
         {
@@ -292,7 +292,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 using var send = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 send.CancelAfter(_options.StopTimeout);
                 await mux.SendShutdownAsync(send.Token).ConfigureAwait(false);
-                exited = await QemuProcess.WaitExitAsync(pid, vmId, _options.StopTimeout, ct).ConfigureAwait(false);
+                exited = await QemuProcess.WaitExitAsync(pid, vm, _options.StopTimeout, ct).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or OperationCanceledException && !ct.IsCancellationRequested) { }
         }
@@ -309,12 +309,12 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             {
                 // The socket closing under the quit is the expected end; anything else is settled by the kill below.
             }
-            exited = await QemuProcess.WaitExitAsync(pid, vmId, QuitTimeout, ct).ConfigureAwait(false);
+            exited = await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, ct).ConfigureAwait(false);
         }
         if (!exited)
         {
-            QemuProcess.Kill(pid, vmId);
-            await QemuProcess.WaitExitAsync(pid, vmId, QuitTimeout, ct).ConfigureAwait(false);
+            QemuProcess.Kill(pid, vm);
+            await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, ct).ConfigureAwait(false);
         }
         await DropConnectionAsync(vmId).ConfigureAwait(false);
         foreach (var file in new[] { vm.PidFile, vm.AgentSocket, vm.QmpSocket }) File.Delete(file);
@@ -345,11 +345,11 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         await gate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            if (QemuProcess.ReadPid(vm, vmId) is int pid)
+            if (QemuProcess.ReadPid(vm) is int pid)
             {
                 // Its disks are about to go: no clean shutdown needed.
-                QemuProcess.Kill(pid, vmId);
-                await QemuProcess.WaitExitAsync(pid, vmId, QuitTimeout, ct).ConfigureAwait(false);
+                QemuProcess.Kill(pid, vm);
+                await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, ct).ConfigureAwait(false);
             }
             await DropConnectionAsync(vmId).ConfigureAwait(false);
             DeleteDirectory(vm.Directory);
@@ -375,7 +375,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
 
     private static RuntimeVmInfo Info(VmRecord record, VmLayout vm)
     {
-        int? pid = QemuProcess.ReadPid(vm, record.VmId);
+        int? pid = QemuProcess.ReadPid(vm);
         return new RuntimeVmInfo(record.VmId, record.Name, pid != null ? RuntimeVmState.Running : RuntimeVmState.Stopped, record.Image,
             pid is int p ? QemuProcess.StartedAt(p) : null);
     }
@@ -471,7 +471,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 catch (IOException) when (!mux.IsAlive)
                 {
                     // The connection broke (guest restarted its mux, or violated the protocol): start over, if QEMU still runs.
-                    if (QemuProcess.ReadPid(vm, vmId) == null) throw NotRunning(vmId);
+                    if (QemuProcess.ReadPid(vm) == null) throw NotRunning(vmId);
                 }
             }
         }
@@ -490,7 +490,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         try
         {
             if (_connections.TryGetValue(vmId, out existing) && existing.IsAlive) return existing;
-            if (QemuProcess.ReadPid(vm, vmId) == null)
+            if (QemuProcess.ReadPid(vm) == null)
                 throw File.Exists(vm.Record) ? NotRunning(vmId) : NotFound(vmId);
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try
@@ -522,7 +522,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         {
             await Task.WhenAny(task, Task.Delay(ExitCheckInterval, ct)).ConfigureAwait(false);
             ct.ThrowIfCancellationRequested();
-            if (!task.IsCompleted && QemuProcess.ReadPid(vm, vmId) == null)
+            if (!task.IsCompleted && QemuProcess.ReadPid(vm) == null)
             {
                 cts.Cancel();
                 try { await task.ConfigureAwait(false); } catch (Exception) { /* replaced by the reason below */ }
@@ -542,7 +542,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     public Task<IPAddress?> GetAddressAsync(string vmId, CancellationToken ct)
     {
         var vm = Layout(vmId);
-        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm, vmId) == null) return Task.FromResult<IPAddress?>(null);
+        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm) == null) return Task.FromResult<IPAddress?>(null);
         return Task.FromResult<IPAddress?>(IPAddress.Parse(record.Address));
     }
 
@@ -562,7 +562,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         try
         {
             var record = VmRecord.TryRead(source.Record) ?? throw NotFound(sourceVmId);
-            if (QemuProcess.ReadPid(source, sourceVmId) != null)
+            if (QemuProcess.ReadPid(source) != null)
                 throw new MicroVmException(MicroVmErrors.NotSupported, "copying a running microVM is not supported yet: stop it first");
             if (File.Exists(vm.Record)) throw new MicroVmException(MicroVmErrors.NotSupported, $"VM {target.VmId} exists already");
             Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
@@ -607,7 +607,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         {
             gate.Release();
         }
-        if (QemuProcess.ReadPid(vm, vmId) != null)
+        if (QemuProcess.ReadPid(vm) != null)
         {
             // Live: the kernel's hostname, through the agent (the image need not have a hostname tool).
             var (exit, error) = await RunAgentCommandAsync(vmId, [AgentGuestPath, "hostname", newName], ct).ConfigureAwait(false);
@@ -637,7 +637,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             if (resources.DiskBytes > disk)
             {
                 disk = resources.DiskBytes;
-                if (QemuProcess.ReadPid(vm, vmId) != null)
+                if (QemuProcess.ReadPid(vm) != null)
                 {
                     await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, ct).ConfigureAwait(false);
                     foreach (var drive in new[] { "root", "data" })
@@ -689,7 +689,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     public Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)
     {
         var vm = Layout(vmId);
-        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm, vmId) is not int pid) return Task.FromResult<VmStatsSample?>(null);
+        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm) is not int pid) return Task.FromResult<VmStatsSample?>(null);
         var now = DateTimeOffset.UtcNow;
         var (cpuSeconds, rssBytes) = ProcessUsage(pid);
         double percent = 0;

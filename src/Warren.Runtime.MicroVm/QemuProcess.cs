@@ -126,29 +126,32 @@ internal static class QemuProcess
             throw new MicroVmException(MicroVmErrors.VmStartFailed, $"QEMU did not start VM {vmId} within {LaunchTimeout.TotalSeconds:0} s");
         }
         string error = (await stderr.ConfigureAwait(false)).Trim();
-        if (process.ExitCode != 0 || ReadPid(layout, vmId) is not int pid)
+        if (process.ExitCode != 0 || ReadPid(layout) is not int pid)
             throw new MicroVmException(MicroVmErrors.VmStartFailed,
                 $"QEMU could not start VM {vmId} (exit {process.ExitCode}){(error.Length > 0 ? ": " + (error.Length > 1000 ? error[..1000] : error) : "")}");
         return pid;
     }
 
-    /// <summary>The running QEMU of this VM, or null: pid file present, process alive, and its command line names the VM.</summary>
-    public static int? ReadPid(VmLayout layout, string vmId)
+    /// <summary>The running QEMU of this VM, or null: pid file present, process alive, and its command line names this very pid file.</summary>
+    public static int? ReadPid(VmLayout layout)
     {
         string text;
         try { text = File.ReadAllText(layout.PidFile).Trim(); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
         if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) || pid <= 1) return null;
-        return IsVmProcess(pid, vmId) ? pid : null;
+        return IsVmProcess(pid, layout) ? pid : null;
     }
 
-    public static bool IsVmProcess(int pid, string vmId)
+    /// <summary>
+    /// Whether <paramref name="pid"/> is this VM's QEMU: its command line holds <c>-pidfile</c> with the VM's own path, which
+    /// also tells apart two installations' VMs of the same id. A zombie's command line is empty: no longer the VM.
+    /// </summary>
+    public static bool IsVmProcess(int pid, VmLayout layout)
     {
         try
         {
             var cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
-            // A zombie has an empty command line: it is no longer the VM.
-            return cmdline.Contains("\0-name\0" + ProcessName(vmId) + ",", StringComparison.Ordinal);
+            return cmdline.Contains("\0-pidfile\0" + layout.PidFile + "\0", StringComparison.Ordinal);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
@@ -161,10 +164,10 @@ internal static class QemuProcess
     }
 
     /// <summary>Waits for the process to be gone (polling: it is not our child after daemonizing).</summary>
-    public static async Task<bool> WaitExitAsync(int pid, string vmId, TimeSpan timeout, CancellationToken ct)
+    public static async Task<bool> WaitExitAsync(int pid, VmLayout layout, TimeSpan timeout, CancellationToken ct)
     {
         var deadline = Stopwatch.StartNew();
-        while (IsVmProcess(pid, vmId))
+        while (IsVmProcess(pid, layout))
         {
             if (deadline.Elapsed >= timeout) return false;
             await Task.Delay(ExitPoll, ct).ConfigureAwait(false);
@@ -174,9 +177,9 @@ internal static class QemuProcess
 
     private static readonly TimeSpan ExitPoll = TimeSpan.FromMilliseconds(50);
 
-    public static void Kill(int pid, string vmId)
+    public static void Kill(int pid, VmLayout layout)
     {
-        if (!IsVmProcess(pid, vmId)) return;
+        if (!IsVmProcess(pid, layout)) return;
         try { Process.GetProcessById(pid).Kill(); }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception) { }
     }
