@@ -26,8 +26,11 @@ public sealed class MicroVmRuntimeOptions
     /// </summary>
     public string LoopbackPrefix { get; set; } = "127.0.3.";
 
-    /// <summary>Guest TCP ports forwarded besides the image's exposed ones.</summary>
-    public IReadOnlyList<int> ForwardedPorts { get; set; } = [80, 8000, 8080];
+    /// <summary>
+    /// Guest TCP ports forwarded besides the image's exposed ones: user networking forwards listed ports only, so a
+    /// proxy port outside this list (and the image's) is not reachable through <see cref="Warren.Platform.Runtime.IVmRuntime.GetAddressAsync"/>.
+    /// </summary>
+    public IReadOnlyList<int> ForwardedPorts { get; set; } = [80, 3000, 5000, 8000, 8080, 8888];
 
     /// <summary>How long a VM may take from QEMU start to the agent answering (TCG on a loaded machine is slow).</summary>
     public TimeSpan BootTimeout { get; set; } = TimeSpan.FromSeconds(120);
