@@ -46,6 +46,15 @@ internal static class MicroVmTestEnvironment
         SweepOrphans();
     }
 
+    /// <summary>An image scripts/build-images.sh builds (besides busybox): fails when missing, like the rest of the environment.</summary>
+    public static void RequireImage(string image)
+    {
+        string? host = Environment.GetEnvironmentVariable("DOCKER_HOST");
+        using var client = new DockerClientConfiguration(string.IsNullOrEmpty(host) ? new Uri("unix:///var/run/docker.sock") : new Uri(host)).CreateClient();
+        try { client.Images.InspectImageAsync(image).Wait(TimeSpan.FromSeconds(10)); }
+        catch (Exception e) { Assert.Fail($"{image} missing (run scripts/build-images.sh): {e.GetBaseException().Message}"); }
+    }
+
     /// <summary>Prefix of the tests' temporary data directories (<see cref="NewDataDirectory"/>).</summary>
     private static readonly string s_dataPrefix = Path.Combine(Path.GetTempPath(), "wmv-");
 
