@@ -9,37 +9,26 @@ namespace Warren.Runtime.MicroVm.Tests;
 /// "Pattern B": dockerd and <c>docker run</c> inside a VM, which a container runtime cannot offer a tenant without
 /// privileges on the host. One boot of warren/dind:1 (scripts/build-images.sh), about a minute under emulation.
 /// </summary>
-public sealed class MicroVmDockerInsideTests(ITestOutputHelper output) : IAsyncLifetime
+public sealed class MicroVmDockerInsideTests(ITestOutputHelper output) : OwnRuntimeTest(output)
 {
     private const string DindImage = "warren/dind:1";
-    private readonly string _dataDirectory = MicroVmTestEnvironment.NewDataDirectory();
-    private MicroVmRuntime? _runtime;
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        if (_runtime != null) await _runtime.DisposeAsync();
-        if (Directory.Exists(_dataDirectory)) Directory.Delete(_dataDirectory, recursive: true);
-    }
 
     [MicroVmFact]
     public async Task Dockerd_RunsInTheVm_AndRunsAContainer()
     {
         MicroVmTestEnvironment.Require();
         MicroVmTestEnvironment.RequireImage(DindImage);
-        _runtime = new MicroVmRuntime(new MicroVmRuntimeOptions { DataDirectory = _dataDirectory, ConsoleLog = true, BootTimeout = TimeSpan.FromMinutes(3) });
-        var runtime = _runtime;
-        string id = "wt-" + Guid.NewGuid().ToString("N")[..12];
+        var runtime = await NewRuntimeAsync(TimeSpan.FromMinutes(3));
+        string id = NewVmId();
         var clock = Stopwatch.StartNew();
         try
         {
             await runtime.CreateAsync(new VmSpec(id, "dind", DindImage, new VmResources(1, 1536L << 20, 4L << 30),
                 new Dictionary<string, string>(), CommandMode.None, null, null, null), MicroVmRuntimeTests.Timeout());
-            output.WriteLine($"created (image base included) {clock.Elapsed.TotalSeconds:F1} s");
+            Output.WriteLine($"created (image base included) {clock.Elapsed.TotalSeconds:F1} s");
             var (exit, _, stderr) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "nohup dockerd --data-root /data/docker >/data/dockerd.log 2>&1 &");
             Assert.True(exit.ExitCode == 0, stderr);
-            output.WriteLine($"booted, dockerd started {clock.Elapsed.TotalSeconds:F1} s");
+            Output.WriteLine($"booted, dockerd started {clock.Elapsed.TotalSeconds:F1} s");
 
             string info = "";
             for (int i = 0; i < 600 && info.Length == 0; i++)
@@ -48,7 +37,7 @@ public sealed class MicroVmDockerInsideTests(ITestOutputHelper output) : IAsyncL
                 if (r.Exit.ExitCode == 0) info = r.Stdout.Trim();
                 else await Task.Delay(200);
             }
-            output.WriteLine($"dockerd ready {clock.Elapsed.TotalSeconds:F1} s: {info}");
+            Output.WriteLine($"dockerd ready {clock.Elapsed.TotalSeconds:F1} s: {info}");
             Assert.Equal("overlay2 2", info);   // overlay and cgroup v2 from the VM's own kernel
 
             // The image goes in as `docker save` on the host piped into `docker load` through the session's stdin.
@@ -61,18 +50,17 @@ public sealed class MicroVmDockerInsideTests(ITestOutputHelper output) : IAsyncL
                 Assert.Equal(0, (await load.Completion.WaitAsync(TimeSpan.FromMinutes(3))).ExitCode);
                 Assert.Contains("Loaded image", await loaded);
             }
-            output.WriteLine($"image loaded {clock.Elapsed.TotalSeconds:F1} s");
+            Output.WriteLine($"image loaded {clock.Elapsed.TotalSeconds:F1} s");
 
             var run = await MicroVmRuntimeTests.RunAsync(runtime, id, "docker", "run", "--rm", MicroVmTestEnvironment.BusyboxImage, "sh", "-c", "echo nested-ok; uname -r");
-            output.WriteLine($"docker run {clock.Elapsed.TotalSeconds:F1} s: {run.Stdout}{run.Stderr}");
+            Output.WriteLine($"docker run {clock.Elapsed.TotalSeconds:F1} s: {run.Stdout}{run.Stderr}");
             Assert.Equal(0, run.Exit.ExitCode);
             Assert.StartsWith("nested-ok\n", run.Stdout);
             Assert.EndsWith("-cloud-amd64\n", run.Stdout);
         }
         catch
         {
-            string log = Path.Combine(_dataDirectory, "vms", id, "console.log");
-            if (File.Exists(log)) output.WriteLine(File.ReadAllText(log));
+            WriteConsole(id);
             throw;
         }
         finally

@@ -5,26 +5,14 @@ using Xunit.Abstractions;
 namespace Warren.Runtime.MicroVm.Tests;
 
 /// <summary>Create, stop and start with /data kept, poweroff from inside, and removal leaving nothing behind.</summary>
-public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLifetime
+public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : OwnRuntimeTest(output)
 {
-    private readonly string _dataDirectory = MicroVmTestEnvironment.NewDataDirectory();
-    private MicroVmRuntime? _runtime;
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        if (_runtime != null) await _runtime.DisposeAsync();
-        if (Directory.Exists(_dataDirectory)) Directory.Delete(_dataDirectory, recursive: true);
-    }
-
     [MicroVmFact]
     public async Task StopStart_KeepsData_PoweroffInside_EndsTheVm_AndRemoveLeavesNothing()
     {
         MicroVmTestEnvironment.Require();
-        _runtime = BusyboxMicroVm.NewRuntime(_dataDirectory);
-        var runtime = _runtime;
-        string id = "wt-" + Guid.NewGuid().ToString("N")[..12];
+        var runtime = await NewRuntimeAsync();
+        string id = NewVmId();
         try
         {
             await runtime.CreateAsync(BusyboxMicroVm.Spec(id, "life"), MicroVmRuntimeTests.Timeout());
@@ -61,7 +49,7 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLife
             await runtime.StartAsync(id, MicroVmRuntimeTests.Timeout());
             var started = System.Diagnostics.Stopwatch.StartNew();
             var (_, stdout, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "cat /data/marker; cat /tmp/marker 2>/dev/null || echo no-tmp; df -k /data | tail -1 | awk '{print $2}'");
-            output.WriteLine($"start to first exec answered: {started.Elapsed.TotalSeconds:F2} s");
+            Output.WriteLine($"start to first exec answered: {started.Elapsed.TotalSeconds:F2} s");
             var lines = stdout.Split('\n');
             Assert.Equal(("kept", "no-tmp"), (lines[0], lines[1]));
             Assert.InRange(long.Parse(lines[2]) * 1024, 580L << 20, 640L << 20);
@@ -72,8 +60,7 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLife
             Assert.Equal("renamed\n", (await MicroVmRuntimeTests.RunAsync(runtime, id, "hostname")).Stdout);
 
             // A daemon restart: a new runtime over the same directory finds the running VM and reconnects (new HELLO).
-            await runtime.DisposeAsync();
-            _runtime = runtime = BusyboxMicroVm.NewRuntime(_dataDirectory);
+            runtime = await NewRuntimeAsync();
             Assert.Contains(await runtime.ListAsync(default), v => v.VmId == id && v.Name == "renamed" && v.State == RuntimeVmState.Running);
             Assert.Equal("kept\n", (await MicroVmRuntimeTests.RunAsync(runtime, id, "cat", "/data/marker")).Stdout);
 
@@ -89,8 +76,7 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLife
         }
         catch
         {
-            string log = Path.Combine(_dataDirectory, "vms", id, "console.log");
-            if (File.Exists(log)) output.WriteLine(File.ReadAllText(log));
+            WriteConsole(id);
             throw;
         }
         finally
@@ -99,7 +85,7 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : IAsyncLife
         }
         Assert.Null(await runtime.InspectAsync(id, default));
         Assert.DoesNotContain(await runtime.ListAsync(default), v => v.VmId == id);
-        Assert.False(Directory.Exists(Path.Combine(_dataDirectory, "vms", id)));
+        Assert.False(Directory.Exists(Path.Combine(DataDirectory, "vms", id)));
         Assert.DoesNotContain(System.Diagnostics.Process.GetProcesses(), p => SafeCommandLine(p.Id).Contains("warren-" + id));
         await runtime.RemoveAsync(id, MicroVmRuntimeTests.Timeout()); // idempotent
     }

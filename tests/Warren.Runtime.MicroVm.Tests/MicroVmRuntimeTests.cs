@@ -26,12 +26,12 @@ public sealed class BusyboxMicroVm : IAsyncLifetime
     public TimeSpan BootToAgent { get; private set; }
     public TimeSpan Create { get; private set; }
 
-    public static MicroVmRuntime NewRuntime(string dataDirectory) => new(new MicroVmRuntimeOptions
+    public static MicroVmRuntime NewRuntime(string dataDirectory, TimeSpan? bootTimeout = null) => new(new MicroVmRuntimeOptions
     {
         DataDirectory = dataDirectory,
         ConsoleLog = true,
         StopTimeout = TimeSpan.FromSeconds(20),
-        BootTimeout = TimeSpan.FromSeconds(60),
+        BootTimeout = bootTimeout ?? TimeSpan.FromSeconds(60),
     });
 
     public static VmSpec Spec(string vmId, string name, IReadOnlyList<string>? command = null, string? setup = null) =>
