@@ -3,13 +3,18 @@
 #   1. the guest agent, a static NativeAOT executable, at var/agent/warren-agent
 #      (republished only when src/Warren.Agent changed; stamp beside it);
 #   2. warren/busybox:1, FROM scratch with busybox-static and its applet links (no libc);
-#   3. warren/default:1, a Debian bookworm userland made with debootstrap from the
+#   3. the microVM kernel, initramfs and module disk (scripts/build-vm-kernel.sh, var/vm-kernel/);
+#   4. warren/default:1, a Debian bookworm userland made with debootstrap from the
 #      apt mirror configured on this host, plus a login user `warren` (uid 1000,
 #      passwordless sudo). Skipped when the image exists.
+#   5. warren/dind:1, warren/default:1 plus docker.io, iptables and kmod: the image the microVM tests run
+#      dockerd in ("Pattern B": docker inside a VM, which needs a real VM's kernel). Skipped when present.
 # Idempotent, and serialised with flock so parallel ./test.sh runs don't race.
 #
 # Environment:
 #   WARREN_SKIP_DEFAULT_IMAGE=1   skip the (slow, network-bound) default image
+#   WARREN_SKIP_VM_KERNEL=1       skip the microVM kernel (scripts/build-vm-kernel.sh)
+#   WARREN_SKIP_DIND_IMAGE=1      skip warren/dind:1
 #   WARREN_AGENT_OUT=DIR          publish the agent somewhere else (default var/agent)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +79,14 @@ else
   rm -rf "$ctx"
 fi
 
-# ---------------------------------------------------------------- 3. default image
+# ---------------------------------------------------------------- 3. microVM kernel
+if [ "${WARREN_SKIP_VM_KERNEL:-}" = 1 ]; then
+  log "skipping the microVM kernel (WARREN_SKIP_VM_KERNEL=1)"
+else
+  bash scripts/build-vm-kernel.sh
+fi
+
+# ---------------------------------------------------------------- 4. default image
 default_image=warren/default:1
 if [ "${WARREN_SKIP_DEFAULT_IMAGE:-}" = 1 ]; then
   log "skipping $default_image (WARREN_SKIP_DEFAULT_IMAGE=1)"
@@ -110,4 +122,29 @@ else
   rm -rf "$rootfs" "$rootfs.log"
   trap - EXIT
   log "$default_image built in $(( $(date +%s) - start ))s"
+fi
+
+# ---------------------------------------------------------------- 5. dind image (microVM tests)
+dind_image=warren/dind:1
+if [ "${WARREN_SKIP_DIND_IMAGE:-}" = 1 ] || [ "${WARREN_SKIP_DEFAULT_IMAGE:-}" = 1 ]; then
+  log "skipping $dind_image"
+elif docker image inspect "$dind_image" >/dev/null 2>&1; then
+  log "$dind_image present"
+else
+  log "building $dind_image (apt-get install docker.io in $default_image)"
+  start=$(date +%s)
+  ctx=$(mktemp -d)
+  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
+FROM warren/default:1
+USER root
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io iptables kmod >/dev/null \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
+LABEL org.opencontainers.image.title=warren-dind
+DOCKERFILE
+  # The legacy builder's deprecation notice goes to stderr on every build: shown only when the build fails.
+  if ! timeout 1200 docker build -q -t "$dind_image" "$ctx" >"$ctx/build.log" 2>&1; then
+    cat "$ctx/build.log" >&2; rm -rf "$ctx"; log "building $dind_image failed"; exit 1
+  fi
+  rm -rf "$ctx"
+  log "$dind_image built in $(( $(date +%s) - start ))s"
 fi

@@ -27,6 +27,11 @@ want iproute2
 # mount come with util-linux and mount, present on every Debian).
 want nftables
 want e2fsprogs
+# The microVM runtime (src/Warren.Runtime.MicroVm): QEMU, disk images, and what scripts/build-vm-kernel.sh uses.
+want qemu-system-x86
+want qemu-utils
+want kmod
+want cpio
 if [ "${WARREN_SKIP_BENCH_PKGS:-}" != 1 ]; then
   want nginx
   want wrk

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Warren.Agent.Native;
+using Warren.Agent.Vm;
 
 namespace Warren.Agent;
 
@@ -78,6 +79,9 @@ internal static class InitCommand
 
     public static int Run(string[] args)
     {
+        // init --vm: PID 1 of a microVM (Vm/VmGuest.cs); its arguments come from the seed disk.
+        bool vm = args.Length > 0 && args[0] == "--vm";
+        if (vm) args = VmGuest.Prepare();
         string? setupScript = null, user = null;
         int i = 0;
         for (; i < args.Length; i++)
@@ -95,6 +99,9 @@ internal static class InitCommand
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => OnStopSignal(c, 2));
         using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => Forward(c, 3));
         using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => Forward(c, 1));
+        // In a VM, halt (SIGUSR1) and poweroff (SIGUSR2) as BusyBox's commands send them to PID 1 end the VM like SIGTERM.
+        using var halt = vm ? PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR1, c => OnStopSignal(c, 15)) : null;
+        using var powerOff = vm ? PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR2, c => OnStopSignal(c, 15)) : null;
         // As PID 1 the runtime's own SIGCHLD handling lets exited children vanish before waitpid() sees their
         // status (observed: no zombie, no status). SIGCHLD back at SIG_DFL (which, unlike SIG_IGN, keeps
         // zombies for waitpid) makes this reaper the only one. We never use the Process class, which needs it.
@@ -107,8 +114,16 @@ internal static class InitCommand
         if (Directory.Exists(SessionSocketDirectory))
         {
             // The first serve starts here, synchronously, so the socket comes up before the setup script runs.
-            var serve = StartServe(env);
-            new Thread(() => SuperviseServe(serve, env)) { IsBackground = true, Name = "serve-supervisor" }.Start();
+            string[] serveArgv = [Processes.SelfPath(), "serve", SessionSocketDirectory];
+            var serve = StartSupervised(serveArgv, env);
+            new Thread(() => Supervise(serveArgv, serve, env)) { IsBackground = true, Name = "serve-supervisor" }.Start();
+            if (vm)
+            {
+                // The host reaches serve through the multiplexer on the VM's virtio-serial port.
+                string[] muxArgv = [Processes.SelfPath(), "mux", Path.Combine(SessionSocketDirectory, ServeCommand.SocketFile)];
+                var mux = StartSupervised(muxArgv, env);
+                new Thread(() => Supervise(muxArgv, mux, env)) { IsBackground = true, Name = "mux-supervisor" }.Start();
+            }
         }
         if (setupScript != null) RunSetupOnce(setupScript, env);
 
@@ -140,9 +155,17 @@ internal static class InitCommand
             Libc.Kill(-1, 15);
             while (DateTime.UtcNow < deadline)
             {
-                // kill(-1, 0) fails (ESRCH) once no other process is left in the namespace.
-                if (Libc.Kill(-1, 0) != 0) break;
+                // kill(-1, 0) fails (ESRCH) once no other process is left in the namespace. In a VM it never does
+                // (kernel threads count), so there /proc is asked instead.
+                if (vm ? !VmGuest.AnyUserProcessLeft() : Libc.Kill(-1, 0) != 0) break;
                 Thread.Sleep(StopPoll);
+            }
+            if (vm)
+            {
+                // PID 1 must never exit in a VM (the kernel panics): end the machine instead.
+                Log("powering off");
+                Libc.Kill(-1, 9);
+                VmGuest.PowerOff();
             }
         }
         else
@@ -174,28 +197,28 @@ internal static class InitCommand
         }
     }
 
-    /// <summary>Starts <c>serve</c>; the task completes when it exits (at once, with -1, if it could not be spawned).</summary>
-    private static (Task<int> Exited, DateTime StartedAt) StartServe(List<string> env)
+    /// <summary>Starts a helper (<c>serve</c>, <c>mux</c>); the task completes when it exits (at once, with -1, if it could not be spawned).</summary>
+    private static (Task<int> Exited, DateTime StartedAt) StartSupervised(string[] argv, List<string> env)
     {
         var startedAt = DateTime.UtcNow;
         try
         {
-            var (pid, exited) = SpawnTracked([Processes.SelfPath(), "serve", SessionSocketDirectory], env, null);
-            if (s_debug) Log($"started serve (pid {pid})");
+            var (pid, exited) = SpawnTracked(argv, env, null);
+            if (s_debug) Log($"started {argv[1]} (pid {pid})");
             return (exited, startedAt);
         }
         catch (Exception e) when (e is IOException or FileNotFoundException)
         {
-            Log($"cannot start serve: {e.Message}");
+            Log($"cannot start {argv[1]}: {e.Message}");
             return (Task.FromResult(-1), startedAt);
         }
     }
 
     /// <summary>
-    /// Restarts serve whenever it exits, until the VM stops: at most once per <see cref="ServeRestartInterval"/>, and
+    /// Restarts a helper whenever it exits, until the VM stops: at most once per <see cref="ServeRestartInterval"/>, and
     /// with the interval doubling (up to <see cref="ServeRestartMaxInterval"/>) while it keeps failing quickly.
     /// </summary>
-    private static void SuperviseServe((Task<int> Exited, DateTime StartedAt) serve, List<string> env)
+    private static void Supervise(string[] argv, (Task<int> Exited, DateTime StartedAt) serve, List<string> env)
     {
         var interval = ServeRestartInterval;
         while (true)
@@ -205,10 +228,10 @@ internal static class InitCommand
             var ran = DateTime.UtcNow - serve.StartedAt;
             if (ran >= ServeHealthyRun) interval = ServeRestartInterval;
             var wait = interval - ran;
-            if (status != -1) Log($"serve exited ({Describe(status)}); restarting{(wait > TimeSpan.Zero ? $" in {wait.TotalSeconds:F0} s" : "")}");
+            if (status != -1) Log($"{argv[1]} exited ({Describe(status)}); restarting{(wait > TimeSpan.Zero ? $" in {wait.TotalSeconds:F0} s" : "")}");
             if (wait > TimeSpan.Zero && s_stop.Wait(wait)) return;
             interval = TimeSpan.FromTicks(Math.Min(interval.Ticks * 2, ServeRestartMaxInterval.Ticks));
-            serve = StartServe(env);
+            serve = StartSupervised(argv, env);
         }
     }
 

@@ -9,12 +9,15 @@ namespace Warren.Agent
     internal static class AgentMain
     {
         public const string Usage =
-            "usage: warren-agent init [--setup-script PATH] [--user USER] [--] [CMD ARG...]\n" +
+            "usage: warren-agent init [--setup-script PATH] [--user USER] [--] [CMD ARG...] | init --vm\n" +
             "       warren-agent exec [--pid-file PATH] [--tty-size COLSxROWS] [--] CMD ARG...\n" +
             "       warren-agent signal SIG PIDFILE\n" +
             "       warren-agent as-user USER [--] CMD ARG...\n" +
             "       warren-agent connect [--ready] HOST PORT\n" +
             "       warren-agent serve DIR\n" +
+            "       warren-agent mux AGENT_SOCKET\n" +
+            "       warren-agent hostname NAME\n" +
+            "       warren-agent grow-fs [MOUNTPOINT...]\n" +
             "       warren-agent session-child [--tty] [--user USER] [--cwd DIR] [--nofile N] -- CMD ARG...\n" +
             "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
@@ -50,6 +53,9 @@ namespace Warren.Agent
                     "connect" => await ConnectCommand.RunAsync(rest),
                     "listen" => await ListenCommand.RunAsync(rest),
                     "serve" => ServeCommand.Run(rest),
+                    "mux" => Vm.MuxCommand.Run(rest),
+                    "hostname" => Vm.VmGuest.Hostname(rest),
+                    "grow-fs" => Vm.GrowFsCommand.Run(rest),
                     "session-child" => SessionChildCommand.Run(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
                     "scp" => Scp.ScpMain.Run(rest),

@@ -62,7 +62,44 @@ public static class Composition
         return services;
     }
 
-    /// <summary>The Docker runtime (the only one so far).</summary>
+    /// <summary>
+    /// The runtime <c>Warren:Runtime</c> names: <c>docker</c> (default) or <c>microvm</c> (QEMU microVMs,
+    /// <c>Warren:MicroVm</c>; images still come from the engine configured by <c>Warren:Docker</c>).
+    /// </summary>
+    public static IServiceCollection AddWarrenRuntime(this IServiceCollection services, IConfiguration configuration)
+    {
+        string runtime = configuration["Warren:Runtime"] ?? "docker";
+        return runtime switch
+        {
+            "docker" => services.AddWarrenDockerRuntime(configuration),
+            "microvm" => services.AddWarrenMicroVmRuntime(configuration),
+            _ => throw new PlatformException(PlatformErrorCodes.InvalidArgument, $"Warren:Runtime must be docker or microvm, not \"{runtime}\""),
+        };
+    }
+
+    /// <summary>The microVM runtime: VMs under <c>&lt;data&gt;/microvm</c> unless <c>Warren:MicroVm:DataDirectory</c> says otherwise.</summary>
+    public static IServiceCollection AddWarrenMicroVmRuntime(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.TryAddSingleton(sp =>
+        {
+            var o = new Warren.Runtime.MicroVm.MicroVmRuntimeOptions();
+            configuration.GetSection("Warren:MicroVm").Bind(o);
+            var docker = new DockerRuntimeOptions();
+            configuration.GetSection("Warren:Docker").Bind(docker);
+            o.Docker = docker;
+            o.DataDirectory = Path.GetFullPath(string.IsNullOrEmpty(o.DataDirectory)
+                ? Path.Combine(sp.GetRequiredService<PlatformOptions>().DataDirectory, "microvm")
+                : o.DataDirectory);
+            return o;
+        });
+        services.TryAddSingleton(sp => new Warren.Runtime.MicroVm.MicroVmRuntime(
+            sp.GetRequiredService<Warren.Runtime.MicroVm.MicroVmRuntimeOptions>(),
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger<Warren.Runtime.MicroVm.MicroVmRuntime>()));
+        services.TryAddSingleton<IVmRuntime>(sp => sp.GetRequiredService<Warren.Runtime.MicroVm.MicroVmRuntime>());
+        return services;
+    }
+
+    /// <summary>The Docker runtime.</summary>
     public static IServiceCollection AddWarrenDockerRuntime(this IServiceCollection services, IConfiguration configuration)
     {
         services.TryAddSingleton(sp =>

@@ -52,6 +52,10 @@ namespace Warren
             {
                 return Fail($"{e.Message} (is dockerd running? ./run.sh starts it)");
             }
+            catch (Warren.Runtime.MicroVm.MicroVmException e)
+            {
+                return Fail(e.Message);
+            }
         }
 
         private static int Fail(string message)
@@ -153,7 +157,7 @@ namespace Warren
             builder.Services.AddHostedService<VmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddWarrenCore(configuration);
-            builder.Services.AddWarrenDockerRuntime(configuration);
+            builder.Services.AddWarrenRuntime(configuration);
             builder.Services.AddWarrenSshFrontDoor(configuration);
             builder.AddWarrenWebAndDns(configuration);
             builder.Services.AddWarrenInboundMail(configuration);

@@ -65,7 +65,7 @@ internal static unsafe partial class Libc
     public const int SIG_SETMASK = 2;
     /// <summary>sizeof(sigset_t) in glibc (1024 bits; the kernel uses the first 64).</summary>
     public const int SigSetBytes = 128;
-    public const int SIGHUP = 1, SIGPIPE = 13;
+    public const int SIGHUP = 1, SIGPIPE = 13, SIGUSR1 = 10, SIGUSR2 = 12;
     public const nint SIG_IGN = 1;
     [LibraryImport(Lib, EntryPoint = "umask")] public static partial uint Umask(uint mask);
     [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)] public static partial nint Syscall(nint number, nint a1, nint a2, nint a3, nint a4);
@@ -79,6 +79,9 @@ internal static unsafe partial class Libc
     public const int RLIMIT_NOFILE = 7;
     [LibraryImport(Lib, EntryPoint = "chdir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Chdir(string path);
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)] public static partial int SetHostname(byte* name, nuint len);
+    [LibraryImport(Lib, EntryPoint = "mount", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Mount(string source, string target, string type, ulong flags, string? data);
+    [LibraryImport(Lib, EntryPoint = "sync")] public static partial void Sync();
+    [LibraryImport(Lib, EntryPoint = "reboot", SetLastError = true)] public static partial int Reboot(int command);
 
     // Files.
     [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Open(string path, int flags, uint mode);

@@ -1,0 +1,151 @@
+using System.Text;
+using Warren.Agent.Native;
+
+namespace Warren.Agent.Vm;
+
+/// <summary>
+/// What <c>init --vm</c> does before the usual init, as PID 1 of a microVM (switch_root'ed to by the initramfs, which
+/// already mounted the disks and configured the network): the mounts a container runtime would have made, the
+/// hostname, and the image's configuration from the read-only seed disk at <see cref="SeedDirectory"/>. The seed
+/// holds one small file per setting, lists NUL-separated, so no value ever needs quoting.
+/// </summary>
+internal static class VmGuest
+{
+    public const string SeedDirectory = "/.warren";
+    /// <summary>The host's agent channel: a virtio-serial port named by QEMU's <c>virtserialport name=</c> (udev-less: found through sysfs).</summary>
+    public const string PortName = "warren.agent";
+
+    /// <summary>The runtime's init arguments after <c>--vm</c>: <c>[--setup-script P] [--user U] -- CMD…</c>, NUL-separated.</summary>
+    private const string InitArgsFile = SeedDirectory + "/init-args";
+    /// <summary>KEY=VALUE entries, NUL-separated: the image's environment, then the VM's.</summary>
+    private const string EnvFile = SeedDirectory + "/env";
+    private const string HostnameFile = SeedDirectory + "/hostname";
+    private const string WorkdirFile = SeedDirectory + "/workdir";
+
+    /// <summary>Used when the image sets no PATH (as Docker's default).</summary>
+    private const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+    /// <summary>The session socket directory is a tmpfs this small (as the Docker runtime's run volume): it only holds agent.sock.</summary>
+    private const string RunDirectoryOptions = "size=65536,mode=0700";
+
+    // <sys/mount.h>
+    private const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_NOEXEC = 8;
+
+    /// <summary>Prepares the VM and returns the arguments for the usual init.</summary>
+    public static string[] Prepare()
+    {
+        Mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, null);
+        Mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, null);
+        Mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5");
+        // /dev/ptmx must reach this devpts instance (as in containers): a symlink into it.
+        if (File.Exists("/dev/pts/ptmx"))
+        {
+            Libc.Unlink("/dev/ptmx");
+            Libc.Symlink("pts/ptmx", "/dev/ptmx");
+        }
+        Mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+        Mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+        Mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+        Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, null);
+        Mount("tmpfs", InitCommand.SessionSocketDirectory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, RunDirectoryOptions);
+
+        if (ReadText(HostnameFile) is { Length: > 0 } hostname) SetHostname(hostname);
+        // The disks may be larger than their filesystems (first boot, or grown while the VM was stopped).
+        GrowFsCommand.Grow("/");
+        GrowFsCommand.Grow("/data");
+        Environment.SetEnvironmentVariable("PATH", DefaultPath);
+        Environment.SetEnvironmentVariable("HOME", "/root");
+        foreach (var entry in ReadList(EnvFile))
+        {
+            int eq = entry.IndexOf('=');
+            if (eq > 0) Environment.SetEnvironmentVariable(entry[..eq], entry[(eq + 1)..]);
+        }
+        if (ReadText(WorkdirFile) is { Length: > 0 } workdir && Libc.Chdir(workdir) != 0)
+            Log($"cannot enter working directory {workdir} (errno {Libc.Errno}); staying in /");
+        return ReadList(InitArgsFile).ToArray();
+    }
+
+    /// <summary>The port's device node: /dev/vportNpM whose sysfs name is <see cref="PortName"/> (no udev to make a by-name link).</summary>
+    public static string? FindPort()
+    {
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories("/sys/class/virtio-ports"))
+                if (ReadText(Path.Combine(dir, "name")) == PortName) return "/dev/" + Path.GetFileName(dir);
+        }
+        catch (IOException) { }
+        return null;
+    }
+
+    /// <summary>Ends the VM: flush the disks, then power off (QEMU runs with -no-reboot, so a reboot ends it too).</summary>
+    public static void PowerOff()
+    {
+        const int RB_POWER_OFF = 0x4321fedc;
+        Libc.Sync();
+        Libc.Reboot(RB_POWER_OFF);
+        Log($"reboot(RB_POWER_OFF) failed: errno {Libc.Errno}");
+    }
+
+    /// <summary>Whether a process other than PID 1 and kernel threads (whose cmdline is empty) is still there.</summary>
+    public static bool AnyUserProcessLeft()
+    {
+        try
+        {
+            foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == 1) continue;
+                try
+                {
+                    using var cmdline = File.OpenRead(Path.Combine(dir, "cmdline"));
+                    if (cmdline.ReadByte() >= 0) return true;
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // gone meanwhile
+            }
+        }
+        catch (IOException) { }
+        return false;
+    }
+
+    /// <summary><c>hostname NAME</c>: sets the kernel's hostname (a rename reaches a running VM without relying on the image's tools).</summary>
+    public static int Hostname(string[] args)
+    {
+        if (args.Length != 1 || args[0].Length == 0 || args[0].Length > MaxHostnameBytes) throw new AgentUsageException("hostname: NAME (1-64 bytes)");
+        return SetHostname(args[0]) ? 0 : 1;
+    }
+
+    /// <summary>HOST_NAME_MAX on Linux.</summary>
+    private const int MaxHostnameBytes = 64;
+
+    private static unsafe bool SetHostname(string name)
+    {
+        var bytes = Encoding.UTF8.GetBytes(name);
+        fixed (byte* p = bytes)
+            if (Libc.SetHostname(p, (nuint)bytes.Length) != 0)
+            {
+                Log($"sethostname failed: errno {Libc.Errno}");
+                return false;
+            }
+        return true;
+    }
+
+    private static void Mount(string source, string target, string type, ulong flags, string? options)
+    {
+        try { Directory.CreateDirectory(target); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        if (Libc.Mount(source, target, type, flags, options) != 0) Log($"mount {type} on {target} failed: errno {Libc.Errno}");
+    }
+
+    private static string? ReadText(string path)
+    {
+        try { return File.ReadAllText(path).TrimEnd('\n'); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    private static List<string> ReadList(string path)
+    {
+        var text = ReadText(path);
+        return text == null ? [] : text.Split('\0', StringSplitOptions.RemoveEmptyEntries).ToList();
+    }
+
+    private static void Log(string message) => Console.Error.Write($"warren-agent init: {message}\n");
+}

@@ -1,0 +1,186 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace Warren.Runtime.MicroVm;
+
+/// <summary>
+/// One VM's QEMU process: the command line (QEMU's <c>microvm</c> machine, virtio-mmio devices only), the launch
+/// (<c>-daemonize</c>: QEMU outlives a daemon restart, as containers outlive one), and finding it again through its pid
+/// file, checked against <c>/proc/&lt;pid&gt;/cmdline</c> so a reused pid is never taken for the VM.
+/// </summary>
+internal static class QemuProcess
+{
+    /// <summary>
+    /// Debian's cloud kernel under QEMU's TCG on microvm hangs calibrating the TSC without these (no PIT/HPET reference):
+    /// a fixed early TSC frequency, a TSC trusted as stable, and no timer check.
+    /// </summary>
+    private const string TcgKernelArgs = "tsc_early_khz=2000000 tsc=reliable no_timer_check";
+
+    /// <summary>Guest addressing of QEMU user networking (its defaults): the VM, the host's gateway, and its DNS forwarder.</summary>
+    private const string GuestNetwork = "10.0.2.15/24,10.0.2.2,10.0.2.3";
+
+    private static readonly TimeSpan LaunchTimeout = TimeSpan.FromSeconds(60);
+
+    public static string ProcessName(string vmId) => "warren-" + vmId;
+
+    /// <summary>
+    /// /dev/kvm opens and is hardware virtualization (kvm_intel or kvm_amd). Some cloud guests offer /dev/kvm through
+    /// kvm_pvm (PVM, a page-table-based nested KVM), which runs only PVM-aware guest kernels: Debian's cloud kernel
+    /// hangs right after decompression there (measured), so that counts as no KVM.
+    /// </summary>
+    public static bool KvmUsable()
+    {
+        if (!Directory.Exists("/sys/module/kvm_intel") && !Directory.Exists("/sys/module/kvm_amd")) return false;
+        try
+        {
+            using var kvm = new FileStream("/dev/kvm", FileMode.Open, FileAccess.ReadWrite);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog)
+    {
+        int cpus = Math.Max(1, (int)Math.Ceiling(vm.Resources.Cpus));
+        long memoryMiB = vm.Resources.MemoryBytes / (1024 * 1024);
+        var append = new StringBuilder("console=ttyS0 reboot=t panic=-1 quiet");
+        if (!kvm) append.Append(' ').Append(TcgKernelArgs);
+        append.Append(" warren.net=").Append(GuestNetwork);
+
+        var netdev = new StringBuilder("user,id=net0");
+        foreach (int port in vm.Ports)
+            netdev.Append(CultureInfo.InvariantCulture, $",hostfwd=tcp:{vm.Address}:{port}-:{port}");
+
+        var args = new List<string>
+        {
+            "-name", $"{ProcessName(vm.VmId)},process={ProcessName(vm.VmId)}",
+            // ACPI is how the cloud kernel finds virtio-mmio devices (it lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
+            "-M", "microvm,acpi=on,pit=on,pic=on,rtc=on",
+            "-accel", kvm ? "kvm" : "tcg",
+        };
+        if (kvm) args.AddRange(["-cpu", "host"]);
+        args.AddRange([
+            "-smp", cpus.ToString(CultureInfo.InvariantCulture),
+            "-m", memoryMiB.ToString(CultureInfo.InvariantCulture),
+            "-nodefaults", "-no-user-config", "-display", "none",
+            // A guest reboot ends the process: restart is always a relaunch with the current configuration.
+            "-no-reboot",
+            // QEMU's seccomp filter. Not spawn=deny nor elevateprivileges=deny: -daemonize forks and calls setsid after the
+            // filter is in place, and QEMU 7.2 then dies of SIGSYS or exits 1 (measured).
+            "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
+            "-daemonize", "-pidfile", layout.PidFile,
+            "-serial", consoleLog ? "file:" + layout.ConsoleLog : "null",
+            "-kernel", Path.Combine(kernelDirectory, "vmlinuz"),
+            "-initrd", Path.Combine(kernelDirectory, "initramfs.cpio.gz"),
+            "-append", append.ToString(),
+            "-drive", $"id=root,file={layout.Root},format=qcow2,if=none,discard=unmap",
+            "-device", "virtio-blk-device,drive=root",
+            "-drive", $"id=data,file={layout.Data},format=qcow2,if=none,discard=unmap",
+            "-device", "virtio-blk-device,drive=data",
+            "-drive", $"id=seed,file={layout.Seed},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=seed",
+            "-drive", $"id=kmods,file={Path.Combine(kernelDirectory, "kmods.img")},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=kmods",
+            "-netdev", netdev.ToString(),
+            "-device", "virtio-net-device,netdev=net0",
+            "-device", "virtio-rng-device",
+            "-device", "virtio-serial-device,id=vs0",
+            "-chardev", $"socket,id=agent,path={layout.AgentSocket},server=on,wait=off",
+            "-device", "virtserialport,bus=vs0.0,chardev=agent,name=warren.agent",
+            "-qmp", $"unix:{layout.QmpSocket},server=on,wait=off",
+        ]);
+        return args;
+    }
+
+    /// <summary>Starts QEMU; returns once it daemonized (devices set up, sockets listening) with its pid.</summary>
+    public static async Task<int> LaunchAsync(string qemu, IReadOnlyList<string> args, VmLayout layout, string vmId, CancellationToken ct)
+    {
+        foreach (var stale in new[] { layout.PidFile, layout.AgentSocket, layout.QmpSocket }) File.Delete(stale);
+        var start = new ProcessStartInfo(qemu)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = new Process { StartInfo = start };
+        try { process.Start(); }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw new MicroVmException(MicroVmErrors.HostToolMissing, $"cannot run {qemu}: {e.Message} (run scripts/prereqs.sh)", e);
+        }
+        process.StandardInput.Close();
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        limit.CancelAfter(LaunchTimeout);
+        // The daemon's stdio is /dev/null after daemonizing: only the parent's errors arrive here.
+        var stderr = process.StandardError.ReadToEndAsync(limit.Token);
+        try
+        {
+            await process.WaitForExitAsync(limit.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+            throw new MicroVmException(MicroVmErrors.VmStartFailed, $"QEMU did not start VM {vmId} within {LaunchTimeout.TotalSeconds:0} s");
+        }
+        string error = (await stderr.ConfigureAwait(false)).Trim();
+        if (process.ExitCode != 0 || ReadPid(layout) is not int pid)
+            throw new MicroVmException(MicroVmErrors.VmStartFailed,
+                $"QEMU could not start VM {vmId} (exit {process.ExitCode}){(error.Length > 0 ? ": " + (error.Length > 1000 ? error[..1000] : error) : "")}");
+        return pid;
+    }
+
+    /// <summary>The running QEMU of this VM, or null: pid file present, process alive, and its command line names this very pid file.</summary>
+    public static int? ReadPid(VmLayout layout)
+    {
+        string text;
+        try { text = File.ReadAllText(layout.PidFile).Trim(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+        if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) || pid <= 1) return null;
+        return IsVmProcess(pid, layout) ? pid : null;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="pid"/> is this VM's QEMU: its command line holds <c>-pidfile</c> with the VM's own path, which
+    /// also tells apart two installations' VMs of the same id. A zombie's command line is empty: no longer the VM.
+    /// </summary>
+    public static bool IsVmProcess(int pid, VmLayout layout)
+    {
+        try
+        {
+            var cmdline = File.ReadAllText($"/proc/{pid}/cmdline");
+            return cmdline.Contains("\0-pidfile\0" + layout.PidFile + "\0", StringComparison.Ordinal);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>When the process started (from /proc/&lt;pid&gt;, to the second).</summary>
+    public static DateTimeOffset? StartedAt(int pid)
+    {
+        try { return new DateTimeOffset(Directory.GetCreationTimeUtc($"/proc/{pid}"), TimeSpan.Zero); }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>Waits for the process to be gone (polling: it is not our child after daemonizing).</summary>
+    public static async Task<bool> WaitExitAsync(int pid, VmLayout layout, TimeSpan timeout, CancellationToken ct)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (IsVmProcess(pid, layout))
+        {
+            if (deadline.Elapsed >= timeout) return false;
+            await Task.Delay(ExitPoll, ct).ConfigureAwait(false);
+        }
+        return true;
+    }
+
+    private static readonly TimeSpan ExitPoll = TimeSpan.FromMilliseconds(50);
+
+    public static void Kill(int pid, VmLayout layout)
+    {
+        if (!IsVmProcess(pid, layout)) return;
+        try { Process.GetProcessById(pid).Kill(); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception) { }
+    }
+}
