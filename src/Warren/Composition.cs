@@ -68,7 +68,7 @@ public static class Composition
     /// </summary>
     public static IServiceCollection AddWarrenRuntime(this IServiceCollection services, IConfiguration configuration)
     {
-        string runtime = configuration["Warren:Runtime"] ?? "docker";
+        string runtime = RuntimeName(configuration);
         return runtime switch
         {
             "docker" => services.AddWarrenDockerRuntime(configuration),
@@ -76,6 +76,9 @@ public static class Composition
             _ => throw new PlatformException(PlatformErrorCodes.InvalidArgument, $"Warren:Runtime must be docker or microvm, not \"{runtime}\""),
         };
     }
+
+    /// <summary>The runtime <c>Warren:Runtime</c> names, <c>docker</c> when unset.</summary>
+    public static string RuntimeName(IConfiguration configuration) => configuration["Warren:Runtime"] ?? "docker";
 
     /// <summary>The microVM runtime: VMs under <c>&lt;data&gt;/microvm</c> unless <c>Warren:MicroVm:DataDirectory</c> says otherwise.</summary>
     public static IServiceCollection AddWarrenMicroVmRuntime(this IServiceCollection services, IConfiguration configuration)

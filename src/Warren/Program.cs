@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Warren;
 using Warren.Platform;
 using Warren.Platform.Accounts;
+using Warren.Platform.Runtime;
 using Warren.Ssh.Keys;
 
 return await WarrenCli.RunAsync(args);
@@ -154,7 +155,9 @@ namespace Warren
 
             // One failing background loop (stats sampling, say) must not take the front doors down.
             builder.Services.Configure<HostOptions>(o => o.BackgroundServiceExceptionBehavior = BackgroundServiceExceptionBehavior.Ignore);
-            builder.Services.AddHostedService<VmHostPreparation>();
+            // The packet filter, VM networks and disk images are the Docker runtime's; the microVM runtime's user
+            // networking has no host side to prepare (and is for development only: the banner says so).
+            if (Composition.RuntimeName(configuration) == "docker") builder.Services.AddHostedService<VmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddWarrenCore(configuration);
             builder.Services.AddWarrenRuntime(configuration);
@@ -166,12 +169,12 @@ namespace Warren
             app.UseWarrenWeb();
             var options = app.Services.GetRequiredService<PlatformOptions>();
             await app.StartAsync();
-            PrintBanner(options, configuration);
+            PrintBanner(options, configuration, app);
             await app.WaitForShutdownAsync();
             return 0;
         }
 
-        private static void PrintBanner(PlatformOptions o, IConfiguration configuration)
+        private static void PrintBanner(PlatformOptions o, IConfiguration configuration, WebApplication app)
         {
             var slots = string.Join(", ", o.EffectiveSlots.Select(s => $"{s.Name}={s.LocalIp}"));
             Console.WriteLine($"""
@@ -184,10 +187,20 @@ namespace Warren
                   SMTP            {(MailComposition.SmtpPort(configuration) > 0 ? $"{o.ControlLocalIp}:{MailComposition.SmtpPort(configuration)} (MX {MailComposition.MailExchangeHost(configuration, o)}) for anything@NAME.{o.VmDomain}" : "off")}
                   data            {Path.GetFullPath(o.DataDirectory)}
                   sign-up         {SignupMode(o, configuration)}
+                  runtime         {RuntimeMode(app.Services.GetRequiredService<IVmRuntime>())}
                 First account:    ./warren user add --email you@example.com --ssh-key-file ~/.ssh/id_ed25519.pub
                 Then:             ssh -p {o.SshPort} {o.ControlLocalIp} new --name=web
                 """);
         }
+
+        /// <summary>Which runtime runs VMs and what that means, for the banner (Warren:Runtime).</summary>
+        private static string RuntimeMode(IVmRuntime runtime) => runtime switch
+        {
+            Warren.Runtime.MicroVm.MicroVmRuntime m =>
+                $"microvm: QEMU microVMs with {(m.UsesKvm ? "KVM" : "TCG (no usable KVM: slow, for development and CI)")}; "
+                + "QEMU user networking: DEVELOPMENT ONLY, VMs are not fenced off from this host's loopback services",
+            _ => "docker: VMs are containers on the engine (Warren:Runtime=microvm for QEMU microVMs)",
+        };
 
         /// <summary>How a new key gets an account, for the banner: AutoVerify must never go unnoticed.</summary>
         private static string SignupMode(PlatformOptions o, IConfiguration configuration)
