@@ -19,6 +19,7 @@ want haproxy
 want busybox-static
 want debootstrap          # builds the default VM image rootfs (scripts/build-images.sh)
 want swaks
+want ssh-audit          # audits the SSH listeners' algorithm profile
 want tmux
 want iproute2
 if [ "${WARREN_SKIP_BENCH_PKGS:-}" != 1 ]; then
