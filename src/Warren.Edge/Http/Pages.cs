@@ -92,6 +92,13 @@ internal static class Pages
     public static void SetRetryAfter(HttpContext c, TimeSpan retryAfter) =>
         c.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
 
+    /// <summary>The title of the sign-in pages (the control host's, and a site's own form pages).</summary>
+    public const string SignInTitle = "Sign in to continue";
+
+    /// <summary>401 on a site page that needs a signed-in person, with a link to the site's login (<paramref name="loginUrl"/>).</summary>
+    public static Task SignInToSiteAsync(HttpContext c, string loginUrl) =>
+        WriteAsync(c, StatusCodes.Status401Unauthorized, SignInTitle, $"<p><a href=\"{E(loginUrl)}\">Sign in</a> to continue.</p>");
+
     public static Task InvalidAuthenticationAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Unauthorized", $"<p>invalid or missing authentication (trace {E(c.TraceIdentifier)})</p>");
 
