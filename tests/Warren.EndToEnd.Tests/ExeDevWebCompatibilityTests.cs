@@ -61,55 +61,24 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
     [GeneratedRegex("name=\"csrf\" value=\"([^\"]+)\"")]
     private static partial Regex CsrfField();
 
-    private static string NewJar() => Path.Combine(Directory.CreateTempSubdirectory("warren-e2e-jar-").FullName, "cookies");
+    /// <summary>A new browser (cookie jar) that reaches the control host and the fixture's site.</summary>
+    private CurlBrowser NewBrowser(params (string Host, string Address)[] more) =>
+        new(Daemon, [(ControlHost, Daemon.ControlAddress), (SiteHost(ExeDevCompatibilityFixture.Site), fixture.SlotIp), .. more]);
 
-    /// <summary>curl as one browser: a cookie jar, the control host and the site pinned with --resolve; the last response counts.</summary>
-    private async Task<WebSupport.HttpResult> BrowserAsync(string jar, string url, params string[] extra)
+    /// <summary>Signs <paramref name="user"/> in on the control host in <paramref name="browser"/> with the link <c>ssh CONTROL browser</c> prints.</summary>
+    private static async Task SignInAsync(SshUser user, CurlBrowser browser)
     {
-        var args = new List<string>
-        {
-            "-sS", "-i", "--max-time", "60", "--cacert", WebSupport.CaPath(Daemon), "-b", jar, "-c", jar,
-            "--resolve", $"{ControlHost}:{Daemon.HttpsPort}:{Daemon.ControlAddress}",
-            "--resolve", $"{SiteHost(ExeDevCompatibilityFixture.Site)}:{Daemon.HttpsPort}:{fixture.SlotIp}",
-        };
-        args.AddRange(extra);
-        args.Add(url);
-        var r = await ProcessRunner.RunAsync(ProcessRunner.Require("curl"), args, timeout: TimeSpan.FromSeconds(90));
-        Assert.True(r.ExitCode == 0, "curl failed: " + r);
-        int last = 0;
-        foreach (Match m in Regex.Matches(r.Stdout, @"(?m)^HTTP/\S+ [2-5]\d\d"))
-            last = m.Index;
-        return WebSupport.ParseResponse(r.Stdout[last..]);
-    }
-
-    /// <summary>Signs <paramref name="user"/> in on the control host in <paramref name="jar"/> with the link <c>ssh CONTROL browser</c> prints.</summary>
-    private async Task SignInAsync(SshUser user, string jar)
-    {
-        var browser = await user.ControlAsync("browser");
-        Assert.True(browser.ExitCode == 0, browser.ToString());
-        string link = LoginLink().Match(browser.Stdout + browser.Stderr).Value;
-        Assert.False(string.IsNullOrEmpty(link), browser.ToString());
-        var r = await BrowserAsync(jar, link);
+        var printed = await user.ControlAsync("browser");
+        Assert.True(printed.ExitCode == 0, printed.ToString());
+        string link = LoginLink().Match(printed.Stdout + printed.Stderr).Value;
+        Assert.False(string.IsNullOrEmpty(link), printed.ToString());
+        var r = await browser.RequestAsync(link);
         Assert.True(r.Status == 303, r.Raw);
     }
 
-    private async Task<string> NextMailAsync(string containing)
-    {
-        using var wait = new CancellationTokenSource(MailWait);
-        try
-        {
-            while (true)
-            {
-                var mail = (await fixture.Mail.Messages.Reader.ReadAsync(wait.Token)).Replace("\r", "").Replace("=\n", "");
-                if (mail.Contains(containing, StringComparison.Ordinal))
-                    return mail;
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            throw new Xunit.Sdk.XunitException($"no mail with \"{containing}\" arrived\ndaemon: " + Daemon.Log);
-        }
-    }
+    private async Task<string> NextMailAsync(string containing) =>
+        await fixture.Mail.NextContainingAsync(containing, MailWait)
+        ?? throw new Xunit.Sdk.XunitException($"no mail with \"{containing}\" arrived\ndaemon: " + Daemon.Log);
 
     [Fact]
     public async Task SshAudit_ReportsNoFailure_ForTheModernProfile_AndOpenSshStillConnects()
@@ -135,23 +104,23 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
         Assert.True(link.ExitCode == 0, link.ToString());
         string token = JsonDocument.Parse(link.Stdout).RootElement.GetProperty("token").GetString()!;
         var visitor = await Daemon.CreateUserAsync("link-visitor@example.com");
-        string jar = NewJar();
-        await SignInAsync(visitor, jar);
+        var browser = NewBrowser();
+        await SignInAsync(visitor, browser);
         try
         {
             // Signed in on the site (through its login hops) but not yet let in.
-            var before = await BrowserAsync(jar, SiteUrl(), "-L", "--max-redirs", "10");
+            var before = await browser.RequestAsync(SiteUrl(), "-L", "--max-redirs", "10");
             Assert.True(before.Status == 401, before.Raw);
             // The link: 302 to the same URL without share, every other parameter as sent.
-            var hop = await BrowserAsync(jar, SiteUrl($"/cgi-bin/env?a=1&share={token}&b=%2Fx+y"));
+            var hop = await browser.RequestAsync(SiteUrl($"/cgi-bin/env?a=1&share={token}&b=%2Fx+y"));
             Assert.True(hop.Status == 302, hop.Raw);
             Assert.Equal("/cgi-bin/env?a=1&b=%2Fx+y", hop.Header("location"));
-            var page = await BrowserAsync(jar, SiteUrl(hop.Header("location")!));
+            var page = await browser.RequestAsync(SiteUrl(hop.Header("location")!));
             Assert.True(page.Status == 200, page.Raw);
             Assert.Equal("a=1&b=%2Fx+y", page.Env()["QUERY_STRING"]);
 
             // A POST with the link is not redirected: the app gets it, minus share.
-            var post = await BrowserAsync(jar, SiteUrl($"/cgi-bin/env?share={token}&keep=1"), "--data", "x=1");
+            var post = await browser.RequestAsync(SiteUrl($"/cgi-bin/env?share={token}&keep=1"), "--data", "x=1");
             Assert.True(post.Status == 200, post.Raw);
             var env = post.Env();
             Assert.Equal("POST", env["REQUEST_METHOD"]);
@@ -168,43 +137,43 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
     public async Task NotSignedIn_Gets401SignIn_Logout307sToTheControlHost()
     {
         // Anonymous, following every hop: the control host's sign-in page, 401, naming where it returns to.
-        string anon = NewJar();
-        var signIn = await BrowserAsync(anon, SiteUrl("/deep?q=1"), "-L", "--max-redirs", "10");
+        var anon = NewBrowser();
+        var signIn = await anon.RequestAsync(SiteUrl("/deep?q=1"), "-L", "--max-redirs", "10");
         Assert.True(signIn.Status == 401, signIn.Raw);
         Assert.Contains("Sign in to continue", signIn.Body);
         Assert.Contains($"{SiteHost(ExeDevCompatibilityFixture.Site)}:{Daemon.HttpsPort}", signIn.Body);
         Assert.DoesNotContain(ExeDevCompatibilityFixture.Content, signIn.Body);
-        var ask = await BrowserAsync(anon, SiteUrl("/__exe.dev/request-access"));
+        var ask = await anon.RequestAsync(SiteUrl("/__exe.dev/request-access"));
         Assert.True(ask.Status == 401, ask.Raw);
 
         // The owner signs in, sees the site, logs out: 307 to the control host's logged-out page, cookie expired.
-        string jar = NewJar();
-        await SignInAsync(fixture.Owner, jar);
-        var site = await BrowserAsync(jar, SiteUrl(), "-L", "--max-redirs", "10");
+        var browser = NewBrowser();
+        await SignInAsync(fixture.Owner, browser);
+        var site = await browser.RequestAsync(SiteUrl(), "-L", "--max-redirs", "10");
         Assert.True(site.Status == 200, site.Raw);
-        var logout = await BrowserAsync(jar, SiteUrl("/__exe.dev/logout"), "-X", "POST");
+        var logout = await browser.RequestAsync(SiteUrl("/__exe.dev/logout"), "-X", "POST");
         Assert.True(logout.Status == 307, logout.Raw);
         Assert.Equal($"{Control}/logged-out", logout.Header("location"));
         Assert.Contains("max-age=0", logout.Header("set-cookie") ?? "", StringComparison.OrdinalIgnoreCase);
-        var loggedOut = await BrowserAsync(jar, logout.Header("location")!, "-X", "POST");
+        var loggedOut = await browser.RequestAsync(logout.Header("location")!, "-X", "POST");
         Assert.True(loggedOut.Status == 200, loggedOut.Raw);
-        var after = await BrowserAsync(jar, SiteUrl());
+        var after = await browser.RequestAsync(SiteUrl());
         Assert.True(after.Status == 307, after.Raw);
-        Assert.True((await BrowserAsync(jar, SiteUrl("/__exe.dev/logout"), "-X", "PUT")).Status == 405);
+        Assert.True((await browser.RequestAsync(SiteUrl("/__exe.dev/logout"), "-X", "PUT")).Status == 405);
     }
 
     [Fact]
     public async Task RequestAccessMail_NamesTheVm_RepliesToTheRequester_CarriesTheShareAddCommand()
     {
         var asker = await Daemon.CreateUserAsync("compat-asker@example.com");
-        string jar = NewJar();
-        await SignInAsync(asker, jar);
-        var page = await BrowserAsync(jar, SiteUrl(), "-L", "--max-redirs", "10");
+        var browser = NewBrowser();
+        await SignInAsync(asker, browser);
+        var page = await browser.RequestAsync(SiteUrl(), "-L", "--max-redirs", "10");
         Assert.True(page.Status == 401, page.Raw);
         Assert.Contains("You need access", page.Body);
         var csrf = CsrfField().Match(page.Body);
         Assert.True(csrf.Success, page.Body);
-        var sent = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"),
+        var sent = await browser.RequestAsync(SiteUrl("/__exe.dev/request-access"),
             "--data-urlencode", "csrf=" + System.Net.WebUtility.HtmlDecode(csrf.Groups[1].Value));
         Assert.True(sent.Status == 200, sent.Raw);
 
@@ -219,10 +188,10 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
     public async Task ProfileAndDashboard_AreThePersonsOwn_AndRenamedOrRemovedVmsLeaveTheProfile()
     {
         // Without the control host's cookie: 401 JSON.
-        var anonymous = await BrowserAsync(NewJar(), Control + "/api/profile");
+        var anonymous = await NewBrowser().RequestAsync(Control + "/api/profile");
         Assert.True(anonymous.Status == 401, anonymous.Raw);
         Assert.Equal("not signed in", JsonDocument.Parse(anonymous.Body).RootElement.GetProperty("error").GetString());
-        Assert.True((await BrowserAsync(NewJar(), Control + "/api/dashboard")).Status == 401);
+        Assert.True((await NewBrowser().RequestAsync(Control + "/api/dashboard")).Status == 401);
 
         var friend = await Daemon.CreateUserAsync("compat-friend@example.com");
         var other = await Daemon.CreateUserAsync("compat-other@example.com");
@@ -232,16 +201,15 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
         Assert.True(second.ExitCode == 0, second.ToString());
         try
         {
-            string jar = NewJar();
-            await SignInAsync(friend, jar);
-            var site = await BrowserAsync(jar, SiteUrl(), "-L", "--max-redirs", "10");
+            var browser = NewBrowser((SiteHost("compat-own"), fixture.SlotIp), (SiteHost("compat-moved"), fixture.SlotIp));
+            await SignInAsync(friend, browser);
+            var site = await browser.RequestAsync(SiteUrl(), "-L", "--max-redirs", "10");
             Assert.True(site.Status == 200, site.Raw);
             // Signed in on the friend's own site too (nothing listens there: the owner's 502 page, after the session is made).
-            var ownSite = await BrowserAsync(jar, SiteUrl("/", "compat-own"), "-L", "--max-redirs", "10",
-                "--resolve", $"{SiteHost("compat-own")}:{Daemon.HttpsPort}:{fixture.SlotIp}");
+            var ownSite = await browser.RequestAsync(SiteUrl("/", "compat-own"), "-L", "--max-redirs", "10");
             Assert.True(ownSite.Status == 502, ownSite.Raw);
 
-            var profile = await BrowserAsync(jar, Control + "/api/profile");
+            var profile = await browser.RequestAsync(Control + "/api/profile");
             Assert.True(profile.Status == 200, profile.Raw);
             Assert.StartsWith("application/json", profile.Header("content-type"));
             var p = JsonDocument.Parse(profile.Body).RootElement;
@@ -249,7 +217,7 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
             Assert.Equal([ExeDevCompatibilityFixture.Site, "compat-own"],
                 p.GetProperty("sites").EnumerateArray().Select(s => s.GetProperty("vm_name").GetString()).Order(StringComparer.Ordinal));
 
-            var dashboard = await BrowserAsync(jar, Control + "/api/dashboard");
+            var dashboard = await browser.RequestAsync(Control + "/api/dashboard");
             Assert.True(dashboard.Status == 200, dashboard.Raw);
             var d = JsonDocument.Parse(dashboard.Body).RootElement;
             var own = Assert.Single(d.GetProperty("vms").EnumerateArray());
@@ -261,29 +229,28 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
             Assert.Equal($"https://{SiteHost(ExeDevCompatibilityFixture.Site)}:{Daemon.HttpsPort}", shared.GetProperty("https_url").GetString());
 
             // A second account sees nothing of the first's.
-            string otherJar = NewJar();
-            await SignInAsync(other, otherJar);
-            var otherDashboard = await BrowserAsync(otherJar, Control + "/api/dashboard");
+            var otherBrowser = NewBrowser();
+            await SignInAsync(other, otherBrowser);
+            var otherDashboard = await otherBrowser.RequestAsync(Control + "/api/dashboard");
             Assert.True(otherDashboard.Status == 200, otherDashboard.Raw);
             Assert.DoesNotContain("compat-own", otherDashboard.Body);
             Assert.DoesNotContain(ExeDevCompatibilityFixture.Site + "\"", otherDashboard.Body);
-            var otherProfile = await BrowserAsync(otherJar, Control + "/api/profile");
+            var otherProfile = await otherBrowser.RequestAsync(Control + "/api/profile");
             Assert.Empty(JsonDocument.Parse(otherProfile.Body).RootElement.GetProperty("sites").EnumerateArray());
 
             // The friend renames their VM: its session leaves the profile; removing the VM does the same for the new name.
             var rename = await friend.ControlAsync("rename compat-own compat-moved --json");
             Assert.True(rename.ExitCode == 0, rename.ToString());
-            profile = await BrowserAsync(jar, Control + "/api/profile");
+            profile = await browser.RequestAsync(Control + "/api/profile");
             Assert.Equal([ExeDevCompatibilityFixture.Site],
                 JsonDocument.Parse(profile.Body).RootElement.GetProperty("sites").EnumerateArray().Select(s => s.GetProperty("vm_name").GetString()));
-            var moved = await BrowserAsync(jar, SiteUrl("/", "compat-moved"), "-L", "--max-redirs", "10",
-                "--resolve", $"{SiteHost("compat-moved")}:{Daemon.HttpsPort}:{fixture.SlotIp}");
+            var moved = await browser.RequestAsync(SiteUrl("/", "compat-moved"), "-L", "--max-redirs", "10");
             Assert.True(moved.Status is 502 or 503, moved.Raw);
-            var movedProfile = JsonDocument.Parse((await BrowserAsync(jar, Control + "/api/profile")).Body).RootElement;
+            var movedProfile = JsonDocument.Parse((await browser.RequestAsync(Control + "/api/profile")).Body).RootElement;
             Assert.Contains(movedProfile.GetProperty("sites").EnumerateArray(), s => s.GetProperty("vm_name").GetString() == "compat-moved");
             var rm = await friend.ControlAsync("rm compat-moved --json");
             Assert.True(rm.ExitCode == 0, rm.ToString());
-            profile = await BrowserAsync(jar, Control + "/api/profile");
+            profile = await browser.RequestAsync(Control + "/api/profile");
             Assert.Equal([ExeDevCompatibilityFixture.Site],
                 JsonDocument.Parse(profile.Body).RootElement.GetProperty("sites").EnumerateArray().Select(s => s.GetProperty("vm_name").GetString()));
         }

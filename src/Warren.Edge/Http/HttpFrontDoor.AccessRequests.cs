@@ -104,7 +104,7 @@ public sealed partial class HttpFrontDoor
 
         if (form is null)
         {
-            await Pages.NeedAccessAsync(context, StatusCodes.Status200OK, user.Email, _controlHost, site.Name, FormToken(session.SessionKey)).ConfigureAwait(false);
+            await Pages.NeedAccessAsync(context, StatusCodes.Status200OK, user.Email, _controlHost, site.Name, FormToken(session.SessionKey), ControlUrl("")).ConfigureAwait(false);
             return;
         }
 

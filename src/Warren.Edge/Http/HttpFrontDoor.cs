@@ -372,7 +372,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 RedirectToLogin(context);
             else
                 await Pages.NeedAccessAsync(context, StatusCodes.Status401Unauthorized, user.Email, _controlHost, site.Name,
-                    identity.SessionKey is { } sessionKey && _accessRequests is not null ? FormToken(sessionKey) : null).ConfigureAwait(false);
+                    identity.SessionKey is { } sessionKey && _accessRequests is not null ? FormToken(sessionKey) : null, ControlUrl("")).ConfigureAwait(false);
             return;
         }
         // A failed Authorization token on a public site belongs to the app: forward it untouched, anonymously.
@@ -608,8 +608,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 return;
             case ExeDevPathPrefix + "/logout":
                 if (get)
-                    await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log out",
-                        "<form method=\"post\" action=\"/__exe.dev/logout\"><p>Log out of this site?</p><button>Log out</button></form>").ConfigureAwait(false);
+                    await Pages.LogoutFormAsync(context, ControlUrl("")).ConfigureAwait(false);
                 else if (HttpMethods.IsPost(request.Method))
                     await LogoutAsync(context).ConfigureAwait(false);
                 else
