@@ -24,11 +24,13 @@ namespace Warren.Edge.Http;
 /// <list type="number">
 /// <item>Per-source rate limit (<see cref="HttpFrontDoorOptions.RequestsPerSecondPerSource"/>) → 429 with <c>Retry-After</c>.</item>
 /// <item>Plain HTTP → 308 to the same URL on HTTPS.</item>
-/// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; anything else → next middleware.</item>
+/// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; <c>/auth</c>, <c>/login</c> (the sign-in page, 401 when not
+/// signed in), <c>/logged-out</c>, <c>/api/profile</c> and <c>/api/dashboard</c> → answered here; anything else → next middleware.</item>
 /// <item><c>NAME.&lt;vm-domain&gt;[:PORT]</c>: PORT absent, 443 or the front door's own HTTPS port → default route; 3000–9999 → that VM port, for the owner alone (a share or the public flag covers the default route only); else 404.</item>
 /// <item><c>/__exe.dev/*</c> → answered here, never forwarded.</item>
 /// <item>Identity: <c>X-Exedev-Authorization: Bearer</c>, then <c>Authorization: Bearer</c>, then Basic (token as password), then the <c>login-with-exe-PORT</c> cookie; identical values in both auth headers → 400.</item>
-/// <item>Site and access (existence of a VM is never revealed to people without access).</item>
+/// <item>Site and access (existence of a VM is never revealed to people without access). Before access is decided, a signed-in
+/// person's <c>?share=TOKEN</c> on the default route is redeemed: GET/HEAD → 302 to the URL without it; other methods go on without it.</item>
 /// <item>Forward; an unreachable VM gets 502 <c>Port N unbound.</c> (owner) or 503.</item>
 /// </list>
 /// </remarks>
