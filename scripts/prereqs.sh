@@ -21,6 +21,7 @@ want debootstrap          # builds the default VM image rootfs (scripts/build-im
 want swaks
 want libnet-ssleay-perl    # swaks --tls (STARTTLS tests of the SMTP front door)
 want exim4-daemon-light   # a real MTA relaying to the SMTP front door in the inbound mail e2e test
+want ssh-audit          # audits the SSH listeners' algorithm profile
 want tmux
 want iproute2
 # VM isolation: the daemon's packet-filter table (nft), VM disk images (mke2fs, resize2fs, chattr; losetup and

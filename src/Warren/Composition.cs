@@ -161,10 +161,14 @@ public static class Composition
             var platform = sp.GetRequiredService<PlatformOptions>();
             var hostKeys = SshHostKeyStore.LoadOrCreate(Path.Combine(Path.GetFullPath(platform.DataDirectory), "ssh"));
             var frontDoor = sp.GetRequiredService<SshFrontDoorOptions>();
+            var time = sp.GetRequiredService<TimeProvider>();
+            var transport = new Warren.Ssh.Transport.SshTransportServerOptions { TimeProvider = time, HostKeys = hostKeys };
+            Warren.Ssh.Crypto.SshAlgorithmProfiles.Apply(transport, frontDoor.AlgorithmProfile);
             return new SshServer(new SshServerOptions
             {
                 HostKeys = hostKeys,
-                TimeProvider = sp.GetRequiredService<TimeProvider>(),
+                Transport = transport,
+                TimeProvider = time,
                 MaxUnauthenticatedConnectionsPerSource = frontDoor.MaxUnauthenticatedConnectionsPerSource,
                 MaxUnauthenticatedConnections = frontDoor.MaxUnauthenticatedConnections,
             },

@@ -63,6 +63,7 @@ public static class WebComposition
         });
         // Sessions survive restarts; the login page can mail links when a relay is configured.
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);
+        builder.Services.AddSingleton(SqliteWebSessionStore.UserIndexMigration);
         builder.Services.AddSingleton<IWebSessionStore, SqliteWebSessionStore>();
         if (!string.IsNullOrWhiteSpace(configuration["Warren:Smtp:Host"]))
         {

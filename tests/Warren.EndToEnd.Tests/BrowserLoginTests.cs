@@ -64,12 +64,13 @@ public sealed class BrowserLoginTests(WebFrontDoorFixture fixture) : IClassFixtu
         using var playwright = await Playwright.CreateAsync();
         await using var browser = await LaunchAsync(playwright);
 
-        // Anonymous: the site sends the browser to the control host's login page, which says how to log in.
+        // Anonymous: the site sends the browser to the control host's sign-in page (401), which says how to sign in.
         await using (var anon = await NewContextAsync(browser))
         {
             var page = await anon.NewPageAsync();
             var response = await page.GotoAsync(SiteUrl);
             Assert.NotNull(response);
+            Assert.Equal(401, response!.Status);
             Assert.StartsWith($"https://warren.localhost:{Daemon.HttpsPort}/login?", page.Url);
             string text = await page.InnerTextAsync("body");
             Assert.Contains("browser", text);
@@ -138,10 +139,11 @@ public sealed class BrowserLoginTests(WebFrontDoorFixture fixture) : IClassFixtu
                 Assert.Equal(200, shared!.Status);
                 Assert.Equal(WebFrontDoorFixture.Content, (await page.InnerTextAsync("body")).Trim());
 
-                // Logging out of the site (POST /__exe.dev/logout) ends that site's session.
+                // Logging out of the site (POST /__exe.dev/logout) ends that site's session; as on exe.dev, the browser
+                // lands on the control host's logged-out page.
                 await page.GotoAsync(SiteUrl + "__exe.dev/logout");
                 await page.ClickAsync("button");
-                await page.WaitForURLAsync(u => u.Contains("/__exe.dev/logged-out"));
+                await page.WaitForURLAsync($"https://warren.localhost:{Daemon.HttpsPort}/logged-out");
                 var cookies = await otherContext.CookiesAsync([SiteUrl]);
                 Assert.DoesNotContain(cookies, c => c.Name.StartsWith("login-with-exe-", StringComparison.Ordinal));
             }

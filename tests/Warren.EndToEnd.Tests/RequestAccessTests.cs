@@ -54,61 +54,24 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
     [GeneratedRegex("name=\"csrf\" value=\"([^\"]+)\"")]
     private static partial Regex CsrfField();
 
-    /// <summary>curl as one browser: a shared cookie jar, both names pinned with --resolve, redirects followed when asked.</summary>
-    private async Task<WebSupport.HttpResult> BrowserAsync(string jar, string url, params string[] extra)
-    {
-        var args = new List<string>
-        {
-            "-sS", "-i", "--max-time", "60", "--cacert", WebSupport.CaPath(Daemon), "-b", jar, "-c", jar,
-            "--resolve", $"{ControlHost}:{Daemon.HttpsPort}:{Daemon.ControlAddress}",
-            "--resolve", $"{SiteHost}:{Daemon.HttpsPort}:{fixture.SlotIp}",
-        };
-        args.AddRange(extra);
-        args.Add(url);
-        var r = await ProcessRunner.RunAsync(ProcessRunner.Require("curl"), args, timeout: TimeSpan.FromSeconds(90));
-        Assert.True(r.ExitCode == 0, "curl failed: " + r);
-        return WebSupport.ParseResponse(LastResponse(r.Stdout));
-    }
-
-    /// <summary>With -L, curl -i prints every response of the chain; the last one counts.</summary>
-    private static string LastResponse(string raw)
-    {
-        int last = 0;
-        foreach (Match m in Regex.Matches(raw, @"(?m)^HTTP/\S+ [2-5]\d\d"))
-            last = m.Index;
-        return raw[last..];
-    }
-
-    private async Task<string> NextMailAsync()
-    {
-        using var wait = new CancellationTokenSource(MailWait);
-        try
-        {
-            var mail = await fixture.Mail.Messages.Reader.ReadAsync(wait.Token);
-            // Undo quoted-printable soft line breaks so the assertions see whole lines.
-            return mail.Replace("\r", "").Replace("=\n", "");
-        }
-        catch (OperationCanceledException)
-        {
-            throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log);
-        }
-    }
+    private async Task<string> NextMailAsync() =>
+        await fixture.Mail.NextContainingAsync("", MailWait) ?? throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log);
 
     [Fact]
     public async Task LoggedInStranger_RequestsAccess_OwnerIsMailed_ShareAddLetsThemIn()
     {
         var asker = await Daemon.CreateUserAsync("asker@example.com");
-        string jar = Path.Combine(Directory.CreateTempSubdirectory("warren-e2e-jar-").FullName, "cookies");
+        var browser = new CurlBrowser(Daemon, (ControlHost, Daemon.ControlAddress), (SiteHost, fixture.SlotIp));
 
         // Log in on the control host with the one-time link, then open the private site (the login hops are followed).
-        var browser = await asker.ControlAsync("browser");
-        Assert.True(browser.ExitCode == 0, browser.ToString());
-        string link = Regex.Match(browser.Stdout + browser.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
-        Assert.False(string.IsNullOrEmpty(link), browser.ToString());
-        var loggedIn = await BrowserAsync(jar, link);
+        var printed = await asker.ControlAsync("browser");
+        Assert.True(printed.ExitCode == 0, printed.ToString());
+        string link = Regex.Match(printed.Stdout + printed.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
+        Assert.False(string.IsNullOrEmpty(link), printed.ToString());
+        var loggedIn = await browser.RequestAsync(link);
         Assert.True(loggedIn.Status == 303, loggedIn.Raw);
 
-        var page = await BrowserAsync(jar, SiteUrl(), "-L", "--max-redirs", "10");
+        var page = await browser.RequestAsync(SiteUrl(), "-L", "--max-redirs", "10");
         Assert.True(page.Status == 401, page.Raw);
         Assert.Contains("You need access", page.Body);
         Assert.Contains("asker@example.com", page.Body);
@@ -119,11 +82,11 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
         string token = WebUtility.HtmlDecode(csrf.Groups[1].Value);
 
         // A forged form (no valid token) sends nothing.
-        var forged = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"), "--data-urlencode", "csrf=forged", "--data-urlencode", "message=spam");
+        var forged = await browser.RequestAsync(SiteUrl("/__exe.dev/request-access"), "--data-urlencode", "csrf=forged", "--data-urlencode", "message=spam");
         Assert.True(forged.Status == 403, forged.Raw);
 
         // The real form.
-        var sent = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"),
+        var sent = await browser.RequestAsync(SiteUrl("/__exe.dev/request-access"),
             "--data-urlencode", "csrf=" + token, "--data-urlencode", "message=Hi, I am on the web team.");
         Assert.True(sent.Status == 200, sent.Raw);
         Assert.Contains("Access requested", sent.Body);
@@ -137,7 +100,7 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
         Assert.Contains(grant, mail);
 
         // Asking again at once is limited, and mails nobody.
-        var again = await BrowserAsync(jar, SiteUrl("/__exe.dev/request-access"), "--data-urlencode", "csrf=" + token);
+        var again = await browser.RequestAsync(SiteUrl("/__exe.dev/request-access"), "--data-urlencode", "csrf=" + token);
         Assert.True(again.Status == 429, again.Raw);
         Assert.True(int.TryParse(again.Header("retry-after"), out int retryAfter) && retryAfter > 0, again.Raw);
 
@@ -147,7 +110,7 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
         // The owner runs the command from the mail (without the "ssh -p PORT HOST" prefix): the asker gets in.
         var share = await fixture.Owner.ControlAsync(grant[(grant.IndexOf(" share add", StringComparison.Ordinal) + 1)..] + " --json");
         Assert.True(share.ExitCode == 0, share.ToString());
-        var allowed = await BrowserAsync(jar, SiteUrl());
+        var allowed = await browser.RequestAsync(SiteUrl());
         Assert.True(allowed.Status == 200, allowed.Raw);
         Assert.Equal(RequestAccessFixture.Content + "\n", allowed.Body);
         Assert.False(fixture.Mail.Messages.Reader.TryRead(out var extra) && extra.Contains("asks for access"), "a second access request was mailed");

@@ -10,8 +10,8 @@ namespace Warren.Edge.Adapters;
 
 /// <summary>
 /// The "request access" form: mails the site's owner through the platform's relay who asks, their
-/// optional message, and the <c>share add</c> command that lets them in; records the request in the
-/// audit log. The requester never sees the owner's address.
+/// optional message, and the <c>share add</c> command that lets them in, with the requester's address as
+/// <c>Reply-To</c>; records the request in the audit log. The requester never sees the owner's address.
 /// </summary>
 public sealed class MailedAccessRequestSender(
     AccountService accounts,
@@ -44,7 +44,12 @@ public sealed class MailedAccessRequestSender(
         }
         body.Append("To let them in, run:\n\n    ").Append(grant).Append("\n\n")
             .Append("If you do not know them, ignore this message.\n");
-        await email.SendAsync(owner.Email, $"{requester.Email} asks for access to {site.Name}", body.ToString(), ct).ConfigureAwait(false);
+        string subject = $"{requester.Email} asks for access to {site.Name}";
+        // Answering the mail reaches the person who asked (RFC 5322 §3.6.2 Reply-To), never the relay's own address.
+        if (email is IReplyToEmailSender withReplyTo)
+            await withReplyTo.SendAsync(owner.Email, requester.Email, subject, body.ToString(), ct).ConfigureAwait(false);
+        else
+            await email.SendAsync(owner.Email, subject, body.ToString(), ct).ConfigureAwait(false);
         try
         {
             await audit.AppendAsync(new AuditEntry(time.GetUtcNow(), requester.UserId, KeyFingerprint: null, Source: "https",

@@ -23,6 +23,11 @@ public sealed class SqliteWebSessionStore(WarrenDatabase db, TimeProvider time) 
         CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
         """);
 
+    /// <summary>The control host's <c>/api/profile</c> lists a user's sessions.</summary>
+    public static readonly SchemaMigration UserIndexMigration = new("0201-web-sessions-user", """
+        CREATE INDEX web_sessions_user ON web_sessions(user_id, expires_at);
+        """);
+
     public ValueTask CreateAsync(WebSession session, CancellationToken ct) => new(db.WriteAsync(async u =>
     {
         // Expired rows go when new ones come: the table stays bounded by live sessions.
@@ -51,6 +56,16 @@ public sealed class SqliteWebSessionStore(WarrenDatabase db, TimeProvider time) 
 
     public ValueTask DeleteAsync(string sessionKey, CancellationToken ct) =>
         new(db.WriteAsync(u => u.ExecuteAsync("DELETE FROM web_sessions WHERE session_key = @sessionKey", new { sessionKey }), ct));
+
+    public async ValueTask<IReadOnlyList<WebSession>> ListForUserAsync(string userId, int limit, CancellationToken ct)
+    {
+        long now = time.GetUtcNow().ToUnixTimeSeconds();
+        var rows = await db.ReadAsync(c => c.QueryAsync<Row>("""
+            SELECT session_key AS SessionKey, user_id AS UserId, email AS Email, host AS Host, expires_at AS ExpiresAt
+            FROM web_sessions WHERE user_id = @userId AND expires_at > @now ORDER BY expires_at DESC LIMIT @limit
+            """, new { userId, now, limit }), ct).ConfigureAwait(false);
+        return rows.Select(r => new WebSession(r.SessionKey, new WebUser(r.UserId, r.Email), r.Host, DateTimeOffset.FromUnixTimeSeconds(r.ExpiresAt))).ToList();
+    }
 
     private sealed class Row
     {

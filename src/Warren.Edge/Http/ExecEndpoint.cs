@@ -239,7 +239,8 @@ internal sealed class ExecEndpoint
     internal static Task ErrorAsync(HttpContext context, int status, string message) =>
         WriteAsync(context, status, JsonSerializer.Serialize(new Dictionary<string, string> { ["error"] = message }) + "\n");
 
-    private static Task WriteAsync(HttpContext context, int status, string body)
+    /// <summary>A JSON answer (<c>application/json; charset=utf-8</c>, not cached); <paramref name="body"/> ends in a newline.</summary>
+    internal static Task WriteAsync(HttpContext context, int status, string body)
     {
         context.Response.StatusCode = status;
         context.Response.ContentType = JsonContentType;

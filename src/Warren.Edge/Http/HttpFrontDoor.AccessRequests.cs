@@ -12,7 +12,7 @@ namespace Warren.Edge.Http;
 /// </summary>
 /// <remarks>
 /// <list type="bullet">
-/// <item>GET shows the form (200); POST sends the request. Anonymous → the site's login, coming back here.</item>
+/// <item>GET shows the form (200); POST sends the request. Anonymous → 401 with a link to the site's login, coming back here.</item>
 /// <item>Login cookie only (the form is for browsers); the POST carries an anti-CSRF token bound to the
 /// login session, and a cross-site <c>Origin</c> is refused.</item>
 /// <item>Owner, or already shared → 303 to <c>/</c>; unknown VM → the same "Access Denied" as the site itself.</item>
@@ -72,7 +72,8 @@ public sealed partial class HttpFrontDoor
         var session = await FindSessionAsync(context, CookieName(context), ct).ConfigureAwait(false);
         if (session is null)
         {
-            RedirectToLogin(context);
+            // The form is for a signed-in person: 401 and the way to sign in, coming back here.
+            await Pages.SignInToSiteAsync(context, ExeDevPathPrefix + "/login?redirect=" + Uri.EscapeDataString(RequestAccessPath)).ConfigureAwait(false);
             return;
         }
         var user = session.User;
@@ -103,7 +104,7 @@ public sealed partial class HttpFrontDoor
 
         if (form is null)
         {
-            await Pages.NeedAccessAsync(context, StatusCodes.Status200OK, user.Email, _controlHost, site.Name, FormToken(session.SessionKey)).ConfigureAwait(false);
+            await Pages.NeedAccessAsync(context, StatusCodes.Status200OK, user.Email, _controlHost, site.Name, FormToken(session.SessionKey), ControlUrl("")).ConfigureAwait(false);
             return;
         }
 

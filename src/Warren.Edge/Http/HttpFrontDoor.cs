@@ -24,11 +24,13 @@ namespace Warren.Edge.Http;
 /// <list type="number">
 /// <item>Per-source rate limit (<see cref="HttpFrontDoorOptions.RequestsPerSecondPerSource"/>) → 429 with <c>Retry-After</c>.</item>
 /// <item>Plain HTTP → 308 to the same URL on HTTPS.</item>
-/// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; anything else → next middleware.</item>
+/// <item>Control host: <c>/exec</c> → <see cref="ExecEndpoint"/>; <c>/auth</c>, <c>/login</c> (the sign-in page, 401 when not
+/// signed in), <c>/logged-out</c>, <c>/api/profile</c> and <c>/api/dashboard</c> → answered here; anything else → next middleware.</item>
 /// <item><c>NAME.&lt;vm-domain&gt;[:PORT]</c>: PORT absent, 443 or the front door's own HTTPS port → default route; 3000–9999 → that VM port, for the owner alone (a share or the public flag covers the default route only); else 404.</item>
 /// <item><c>/__exe.dev/*</c> → answered here, never forwarded.</item>
 /// <item>Identity: <c>X-Exedev-Authorization: Bearer</c>, then <c>Authorization: Bearer</c>, then Basic (token as password), then the <c>login-with-exe-PORT</c> cookie; identical values in both auth headers → 400.</item>
-/// <item>Site and access (existence of a VM is never revealed to people without access).</item>
+/// <item>Site and access (existence of a VM is never revealed to people without access). Before access is decided, a signed-in
+/// person's <c>?share=TOKEN</c> on the default route is redeemed: GET/HEAD → 302 to the URL without it; other methods go on without it.</item>
 /// <item>Forward; an unreachable VM gets 502 <c>Port N unbound.</c> (owner) or 503.</item>
 /// </list>
 /// </remarks>
@@ -42,6 +44,9 @@ public sealed partial class HttpFrontDoor : IDisposable
 
     /// <summary>Control host: a VM site's login page sends the browser here with <c>redirect</c> and <c>return_host</c>.</summary>
     public const string ControlLoginPath = "/login";
+
+    /// <summary>Control host: where a site's logout ends (exe.dev's <c>/logged-out</c>).</summary>
+    public const string ControlLoggedOutPath = "/logged-out";
 
     /// <summary>The control host's session cookie (reference §4: the main site's cookie is <c>exe-auth</c>).</summary>
     public const string ControlCookieName = "exe-auth";
@@ -80,6 +85,7 @@ public sealed partial class HttpFrontDoor : IDisposable
         _links = services.GetRequiredService<ILoginLinkService>();
         _emailSender = services.GetService<ILoginEmailSender>();
         _accessRequests = services.GetService<IAccessRequestSender>();
+        _dashboard = services.GetService<IWebDashboardSource>();
         _forwarder = forwarder;
         _time = time;
         _logger = logger;
@@ -226,6 +232,12 @@ public sealed partial class HttpFrontDoor : IDisposable
             await ControlAuthAsync(context).ConfigureAwait(false);
         else if (path.Equals(ControlLoginPath, StringComparison.Ordinal))
             await ControlLoginAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ProfileApiPath, StringComparison.Ordinal))
+            await ApiAsync(context, dashboard: false).ConfigureAwait(false);
+        else if (path.Equals(DashboardApiPath, StringComparison.Ordinal))
+            await ApiAsync(context, dashboard: true).ConfigureAwait(false);
+        else if (path.Equals(ControlLoggedOutPath, StringComparison.Ordinal))
+            await LoggedOutPageAsync(context).ConfigureAwait(false);
         else
             await next(context).ConfigureAwait(false);
     }
@@ -318,15 +330,23 @@ public sealed partial class HttpFrontDoor : IDisposable
         bool owner = user is not null && user.UserId == site.OwnerUserId;
         var access = _access;
 
-        if (user is not null && alternatePort is null && request.Query.TryGetValue("share", out var shareValues)
+        if (user is not null && alternatePort is null && request.Query.TryGetValue(ShareLinkParameter, out var shareValues)
             && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
         {
-            // A share link: admit the person, then drop ?share from the URL (reference §6).
+            // A share link: admit the person, then drop ?share from the URL (reference §6), keeping every other
+            // parameter byte for byte. A GET or HEAD is sent there with 302, as exe.dev does; any other method is not
+            // redirected (a browser would turn a redirected POST into a GET and lose its body): the app gets it, minus share.
             if (!owner)
                 await access.RedeemShareLinkAsync(site, user, shareValues[0]!, ct).ConfigureAwait(false);
-            context.Response.StatusCode = StatusCodes.Status303SeeOther;
-            context.Response.Headers.Location = request.PathBase + request.Path + WithoutShare(request.Query);
-            return;
+            string target = WithoutQueryParameter(RequestTarget(context), ShareLinkParameter);
+            if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method))
+            {
+                context.Response.StatusCode = StatusCodes.Status302Found;
+                context.Response.Headers.Location = target;
+                context.Response.Headers.CacheControl = "no-store";
+                return;
+            }
+            SetRequestTarget(context, target);
         }
 
         bool allowed;
@@ -354,7 +374,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 RedirectToLogin(context);
             else
                 await Pages.NeedAccessAsync(context, StatusCodes.Status401Unauthorized, user.Email, _controlHost, site.Name,
-                    identity.SessionKey is { } sessionKey && _accessRequests is not null ? FormToken(sessionKey) : null).ConfigureAwait(false);
+                    identity.SessionKey is { } sessionKey && _accessRequests is not null ? FormToken(sessionKey) : null, ControlUrl("")).ConfigureAwait(false);
             return;
         }
         // A failed Authorization token on a public site belongs to the app: forward it untouched, anonymously.
@@ -439,11 +459,50 @@ public sealed partial class HttpFrontDoor : IDisposable
         }
     }
 
-    private static string WithoutShare(IQueryCollection query)
+    /// <summary>The query parameter of a share link (<c>https://NAME.domain/?share=TOKEN</c>).</summary>
+    internal const string ShareLinkParameter = "share";
+
+    /// <summary>The request's origin-form target as the client sent it (RFC 9112 §3.2.1), else rebuilt from path and query.</summary>
+    private static string RequestTarget(HttpContext context)
     {
-        var kept = query.Where(kv => !string.Equals(kv.Key, "share", StringComparison.Ordinal))
-            .SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string?>(kv.Key, v)));
-        return QueryString.Create(kept).ToUriComponent();
+        string? raw = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        if (raw is { Length: > 0 } && raw[0] == '/')
+            return raw;
+        var request = context.Request;
+        return request.PathBase.ToUriComponent() + request.Path.ToUriComponent() + request.QueryString.ToUriComponent();
+    }
+
+    /// <summary>Points the request at <paramref name="target"/> (an origin-form target) before it is forwarded.</summary>
+    private static void SetRequestTarget(HttpContext context, string target)
+    {
+        int q = target.IndexOf('?', StringComparison.Ordinal);
+        context.Request.QueryString = q < 0 ? QueryString.Empty : new QueryString(target[q..]);
+        if (context.Features.Get<IHttpRequestFeature>() is { } feature)
+            feature.RawTarget = target;
+    }
+
+    /// <summary>
+    /// <paramref name="target"/> without any <paramref name="name"/>=… field of its query, the other fields kept as sent
+    /// (same order, same encoding); a query left empty goes with its <c>?</c>.
+    /// </summary>
+    internal static string WithoutQueryParameter(string target, string name)
+    {
+        int q = target.IndexOf('?', StringComparison.Ordinal);
+        if (q < 0)
+            return target;
+        var kept = new System.Text.StringBuilder(target.Length);
+        foreach (var field in target.AsSpan(q + 1).Split('&'))
+        {
+            var text = target.AsSpan(q + 1)[field];
+            int eq = text.IndexOf('=');
+            var key = eq < 0 ? text : text[..eq];
+            if (key.Length == 0 && text.Length == 0)
+                continue;
+            if (string.Equals(Uri.UnescapeDataString(key.ToString().Replace('+', ' ')), name, StringComparison.Ordinal))
+                continue;
+            kept.Append(kept.Length == 0 ? '?' : '&').Append(text);
+        }
+        return string.Concat(target.AsSpan(0, q), kept.ToString());
     }
 
     private static Task UnreachableAsync(HttpContext context, bool owner, int port) =>
@@ -551,8 +610,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 return;
             case ExeDevPathPrefix + "/logout":
                 if (get)
-                    await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log out",
-                        "<form method=\"post\" action=\"/__exe.dev/logout\"><p>Log out of this site?</p><button>Log out</button></form>").ConfigureAwait(false);
+                    await Pages.LogoutFormAsync(context, ControlUrl("")).ConfigureAwait(false);
                 else if (HttpMethods.IsPost(request.Method))
                     await LogoutAsync(context).ConfigureAwait(false);
                 else
@@ -563,9 +621,6 @@ public sealed partial class HttpFrontDoor : IDisposable
                     await RequestAccessAsync(context, vmName).ConfigureAwait(false);
                 else
                     await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
-                return;
-            case ExeDevPathPrefix + "/logged-out":
-                await Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out", "<p>You are logged out of this site.</p>").ConfigureAwait(false);
                 return;
             default:
                 await Pages.NotFoundAsync(context).ConfigureAwait(false);
@@ -608,6 +663,12 @@ public sealed partial class HttpFrontDoor : IDisposable
         if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
         {
             await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
+            return;
+        }
+        if (!request.Query.ContainsKey("secret"))
+        {
+            // exe.dev's sign-in address (https://exe.dev/auth?redirect=P&return_host=H): the same page as /login.
+            await ControlLoginAsync(context).ConfigureAwait(false);
             return;
         }
         string secret = request.Query["secret"].ToString();
@@ -670,7 +731,9 @@ public sealed partial class HttpFrontDoor : IDisposable
                 $"<p>You are logged in as <b>{Pages.E(session.User.Email)}</b>. Private sites you have access to now open directly.</p>").ConfigureAwait(false);
             return;
         }
-        string body = $"<p>This site is private. To log in, run</p><pre>ssh {Pages.E(_controlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
+        // Not signed in: 401 with the sign-in page, as exe.dev's /auth answers (it carries where to return).
+        string body = (returnHost is null ? "" : $"<p>To open <b>{Pages.E(returnHost)}</b>, sign in first.</p>")
+            + $"<p>To sign in, run</p><pre>ssh {Pages.E(_controlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
         if (_emailSender is not null)
         {
             string returnUrl = ControlLoginPath + "?redirect=" + Uri.EscapeDataString(redirect)
@@ -679,7 +742,7 @@ public sealed partial class HttpFrontDoor : IDisposable
                 + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
                 + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
         }
-        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in", body).ConfigureAwait(false);
+        await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, Pages.SignInTitle, body).ConfigureAwait(false);
     }
 
     private bool GrantMatchesHost(LoginGrant grant, string host) =>
@@ -755,10 +818,25 @@ public sealed partial class HttpFrontDoor : IDisposable
         string? value = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), cookieName);
         if (!string.IsNullOrEmpty(value))
             await _sessions.DeleteAsync(LoginLinks.Hash(value), context.RequestAborted).ConfigureAwait(false);
-        context.Response.Cookies.Delete(cookieName, new CookieOptions { Path = "/", HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Lax });
-        // 303, not exe.dev's 307: a 307 would repeat the POST at the target.
-        context.Response.StatusCode = StatusCodes.Status303SeeOther;
-        context.Response.Headers.Location = ExeDevPathPrefix + "/logged-out";
+        // Expired both ways (Max-Age=0 for RFC 6265 clients, a past Expires for older ones).
+        context.Response.Cookies.Append(cookieName, "", new CookieOptions
+        {
+            Path = "/", HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Lax,
+            MaxAge = TimeSpan.Zero, Expires = DateTimeOffset.UnixEpoch, IsEssential = true,
+        });
+        // exe.dev's answer: 307 to the control host's logged-out page (which therefore also takes the repeated POST).
+        context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+        context.Response.Headers.Location = ControlUrl(ControlLoggedOutPath);
+        context.Response.Headers.CacheControl = "no-store";
+    }
+
+    /// <summary>Control host <c>/logged-out</c>: GET, HEAD, or the POST a site's logout 307 repeats here.</summary>
+    private static Task LoggedOutPageAsync(HttpContext context)
+    {
+        var method = context.Request.Method;
+        if (!(HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsPost(method)))
+            return Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST");
+        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out", "<p>You are logged out of that site.</p>");
     }
 
     internal static Task WriteTextAsync(HttpContext context, int status, string text)

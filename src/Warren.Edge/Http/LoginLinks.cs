@@ -110,4 +110,15 @@ public sealed class InMemoryWebSessionStore : IWebSessionStore
         _sessions.TryRemove(sessionKey, out _);
         return ValueTask.CompletedTask;
     }
+
+    public ValueTask<IReadOnlyList<WebSession>> ListForUserAsync(string userId, int limit, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        IReadOnlyList<WebSession> list = _sessions.Values
+            .Where(s => s.User.UserId == userId && s.ExpiresAt > now)
+            .OrderByDescending(s => s.ExpiresAt)
+            .Take(limit)
+            .ToList();
+        return ValueTask.FromResult(list);
+    }
 }

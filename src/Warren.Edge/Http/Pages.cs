@@ -8,17 +8,26 @@ namespace Warren.Edge.Http;
 /// <summary>The small HTML pages the front door answers itself (reference §4 failure pages, login, logout).</summary>
 internal static class Pages
 {
-    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml)
+    /// <param name="logoutRedirectOrigin">
+    /// For a page with the logout form: the control host's origin, where the logout's 307 leads. CSP's form-action
+    /// also governs the redirects after a form is sent (CSP Level 3, "form-action"), so 'self' alone would stop it.
+    /// </param>
+    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml, string? logoutRedirectOrigin = null)
     {
         var response = context.Response;
         response.StatusCode = status;
         response.ContentType = "text/html; charset=utf-8";
         foreach (var (name, value) in HeaderFields)
             response.Headers[name] = value;
+        if (logoutRedirectOrigin is not null)
+            response.Headers.ContentSecurityPolicy = ContentSecurityPolicy + " " + logoutRedirectOrigin;
         if (HttpMethods.IsHead(context.Request.Method))
             return Task.CompletedTask;
         return response.WriteAsync(Render(title, bodyHtml), context.RequestAborted);
     }
+
+    /// <summary>Nothing loaded, inline style only, forms sent to this origin only.</summary>
+    private const string ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
 
     /// <summary>The headers every page carries besides its type (not cached, not sniffed, no referrer, nothing loaded).</summary>
     public static readonly (string Name, string Value)[] HeaderFields =
@@ -26,7 +35,7 @@ internal static class Pages
         ("Cache-Control", "no-store"),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
-        ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+        ("Content-Security-Policy", ContentSecurityPolicy),
     ];
 
     /// <summary>A whole page's HTML.</summary>
@@ -57,7 +66,7 @@ internal static class Pages
     /// "You need access" (reference §4), with the request-access form when <paramref name="requestAccessToken"/>
     /// (the session's anti-CSRF token) is given.
     /// </summary>
-    public static Task NeedAccessAsync(HttpContext c, int status, string email, string controlHost, string vmName, string? requestAccessToken)
+    public static Task NeedAccessAsync(HttpContext c, int status, string email, string controlHost, string vmName, string? requestAccessToken, string controlOrigin)
     {
         var body = new StringBuilder()
             .Append("<p>You need access — Ask the owner to let you in.</p><p>You are logged in as <b>").Append(E(email))
@@ -72,7 +81,7 @@ internal static class Pages
                 .Append("<button>Request access</button></form>");
         }
         body.Append("<form method=\"post\" action=\"/__exe.dev/logout\"><button>Log out</button></form>");
-        return WriteAsync(c, status, "You need access", body.ToString());
+        return WriteAsync(c, status, "You need access", body.ToString(), controlOrigin);
     }
 
     /// <summary>After a request-access form was sent. Says nothing about who the owner is.</summary>
@@ -91,6 +100,19 @@ internal static class Pages
     /// <summary><c>Retry-After</c> in whole seconds, at least 1 (RFC 9110 §10.2.3).</summary>
     public static void SetRetryAfter(HttpContext c, TimeSpan retryAfter) =>
         c.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>The logout confirmation (its POST answers 307 to <paramref name="controlOrigin"/>'s logged-out page).</summary>
+    public static Task LogoutFormAsync(HttpContext c, string controlOrigin) =>
+        WriteAsync(c, StatusCodes.Status200OK, "Log out",
+            "<form method=\"post\" action=\"/__exe.dev/logout\"><p>Log out of this site?</p><button>Log out</button></form><p><a href=\"/\">Cancel</a></p>",
+            controlOrigin);
+
+    /// <summary>The title of the sign-in pages (the control host's, and a site's own form pages).</summary>
+    public const string SignInTitle = "Sign in to continue";
+
+    /// <summary>401 on a site page that needs a signed-in person, with a link to the site's login (<paramref name="loginUrl"/>).</summary>
+    public static Task SignInToSiteAsync(HttpContext c, string loginUrl) =>
+        WriteAsync(c, StatusCodes.Status401Unauthorized, SignInTitle, $"<p><a href=\"{E(loginUrl)}\">Sign in</a> to continue.</p>");
 
     public static Task InvalidAuthenticationAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Unauthorized", $"<p>invalid or missing authentication (trace {E(c.TraceIdentifier)})</p>");

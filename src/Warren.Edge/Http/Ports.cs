@@ -79,6 +79,30 @@ public interface IWebSessionStore
 
     /// <summary>Called at logout. Succeeds when already gone.</summary>
     ValueTask DeleteAsync(string sessionKey, CancellationToken ct);
+
+    /// <summary>
+    /// Called by the control host's <c>/api/profile</c>: the user's live sessions, latest expiry first, at most
+    /// <paramref name="limit"/> of them.
+    /// </summary>
+    ValueTask<IReadOnlyList<WebSession>> ListForUserAsync(string userId, int limit, CancellationToken ct);
+}
+
+/// <summary>One VM as the control host's <c>/api/dashboard</c> lists it.</summary>
+/// <param name="Name">The VM name.</param>
+/// <param name="Status">As <c>ls --json</c> reports it (running, stopped, ...).</param>
+/// <param name="OwnerEmail">The owner's address.</param>
+/// <param name="IsPublic">True after <c>share set-public</c>.</param>
+/// <param name="Port">The port the default route goes to.</param>
+public sealed record WebDashboardVm(string Name, string Status, string OwnerEmail, bool IsPublic, int Port);
+
+/// <summary>What <c>/api/dashboard</c> shows a signed-in person: their VMs, and the VMs other accounts shared with them.</summary>
+public sealed record WebDashboard(IReadOnlyList<WebDashboardVm> Vms, IReadOnlyList<WebDashboardVm> SharedVms);
+
+/// <summary>The signed-in person's own VMs and the VMs shared with them (the control host's <c>/api/dashboard</c>).</summary>
+public interface IWebDashboardSource
+{
+    /// <summary>Called per <c>/api/dashboard</c> request, off the socket engine thread. Lists nothing of any other account.</summary>
+    ValueTask<WebDashboard> GetDashboardAsync(WebUser user, CancellationToken ct);
 }
 
 /// <summary>What a consumed login link grants.</summary>

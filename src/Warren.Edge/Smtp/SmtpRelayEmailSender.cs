@@ -2,6 +2,7 @@ using MailKit.Net.Smtp;
 using MailKit.Security;
 using Microsoft.Extensions.Logging;
 using MimeKit;
+using Warren.Edge.Adapters;
 using Warren.Platform.Interactive;
 
 namespace Warren.Edge.Smtp;
@@ -11,13 +12,17 @@ namespace Warren.Edge.Smtp;
 /// SMTP relay with MailKit. One connection per message: mail is rare and a held connection would
 /// go stale behind the relay's idle timeout.
 /// </summary>
-public sealed class SmtpRelayEmailSender(SmtpRelayOptions options, ILogger<SmtpRelayEmailSender> logger) : IEmailSender
+public sealed class SmtpRelayEmailSender(SmtpRelayOptions options, ILogger<SmtpRelayEmailSender> logger) : IEmailSender, IReplyToEmailSender
 {
-    public async Task SendAsync(string to, string subject, string textBody, CancellationToken ct)
+    public Task SendAsync(string to, string subject, string textBody, CancellationToken ct) => SendAsync(to, replyTo: null, subject, textBody, ct);
+
+    public async Task SendAsync(string to, string? replyTo, string subject, string textBody, CancellationToken ct)
     {
         var message = new MimeMessage();
         message.From.Add(MailboxAddress.Parse(options.From));
         message.To.Add(MailboxAddress.Parse(to));
+        if (replyTo is not null)
+            message.ReplyTo.Add(MailboxAddress.Parse(replyTo));
         message.Subject = subject;
         message.Body = new TextPart("plain") { Text = textBody };
 

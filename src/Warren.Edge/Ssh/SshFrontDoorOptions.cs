@@ -25,4 +25,11 @@ public sealed class SshFrontDoorOptions
     /// </summary>
     public int MaxUnauthenticatedConnectionsPerSource { get; set; } = Warren.Ssh.Server.SshServerOptions.DefaultMaxUnauthenticatedConnectionsPerSource;
     public int MaxUnauthenticatedConnections { get; set; } = Warren.Ssh.Server.SshServerOptions.DefaultMaxUnauthenticatedConnections;
+
+    /// <summary>
+    /// The key exchange, host key, cipher and MAC algorithms every SSH listener offers: <c>compatible</c> (the default,
+    /// everything implemented) or <c>modern</c> (no NIST curves; Curve25519/sntrup761/ML-KEM key exchange, the Ed25519
+    /// host key, ChaCha20-Poly1305 and AES-GCM, encrypt-then-MAC). Client keys of every kind are still accepted.
+    /// </summary>
+    public Warren.Ssh.Crypto.SshAlgorithmProfile AlgorithmProfile { get; set; } = Warren.Ssh.Crypto.SshAlgorithmProfile.Compatible;
 }

@@ -137,3 +137,12 @@ internal sealed class FakeAccessRequests : IAccessRequestSender
     public IReadOnlyList<(WebSite Site, WebUser Requester, string? Message)> For(WebUser requester) =>
         Sent.Where(s => s.Requester.UserId == requester.UserId).ToList();
 }
+
+/// <summary>Dashboards by user id; an unknown user has an empty one.</summary>
+internal sealed class FakeDashboard : IWebDashboardSource
+{
+    public ConcurrentDictionary<string, WebDashboard> ByUser { get; } = new();
+
+    public ValueTask<WebDashboard> GetDashboardAsync(WebUser user, CancellationToken ct) =>
+        ValueTask.FromResult(ByUser.TryGetValue(user.UserId, out var d) ? d : new WebDashboard([], []));
+}

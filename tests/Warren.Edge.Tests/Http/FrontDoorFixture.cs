@@ -36,6 +36,7 @@ public class FrontDoorFixture : IAsyncLifetime
     internal ManualTimeProvider Time { get; } = new();
     internal FakeRunner Runner { get; } = new();
     internal FakeAccessRequests AccessRequests { get; } = new();
+    internal FakeDashboard Dashboard { get; } = new();
     public int UnboundPort { get; } = TestUpstream.UnusedPort();
     public IServiceProvider Services => _app.Services;
 
@@ -70,6 +71,7 @@ public class FrontDoorFixture : IAsyncLifetime
         builder.Services.AddSingleton<IWebTokenValidator>(Tokens);
         builder.Services.AddSingleton<IExecCommandRunner>(Runner);
         builder.Services.AddSingleton<IAccessRequestSender>(AccessRequests);
+        builder.Services.AddSingleton<IWebDashboardSource>(Dashboard);
         builder.WebHost.ConfigureKestrel(ConfigureKestrel);
         builder.AddWarrenHttpFrontDoor(o =>
         {

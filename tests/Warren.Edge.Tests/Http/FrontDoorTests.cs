@@ -172,7 +172,7 @@ public sealed class FrontDoorTests
         _f.Access.ShareLinks[("vm-web", "lnk123")] = true;
         string cookie = await LoginCookieAsync(visitor);
         var redeem = await GetAsync(_f.Url("web", "/page?share=lnk123&x=1"), h => h.Add("Cookie", cookie));
-        Assert.Equal(HttpStatusCode.SeeOther, redeem.StatusCode);
+        Assert.Equal(HttpStatusCode.Found, redeem.StatusCode);
         Assert.Equal("/page?x=1", redeem.Headers.Location!.ToString());
         var after = await GetAsync(_f.Url("web", "/page?x=1"), h => h.Add("Cookie", cookie));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
@@ -247,7 +247,8 @@ public sealed class FrontDoorTests
         var post = new HttpRequestMessage(HttpMethod.Post, _f.Url("web", "/__exe.dev/logout"));
         post.Headers.Add("Cookie", cookie);
         var logout = await SendAsync(post);
-        Assert.Equal(HttpStatusCode.SeeOther, logout.StatusCode);
+        Assert.Equal(HttpStatusCode.TemporaryRedirect, logout.StatusCode);
+        Assert.Equal($"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}/logged-out", logout.Headers.Location!.ToString());
         Assert.Contains(logout.Headers.GetValues("Set-Cookie"), c => c.StartsWith($"login-with-exe-{_f.HttpsPort}=;", StringComparison.Ordinal));
 
         var after = await GetAsync(_f.Url("web"), h => h.Add("Cookie", cookie));
@@ -527,9 +528,9 @@ public sealed class FrontDoorTests
         string control = $"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}";
         string webHost = $"web.{FrontDoorFixture.Domain}:{_f.HttpsPort}";
 
-        // Not logged in anywhere: the control host explains how.
+        // Not logged in anywhere: the control host's sign-in page (401) explains how.
         var page = await GetAsync(control + "/login?redirect=%2F&return_host=" + Uri.EscapeDataString(webHost));
-        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, page.StatusCode);
         Assert.Contains($"ssh {FrontDoorFixture.ControlHost} browser", await page.Content.ReadAsStringAsync());
 
         // `ssh control browser` → a one-time link on the control host.

@@ -147,15 +147,16 @@ public sealed partial class RequestAccessTests
     }
 
     [Fact]
-    public async Task Anonymous_IsSentToLogin_AndComesBackToTheForm()
+    public async Task Anonymous_Gets401_WithTheWayToSignInAndComeBackToTheForm()
     {
         var get = await SendAsync(HttpMethod.Get, RequestUrl, cookie: null);
-        Assert.Equal(HttpStatusCode.TemporaryRedirect, get.StatusCode);
-        Assert.Equal("/__exe.dev/login?redirect=%2F__exe.dev%2Frequest-access", get.Headers.Location!.ToString());
+        Assert.Equal(HttpStatusCode.Unauthorized, get.StatusCode);
+        string page = await get.Content.ReadAsStringAsync();
+        Assert.Contains("Sign in to continue", page);
+        Assert.Contains("href=\"/__exe.dev/login?redirect=%2F__exe.dev%2Frequest-access\"", page);
 
         var post = await SendAsync(HttpMethod.Post, RequestUrl, cookie: null, Form("whatever"));
-        Assert.Equal(HttpStatusCode.SeeOther, post.StatusCode);
-        Assert.StartsWith("/__exe.dev/login?redirect=", post.Headers.Location!.ToString());
+        Assert.Equal(HttpStatusCode.Unauthorized, post.StatusCode);
     }
 
     [Fact]

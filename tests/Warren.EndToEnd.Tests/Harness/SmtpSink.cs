@@ -21,6 +21,28 @@ public sealed class SmtpSink : IAsyncDisposable
     public Channel<string> Messages { get; } = Channel.CreateUnbounded<string>();
     public int Port { get; }
 
+    /// <summary>
+    /// The next message that contains <paramref name="text"/> once CRs and quoted-printable soft line breaks are removed
+    /// (so a test sees whole lines), skipping others; null when none came within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<string?> NextContainingAsync(string text, TimeSpan timeout)
+    {
+        using var wait = new CancellationTokenSource(timeout);
+        try
+        {
+            while (true)
+            {
+                var mail = (await Messages.Reader.ReadAsync(wait.Token)).Replace("\r", "").Replace("=\n", "");
+                if (mail.Contains(text, StringComparison.Ordinal))
+                    return mail;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
     public SmtpSink()
     {
         _listener.Start();
