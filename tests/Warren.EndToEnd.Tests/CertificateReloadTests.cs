@@ -99,7 +99,10 @@ public sealed partial class CertificateReloadTests
         return served;
     }
 
-    /// <summary>curl verifying the served chain against the test CA; returns the HTTP status.</summary>
+    /// <summary>
+    /// curl verifying the served chain against the test CA; returns the HTTP status of the sign-in page, which answers
+    /// 401 "Sign in to continue" to a visitor without a session.
+    /// </summary>
     private static async Task<int> CurlVerifiedAsync(WarrenDaemon daemon, TestPki pki)
     {
         var r = await ProcessRunner.RunAsync(ProcessRunner.Require("curl"),
@@ -128,12 +131,12 @@ public sealed partial class CertificateReloadTests
                 Assert.Equal(first, served.SerialNumber);
                 Assert.Equal("CN=warren-reload-1", served.Subject);
             }
-            Assert.Equal(200, await CurlVerifiedAsync(daemon, pki));
+            Assert.Equal(401, await CurlVerifiedAsync(daemon, pki));
 
             // Renewal: new key and certificate, written over the old files.
             string second = pki.Install("warren-reload-2");
             Assert.Equal(second, await AwaitServedSerialAsync(daemon, second));
-            Assert.Equal(200, await CurlVerifiedAsync(daemon, pki));
+            Assert.Equal(401, await CurlVerifiedAsync(daemon, pki));
             Assert.Contains("Reloaded TLS certificate", daemon.Log);
 
             // A broken certificate file: reported, and the previous certificate is still served.
@@ -144,7 +147,7 @@ public sealed partial class CertificateReloadTests
             Assert.Contains("Could not load the changed TLS certificate", daemon.Log);
             using (var served = await ServedCertificateAsync(daemon))
                 Assert.Equal(second, served.SerialNumber);
-            Assert.Equal(200, await CurlVerifiedAsync(daemon, pki));
+            Assert.Equal(401, await CurlVerifiedAsync(daemon, pki));
 
             // Fixed again: served.
             string third = pki.Install("warren-reload-3");
