@@ -178,6 +178,10 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         {
             Mounts = mounts,
             RestartPolicy = new RestartPolicy { Name = RestartPolicyKind.UnlessStopped },
+            // The agent (PID 1) keeps the VM reachable over SSH, so the kernel's OOM killer must take the app, not it
+            // (proc(5), /proc/pid/oom_score_adj: -1000 exempts a process). The engine sets it while privileged; the
+            // agent gives every command it starts 0 again.
+            OomScoreAdj = AgentOomScoreAdj ?? 0,
             NanoCPUs = ToNanoCpus(spec.Resources.Cpus),
             Memory = Math.Max(0, spec.Resources.MemoryBytes),
             // Swap limit = memory limit: no swap beyond the VM's memory.
@@ -864,6 +868,32 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             [LabelInstance] = _options.Instance,
         };
         return labels;
+    }
+
+    /// <summary>
+    /// The agent's oom_score_adj: -1000, the OOM killer never picks it (proc(5)); null where the engine could not
+    /// set it. Lowering an oom_score_adj needs CAP_SYS_RESOURCE (capabilities(7)), and an engine without it fails
+    /// every container start (runc: "can't get final child's PID from pipe") instead of ignoring the setting. The
+    /// engine is taken to have it when this process's bounding set does: true of a host, false of a sandbox or
+    /// container that dropped it (where dockerd usually runs with the same set).
+    /// </summary>
+    public static int? AgentOomScoreAdj { get; } = BoundingSetHas(CapSysResource) ? -1000 : null;
+
+    /// <summary>CAP_SYS_RESOURCE's bit in the capability sets (&lt;linux/capability.h&gt;).</summary>
+    private const int CapSysResource = 24;
+
+    /// <summary>Whether the capability is in this process's bounding set (CapBnd in /proc/self/status, proc(5)).</summary>
+    private static bool BoundingSetHas(int capability)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith("CapBnd:", StringComparison.Ordinal)
+                    && ulong.TryParse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong set))
+                    return (set & (1UL << capability)) != 0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return false;
     }
 
     private static long ToNanoCpus(double cpus)
