@@ -197,6 +197,21 @@ public abstract class RuntimeConformanceTests : IAsyncLifetime
     }
 
     [DockerFact]
+    public async Task MoreCpusThanTheHostHas_AreAccepted_AtCreateAndResize()
+    {
+        // CPUs are a share of the host, not a reservation: asking for more than the host has (within the plan's
+        // limit, which the platform checks) gets the whole host instead of the engine's refusal.
+        RequireEnvironment();
+        double beyondHost = Environment.ProcessorCount + 3;
+        string id = NewVmId();
+        await Runtime.CreateAsync(Spec(id, "vm-" + id[3..9], resources: new VmResources(beyondHost, 256L * 1024 * 1024, 0)), Timeout());
+        Assert.Equal("up\n", await ShAsync(id, "echo up"));
+        await Runtime.ResizeAsync(id, new VmResources(beyondHost + 1, 128L * 1024 * 1024, 0), Timeout());
+        await Runtime.ResizeAsync(id, new VmResources(1, 256L * 1024 * 1024, 0), Timeout());
+        Assert.Equal("up\n", await ShAsync(id, "echo up"));
+    }
+
+    [DockerFact]
     public async Task SetupScript_RunsOnceOnFirstBoot_AndIsLogged()
     {
         string id = await CreateVmAsync(setupScript: "#!/bin/sh\necho run >> /data/setup-count\necho from-setup\n");
