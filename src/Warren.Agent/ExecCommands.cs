@@ -7,6 +7,7 @@ namespace Warren.Agent;
 /// <c>exec --pid-file F [--tty-size COLSxROWS] -- CMD…</c> records its pid and execve()s CMD (same pid, so the file names the
 /// command itself and the exit status is the command's own); <c>signal SIG F</c>, run by a second exec,
 /// kill()s that pid. <c>as-user USER -- CMD…</c> drops to USER (from /etc/passwd) and execs CMD.
+/// Both give CMD oom_score_adj 0 (the agent's own -1000 is inherited otherwise) and default signal dispositions.
 /// </summary>
 internal static unsafe class ExecCommands
 {
@@ -23,6 +24,7 @@ internal static unsafe class ExecCommands
         }
         var argv = args[i..];
         if (argv.Length == 0) throw new AgentUsageException("exec: no command");
+        Processes.SetOomScoreAdj(Processes.CommandOomScoreAdj);
         if (pidFile != null)
         {
             try
@@ -103,6 +105,7 @@ internal static unsafe class ExecCommands
         var argv = args[i..];
         if (argv.Length == 0) throw new AgentUsageException("as-user: no command");
         var overrides = new Dictionary<string, string>();
+        Processes.SetOomScoreAdj(Processes.CommandOomScoreAdj);
         if (user.Home != null) overrides["HOME"] = user.Home;
         if (user.Name != null) overrides["USER"] = overrides["LOGNAME"] = user.Name;
         if (!DropPrivileges(user)) return AgentMain.ExitCannotExecute;

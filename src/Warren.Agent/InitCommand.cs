@@ -12,7 +12,8 @@ namespace Warren.Agent;
 ///   runtime mounted it, before anything else, and restarts it whenever it exits.</item>
 /// <item>Runs the setup script once per /data volume (marker <see cref="SetupMarker"/>, output in <see cref="SetupLog"/>).</item>
 /// <item>Runs CMD (as USER when given) and keeps the VM alive after it exits; a bare shell is not run at all,
-///   since with no terminal it would exit at once.</item>
+///   since with no terminal it would exit at once. CMD starts with default signal dispositions, no blocked
+///   signals and oom_score_adj 0, while the agent itself has <see cref="Processes.AgentOomScoreAdj"/>.</item>
 /// <item>SIGTERM/SIGINT/SIGQUIT/SIGHUP go to CMD; SIGTERM/SIGINT also end the VM: every process gets SIGTERM,
 ///   then init exits after at most <see cref="StopGrace"/>.</item>
 /// </list>
@@ -94,6 +95,11 @@ internal static class InitCommand
         var command = args[i..];
 
         if (Libc.GetPid() != 1) Libc.Prctl(Libc.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // The agent keeps the VM reachable: the OOM killer must take the app instead. The Docker runtime already set
+        // this (a container lacks CAP_SYS_RESOURCE); in a microVM init sets it itself. serve and mux inherit it;
+        // every command run for a user goes through `exec`/`as-user`/`session-child`, which put back 0.
+        if (!Processes.SetOomScoreAdj(Processes.AgentOomScoreAdj) && Libc.GetPid() == 1)
+            Log($"cannot set oom_score_adj to {Processes.AgentOomScoreAdj}; the OOM killer may pick the agent");
 
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => OnStopSignal(c, 15));
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => OnStopSignal(c, 2));
@@ -131,9 +137,7 @@ internal static class InitCommand
         {
             try
             {
-                var argv = user is null or "" or "root" or "0" or "0:0"
-                    ? command
-                    : [Processes.SelfPath(), "as-user", user, "--", .. command];
+                var argv = AsUserCommand(command, user);
                 var (pid, exited) = SpawnTracked(argv, env, null);
                 Volatile.Write(ref s_mainPid, pid);
                 Log($"started {command[0]} (pid {pid})");
@@ -185,7 +189,7 @@ internal static class InitCommand
             Directory.CreateDirectory(SetupDirectory);
             File.AppendAllText(SetupLog, $"# warren setup {DateTime.UtcNow:O}: {script}\n");
             string shell = File.Exists("/bin/sh") ? "/bin/sh" : Processes.SelfPath();
-            var (_, exited) = SpawnTracked([shell, script], env, SetupLog);
+            var (_, exited) = SpawnTracked(AsUserCommand([shell, script], null), env, SetupLog);
             int status = exited.GetAwaiter().GetResult();
             File.AppendAllText(SetupLog, $"# setup {Describe(status)}\n");
             File.WriteAllText(SetupMarker, Describe(status) + "\n");
@@ -196,6 +200,16 @@ internal static class InitCommand
             Log($"setup script failed to run: {e.Message}");
         }
     }
+
+    /// <summary>
+    /// A user's program (the image's command, the setup script) runs through the agent's <c>as-user</c> or
+    /// <c>exec</c>, which give it the defaults a program expects: oom_score_adj 0 rather than the agent's, default
+    /// signal dispositions, no blocked signals (posix_spawn alone cannot set the first).
+    /// </summary>
+    private static string[] AsUserCommand(string[] command, string? user) =>
+        user is null or "" or "root" or "0" or "0:0"
+            ? [Processes.SelfPath(), "exec", "--", .. command]
+            : [Processes.SelfPath(), "as-user", user, "--", .. command];
 
     /// <summary>Starts a helper (<c>serve</c>, <c>mux</c>); the task completes when it exits (at once, with -1, if it could not be spawned).</summary>
     private static (Task<int> Exited, DateTime StartedAt) StartSupervised(string[] argv, List<string> env)

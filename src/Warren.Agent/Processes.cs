@@ -65,22 +65,46 @@ internal static unsafe class Processes
     }
 
     /// <summary>
-    /// Undoes signal state execve() would pass on: serve ignores SIGPIPE (an ignored signal stays ignored across
-    /// exec, so `yes | head` would never end), posix_spawn ignores glibc's internal signals, and a thread's
-    /// blocked-signal mask is inherited too. A command must start with the defaults, as from a shell.
+    /// Undoes signal state execve() would pass on: an ignored signal stays ignored across exec and the calling
+    /// thread's blocked-signal mask is inherited (POSIX.1-2017, execve "Signals"). serve ignores SIGPIPE (so
+    /// `yes | head` would never end), glibc's posix_spawn leaves its internal signals ignored, and the agent itself
+    /// may have been started under nohup or from a background shell (SIGHUP, SIGINT, SIGQUIT ignored). A command
+    /// must start with the defaults, as from a login shell. The raw system call is used because glibc's
+    /// sigaction refuses its internal signals; it fails harmlessly for SIGKILL and SIGSTOP.
     /// </summary>
     private static void ResetSignalsForExec()
     {
-        Libc.Signal(Libc.SIGPIPE, Libc.SIG_DFL);
-        // glibc's posix_spawn leaves its internal signals (32, 33) ignored in the child, and its signal() refuses
-        // to touch them, so a spawned agent (session-child) resets them with the raw system call.
         byte* action = stackalloc byte[Libc.KernelSigActionBytes];
         new Span<byte>(action, Libc.KernelSigActionBytes).Clear(); // sa_handler = SIG_DFL, no flags, empty mask
-        for (int sig = Libc.FirstGlibcInternalSignal; sig <= Libc.LastGlibcInternalSignal; sig++)
+        for (int sig = 1; sig <= Libc.LastSignal; sig++)
             Libc.Syscall(Libc.SYS_rt_sigaction, sig, (nint)action, 0, Libc.KernelSigSetBytes);
         byte* empty = stackalloc byte[Libc.SigSetBytes];
         new Span<byte>(empty, Libc.SigSetBytes).Clear();
         Libc.SigProcMask(Libc.SIG_SETMASK, empty, null);
+    }
+
+    /// <summary>The agent's own OOM score adjustment: the OOM killer never picks it (proc(5), /proc/pid/oom_score_adj).</summary>
+    public const int AgentOomScoreAdj = -1000;
+
+    /// <summary>What a command the agent starts for a user gets: the kernel's default.</summary>
+    public const int CommandOomScoreAdj = 0;
+
+    private const string OomScoreAdjPath = "/proc/self/oom_score_adj";
+
+    /// <summary>
+    /// Sets this process's oom_score_adj (inherited across fork and exec). Raising it is always allowed; lowering
+    /// it below what a privileged process last set needs CAP_SYS_RESOURCE (proc(5)). Must run before privileges
+    /// are dropped: a process that changed uid loses write access to its own /proc files. Best effort: false when
+    /// the kernel refused.
+    /// </summary>
+    public static bool SetOomScoreAdj(int value)
+    {
+        try
+        {
+            File.WriteAllText(OomScoreAdjPath, value.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
     /// <summary>This executable's path as seen inside the VM (the bind mount), for re-running a subcommand.</summary>
@@ -116,18 +140,45 @@ internal static unsafe class Processes
             for (int fd = 0; fd < stdio.Count; fd++) PosixSpawnFileActionsAddDup2(fa, stdio[fd], fd);
             actions = fa;
         }
+        // Every signal back at SIG_DFL and none blocked in the child (see ResetSignalsForExec): the set is written
+        // as raw bits rather than with sigfillset(), which leaves out glibc's internal signals, so those are reset too.
+        byte* attr = stackalloc byte[SpawnAttrBytes];
+        byte* allSignals = stackalloc byte[Libc.SigSetBytes];
+        byte* noSignals = stackalloc byte[Libc.SigSetBytes];
+        new Span<byte>(allSignals, Libc.SigSetBytes).Fill(0xff);
+        new Span<byte>(noSignals, Libc.SigSetBytes).Clear();
+        PosixSpawnAttrInit(attr);
+        PosixSpawnAttrSetSigDefault(attr, allSignals);
+        PosixSpawnAttrSetSigMask(attr, noSignals);
+        PosixSpawnAttrSetFlags(attr, PosixSpawnSetSigDef | PosixSpawnSetSigMask);
         try
         {
-            int rc = Libc.PosixSpawn(out int pid, p.Pointer[0], actions, null, a.Pointer, e.Pointer);
+            int rc = Libc.PosixSpawn(out int pid, p.Pointer[0], actions, attr, a.Pointer, e.Pointer);
             if (rc != 0) throw new IOException($"{argv[0]}: cannot execute (errno {rc})");
             return pid;
         }
         finally
         {
+            PosixSpawnAttrDestroy(attr);
             if (actions != null) PosixSpawnFileActionsDestroy(fa);
         }
     }
 
+    /// <summary>posix_spawnattr_t is 336 bytes on glibc x86-64; over-allocate.</summary>
+    private const int SpawnAttrBytes = 512;
+    /// <summary>POSIX_SPAWN_SETSIGDEF and POSIX_SPAWN_SETSIGMASK (&lt;spawn.h&gt;).</summary>
+    private const short PosixSpawnSetSigDef = 0x04, PosixSpawnSetSigMask = 0x08;
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawnattr_init")]
+    private static extern int PosixSpawnAttrInit(byte* attr);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawnattr_destroy")]
+    private static extern int PosixSpawnAttrDestroy(byte* attr);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawnattr_setflags")]
+    private static extern int PosixSpawnAttrSetFlags(byte* attr, short flags);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawnattr_setsigdefault")]
+    private static extern int PosixSpawnAttrSetSigDefault(byte* attr, byte* signals);
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawnattr_setsigmask")]
+    private static extern int PosixSpawnAttrSetSigMask(byte* attr, byte* signals);
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawn_file_actions_init")]
     private static extern int PosixSpawnFileActionsInit(byte* fa);
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_spawn_file_actions_destroy")]

@@ -9,10 +9,12 @@ namespace Warren.Agent;
 /// execve()s CMD in place (same pid, so STARTED's pid and the exit status are the command's own):
 /// <list type="number">
 /// <item>setsid(): a new session, so SIGHUP and job control stay within it;</item>
+/// <item>oom_score_adj back to 0 (serve has the agent's -1000);</item>
 /// <item>with --tty, the pty slave on fd 0 becomes the controlling terminal (TIOCSCTTY);</item>
 /// <item>switches to USER (default root) as <c>as-user</c> does and sets HOME/USER/LOGNAME from /etc/passwd;</item>
 /// <item>changes to DIR, else to the user's home, else to /;</item>
-/// <item>with --nofile, puts back the soft descriptor limit serve raised for itself (programs expect the usual one).</item>
+/// <item>with --nofile, puts back the soft descriptor limit serve raised for itself (programs expect the usual one);</item>
+/// <item>every signal back at its default action and none blocked (ignores and masks survive execve).</item>
 /// </list>
 /// Failures before exec print a message on stderr (the session's) and exit 126, or 127 when CMD is not found.
 /// </summary>
@@ -37,6 +39,8 @@ internal static unsafe class SessionChildCommand
         if (argv.Length == 0) throw new AgentUsageException("session-child: no command");
 
         if (Libc.SetSid() < 0) return Fail($"setsid: errno {Libc.Errno}");
+        // serve inherited the agent's OOM exemption; a user's command competes like any process.
+        Processes.SetOomScoreAdj(Processes.CommandOomScoreAdj);
         if (nofile is { } soft)
         {
             RLimit limit;

@@ -178,7 +178,11 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         {
             Mounts = mounts,
             RestartPolicy = new RestartPolicy { Name = RestartPolicyKind.UnlessStopped },
-            NanoCPUs = ToNanoCpus(spec.Resources.Cpus),
+            // The agent (PID 1) keeps the VM reachable over SSH, so the kernel's OOM killer must take the app, not it
+            // (proc(5), /proc/pid/oom_score_adj: -1000 exempts a process). The engine sets it while privileged; the
+            // agent gives every command it starts 0 again.
+            OomScoreAdj = AgentOomScoreAdj ?? 0,
+            NanoCPUs = await NanoCpusAsync(spec.Resources.Cpus, ct),
             Memory = Math.Max(0, spec.Resources.MemoryBytes),
             // Swap limit = memory limit: no swap beyond the VM's memory.
             MemorySwap = spec.Resources.MemoryBytes > 0 ? spec.Resources.MemoryBytes : 0,
@@ -692,9 +696,11 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     {
         ValidateVmId(vmId);
         var c = await TryInspectContainerAsync(vmId, ct) ?? throw NotFound(vmId, null);
+        // One engine call sets CPU and memory together, so the engine applies both or neither.
+        long nanoCpus = await NanoCpusAsync(resources.Cpus, ct);
         await Engine(() => _client.Containers.UpdateContainerAsync(c.ID, new ContainerUpdateParameters
         {
-            NanoCPUs = ToNanoCpus(resources.Cpus),
+            NanoCPUs = nanoCpus,
             Memory = Math.Max(0, resources.MemoryBytes),
             // -1 = unlimited swap when memory is unlimited; else swap limit = memory limit (no extra swap).
             MemorySwap = resources.MemoryBytes > 0 ? resources.MemoryBytes : -1,
@@ -703,7 +709,20 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         long currentDisk = long.TryParse(Label(c.Config?.Labels, LabelDiskBytes), out var d) ? d : 0;
         if (_disks != null && _disks.Exists(vmId) && resources.DiskBytes > 0)
         {
-            var (size, needsOffline) = await DiskAsync(() => _disks.GrowAsync(vmId, resources.DiskBytes, ct));
+            (long size, bool needsOffline) grown;
+            try { grown = await DiskAsync(() => _disks.GrowAsync(vmId, resources.DiskBytes, ct)); }
+            catch (Exception) when (c.HostConfig is { } before)
+            {
+                // A resize applies all of its flags or none: the disk could not grow, so CPU and memory go back.
+                await Engine(() => _client.Containers.UpdateContainerAsync(c.ID, new ContainerUpdateParameters
+                {
+                    NanoCPUs = before.NanoCPUs,
+                    Memory = before.Memory,
+                    MemorySwap = before.Memory > 0 ? before.MemorySwap : -1,
+                }, CancellationToken.None));
+                throw;
+            }
+            var (size, needsOffline) = grown;
             string? diskNote = size > resources.DiskBytes ? $"disks only grow: /data stays {size} bytes" : null;
             if (needsOffline)
             {
@@ -866,11 +885,51 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         return labels;
     }
 
-    private static long ToNanoCpus(double cpus)
+    /// <summary>
+    /// The agent's oom_score_adj: -1000, the OOM killer never picks it (proc(5)); null where the engine could not
+    /// set it. Lowering an oom_score_adj needs CAP_SYS_RESOURCE (capabilities(7)), and an engine without it fails
+    /// every container start (runc: "can't get final child's PID from pipe") instead of ignoring the setting. The
+    /// engine is taken to have it when this process's bounding set does: true of a host, false of a sandbox or
+    /// container that dropped it (where dockerd usually runs with the same set).
+    /// </summary>
+    public static int? AgentOomScoreAdj { get; } = BoundingSetHas(CapSysResource) ? -1000 : null;
+
+    /// <summary>CAP_SYS_RESOURCE's bit in the capability sets (&lt;linux/capability.h&gt;).</summary>
+    private const int CapSysResource = 24;
+
+    /// <summary>Whether the capability is in this process's bounding set (CapBnd in /proc/self/status, proc(5)).</summary>
+    private static bool BoundingSetHas(int capability)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+                if (line.StartsWith("CapBnd:", StringComparison.Ordinal)
+                    && ulong.TryParse(line.AsSpan(7).Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong set))
+                    return (set & (1UL << capability)) != 0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return false;
+    }
+
+    /// <summary>
+    /// The engine's CPU limit for <paramref name="cpus"/>. A VM's CPUs are a share of the host, not a reservation:
+    /// the platform's plan limit decides what may be asked for, and a number above the host's CPU count (which the
+    /// engine refuses: "range of CPUs is from 0.01 to N") means the whole host, so it is capped there.
+    /// </summary>
+    private async Task<long> NanoCpusAsync(double cpus, CancellationToken ct)
     {
         const double NanoPerCpu = 1e9;
-        return cpus > 0 ? (long)Math.Round(cpus * NanoPerCpu) : 0;
+        if (cpus <= 0) return 0;
+        if (_hostCpus is not { } host)
+        {
+            var info = await Engine(() => _client.System.GetSystemInfoAsync(ct));
+            _hostCpus = host = info.NCPU > 0 ? info.NCPU : int.MaxValue;
+        }
+        return (long)Math.Round(Math.Min(cpus, host) * NanoPerCpu);
     }
+
+    /// <summary>The engine host's CPU count, asked once.</summary>
+    private long? _hostCpus;
 
     /// <summary>
     /// Whether the storage driver takes a per-container size (--storage-opt size): overlay2 only on xfs with

@@ -149,6 +149,7 @@ public static class Composition
             sp.GetRequiredService<SshRouteTable>(),
             sp.GetRequiredService<PlatformOptions>(),
             sp.GetRequiredService<VmSessionRelay>(),
+            sp.GetRequiredService<LoginUserResolver>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Ssh.Control")));
         services.TryAddSingleton(sp =>
         {

@@ -56,7 +56,7 @@ public sealed class InboundMailTests(InboundMailFixture fixture) : IClassFixture
     /// <summary>A shell command run in the VM as its login user, through the control plane's <c>ssh VM</c>.</summary>
     private async Task<ProcessResult> InVmAsync(string vm, string script)
     {
-        var r = await Owner.ControlAsync($"ssh {vm} sh -c '{script}'");
+        var r = await Owner.ControlAsync($"ssh {vm} '{script}'");
         return r;
     }
 

@@ -100,6 +100,14 @@ public sealed class AgentServeProtocolTests(AgentServeProtocolTests.ServeFixture
         var result = serve.Client().Exec(new ExecOpen(["sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -c 3"]));
         Assert.Equal("SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\ny", result.StdoutText);
 
+        // An agent started under nohup from a background shell inherits SIGHUP, SIGINT and SIGQUIT ignored (ignores
+        // survive execve); its commands must not: a command that ignores SIGHUP outlives the client hanging up.
+        using var nohup = new ServeFixture(createStaleSocket: false, ignoreHangUpAndInterrupts: true);
+        var inherited = nohup.Client().Exec(new ExecOpen(["sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status"]));
+        Assert.Equal("SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", inherited.StdoutText);
+        var tty = nohup.Client().Exec(new ExecOpen(["sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status"]) { Term = "xterm", Columns = 80, Rows = 24 });
+        Assert.Equal("SigBlk:\t0000000000000000\r\nSigIgn:\t0000000000000000\r\n", tty.StdoutText);
+
         // serve raises its own soft descriptor limit to the hard one; sessions get the limit serve started with.
         using var limited = new ServeFixture(createStaleSocket: false, softDescriptorLimit: 512);
         var limits = limited.Client().Exec(new ExecOpen(["sh", "-c", "ulimit -Sn"]));
@@ -471,7 +479,7 @@ public sealed class AgentServeProtocolTests(AgentServeProtocolTests.ServeFixture
 
         public ServeFixture() : this(createStaleSocket: false) { }
 
-        internal ServeFixture(bool createStaleSocket, int? softDescriptorLimit = null)
+        internal ServeFixture(bool createStaleSocket, int? softDescriptorLimit = null, bool ignoreHangUpAndInterrupts = false)
         {
             Directory = MakePrivateDirectory();
             Token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
@@ -481,9 +489,12 @@ public sealed class AgentServeProtocolTests(AgentServeProtocolTests.ServeFixture
                 using var stale = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
                 stale.Bind(new UnixDomainSocketEndPoint(SocketPath)); // bound, never listened on: a dead socket file
             }
-            // With a descriptor limit, through sh's ulimit (exec: the pid stays serve's).
-            var start = softDescriptorLimit is { } nofile
-                ? new ProcessStartInfo("/bin/sh", ["-c", $"ulimit -Sn {nofile} && exec \"$0\" serve \"$1\"", AgentPath, Directory])
+            // With a descriptor limit or inherited ignored signals (as under nohup from a background shell), through
+            // sh's ulimit and trap (exec: the pid stays serve's).
+            string prelude = (softDescriptorLimit is { } nofile ? $"ulimit -Sn {nofile} && " : "")
+                + (ignoreHangUpAndInterrupts ? "trap '' HUP INT QUIT && " : "");
+            var start = prelude.Length > 0
+                ? new ProcessStartInfo("/bin/sh", ["-c", prelude + "exec \"$0\" serve \"$1\"", AgentPath, Directory])
                 : new ProcessStartInfo(AgentPath, ["serve", Directory]);
             start.RedirectStandardError = start.RedirectStandardOutput = start.RedirectStandardInput = true;
             start.UseShellExecute = false;
@@ -599,6 +610,35 @@ public sealed class AgentServeProtocolContainerTests(ITestOutputHelper output) :
             if (again == null) await Task.Delay(100);
         }
         Assert.Equal("again\n", again);
+    }
+
+    [DockerFact]
+    public async Task Init_starts_the_image_command_with_defaults_whatever_it_inherited()
+    {
+        // init as PID 1 of a container started with SIGHUP/SIGINT/SIGQUIT ignored (as under nohup from a background
+        // shell) and with the engine's OOM exemption for the agent: the image's command must start with default
+        // signals and oom_score_adj 0 (proc(5)), while init keeps its value. Where the engine may not lower the
+        // value, a raised one shows the same reset.
+        DockerTestEnvironment.Require();
+        int agentOomScoreAdj = DockerVmRuntime.AgentOomScoreAdj ?? 500;
+        const string Probe = "cat /proc/1/oom_score_adj /proc/self/oom_score_adj; grep -E '^Sig(Ign|Blk)' /proc/self/status; echo probed";
+        var (code, _, stderr) = await DockerTestEnvironment.RunAsync("docker",
+        [
+            "run", "-d", "--name", _container, "--label", DockerTestEnvironment.TestLabel + "=1",
+            "--oom-score-adj", agentOomScoreAdj.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "-v", AgentServeProtocolTests.ServeFixture.AgentPath + ":/.warren/agent:ro",
+            "--entrypoint", "/bin/sh", DockerTestEnvironment.BusyboxImage,
+            "-c", "trap '' HUP INT QUIT; exec /.warren/agent init -- sh -c \"$0\"", Probe,
+        ]);
+        Assert.True(code == 0, stderr);
+        string logs = "";
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (!logs.Contains("probed") && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(100);
+            logs = (await DockerTestEnvironment.RunAsync("docker", ["logs", _container])).Stdout;
+        }
+        Assert.Equal($"{agentOomScoreAdj}\n0\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nprobed\n", logs);
     }
 
     public void Dispose()

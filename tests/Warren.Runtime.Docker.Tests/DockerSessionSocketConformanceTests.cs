@@ -39,6 +39,7 @@ public sealed class DockerSessionSocketConformanceTests : RuntimeConformanceTest
     protected override IVmRuntime Runtime => _runtime ?? throw new InvalidOperationException(DockerTestEnvironment.UnavailableReason);
     protected override string TestImage => DockerTestEnvironment.BusyboxImage;
     protected override void RequireEnvironment() => DockerTestEnvironment.Require();
+    protected override int ExpectedAgentOomScoreAdj => DockerVmRuntime.AgentOomScoreAdj ?? 0;
 
     public override async Task DisposeAsync()
     {

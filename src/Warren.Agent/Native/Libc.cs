@@ -72,8 +72,8 @@ internal static unsafe partial class Libc
     /// <summary>rt_sigaction on x86-64; struct kernel_sigaction is handler, flags, restorer, 8-byte mask.</summary>
     public const nint SYS_rt_sigaction = 13;
     public const int KernelSigActionBytes = 32, KernelSigSetBytes = 8;
-    /// <summary>SIGCANCEL and SIGSETXID, which glibc reserves (SIGRTMIN as applications see it is 34).</summary>
-    public const int FirstGlibcInternalSignal = 32, LastGlibcInternalSignal = 33;
+    /// <summary>The highest signal number on Linux (SIGRTMAX, _NSIG - 1).</summary>
+    public const int LastSignal = 64;
     [LibraryImport(Lib, EntryPoint = "getrlimit", SetLastError = true)] public static partial int GetRLimit(int resource, RLimit* limit);
     [LibraryImport(Lib, EntryPoint = "setrlimit", SetLastError = true)] public static partial int SetRLimit(int resource, RLimit* limit);
     public const int RLIMIT_NOFILE = 7;

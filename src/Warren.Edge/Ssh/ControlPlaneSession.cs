@@ -23,6 +23,7 @@ public sealed class ControlPlaneSession(
     SshRouteTable routes,
     PlatformOptions options,
     VmSessionRelay relay,
+    LoginUserResolver loginUsers,
     ILogger logger)
 {
     public async Task RunAsync(SshChannel channel, SessionStart start, Account? account, AccountKey? key, SshPublicKey verifiedKey, string source, CancellationToken ct)
@@ -143,22 +144,20 @@ public sealed class ControlPlaneSession(
             await channel.ExitAsync(1, ct).ConfigureAwait(false);
             return;
         }
-        var rest = argv.Count > 2 ? string.Join(' ', argv.Skip(2).Select(ShellQuote)) : "";
+        // As OpenSSH's ssh(1) does with its command arguments: joined with spaces and run by the login user's shell
+        // in the VM, so `ssh VM 'a > f; b'` means the same here as straight to the VM (quoting is undone twice: by
+        // the control plane's lexer, then by the VM's shell).
+        var rest = argv.Count > 2 ? string.Join(' ', argv.Skip(2)) : "";
         var target = rest.Length == 0 ? start.Redirect("shell", "") : start.Redirect("exec", rest);
-        await relay.RunAsync(channel, target, vm.Id, vm.LoginUser ?? options.DefaultLoginUser, ct).ConfigureAwait(false);
+        // No user name comes with the hop: the VM's default user, or root where the image lacks it.
+        var user = await loginUsers.ResolveAsync(vm.Id, null, vm.LoginUser ?? options.DefaultLoginUser, ct).ConfigureAwait(false);
+        await relay.RunAsync(channel, target, vm.Id, user, ct).ConfigureAwait(false);
     }
 
     private string NormalizeVmName(string name)
     {
         var suffix = "." + options.VmDomain;
         return name.EndsWith(suffix, StringComparison.OrdinalIgnoreCase) ? name[..^suffix.Length] : name;
-    }
-
-    /// <summary>Quotes one argument for the VM's /bin/sh unless it is plainly safe.</summary>
-    internal static string ShellQuote(string arg)
-    {
-        if (arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,@%+".Contains(c))) return arg;
-        return "'" + arg.Replace("'", "'\\''") + "'";
     }
 
     private static ValueTask WriteStderrAsync(SshChannel channel, string text, CancellationToken ct)

@@ -27,6 +27,9 @@ public abstract class RuntimeConformanceTests : IAsyncLifetime
     /// <summary>Fails (or is skipped upstream) when the runtime's environment is missing.</summary>
     protected abstract void RequireEnvironment();
 
+    /// <summary>The agent's oom_score_adj: -1000 where the runtime can exempt it from the OOM killer.</summary>
+    protected abstract int ExpectedAgentOomScoreAdj { get; }
+
     public virtual Task InitializeAsync() => Task.CompletedTask;
 
     public virtual async Task DisposeAsync()
@@ -174,6 +177,38 @@ public abstract class RuntimeConformanceTests : IAsyncLifetime
         Assert.True(await EventuallyAsync(async () => (await RunAsync(id, "cat", "/data/cmd")).Stdout == "started\n"));
         Assert.Equal(RuntimeVmState.Running, (await Runtime.InspectAsync(id, Timeout()))!.State);
         Assert.Equal("alive\n", await ShAsync(id, "echo alive"));
+    }
+
+    [DockerFact]
+    public async Task Agent_IsExemptFromTheOomKiller_WhileTheImageCommandAndSessionsAreNot()
+    {
+        // The agent (PID 1) keeps the VM reachable, so under memory pressure the OOM killer must take the app:
+        // oom_score_adj -1000 exempts a process, 0 is the default (proc(5)). Both the image's command and a
+        // session must also start with no ignored or blocked signals.
+        // Not grep last: BusyBox sh execs a script's last command in place with SIGQUIT left ignored.
+        const string Probe = "cat /proc/self/oom_score_adj; grep -E '^Sig(Ign|Blk)' /proc/self/status; true";
+        string id = await CreateVmAsync(mode: CommandMode.Custom,
+            command: ["sh", "-c", $"({Probe}) > /data/probe.tmp && mv /data/probe.tmp /data/probe; exec sleep 3600"]);
+        Assert.True(await EventuallyAsync(async () => (await RunAsync(id, "test", "-e", "/data/probe")).Exit.ExitCode == 0));
+        Assert.Equal($"{ExpectedAgentOomScoreAdj}\n", await ShAsync(id, "cat /proc/1/oom_score_adj"));
+        const string Defaults = "0\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n";
+        Assert.Equal(Defaults, await ShAsync(id, "cat /data/probe"));
+        Assert.Equal(Defaults, await ShAsync(id, Probe));
+    }
+
+    [DockerFact]
+    public async Task MoreCpusThanTheHostHas_AreAccepted_AtCreateAndResize()
+    {
+        // CPUs are a share of the host, not a reservation: asking for more than the host has (within the plan's
+        // limit, which the platform checks) gets the whole host instead of the engine's refusal.
+        RequireEnvironment();
+        double beyondHost = Environment.ProcessorCount + 3;
+        string id = NewVmId();
+        await Runtime.CreateAsync(Spec(id, "vm-" + id[3..9], resources: new VmResources(beyondHost, 256L * 1024 * 1024, 0)), Timeout());
+        Assert.Equal("up\n", await ShAsync(id, "echo up"));
+        await Runtime.ResizeAsync(id, new VmResources(beyondHost + 1, 128L * 1024 * 1024, 0), Timeout());
+        await Runtime.ResizeAsync(id, new VmResources(1, 256L * 1024 * 1024, 0), Timeout());
+        Assert.Equal("up\n", await ShAsync(id, "echo up"));
     }
 
     [DockerFact]
