@@ -41,7 +41,7 @@ public sealed class ControlPlaneSession(
                 }
                 if (argv.Count > 0 && argv[0] == "ssh" && account is not null)
                 {
-                    await HopAsync(channel, start, account, argv, ct).ConfigureAwait(false);
+                    await HopAsync(channel, start, account, key, argv, ct).ConfigureAwait(false);
                     return;
                 }
                 await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
@@ -125,8 +125,15 @@ public sealed class ControlPlaneSession(
     }
 
     /// <summary>`ssh VM [command]`: the VM's shell or command, through the control host (issue 5's fallback path).</summary>
-    private async Task HopAsync(SshChannel channel, SessionStart start, Account account, List<string> argv, CancellationToken ct)
+    private async Task HopAsync(SshChannel channel, SessionStart start, Account account, AccountKey? key, List<string> argv, CancellationToken ct)
     {
+        if (argv.Count >= 2 && !KeyScope.AllowsVmSsh(key, NormalizeVmName(argv[1])))
+        {
+            await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+            await WriteStderrAsync(channel, KeyScope.NotAllowed + "\n", ct).ConfigureAwait(false);
+            await channel.ExitAsync(1, ct).ConfigureAwait(false);
+            return;
+        }
         if (argv.Count < 2)
         {
             await start.Request!.AcceptAsync(ct).ConfigureAwait(false);

@@ -108,7 +108,11 @@ public static class CommandCatalog
                 Subcommands =
                 [
                     new("list", "List your SSH keys"),
-                    new("add", "Add an SSH public key (argument or stdin)", "[PUBLIC-KEY]", [V("name", "name for the key", "NAME")]),
+                    new("add", "Add an SSH public key (argument or stdin)", "[PUBLIC-KEY]", [
+                        V("name", "name for the key", "NAME"),
+                        V("cmds", "limit the key to these comma-separated commands (ssh: SSH into your VMs)", "CMDS"),
+                        V("vm", "limit the key to SSH into this VM only", "VM"),
+                    ]),
                     new("remove", "Remove an SSH key or API token", "NAME|FINGERPRINT|PUBLIC-KEY") { Args = [ArgKind.Key] },
                     new("rename", "Rename an SSH key", "OLD NEW") { Args = [ArgKind.Key, ArgKind.None] },
                     new("generate-api-key", "Create an API token (exe1)", "", [

@@ -14,7 +14,7 @@ namespace Warren.Platform.Commands;
 /// Steps of <see cref="RunAsync"/>:
 /// 1. no argv → help; resolve the command path (unknown → nearest suggestion);
 /// 2. unknown key → "Please complete registration…";
-/// 3. token permissions (exact canonical path);
+/// 3. token permissions (exact canonical path), then the SSH key's own (<see cref="KeyScope"/>);
 /// 4. flags (exe.dev rules, <see cref="ArgParser"/>); <c>--help</c> prints the command's help;
 /// 5. the handler; a <see cref="CommandException"/> or <see cref="PlatformException"/> becomes one error
 ///    line (<c>{"error":…}</c> on stdout in JSON mode, text on stderr otherwise) and exit status 1; anything
@@ -114,6 +114,11 @@ public sealed partial class CommandDispatcher
             {
                 outcome.ErrorCode = "not_allowed";
                 return await FailAsync(ctx, jsonWanted, TokenErrors.NotAllowed);
+            }
+            if (!KeyScope.AllowsCommand(ctx.CurrentKey, argv))
+            {
+                outcome.ErrorCode = "not_allowed";
+                return await FailAsync(ctx, jsonWanted, KeyScope.NotAllowed);
             }
 
             if (!ArgParser.TryParse(rest, def.Flags, out var parsed, out var flagError, def.StopAtFirstPositional))

@@ -1,0 +1,130 @@
+using System.Text.Json;
+using Warren.EndToEnd.Tests.Harness;
+using Xunit;
+
+namespace Warren.EndToEnd.Tests;
+
+/// <summary>
+/// exe.dev compatibility of the control plane through the real OpenSSH client: scoped SSH keys
+/// (<c>ssh-key add --cmds/--vm</c>), tried by a limited key trying to leave its limits and by a second account.
+/// </summary>
+public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : IClassFixture<SingleSlotDaemonFixture>
+{
+    private WarrenDaemon Daemon => fixture.Daemon;
+    private const string Slot = "127.0.1.1";
+    private const string NotAllowed = "command not allowed by SSH key permissions";
+
+    private static JsonElement Json(ProcessResult r)
+    {
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return JsonDocument.Parse(r.Stdout).RootElement;
+    }
+
+    private static string[] Strings(JsonElement array) => array.EnumerateArray().Select(e => e.GetString()!).ToArray();
+
+    private static void AssertNotAllowed(ProcessResult r)
+    {
+        Assert.True(r.ExitCode == 1 && r.Stderr.Contains(NotAllowed), r.ToString());
+    }
+
+    /// <summary>OpenSSH's exit status and message when every key was refused at authentication.</summary>
+    private static void AssertRefusedAtAuth(ProcessResult r)
+    {
+        Assert.True(r.ExitCode == 255, r.ToString());
+        Assert.Contains("Permission denied", r.Stderr);
+    }
+
+    [Fact]
+    public async Task CmdsScopedKey_RunsOnlyItsCommands_AndItsChildrenInheritTheLimit()
+    {
+        var owner = await Daemon.CreateUserAsync("scoped-owner@example.com");
+        var ci = await SshUser.CreateKeyAsync(Daemon, "ci@example.com");
+        var added = Json(await owner.ControlAsync("ssh-key add --cmds=\"ls,whoami,ssh-key add,ssh-key list\" --json", stdin: ci.PublicKey + "\n"));
+        Assert.Equal("added", added.GetProperty("status").GetString());
+        Assert.Equal(["ls", "whoami", "ssh-key add", "ssh-key list"], Strings(added.GetProperty("permissions").GetProperty("cmds")));
+
+        // ssh-key list --json shows each key's permissions; the owner's own key has none.
+        var keys = Json(await owner.ControlAsync("ssh-key list --json")).GetProperty("ssh_keys").EnumerateArray().ToList();
+        Assert.False(keys.Single(k => k.GetProperty("current").GetBoolean()).TryGetProperty("permissions", out _));
+        var ciRow = keys.Single(k => !k.GetProperty("current").GetBoolean());
+        Assert.Equal(["ls", "whoami", "ssh-key add", "ssh-key list"], Strings(ciRow.GetProperty("permissions").GetProperty("cmds")));
+
+        // Listed commands run; anything else is refused with exe.dev's message, in text and JSON.
+        Assert.Equal("scoped-owner@example.com", Json(await ci.ControlAsync("whoami --json")).GetProperty("email").GetString());
+        Json(await ci.ControlAsync("ls --json"));
+        AssertNotAllowed(await ci.ControlAsync("rm some-vm"));
+        var jsonRefusal = await ci.ControlAsync("ssh-key remove key-1 --json");
+        Assert.Equal(1, jsonRefusal.ExitCode);
+        Assert.Equal(NotAllowed, JsonDocument.Parse(jsonRefusal.Stdout).RootElement.GetProperty("error").GetString());
+        AssertNotAllowed(await ci.ControlAsync("ssh-key generate-api-key"));
+        // No pty and no command means help, which is not in the list either.
+        AssertNotAllowed(await ci.ControlAsync(""));
+
+        // A key the limited key adds inherits its limits: "unlimited" from it is still limited.
+        var child = await SshUser.CreateKeyAsync(Daemon, "ci-child@example.com");
+        var childAdded = Json(await ci.ControlAsync("ssh-key add --json", stdin: child.PublicKey + "\n"));
+        Assert.Equal(["ls", "whoami", "ssh-key add", "ssh-key list"], Strings(childAdded.GetProperty("permissions").GetProperty("cmds")));
+        AssertNotAllowed(await child.ControlAsync("ssh-key remove key-1"));
+
+        // It may grant less, never more.
+        var narrower = await SshUser.CreateKeyAsync(Daemon, "ci-narrow@example.com");
+        Assert.Equal(["ls"], Strings(Json(await ci.ControlAsync("ssh-key add --cmds=ls --json", stdin: narrower.PublicKey + "\n"))
+            .GetProperty("permissions").GetProperty("cmds")));
+        var wider = await SshUser.CreateKeyAsync(Daemon, "ci-wide@example.com");
+        var refused = await ci.ControlAsync("ssh-key add --cmds=ls,rm", stdin: wider.PublicKey + "\n");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains(NotAllowed, refused.Stderr);
+        var escape = await wider.ControlAsync("whoami");
+        Assert.NotEqual(0, escape.ExitCode);
+        Assert.Contains("registration", escape.Stdout + escape.Stderr);
+
+        // Unknown commands in --cmds are refused when the key is added.
+        var typo = await owner.ControlAsync("ssh-key add --cmds=lss", stdin: wider.PublicKey + "\n");
+        Assert.Equal(1, typo.ExitCode);
+        Assert.Contains("unknown command \"lss\"", typo.Stderr);
+    }
+
+    [Fact]
+    public async Task VmScopedKey_ReachesOnlyThatVm_AndNeverTheControlHost()
+    {
+        var owner = await Daemon.CreateUserAsync("deploy-owner@example.com");
+        foreach (var vm in new[] { "deploy-web", "deploy-other" })
+            Json(await owner.ControlAsync($"new --name={vm} --image=warren/busybox:1 --json"));
+
+        var deploy = await SshUser.CreateKeyAsync(Daemon, "deploy@example.com");
+        var added = Json(await owner.ControlAsync("ssh-key add --vm=deploy-web --json", stdin: deploy.PublicKey + "\n"));
+        Assert.Equal("deploy-web", added.GetProperty("permissions").GetProperty("vm").GetString());
+
+        var inside = await deploy.VmAsync(Slot, "hostname", user: "vm+deploy-web");
+        Assert.True(inside.ExitCode == 0, inside.ToString());
+        Assert.Equal("deploy-web", inside.Stdout.Trim());
+        AssertRefusedAtAuth(await deploy.VmAsync(Slot, "hostname", user: "vm+deploy-other"));
+        AssertRefusedAtAuth(await deploy.ControlAsync("whoami"));
+        AssertRefusedAtAuth(await deploy.ControlAsync("ssh deploy-other hostname"));
+
+        // --cmds=ssh: SSH into every VM of the account (directly or through the control host), nothing else.
+        var sshOnly = await SshUser.CreateKeyAsync(Daemon, "ssh-only@example.com");
+        Json(await owner.ControlAsync("ssh-key add --cmds=ssh --json", stdin: sshOnly.PublicKey + "\n"));
+        Assert.Equal("deploy-other", (await sshOnly.VmAsync(Slot, "hostname", user: "vm+deploy-other")).Stdout.Trim());
+        var hop = await sshOnly.ControlAsync("ssh deploy-web hostname");
+        Assert.True(hop.ExitCode == 0, hop.ToString());
+        Assert.Equal("deploy-web", hop.Stdout.Trim());
+        AssertNotAllowed(await sshOnly.ControlAsync("ls"));
+
+        // A key without ssh in its commands cannot SSH into VMs at all, directly or through the control host.
+        var lsOnly = await SshUser.CreateKeyAsync(Daemon, "ls-only@example.com");
+        Json(await owner.ControlAsync("ssh-key add --cmds=ls --json", stdin: lsOnly.PublicKey + "\n"));
+        AssertRefusedAtAuth(await lsOnly.VmAsync(Slot, "hostname", user: "vm+deploy-web"));
+        AssertNotAllowed(await lsOnly.ControlAsync("ssh deploy-web hostname"));
+
+        // Another account cannot scope a key to a VM it does not own, nor tell whether it exists.
+        var stranger = await Daemon.CreateUserAsync("deploy-stranger@example.com");
+        var strangerKey = await SshUser.CreateKeyAsync(Daemon, "stranger-ci@example.com");
+        foreach (var name in new[] { "deploy-web", "no-such-vm" })
+        {
+            var r = await stranger.ControlAsync($"ssh-key add --vm={name}", stdin: strangerKey.PublicKey + "\n");
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains($"VM \"{name}\" not found or access denied", r.Stderr);
+        }
+    }
+}
