@@ -127,4 +127,32 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
             Assert.Contains($"VM \"{name}\" not found or access denied", r.Stderr);
         }
     }
+
+    [Fact]
+    public async Task SshKeyAdd_NamesFromComment_RefusesTwoSources_DeleteSshKeyAlias()
+    {
+        var owner = await Daemon.CreateUserAsync("key-names@example.com");
+        var dir = Directory.CreateTempSubdirectory("warren-e2e-key-").FullName;
+        var path = Path.Combine(dir, "id_ed25519");
+        var made = await ProcessRunner.RunAsync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "my;laptop", "-f", path]);
+        Assert.True(made.ExitCode == 0, made.ToString());
+        string laptop = File.ReadAllText(path + ".pub").Trim();
+
+        // The key as an argument and another on stdin: which one was meant is unclear, so neither is added.
+        var other = await SshUser.CreateKeyAsync(Daemon, "other-source@example.com");
+        var both = await owner.ControlAsync($"ssh-key add '{laptop}'", stdin: other.PublicKey + "\n");
+        Assert.True(both.ExitCode == 1 && both.Stderr.Contains("not both"), both.ToString());
+        Assert.Single(Json(await owner.ControlAsync("ssh-key list --json")).GetProperty("ssh_keys").EnumerateArray());
+
+        // ssh-keygen -C names the key, with shell metacharacters removed.
+        var added = Json(await owner.ControlAsync($"ssh-key add '{laptop}' --json"));
+        Assert.Equal("mylaptop", added.GetProperty("name").GetString());
+        // The same comment again is taken: the next key-N instead.
+        var again = await SshUser.CreateKeyAsync(Daemon, "mylaptop");
+        Assert.Equal("key-3", Json(await owner.ControlAsync("ssh-key add --json", stdin: again.PublicKey + "\n")).GetProperty("name").GetString());
+
+        var deleted = Json(await owner.ControlAsync("delete-ssh-key mylaptop --json"));
+        Assert.Equal("deleted", deleted.GetProperty("status").GetString());
+        Assert.Equal("mylaptop", deleted.GetProperty("name").GetString());
+    }
 }

@@ -101,10 +101,12 @@ public sealed class AccountService
     }
 
     /// <summary>
-    /// Adds a key to an account. Name: sanitised <paramref name="name"/>, or "key-N" (N = the first unused number).
+    /// Adds a key to an account. Name: sanitised <paramref name="name"/>; else sanitised <paramref name="nameIfFree"/>
+    /// (the key's comment) when no key of the account has it; else "key-N" (N = the first unused number).
     /// Errors: <c>account_not_found</c>, <c>key_in_use</c> (this or another account holds it), <c>key_name_in_use</c>.
     /// </summary>
-    public async Task<AccountKey> AddKeyAsync(string accountId, SshPublicKey key, string? name = null, ApiKeyPermissions? permissions = null, CancellationToken ct = default)
+    public async Task<AccountKey> AddKeyAsync(string accountId, SshPublicKey key, string? name = null, ApiKeyPermissions? permissions = null,
+        CancellationToken ct = default, string? nameIfFree = null)
     {
         var now = _time.GetUtcNow();
         try
@@ -118,6 +120,8 @@ public sealed class AccountService
                 var sanitized = KeyNames.Sanitize(name);
                 if (sanitized.Length > 0 && names.Contains(sanitized))
                     throw new PlatformException(PlatformErrorCodes.KeyNameInUse, $"A key named \"{sanitized}\" already exists.");
+                if (sanitized.Length == 0 && KeyNames.Sanitize(nameIfFree) is { Length: > 0 } suggested && !names.Contains(suggested))
+                    sanitized = suggested;
                 if (sanitized.Length == 0)
                 {
                     int n = names.Count + 1;

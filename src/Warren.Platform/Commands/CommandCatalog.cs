@@ -158,6 +158,15 @@ public static class CommandCatalog
     public static CommandDefinition? Find(string name)
         => Commands.FirstOrDefault(c => c.Name == name || c.Aliases.Contains(name));
 
+    /// <summary>
+    /// One-word names exe.dev keeps for a subcommand (<c>delete-ssh-key</c> is <c>ssh-key remove</c>). They resolve to
+    /// the subcommand itself, so token and key permissions see its canonical path; help does not list them.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> SubcommandShortcuts = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["delete-ssh-key"] = "ssh-key remove",
+    };
+
     /// <summary>Every canonical path: "ls", "ssh-key", "ssh-key list", …</summary>
     public static IEnumerable<string> AllPaths()
     {
@@ -220,6 +229,12 @@ public static class CommandCatalog
             }
             if (current is null)
             {
+                if (SubcommandShortcuts.TryGetValue(a, out var target))
+                {
+                    current = FindPath(target);
+                    i++;
+                    break;
+                }
                 current = Find(a);
                 if (current is null) { unknownWord = a; i++; break; }
                 if (!current.HasSubcommands) { i++; break; }

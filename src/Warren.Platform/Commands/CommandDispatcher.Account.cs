@@ -111,14 +111,20 @@ public sealed partial class CommandDispatcher
             if (inv.Context.Interactive) throw inv.Usage("missing public key (paste it after 'ssh-key add')");
             text = await ReadBoundedAsync(inv.Context.Stdin, MaxKeyInputChars, inv.CancellationToken).ConfigureAwait(false);
         }
+        else if (!inv.Context.Interactive && await StdinCarriesTextAsync(inv).ConfigureAwait(false))
+        {
+            throw new CommandException("give the public key either as an argument or on stdin, not both");
+        }
         var lines = text.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Where(l => !l.StartsWith('#')).ToList();
         if (lines.Count == 0) throw inv.Usage("missing public key (give it as an argument or on stdin)");
         if (lines.Count > 1) throw new CommandException("give one public key at a time");
-        if (!SshPublicKey.TryParseOpenSsh(lines[0], out var key, out _))
+        if (!SshPublicKey.TryParseOpenSsh(lines[0], out var key, out var comment))
             throw new CommandException("invalid SSH public key: expected a line like \"ssh-ed25519 AAAA… comment\"");
         var scope = NewKeyScope(inv);
-        var added = await _s.Accounts.AddKeyAsync(inv.Account.Id, key, inv.Args.Value("name"), scope, inv.CancellationToken).ConfigureAwait(false);
+        // Without --name the key is named by its comment (ssh-keygen -C), as exe.dev does, unless that name is taken.
+        var added = await _s.Accounts.AddKeyAsync(inv.Account.Id, key, inv.Args.Value("name"), scope, inv.CancellationToken,
+            nameIfFree: comment).ConfigureAwait(false);
         if (inv.Json)
         {
             var o = new JsonObject { ["public_key"] = added.PublicKey, ["status"] = "added", ["name"] = added.Name };
@@ -188,6 +194,39 @@ public sealed partial class CommandDispatcher
             vm ??= p.Vm;
         }
         return (cmds, vm);
+    }
+
+    /// <summary>
+    /// How long <c>ssh-key add KEY</c> looks at stdin for a second key. A pipe (<c>cat key.pub | ssh … ssh-key add
+    /// KEY</c>) has its bytes or its end there at once; a terminal that sends nothing must not hold the command up.
+    /// </summary>
+    private static readonly TimeSpan StdinProbeWindow = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>Most characters the probe reads (enough to see past blank lines).</summary>
+    private const int StdinProbeChars = 256;
+
+    /// <summary>Whether stdin brings anything but white space within <see cref="StdinProbeWindow"/>.</summary>
+    private async Task<bool> StdinCarriesTextAsync(Invocation inv)
+    {
+        using var window = new CancellationTokenSource(StdinProbeWindow, _s.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(inv.CancellationToken, window.Token);
+        var buffer = new char[StdinProbeChars];
+        int total = 0;
+        try
+        {
+            while (total < buffer.Length)
+            {
+                int n = await inv.Context.Stdin.ReadAsync(buffer.AsMemory(total), linked.Token).ConfigureAwait(false);
+                if (n == 0) break;
+                for (int i = total; i < total + n; i++) if (!char.IsWhiteSpace(buffer[i])) return true;
+                total += n;
+            }
+        }
+        catch (OperationCanceledException) when (!inv.CancellationToken.IsCancellationRequested)
+        {
+            // Nothing (more) within the window: a terminal, or an idle pipe.
+        }
+        return false;
     }
 
     private static async Task<string> ReadBoundedAsync(TextReader reader, int maxChars, CancellationToken ct)
