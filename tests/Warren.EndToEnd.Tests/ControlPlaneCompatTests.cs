@@ -156,3 +156,69 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
         Assert.Equal("mylaptop", deleted.GetProperty("name").GetString());
     }
 }
+
+/// <summary>A daemon whose mail relay is a loopback <see cref="SmtpSink"/>.</summary>
+public sealed class MailDaemonFixture : DaemonFixture, IAsyncLifetime
+{
+    public SmtpSink Sink { get; } = new();
+
+    protected override Dictionary<string, string> Config => new()
+    {
+        ["Warren:Smtp:Host"] = "127.0.0.1",
+        ["Warren:Smtp:Port"] = Sink.Port.ToString(),
+        ["Warren:Smtp:Security"] = "None",
+        ["Warren:Smtp:From"] = "warren@localhost",
+    };
+
+    /// <summary>The next mail the relay delivered; fails after a generous bound instead of hanging.</summary>
+    public async Task<string> NextMailAsync()
+    {
+        using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try { return (await Sink.Messages.Reader.ReadAsync(wait.Token)).Replace("\r", "").Replace("=\n", ""); }
+        catch (OperationCanceledException) { throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log); }
+    }
+
+    // Re-implemented so the sink outlives the daemon and is closed after it.
+    Task IAsyncLifetime.InitializeAsync() => InitializeAsync();
+
+    async Task IAsyncLifetime.DisposeAsync()
+    {
+        await DisposeAsync();
+        await Sink.DisposeAsync();
+    }
+}
+
+/// <summary><c>new</c>/<c>tag</c> tags and the creation mail through the real OpenSSH client.</summary>
+public sealed class VmCreationCompatTests(MailDaemonFixture fixture) : IClassFixture<MailDaemonFixture>
+{
+    private WarrenDaemon Daemon => fixture.Daemon;
+
+    private static JsonElement Json(ProcessResult r)
+    {
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return JsonDocument.Parse(r.Stdout).RootElement;
+    }
+
+    private static string[] Tags(JsonElement e) => e.GetProperty("tags").EnumerateArray().Select(t => t.GetString()!).ToArray();
+
+    [Fact]
+    public async Task Tags_CommaListsDeduplicatedSorted_CreationMailUnlessNoEmail()
+    {
+        var owner = await Daemon.CreateUserAsync("vm-mail@example.com");
+        var made = Json(await owner.ControlAsync("new --name=mail-vm --image=warren/busybox:1 --tag=zeta,alpha --tag=alpha --json"));
+        Assert.Equal(["alpha", "zeta"], Tags(made));
+        var mail = await fixture.NextMailAsync();
+        Assert.Contains("To: vm-mail@example.com", mail);
+        Assert.Matches("(?m)^Subject: .*mail-vm", mail);
+
+        Assert.Equal(["alpha", "beta", "omega", "zeta"], Tags(Json(await owner.ControlAsync("tag mail-vm omega,beta --json"))));
+        var listed = Json(await owner.ControlAsync("ls mail-vm --json")).GetProperty("vms")[0];
+        Assert.Equal(["alpha", "beta", "omega", "zeta"], Tags(listed));
+        Assert.Contains("#alpha #beta #omega #zeta", (await owner.ControlAsync("ls mail-vm")).Stdout);
+
+        // --no-email: the next mail the relay sees is the one for the VM made after it (mail is sent before new returns).
+        Json(await owner.ControlAsync("new --name=quiet-vm --image=warren/busybox:1 --no-email --json"));
+        Json(await owner.ControlAsync("new --name=loud-vm --image=warren/busybox:1 --json"));
+        Assert.Matches("(?m)^Subject: .*loud-vm", await fixture.NextMailAsync());
+    }
+}

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Warren.Platform.Commands;
+using Warren.Platform.Tests.TestSupport;
 using Xunit;
 using static Warren.Platform.Tests.Commands.JsonAssert;
 
@@ -32,7 +33,7 @@ public sealed class VmCommandTests : IDisposable
         var j = r.Json;
         Assert.Equal(["vm_name", "tags", "ssh_command", "ssh_dest", "ssh_port", "https_url", "proxy_port", "status"], Keys(j));
         Assert.Equal("web", Str(j, "vm_name"));
-        Assert.Equal(["prod", "api"], Strings(j, "tags"));
+        Assert.Equal(["api", "prod"], Strings(j, "tags"));
         Assert.Equal("ssh -p 2222 web.box.localhost", Str(j, "ssh_command"));
         Assert.Equal("web.box.localhost", Str(j, "ssh_dest"));
         Assert.Equal(2222, j.GetProperty("ssh_port").GetInt32());
@@ -238,6 +239,45 @@ public sealed class VmCommandTests : IDisposable
         // ssh joins words with spaces: comment VM staging copy
         Assert.Equal("{\"vm_name\":\"site\",\"comment\":\"staging copy\"}\n", (await _h.RunAsync(a, k, "comment", "site", "staging", "copy", "--json")).Stdout);
         Assert.Equal("{\"vm_name\":\"site\",\"comment\":\"\"}\n", (await _h.RunAsync(a, k, "comment", "site", "--json")).Stdout);
+    }
+
+    [Fact]
+    public async Task Tags_CommaLists_Deduplicated_KeptSorted()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var made = await _h.RunAsync(a, k, "new", "--name=tagged", "--tag=zeta,alpha", "--tag=alpha", "--tag", "mid", "--no-email", "--json");
+        Assert.Equal(0, made.Exit);
+        Assert.Equal(["alpha", "mid", "zeta"], Strings(made.Json, "tags"));
+
+        var added = await _h.RunAsync(a, k, "tag", "tagged", "beta,omega", "--json");
+        Assert.Equal("{\"vm_name\":\"tagged\",\"tags\":[\"alpha\",\"beta\",\"mid\",\"omega\",\"zeta\"]}\n", added.Stdout);
+        var ls = await _h.RunAsync(a, k, "ls", "tagged");
+        Assert.Contains("#alpha #beta #mid #omega #zeta", ls.Stdout);
+        Assert.Equal("Removed tags \"beta\", \"omega\" from tagged\n", (await _h.RunAsync(a, k, "tag", "-d", "tagged", "beta,omega")).Stdout);
+
+        var bad = await _h.RunAsync(a, k, "new", "--name=badtags", "--tag=ok,Not-Ok", "--no-email");
+        Assert.Equal(1, bad.Exit);
+        Assert.Contains("invalid tag \"Not-Ok\"", bad.Stderr);
+    }
+
+    [Fact]
+    public async Task New_MailsTheOwner_UnlessNoEmail()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=mailed")).Exit);
+        var (to, subject, body) = Assert.Single(_h.Email.Sent);
+        Assert.Equal("alice@example.com", to);
+        Assert.Contains("mailed", subject);
+        Assert.Contains("https://mailed.box.localhost", body);
+
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=quiet", "--no-email")).Exit);
+        Assert.Single(_h.Email.Sent);
+
+        // An address the account never proved is not mailed: signing up with someone else's address gets them no mail.
+        var unverified = await _h.P.Accounts.CreateAsync("victim@example.com", TestPlatform.NewKey(), emailVerified: false);
+        var key = (await _h.P.Accounts.ListKeysAsync(unverified.Id)).Single();
+        Assert.Equal(0, (await _h.RunAsync(unverified, key, "new", "--name=spam")).Exit);
+        Assert.Single(_h.Email.Sent);
     }
 
     [Fact]
