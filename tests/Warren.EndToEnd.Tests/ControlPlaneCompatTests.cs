@@ -129,6 +129,17 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
     }
 
     [Fact]
+    public async Task Help_JsonEntriesHaveNameAndDescription_VerboseShowsSubcommandFlags()
+    {
+        var u = await Daemon.CreateUserAsync("help-compat@example.com");
+        var commands = Json(await u.ControlAsync("help --json")).GetProperty("commands").EnumerateArray().ToList();
+        Assert.All(commands, c => Assert.False(string.IsNullOrEmpty(c.GetProperty("description").GetString())));
+        Assert.Contains(commands, c => c.GetProperty("name").GetString() == "ls");
+        var verbose = await u.ControlAsync("help ssh-key --verbose");
+        Assert.True(verbose.ExitCode == 0 && verbose.Stdout.Contains("Flags of ssh-key add:") && verbose.Stdout.Contains("--vm VM"), verbose.ToString());
+    }
+
+    [Fact]
     public async Task SshKeyAdd_NamesFromComment_RefusesTwoSources_DeleteSshKeyAlias()
     {
         var owner = await Daemon.CreateUserAsync("key-names@example.com");
@@ -214,6 +225,8 @@ public sealed class VmCreationCompatTests(MailDaemonFixture fixture) : IClassFix
         Assert.Equal(["alpha", "beta", "omega", "zeta"], Tags(Json(await owner.ControlAsync("tag mail-vm omega,beta --json"))));
         var listed = Json(await owner.ControlAsync("ls mail-vm --json")).GetProperty("vms")[0];
         Assert.Equal(["alpha", "beta", "omega", "zeta"], Tags(listed));
+        Assert.Equal("local", listed.GetProperty("region").GetString());
+        Assert.Equal("mail-vm.box.localhost", listed.GetProperty("ssh_host").GetString());
         Assert.Contains("#alpha #beta #omega #zeta", (await owner.ControlAsync("ls mail-vm")).Stdout);
 
         // --no-email: the next mail the relay sees is the one for the VM made after it (mail is sent before new returns).

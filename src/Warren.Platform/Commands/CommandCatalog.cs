@@ -70,7 +70,7 @@ public static class CommandCatalog
     {
         var list = new List<CommandDefinition>
         {
-            new("help", "Show help for commands", "[COMMAND]") { Args = [ArgKind.Command] },
+            new("help", "Show help for commands", "[COMMAND]", [B("verbose", "also show hidden flags and each subcommand's flags")]) { Args = [ArgKind.Command] },
             new("ls", "List your VMs", "[PATTERN]", [B("l", "long format: resources, port, creation time"), B("a", "also list VMs shared with you")]) { Args = [ArgKind.Vm] },
             new("new", "Create a new VM", "", [
                 V("name", "VM name (generated when omitted)", "NAME"),

@@ -167,6 +167,8 @@ public sealed partial class CommandDispatcher
         o["ssh_port"] = ssh.Port;
         o["https_url"] = HttpsUrl(v.Name);
         o["status"] = v.State.ToWire();
+        o["region"] = _s.Options.Region;
+        if (_s.Options.RegionDisplay.Length > 0) o["region_display"] = _s.Options.RegionDisplay;
         o["image"] = v.Image;
         o["tags"] = Invocation.Array(v.Tags);
         if (v.Comment.Length > 0) o["comment"] = v.Comment;

@@ -271,7 +271,7 @@ public sealed partial class CommandDispatcher
         {
             var def = CommandCatalog.Resolve(inv.Args.Positionals, out _, out var unknown, out var parent);
             if (def is null) throw new CommandException(UnknownCommandMessage(unknown ?? "", parent, inv.Context.Interactive));
-            WriteHelp(inv, def);
+            WriteHelp(inv, def, inv.Args.Flag("verbose"));
             return Task.FromResult(0);
         }
         var visible = CommandCatalog.Commands.Where(c => !c.Hidden && (inv.Context.Interactive || !c.InteractiveOnly)).ToList();
@@ -280,7 +280,7 @@ public sealed partial class CommandDispatcher
             inv.WriteJson(new JsonObject
             {
                 ["commands"] = new JsonArray(visible.SelectMany(c => c.HasSubcommands ? c.Subcommands.AsEnumerable() : [c])
-                    .Select(c => (JsonNode?)new JsonObject { ["name"] = c.Path, ["usage"] = UsageLine(c), ["summary"] = c.Summary }).ToArray()),
+                    .Select(c => (JsonNode?)HelpEntryJson(c)).ToArray()),
             });
             return Task.FromResult(0);
         }
@@ -306,15 +306,31 @@ public sealed partial class CommandDispatcher
         return sb.ToString();
     }
 
-    private static void WriteHelp(Invocation inv, CommandDefinition def)
+    /// <summary>
+    /// One command in <c>help --json</c>: exe.dev's <c>name</c> and <c>description</c>, plus the usage line
+    /// (<c>summary</c> repeats the description for scripts written against earlier Warren output).
+    /// </summary>
+    private static JsonObject HelpEntryJson(CommandDefinition c)
+        => new() { ["name"] = c.Path, ["description"] = c.Summary, ["usage"] = UsageLine(c), ["summary"] = c.Summary };
+
+    private static JsonArray FlagsJson(CommandDefinition def, bool verbose)
+        => new(def.Flags.Where(f => verbose || !f.Hidden).Append(ArgParser.JsonFlag)
+            .Select(f => (JsonNode?)new JsonObject { ["name"] = "--" + f.Name, ["help"] = f.Help }).ToArray());
+
+    /// <summary><c>help CMD</c>; <paramref name="verbose"/> adds hidden flags and, for a group, each subcommand's flags.</summary>
+    private static void WriteHelp(Invocation inv, CommandDefinition def, bool verbose = false)
     {
         if (inv.Json)
         {
-            var o = new JsonObject { ["name"] = def.Path, ["usage"] = UsageLine(def), ["summary"] = def.Summary };
+            var o = HelpEntryJson(def);
             if (def.HasSubcommands)
-                o["subcommands"] = new JsonArray(def.Subcommands.Select(s => (JsonNode?)new JsonObject { ["name"] = s.Path, ["usage"] = UsageLine(s), ["summary"] = s.Summary }).ToArray());
-            o["flags"] = new JsonArray(def.Flags.Where(f => !f.Hidden).Append(ArgParser.JsonFlag)
-                .Select(f => (JsonNode?)new JsonObject { ["name"] = "--" + f.Name, ["help"] = f.Help }).ToArray());
+                o["subcommands"] = new JsonArray(def.Subcommands.Select(s =>
+                {
+                    var entry = HelpEntryJson(s);
+                    if (verbose) entry["flags"] = FlagsJson(s, verbose);
+                    return (JsonNode?)entry;
+                }).ToArray());
+            o["flags"] = FlagsJson(def, verbose);
             inv.WriteJson(o);
             return;
         }
@@ -328,11 +344,18 @@ public sealed partial class CommandDispatcher
             int w = def.Subcommands.Max(s => UsageLine(s, false).Length) + 2;
             foreach (var s in def.Subcommands) inv.Line("  " + UsageLine(s, false).PadRight(w) + s.Summary);
         }
-        var flags = def.Flags.Where(f => !f.Hidden).Append(ArgParser.JsonFlag).ToList();
+        WriteFlags(inv, def, verbose, "Flags:");
+        if (verbose)
+            foreach (var s in def.Subcommands.Where(s => s.Flags.Count > 0)) WriteFlags(inv, s, verbose, $"Flags of {s.Path}:");
+    }
+
+    private static void WriteFlags(Invocation inv, CommandDefinition def, bool verbose, string heading)
+    {
+        var flags = def.Flags.Where(f => verbose || !f.Hidden).Append(ArgParser.JsonFlag).ToList();
         inv.Line();
-        inv.Line(inv.Bold("Flags:"));
+        inv.Line(inv.Bold(heading));
         var names = flags.Select(f => (f.Name.Length == 1 ? "-" : "--") + f.Name + (f.Kind == FlagKind.Bool ? "" : " " + (f.ValueName ?? "VALUE"))).ToList();
         int width = names.Max(n => n.Length) + 2;
-        for (int i = 0; i < flags.Count; i++) inv.Line("  " + names[i].PadRight(width) + flags[i].Help);
+        for (int i = 0; i < flags.Count; i++) inv.Line("  " + names[i].PadRight(width) + flags[i].Help + (flags[i].Hidden ? " (hidden)" : ""));
     }
 }

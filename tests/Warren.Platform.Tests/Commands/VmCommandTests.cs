@@ -120,8 +120,17 @@ public sealed class VmCommandTests : IDisposable
         var (a, k) = await _h.NewUserAsync("alice@example.com");
         await _h.RunAsync(a, k, "new", "--name=web", "--tag=prod", "--comment=main site");
         var j = (await _h.RunAsync(a, k, "ls", "--json")).Json.GetProperty("vms")[0];
-        Assert.Equal(["vm_name", "ssh_dest", "ssh_host", "ssh_port", "https_url", "status", "image", "tags", "comment", "created_at",
+        Assert.Equal(["vm_name", "ssh_dest", "ssh_host", "ssh_port", "https_url", "status", "region", "image", "tags", "comment", "created_at",
             "allocated_cpus", "memory_capacity_bytes", "disk_capacity_bytes"], Keys(j));
+        Assert.Equal("local", Str(j, "region"));
+        // A configured region (and its display name) is what every VM shows.
+        _h.P.Options.Region = "lon";
+        _h.P.Options.RegionDisplay = "London, UK";
+        var configured = (await _h.RunAsync(a, k, "ls", "--json")).Json.GetProperty("vms")[0];
+        Assert.Equal("lon", Str(configured, "region"));
+        Assert.Equal("London, UK", Str(configured, "region_display"));
+        _h.P.Options.Region = "local";
+        _h.P.Options.RegionDisplay = "";
         Assert.Equal("web", Str(j, "vm_name"));
         Assert.Equal("web.box.localhost", Str(j, "ssh_dest"));
         Assert.Equal("web.box.localhost", Str(j, "ssh_host"));
