@@ -140,6 +140,22 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
     }
 
     [Fact]
+    public async Task Browser_JsonHasMagicLink_Exe0ToExe1RefusesAnotherAccountsVm()
+    {
+        var u = await Daemon.CreateUserAsync("browser-compat@example.com");
+        var link = Json(await u.ControlAsync("browser --json")).GetProperty("magic_link").GetString();
+        Assert.StartsWith("https://", link);
+
+        var other = await Daemon.CreateUserAsync("exe1-other@example.com");
+        Json(await other.ControlAsync("new --name=exe1-theirs --image=warren/busybox:1 --json"));
+        foreach (var vm in new[] { "exe1-theirs", "exe1-missing" })
+        {
+            var r = await u.ControlAsync($"exe0-to-exe1 --vm={vm} exe0.e30.AAAA");
+            Assert.True(r.ExitCode == 1 && r.Stderr.Contains($"VM \"{vm}\" not found or access denied"), r.ToString());
+        }
+    }
+
+    [Fact]
     public async Task SshKeyAdd_NamesFromComment_RefusesTwoSources_DeleteSshKeyAlias()
     {
         var owner = await Daemon.CreateUserAsync("key-names@example.com");

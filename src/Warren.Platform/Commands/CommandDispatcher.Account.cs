@@ -121,7 +121,7 @@ public sealed partial class CommandDispatcher
         if (lines.Count > 1) throw new CommandException("give one public key at a time");
         if (!SshPublicKey.TryParseOpenSsh(lines[0], out var key, out var comment))
             throw new CommandException("invalid SSH public key: expected a line like \"ssh-ed25519 AAAA… comment\"");
-        var scope = NewKeyScope(inv);
+        var scope = await NewKeyScopeAsync(inv).ConfigureAwait(false);
         // Without --name the key is named by its comment (ssh-keygen -C), as exe.dev does, unless that name is taken.
         var added = await _s.Accounts.AddKeyAsync(inv.Account.Id, key, inv.Args.Value("name"), scope, inv.CancellationToken,
             nameIfFree: comment).ConfigureAwait(false);
@@ -145,7 +145,7 @@ public sealed partial class CommandDispatcher
     /// limits, or null for an unlimited key. A key added by a limited session (a scoped key, or a token) inherits that
     /// session's limits and may ask for less, never more, so a limited key cannot mint its way out of them.
     /// </summary>
-    private ApiKeyPermissions? NewKeyScope(Invocation inv)
+    private async Task<ApiKeyPermissions?> NewKeyScopeAsync(Invocation inv)
     {
         IReadOnlyList<string>? cmds = null;
         if (inv.Args.Value("cmds") is { } cmdsText)
@@ -157,9 +157,7 @@ public sealed partial class CommandDispatcher
         if (inv.Args.Value("vm") is { } vmText)
         {
             vm = VmNames.Normalize(vmText, _s.Options.VmDomain);
-            var rec = _s.Index.GetByName(vm);
-            if (rec is null || rec.AccountId != inv.Account.Id || rec.State == VmState.Deleting)
-                throw new CommandException($"VM \"{vm}\" not found or access denied");
+            await _s.Shares.OwnedAsync(inv.Account.Id, vm, inv.CancellationToken).ConfigureAwait(false);
             if (cmds is not null && cmds.Any(c => c != "ssh" && c != "ssh " + vm))
                 throw new CommandException($"a key limited to one VM (--vm) can only SSH into it; drop --cmds or give --cmds=ssh");
             cmds = ["ssh " + vm];
@@ -347,6 +345,8 @@ public sealed partial class CommandDispatcher
         string token = inv.Arg(0, "token");
         inv.MaxArgs(1);
         string? vm = inv.Args.Value("vm") is { } v ? VmNames.Normalize(v, _s.Options.VmDomain) : null;
+        // A VM namespace is the caller's own VM's: a handle for another account's VM is refused as exe.dev does.
+        if (vm is not null) await _s.Shares.OwnedAsync(inv.Account.Id, vm, inv.CancellationToken).ConfigureAwait(false);
         var exe1 = await _s.ApiKeys.ConvertToExe1Async(inv.Account, token, vm, inv.CancellationToken).ConfigureAwait(false);
         if (inv.Json) inv.WriteJson(new JsonObject { ["token"] = exe1 });
         else inv.Line(exe1);

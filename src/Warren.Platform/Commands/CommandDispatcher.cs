@@ -254,7 +254,8 @@ public sealed partial class CommandDispatcher
             throw new CommandException($"your e-mail address {account.Email} is not verified yet, so no browser login: "
                 + $"on https://{_s.Options.ControlHost}/ ask for a login link by e-mail; opening it verifies the address");
         var url = await _s.LoginLinks.IssueLoginLinkAsync(account, inv.CancellationToken).ConfigureAwait(false);
-        if (inv.Json) inv.WriteJson(new JsonObject { ["url"] = url.ToString() });
+        // exe.dev's field is magic_link; url stays for scripts written against earlier Warren output.
+        if (inv.Json) inv.WriteJson(new JsonObject { ["magic_link"] = url.ToString(), ["url"] = url.ToString() });
         else
         {
             inv.Line("Open this link in your browser to log in (it works once):");

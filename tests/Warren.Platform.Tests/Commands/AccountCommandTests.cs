@@ -159,7 +159,7 @@ public sealed class AccountCommandTests : IDisposable
         using var h2 = new CommandHarness(new FixedLinkIssuer());
         var (a2, k2) = await h2.NewUserAsync("carol@example.com");
         var ok = await h2.RunAsync(a2, k2, "browser", "--json");
-        Assert.Equal("{\"url\":\"https://warren.localhost:8443/auth/one-time?x=carol@example.com\"}\n", ok.Stdout);
+        Assert.Equal("{\"magic_link\":\"https://warren.localhost:8443/auth/one-time?x=carol@example.com\",\"url\":\"https://warren.localhost:8443/auth/one-time?x=carol@example.com\"}\n", ok.Stdout);
     }
 
     private sealed class FixedLinkIssuer : ILoginLinkIssuer
