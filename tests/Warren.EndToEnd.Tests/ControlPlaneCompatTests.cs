@@ -156,6 +156,24 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
     }
 
     [Fact]
+    public async Task ScpAndSftpToTheControlHost_SayWhereFilesLive()
+    {
+        var u = await Daemon.CreateUserAsync("scp-compat@example.com");
+        var opts = u.SshOptions(Daemon.SshPort);
+        opts[opts.IndexOf("-p")] = "-P";
+        var file = Path.Combine(Directory.CreateTempSubdirectory("warren-e2e-scp-").FullName, "f.txt");
+        await File.WriteAllTextAsync(file, "x\n");
+        const string Expected = "scp/sftp is not supported here; use NAME.box.localhost";
+
+        var sftpMode = await ProcessRunner.RunAsync("scp", [.. opts, file, Daemon.ControlAddress + ":/tmp/f.txt"]);
+        Assert.True(sftpMode.ExitCode != 0 && sftpMode.Stderr.Contains(Expected), sftpMode.ToString());
+        var legacy = await ProcessRunner.RunAsync("scp", ["-O", .. opts, file, Daemon.ControlAddress + ":/tmp/f.txt"]);
+        Assert.True(legacy.ExitCode != 0 && legacy.Stderr.Contains(Expected), legacy.ToString());
+        var sftp = await ProcessRunner.RunAsync("sftp", [.. opts, "-b", "-", Daemon.ControlAddress], stdin: "ls\n");
+        Assert.True(sftp.ExitCode != 0 && sftp.Stderr.Contains(Expected), sftp.ToString());
+    }
+
+    [Fact]
     public async Task SshKeyAdd_NamesFromComment_RefusesTwoSources_DeleteSshKeyAlias()
     {
         var owner = await Daemon.CreateUserAsync("key-names@example.com");

@@ -39,6 +39,11 @@ public sealed class ControlPlaneSession(
                     await channel.ExitAsync(1, ct).ConfigureAwait(false);
                     return;
                 }
+                if (argv.Count > 0 && argv[0] == "scp")
+                {
+                    await RefuseFileTransferAsync(channel, start, ct).ConfigureAwait(false);
+                    return;
+                }
                 if (argv.Count > 0 && argv[0] == "ssh" && account is not null)
                 {
                     await HopAsync(channel, start, account, key, argv, ct).ConfigureAwait(false);
@@ -85,6 +90,10 @@ public sealed class ControlPlaneSession(
                 await channel.ExitAsync((uint)code, ct).ConfigureAwait(false);
                 return;
             }
+            case "subsystem" when start.Argument == "sftp":
+                // scp (SFTP mode, OpenSSH 9+) and sftp both ask for this subsystem.
+                await RefuseFileTransferAsync(channel, start, ct).ConfigureAwait(false);
+                return;
             default:
                 await start.Request!.RejectAsync(ct).ConfigureAwait(false);
                 await channel.CloseAsync(ct).ConfigureAwait(false);
@@ -154,6 +163,19 @@ public sealed class ControlPlaneSession(
         var target = rest.Length == 0 ? start.Redirect("shell", "") : start.Redirect("exec", rest);
         await relay.RunAsync(channel, target, vm.Id, vm.LoginUser ?? options.DefaultLoginUser, ct).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The control host holds no files: scp and sftp clients are told where files live (the client shows the
+    /// channel's stderr before it reports the closed connection) instead of a bare "subsystem request failed".
+    /// </summary>
+    private async Task RefuseFileTransferAsync(SshChannel channel, SessionStart start, CancellationToken ct)
+    {
+        await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+        await WriteStderrAsync(channel, FileTransferMessage(options.VmDomain) + "\n", ct).ConfigureAwait(false);
+        await channel.ExitAsync(1, ct).ConfigureAwait(false);
+    }
+
+    internal static string FileTransferMessage(string vmDomain) => $"scp/sftp is not supported here; use NAME.{vmDomain}";
 
     private string NormalizeVmName(string name)
     {
