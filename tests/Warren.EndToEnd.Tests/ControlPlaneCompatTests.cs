@@ -156,6 +156,27 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
     }
 
     [Fact]
+    public async Task DefaultsSetupScript_RunsOnceAtFirstBootOfNewVms()
+    {
+        var owner = await Daemon.CreateUserAsync("defaults-compat@example.com");
+        var written = await owner.ControlAsync("defaults write dev.exe new.setup-script", stdin: "#!/bin/sh\necho ran >> /data/setup-count\n");
+        Assert.True(written.ExitCode == 0, written.ToString());
+        Assert.Contains("echo ran", (await owner.ControlAsync("defaults read dev.exe new.setup-script")).Stdout);
+        Json(await owner.ControlAsync("new --name=setup-vm --image=warren/busybox:1 --no-email --json"));
+
+        // Waits (bounded in count) for the agent's once-per-disk marker, then reads what the script wrote.
+        const string ReadCount = "i=0; while [ ! -f /data/.warren/setup.done ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done; cat /data/setup-count";
+        var first = await owner.VmAsync(Slot, ReadCount, user: "vm+setup-vm");
+        Assert.True(first.ExitCode == 0 && first.Stdout == "ran\n", first.ToString());
+        Json(await owner.ControlAsync("restart setup-vm --json"));
+        var again = await owner.VmAsync(Slot, ReadCount, user: "vm+setup-vm");
+        Assert.True(again.ExitCode == 0 && again.Stdout == "ran\n", again.ToString());
+
+        var deleted = await owner.ControlAsync("defaults delete dev.exe new.setup-script");
+        Assert.True(deleted.ExitCode == 0, deleted.ToString());
+    }
+
+    [Fact]
     public async Task ScpAndSftpToTheControlHost_SayWhereFilesLive()
     {
         var u = await Daemon.CreateUserAsync("scp-compat@example.com");

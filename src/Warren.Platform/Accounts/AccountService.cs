@@ -179,6 +179,27 @@ public sealed class AccountService
         return _db.WriteAsync(u => u.ExecuteAsync("UPDATE account_keys SET last_used_at = @now WHERE fingerprint = @fingerprint", new { now, fingerprint }), ct);
     }
 
+    /// <summary>The account's stored default <paramref name="domain"/> <paramref name="key"/>, or null.</summary>
+    public Task<string?> GetDefaultAsync(string accountId, string domain, string key, CancellationToken ct = default)
+        => _db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string?>(
+            "SELECT value FROM account_defaults WHERE account_id = @accountId AND domain = @domain AND key = @key", new { accountId, domain, key }), ct);
+
+    /// <summary>Every stored default of the account, ordered by domain and key.</summary>
+    public Task<IReadOnlyList<(string Domain, string Key, string Value)>> ListDefaultsAsync(string accountId, CancellationToken ct = default)
+        => _db.ReadAsync<IReadOnlyList<(string, string, string)>>(async c => (await c.QueryAsync<(string, string, string)>(
+            "SELECT domain, key, value FROM account_defaults WHERE account_id = @accountId ORDER BY domain, key", new { accountId })).ToList(), ct);
+
+    public Task SetDefaultAsync(string accountId, string domain, string key, string value, CancellationToken ct = default)
+        => _db.WriteAsync(u => u.ExecuteAsync("""
+            INSERT INTO account_defaults (account_id, domain, key, value) VALUES (@accountId, @domain, @key, @value)
+            ON CONFLICT (account_id, domain, key) DO UPDATE SET value = excluded.value
+            """, new { accountId, domain, key, value }), ct);
+
+    /// <summary>Returns whether there was such a default.</summary>
+    public Task<bool> DeleteDefaultAsync(string accountId, string domain, string key, CancellationToken ct = default)
+        => _db.WriteAsync(async u => await u.ExecuteAsync(
+            "DELETE FROM account_defaults WHERE account_id = @accountId AND domain = @domain AND key = @key", new { accountId, domain, key }) > 0, ct);
+
     private static async Task EnsureKeyFreeAsync(UnitOfWork u, string fingerprint)
     {
         if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM account_keys WHERE fingerprint = @fingerprint", new { fingerprint }) > 0)

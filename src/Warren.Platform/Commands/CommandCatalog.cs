@@ -124,6 +124,15 @@ public static class CommandCatalog
                     ]),
                 ],
             },
+            new("defaults", "Account defaults (dev.exe new.setup-script: the setup script of every new VM)")
+            {
+                Subcommands =
+                [
+                    new("write", "Set a default (the value as an argument, or on stdin)", "DOMAIN KEY [VALUE]"),
+                    new("read", "Show defaults", "[DOMAIN [KEY]]"),
+                    new("delete", "Remove a default", "DOMAIN KEY"),
+                ],
+            },
             new("share", "Share a VM's website")
             {
                 Subcommands =

@@ -227,6 +227,7 @@ public sealed partial class CommandDispatcher
             if (inv.Context.Interactive) throw new CommandException("--setup-script=/dev/stdin works only over ssh exec");
             setup = await ReadBoundedAsync(inv.Context.Stdin, MaxSetupScriptChars, inv.CancellationToken).ConfigureAwait(false);
         }
+        setup ??= await _s.Accounts.GetDefaultAsync(inv.Account.Id, AccountDefaults.Domain, AccountDefaults.NewSetupScript, inv.CancellationToken).ConfigureAwait(false);
         var request = new VmCreateRequest
         {
             Name = name,

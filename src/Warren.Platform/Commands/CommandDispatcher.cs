@@ -225,6 +225,7 @@ public sealed partial class CommandDispatcher
         RegisterVmHandlers();
         RegisterShareHandlers();
         RegisterMailHandlers();
+        RegisterDefaultsHandlers();
     }
 
     private Task<int> ExitAsync(Invocation inv)

@@ -251,6 +251,38 @@ public sealed class VmCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Defaults_NewSetupScript_UsedByNew_OverriddenByFlag_AndPerAccount()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var (b, bk) = await _h.NewUserAsync("bob@example.com");
+        Assert.Equal("No defaults set.\n", (await _h.RunAsync(a, k, "defaults", "read")).Stdout);
+        var write = await _h.RunWithAsync(new CommandContext { Account = a, CurrentKey = k }, "#!/bin/sh\necho from-default\n",
+            "defaults", "write", "dev.exe", "new.setup-script", "--json");
+        Assert.Equal("{\"domain\":\"dev.exe\",\"key\":\"new.setup-script\",\"status\":\"written\"}\n", write.Stdout);
+        Assert.Equal("#!/bin/sh\necho from-default\n", (await _h.RunAsync(a, k, "defaults", "read", "dev.exe", "new.setup-script")).Stdout);
+        Assert.Equal("{\"dev.exe\":{\"new.setup-script\":\"#!/bin/sh\\necho from-default\\n\"}}\n", (await _h.RunAsync(a, k, "defaults", "read", "--json")).Stdout);
+
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=d1", "--no-email")).Exit);
+        Assert.Equal("#!/bin/sh\necho from-default\n", (await _h.P.Vms.GetByNameAsync(a.Id, "d1")).SetupScript);
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=d2", "--setup-script=echo mine", "--no-email")).Exit);
+        Assert.Equal("echo mine", (await _h.P.Vms.GetByNameAsync(a.Id, "d2")).SetupScript);
+        // Another account's VMs do not get it.
+        Assert.Equal(0, (await _h.RunAsync(b, bk, "new", "--name=d3", "--no-email")).Exit);
+        Assert.Null((await _h.P.Vms.GetByNameAsync(b.Id, "d3")).SetupScript);
+
+        // An argument works too; unknown names are errors, not silent no-ops.
+        Assert.Equal(0, (await _h.RunAsync(a, k, "defaults", "write", "dev.exe", "new.setup-script", "echo arg")).Exit);
+        Assert.Equal("echo arg\n", (await _h.RunAsync(a, k, "defaults", "read", "dev.exe", "new.setup-script")).Stdout);
+        Assert.Contains("unknown default", (await _h.RunAsync(a, k, "defaults", "write", "dev.exe", "new.setup", "x")).Stderr);
+        Assert.Contains("unknown defaults domain", (await _h.RunAsync(a, k, "defaults", "read", "com.apple")).Stderr);
+
+        Assert.Equal("Deleted dev.exe new.setup-script\n", (await _h.RunAsync(a, k, "defaults", "delete", "dev.exe", "new.setup-script")).Stdout);
+        Assert.Equal(1, (await _h.RunAsync(a, k, "defaults", "delete", "dev.exe", "new.setup-script")).Exit);
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=d4", "--no-email")).Exit);
+        Assert.Null((await _h.P.Vms.GetByNameAsync(a.Id, "d4")).SetupScript);
+    }
+
+    [Fact]
     public async Task Tags_CommaLists_Deduplicated_KeptSorted()
     {
         var (a, k) = await _h.NewUserAsync("alice@example.com");
