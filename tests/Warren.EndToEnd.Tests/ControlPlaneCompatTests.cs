@@ -156,6 +156,22 @@ public sealed class ControlPlaneCompatTests(SingleSlotDaemonFixture fixture) : I
     }
 
     [Fact]
+    public async Task ClientWithNoKey_IsToldToMakeOne()
+    {
+        // An interactive user's client with no key at all (BatchMode off, OpenSSH's default log level shows it).
+        var r = await ProcessRunner.RunAsync("ssh", [
+            "-F", "/dev/null", "-o", "PubkeyAuthentication=no", "-o", "IdentityAgent=none", "-o", "BatchMode=no",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20",
+            "-p", Daemon.SshPort.ToString(), Daemon.ControlAddress, "whoami"]);
+        Assert.True(r.ExitCode == 255 && r.Stderr.Contains("SSH keys are required") && r.Stderr.Contains("ssh-keygen -t ed25519"), r.ToString());
+
+        // A client with a key never sees it.
+        var u = await Daemon.CreateUserAsync("has-key@example.com");
+        var ok = await ProcessRunner.RunAsync("ssh", [.. u.SshOptions(Daemon.SshPort).Select(o => o == "LogLevel=ERROR" ? "LogLevel=INFO" : o), Daemon.ControlAddress, "whoami"]);
+        Assert.True(ok.ExitCode == 0 && !ok.Stderr.Contains("SSH keys are required"), ok.ToString());
+    }
+
+    [Fact]
     public async Task DefaultsSetupScript_RunsOnceAtFirstBootOfNewVms()
     {
         var owner = await Daemon.CreateUserAsync("defaults-compat@example.com");

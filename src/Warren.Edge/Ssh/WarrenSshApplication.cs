@@ -79,6 +79,23 @@ public sealed class WarrenSshApplication(
         return ok;
     }
 
+    /// <summary>What a client that offered no key at all is told (exe.dev's wording, with this host's name).</summary>
+    internal static string NoKeyMessage(string controlHost)
+        => $"SSH keys are required to access {controlHost}. Please create a key with 'ssh-keygen -t ed25519' and try again.";
+
+    /// <summary>
+    /// keyboard-interactive (RFC 4256) is offered only to say this: a client with no key ends up here after
+    /// publickey, and an info request with no prompts shows its instruction (OpenSSH prints it) before the
+    /// client gives up. It never authenticates anyone. A client that did offer keys is refused silently: its keys
+    /// were judged already.
+    /// </summary>
+    public async ValueTask<bool> AuthenticateKeyboardInteractiveAsync(SshAuthContext context, string user, IKeyboardInteractivePrompter prompter, CancellationToken ct)
+    {
+        if (context.OfferedKeys.Count == 0)
+            await prompter.PromptAsync("", NoKeyMessage(options.ControlHost) + "\n", [], ct).ConfigureAwait(false);
+        return false;
+    }
+
     /// <summary>Whether the VM a connection names (by <c>vm+NAME</c> user or slot address) is one the key may reach.</summary>
     private async Task<bool> ScopedKeyReachesVmAsync(AccountKey key, string user, EndPoint local, CancellationToken ct)
     {
