@@ -12,6 +12,15 @@ public sealed class PlatformOptions
     /// <summary>Host name of the control plane: <c>ssh warren.localhost ls</c>.</summary>
     public string ControlHost { get; set; } = "warren.localhost";
 
+    /// <summary>
+    /// The region code <c>ls --json</c> gives every VM (exe.dev's <c>region</c>, e.g. "lon"): one installation is one
+    /// region. Scripts written for exe.dev read it, so it is always present.
+    /// </summary>
+    public string Region { get; set; } = "local";
+
+    /// <summary>The region's display name (exe.dev's <c>region_display</c>, e.g. "London, UK"); left out when empty.</summary>
+    public string RegionDisplay { get; set; } = "";
+
     /// <summary>VM names live under this domain: <c>NAME.box.localhost</c>; slots are <c>sNNN.box.localhost</c>.</summary>
     public string VmDomain { get; set; } = "box.localhost";
 

@@ -13,6 +13,7 @@ using Warren.Platform.Storage;
 using Warren.Platform.Tokens;
 using Warren.Runtime.Docker;
 using Warren.Runtime.HostNetwork;
+using Warren.Ssh.Auth;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Server;
 
@@ -172,6 +173,8 @@ public static class Composition
                 TimeProvider = time,
                 MaxUnauthenticatedConnectionsPerSource = frontDoor.MaxUnauthenticatedConnectionsPerSource,
                 MaxUnauthenticatedConnections = frontDoor.MaxUnauthenticatedConnections,
+                // keyboard-interactive never authenticates: it tells a client without keys how to make one.
+                AuthenticationMethods = SshAuthMethodSet.PublicKey | SshAuthMethodSet.KeyboardInteractive,
             },
                 sp.GetRequiredService<WarrenSshApplication>());
         });

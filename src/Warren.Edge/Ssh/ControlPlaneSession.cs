@@ -40,9 +40,14 @@ public sealed class ControlPlaneSession(
                     await channel.ExitAsync(1, ct).ConfigureAwait(false);
                     return;
                 }
+                if (argv.Count > 0 && argv[0] == "scp")
+                {
+                    await RefuseFileTransferAsync(channel, start, ct).ConfigureAwait(false);
+                    return;
+                }
                 if (argv.Count > 0 && argv[0] == "ssh" && account is not null)
                 {
-                    await HopAsync(channel, start, account, argv, ct).ConfigureAwait(false);
+                    await HopAsync(channel, start, account, key, argv, ct).ConfigureAwait(false);
                     return;
                 }
                 await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
@@ -86,6 +91,10 @@ public sealed class ControlPlaneSession(
                 await channel.ExitAsync((uint)code, ct).ConfigureAwait(false);
                 return;
             }
+            case "subsystem" when start.Argument == "sftp":
+                // scp (SFTP mode, OpenSSH 9+) and sftp both ask for this subsystem.
+                await RefuseFileTransferAsync(channel, start, ct).ConfigureAwait(false);
+                return;
             default:
                 await start.Request!.RejectAsync(ct).ConfigureAwait(false);
                 await channel.CloseAsync(ct).ConfigureAwait(false);
@@ -126,8 +135,15 @@ public sealed class ControlPlaneSession(
     }
 
     /// <summary>`ssh VM [command]`: the VM's shell or command, through the control host (issue 5's fallback path).</summary>
-    private async Task HopAsync(SshChannel channel, SessionStart start, Account account, List<string> argv, CancellationToken ct)
+    private async Task HopAsync(SshChannel channel, SessionStart start, Account account, AccountKey? key, List<string> argv, CancellationToken ct)
     {
+        if (argv.Count >= 2 && !KeyScope.AllowsVmSsh(key, NormalizeVmName(argv[1])))
+        {
+            await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+            await WriteStderrAsync(channel, KeyScope.NotAllowed + "\n", ct).ConfigureAwait(false);
+            await channel.ExitAsync(1, ct).ConfigureAwait(false);
+            return;
+        }
         if (argv.Count < 2)
         {
             await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
@@ -153,6 +169,19 @@ public sealed class ControlPlaneSession(
         var user = await loginUsers.ResolveAsync(vm.Id, null, vm.LoginUser ?? options.DefaultLoginUser, ct).ConfigureAwait(false);
         await relay.RunAsync(channel, target, vm.Id, user, ct).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The control host holds no files: scp and sftp clients are told where files live (the client shows the
+    /// channel's stderr before it reports the closed connection) instead of a bare "subsystem request failed".
+    /// </summary>
+    private async Task RefuseFileTransferAsync(SshChannel channel, SessionStart start, CancellationToken ct)
+    {
+        await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+        await WriteStderrAsync(channel, FileTransferMessage(options.VmDomain) + "\n", ct).ConfigureAwait(false);
+        await channel.ExitAsync(1, ct).ConfigureAwait(false);
+    }
+
+    internal static string FileTransferMessage(string vmDomain) => $"scp/sftp is not supported here; use NAME.{vmDomain}";
 
     private string NormalizeVmName(string name)
     {

@@ -5,6 +5,7 @@ using Warren.Edge.Http;
 using Warren.Platform;
 using Warren.Platform.Accounts;
 using Warren.Platform.Addressing;
+using Warren.Platform.Commands;
 using Warren.Platform.Runtime;
 using Warren.Platform.Vms;
 using Warren.Ssh.Auth;
@@ -49,19 +50,24 @@ public sealed class WarrenSshApplication(
             if (now < until) return false; // even a good key: the source is in its penalty period
             _blockedUntil.TryRemove(source, out _);
         }
-        var account = await accounts.FindByKeyFingerprintAsync(key.Fingerprint, ct).ConfigureAwait(false);
+        var accountKey = await accounts.FindKeyByFingerprintAsync(key.Fingerprint, ct).ConfigureAwait(false);
         bool ok;
         if (IsControl(context.LocalEndPoint))
         {
-            // Registered keys enter; an unregistered key enters only if it is the first key the
-            // client offered: that key gets the sign-up dialogue and becomes the account's key.
-            ok = account is not null || (context.OfferedKeys.Count > 0 && context.OfferedKeys[0].Equals(key));
+            // Registered keys enter unless limited to one VM; an unregistered key enters only if it is the
+            // first key the client offered: that key gets the sign-up dialogue and becomes the account's key.
+            ok = accountKey is not null
+                ? KeyScope.AllowsControlPlane(accountKey)
+                : context.OfferedKeys.Count > 0 && context.OfferedKeys[0].Equals(key);
         }
         else
         {
             // Slot address: only keys of some account. Which VM (if any) is decided after auth,
-            // so an account without a VM here gets a message instead of a bare "Permission denied".
-            ok = account is not null;
+            // so an account without a VM here gets a message instead of a bare "Permission denied";
+            // a scoped key, though, is refused here unless it may reach the VM this connection names,
+            // so the client can offer its next key (as sshd does for a key whose options do not match).
+            ok = accountKey is not null
+                && (accountKey.Permissions is null || await ScopedKeyReachesVmAsync(accountKey, user, context.LocalEndPoint, ct).ConfigureAwait(false));
         }
         if (!ok && !failedAuthLimiter.TryAcquire(source))
         {
@@ -72,6 +78,35 @@ public sealed class WarrenSshApplication(
         }
         return ok;
     }
+
+    /// <summary>What a client that offered no key at all is told (exe.dev's wording, with this host's name).</summary>
+    internal static string NoKeyMessage(string controlHost)
+        => $"SSH keys are required to access {controlHost}. Please create a key with 'ssh-keygen -t ed25519' and try again.";
+
+    /// <summary>
+    /// keyboard-interactive (RFC 4256) is offered only to say this: a client with no key ends up here after
+    /// publickey, and an info request with no prompts shows its instruction (OpenSSH prints it) before the
+    /// client gives up. It never authenticates anyone. A client that did offer keys is refused silently: its keys
+    /// were judged already.
+    /// </summary>
+    public async ValueTask<bool> AuthenticateKeyboardInteractiveAsync(SshAuthContext context, string user, IKeyboardInteractivePrompter prompter, CancellationToken ct)
+    {
+        if (context.OfferedKeys.Count == 0)
+            await prompter.PromptAsync("", NoKeyMessage(options.ControlHost) + "\n", [], ct).ConfigureAwait(false);
+        return false;
+    }
+
+    /// <summary>Whether the VM a connection names (by <c>vm+NAME</c> user or slot address) is one the key may reach.</summary>
+    private async Task<bool> ScopedKeyReachesVmAsync(AccountKey key, string user, EndPoint local, CancellationToken ct)
+    {
+        var vm = await ResolveVmAsync(key.AccountId, user, local, ct).ConfigureAwait(false);
+        return vm is not null && KeyScope.AllowsVmSsh(key, vm.Name);
+    }
+
+    private async Task<VmRecord?> ResolveVmAsync(string accountId, string user, EndPoint local, CancellationToken ct)
+        => SshRouteTable.TryParseVmUser(user, out var vmName)
+            ? await routes.ResolveByNameAsync(accountId, vmName, ct).ConfigureAwait(false)
+            : await routes.ResolveAsync(accountId, LocalAddress(local), ct).ConfigureAwait(false);
 
     /// <summary>
     /// Per-connection state for requests that arrive outside channels (tcpip-forward) or span
@@ -108,6 +143,8 @@ public sealed class WarrenSshApplication(
         if (IsControl(connection.LocalEndPoint))
         {
             state.Target.TrySetResult(null);
+            // Checked at authentication too; again here because the key's scope may have changed since.
+            if (!KeyScope.AllowsControlPlane(accountKey)) { await connection.DisconnectAsync(cancellationToken: ct).ConfigureAwait(false); return; }
             // No agent forwarding on the control plane: nothing there uses an agent.
             await ServeChannelsAsync(connection, acceptAgentForwarding: false, async (channel, start) =>
                 await controlPlane.RunAsync(channel, start, account, accountKey, key, source, ct).ConfigureAwait(false),
@@ -118,9 +155,13 @@ public sealed class WarrenSshApplication(
         VmRecord? vm = null;
         if (account is not null)
         {
-            vm = SshRouteTable.TryParseVmUser(connection.User, out var vmName)
-                ? await routes.ResolveByNameAsync(account.Id, vmName, ct).ConfigureAwait(false)
-                : await routes.ResolveAsync(account.Id, LocalAddress(connection.LocalEndPoint), ct).ConfigureAwait(false);
+            vm = await ResolveVmAsync(account.Id, connection.User, connection.LocalEndPoint, ct).ConfigureAwait(false);
+            if (vm is not null && !KeyScope.AllowsVmSsh(accountKey, vm.Name))
+            {
+                state.Target.TrySetResult(null);
+                await connection.DisconnectAsync(cancellationToken: ct).ConfigureAwait(false);
+                return;
+            }
         }
         if (vm is null)
         {

@@ -27,9 +27,17 @@ public sealed record AccountKey(
     ApiKeyPermissions? Permissions);
 
 /// <summary>
-/// Scope of an API key (exe.dev <c>generate-api-key --label --cmds --vm --exp</c>). Null <see cref="Cmds"/>
-/// means the default command list; <see cref="Vm"/> limits the key to one VM's HTTPS proxy
-/// (namespace v0@VM.domain); <see cref="Tag"/> limits it to VMs with that tag.
+/// Scope of a limited key. Two kinds share it, because a token signed by either key is held to the same limits
+/// (<c>TokenAuthenticator</c> intersects the token's commands with <see cref="Cmds"/>):
+/// <list type="bullet">
+/// <item>an API key (exe.dev <c>generate-api-key --label --cmds --vm --exp</c>): the server made it and kept no
+/// private key. Null <see cref="Cmds"/> means the token default list; <see cref="Vm"/> limits the key to one VM's
+/// HTTPS proxy (namespace v0@VM.domain);</item>
+/// <item>a scoped SSH key (<see cref="IsSshKey"/>, <c>ssh-key add --cmds --vm</c>): the user holds its private key
+/// and logs in with it. <see cref="Cmds"/> is never null; <see cref="Vm"/> makes it a key for that VM's SSH only
+/// (<see cref="KeyScope"/>).</item>
+/// </list>
+/// <see cref="Tag"/> limits either to VMs with that tag.
 /// </summary>
 public sealed record ApiKeyPermissions(
     string Label,
@@ -38,6 +46,9 @@ public sealed record ApiKeyPermissions(
     DateTimeOffset? ExpiresAt,
     string? Tag = null)
 {
+    /// <summary>A key its owner logs in with (<c>ssh-key add --cmds/--vm</c>), not a server-made API key.</summary>
+    public bool IsSshKey { get; init; }
+
     public bool IsExpired(DateTimeOffset now) => ExpiresAt is { } e && now >= e;
 }
 

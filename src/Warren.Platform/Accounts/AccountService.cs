@@ -101,10 +101,12 @@ public sealed class AccountService
     }
 
     /// <summary>
-    /// Adds a key to an account. Name: sanitised <paramref name="name"/>, or "key-N" (N = the first unused number).
+    /// Adds a key to an account. Name: sanitised <paramref name="name"/>; else sanitised <paramref name="nameIfFree"/>
+    /// (the key's comment) when no key of the account has it; else "key-N" (N = the first unused number).
     /// Errors: <c>account_not_found</c>, <c>key_in_use</c> (this or another account holds it), <c>key_name_in_use</c>.
     /// </summary>
-    public async Task<AccountKey> AddKeyAsync(string accountId, SshPublicKey key, string? name = null, ApiKeyPermissions? permissions = null, CancellationToken ct = default)
+    public async Task<AccountKey> AddKeyAsync(string accountId, SshPublicKey key, string? name = null, ApiKeyPermissions? permissions = null,
+        CancellationToken ct = default, string? nameIfFree = null)
     {
         var now = _time.GetUtcNow();
         try
@@ -118,6 +120,8 @@ public sealed class AccountService
                 var sanitized = KeyNames.Sanitize(name);
                 if (sanitized.Length > 0 && names.Contains(sanitized))
                     throw new PlatformException(PlatformErrorCodes.KeyNameInUse, $"A key named \"{sanitized}\" already exists.");
+                if (sanitized.Length == 0 && KeyNames.Sanitize(nameIfFree) is { Length: > 0 } suggested && !names.Contains(suggested))
+                    sanitized = suggested;
                 if (sanitized.Length == 0)
                 {
                     int n = names.Count + 1;
@@ -174,6 +178,27 @@ public sealed class AccountService
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         return _db.WriteAsync(u => u.ExecuteAsync("UPDATE account_keys SET last_used_at = @now WHERE fingerprint = @fingerprint", new { now, fingerprint }), ct);
     }
+
+    /// <summary>The account's stored default <paramref name="domain"/> <paramref name="key"/>, or null.</summary>
+    public Task<string?> GetDefaultAsync(string accountId, string domain, string key, CancellationToken ct = default)
+        => _db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string?>(
+            "SELECT value FROM account_defaults WHERE account_id = @accountId AND domain = @domain AND key = @key", new { accountId, domain, key }), ct);
+
+    /// <summary>Every stored default of the account, ordered by domain and key.</summary>
+    public Task<IReadOnlyList<(string Domain, string Key, string Value)>> ListDefaultsAsync(string accountId, CancellationToken ct = default)
+        => _db.ReadAsync<IReadOnlyList<(string, string, string)>>(async c => (await c.QueryAsync<(string, string, string)>(
+            "SELECT domain, key, value FROM account_defaults WHERE account_id = @accountId ORDER BY domain, key", new { accountId })).ToList(), ct);
+
+    public Task SetDefaultAsync(string accountId, string domain, string key, string value, CancellationToken ct = default)
+        => _db.WriteAsync(u => u.ExecuteAsync("""
+            INSERT INTO account_defaults (account_id, domain, key, value) VALUES (@accountId, @domain, @key, @value)
+            ON CONFLICT (account_id, domain, key) DO UPDATE SET value = excluded.value
+            """, new { accountId, domain, key, value }), ct);
+
+    /// <summary>Returns whether there was such a default.</summary>
+    public Task<bool> DeleteDefaultAsync(string accountId, string domain, string key, CancellationToken ct = default)
+        => _db.WriteAsync(async u => await u.ExecuteAsync(
+            "DELETE FROM account_defaults WHERE account_id = @accountId AND domain = @domain AND key = @key", new { accountId, domain, key }) > 0, ct);
 
     private static async Task EnsureKeyFreeAsync(UnitOfWork u, string fingerprint)
     {

@@ -70,25 +70,26 @@ public static class CommandCatalog
     {
         var list = new List<CommandDefinition>
         {
-            new("help", "Show help for commands", "[COMMAND]") { Args = [ArgKind.Command] },
+            new("help", "Show help for commands", "[COMMAND]", [B("verbose", "also show hidden flags and each subcommand's flags")]) { Args = [ArgKind.Command] },
             new("ls", "List your VMs", "[PATTERN]", [B("l", "long format: resources, port, creation time"), B("a", "also list VMs shared with you")]) { Args = [ArgKind.Vm] },
             new("new", "Create a new VM", "", [
                 V("name", "VM name (generated when omitted)", "NAME"),
                 V("image", "container image to run", "IMAGE"),
                 S("registry-auth", "credentials for a private registry", "USER:TOKEN"),
-                R("tag", "add a tag (repeatable)", "TAG"),
+                R("tag", "add tags: repeatable, or a comma list (--tag=a,b)", "TAG"),
                 S("env", "environment variable (repeatable)", "KEY=VALUE", FlagKind.Repeated),
                 V("cpu", "number of CPUs", "N"),
                 V("memory", "memory size, e.g. 8GB", "SIZE"),
                 V("disk", "disk size, e.g. 25GB", "SIZE"),
                 V("command", "how the image's command runs: auto, none, or a custom command", "auto|none|CMD"),
                 V("comment", "a comment shown by ls", "TEXT"),
+                B("no-email", "do not mail the owner that the VM was created"),
                 S("setup-script", "script run once after creation (a file path is not read; pass the text, or /dev/stdin)", "SCRIPT"),
             ]),
             new("rm", "Delete VMs", "VM...") { Args = [ArgKind.Vm], Aliases = ["delete"] },
             new("restart", "Restart a VM", "VM") { Args = [ArgKind.Vm] },
             new("rename", "Rename a VM", "OLD NEW") { Args = [ArgKind.Vm, ArgKind.None] },
-            new("tag", "Add or remove tags on a VM", "VM TAG...", [B("d", "remove the tags instead of adding them")]) { Args = [ArgKind.Vm, ArgKind.None] },
+            new("tag", "Add or remove tags on a VM (TAG may be a comma list)", "VM TAG...", [B("d", "remove the tags instead of adding them")]) { Args = [ArgKind.Vm, ArgKind.None] },
             new("comment", "Set a VM's comment (empty to clear)", "VM [TEXT...]") { Args = [ArgKind.Vm, ArgKind.None] },
             new("cp", "Copy a VM", "SRC [NEW]", [
                 B("copy-tags", "copy the source VM's tags (default true)"),
@@ -108,7 +109,11 @@ public static class CommandCatalog
                 Subcommands =
                 [
                     new("list", "List your SSH keys"),
-                    new("add", "Add an SSH public key (argument or stdin)", "[PUBLIC-KEY]", [V("name", "name for the key", "NAME")]),
+                    new("add", "Add an SSH public key (argument or stdin)", "[PUBLIC-KEY]", [
+                        V("name", "name for the key", "NAME"),
+                        V("cmds", "limit the key to these comma-separated commands (ssh: SSH into your VMs)", "CMDS"),
+                        V("vm", "limit the key to SSH into this VM only", "VM"),
+                    ]),
                     new("remove", "Remove an SSH key or API token", "NAME|FINGERPRINT|PUBLIC-KEY") { Args = [ArgKind.Key] },
                     new("rename", "Rename an SSH key", "OLD NEW") { Args = [ArgKind.Key, ArgKind.None] },
                     new("generate-api-key", "Create an API token (exe1)", "", [
@@ -117,6 +122,15 @@ public static class CommandCatalog
                         V("cmds", "comma-separated commands the token may run", "CMDS"),
                         V("exp", "expiry: 30d, 1y, 12h, … or never", "DURATION"),
                     ]),
+                ],
+            },
+            new("defaults", "Account defaults (dev.exe new.setup-script: the setup script of every new VM)")
+            {
+                Subcommands =
+                [
+                    new("write", "Set a default (the value as an argument, or on stdin)", "DOMAIN KEY [VALUE]"),
+                    new("read", "Show defaults", "[DOMAIN [KEY]]"),
+                    new("delete", "Remove a default", "DOMAIN KEY"),
                 ],
             },
             new("share", "Share a VM's website")
@@ -153,6 +167,15 @@ public static class CommandCatalog
 
     public static CommandDefinition? Find(string name)
         => Commands.FirstOrDefault(c => c.Name == name || c.Aliases.Contains(name));
+
+    /// <summary>
+    /// One-word names exe.dev keeps for a subcommand (<c>delete-ssh-key</c> is <c>ssh-key remove</c>). They resolve to
+    /// the subcommand itself, so token and key permissions see its canonical path; help does not list them.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> SubcommandShortcuts = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["delete-ssh-key"] = "ssh-key remove",
+    };
 
     /// <summary>Every canonical path: "ls", "ssh-key", "ssh-key list", …</summary>
     public static IEnumerable<string> AllPaths()
@@ -216,6 +239,12 @@ public static class CommandCatalog
             }
             if (current is null)
             {
+                if (SubcommandShortcuts.TryGetValue(a, out var target))
+                {
+                    current = FindPath(target);
+                    i++;
+                    break;
+                }
                 current = Find(a);
                 if (current is null) { unknownWord = a; i++; break; }
                 if (!current.HasSubcommands) { i++; break; }

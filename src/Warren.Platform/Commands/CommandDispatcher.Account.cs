@@ -68,7 +68,8 @@ public sealed partial class CommandDispatcher
 
     private static JsonObject PermissionsJson(ApiKeyPermissions p)
     {
-        var o = new JsonObject { ["label"] = p.Label };
+        var o = new JsonObject();
+        if (!p.IsSshKey) o["label"] = p.Label;
         if (p.Cmds is not null) o["cmds"] = Invocation.Array(p.Cmds);
         if (p.Vm is not null) o["vm"] = p.Vm;
         if (p.Tag is not null) o["tag"] = p.Tag;
@@ -90,7 +91,13 @@ public sealed partial class CommandDispatcher
         int width = keys.Max(k => k.Name.Length) + 2;
         foreach (var k in keys)
         {
-            string extra = k.Permissions is { } p ? $" [api key{(p.Vm is null ? "" : " for " + p.Vm)}{(p.ExpiresAt is { } e ? ", expires " + Invocation.Rfc3339(e) : "")}]" : "";
+            string extra = k.Permissions switch
+            {
+                null => "",
+                { IsSshKey: true, Vm: { } vm } => $" [ssh into {vm} only]",
+                { IsSshKey: true } p => $" [commands: {string.Join(", ", p.Cmds ?? [])}]",
+                var p => $" [api key{(p.Vm is null ? "" : " for " + p.Vm)}{(p.ExpiresAt is { } e ? ", expires " + Invocation.Rfc3339(e) : "")}]",
+            };
             inv.Line($"  {k.Name.PadRight(width)}{k.Fingerprint}  {k.PublicKey}{extra}{(k.Fingerprint == current ? " ← current" : "")}");
         }
         return 0;
@@ -104,18 +111,120 @@ public sealed partial class CommandDispatcher
             if (inv.Context.Interactive) throw inv.Usage("missing public key (paste it after 'ssh-key add')");
             text = await ReadBoundedAsync(inv.Context.Stdin, MaxKeyInputChars, inv.CancellationToken).ConfigureAwait(false);
         }
+        else if (!inv.Context.Interactive && await StdinCarriesTextAsync(inv).ConfigureAwait(false))
+        {
+            throw new CommandException("give the public key either as an argument or on stdin, not both");
+        }
         var lines = text.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
             .Where(l => !l.StartsWith('#')).ToList();
         if (lines.Count == 0) throw inv.Usage("missing public key (give it as an argument or on stdin)");
         if (lines.Count > 1) throw new CommandException("give one public key at a time");
-        if (!SshPublicKey.TryParseOpenSsh(lines[0], out var key, out _))
+        if (!SshPublicKey.TryParseOpenSsh(lines[0], out var key, out var comment))
             throw new CommandException("invalid SSH public key: expected a line like \"ssh-ed25519 AAAA… comment\"");
-        var added = await _s.Accounts.AddKeyAsync(inv.Account.Id, key, inv.Args.Value("name"), null, inv.CancellationToken).ConfigureAwait(false);
+        var scope = await NewKeyScopeAsync(inv).ConfigureAwait(false);
+        // Without --name the key is named by its comment (ssh-keygen -C), as exe.dev does, unless that name is taken.
+        var added = await _s.Accounts.AddKeyAsync(inv.Account.Id, key, inv.Args.Value("name"), scope, inv.CancellationToken,
+            nameIfFree: comment).ConfigureAwait(false);
         if (inv.Json)
-            inv.WriteJson(new JsonObject { ["public_key"] = added.PublicKey, ["status"] = "added", ["name"] = added.Name });
+        {
+            var o = new JsonObject { ["public_key"] = added.PublicKey, ["status"] = "added", ["name"] = added.Name };
+            if (added.Permissions is { } p) o["permissions"] = PermissionsJson(p);
+            inv.WriteJson(o);
+        }
         else
+        {
             inv.Line($"Added SSH key \"{added.Name}\" ({added.Fingerprint})");
+            if (scope is { Vm: { } vm }) inv.Line($"It may only SSH into {vm}.");
+            else if (scope is not null) inv.Line($"It may only run: {string.Join(", ", scope.Cmds ?? [])}");
+        }
         return 0;
+    }
+
+    /// <summary>
+    /// The scope of a key <c>ssh-key add</c> is adding: its <c>--cmds</c>/<c>--vm</c>, held within the caller's own
+    /// limits, or null for an unlimited key. A key added by a limited session (a scoped key, or a token) inherits that
+    /// session's limits and may ask for less, never more, so a limited key cannot mint its way out of them.
+    /// </summary>
+    private async Task<ApiKeyPermissions?> NewKeyScopeAsync(Invocation inv)
+    {
+        IReadOnlyList<string>? cmds = null;
+        if (inv.Args.Value("cmds") is { } cmdsText)
+        {
+            cmds = ParseCmds(cmdsText);
+            if (cmds.Count == 0) throw new CommandException("--cmds needs at least one command (e.g. --cmds=ls,new or --cmds=ssh)");
+        }
+        string? vm = null;
+        if (inv.Args.Value("vm") is { } vmText)
+        {
+            vm = VmNames.Normalize(vmText, _s.Options.VmDomain);
+            await _s.Shares.OwnedAsync(inv.Account.Id, vm, inv.CancellationToken).ConfigureAwait(false);
+            if (cmds is not null && cmds.Any(c => c != "ssh" && c != "ssh " + vm))
+                throw new CommandException($"a key limited to one VM (--vm) can only SSH into it; drop --cmds or give --cmds=ssh");
+            cmds = ["ssh " + vm];
+        }
+
+        var (limitCmds, limitVm) = CallerLimits(inv.Context);
+        if (limitCmds is null && limitVm is null)
+            return cmds is null ? null : new ApiKeyPermissions("", cmds, vm, null) { IsSshKey = true };
+        if (limitVm is not null)
+        {
+            if (vm is not null && vm != limitVm) throw new CommandException(KeyScope.NotAllowed + $": this key may only grant SSH into {limitVm}");
+            return new ApiKeyPermissions("", ["ssh " + limitVm], limitVm, null) { IsSshKey = true };
+        }
+        if (cmds is null) return new ApiKeyPermissions("", limitCmds, null, null) { IsSshKey = true };
+        var beyond = cmds.FirstOrDefault(c => !IsAllowed(limitCmds, c.Split(' ')));
+        if (beyond is not null) throw new CommandException(KeyScope.NotAllowed + $": this key cannot grant \"{beyond}\"");
+        return new ApiKeyPermissions("", cmds, vm, null) { IsSshKey = true };
+    }
+
+    /// <summary>
+    /// The limits of the session running a command: the commands and VM of its scoped SSH key, narrowed by a
+    /// token's command list and VM (POST /exec). Both null for an unlimited session.
+    /// </summary>
+    private static (IReadOnlyList<string>? Cmds, string? Vm) CallerLimits(CommandContext ctx)
+    {
+        IReadOnlyList<string>? cmds = ctx.AllowedCommands;
+        string? vm = ctx.TokenVm;
+        if (ctx.CurrentKey?.Permissions is { } p)
+        {
+            var keyCmds = p.IsSshKey ? p.Cmds ?? [] : p.Cmds ?? TokenAuthenticator.DefaultCommands;
+            cmds = cmds is null ? keyCmds : cmds.Where(keyCmds.Contains).ToList();
+            vm ??= p.Vm;
+        }
+        return (cmds, vm);
+    }
+
+    /// <summary>
+    /// How long <c>ssh-key add KEY</c> looks at stdin for a second key. A pipe (<c>cat key.pub | ssh … ssh-key add
+    /// KEY</c>) has its bytes or its end there at once; a terminal that sends nothing must not hold the command up.
+    /// </summary>
+    private static readonly TimeSpan StdinProbeWindow = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>Most characters the probe reads (enough to see past blank lines).</summary>
+    private const int StdinProbeChars = 256;
+
+    /// <summary>Whether stdin brings anything but white space within <see cref="StdinProbeWindow"/>.</summary>
+    private async Task<bool> StdinCarriesTextAsync(Invocation inv)
+    {
+        using var window = new CancellationTokenSource(StdinProbeWindow, _s.Time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(inv.CancellationToken, window.Token);
+        var buffer = new char[StdinProbeChars];
+        int total = 0;
+        try
+        {
+            while (total < buffer.Length)
+            {
+                int n = await inv.Context.Stdin.ReadAsync(buffer.AsMemory(total), linked.Token).ConfigureAwait(false);
+                if (n == 0) break;
+                for (int i = total; i < total + n; i++) if (!char.IsWhiteSpace(buffer[i])) return true;
+                total += n;
+            }
+        }
+        catch (OperationCanceledException) when (!inv.CancellationToken.IsCancellationRequested)
+        {
+            // Nothing (more) within the window: a terminal, or an idle pipe.
+        }
+        return false;
     }
 
     private static async Task<string> ReadBoundedAsync(TextReader reader, int maxChars, CancellationToken ct)
@@ -140,7 +249,7 @@ public sealed partial class CommandDispatcher
         if (inv.Json)
             inv.WriteJson(new JsonObject { ["public_key"] = removed.PublicKey, ["fingerprint"] = removed.Fingerprint, ["status"] = "deleted", ["name"] = removed.Name });
         else
-            inv.Line(removed.Permissions is null ? $"Removed SSH key \"{removed.Name}\"" : $"Revoked API key \"{removed.Name}\"");
+            inv.Line(removed.Permissions is null or { IsSshKey: true } ? $"Removed SSH key \"{removed.Name}\"" : $"Revoked API key \"{removed.Name}\"");
         return 0;
     }
 
@@ -166,8 +275,11 @@ public sealed partial class CommandDispatcher
         inv.MaxArgs(0);
         // A token session (AllowedCommands set), or any session authenticated by an API key's own key row,
         // may not mint: the second check holds even if a front door forgets to pass the token's commands.
-        if (inv.Context.AllowedCommands is not null || inv.Context.CurrentKey?.Permissions is not null)
+        if (inv.Context.AllowedCommands is not null || inv.Context.CurrentKey?.Permissions is { IsSshKey: false })
             throw new CommandException("API tokens cannot create API tokens; run this over SSH with your own key");
+        // The token's key would be a new key of the account, outside this key's limits.
+        if (inv.Context.CurrentKey?.Permissions is { IsSshKey: true })
+            throw new CommandException("a limited SSH key cannot create API tokens; run this with an unlimited key");
         string? vm = inv.Args.Value("vm");
         if (vm is not null)
         {
@@ -233,6 +345,8 @@ public sealed partial class CommandDispatcher
         string token = inv.Arg(0, "token");
         inv.MaxArgs(1);
         string? vm = inv.Args.Value("vm") is { } v ? VmNames.Normalize(v, _s.Options.VmDomain) : null;
+        // A VM namespace is the caller's own VM's: a handle for another account's VM is refused as exe.dev does.
+        if (vm is not null) await _s.Shares.OwnedAsync(inv.Account.Id, vm, inv.CancellationToken).ConfigureAwait(false);
         var exe1 = await _s.ApiKeys.ConvertToExe1Async(inv.Account, token, vm, inv.CancellationToken).ConfigureAwait(false);
         if (inv.Json) inv.WriteJson(new JsonObject { ["token"] = exe1 });
         else inv.Line(exe1);

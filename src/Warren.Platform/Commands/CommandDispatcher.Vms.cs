@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
 using Warren.Platform.Addressing;
 using Warren.Platform.Runtime;
 using Warren.Platform.Vms;
@@ -166,6 +167,8 @@ public sealed partial class CommandDispatcher
         o["ssh_port"] = ssh.Port;
         o["https_url"] = HttpsUrl(v.Name);
         o["status"] = v.State.ToWire();
+        o["region"] = _s.Options.Region;
+        if (_s.Options.RegionDisplay.Length > 0) o["region_display"] = _s.Options.RegionDisplay;
         o["image"] = v.Image;
         o["tags"] = Invocation.Array(v.Tags);
         if (v.Comment.Length > 0) o["comment"] = v.Comment;
@@ -224,6 +227,7 @@ public sealed partial class CommandDispatcher
             if (inv.Context.Interactive) throw new CommandException("--setup-script=/dev/stdin works only over ssh exec");
             setup = await ReadBoundedAsync(inv.Context.Stdin, MaxSetupScriptChars, inv.CancellationToken).ConfigureAwait(false);
         }
+        setup ??= await _s.Accounts.GetDefaultAsync(inv.Account.Id, AccountDefaults.Domain, AccountDefaults.NewSetupScript, inv.CancellationToken).ConfigureAwait(false);
         var request = new VmCreateRequest
         {
             Name = name,
@@ -244,6 +248,7 @@ public sealed partial class CommandDispatcher
         await inv.Context.Stdout.FlushAsync(inv.CancellationToken).ConfigureAwait(false);
         var vm = await _s.Vms.CreateAsync(inv.Account.Id, request, inv.CancellationToken).ConfigureAwait(false);
         var ssh = _s.Routes.GetSshEndpoint(vm, inv.Account.Id);
+        if (!inv.Args.Flag("no-email")) await SendCreationMailAsync(inv, vm, ssh).ConfigureAwait(false);
         if (inv.Json)
         {
             inv.WriteJson(new JsonObject
@@ -268,6 +273,28 @@ public sealed partial class CommandDispatcher
         inv.Line(inv.Bold("SSH"));
         inv.Line(SshCommand(ssh));
         return 0;
+    }
+
+    /// <summary>
+    /// The mail exe.dev sends its owner when a VM is made (<c>new --no-email</c> skips it). Only to an address the
+    /// account proved, so an account signed up with someone else's address cannot mail them; best effort: a relay
+    /// failure is logged and the VM stands.
+    /// </summary>
+    private async Task SendCreationMailAsync(Invocation inv, VmRecord vm, SshEndpoint ssh)
+    {
+        if (_s.Email is null) return;
+        var account = await _s.Accounts.GetAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false);
+        if (account is not { EmailVerified: true }) return;
+        string body = $"Your VM {vm.Name} is ready.\n\nApp (HTTPS proxy → :{vm.ProxyPort})\n{HttpsUrl(vm.Name)}\n\nSSH\n{SshCommand(ssh)}\n\n"
+            + $"Manage it with: ssh {_s.Options.ControlHost} help\n";
+        try
+        {
+            await _s.Email.SendAsync(account.Email, $"Your VM {vm.Name} is ready", body, inv.CancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _log.LogWarning(e, "Creation e-mail for VM {Vm} failed", vm.Name);
+        }
     }
 
     // ---- rm ----
@@ -335,7 +362,7 @@ public sealed partial class CommandDispatcher
     private async Task<int> TagAsync(Invocation inv)
     {
         string name = VmArg(inv, 0);
-        var tags = inv.Args.Positionals.Skip(1).ToList();
+        var tags = VmTags.SplitLists(inv.Args.Positionals.Skip(1));
         if (tags.Count == 0) throw inv.Usage("missing tag");
         bool remove = inv.Args.Flag("d");
         var vm = remove

@@ -14,7 +14,7 @@ namespace Warren.Platform.Commands;
 /// Steps of <see cref="RunAsync"/>:
 /// 1. no argv → help; resolve the command path (unknown → nearest suggestion);
 /// 2. unknown key → "Please complete registration…";
-/// 3. token permissions (exact canonical path);
+/// 3. token permissions (exact canonical path), then the SSH key's own (<see cref="KeyScope"/>);
 /// 4. flags (exe.dev rules, <see cref="ArgParser"/>); <c>--help</c> prints the command's help;
 /// 5. the handler; a <see cref="CommandException"/> or <see cref="PlatformException"/> becomes one error
 ///    line (<c>{"error":…}</c> on stdout in JSON mode, text on stderr otherwise) and exit status 1; anything
@@ -114,6 +114,11 @@ public sealed partial class CommandDispatcher
             {
                 outcome.ErrorCode = "not_allowed";
                 return await FailAsync(ctx, jsonWanted, TokenErrors.NotAllowed);
+            }
+            if (!KeyScope.AllowsCommand(ctx.CurrentKey, argv))
+            {
+                outcome.ErrorCode = "not_allowed";
+                return await FailAsync(ctx, jsonWanted, KeyScope.NotAllowed);
             }
 
             if (!ArgParser.TryParse(rest, def.Flags, out var parsed, out var flagError, def.StopAtFirstPositional))
@@ -220,6 +225,7 @@ public sealed partial class CommandDispatcher
         RegisterVmHandlers();
         RegisterShareHandlers();
         RegisterMailHandlers();
+        RegisterDefaultsHandlers();
     }
 
     private Task<int> ExitAsync(Invocation inv)
@@ -249,7 +255,8 @@ public sealed partial class CommandDispatcher
             throw new CommandException($"your e-mail address {account.Email} is not verified yet, so no browser login: "
                 + $"on https://{_s.Options.ControlHost}/ ask for a login link by e-mail; opening it verifies the address");
         var url = await _s.LoginLinks.IssueLoginLinkAsync(account, inv.CancellationToken).ConfigureAwait(false);
-        if (inv.Json) inv.WriteJson(new JsonObject { ["url"] = url.ToString() });
+        // exe.dev's field is magic_link; url stays for scripts written against earlier Warren output.
+        if (inv.Json) inv.WriteJson(new JsonObject { ["magic_link"] = url.ToString(), ["url"] = url.ToString() });
         else
         {
             inv.Line("Open this link in your browser to log in (it works once):");
@@ -266,7 +273,7 @@ public sealed partial class CommandDispatcher
         {
             var def = CommandCatalog.Resolve(inv.Args.Positionals, out _, out var unknown, out var parent);
             if (def is null) throw new CommandException(UnknownCommandMessage(unknown ?? "", parent, inv.Context.Interactive));
-            WriteHelp(inv, def);
+            WriteHelp(inv, def, inv.Args.Flag("verbose"));
             return Task.FromResult(0);
         }
         var visible = CommandCatalog.Commands.Where(c => !c.Hidden && (inv.Context.Interactive || !c.InteractiveOnly)).ToList();
@@ -275,7 +282,7 @@ public sealed partial class CommandDispatcher
             inv.WriteJson(new JsonObject
             {
                 ["commands"] = new JsonArray(visible.SelectMany(c => c.HasSubcommands ? c.Subcommands.AsEnumerable() : [c])
-                    .Select(c => (JsonNode?)new JsonObject { ["name"] = c.Path, ["usage"] = UsageLine(c), ["summary"] = c.Summary }).ToArray()),
+                    .Select(c => (JsonNode?)HelpEntryJson(c)).ToArray()),
             });
             return Task.FromResult(0);
         }
@@ -301,15 +308,31 @@ public sealed partial class CommandDispatcher
         return sb.ToString();
     }
 
-    private static void WriteHelp(Invocation inv, CommandDefinition def)
+    /// <summary>
+    /// One command in <c>help --json</c>: exe.dev's <c>name</c> and <c>description</c>, plus the usage line
+    /// (<c>summary</c> repeats the description for scripts written against earlier Warren output).
+    /// </summary>
+    private static JsonObject HelpEntryJson(CommandDefinition c)
+        => new() { ["name"] = c.Path, ["description"] = c.Summary, ["usage"] = UsageLine(c), ["summary"] = c.Summary };
+
+    private static JsonArray FlagsJson(CommandDefinition def, bool verbose)
+        => new(def.Flags.Where(f => verbose || !f.Hidden).Append(ArgParser.JsonFlag)
+            .Select(f => (JsonNode?)new JsonObject { ["name"] = "--" + f.Name, ["help"] = f.Help }).ToArray());
+
+    /// <summary><c>help CMD</c>; <paramref name="verbose"/> adds hidden flags and, for a group, each subcommand's flags.</summary>
+    private static void WriteHelp(Invocation inv, CommandDefinition def, bool verbose = false)
     {
         if (inv.Json)
         {
-            var o = new JsonObject { ["name"] = def.Path, ["usage"] = UsageLine(def), ["summary"] = def.Summary };
+            var o = HelpEntryJson(def);
             if (def.HasSubcommands)
-                o["subcommands"] = new JsonArray(def.Subcommands.Select(s => (JsonNode?)new JsonObject { ["name"] = s.Path, ["usage"] = UsageLine(s), ["summary"] = s.Summary }).ToArray());
-            o["flags"] = new JsonArray(def.Flags.Where(f => !f.Hidden).Append(ArgParser.JsonFlag)
-                .Select(f => (JsonNode?)new JsonObject { ["name"] = "--" + f.Name, ["help"] = f.Help }).ToArray());
+                o["subcommands"] = new JsonArray(def.Subcommands.Select(s =>
+                {
+                    var entry = HelpEntryJson(s);
+                    if (verbose) entry["flags"] = FlagsJson(s, verbose);
+                    return (JsonNode?)entry;
+                }).ToArray());
+            o["flags"] = FlagsJson(def, verbose);
             inv.WriteJson(o);
             return;
         }
@@ -323,11 +346,18 @@ public sealed partial class CommandDispatcher
             int w = def.Subcommands.Max(s => UsageLine(s, false).Length) + 2;
             foreach (var s in def.Subcommands) inv.Line("  " + UsageLine(s, false).PadRight(w) + s.Summary);
         }
-        var flags = def.Flags.Where(f => !f.Hidden).Append(ArgParser.JsonFlag).ToList();
+        WriteFlags(inv, def, verbose, "Flags:");
+        if (verbose)
+            foreach (var s in def.Subcommands.Where(s => s.Flags.Count > 0)) WriteFlags(inv, s, verbose, $"Flags of {s.Path}:");
+    }
+
+    private static void WriteFlags(Invocation inv, CommandDefinition def, bool verbose, string heading)
+    {
+        var flags = def.Flags.Where(f => verbose || !f.Hidden).Append(ArgParser.JsonFlag).ToList();
         inv.Line();
-        inv.Line(inv.Bold("Flags:"));
+        inv.Line(inv.Bold(heading));
         var names = flags.Select(f => (f.Name.Length == 1 ? "-" : "--") + f.Name + (f.Kind == FlagKind.Bool ? "" : " " + (f.ValueName ?? "VALUE"))).ToList();
         int width = names.Max(n => n.Length) + 2;
-        for (int i = 0; i < flags.Count; i++) inv.Line("  " + names[i].PadRight(width) + flags[i].Help);
+        for (int i = 0; i < flags.Count; i++) inv.Line("  " + names[i].PadRight(width) + flags[i].Help + (flags[i].Hidden ? " (hidden)" : ""));
     }
 }

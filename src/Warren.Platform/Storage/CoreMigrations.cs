@@ -140,5 +140,16 @@ internal static class CoreMigrations
                 PRIMARY KEY (account_id, reference, digest)
             );
             """),
+
+        // defaults write/read/delete (exe.dev's per-account settings, e.g. dev.exe new.setup-script).
+        new("0004-account-defaults", """
+            CREATE TABLE account_defaults (
+                account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                domain      TEXT NOT NULL,
+                key         TEXT NOT NULL,
+                value       TEXT NOT NULL,
+                PRIMARY KEY (account_id, domain, key)
+            );
+            """),
     ];
 }

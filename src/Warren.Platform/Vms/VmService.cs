@@ -115,7 +115,8 @@ public sealed partial class VmService
     public async Task<VmRecord> CreateAsync(string accountId, VmCreateRequest request, CancellationToken ct = default)
     {
         if (request.Name is not null) VmNames.Validate(request.Name);
-        var tags = VmTags.ValidateList(request.Tags);
+        // new --tag=a,b --tag=a: repeats collapse (the tag command, adding to a VM, refuses them instead).
+        var tags = VmTags.Canonical(VmTags.SplitLists(request.Tags));
         var comment = VmComments.Normalize(request.Comment);
         VmEnv.Validate(request.Env);
         var image = ValidateImage(request.Image ?? _options.DefaultImage);
@@ -447,9 +448,8 @@ public sealed partial class VmService
         {
             foreach (var t in add)
                 if (vm.Tags.Contains(t)) throw new PlatformException(PlatformErrorCodes.TagExists, $"tag \"{t}\" already exists on {vm.Name}");
-            var all = vm.Tags.Concat(add).ToList();
-            if (all.Count > VmTags.MaxPerVm) throw new PlatformException(PlatformErrorCodes.TagInvalid, $"a VM can have at most {VmTags.MaxPerVm} tags");
-            return vm with { Tags = all };
+            if (vm.Tags.Count + add.Count > VmTags.MaxPerVm) throw new PlatformException(PlatformErrorCodes.TagInvalid, $"a VM can have at most {VmTags.MaxPerVm} tags");
+            return vm with { Tags = VmTags.Canonical(vm.Tags.Concat(add)) };
         }, ct);
     }
 

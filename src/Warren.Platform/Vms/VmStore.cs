@@ -61,7 +61,8 @@ internal static class VmStore
         int auto = (int)r.ProxyPort;
         return new VmRecord(
             r.Id, r.Name, r.AccountId, r.Image, VmStates.Parse(r.State), r.SlotName,
-            JsonSerializer.Deserialize<List<string>>(r.Tags) ?? [],
+            // Sorted here as well: rows written before tags were kept sorted.
+            (JsonSerializer.Deserialize<List<string>>(r.Tags) ?? []).Order(StringComparer.Ordinal).ToList(),
             r.Comment, r.Cpus, r.MemoryBytes, r.DiskBytes,
             r.ProxyPortOverride is { } o ? (int)o : auto,
             JsonSerializer.Deserialize<List<int>>(r.ExposedPorts) ?? [],

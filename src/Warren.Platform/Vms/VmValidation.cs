@@ -98,6 +98,19 @@ public static partial class VmTags
         if (seen.Count > MaxPerVm) throw new PlatformException(PlatformErrorCodes.TagInvalid, $"a VM can have at most {MaxPerVm} tags");
         return seen;
     }
+
+    /// <summary>The words of tag arguments, each of which may be a comma list (<c>--tag=a,b</c>); empty items dropped.</summary>
+    public static IReadOnlyList<string> SplitLists(IEnumerable<string> arguments)
+        => arguments.SelectMany(a => a.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)).ToList();
+
+    /// <summary>A VM's tags as stored and shown: each valid, once, in ordinal order (so text and JSON agree).</summary>
+    public static IReadOnlyList<string> Canonical(IEnumerable<string> tags)
+    {
+        var distinct = tags.Distinct(StringComparer.Ordinal).ToList();
+        ValidateList(distinct);
+        distinct.Sort(StringComparer.Ordinal);
+        return distinct;
+    }
 }
 
 /// <summary>

@@ -55,7 +55,7 @@ public sealed class AccountCommandTests : IDisposable
         Assert.Equal(["public_key", "status", "name"], Keys(add.Json));
         Assert.Equal(newKey.ToOpenSshString(), Str(add.Json, "public_key"));
         Assert.Equal("added", Str(add.Json, "status"));
-        Assert.Equal("key-2", Str(add.Json, "name"));
+        Assert.Equal("me@laptop", Str(add.Json, "name"));
 
         var third = TestPlatform.NewKey();
         var fromStdin = await _h.RunWithAsync(new CommandContext { Account = a, CurrentKey = k }, third.ToOpenSshString() + "\n", "ssh-key", "add", "--name", "ci", "--json");
@@ -80,6 +80,52 @@ public sealed class AccountCommandTests : IDisposable
         var bad = await _h.RunAsync(a, k, "ssh-key", "add", "not-a-key");
         Assert.Equal(1, bad.Exit);
         Assert.StartsWith("invalid SSH public key", bad.Stderr);
+    }
+
+    [Fact]
+    public async Task SshKey_Add_NamedFromItsSanitisedComment_UnlessTaken()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var first = await _h.RunAsync(a, k, "ssh-key", "add", TestPlatform.NewKey().ToOpenSshString("my;laptop"), "--json");
+        Assert.Equal("mylaptop", Str(first.Json, "name"));
+        var again = await _h.RunAsync(a, k, "ssh-key", "add", TestPlatform.NewKey().ToOpenSshString("my laptop`"), "--json");
+        Assert.Equal("my-laptop", Str(again.Json, "name"));
+        var taken = await _h.RunAsync(a, k, "ssh-key", "add", TestPlatform.NewKey().ToOpenSshString("mylaptop"), "--json");
+        Assert.Equal("key-4", Str(taken.Json, "name"));
+        // An explicit --name still wins over the comment.
+        var named = await _h.RunAsync(a, k, "ssh-key", "add", TestPlatform.NewKey().ToOpenSshString("mylaptop"), "--name=ci", "--json");
+        Assert.Equal("ci", Str(named.Json, "name"));
+    }
+
+    [Fact]
+    public async Task SshKey_Add_KeyAsArgumentAndOnStdin_IsRefused()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var argKey = TestPlatform.NewKey();
+        var stdinKey = TestPlatform.NewKey();
+        var r = await _h.RunWithAsync(new CommandContext { Account = a, CurrentKey = k }, stdinKey.ToOpenSshString() + "\n",
+            ["ssh-key", "add", .. argKey.ToOpenSshString().Split(' ')]);
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("either as an argument or on stdin, not both", r.Stderr);
+        Assert.Null(await _h.P.Accounts.FindKeyByFingerprintAsync(argKey.Fingerprint));
+        Assert.Null(await _h.P.Accounts.FindKeyByFingerprintAsync(stdinKey.Fingerprint));
+
+        // Blank stdin (ssh -n, a closed pipe) is no second key.
+        var ok = await _h.RunWithAsync(new CommandContext { Account = a, CurrentKey = k }, "\n \n", ["ssh-key", "add", .. argKey.ToOpenSshString().Split(' ')]);
+        Assert.Equal(0, ok.Exit);
+    }
+
+    [Fact]
+    public async Task DeleteSshKey_IsSshKeyRemove_ForPermissionsToo()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        await _h.P.Accounts.AddKeyAsync(a.Id, TestPlatform.NewKey(), "old");
+        var r = await _h.RunAsync(a, k, "delete-ssh-key", "old", "--json");
+        Assert.Equal(0, r.Exit);
+        Assert.Equal("deleted", Str(r.Json, "status"));
+        Assert.Equal("ssh-key remove", CommandDispatcher.Resolve(["delete-ssh-key", "x"]));
+        Assert.True(CommandDispatcher.IsAllowed(["ssh-key remove"], ["delete-ssh-key", "x"]));
+        Assert.False(CommandDispatcher.IsAllowed(["ssh-key list"], ["delete-ssh-key", "x"]));
     }
 
     [Fact]
@@ -113,7 +159,7 @@ public sealed class AccountCommandTests : IDisposable
         using var h2 = new CommandHarness(new FixedLinkIssuer());
         var (a2, k2) = await h2.NewUserAsync("carol@example.com");
         var ok = await h2.RunAsync(a2, k2, "browser", "--json");
-        Assert.Equal("{\"url\":\"https://warren.localhost:8443/auth/one-time?x=carol@example.com\"}\n", ok.Stdout);
+        Assert.Equal("{\"magic_link\":\"https://warren.localhost:8443/auth/one-time?x=carol@example.com\",\"url\":\"https://warren.localhost:8443/auth/one-time?x=carol@example.com\"}\n", ok.Stdout);
     }
 
     private sealed class FixedLinkIssuer : ILoginLinkIssuer

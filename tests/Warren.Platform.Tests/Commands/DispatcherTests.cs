@@ -78,6 +78,24 @@ public sealed class DispatcherTests : IDisposable
         Assert.Contains("share set-public VM", group.Stdout);
         var json = await _h.RunAsync(a, k, "help", "--json");
         Assert.Contains(json.Json.GetProperty("commands").EnumerateArray(), c => Str(c, "name") == "ssh-key generate-api-key");
+        // exe.dev's entries are {name, description}.
+        Assert.All(json.Json.GetProperty("commands").EnumerateArray(), c => Assert.False(string.IsNullOrEmpty(Str(c, "description"))));
+        Assert.Equal("Create a new VM", Str((await _h.RunAsync(a, k, "help", "new", "--json")).Json, "description"));
+    }
+
+    [Fact]
+    public async Task Help_Verbose_ShowsSubcommandFlags()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var plain = await _h.RunAsync(a, k, "help", "ssh-key");
+        Assert.DoesNotContain("--cmds", plain.Stdout);
+        var verbose = await _h.RunAsync(a, k, "help", "ssh-key", "--verbose");
+        Assert.Equal(0, verbose.Exit);
+        Assert.Contains("Flags of ssh-key add:", verbose.Stdout);
+        Assert.Contains("--cmds CMDS", verbose.Stdout);
+        var json = await _h.RunAsync(a, k, "help", "ssh-key", "--verbose", "--json");
+        var add = json.Json.GetProperty("subcommands").EnumerateArray().Single(s => Str(s, "name") == "ssh-key add");
+        Assert.Contains(add.GetProperty("flags").EnumerateArray(), f => Str(f, "name") == "--vm");
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Warren.Platform.Commands;
+using Warren.Platform.Tests.TestSupport;
 using Xunit;
 using static Warren.Platform.Tests.Commands.JsonAssert;
 
@@ -32,7 +33,7 @@ public sealed class VmCommandTests : IDisposable
         var j = r.Json;
         Assert.Equal(["vm_name", "tags", "ssh_command", "ssh_dest", "ssh_port", "https_url", "proxy_port", "status"], Keys(j));
         Assert.Equal("web", Str(j, "vm_name"));
-        Assert.Equal(["prod", "api"], Strings(j, "tags"));
+        Assert.Equal(["api", "prod"], Strings(j, "tags"));
         Assert.Equal("ssh -p 2222 web.box.localhost", Str(j, "ssh_command"));
         Assert.Equal("web.box.localhost", Str(j, "ssh_dest"));
         Assert.Equal(2222, j.GetProperty("ssh_port").GetInt32());
@@ -119,8 +120,17 @@ public sealed class VmCommandTests : IDisposable
         var (a, k) = await _h.NewUserAsync("alice@example.com");
         await _h.RunAsync(a, k, "new", "--name=web", "--tag=prod", "--comment=main site");
         var j = (await _h.RunAsync(a, k, "ls", "--json")).Json.GetProperty("vms")[0];
-        Assert.Equal(["vm_name", "ssh_dest", "ssh_host", "ssh_port", "https_url", "status", "image", "tags", "comment", "created_at",
+        Assert.Equal(["vm_name", "ssh_dest", "ssh_host", "ssh_port", "https_url", "status", "region", "image", "tags", "comment", "created_at",
             "allocated_cpus", "memory_capacity_bytes", "disk_capacity_bytes"], Keys(j));
+        Assert.Equal("local", Str(j, "region"));
+        // A configured region (and its display name) is what every VM shows.
+        _h.P.Options.Region = "lon";
+        _h.P.Options.RegionDisplay = "London, UK";
+        var configured = (await _h.RunAsync(a, k, "ls", "--json")).Json.GetProperty("vms")[0];
+        Assert.Equal("lon", Str(configured, "region"));
+        Assert.Equal("London, UK", Str(configured, "region_display"));
+        _h.P.Options.Region = "local";
+        _h.P.Options.RegionDisplay = "";
         Assert.Equal("web", Str(j, "vm_name"));
         Assert.Equal("web.box.localhost", Str(j, "ssh_dest"));
         Assert.Equal("web.box.localhost", Str(j, "ssh_host"));
@@ -238,6 +248,77 @@ public sealed class VmCommandTests : IDisposable
         // ssh joins words with spaces: comment VM staging copy
         Assert.Equal("{\"vm_name\":\"site\",\"comment\":\"staging copy\"}\n", (await _h.RunAsync(a, k, "comment", "site", "staging", "copy", "--json")).Stdout);
         Assert.Equal("{\"vm_name\":\"site\",\"comment\":\"\"}\n", (await _h.RunAsync(a, k, "comment", "site", "--json")).Stdout);
+    }
+
+    [Fact]
+    public async Task Defaults_NewSetupScript_UsedByNew_OverriddenByFlag_AndPerAccount()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var (b, bk) = await _h.NewUserAsync("bob@example.com");
+        Assert.Equal("No defaults set.\n", (await _h.RunAsync(a, k, "defaults", "read")).Stdout);
+        var write = await _h.RunWithAsync(new CommandContext { Account = a, CurrentKey = k }, "#!/bin/sh\necho from-default\n",
+            "defaults", "write", "dev.exe", "new.setup-script", "--json");
+        Assert.Equal("{\"domain\":\"dev.exe\",\"key\":\"new.setup-script\",\"status\":\"written\"}\n", write.Stdout);
+        Assert.Equal("#!/bin/sh\necho from-default\n", (await _h.RunAsync(a, k, "defaults", "read", "dev.exe", "new.setup-script")).Stdout);
+        Assert.Equal("{\"dev.exe\":{\"new.setup-script\":\"#!/bin/sh\\necho from-default\\n\"}}\n", (await _h.RunAsync(a, k, "defaults", "read", "--json")).Stdout);
+
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=d1", "--no-email")).Exit);
+        Assert.Equal("#!/bin/sh\necho from-default\n", (await _h.P.Vms.GetByNameAsync(a.Id, "d1")).SetupScript);
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=d2", "--setup-script=echo mine", "--no-email")).Exit);
+        Assert.Equal("echo mine", (await _h.P.Vms.GetByNameAsync(a.Id, "d2")).SetupScript);
+        // Another account's VMs do not get it.
+        Assert.Equal(0, (await _h.RunAsync(b, bk, "new", "--name=d3", "--no-email")).Exit);
+        Assert.Null((await _h.P.Vms.GetByNameAsync(b.Id, "d3")).SetupScript);
+
+        // An argument works too; unknown names are errors, not silent no-ops.
+        Assert.Equal(0, (await _h.RunAsync(a, k, "defaults", "write", "dev.exe", "new.setup-script", "echo arg")).Exit);
+        Assert.Equal("echo arg\n", (await _h.RunAsync(a, k, "defaults", "read", "dev.exe", "new.setup-script")).Stdout);
+        Assert.Contains("unknown default", (await _h.RunAsync(a, k, "defaults", "write", "dev.exe", "new.setup", "x")).Stderr);
+        Assert.Contains("unknown defaults domain", (await _h.RunAsync(a, k, "defaults", "read", "com.apple")).Stderr);
+
+        Assert.Equal("Deleted dev.exe new.setup-script\n", (await _h.RunAsync(a, k, "defaults", "delete", "dev.exe", "new.setup-script")).Stdout);
+        Assert.Equal(1, (await _h.RunAsync(a, k, "defaults", "delete", "dev.exe", "new.setup-script")).Exit);
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=d4", "--no-email")).Exit);
+        Assert.Null((await _h.P.Vms.GetByNameAsync(a.Id, "d4")).SetupScript);
+    }
+
+    [Fact]
+    public async Task Tags_CommaLists_Deduplicated_KeptSorted()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        var made = await _h.RunAsync(a, k, "new", "--name=tagged", "--tag=zeta,alpha", "--tag=alpha", "--tag", "mid", "--no-email", "--json");
+        Assert.Equal(0, made.Exit);
+        Assert.Equal(["alpha", "mid", "zeta"], Strings(made.Json, "tags"));
+
+        var added = await _h.RunAsync(a, k, "tag", "tagged", "beta,omega", "--json");
+        Assert.Equal("{\"vm_name\":\"tagged\",\"tags\":[\"alpha\",\"beta\",\"mid\",\"omega\",\"zeta\"]}\n", added.Stdout);
+        var ls = await _h.RunAsync(a, k, "ls", "tagged");
+        Assert.Contains("#alpha #beta #mid #omega #zeta", ls.Stdout);
+        Assert.Equal("Removed tags \"beta\", \"omega\" from tagged\n", (await _h.RunAsync(a, k, "tag", "-d", "tagged", "beta,omega")).Stdout);
+
+        var bad = await _h.RunAsync(a, k, "new", "--name=badtags", "--tag=ok,Not-Ok", "--no-email");
+        Assert.Equal(1, bad.Exit);
+        Assert.Contains("invalid tag \"Not-Ok\"", bad.Stderr);
+    }
+
+    [Fact]
+    public async Task New_MailsTheOwner_UnlessNoEmail()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=mailed")).Exit);
+        var (to, subject, body) = Assert.Single(_h.Email.Sent);
+        Assert.Equal("alice@example.com", to);
+        Assert.Contains("mailed", subject);
+        Assert.Contains("https://mailed.box.localhost", body);
+
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=quiet", "--no-email")).Exit);
+        Assert.Single(_h.Email.Sent);
+
+        // An address the account never proved is not mailed: signing up with someone else's address gets them no mail.
+        var unverified = await _h.P.Accounts.CreateAsync("victim@example.com", TestPlatform.NewKey(), emailVerified: false);
+        var key = (await _h.P.Accounts.ListKeysAsync(unverified.Id)).Single();
+        Assert.Equal(0, (await _h.RunAsync(unverified, key, "new", "--name=spam")).Exit);
+        Assert.Single(_h.Email.Sent);
     }
 
     [Fact]

@@ -178,6 +178,15 @@ public sealed class TokenTests : IDisposable
         Assert.Equal(1, other.Exit);
         Assert.Equal("invalid token\n", other.Stderr);
 
+        // --vm names the caller's own VM only; another account's VM and a missing one read the same.
+        Assert.Equal(0, (await _h.RunAsync(b, bk, "new", "--name=bobs-vm", "--no-email")).Exit);
+        foreach (var vm in new[] { "bobs-vm", "no-such-vm" })
+        {
+            var denied = await _h.RunAsync(account, row, "exe0-to-exe1", "--vm=" + vm, exe0);
+            Assert.Equal(1, denied.Exit);
+            Assert.Equal($"VM \"{vm}\" not found or access denied\n", denied.Stderr);
+        }
+
         // The exe1 is re-validated: not valid before nbf, valid after.
         Assert.Equal(TokenErrors.NotYetValid, (await _h.Authenticator.AuthenticateAsync(Str(r1.Json, "token"), ControlNs)).Error);
         _h.P.Time.Advance(TimeSpan.FromMinutes(11));

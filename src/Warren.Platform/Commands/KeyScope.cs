@@ -1,0 +1,44 @@
+using Warren.Platform.Accounts;
+
+namespace Warren.Platform.Commands;
+
+/// <summary>
+/// What the key that authenticated a session may reach (<c>ssh-key add --cmds=a,b --vm=NAME</c>). One place for
+/// the rule, used by the dispatcher (control-plane commands), the SSH front door (at authentication and again
+/// when a connection is routed) and <c>ssh VM</c> through the control host.
+/// </summary>
+/// <remarks>
+/// A key without permissions reaches everything its account can. A scoped SSH key runs only the command paths in
+/// its <see cref="ApiKeyPermissions.Cmds"/>; SSH into a VM counts as the command <c>ssh VM</c>, so
+/// <c>--cmds=ssh</c> allows every VM of the account and <c>"ssh web"</c> only web. A key with a VM
+/// (<c>--vm=web</c>) is stored with the commands <c>["ssh web"]</c> and is refused on the control host altogether,
+/// as OpenSSH refuses a key whose authorized_keys options do not match (sshd(8) AUTHORIZED_KEYS FILE FORMAT).
+/// API keys (made by the server, which kept no private key) never log in over SSH.
+/// </remarks>
+public static class KeyScope
+{
+    /// <summary>The error a scoped key gets for a command outside its list.</summary>
+    public const string NotAllowed = "command not allowed by SSH key permissions";
+
+    /// <summary>Whether a session authenticated by <paramref name="key"/> may use the control host at all.</summary>
+    public static bool AllowsControlPlane(AccountKey? key)
+        => key?.Permissions is not { } p || (p.IsSshKey && p.Vm is null);
+
+    /// <summary>Whether <paramref name="key"/> may open SSH sessions in the VM named <paramref name="vmName"/>.</summary>
+    public static bool AllowsVmSsh(AccountKey? key, string vmName)
+    {
+        if (key?.Permissions is not { } p) return true;
+        if (!p.IsSshKey) return false;
+        if (p.Vm is not null && p.Vm != vmName) return false;
+        return CommandDispatcher.IsAllowed(p.Cmds ?? [], ["ssh", vmName]);
+    }
+
+    /// <summary>Whether <paramref name="key"/> may run <paramref name="argv"/> on the control host.</summary>
+    public static bool AllowsCommand(AccountKey? key, IReadOnlyList<string> argv)
+    {
+        if (key?.Permissions is not { } p) return true;
+        // An API key's limits are applied to the token it signed (CommandContext.AllowedCommands).
+        if (!p.IsSshKey) return true;
+        return p.Vm is null && CommandDispatcher.IsAllowed(p.Cmds ?? [], argv);
+    }
+}
