@@ -56,8 +56,7 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
 
     /// <summary>The next request-access mail (the owner is also mailed that the site's VM was created; that one is skipped).</summary>
     private async Task<string> NextMailAsync() =>
-        await fixture.Mail.NextContainingAsync("asks for access", MailWait) ?? throw new Xunit.Sdk.XunitException("no mail arrived
-daemon: " + Daemon.Log);
+        await fixture.Mail.NextContainingAsync("asks for access", MailWait) ?? throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log);
 
     [Fact]
     public async Task LoggedInStranger_RequestsAccess_OwnerIsMailed_ShareAddLetsThemIn()
