@@ -19,6 +19,15 @@ remove_warren_instance() {
   vols=$(docker volume ls -q --filter "label=warren.instance=$inst"); [ -n "$vols" ] && docker volume rm $vols >/dev/null
   # cp/rename snapshots (warren-vm/<id>:…) carry the instance label of the container they were committed from.
   imgs=$(docker images -q --filter "label=warren.instance=$inst" | sort -u); [ -n "$imgs" ] && docker rmi -f $imgs >/dev/null 2>&1
+  # Each VM's own network, the instance's packet-filter table (inet warren_ + the first 10 hex digits of the
+  # instance id's SHA-256, as VmFirewall names it) and the VMs' loop-mounted /data images.
+  nets=$(docker network ls -q --filter "label=warren.instance=$inst"); [ -n "$nets" ] && docker network rm $nets >/dev/null
+  nft delete table inet "warren_$(printf %s "$inst" | sha256sum | cut -c1-10)" 2>/dev/null
+  local mnt
+  for mnt in "$data"/disks/*.mnt; do
+    [ -d "$mnt" ] || continue
+    umount -l "$mnt" 2>/dev/null; chattr -i "$mnt" 2>/dev/null
+  done
   return 0
 }
 
