@@ -3,7 +3,7 @@ namespace Warren.Platform;
 /// <summary>
 /// Warren's platform configuration, bound from the "Warren" configuration section
 /// (appsettings.json, WARREN_ environment variables, command line).
-/// Defaults are the dev defaults from README.md / issue 3.
+/// Defaults are the dev defaults from README.md.
 /// </summary>
 public sealed class PlatformOptions
 {

@@ -175,7 +175,7 @@ public sealed class PlatformExecCommandRunner : IExecCommandRunner
     {
         var identity = invocation.Principal.ValidatorState as TokenIdentity
             ?? throw new InvalidOperationException("the principal was not made by PlatformTokenValidator");
-        // reference §0: everything goes to stdout.
+        // exe.dev: everything goes to stdout.
         using var output = new StringWriter();
         var context = new CommandContext
         {

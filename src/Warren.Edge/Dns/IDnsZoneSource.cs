@@ -28,6 +28,6 @@ public interface IDnsZoneSource
 /// <summary>
 /// Where a VM's name points: the slot label (<c>s001</c>) its SSH address is on, or null when the
 /// VM has no slot of its own (account over its slot budget): the name then points at the
-/// control host, and SSH reaches the VM as <c>vm+NAME@…</c> (issue 5).
+/// control host, and SSH reaches the VM as <c>vm+NAME@…</c>.
 /// </summary>
 public sealed record DnsVmEntry(string? SlotLabel);

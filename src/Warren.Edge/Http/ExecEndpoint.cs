@@ -8,7 +8,7 @@ using Microsoft.Extensions.Logging;
 namespace Warren.Edge.Http;
 
 /// <summary>
-/// <c>POST /exec</c> on the control host (reference §3): the body is a command line, run as the
+/// <c>POST /exec</c> on the control host (exe.dev): the body is a command line, run as the
 /// token's user with JSON output. Checks in the reference's order: 405, 401 (header), 401 (token),
 /// 500, 403 (key expired), 429, 413, 400, 404, 403 (cmds), 504, 422, 200.
 /// </summary>

@@ -11,13 +11,13 @@ internal sealed class ForwardState
 {
     public WebUser? User;
     public string? TokenCtx;
-    /// <summary>The token came in <c>Authorization</c>: remove it before the VM sees it (reference §4).</summary>
+    /// <summary>The token came in <c>Authorization</c>: remove it before the VM sees it (exe.dev).</summary>
     public bool RemoveAuthorization;
 }
 
 /// <summary>
 /// Header rules between client and VM for upgraded requests (WebSockets), which stay on YARP's tunnel —
-/// the same rules as <see cref="Http1Forwarder"/>'s (reference §4):
+/// the same rules as <see cref="Http1Forwarder"/>'s (exe.dev):
 /// request — every client <c>X-ExeDev-*</c>, name with <c>_</c>, <c>Forwarded</c> and <c>X-Real-IP</c> removed, <c>login-with-exe-*</c> cookies removed, the token's
 /// header removed, <c>X-Forwarded-For</c> (appended) / <c>-Proto</c> / <c>-Host</c> set, identity headers added,
 /// original Host kept; response — <c>Domain=</c> removed from every Set-Cookie.

@@ -9,7 +9,7 @@ namespace Warren.Edge.Http;
 /// </summary>
 public static class HeaderParsing
 {
-    /// <summary>Largest token accepted (reference §2: the whole token ≤ 8192 bytes).</summary>
+    /// <summary>Largest token accepted (exe.dev: the whole token ≤ 8192 bytes).</summary>
     public const int MaxTokenLength = 8192;
 
     /// <summary>Largest Basic credential we decode: base64 of user:token with a maximal token and a generous user name.</summary>

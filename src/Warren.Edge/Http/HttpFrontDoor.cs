@@ -48,7 +48,7 @@ public sealed partial class HttpFrontDoor : IDisposable
     /// <summary>Control host: where a site's logout ends (exe.dev's <c>/logged-out</c>).</summary>
     public const string ControlLoggedOutPath = "/logged-out";
 
-    /// <summary>The control host's session cookie (reference §4: the main site's cookie is <c>exe-auth</c>).</summary>
+    /// <summary>The control host's session cookie (exe.dev: the main site's cookie is <c>exe-auth</c>).</summary>
     public const string ControlCookieName = "exe-auth";
 
     private readonly HttpFrontDoorOptions _options;
@@ -333,7 +333,7 @@ public sealed partial class HttpFrontDoor : IDisposable
         if (user is not null && alternatePort is null && request.Query.TryGetValue(ShareLinkParameter, out var shareValues)
             && shareValues.Count == 1 && !string.IsNullOrEmpty(shareValues[0]))
         {
-            // A share link: admit the person, then drop ?share from the URL (reference §6), keeping every other
+            // A share link: admit the person, then drop ?share from the URL (exe.dev), keeping every other
             // parameter byte for byte. A GET or HEAD is sent there with 302, as exe.dev does; any other method is not
             // redirected (a browser would turn a redirected POST into a GET and lose its body): the app gets it, minus share.
             if (!owner)
@@ -630,7 +630,7 @@ public sealed partial class HttpFrontDoor : IDisposable
 
     /// <summary>
     /// <c>/__exe.dev/login?redirect=P</c> on a site → 307 to the control host's <c>/login?redirect=P&amp;return_host=HOST</c>
-    /// (reference §4), which sends the browser back with a one-time secret when it is logged in there.
+    /// (exe.dev), which sends the browser back with a one-time secret when it is logged in there.
     /// </summary>
     private Task LoginPageAsync(HttpContext context)
     {

@@ -34,7 +34,7 @@ public sealed class HttpFrontDoorOptions
     /// <summary>Certificates.</summary>
     public TlsOptions Tls { get; set; } = new();
 
-    /// <summary>Time limit of one /exec command (reference §3: 30 s). At the limit the command is cancelled and the answer is 504.</summary>
+    /// <summary>Time limit of one /exec command (exe.dev: 30 s). At the limit the command is cancelled and the answer is 504.</summary>
     public TimeSpan ExecTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
@@ -121,11 +121,11 @@ public static class HttpFrontDoorLimits
     /// </summary>
     public const long MaxProxiedRequestBodyBytes = 64L * 1024 * 1024 * 1024;
 
-    /// <summary>Alternate ports reachable as <c>NAME.&lt;vm-domain&gt;:PORT</c> (reference §4, <c>share port</c> range).</summary>
+    /// <summary>Alternate ports reachable as <c>NAME.&lt;vm-domain&gt;:PORT</c> (exe.dev, <c>share port</c> range).</summary>
     public const int MinAlternatePort = 3000;
     public const int MaxAlternatePort = 9999;
 
-    /// <summary>Login cookie lifetime (reference §4: 30 days).</summary>
+    /// <summary>Login cookie lifetime (exe.dev: 30 days).</summary>
     public static readonly TimeSpan SessionLifetime = TimeSpan.FromDays(30);
 
     /// <summary>Session id size: 32 random bytes (256 bits), far beyond guessing (OWASP session guidance asks ≥ 64 bits).</summary>
@@ -137,14 +137,14 @@ public static class HttpFrontDoorLimits
     /// <summary>TCP connect timeout to a VM port; a VM that does not answer within it counts as unreachable.</summary>
     public static readonly TimeSpan UpstreamConnectTimeout = TimeSpan.FromSeconds(5);
 
-    /// <summary>/exec body limit (reference §3: more than 65536 bytes → 413).</summary>
+    /// <summary>/exec body limit (exe.dev: more than 65536 bytes → 413).</summary>
     public const int MaxExecBodyBytes = 64 * 1024;
 
-    /// <summary>/exec per-key token bucket (reference §3, execore/exe.go): burst 60, 1 per second.</summary>
+    /// <summary>/exec per-key token bucket (exe.dev): burst 60, 1 per second.</summary>
     public const int ExecRateBurst = 60;
     public const double ExecRatePerSecond = 1;
 
-    /// <summary>/exec overdraft: requests refused while empty dig the bucket down to -120, about 2 minutes of penalty (reference §3).</summary>
+    /// <summary>/exec overdraft: requests refused while empty dig the bucket down to -120, about 2 minutes of penalty (exe.dev).</summary>
     public const int ExecRateOverdraft = 120;
 
     /// <summary>Login-email form: per address, burst 3, then one a minute.</summary>

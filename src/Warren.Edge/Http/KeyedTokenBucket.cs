@@ -7,7 +7,7 @@ namespace Warren.Edge.Http;
 /// Token buckets per key (for /exec: per signing-key fingerprint; for the proxy: per
 /// <see cref="SourceNetwork"/>). Time comes from the injected <see cref="TimeProvider"/>. With an
 /// overdraft, a refused request still takes a token, down to −overdraft, so a client that keeps
-/// hammering stays locked out longer (reference §3); without one, refused requests cost nothing and
+/// hammering stays locked out longer (exe.dev); without one, refused requests cost nothing and
 /// the bucket refills at its rate regardless.
 /// </summary>
 /// <remarks>

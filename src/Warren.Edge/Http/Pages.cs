@@ -5,7 +5,7 @@ using Microsoft.AspNetCore.Http;
 
 namespace Warren.Edge.Http;
 
-/// <summary>The small HTML pages the front door answers itself (reference §4 failure pages, login, logout).</summary>
+/// <summary>The small HTML pages the front door answers itself (exe.dev failure pages, login, logout).</summary>
 internal static class Pages
 {
     /// <param name="logoutRedirectOrigin">
@@ -63,7 +63,7 @@ internal static class Pages
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Access Denied", "<p>Access Denied. (find someone you know that can let you in)</p>");
 
     /// <summary>
-    /// "You need access" (reference §4), with the request-access form when <paramref name="requestAccessToken"/>
+    /// "You need access" (exe.dev), with the request-access form when <paramref name="requestAccessToken"/>
     /// (the session's anti-CSRF token) is given.
     /// </summary>
     public static Task NeedAccessAsync(HttpContext c, int status, string email, string controlHost, string vmName, string? requestAccessToken, string controlOrigin)

@@ -15,7 +15,7 @@ public sealed record WebUser(string UserId, string Email);
 /// <param name="VmId">Warren's stable VM id (for <see cref="IWebUpstreamLocator"/>).</param>
 /// <param name="Name">The VM name (DNS label).</param>
 /// <param name="OwnerUserId">The owner's user id.</param>
-/// <param name="DefaultPort">The port the default route goes to: 80 if the image exposes it, else the smallest exposed TCP port ≥ 1024, unless <c>share port</c> overrode it (reference §4).</param>
+/// <param name="DefaultPort">The port the default route goes to: 80 if the image exposes it, else the smallest exposed TCP port ≥ 1024, unless <c>share port</c> overrode it (exe.dev).</param>
 /// <param name="IsPublic">True after <c>share set-public</c>: the default route needs no login.</param>
 public sealed record WebSite(string VmId, string Name, string OwnerUserId, int DefaultPort, bool IsPublic);
 
@@ -164,8 +164,8 @@ public enum TokenValidationStatus
 }
 
 /// <param name="User">Whose key signed the token.</param>
-/// <param name="RateLimitKey">Bucket key for /exec: the signing key's fingerprint (reference §3).</param>
-/// <param name="AllowedCommands">Canonical command paths the token allows, defaults already applied when the token names none (reference §2).</param>
+/// <param name="RateLimitKey">Bucket key for /exec: the signing key's fingerprint (exe.dev).</param>
+/// <param name="AllowedCommands">Canonical command paths the token allows, defaults already applied when the token names none (exe.dev).</param>
 /// <param name="CtxJson">The token's raw <c>ctx</c> JSON bytes as text, or null; forwarded verbatim as <c>X-ExeDev-Token-Ctx</c>.</param>
 /// <remarks><see cref="ValidatorState"/> is opaque to the front door: what the validator wants back in <see cref="IExecCommandRunner.RunAsync"/> (the platform's TokenIdentity).</remarks>
 public sealed record TokenPrincipal(WebUser User, string RateLimitKey, IReadOnlyCollection<string> AllowedCommands, string? CtxJson)

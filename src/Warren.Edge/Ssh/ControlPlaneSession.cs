@@ -134,7 +134,7 @@ public sealed class ControlPlaneSession(
         return code;
     }
 
-    /// <summary>`ssh VM [command]`: the VM's shell or command, through the control host (issue 5's fallback path).</summary>
+    /// <summary>`ssh VM [command]`: the VM's shell or command, through the control host (the fallback path).</summary>
     private async Task HopAsync(SshChannel channel, SessionStart start, Account account, AccountKey? key, List<string> argv, CancellationToken ct)
     {
         if (argv.Count >= 2 && !KeyScope.AllowsVmSsh(key, NormalizeVmName(argv[1])))

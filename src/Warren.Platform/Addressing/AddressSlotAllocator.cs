@@ -9,7 +9,7 @@ namespace Warren.Platform.Addressing;
 public sealed record SlotAssignment(string SlotName, bool Reachable);
 
 /// <summary>
-/// Assigns address slots so that no account can SSH into two VMs on one slot (seed 000, issue 5).
+/// Assigns address slots so that no account can SSH into two VMs on one slot.
 /// The invariant lives in the database: table <c>ssh_reach(account_id, slot_name, vm_id)</c> has
 /// PRIMARY KEY (account_id, slot_name), so a route {account, slot} names at most one VM even if two
 /// creates raced. Every method here runs inside the caller's write transaction.

@@ -47,7 +47,7 @@ public sealed class ParsedArgs
 }
 
 /// <summary>
-/// exe.dev's flag rules (reference §0): flags may appear anywhere; <c>-x</c> and <c>--x</c> are equal;
+/// exe.dev's flag rules: flags may appear anywhere; <c>-x</c> and <c>--x</c> are equal;
 /// a value flag written without <c>=</c> takes the next token as its value unless that token starts
 /// with a dash; <c>--</c> ends flag parsing; a bare <c>-</c> is a positional argument; boolean flags
 /// take <c>=true|false</c> (Go's strconv.ParseBool spellings).

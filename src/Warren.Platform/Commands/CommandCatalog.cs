@@ -53,7 +53,7 @@ public sealed class CommandDefinition
 }
 
 /// <summary>
-/// Warren's command set with exe.dev's names, flags and arguments (reference §1, §6; issue 3).
+/// Warren's command set with exe.dev's names, flags and arguments.
 /// Behaviour lives in <see cref="CommandDispatcher"/>.
 /// </summary>
 public static class CommandCatalog

@@ -6,7 +6,7 @@ using Warren.Ssh.Keys;
 
 namespace Warren.Platform.Commands;
 
-/// <summary>whoami, ssh-key *, exe0-to-exe1 (reference §1 whoami / ssh-key, §2).</summary>
+/// <summary>whoami, ssh-key *, exe0-to-exe1 (exe.dev's whoami, ssh-key and exe0/exe1 tokens).</summary>
 public sealed partial class CommandDispatcher
 {
     /// <summary>Largest public key read from stdin by <c>ssh-key add</c> (a 16384-bit RSA line is ~2.8 KiB).</summary>

@@ -7,7 +7,7 @@ using Warren.Platform.Vms;
 
 namespace Warren.Platform.Commands;
 
-/// <summary>share * (reference §6). Records and validation; the HTTPS and e-mail front doors act on them.</summary>
+/// <summary>share * (exe.dev). Records and validation; the HTTPS and e-mail front doors act on them.</summary>
 public sealed partial class CommandDispatcher
 {
     private void RegisterShareHandlers()

@@ -5,7 +5,7 @@ using Warren.Platform.Vms;
 
 namespace Warren.Platform.Commands;
 
-/// <summary>stat (reference §1 stat).</summary>
+/// <summary>stat (exe.dev's stat).</summary>
 public sealed partial class CommandDispatcher
 {
     private const double BytesPerGb = 1L << 30;

@@ -7,7 +7,7 @@ using Warren.Platform.Vms;
 
 namespace Warren.Platform.Commands;
 
-/// <summary>ls, new, rm, restart, rename, tag, comment, cp, resize (reference §1, §5).</summary>
+/// <summary>ls, new, rm, restart, rename, tag, comment, cp, resize (exe.dev).</summary>
 public sealed partial class CommandDispatcher
 {
     /// <summary>Largest setup script read from stdin (<c>--setup-script=/dev/stdin</c>); VmService enforces exe.dev's 10 KiB.</summary>

@@ -8,7 +8,7 @@ using Warren.Platform.Tokens;
 namespace Warren.Platform.Commands;
 
 /// <summary>
-/// Runs one control-plane command line (exe.dev's command set, reference §0–§6) for a front door.
+/// Runs one control-plane command line (exe.dev's command set) for a front door.
 /// </summary>
 /// <remarks>
 /// Steps of <see cref="RunAsync"/>:

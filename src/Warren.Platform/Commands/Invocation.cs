@@ -7,10 +7,10 @@ namespace Warren.Platform.Commands;
 /// <summary>One running command: its context, parsed arguments and output helpers.</summary>
 public sealed class Invocation
 {
-    /// <summary>One line per document: ssh exec and POST /exec (reference §0).</summary>
+    /// <summary>One line per document: ssh exec and POST /exec (exe.dev).</summary>
     internal static readonly JsonSerializerOptions CompactJson = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = false };
 
-    /// <summary>2-space indentation: the interactive REPL (reference §0).</summary>
+    /// <summary>2-space indentation: the interactive REPL (exe.dev).</summary>
     internal static readonly JsonSerializerOptions IndentedJson = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, WriteIndented = true, IndentSize = 2 };
 
     internal Invocation(CommandContext context, CommandDefinition command, ParsedArgs args)

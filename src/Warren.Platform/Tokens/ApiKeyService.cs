@@ -6,7 +6,7 @@ using Warren.Ssh.Keys;
 
 namespace Warren.Platform.Tokens;
 
-/// <summary>What <c>ssh-key generate-api-key</c> returns (reference §1 ssh-key).</summary>
+/// <summary>What <c>ssh-key generate-api-key</c> returns (exe.dev's ssh-key).</summary>
 public sealed record ApiKeyResult(string Label, string Token, string Namespace, string Fingerprint, DateTimeOffset? ExpiresAt);
 
 /// <summary>

@@ -6,7 +6,7 @@ using System.Text.Json;
 namespace Warren.Platform.Tokens;
 
 /// <summary>
-/// A self-signed API token in exe.dev's <c>exe0</c> format (reference §2):
+/// A self-signed API token in exe.dev's <c>exe0</c> format:
 /// <c>exe0.</c> + unpadded base64url(payload) + <c>.</c> + unpadded base64url(SSHSIG blob).
 /// </summary>
 /// <remarks>
@@ -304,7 +304,7 @@ public sealed class TokenPayload
     internal static string FieldForError(string name) => Escape(name);
 }
 
-/// <summary>Token error messages, exactly as exe.dev prints them (reference §2).</summary>
+/// <summary>Token error messages, exactly as exe.dev prints them.</summary>
 public static class TokenErrors
 {
     public const string Invalid = "invalid token";

@@ -7,7 +7,7 @@ using Warren.Platform.Storage;
 namespace Warren.Platform.Tokens;
 
 /// <summary>
-/// <c>exe1</c> handles: short database-backed names for one <c>exe0</c> (reference §2). The exe0 is fully
+/// <c>exe1</c> handles: short database-backed names for one <c>exe0</c> (exe.dev). The exe0 is fully
 /// re-validated on every use, so revoking its key revokes the handle.
 /// </summary>
 /// <remarks>

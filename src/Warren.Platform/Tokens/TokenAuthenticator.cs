@@ -29,14 +29,14 @@ public sealed record TokenAuthResult(TokenIdentity? Identity, TokenFailure Failu
 {
     public bool Succeeded => Identity is not null;
 
-    /// <summary>HTTP status for a failure (reference §3): 401 or 403; 200 on success.</summary>
+    /// <summary>HTTP status for a failure (exe.dev): 401 or 403; 200 on success.</summary>
     public int StatusCode => Failure switch { TokenFailure.None => 200, TokenFailure.KeyExpired => 403, _ => 401 };
 
     internal static TokenAuthResult Fail(string error, TokenFailure failure = TokenFailure.Invalid) => new(null, failure, error);
 }
 
 /// <summary>
-/// Verifies <c>exe0</c> tokens and <c>exe1</c> handles (reference §2) for POST /exec and the HTTPS proxy.
+/// Verifies <c>exe0</c> tokens and <c>exe1</c> handles (exe.dev) for POST /exec and the HTTPS proxy.
 /// </summary>
 /// <remarks>
 /// Steps: resolve an exe1 to its exe0 → parse the exe0 strictly → read the SSHSIG's embedded key (RSA bounded:
@@ -48,7 +48,7 @@ public sealed record TokenAuthResult(TokenIdentity? Identity, TokenFailure Failu
 /// </remarks>
 public sealed class TokenAuthenticator
 {
-    /// <summary>exe.dev's default when a token names no <c>cmds</c> (reference §2).</summary>
+    /// <summary>exe.dev's default when a token names no <c>cmds</c>.</summary>
     public static readonly IReadOnlyList<string> DefaultCommands = ["help", "ls", "new", "whoami", "ssh-key list", "share show", "exe0-to-exe1"];
 
     /// <summary>
