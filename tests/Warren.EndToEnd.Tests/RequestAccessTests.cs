@@ -7,34 +7,13 @@ using Xunit;
 namespace Warren.EndToEnd.Tests;
 
 /// <summary>A daemon that mails through a loopback SMTP sink, with one private site whose owner is "owner".</summary>
-public sealed class RequestAccessFixture : DaemonFixture, IAsyncLifetime
+public sealed class RequestAccessFixture : MailingSiteFixture
 {
     public const string Site = "asksite";
     public const string Content = "the private content";
-    public SmtpSink Mail { get; } = new();
-    public SshUser Owner { get; private set; } = null!;
-    public string SlotIp { get; private set; } = null!;
-
-    protected override Dictionary<string, string> Config => new()
-    {
-        ["Warren:Smtp:Host"] = "127.0.0.1",
-        ["Warren:Smtp:Port"] = Mail.Port.ToString(),
-        ["Warren:Smtp:Security"] = "None",
-        ["Warren:Smtp:From"] = "warren@localhost",
-    };
-
-    public new async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-        Owner = await Daemon.CreateUserAsync("site-owner@example.com");
-        SlotIp = await WebSupport.CreateWebVmAsync(Daemon, Owner, Site, Content);
-    }
-
-    public new async Task DisposeAsync()
-    {
-        await base.DisposeAsync();
-        await Mail.DisposeAsync();
-    }
+    protected override string SiteName => Site;
+    protected override string SiteContent => Content;
+    protected override string OwnerEmail => "site-owner@example.com";
 }
 
 /// <summary>

@@ -10,35 +10,14 @@ namespace Warren.EndToEnd.Tests;
 /// A daemon with the production sign-up default (a code mailed through a loopback SMTP sink, no auto-verify) and
 /// one website VM owned by "owner", shared with carol@example.com before carol has an account.
 /// </summary>
-public sealed class TenantFixture : DaemonFixture, IAsyncLifetime
+public sealed class TenantFixture : MailingSiteFixture
 {
     public const string Site = "tenantsite";
     public const string Content = "the owner site";
-    public SmtpSink Mail { get; } = new();
-    public SshUser Owner { get; private set; } = null!;
-    public string SlotIp { get; private set; } = null!;
-
-    protected override Dictionary<string, string> Config => new()
-    {
-        ["Warren:Signup:AutoVerify"] = "false",
-        ["Warren:Smtp:Host"] = "127.0.0.1",
-        ["Warren:Smtp:Port"] = Mail.Port.ToString(),
-        ["Warren:Smtp:Security"] = "None",
-        ["Warren:Smtp:From"] = "warren@localhost",
-    };
-
-    public new async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-        Owner = await Daemon.CreateUserAsync("owner@example.com");
-        SlotIp = await WebSupport.CreateWebVmAsync(Daemon, Owner, Site, Content);
-    }
-
-    public new async Task DisposeAsync()
-    {
-        await base.DisposeAsync();
-        await Mail.DisposeAsync();
-    }
+    protected override string SiteName => Site;
+    protected override string SiteContent => Content;
+    protected override string OwnerEmail => "owner@example.com";
+    protected override Dictionary<string, string> ExtraConfig => new() { ["Warren:Signup:AutoVerify"] = "false" };
 }
 
 /// <summary>
