@@ -55,7 +55,6 @@ public static class MetadataComposition
             sp.GetRequiredService<MetadataCallerResolver>(),
             sp.GetRequiredService<MetadataOptions>(),
             sp.GetRequiredService<PlatformOptions>().VmDomain,
-            sp.GetRequiredService<PlatformIndex>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<VmEmailGateway>(),
             sp.GetService<IIntegrationRequestHandler>(),

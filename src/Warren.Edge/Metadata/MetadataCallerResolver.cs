@@ -12,7 +12,7 @@ namespace Warren.Edge.Metadata;
 /// shows at once and a removed VM is nobody. Address → VM id is cached for <see cref="CacheFor"/>, well inside the
 /// time a freed VM address is kept out of use (Warren:Network:AddressQuarantineSeconds).
 /// </summary>
-public sealed class MetadataCallerResolver(IVmHostAddressDirectory directory, PlatformIndex index, TimeProvider time)
+public sealed class MetadataCallerResolver(IVmHostAddressDirectory directory, PlatformIndex index, TimeProvider time) : IMetadataCallerSource
 {
     public static readonly TimeSpan CacheFor = TimeSpan.FromSeconds(2);
     /// <summary>Cap on cached addresses (one per VM); cleared when reached.</summary>
@@ -38,4 +38,11 @@ public sealed class MetadataCallerResolver(IVmHostAddressDirectory directory, Pl
         var source = sourceAddress is null ? IPAddress.None : sourceAddress.IsIPv4MappedToIPv6 ? sourceAddress.MapToIPv4() : sourceAddress;
         return new MetadataCaller(vm.Id, vm.Name, vm.AccountId, source);
     }
+}
+
+/// <summary>Who is asking, from the addresses of the connection (<see cref="MetadataCallerResolver"/>).</summary>
+public interface IMetadataCallerSource
+{
+    /// <summary>The caller, or null when the connection did not come through a live VM's own network.</summary>
+    ValueTask<MetadataCaller?> ResolveAsync(IPAddress? localAddress, IPAddress? sourceAddress, CancellationToken ct);
 }

@@ -5,7 +5,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Warren.Edge.Http;
-using Warren.Platform.Addressing;
 using Warren.Platform.Mail;
 
 namespace Warren.Edge.Metadata;
@@ -20,23 +19,21 @@ public sealed partial class MetadataRequestHandler
 {
     public const string EmailSendPath = "/gateway/email/send";
 
-    private readonly MetadataCallerResolver _callers;
+    private readonly IMetadataCallerSource _callers;
     private readonly MetadataOptions _options;
     private readonly string _vmDomain;
-    private readonly PlatformIndex _index;
     private readonly VmEmailGateway? _email;
     private readonly IIntegrationRequestHandler? _integrations;
     private readonly KeyedTokenBucket _requests;
     private readonly KeyedTokenBucket _emails;
     private readonly ILogger _log;
 
-    public MetadataRequestHandler(MetadataCallerResolver callers, MetadataOptions options, string vmDomain, PlatformIndex index,
+    public MetadataRequestHandler(IMetadataCallerSource callers, MetadataOptions options, string vmDomain,
         TimeProvider time, VmEmailGateway? email = null, IIntegrationRequestHandler? integrations = null, ILogger<MetadataRequestHandler>? log = null)
     {
         _callers = callers;
         _options = options;
         _vmDomain = vmDomain;
-        _index = index;
         _email = email;
         _integrations = integrations;
         _requests = new KeyedTokenBucket(time, Math.Max(1, options.RequestBurstPerVm), Math.Max(0.001, options.RequestsPerSecondPerVm), overdraft: 0);
@@ -61,7 +58,8 @@ public sealed partial class MetadataRequestHandler
             return;
         }
 
-        switch (MetadataHostName.Classify(context.Request.Host.Value, _vmDomain, out var integration))
+        // The raw header: Request.Host would IDN-decode it, which throws on a malformed "xn--" label.
+        switch (MetadataHostName.Classify(context.Request.Headers.Host.ToString(), _vmDomain, out var integration))
         {
             case MetadataHostKind.Integration when _integrations is not null:
                 await _integrations.HandleAsync(context, caller, integration!, ct).ConfigureAwait(false);
@@ -119,18 +117,13 @@ public sealed partial class MetadataRequestHandler
             await ErrorAsync(context, StatusCodes.Status400BadRequest, invalid.Error!).ConfigureAwait(false);
             return;
         }
-        if (_index.GetById(caller.VmId) is not { } vm)
-        {
-            await ErrorAsync(context, StatusCodes.Status403Forbidden, "the metadata service answers VMs only").ConfigureAwait(false);
-            return;
-        }
         if (!_emails.TryAcquire(caller.VmId, out var retry))
         {
             context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retry.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
             await ErrorAsync(context, StatusCodes.Status429TooManyRequests, "email rate limit reached; try again later").ConfigureAwait(false);
             return;
         }
-        var result = await _email.SendAsync(vm, request, ct).ConfigureAwait(false);
+        var result = await _email.SendAsync(caller.VmId, caller.AccountId, request, ct).ConfigureAwait(false);
         int status = result.Outcome switch
         {
             VmEmailOutcome.Sent => StatusCodes.Status200OK,

@@ -5,7 +5,6 @@ using Warren.Platform.Accounts;
 using Warren.Platform.Interactive;
 using Warren.Platform.Sharing;
 using Warren.Platform.Storage;
-using Warren.Platform.Vms;
 
 namespace Warren.Platform.Mail;
 
@@ -53,13 +52,14 @@ public sealed class VmEmailGateway(WarrenDatabase db, IEmailSender? sender, VmEm
 
     public bool Enabled => sender is not null;
 
-    public async Task<VmEmailResult> SendAsync(VmRecord vm, VmEmailRequest request, CancellationToken ct)
+    /// <summary>Sends for VM <paramref name="vmId"/> of account <paramref name="ownerAccountId"/>, as identified by the caller.</summary>
+    public async Task<VmEmailResult> SendAsync(string vmId, string ownerAccountId, VmEmailRequest request, CancellationToken ct)
     {
         if (Validate(request) is { } invalid) return invalid;
         string to = EmailAddress.Normalize(request.To);
         string? replyTo = string.IsNullOrWhiteSpace(request.ReplyTo) ? null : EmailAddress.Normalize(request.ReplyTo);
         if (sender is null) return new(VmEmailOutcome.Unavailable, "email is not configured on this server");
-        if (!await MayReceiveAsync(vm, to, ct))
+        if (!await MayReceiveAsync(vmId, ownerAccountId, to, ct))
             return new(VmEmailOutcome.RecipientNotAllowed,
                 "recipient not allowed: to must be the VM's owner or someone the VM is shared with who has signed in");
         try
@@ -73,7 +73,7 @@ public sealed class VmEmailGateway(WarrenDatabase db, IEmailSender? sender, VmEm
         {
             return new(VmEmailOutcome.RelayFailed, "the mail relay did not accept the message; try again later");
         }
-        _log.LogInformation("vm.email-sent: VM {VmId} sent mail to {To}", vm.Id, to);
+        _log.LogInformation("vm.email-sent: VM {VmId} sent mail to {To}", vmId, to);
         return VmEmailResult.Sent;
     }
 
@@ -95,9 +95,9 @@ public sealed class VmEmailGateway(WarrenDatabase db, IEmailSender? sender, VmEm
     private static VmEmailResult Invalid(string message) => new(VmEmailOutcome.Invalid, message);
 
     /// <summary>The owner's proven address, or the proven address of an account the VM is shared with.</summary>
-    private Task<bool> MayReceiveAsync(VmRecord vm, string to, CancellationToken ct) =>
+    private Task<bool> MayReceiveAsync(string vmId, string ownerAccountId, string to, CancellationToken ct) =>
         db.ReadAsync(async c => await c.ExecuteScalarAsync<long>($"""
             SELECT (SELECT COUNT(*) FROM accounts WHERE id = @owner AND email = @to AND {VerifiedAddressSql.Condition})
                  + (SELECT COUNT(*) FROM {ShareGrantees.VerifiedJoin} WHERE s.vm_id = @vm AND s.email = @to)
-            """, new { owner = vm.AccountId, vm = vm.Id, to }) > 0, ct);
+            """, new { owner = ownerAccountId, vm = vmId, to }) > 0, ct);
 }
