@@ -109,8 +109,10 @@ public sealed class VmFirewall
         if (ServesMetadata)
         {
             // The listeners bind every address (one socket for all VMs), so only a VM's bridge may reach them: from
-            // any other interface a packet to those ports is dropped, so nobody off-host can ask as if they were a VM.
-            s.Append($"\t\tiifname != \"{InterfacePrefix}*\" meta l4proto {{ tcp, udp }} th dport {{ {MetadataPorts} }} counter drop comment \"metadata: VMs only\"\n");
+            // any other interface a new flow to those ports is dropped, so nobody off-host can ask as if they were a
+            // VM. Only new flows: a reply to one of the host's own UDP queries may arrive at the same port number.
+            s.Append($"\t\tiifname != \"{InterfacePrefix}*\" ct state new tcp dport {{ {MetadataPorts} }} counter drop comment \"metadata: VMs only\"\n");
+            s.Append($"\t\tiifname != \"{InterfacePrefix}*\" ct state new udp dport {_options.VmDnsListenPort.ToString(CultureInfo.InvariantCulture)} counter drop comment \"VM DNS: VMs only\"\n");
         }
         s.Append($"\t\t{vm} ct state established,related accept comment \"replies to the front doors\"\n");
         foreach (var (protocol, port) in _hostServices)

@@ -94,7 +94,8 @@ public sealed class HostNetworkTests
         Assert.Contains("ip daddr 169.254.169.254 tcp dport 80 redirect to :40080", servedRules);
         Assert.Contains("ip daddr 169.254.169.254 meta l4proto { tcp, udp } th dport 53 redirect to :40053", servedRules);
         Assert.Contains("fib daddr . iif type local tcp dport 40080 accept", servedRules);
-        Assert.Contains($"iifname != \"{served.InterfacePrefix}*\" meta l4proto {{ tcp, udp }} th dport {{ 40080, 40053 }} counter drop", servedRules);
+        Assert.Contains($"iifname != \"{served.InterfacePrefix}*\" ct state new tcp dport {{ 40080, 40053 }} counter drop", servedRules);
+        Assert.Contains($"iifname != \"{served.InterfacePrefix}*\" ct state new udp dport 40053 counter drop", servedRules);
         Assert.DoesNotContain("169.254.169.254 tcp dport 80 accept", servedRules);
         // Wanted but no ports bound: nothing about the address at all (it stays in the deny list).
         Assert.False(new VmFirewall(new HostNetworkOptions { MetadataServed = true, DnsServers = ["1.1.1.1"] }, "inst-1").ServesMetadata);
