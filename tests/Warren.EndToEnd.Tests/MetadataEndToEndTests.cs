@@ -76,6 +76,22 @@ public sealed class MetadataEndToEndTests(MetadataFixture fixture) : IClassFixtu
         return (int.Parse(r.Stdout[(cut + 1)..].Trim()), r.Stdout[..cut]);
     }
 
+    /// <summary>The metadata listener's host port, from the daemon's start-up log line.</summary>
+    private int MetadataPort()
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(Daemon.Log, @"metadata service listening on port (\d+)");
+        Assert.True(m.Success, Daemon.Log);
+        return int.Parse(m.Groups[1].Value);
+    }
+
+    /// <summary>The host's address on a VM's /30: the VM's address minus one.</summary>
+    private static string Gateway(string vmAddress)
+    {
+        var bytes = IPAddress.Parse(vmAddress).GetAddressBytes();
+        bytes[3]--;
+        return new IPAddress(bytes).ToString();
+    }
+
     private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement;
 
     private async Task<SshUser> NewAccountWithVmAsync(string email, string vm)
@@ -136,6 +152,20 @@ public sealed class MetadataEndToEndTests(MetadataFixture fixture) : IClassFixtu
         var b = await CurlInVmNetAsync(pidB, "http://169.254.169.254/");
         Assert.Equal(200, b.Status);
         Assert.Equal("meta-b", Json(b.Body).GetProperty("name").GetString());
+
+        // The listener's own port, straight at the host's address on A's bridge: B's packets arrive on B's bridge, where
+        // that address is not B's gateway, so they are rejected; at B's own gateway B is B. From the host (not a VM
+        // bridge) the port is closed too.
+        int port = MetadataPort();
+        string gatewayA = Gateway(await VmAddressAsync(pidA));
+        string gatewayB = Gateway(addressB);
+        var direct = await Run("nsenter", "-t", pidB, "-n", "curl", "-sS", "--max-time", "5", $"http://{gatewayA}:{port}/");
+        Assert.NotEqual(0, direct.ExitCode);
+        Assert.DoesNotContain(MetadataFixture.Site, direct.Stdout);
+        var ownGateway = await CurlInVmNetAsync(pidB, $"http://{gatewayB}:{port}/");
+        Assert.Equal("meta-b", Json(ownGateway.Body).GetProperty("name").GetString());
+        var fromHost = await Run("curl", "-sS", "--max-time", "3", $"http://{gatewayA}:{port}/");
+        Assert.NotEqual(0, fromHost.ExitCode);
 
         // A VM cannot change its address or send raw packets at all (no CAP_NET_ADMIN, no CAP_NET_RAW) ...
         var ipAdd = await InVmAsync(Owner, MetadataFixture.Site, $"ip addr add {addressB}/32 dev eth0; echo exit=$?");
