@@ -7,7 +7,10 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Warren.Edge.Http.EventLoop;
+using Warren.Edge.Http.Access;
 using Warren.Edge.Http.Forwarding;
+using Warren.Edge.Http.Identity;
+using Warren.Edge.Http.Routing;
 using Microsoft.Extensions.Hosting;
 using Warren.Edge.Tls;
 
@@ -58,7 +61,26 @@ public static class HttpFrontDoorExtensions
         services.AddSingleton<FrontDoorListeners>();
         services.AddSingleton(sp => new SourceConnectionLimit(options.MaxConnectionsPerSource,
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http")));
-        services.AddSingleton<HttpFrontDoor>();
+        // The stages, in the order a request crosses them (HttpFrontDoor chains them).
+        services.AddSingleton(sp => new ControlUrls(options, sp.GetRequiredService<FrontDoorListeners>()));
+        services.AddSingleton<SiteRouter>();
+        services.AddSingleton<SourceRequestLimit>();
+        services.AddSingleton<RequestIdentityReader>();
+        services.AddSingleton<SiteAccessPolicy>();
+        services.AddSingleton<SiteForwarder>();
+        services.AddSingleton<LaneSites>();
+        services.AddSingleton<LoginSessions>();
+        services.AddSingleton<OwnForms>();
+        services.AddSingleton<RequestAccessPage>();
+        services.AddSingleton<SitePages>();
+        services.AddSingleton<ExecEndpoint>();
+        services.AddSingleton<ControlApi>();
+        services.AddSingleton<ControlHostPages>();
+        services.AddSingleton(sp => new HttpFrontDoor(sp.GetRequiredService<SiteRouter>(), sp.GetRequiredService<SourceRequestLimit>(),
+            sp.GetRequiredService<RequestIdentityReader>(), sp.GetRequiredService<IWebSiteDirectory>(), sp.GetRequiredService<SiteAccessPolicy>(),
+            sp.GetRequiredService<SiteForwarder>(), sp.GetRequiredService<ControlHostPages>(), sp.GetRequiredService<SitePages>(),
+            sp.GetRequiredService<RequestAccessPage>(), sp.GetRequiredService<OwnForms>(), sp.GetRequiredService<LaneSites>(),
+            sp.GetRequiredService<ILogger<HttpFrontDoor>>()));
         if (options.Transport == HttpsTransport.Native)
             HandOffConnectionListenerFactory.AddHandOffTransport(services);
 
@@ -97,7 +119,7 @@ public static class HttpFrontDoorExtensions
             {
                 // The main HTTPS endpoints are the event loops' sockets, bound now so their ports are known when
                 // the server starts; Kestrel listens only for the connections they hand over.
-                var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<HttpFrontDoor>,
+                var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<LaneSites>,
                     sp.GetRequiredService<HandOffConnectionListenerFactory>(), kestrel.Limits, connectionLimit,
                     sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"));
                 native.Bind(options.EventLoopThreads);
@@ -126,7 +148,7 @@ public static class HttpFrontDoorExtensions
                     if (options.ConnectionLevelForwarding)
                     {
                         listen.Use(next => connection => (connectionForwarder ??= new Http1ConnectionForwarder(
-                            sp.GetRequiredService<HttpFrontDoor>(), limits.KeepAliveTimeout, limits.RequestHeadersTimeout))
+                            sp.GetRequiredService<LaneSites>(), limits.KeepAliveTimeout, limits.RequestHeadersTimeout))
                             .OnConnectionAsync(connection, next));
                     }
                     listeners.MainHttps.Add(listen);
@@ -153,8 +175,6 @@ public static class HttpFrontDoorExtensions
     public static IApplicationBuilder UseWarrenHttpFrontDoor(this IApplicationBuilder app)
     {
         var frontDoor = app.ApplicationServices.GetRequiredService<HttpFrontDoor>();
-        var listeners = app.ApplicationServices.GetRequiredService<FrontDoorListeners>();
-        frontDoor.MainHttpsPortsSource = listeners.BoundMainHttpsPorts;
         return app.Use(next => context => frontDoor.InvokeAsync(context, next));
     }
 }

@@ -240,12 +240,12 @@ internal sealed class LaneConnection
         _isHead = request.IsHead;
         _closeAfterResponse = request.CloseAfterResponse;
         _host.Set(head.Slice(request.HostStart, request.HostLength));
-        if (_host.VmName(_owner.FrontDoor) is not { } vmName)
+        if (_host.VmName(_owner.Sites) is not { } vmName)
         {
             HandOff();
             return false;
         }
-        var route = _owner.FrontDoor.RoutePublicSiteAsync(vmName, _remote.Address);
+        var route = _owner.Sites.RoutePublicSiteAsync(vmName, _remote.Address);
         if (route.IsCompletedSuccessfully)
             return Route(route.Result);
         // Not known without waiting (an address cache refreshing, a directory on disk): the loop never waits, so
@@ -406,7 +406,7 @@ internal sealed class LaneConnection
             _loop.CloseUpstream(_upstream);
             _upstream = null;
         }
-        _owner.FrontDoor.LogForwardFailed(failure, _host.LastVmName ?? "?", _endpoint.Port);
+        _owner.Sites.LogForwardFailed(failure, _host.LastVmName ?? "?", _endpoint.Port);
         ConsumeRequest();
         var output = RentOutput();
         Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), _isHead, _closeAfterResponse);
@@ -418,7 +418,7 @@ internal sealed class LaneConnection
 
     private void ConsumeRequest()
     {
-        _owner.FrontDoor.CountConnectionLevelRequest();
+        _owner.Sites.CountRequest();
         int rest = _headFilled - _headLength;
         if (rest > 0)
             Buffer.BlockCopy(_head!, _headLength, _head!, 0, rest);

@@ -25,23 +25,23 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
 {
     private readonly HttpFrontDoorOptions _options;
     private readonly KestrelServerLimits _limits;
-    private readonly Func<HttpFrontDoor> _frontDoor;
+    private readonly Func<LaneSites> _sites;
     private readonly HandOffConnectionListenerFactory _handOff;
     private readonly ILogger _logger;
     private readonly List<EventLoop> _loops = new();
     private readonly List<IPEndPoint> _bound = new();
-    private HttpFrontDoor? _resolvedFrontDoor;
+    private LaneSites? _resolvedSites;
     private volatile bool _stopping;
     private int _started;
 
-    public NativeHttpsFrontDoor(HttpFrontDoorOptions options, TlsCertificateProvider certificates, Func<HttpFrontDoor> frontDoor,
+    public NativeHttpsFrontDoor(HttpFrontDoorOptions options, TlsCertificateProvider certificates, Func<LaneSites> sites,
         HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, SourceConnectionLimit connectionLimit, ILogger logger)
     {
         _limits = limits;
         ConnectionLimit = connectionLimit;
         FirstRequestTimeoutMs = (long)options.FirstRequestTimeout.TotalMilliseconds;
         _options = options;
-        _frontDoor = frontDoor;
+        _sites = sites;
         _handOff = handOff;
         _logger = logger;
         Tls = new TlsServerContext(certificates, http2: true);
@@ -56,7 +56,8 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     /// <summary>The Kestrel listener that serves the connections the loops hand over.</summary>
     public HandOffEndPoint HandOffEndPoint { get; }
 
-    public HttpFrontDoor FrontDoor => _resolvedFrontDoor ??= _frontDoor();
+    /// <summary>What the lane asks the front door's stages (resolved at first use: the caller registers their ports after this).</summary>
+    public LaneSites Sites => _resolvedSites ??= _sites();
 
     /// <summary>Off: every connection goes to Kestrel after the handshake (<see cref="HttpFrontDoorOptions.ConnectionLevelForwarding"/>).</summary>
     public bool LaneEnabled => _options.ConnectionLevelForwarding;
@@ -78,7 +79,7 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     /// <summary>The VM activity timeout of the forwarder, read at first use (the loops ask on every request).</summary>
     public long ActivityTimeoutMs => _activityTimeoutMs >= 0
         ? _activityTimeoutMs
-        : _activityTimeoutMs = (long)FrontDoor.Http1.ActivityTimeout.TotalMilliseconds;
+        : _activityTimeoutMs = (long)Sites.Http1.ActivityTimeout.TotalMilliseconds;
     private long _activityTimeoutMs = -1;
 
     /// <summary>The addresses the loops listen on (port 0 resolved).</summary>

@@ -36,15 +36,15 @@ internal sealed class Http1ConnectionForwarder
     /// <summary>A flush to the client that does not drain within this ends the connection (a reader that stopped).</summary>
     public static readonly TimeSpan ResponseFlushTimeout = TimeSpan.FromSeconds(60);
 
-    private readonly HttpFrontDoor _frontDoor;
+    private readonly LaneSites _sites;
     private readonly Http1Forwarder _forwarder;
     private readonly long _keepAliveMs;
     private readonly long _headersMs;
 
-    public Http1ConnectionForwarder(HttpFrontDoor frontDoor, TimeSpan keepAliveTimeout, TimeSpan requestHeadersTimeout)
+    public Http1ConnectionForwarder(LaneSites sites, TimeSpan keepAliveTimeout, TimeSpan requestHeadersTimeout)
     {
-        _frontDoor = frontDoor;
-        _forwarder = frontDoor.Http1;
+        _sites = sites;
+        _forwarder = sites.Http1;
         _keepAliveMs = (long)keepAliveTimeout.TotalMilliseconds;
         _headersMs = (long)requestHeadersTimeout.TotalMilliseconds;
     }
@@ -140,8 +140,8 @@ internal sealed class Http1ConnectionForwarder
                     lane.IsHead = laneRequest.IsHead;
                     lane.CloseAfterResponse = laneRequest.CloseAfterResponse;
                     lane.Host.Set(lane.Head.AsSpan(laneRequest.HostStart, laneRequest.HostLength));
-                    if (lane.Host.VmName(_frontDoor) is { } vmName)
-                        route = await _frontDoor.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
+                    if (lane.Host.VmName(_sites) is { } vmName)
+                        route = await _sites.RoutePublicSiteAsync(vmName, lane.RemoteAddress).ConfigureAwait(false);
                 }
                 if (route is not { } endpoint
                     || !Http1LaneRules.WriteUpstreamHead(lane.Head.AsSpan(0, headLength), lane.Request, lane.Host.Bytes, lane.ClientAddress, lane.Upstream))
@@ -225,10 +225,10 @@ internal sealed class Http1ConnectionForwarder
 
                     // :: The request is answered from here: consume it, write the VM's response or the page.
                     input.AdvanceTo(request.GetPosition(headLength));
-                    _frontDoor.CountConnectionLevelRequest();
+                    _sites.CountRequest();
                     if (failure.Outcome != ForwardOutcome.Completed)
                     {
-                        _frontDoor.LogForwardFailed(failure, lane.Host.VmName(_frontDoor)!, endpoint.Port);
+                        _sites.LogForwardFailed(failure, lane.Host.VmName(_sites)!, endpoint.Port);
                         Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), lane.IsHead, lane.CloseAfterResponse);
                         await Http1Forwarder.FlushAsync(output, lane.Deadline).ConfigureAwait(false);
                     }
