@@ -121,7 +121,9 @@ public static class HttpFrontDoorExtensions
                 // the server starts; Kestrel listens only for the connections they hand over.
                 var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<LaneSites>,
                     sp.GetRequiredService<HandOffConnectionListenerFactory>(), kestrel.Limits, connectionLimit,
-                    sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"));
+                    sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"),
+                    // Kestrel's limits on Kestrel's clock (the system's), so both transports time out alike.
+                    TimeProvider.System);
                 native.Bind(options.EventLoopThreads);
                 listeners.Native = native;
                 // A handed-over connection left the loop's count and enters this listener's (the same table).

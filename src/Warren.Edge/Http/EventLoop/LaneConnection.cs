@@ -34,7 +34,7 @@ internal sealed class LaneConnection
 
     private readonly EventLoop _loop;
     private readonly NativeHttpsFrontDoor _owner;
-    private readonly int _fd;
+    private readonly SafeDescriptor _fd;
     private readonly TlsSession _session;
     private readonly IPEndPoint _local;
     private readonly IPEndPoint _remote;
@@ -90,7 +90,7 @@ internal sealed class LaneConnection
     /// <summary>A request has begun: from now on the keep-alive timeout applies between requests, not the first-request one.</summary>
     private bool _requestSeen;
 
-    public LaneConnection(EventLoop loop, int fd, IPEndPoint local, IPEndPoint remote, SourceNetwork source)
+    public LaneConnection(EventLoop loop, SafeDescriptor fd, IPEndPoint local, IPEndPoint remote, SourceNetwork source)
     {
         _loop = loop;
         _owner = loop.Owner;
@@ -99,7 +99,7 @@ internal sealed class LaneConnection
         _remote = remote;
         _source = source;
         _session = _owner.Tls.NewSession(fd);
-        _deadline = Environment.TickCount64 + _owner.HandshakeTimeoutMs;
+        _deadline = _owner.NowMs + _owner.HandshakeTimeoutMs;
     }
 
     /// <summary>Position in the loop's connection list.</summary>
@@ -170,7 +170,7 @@ internal sealed class LaneConnection
     private void EnterReadHead()
     {
         _state = State.ReadHead;
-        _deadline = Environment.TickCount64 + (_headFilled > 0 ? _owner.RequestHeadersTimeoutMs
+        _deadline = _owner.NowMs + (_headFilled > 0 ? _owner.RequestHeadersTimeoutMs
             : _requestSeen ? _owner.KeepAliveTimeoutMs : _owner.FirstRequestTimeoutMs);
     }
 
@@ -209,7 +209,7 @@ internal sealed class LaneConnection
                     _clientReadable = false;
                 if (_headFilled == 0 && read > 0)
                 {
-                    _deadline = Environment.TickCount64 + _owner.RequestHeadersTimeoutMs; // from the request's first byte, as Kestrel's
+                    _deadline = _owner.NowMs + _owner.RequestHeadersTimeoutMs; // from the request's first byte, as Kestrel's
                     _requestSeen = true;
                 }
                 _headFilled += read;
@@ -251,7 +251,7 @@ internal sealed class LaneConnection
         // Not known without waiting (an address cache refreshing, a directory on disk): the loop never waits, so
         // the connection pauses here and the answer comes back to this thread (EventLoop.Post).
         _state = State.Routing;
-        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+        _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
         route.AsTask().ContinueWith(static (task, state) =>
         {
             var connection = (LaneConnection)state!;
@@ -283,7 +283,7 @@ internal sealed class LaneConnection
         _attempt = 0;
         _phase = UpstreamPhase.Acquire;
         _state = State.Upstream;
-        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+        _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
         return true;
     }
 
@@ -327,7 +327,7 @@ internal sealed class LaneConnection
                             _receive ??= ArrayPool<byte>.Shared.Rent(Http1Forwarder.ReceiveBufferBytes);
                             _phase = UpstreamPhase.ReadHead;
                         }
-                        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                        _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                         break;
                     }
                     if (sent == 0)
@@ -362,7 +362,7 @@ internal sealed class LaneConnection
                         return true;
                     }
                     _filled += n;
-                    _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                    _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                     var status = Http1Forwarder.TakeResponseHead(_responseHead, _receive!, ref _filled, out _responseHeadLength, out var failure);
                     if (status == HeadParseStatus.Incomplete)
                         break;
@@ -529,7 +529,7 @@ internal sealed class LaneConnection
                 }
                 if (status is TlsStatus.WantWrite or TlsStatus.WantRead)
                 {
-                    _deadline = Environment.TickCount64 + _owner.ResponseFlushTimeoutMs;
+                    _deadline = _owner.NowMs + _owner.ResponseFlushTimeoutMs;
                     return false;
                 }
                 Close();
@@ -544,7 +544,7 @@ internal sealed class LaneConnection
             }
             if (!_upstream!.Readable)
             {
-                _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                 return false;
             }
             int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(0, Http1Forwarder.ReceiveBufferBytes));
@@ -552,7 +552,7 @@ internal sealed class LaneConnection
                 _upstream.Readable = false; // empty now: the next bytes raise an event
             if (n == -1)
             {
-                _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                 return false;
             }
             if (n == 0 && _mode == BodyMode.UntilClose)
@@ -605,7 +605,7 @@ internal sealed class LaneConnection
             _loop.CloseUpstream(_upstream);
             _upstream = null;
         }
-        var socket = new Socket(new SafeSocketHandle(_fd, ownsHandle: true));
+        var socket = _fd.TransferToSocket();
         var prefix = _head is null ? ReadOnlyMemory<byte>.Empty : _head.AsMemory(0, _headFilled);
         bool accepted;
         try
@@ -634,7 +634,7 @@ internal sealed class LaneConnection
         _session.Shutdown();
         _session.Dispose();
         _loop.Unwatch(_fd, removeFromEpoll: false);
-        LinuxSockets.Close(_fd);
+        _fd.Dispose();
         _loop.Forget(this);
         _owner.ConnectionLimit.Leave(_source);
         if (_upstream is not null)

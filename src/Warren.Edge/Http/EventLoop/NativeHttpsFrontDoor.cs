@@ -28,6 +28,8 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     private readonly Func<LaneSites> _sites;
     private readonly HandOffConnectionListenerFactory _handOff;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly long _origin;
     private readonly List<EventLoop> _loops = new();
     private readonly List<IPEndPoint> _bound = new();
     private LaneSites? _resolvedSites;
@@ -35,8 +37,11 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     private int _started;
 
     public NativeHttpsFrontDoor(HttpFrontDoorOptions options, TlsCertificateProvider certificates, Func<LaneSites> sites,
-        HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, SourceConnectionLimit connectionLimit, ILogger logger)
+        HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, SourceConnectionLimit connectionLimit, ILogger logger,
+        TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
+        _origin = _time.GetTimestamp();
         _limits = limits;
         ConnectionLimit = connectionLimit;
         FirstRequestTimeoutMs = (long)options.FirstRequestTimeout.TotalMilliseconds;
@@ -47,6 +52,12 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
         Tls = new TlsServerContext(certificates, http2: true);
         HandOffEndPoint = new HandOffEndPoint("https", options.HttpsEndpoints);
     }
+
+    /// <summary>
+    /// Milliseconds on the loops' clock (monotonic, from the injected <see cref="TimeProvider"/>): every connection
+    /// deadline and idle age is measured on it.
+    /// </summary>
+    public long NowMs => (long)_time.GetElapsedTime(_origin).TotalMilliseconds;
 
     /// <summary>The native transport runs here: Linux, x64 or arm64, OpenSSL 3.</summary>
     public static bool IsSupported => LinuxSockets.IsSupported && TlsServerContext.IsSupported;
@@ -143,14 +154,15 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
 
     internal void LogConnectionFailed(Exception ex) => Log.ConnectionFailed(_logger, ex);
 
-    private long _lastExhaustedLog = long.MinValue;
+    private long _lastExhaustedLog = -AcceptExhaustedLogIntervalMs; // the first shortage is logged (long.MinValue overflowed the subtraction)
+    private const long AcceptExhaustedLogIntervalMs = 60_000;
 
     /// <summary>At most once a minute: a full descriptor table would otherwise log on every retry.</summary>
     internal void LogAcceptExhausted()
     {
-        long now = Environment.TickCount64;
+        long now = NowMs;
         long last = Interlocked.Read(ref _lastExhaustedLog);
-        if (now - last >= 60_000 && Interlocked.CompareExchange(ref _lastExhaustedLog, now, last) == last)
+        if (now - last >= AcceptExhaustedLogIntervalMs && Interlocked.CompareExchange(ref _lastExhaustedLog, now, last) == last)
             Log.AcceptExhausted(_logger);
     }
 
