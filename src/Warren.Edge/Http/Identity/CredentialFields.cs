@@ -1,6 +1,5 @@
 using System.Text;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Primitives;
 
 namespace Warren.Edge.Http.Identity;
 
@@ -36,7 +35,7 @@ public static class CredentialFields
     /// <summary>The same question for a request Kestrel parsed: does any field carry a credential?</summary>
     public static bool HasCredentials(IHeaderDictionary headers)
     {
-        if (headers.ContainsKey(ExeDevAuthorization) || !StringValues.IsNullOrEmpty(headers.Authorization))
+        if (headers.ContainsKey(ExeDevAuthorization) || headers.ContainsKey("Authorization"))
             return true;
         foreach (var cookie in headers.Cookie)
         {
