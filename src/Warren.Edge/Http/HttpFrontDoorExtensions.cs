@@ -112,9 +112,6 @@ public static class HttpFrontDoorExtensions
                     listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
                 });
             }
-            // Resolved at the first connection: the front door needs ports the caller registers after this.
-            Http1ConnectionForwarder? connectionForwarder = null;
-            var limits = kestrel.Limits;
             if (options.Transport == HttpsTransport.Native)
             {
                 // The main HTTPS endpoints are the event loops' sockets, bound now so their ports are known when
@@ -147,12 +144,6 @@ public static class HttpFrontDoorExtensions
                     listen.Use(next => connection => connectionLimit.OnConnectionAsync(connection, next));
                     listen.UseHttps(tls);
                     listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
-                    if (options.ConnectionLevelForwarding)
-                    {
-                        listen.Use(next => connection => (connectionForwarder ??= new Http1ConnectionForwarder(
-                            sp.GetRequiredService<LaneSites>(), limits.KeepAliveTimeout, limits.RequestHeadersTimeout))
-                            .OnConnectionAsync(connection, next));
-                    }
                     listeners.MainHttps.Add(listen);
                 });
             }

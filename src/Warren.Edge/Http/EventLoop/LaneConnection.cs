@@ -19,7 +19,7 @@ namespace Warren.Edge.Http.EventLoop;
 /// A state machine driven by <see cref="Advance"/>, called for every event on the client's or its VM connection's
 /// descriptor: each step tries its operation and returns false when it must wait. Buffers are rented for a request
 /// and returned between requests, so an idle keep-alive connection holds only its TLS session. The request head
-/// must fit in <see cref="Http1ConnectionForwarder.MaxHeadBytes"/> (larger goes to Kestrel, which answers 431), the
+/// must fit in <see cref="Http1LaneRules.MaxHeadBytes"/> (larger goes to Kestrel, which answers 431), the
 /// VM's response head in <see cref="Http1Forwarder.ReceiveBufferBytes"/> (else 502, as nginx's "too big header").
 /// A response body is relayed a receive buffer at a time: the next read from the VM waits until the client has
 /// taken the previous one, so a slow client holds back the VM, never the daemon's memory.
@@ -30,7 +30,7 @@ internal sealed class LaneConnection
     private enum UpstreamPhase { Acquire, Send, ReadHead }
     private enum BodyMode { None, Length, Chunked, UntilClose }
 
-    private const int OutputLimit = Http1Forwarder.ReceiveBufferBytes * 4 + Http1ConnectionForwarder.MaxHeadBytes;
+    private const int OutputLimit = Http1Forwarder.ReceiveBufferBytes * 4 + Http1LaneRules.MaxHeadBytes;
 
     private readonly EventLoop _loop;
     private readonly NativeHttpsFrontDoor _owner;
@@ -183,7 +183,7 @@ internal sealed class LaneConnection
                 int end = Http1RequestHead.FindEnd(_head.AsSpan(0, _headFilled));
                 if (end > 0)
                     return BeginRequest(end);
-                if (end == Http1RequestHead.NotPlain || _headFilled >= Http1ConnectionForwarder.MaxHeadBytes)
+                if (end == Http1RequestHead.NotPlain || _headFilled >= Http1LaneRules.MaxHeadBytes)
                 {
                     HandOff(); // Kestrel judges what this parser does not accept, and answers 431 past its own limit
                     return false;
@@ -200,8 +200,8 @@ internal sealed class LaneConnection
                     ReleaseHeadBuffer();
                 return false;
             }
-            _head ??= ArrayPool<byte>.Shared.Rent(Http1ConnectionForwarder.MaxHeadBytes);
-            var status = _session.Read(_head.AsSpan(_headFilled, Http1ConnectionForwarder.MaxHeadBytes - _headFilled), out int read);
+            _head ??= ArrayPool<byte>.Shared.Rent(Http1LaneRules.MaxHeadBytes);
+            var status = _session.Read(_head.AsSpan(_headFilled, Http1LaneRules.MaxHeadBytes - _headFilled), out int read);
             if (status == TlsStatus.Done)
             {
                 // The socket was left empty: wait for its next event rather than read again only to hear EAGAIN.
@@ -272,7 +272,7 @@ internal sealed class LaneConnection
     private bool Route(UpstreamEndpoint? route)
     {
         var head = _head.AsSpan(0, _headLength);
-        _upstreamHead ??= new ByteBuffer(1024, Http1ConnectionForwarder.MaxHeadBytes * 2);
+        _upstreamHead ??= new ByteBuffer(1024, Http1LaneRules.MaxHeadBytes * 2);
         _clientAddress ??= Encoding.ASCII.GetBytes(_remote.Address.ToString());
         if (route is not { } endpoint || !Http1LaneRules.WriteUpstreamHead(head, _request, _host.Bytes, _clientAddress, _upstreamHead))
         {

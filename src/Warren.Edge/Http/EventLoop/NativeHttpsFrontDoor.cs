@@ -86,7 +86,7 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     /// <summary>Kestrel's own limits, so both transports time out alike (read when the loops start: configuration may still change them before).</summary>
     public long KeepAliveTimeoutMs { get; private set; }
     public long RequestHeadersTimeoutMs { get; private set; }
-    public long ResponseFlushTimeoutMs { get; } = (long)Http1ConnectionForwarder.ResponseFlushTimeout.TotalMilliseconds;
+    public long ResponseFlushTimeoutMs { get; } = (long)Http1LaneRules.ResponseFlushTimeout.TotalMilliseconds;
     /// <summary>The VM activity timeout of the forwarder, read at first use (the loops ask on every request).</summary>
     public long ActivityTimeoutMs => _activityTimeoutMs >= 0
         ? _activityTimeoutMs
