@@ -47,8 +47,7 @@ public static class Composition
             sp.GetRequiredService<SshRouteTable>(),
             sp.GetRequiredService<ApiKeyService>(),
             sp.GetRequiredService<TimeProvider>(),
-            // Deferred: the HTTPS front door's issuer depends (through /exec) on the dispatcher itself.
-            sp.GetRequiredService<IServiceProviderIsService>().IsService(typeof(ILoginLinkIssuer)) ? new DeferredLoginLinkIssuer(sp) : null,
+            sp.GetService<ILoginLinkIssuer>(),
             sp.GetService<IEmailSender>(),
             sp.GetService<Warren.Platform.Audit.AuditLog>(),
             sp.GetService<Warren.Platform.Mail.ReceiveEmailService>()));
@@ -188,12 +187,4 @@ public static class Composition
         services.AddHostedService(sp => sp.GetRequiredService<SshFrontDoor>());
         return services;
     }
-}
-
-/// <summary>Resolves the real <see cref="ILoginLinkIssuer"/> at first use, breaking the construction cycle
-/// dispatcher → login links → HTTPS front door → /exec runner → dispatcher.</summary>
-internal sealed class DeferredLoginLinkIssuer(IServiceProvider services) : ILoginLinkIssuer
-{
-    public Task<Uri> IssueLoginLinkAsync(Warren.Platform.Accounts.Account account, CancellationToken ct) =>
-        services.GetRequiredService<ILoginLinkIssuer>().IssueLoginLinkAsync(account, ct);
 }

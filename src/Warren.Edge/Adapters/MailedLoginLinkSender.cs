@@ -1,4 +1,5 @@
 using Warren.Edge.Http;
+using Warren.Edge.Http.Routing;
 using Warren.Platform.Accounts;
 using Warren.Platform.Interactive;
 
@@ -9,14 +10,10 @@ namespace Warren.Edge.Adapters;
 /// platform's relay to an existing account's address. Unknown addresses get nothing, and the page
 /// answers the same either way. Using the link verifies the address (<see cref="MailVerifiedLoginLinks"/>).
 /// </summary>
-/// <remarks>
-/// The front door is resolved at first use: it depends on this sender, so taking it in the
-/// constructor would be a construction cycle (which the container does not detect through factories).
-/// </remarks>
 public sealed class MailedLoginLinkSender(
     AccountService accounts,
     MailVerifiedLoginLinks links,
-    IServiceProvider services,
+    ControlUrls urls,
     HttpFrontDoorOptions options,
     IEmailSender email) : ILoginEmailSender
 {
@@ -26,8 +23,7 @@ public sealed class MailedLoginLinkSender(
         var account = await accounts.FindByEmailAsync(normalized, ct).ConfigureAwait(false);
         if (account is null) return;
         var secret = await links.IssueMailedAsync(new WebUser(account.Id, account.Email), options.ControlHost, ct).ConfigureAwait(false);
-        var frontDoor = (HttpFrontDoor)services.GetService(typeof(HttpFrontDoor))!;
-        var link = frontDoor.BuildControlLoginLink(secret) + "&redirect=" + Uri.EscapeDataString(redirect);
+        var link = urls.ControlLoginLink(secret) + "&redirect=" + Uri.EscapeDataString(redirect);
         await email.SendAsync(account.Email, $"Log in to {options.ControlHost}",
             $"Open this link to log in (it works once):\n\n{link}\n\n"
             + (account.EmailVerified ? "" : $"Opening it also confirms that {account.Email} is yours: do so only if you signed up at {options.ControlHost}.\n\n")

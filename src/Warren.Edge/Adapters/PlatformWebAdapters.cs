@@ -1,5 +1,6 @@
 using System.Net;
 using Warren.Edge.Http;
+using Warren.Edge.Http.Routing;
 using Warren.Platform.Accounts;
 using Warren.Platform.Addressing;
 using Warren.Platform.Commands;
@@ -202,19 +203,17 @@ public sealed class PlatformExecCommandRunner : IExecCommandRunner
 public sealed class FrontDoorLoginLinkIssuer : ILoginLinkIssuer
 {
     private readonly ILoginLinkService _links;
-    private readonly HttpFrontDoor _frontDoor;
-    private readonly HttpFrontDoorOptions _options;
+    private readonly ControlUrls _urls;
 
-    public FrontDoorLoginLinkIssuer(ILoginLinkService links, HttpFrontDoor frontDoor, HttpFrontDoorOptions options)
+    public FrontDoorLoginLinkIssuer(ILoginLinkService links, ControlUrls urls)
     {
         _links = links;
-        _frontDoor = frontDoor;
-        _options = options;
+        _urls = urls;
     }
 
     public async Task<Uri> IssueLoginLinkAsync(Account account, CancellationToken ct)
     {
-        string secret = await _links.IssueAsync(new WebUser(account.Id, account.Email), _options.ControlHost.ToLowerInvariant(), ct).ConfigureAwait(false);
-        return new Uri(_frontDoor.BuildControlLoginLink(secret));
+        string secret = await _links.IssueAsync(new WebUser(account.Id, account.Email), _urls.ControlHost, ct).ConfigureAwait(false);
+        return new Uri(_urls.ControlLoginLink(secret));
     }
 }

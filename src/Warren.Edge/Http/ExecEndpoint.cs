@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace Warren.Edge.Http;
@@ -24,11 +23,11 @@ internal sealed class ExecEndpoint
     private readonly KeyedTokenBucket _limiter;
     private readonly string _namespace;
 
-    public ExecEndpoint(HttpFrontDoorOptions options, IServiceProvider services, TimeProvider time, ILogger logger)
+    public ExecEndpoint(HttpFrontDoorOptions options, IWebTokenValidator tokens, IExecCommandRunner runner, TimeProvider time, ILogger<ExecEndpoint> logger)
     {
         _options = options;
-        _tokens = services.GetRequiredService<IWebTokenValidator>();
-        _runner = services.GetRequiredService<IExecCommandRunner>();
+        _tokens = tokens;
+        _runner = runner;
         _time = time;
         _logger = logger;
         _limiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.ExecRateBurst, HttpFrontDoorLimits.ExecRatePerSecond, HttpFrontDoorLimits.ExecRateOverdraft);

@@ -7,7 +7,10 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Warren.Edge.Http.EventLoop;
+using Warren.Edge.Http.Access;
 using Warren.Edge.Http.Forwarding;
+using Warren.Edge.Http.Identity;
+using Warren.Edge.Http.Routing;
 using Microsoft.Extensions.Hosting;
 using Warren.Edge.Tls;
 
@@ -58,7 +61,26 @@ public static class HttpFrontDoorExtensions
         services.AddSingleton<FrontDoorListeners>();
         services.AddSingleton(sp => new SourceConnectionLimit(options.MaxConnectionsPerSource,
             sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http")));
-        services.AddSingleton<HttpFrontDoor>();
+        // The stages, in the order a request crosses them (HttpFrontDoor chains them).
+        services.AddSingleton(sp => new ControlUrls(options, sp.GetRequiredService<FrontDoorListeners>()));
+        services.AddSingleton<SiteRouter>();
+        services.AddSingleton<SourceRequestLimit>();
+        services.AddSingleton<RequestIdentityReader>();
+        services.AddSingleton<SiteAccessPolicy>();
+        services.AddSingleton<SiteForwarder>();
+        services.AddSingleton<LaneSites>();
+        services.AddSingleton<LoginSessions>();
+        services.AddSingleton<OwnForms>();
+        services.AddSingleton<RequestAccessPage>();
+        services.AddSingleton<SitePages>();
+        services.AddSingleton<ExecEndpoint>();
+        services.AddSingleton<ControlApi>();
+        services.AddSingleton<ControlHostPages>();
+        services.AddSingleton(sp => new HttpFrontDoor(sp.GetRequiredService<SiteRouter>(), sp.GetRequiredService<SourceRequestLimit>(),
+            sp.GetRequiredService<RequestIdentityReader>(), sp.GetRequiredService<IWebSiteDirectory>(), sp.GetRequiredService<SiteAccessPolicy>(),
+            sp.GetRequiredService<SiteForwarder>(), sp.GetRequiredService<ControlHostPages>(), sp.GetRequiredService<SitePages>(),
+            sp.GetRequiredService<RequestAccessPage>(), sp.GetRequiredService<OwnForms>(), sp.GetRequiredService<LaneSites>(),
+            sp.GetRequiredService<ILogger<HttpFrontDoor>>()));
         if (options.Transport == HttpsTransport.Native)
             HandOffConnectionListenerFactory.AddHandOffTransport(services);
 
@@ -90,16 +112,15 @@ public static class HttpFrontDoorExtensions
                     listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
                 });
             }
-            // Resolved at the first connection: the front door needs ports the caller registers after this.
-            Http1ConnectionForwarder? connectionForwarder = null;
-            var limits = kestrel.Limits;
             if (options.Transport == HttpsTransport.Native)
             {
                 // The main HTTPS endpoints are the event loops' sockets, bound now so their ports are known when
                 // the server starts; Kestrel listens only for the connections they hand over.
-                var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<HttpFrontDoor>,
+                var native = new NativeHttpsFrontDoor(options, certificates, sp.GetRequiredService<LaneSites>,
                     sp.GetRequiredService<HandOffConnectionListenerFactory>(), kestrel.Limits, connectionLimit,
-                    sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"));
+                    sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http.EventLoop"),
+                    // Kestrel's limits on Kestrel's clock (the system's), so both transports time out alike.
+                    TimeProvider.System);
                 native.Bind(options.EventLoopThreads);
                 listeners.Native = native;
                 // A handed-over connection left the loop's count and enters this listener's (the same table).
@@ -123,12 +144,6 @@ public static class HttpFrontDoorExtensions
                     listen.Use(next => connection => connectionLimit.OnConnectionAsync(connection, next));
                     listen.UseHttps(tls);
                     listen.Use(next => connection => firstRequest.OnConnectionAsync(connection, next));
-                    if (options.ConnectionLevelForwarding)
-                    {
-                        listen.Use(next => connection => (connectionForwarder ??= new Http1ConnectionForwarder(
-                            sp.GetRequiredService<HttpFrontDoor>(), limits.KeepAliveTimeout, limits.RequestHeadersTimeout))
-                            .OnConnectionAsync(connection, next));
-                    }
                     listeners.MainHttps.Add(listen);
                 });
             }
@@ -153,8 +168,6 @@ public static class HttpFrontDoorExtensions
     public static IApplicationBuilder UseWarrenHttpFrontDoor(this IApplicationBuilder app)
     {
         var frontDoor = app.ApplicationServices.GetRequiredService<HttpFrontDoor>();
-        var listeners = app.ApplicationServices.GetRequiredService<FrontDoorListeners>();
-        frontDoor.MainHttpsPortsSource = listeners.BoundMainHttpsPorts;
         return app.Use(next => context => frontDoor.InvokeAsync(context, next));
     }
 }

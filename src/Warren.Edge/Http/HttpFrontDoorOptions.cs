@@ -73,9 +73,10 @@ public sealed class HttpFrontDoorOptions
     public bool InlineRequestProcessing { get; set; }
 
     /// <summary>
-    /// Forward the plainest HTTP/1.1 requests (anonymous GET/HEAD to a public site) at the connection level, below
-    /// Kestrel's HTTP layer (<see cref="Forwarding.Http1ConnectionForwarder"/>); any other request hands its
-    /// connection to Kestrel. Off: every request takes Kestrel's HTTP layer. Same answers either way.
+    /// Forward the plainest HTTP/1.1 requests (anonymous GET/HEAD to a public site) at the connection level, on the
+    /// native event loops (<see cref="Forwarding.Http1LaneRules"/>); any other request hands its connection to
+    /// Kestrel. Off, or with <see cref="HttpsTransport.Kestrel"/>: every request takes Kestrel's HTTP layer. Same
+    /// answers either way.
     /// </summary>
     public bool ConnectionLevelForwarding { get; set; } = true;
 

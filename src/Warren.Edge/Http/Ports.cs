@@ -127,7 +127,7 @@ public interface ILoginEmailSender
     /// <summary>
     /// Called when someone submits an address on the login page (rate-limited per address). When a
     /// user with that email exists, issue a secret with <see cref="ILoginLinkService.IssueAsync"/> (host =
-    /// the control host), build the link with <see cref="HttpFrontDoor.BuildControlLoginLink"/> plus
+    /// the control host), build the link with <see cref="Routing.ControlUrls.ControlLoginLink"/> plus
     /// <c>&amp;redirect=</c><paramref name="redirect"/> (a control-host path) and mail it; otherwise do nothing.
     /// The page answers the same either way, so existence is not revealed.
     /// </summary>

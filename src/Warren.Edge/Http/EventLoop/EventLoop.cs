@@ -22,9 +22,9 @@ internal sealed unsafe class EventLoop : IDisposable
     private const int SweepIntervalMs = 1000;
 
     private readonly NativeHttpsFrontDoor _owner;
-    private readonly int _epoll;
-    private readonly int _wake;
-    private readonly List<(int Fd, IPEndPoint Local)> _listeners = new();
+    private readonly SafeDescriptor _epoll;
+    private readonly SafeDescriptor _wake;
+    private readonly List<(SafeDescriptor Fd, IPEndPoint Local)> _listeners = new();
     private object?[] _byFd = new object?[1024];
     private readonly List<LaneConnection> _connections = new();
     private readonly Dictionary<UpstreamEndpoint, Stack<UpstreamSocket>> _idle = new();
@@ -64,7 +64,7 @@ internal sealed unsafe class EventLoop : IDisposable
     /// <summary>Listens on <paramref name="endpoint"/> (port 0 picks one); returns the bound address.</summary>
     public IPEndPoint Listen(IPEndPoint endpoint, int backlog)
     {
-        int fd = LinuxSockets.Listen(endpoint, backlog, reusePort: true);
+        var fd = LinuxSockets.Listen(endpoint, backlog, reusePort: true);
         var local = LinuxSockets.LocalEndPoint(fd) ?? endpoint;
         _listeners.Add((fd, local));
         Register(fd, s_listenerMark, LinuxSockets.EPOLLIN);
@@ -76,20 +76,20 @@ internal sealed unsafe class EventLoop : IDisposable
     /// <summary>Stops accepting; open connections finish their current request until <paramref name="grace"/> ends.</summary>
     public void Stop(TimeSpan grace)
     {
-        _stopDeadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+        _stopDeadline = _owner.NowMs + (long)grace.TotalMilliseconds;
         _stopping = true;
         LinuxSockets.Signal(_wake);
     }
 
     public bool Join(TimeSpan timeout) => !_thread.IsAlive || _thread.Join(timeout);
 
-    private void Register(int fd, object owner, uint events)
+    private void Register(SafeDescriptor fd, object owner, uint events)
     {
-        Track(fd, owner);
-        LinuxSockets.EpollAdd(_epoll, fd, events, (ulong)fd);
+        Track(fd.Number, owner);
+        LinuxSockets.EpollAdd(_epoll, fd, events);
     }
 
-    internal void Track(int fd, object? owner)
+    private void Track(int fd, object? owner)
     {
         if (fd >= _byFd.Length)
             Array.Resize(ref _byFd, Math.Max(fd + 1, _byFd.Length * 2));
@@ -97,22 +97,22 @@ internal sealed unsafe class EventLoop : IDisposable
     }
 
     /// <summary>A client or VM socket: edge-triggered input, output and peer-closed events.</summary>
-    internal void Watch(int fd, object owner) =>
+    internal void Watch(SafeDescriptor fd, object owner) =>
         Register(fd, owner, LinuxSockets.EPOLLIN | LinuxSockets.EPOLLOUT | LinuxSockets.EPOLLRDHUP | LinuxSockets.EPOLLET);
 
     /// <summary>Forgets a descriptor before it is closed or handed to someone else.</summary>
-    internal void Unwatch(int fd, bool removeFromEpoll)
+    internal void Unwatch(SafeDescriptor fd, bool removeFromEpoll)
     {
         if (removeFromEpoll)
             LinuxSockets.EpollRemove(_epoll, fd);
-        if (fd < _byFd.Length)
-            _byFd[fd] = null;
+        if (fd.Number < _byFd.Length)
+            _byFd[fd.Number] = null;
     }
 
     private void Run()
     {
         byte* events = stackalloc byte[MaxEvents * LinuxSockets.EpollEventSize];
-        long nextSweep = Environment.TickCount64 + SweepIntervalMs;
+        long nextSweep = _owner.NowMs + SweepIntervalMs;
         bool listenersClosed = false;
         while (true)
         {
@@ -142,7 +142,7 @@ internal sealed unsafe class EventLoop : IDisposable
                                 DropIdle(upstream); // an idle VM connection that spoke or closed is not reusable
                             break;
                         case not null when ReferenceEquals(target, s_listenerMark):
-                            AcceptAll(fd);
+                            AcceptAll(ListenerOf(fd));
                             break;
                         case not null when ReferenceEquals(target, s_wakeMark):
                             LinuxSockets.Drain(_wake);
@@ -160,7 +160,7 @@ internal sealed unsafe class EventLoop : IDisposable
                         owner.Close();
                 }
             }
-            long now = Environment.TickCount64;
+            long now = _owner.NowMs;
             if (_stopping)
             {
                 if (!listenersClosed)
@@ -189,32 +189,42 @@ internal sealed unsafe class EventLoop : IDisposable
         _idle.Clear();
     }
 
-    private void AcceptAll(int listener)
+    private SafeDescriptor? ListenerOf(int number)
     {
-        while (!_stopping)
+        foreach (var (fd, _) in _listeners)
         {
-            int fd = LinuxSockets.Accept(listener, out var remote);
-            if (fd == -1)
+            if (fd.Number == number)
+                return fd;
+        }
+        return null;
+    }
+
+    private void AcceptAll(SafeDescriptor? listener)
+    {
+        while (!_stopping && listener is not null)
+        {
+            var result = LinuxSockets.Accept(listener, out var fd, out var remote);
+            if (result == AcceptResult.NoneWaiting)
                 return;
-            if (fd == -3)
+            if (result == AcceptResult.Exhausted)
             {
                 // Out of descriptors: the connection stays queued; the sweep tries again within a second.
                 _owner.LogAcceptExhausted();
                 return;
             }
-            if (fd < 0)
+            if (fd is null)
                 continue; // that connection failed before we saw it
             var local = LinuxSockets.LocalEndPoint(fd);
             if (remote is null || local is null)
             {
-                LinuxSockets.Close(fd);
+                fd.Dispose();
                 continue;
             }
             // Over its source's connection limit: closed at once, before any TLS work.
             var source = SourceNetwork.Of(remote.Address);
             if (!_owner.ConnectionLimit.TryEnter(source))
             {
-                LinuxSockets.Close(fd);
+                fd.Dispose();
                 continue;
             }
             LaneConnection connection;
@@ -226,7 +236,7 @@ internal sealed unsafe class EventLoop : IDisposable
             {
                 _owner.LogConnectionFailed(ex);
                 _owner.ConnectionLimit.Leave(source);
-                LinuxSockets.Close(fd);
+                fd.Dispose();
                 continue;
             }
             connection.Index = _connections.Count;
@@ -328,7 +338,7 @@ internal sealed unsafe class EventLoop : IDisposable
         }
         upstream.Owner = null;
         upstream.Readable = false; // its response was read to the end; a later event is checked by Peek
-        upstream.IdleSince = Environment.TickCount64;
+        upstream.IdleSince = _owner.NowMs;
         stack.Push(upstream);
         _idleCount++;
     }
@@ -349,7 +359,7 @@ internal sealed unsafe class EventLoop : IDisposable
     /// <summary>A new VM connection, connecting; registered with this loop.</summary>
     internal UpstreamSocket Connect(UpstreamEndpoint endpoint)
     {
-        int fd = LinuxSockets.StartConnect(endpoint.ToEndPoint(), out bool pending);
+        var fd = LinuxSockets.StartConnect(endpoint.ToEndPoint(), out bool pending);
         var upstream = new UpstreamSocket(fd, endpoint) { Connecting = pending };
         Watch(fd, upstream);
         return upstream;
@@ -357,11 +367,10 @@ internal sealed unsafe class EventLoop : IDisposable
 
     internal void CloseUpstream(UpstreamSocket upstream)
     {
-        if (upstream.Fd < 0)
+        if (upstream.Fd.IsClosed)
             return;
         Unwatch(upstream.Fd, removeFromEpoll: false);
-        LinuxSockets.Close(upstream.Fd);
-        upstream.Fd = -1;
+        upstream.Fd.Dispose();
         upstream.Owner = null;
     }
 
@@ -376,7 +385,7 @@ internal sealed unsafe class EventLoop : IDisposable
             foreach (var (fd, _) in _listeners)
             {
                 Unwatch(fd, removeFromEpoll: true);
-                LinuxSockets.Close(fd);
+                fd.Dispose();
             }
             _listeners.Clear();
         }
@@ -392,17 +401,18 @@ internal sealed unsafe class EventLoop : IDisposable
         if (_thread.IsAlive || Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         CloseListeners();
-        LinuxSockets.Close(_wake);
-        LinuxSockets.Close(_epoll);
+        _wake.Dispose();
+        _epoll.Dispose();
     }
 
     private int _disposed;
 }
 
 /// <summary>A keep-alive connection to a VM, owned by one loop; <see cref="Owner"/> is the client connection using it, or null when idle.</summary>
-internal sealed class UpstreamSocket(int fd, UpstreamEndpoint endpoint)
+internal sealed class UpstreamSocket(SafeDescriptor fd, UpstreamEndpoint endpoint)
 {
-    public int Fd { get; set; } = fd;
+    /// <summary>The socket; closed (once) by <see cref="EventLoop.CloseUpstream"/>.</summary>
+    public SafeDescriptor Fd { get; } = fd;
     public UpstreamEndpoint Endpoint { get; } = endpoint;
     public LaneConnection? Owner { get; set; }
     public bool Connecting { get; set; }

@@ -19,7 +19,7 @@ namespace Warren.Edge.Http.EventLoop;
 /// A state machine driven by <see cref="Advance"/>, called for every event on the client's or its VM connection's
 /// descriptor: each step tries its operation and returns false when it must wait. Buffers are rented for a request
 /// and returned between requests, so an idle keep-alive connection holds only its TLS session. The request head
-/// must fit in <see cref="Http1ConnectionForwarder.MaxHeadBytes"/> (larger goes to Kestrel, which answers 431), the
+/// must fit in <see cref="Http1LaneRules.MaxHeadBytes"/> (larger goes to Kestrel, which answers 431), the
 /// VM's response head in <see cref="Http1Forwarder.ReceiveBufferBytes"/> (else 502, as nginx's "too big header").
 /// A response body is relayed a receive buffer at a time: the next read from the VM waits until the client has
 /// taken the previous one, so a slow client holds back the VM, never the daemon's memory.
@@ -30,11 +30,11 @@ internal sealed class LaneConnection
     private enum UpstreamPhase { Acquire, Send, ReadHead }
     private enum BodyMode { None, Length, Chunked, UntilClose }
 
-    private const int OutputLimit = Http1Forwarder.ReceiveBufferBytes * 4 + Http1ConnectionForwarder.MaxHeadBytes;
+    private const int OutputLimit = Http1Forwarder.ReceiveBufferBytes * 4 + Http1LaneRules.MaxHeadBytes;
 
     private readonly EventLoop _loop;
     private readonly NativeHttpsFrontDoor _owner;
-    private readonly int _fd;
+    private readonly SafeDescriptor _fd;
     private readonly TlsSession _session;
     private readonly IPEndPoint _local;
     private readonly IPEndPoint _remote;
@@ -90,7 +90,7 @@ internal sealed class LaneConnection
     /// <summary>A request has begun: from now on the keep-alive timeout applies between requests, not the first-request one.</summary>
     private bool _requestSeen;
 
-    public LaneConnection(EventLoop loop, int fd, IPEndPoint local, IPEndPoint remote, SourceNetwork source)
+    public LaneConnection(EventLoop loop, SafeDescriptor fd, IPEndPoint local, IPEndPoint remote, SourceNetwork source)
     {
         _loop = loop;
         _owner = loop.Owner;
@@ -99,7 +99,7 @@ internal sealed class LaneConnection
         _remote = remote;
         _source = source;
         _session = _owner.Tls.NewSession(fd);
-        _deadline = Environment.TickCount64 + _owner.HandshakeTimeoutMs;
+        _deadline = _owner.NowMs + _owner.HandshakeTimeoutMs;
     }
 
     /// <summary>Position in the loop's connection list.</summary>
@@ -170,7 +170,7 @@ internal sealed class LaneConnection
     private void EnterReadHead()
     {
         _state = State.ReadHead;
-        _deadline = Environment.TickCount64 + (_headFilled > 0 ? _owner.RequestHeadersTimeoutMs
+        _deadline = _owner.NowMs + (_headFilled > 0 ? _owner.RequestHeadersTimeoutMs
             : _requestSeen ? _owner.KeepAliveTimeoutMs : _owner.FirstRequestTimeoutMs);
     }
 
@@ -183,7 +183,7 @@ internal sealed class LaneConnection
                 int end = Http1RequestHead.FindEnd(_head.AsSpan(0, _headFilled));
                 if (end > 0)
                     return BeginRequest(end);
-                if (end == Http1RequestHead.NotPlain || _headFilled >= Http1ConnectionForwarder.MaxHeadBytes)
+                if (end == Http1RequestHead.NotPlain || _headFilled >= Http1LaneRules.MaxHeadBytes)
                 {
                     HandOff(); // Kestrel judges what this parser does not accept, and answers 431 past its own limit
                     return false;
@@ -200,8 +200,8 @@ internal sealed class LaneConnection
                     ReleaseHeadBuffer();
                 return false;
             }
-            _head ??= ArrayPool<byte>.Shared.Rent(Http1ConnectionForwarder.MaxHeadBytes);
-            var status = _session.Read(_head.AsSpan(_headFilled, Http1ConnectionForwarder.MaxHeadBytes - _headFilled), out int read);
+            _head ??= ArrayPool<byte>.Shared.Rent(Http1LaneRules.MaxHeadBytes);
+            var status = _session.Read(_head.AsSpan(_headFilled, Http1LaneRules.MaxHeadBytes - _headFilled), out int read);
             if (status == TlsStatus.Done)
             {
                 // The socket was left empty: wait for its next event rather than read again only to hear EAGAIN.
@@ -209,7 +209,7 @@ internal sealed class LaneConnection
                     _clientReadable = false;
                 if (_headFilled == 0 && read > 0)
                 {
-                    _deadline = Environment.TickCount64 + _owner.RequestHeadersTimeoutMs; // from the request's first byte, as Kestrel's
+                    _deadline = _owner.NowMs + _owner.RequestHeadersTimeoutMs; // from the request's first byte, as Kestrel's
                     _requestSeen = true;
                 }
                 _headFilled += read;
@@ -240,18 +240,18 @@ internal sealed class LaneConnection
         _isHead = request.IsHead;
         _closeAfterResponse = request.CloseAfterResponse;
         _host.Set(head.Slice(request.HostStart, request.HostLength));
-        if (_host.VmName(_owner.FrontDoor) is not { } vmName)
+        if (_host.VmName(_owner.Sites) is not { } vmName)
         {
             HandOff();
             return false;
         }
-        var route = _owner.FrontDoor.RoutePublicSiteAsync(vmName, _remote.Address);
+        var route = _owner.Sites.RoutePublicSiteAsync(vmName, _remote.Address);
         if (route.IsCompletedSuccessfully)
             return Route(route.Result);
         // Not known without waiting (an address cache refreshing, a directory on disk): the loop never waits, so
         // the connection pauses here and the answer comes back to this thread (EventLoop.Post).
         _state = State.Routing;
-        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+        _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
         route.AsTask().ContinueWith(static (task, state) =>
         {
             var connection = (LaneConnection)state!;
@@ -272,7 +272,7 @@ internal sealed class LaneConnection
     private bool Route(UpstreamEndpoint? route)
     {
         var head = _head.AsSpan(0, _headLength);
-        _upstreamHead ??= new ByteBuffer(1024, Http1ConnectionForwarder.MaxHeadBytes * 2);
+        _upstreamHead ??= new ByteBuffer(1024, Http1LaneRules.MaxHeadBytes * 2);
         _clientAddress ??= Encoding.ASCII.GetBytes(_remote.Address.ToString());
         if (route is not { } endpoint || !Http1LaneRules.WriteUpstreamHead(head, _request, _host.Bytes, _clientAddress, _upstreamHead))
         {
@@ -283,7 +283,7 @@ internal sealed class LaneConnection
         _attempt = 0;
         _phase = UpstreamPhase.Acquire;
         _state = State.Upstream;
-        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+        _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
         return true;
     }
 
@@ -327,7 +327,7 @@ internal sealed class LaneConnection
                             _receive ??= ArrayPool<byte>.Shared.Rent(Http1Forwarder.ReceiveBufferBytes);
                             _phase = UpstreamPhase.ReadHead;
                         }
-                        _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                        _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                         break;
                     }
                     if (sent == 0)
@@ -362,7 +362,7 @@ internal sealed class LaneConnection
                         return true;
                     }
                     _filled += n;
-                    _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                    _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                     var status = Http1Forwarder.TakeResponseHead(_responseHead, _receive!, ref _filled, out _responseHeadLength, out var failure);
                     if (status == HeadParseStatus.Incomplete)
                         break;
@@ -406,7 +406,7 @@ internal sealed class LaneConnection
             _loop.CloseUpstream(_upstream);
             _upstream = null;
         }
-        _owner.FrontDoor.LogForwardFailed(failure, _host.LastVmName ?? "?", _endpoint.Port);
+        _owner.Sites.LogForwardFailed(failure, _host.LastVmName ?? "?", _endpoint.Port);
         ConsumeRequest();
         var output = RentOutput();
         Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), _isHead, _closeAfterResponse);
@@ -418,7 +418,7 @@ internal sealed class LaneConnection
 
     private void ConsumeRequest()
     {
-        _owner.FrontDoor.CountConnectionLevelRequest();
+        _owner.Sites.CountRequest();
         int rest = _headFilled - _headLength;
         if (rest > 0)
             Buffer.BlockCopy(_head!, _headLength, _head!, 0, rest);
@@ -529,7 +529,7 @@ internal sealed class LaneConnection
                 }
                 if (status is TlsStatus.WantWrite or TlsStatus.WantRead)
                 {
-                    _deadline = Environment.TickCount64 + _owner.ResponseFlushTimeoutMs;
+                    _deadline = _owner.NowMs + _owner.ResponseFlushTimeoutMs;
                     return false;
                 }
                 Close();
@@ -544,7 +544,7 @@ internal sealed class LaneConnection
             }
             if (!_upstream!.Readable)
             {
-                _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                 return false;
             }
             int n = LinuxSockets.Receive(_upstream.Fd, _receive.AsSpan(0, Http1Forwarder.ReceiveBufferBytes));
@@ -552,7 +552,7 @@ internal sealed class LaneConnection
                 _upstream.Readable = false; // empty now: the next bytes raise an event
             if (n == -1)
             {
-                _deadline = Environment.TickCount64 + _owner.ActivityTimeoutMs;
+                _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                 return false;
             }
             if (n == 0 && _mode == BodyMode.UntilClose)
@@ -605,7 +605,7 @@ internal sealed class LaneConnection
             _loop.CloseUpstream(_upstream);
             _upstream = null;
         }
-        var socket = new Socket(new SafeSocketHandle(_fd, ownsHandle: true));
+        var socket = _fd.TransferToSocket();
         var prefix = _head is null ? ReadOnlyMemory<byte>.Empty : _head.AsMemory(0, _headFilled);
         bool accepted;
         try
@@ -634,7 +634,7 @@ internal sealed class LaneConnection
         _session.Shutdown();
         _session.Dispose();
         _loop.Unwatch(_fd, removeFromEpoll: false);
-        LinuxSockets.Close(_fd);
+        _fd.Dispose();
         _loop.Forget(this);
         _owner.ConnectionLimit.Leave(_source);
         if (_upstream is not null)

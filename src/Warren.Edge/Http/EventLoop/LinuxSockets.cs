@@ -54,7 +54,7 @@ internal static unsafe class LinuxSockets
 
     /// <summary>A non-blocking listening socket on <paramref name="endpoint"/>; with <paramref name="reusePort"/> several
     /// loops listen on the same port and the kernel spreads connections over them.</summary>
-    public static int Listen(IPEndPoint endpoint, int backlog, bool reusePort)
+    public static SafeDescriptor Listen(IPEndPoint endpoint, int backlog, bool reusePort)
     {
         int fd = socket(endpoint.AddressFamily == AddressFamily.InterNetworkV6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
@@ -76,7 +76,7 @@ internal static unsafe class LinuxSockets
                 throw Failure($"bind {endpoint}");
             if (listen(fd, backlog) != 0)
                 throw Failure("listen");
-            return fd;
+            return new SafeDescriptor(fd);
         }
         catch
         {
@@ -86,68 +86,81 @@ internal static unsafe class LinuxSockets
     }
 
     /// <summary>
-    /// The next pending connection (non-blocking, TCP_NODELAY); -1 when none is waiting; -2 when that one failed
-    /// before it was taken (the next may be fine); -3 when the process or system is out of descriptors or memory
-    /// (EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would only spin).
+    /// The next pending connection (non-blocking, TCP_NODELAY) in <paramref name="accepted"/>, or why there is none:
+    /// none waiting; that one failed before it was taken (the next may be fine); or the process or system is out of
+    /// descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM: accepting again at once would only spin).
     /// </summary>
-    public static int Accept(int listener, out IPEndPoint? remote)
+    public static AcceptResult Accept(SafeDescriptor listener, out SafeDescriptor? accepted, out IPEndPoint? remote)
     {
         byte* address = stackalloc byte[28];
         int length = 28;
-        while (true)
+        accepted = null;
+        remote = null;
+        bool added = false;
+        try
         {
-            int fd = accept4(listener, address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0)
+            listener.DangerousAddRef(ref added);
+            while (true)
             {
-                int one = 1;
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
-                remote = Read(address);
-                return fd;
+                int fd = accept4(listener.Number, address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd >= 0)
+                {
+                    accepted = new SafeDescriptor(fd);
+                    int one = 1;
+                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
+                    remote = Read(address);
+                    return AcceptResult.Accepted;
+                }
+                int errno = Errno;
+                if (errno == EINTR)
+                    continue;
+                return errno switch
+                {
+                    EAGAIN => AcceptResult.NoneWaiting,
+                    24 or 23 or 105 or 12 => AcceptResult.Exhausted,
+                    _ => AcceptResult.Failed, // ECONNABORTED, EPROTO, …: that connection is gone
+                };
             }
-            int errno = Errno;
-            remote = null;
-            if (errno == EINTR)
-                continue;
-            return errno switch
-            {
-                EAGAIN => -1,
-                24 or 23 or 105 or 12 => -3,
-                _ => -2, // ECONNABORTED, EPROTO, …: that connection is gone
-            };
+        }
+        finally
+        {
+            if (added)
+                listener.DangerousRelease();
         }
     }
 
     /// <summary>Starts a non-blocking connect; <paramref name="pending"/> when the result comes later (EPOLLOUT, then <see cref="TakeError"/>).</summary>
-    public static int StartConnect(IPEndPoint endpoint, out bool pending)
+    public static SafeDescriptor StartConnect(IPEndPoint endpoint, out bool pending)
     {
         int fd = socket(endpoint.AddressFamily == AddressFamily.InterNetworkV6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             throw Failure("socket");
+        var descriptor = new SafeDescriptor(fd);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int));
         byte* address = stackalloc byte[28];
         int length = Write(endpoint, address);
         pending = false;
         if (connect(fd, address, length) == 0)
-            return fd;
+            return descriptor;
         if (Errno is EINPROGRESS or EINTR)
         {
             pending = true;
-            return fd;
+            return descriptor;
         }
         var failure = Failure($"connect {endpoint}");
-        close(fd);
+        descriptor.Dispose();
         throw failure;
     }
 
     /// <summary>SO_ERROR: 0 when a pending connect succeeded.</summary>
-    public static int TakeError(int fd)
+    private static int TakeError(int fd)
     {
         int error = 0, length = sizeof(int);
         return getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 ? error : Errno;
     }
 
-    public static IPEndPoint? LocalEndPoint(int fd)
+    private static IPEndPoint? LocalEndPoint(int fd)
     {
         byte* address = stackalloc byte[28];
         int length = 28;
@@ -155,7 +168,7 @@ internal static unsafe class LinuxSockets
     }
 
     /// <summary>Bytes sent, 0 when the socket buffer is full (wait for EPOLLOUT), -1 when the connection is gone.</summary>
-    public static int Send(int fd, ReadOnlySpan<byte> data)
+    private static int Send(int fd, ReadOnlySpan<byte> data)
     {
         fixed (byte* p = data)
         {
@@ -173,7 +186,7 @@ internal static unsafe class LinuxSockets
     }
 
     /// <summary>Bytes received; 0 at end of stream; -1 when nothing is waiting (EAGAIN); -2 when the connection failed.</summary>
-    public static int Receive(int fd, Span<byte> into)
+    internal static int Receive(int fd, Span<byte> into)
     {
         fixed (byte* p = into)
         {
@@ -194,7 +207,7 @@ internal static unsafe class LinuxSockets
     /// Whether an idle connection is still clean: -1 when nothing is waiting (EAGAIN), else what a receive would
     /// return (0 at end of stream, bytes waiting, -2 for an error) — nothing is consumed (MSG_PEEK).
     /// </summary>
-    public static int Peek(int fd)
+    private static int Peek(int fd)
     {
         byte probe;
         while (true)
@@ -209,56 +222,157 @@ internal static unsafe class LinuxSockets
         }
     }
 
-    public static void Close(int fd) => close(fd);
+    /// <summary>close(2), for <see cref="SafeDescriptor"/> alone (which calls it once).</summary>
+    internal static int CloseDescriptor(int fd) => close(fd);
 
-    public static int CreateEpoll()
+    /// <summary>SO_ERROR: 0 when a pending connect succeeded.</summary>
+    public static int TakeError(SafeDescriptor fd)
     {
-        int fd = epoll_create1(0x80000 /* EPOLL_CLOEXEC */);
-        return fd >= 0 ? fd : throw Failure("epoll_create1");
+        bool added = false;
+        try { fd.DangerousAddRef(ref added); return TakeError(fd.Number); }
+        finally { if (added) fd.DangerousRelease(); }
     }
 
-    public static void EpollAdd(int epoll, int fd, uint events, ulong data)
+    public static IPEndPoint? LocalEndPoint(SafeDescriptor fd)
+    {
+        bool added = false;
+        try { fd.DangerousAddRef(ref added); return LocalEndPoint(fd.Number); }
+        finally { if (added) fd.DangerousRelease(); }
+    }
+
+    /// <summary>Bytes sent, 0 when the socket buffer is full (wait for EPOLLOUT), -1 when the connection is gone.</summary>
+    public static int Send(SafeDescriptor fd, ReadOnlySpan<byte> data)
+    {
+        bool added = false;
+        try { fd.DangerousAddRef(ref added); return Send(fd.Number, data); }
+        finally { if (added) fd.DangerousRelease(); }
+    }
+
+    /// <summary>Bytes received; 0 at end of stream; -1 when nothing is waiting (EAGAIN); -2 when the connection failed.</summary>
+    public static int Receive(SafeDescriptor fd, Span<byte> into)
+    {
+        bool added = false;
+        try { fd.DangerousAddRef(ref added); return Receive(fd.Number, into); }
+        finally { if (added) fd.DangerousRelease(); }
+    }
+
+    /// <summary>As <see cref="Peek(int)"/>: -1 when nothing is waiting, else what a receive would return, nothing consumed.</summary>
+    public static int Peek(SafeDescriptor fd)
+    {
+        bool added = false;
+        try { fd.DangerousAddRef(ref added); return Peek(fd.Number); }
+        finally { if (added) fd.DangerousRelease(); }
+    }
+
+    public static SafeDescriptor CreateEpoll()
+    {
+        int fd = epoll_create1(0x80000 /* EPOLL_CLOEXEC */);
+        return fd >= 0 ? new SafeDescriptor(fd) : throw Failure("epoll_create1");
+    }
+
+    /// <summary>Registers <paramref name="fd"/>; its events carry <paramref name="fd"/>'s number.</summary>
+    public static void EpollAdd(SafeDescriptor epoll, SafeDescriptor fd, uint events)
     {
         byte* ev = stackalloc byte[16];
         *(uint*)ev = events;
-        *(ulong*)(ev + (EpollEventSize == 12 ? 4 : 8)) = data;
-        if (epoll_ctl(epoll, EPOLL_CTL_ADD, fd, ev) != 0)
-            throw Failure("epoll_ctl add");
+        *(ulong*)(ev + (EpollEventSize == 12 ? 4 : 8)) = (ulong)fd.Number;
+        bool addedEpoll = false, addedFd = false;
+        try
+        {
+            epoll.DangerousAddRef(ref addedEpoll);
+            fd.DangerousAddRef(ref addedFd);
+            if (epoll_ctl(epoll.Number, EPOLL_CTL_ADD, fd.Number, ev) != 0)
+                throw Failure("epoll_ctl add");
+        }
+        finally
+        {
+            if (addedFd)
+                fd.DangerousRelease();
+            if (addedEpoll)
+                epoll.DangerousRelease();
+        }
     }
 
-    public static void EpollRemove(int epoll, int fd)
+    public static void EpollRemove(SafeDescriptor epoll, SafeDescriptor fd)
     {
         byte* ev = stackalloc byte[16];
-        epoll_ctl(epoll, EPOLL_CTL_DEL, fd, ev);
+        bool addedEpoll = false, addedFd = false;
+        try
+        {
+            epoll.DangerousAddRef(ref addedEpoll);
+            fd.DangerousAddRef(ref addedFd);
+            epoll_ctl(epoll.Number, EPOLL_CTL_DEL, fd.Number, ev);
+        }
+        finally
+        {
+            if (addedFd)
+                fd.DangerousRelease();
+            if (addedEpoll)
+                epoll.DangerousRelease();
+        }
     }
 
     /// <summary>Waits for events into <paramref name="events"/> (<see cref="EpollEventSize"/> bytes each); the count, 0 on timeout or EINTR.</summary>
-    public static int EpollWait(int epoll, byte* events, int max, int timeoutMs)
+    public static int EpollWait(SafeDescriptor epoll, byte* events, int max, int timeoutMs)
     {
-        int n = epoll_wait(epoll, events, max, timeoutMs);
-        return n >= 0 ? n : 0;
+        bool added = false;
+        try
+        {
+            epoll.DangerousAddRef(ref added);
+            int n = epoll_wait(epoll.Number, events, max, timeoutMs);
+            return n >= 0 ? n : 0;
+        }
+        finally
+        {
+            if (added)
+                epoll.DangerousRelease();
+        }
     }
 
     public static uint EventFlags(byte* events, int index) => *(uint*)(events + index * EpollEventSize);
 
     public static ulong EventData(byte* events, int index) => *(ulong*)(events + index * EpollEventSize + (EpollEventSize == 12 ? 4 : 8));
 
-    public static int CreateEventFd()
+    public static SafeDescriptor CreateEventFd()
     {
         int fd = eventfd(0, 0x800 | 0x80000 /* EFD_NONBLOCK | EFD_CLOEXEC */);
-        return fd >= 0 ? fd : throw Failure("eventfd");
+        return fd >= 0 ? new SafeDescriptor(fd) : throw Failure("eventfd");
     }
 
-    public static void Signal(int eventFd)
+    /// <summary>Wakes the loop waiting on <paramref name="eventFd"/> (any thread; a closed one is ignored: its loop has ended).</summary>
+    public static void Signal(SafeDescriptor eventFd)
     {
-        ulong one = 1;
-        write(eventFd, (byte*)&one, 8);
+        bool added = false;
+        try
+        {
+            eventFd.DangerousAddRef(ref added);
+            ulong one = 1;
+            write(eventFd.Number, (byte*)&one, 8);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added)
+                eventFd.DangerousRelease();
+        }
     }
 
-    public static void Drain(int eventFd)
+    public static void Drain(SafeDescriptor eventFd)
     {
-        ulong value;
-        read(eventFd, (byte*)&value, 8);
+        bool added = false;
+        try
+        {
+            eventFd.DangerousAddRef(ref added);
+            ulong value;
+            read(eventFd.Number, (byte*)&value, 8);
+        }
+        finally
+        {
+            if (added)
+                eventFd.DangerousRelease();
+        }
     }
 
     private static int Write(IPEndPoint endpoint, byte* address)
@@ -310,4 +424,16 @@ internal static unsafe class LinuxSockets
             _ => SocketError.SocketError,
         };
     }
+}
+
+/// <summary>What <see cref="LinuxSockets.Accept"/> found.</summary>
+internal enum AcceptResult
+{
+    Accepted,
+    /// <summary>EAGAIN: nothing queued.</summary>
+    NoneWaiting,
+    /// <summary>That connection failed before it was taken; the next may be fine.</summary>
+    Failed,
+    /// <summary>Out of descriptors or memory: the connection stays queued.</summary>
+    Exhausted,
 }

@@ -25,28 +25,39 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
 {
     private readonly HttpFrontDoorOptions _options;
     private readonly KestrelServerLimits _limits;
-    private readonly Func<HttpFrontDoor> _frontDoor;
+    private readonly Func<LaneSites> _sites;
     private readonly HandOffConnectionListenerFactory _handOff;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly long _origin;
     private readonly List<EventLoop> _loops = new();
     private readonly List<IPEndPoint> _bound = new();
-    private HttpFrontDoor? _resolvedFrontDoor;
+    private LaneSites? _resolvedSites;
     private volatile bool _stopping;
     private int _started;
 
-    public NativeHttpsFrontDoor(HttpFrontDoorOptions options, TlsCertificateProvider certificates, Func<HttpFrontDoor> frontDoor,
-        HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, SourceConnectionLimit connectionLimit, ILogger logger)
+    public NativeHttpsFrontDoor(HttpFrontDoorOptions options, TlsCertificateProvider certificates, Func<LaneSites> sites,
+        HandOffConnectionListenerFactory handOff, KestrelServerLimits limits, SourceConnectionLimit connectionLimit, ILogger logger,
+        TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
+        _origin = _time.GetTimestamp();
         _limits = limits;
         ConnectionLimit = connectionLimit;
         FirstRequestTimeoutMs = (long)options.FirstRequestTimeout.TotalMilliseconds;
         _options = options;
-        _frontDoor = frontDoor;
+        _sites = sites;
         _handOff = handOff;
         _logger = logger;
         Tls = new TlsServerContext(certificates, http2: true);
         HandOffEndPoint = new HandOffEndPoint("https", options.HttpsEndpoints);
     }
+
+    /// <summary>
+    /// Milliseconds on the loops' clock (monotonic, from the injected <see cref="TimeProvider"/>): every connection
+    /// deadline and idle age is measured on it.
+    /// </summary>
+    public long NowMs => (long)_time.GetElapsedTime(_origin).TotalMilliseconds;
 
     /// <summary>The native transport runs here: Linux, x64 or arm64, OpenSSL 3.</summary>
     public static bool IsSupported => LinuxSockets.IsSupported && TlsServerContext.IsSupported;
@@ -56,7 +67,8 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     /// <summary>The Kestrel listener that serves the connections the loops hand over.</summary>
     public HandOffEndPoint HandOffEndPoint { get; }
 
-    public HttpFrontDoor FrontDoor => _resolvedFrontDoor ??= _frontDoor();
+    /// <summary>What the lane asks the front door's stages (resolved at first use: the caller registers their ports after this).</summary>
+    public LaneSites Sites => _resolvedSites ??= _sites();
 
     /// <summary>Off: every connection goes to Kestrel after the handshake (<see cref="HttpFrontDoorOptions.ConnectionLevelForwarding"/>).</summary>
     public bool LaneEnabled => _options.ConnectionLevelForwarding;
@@ -74,11 +86,11 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     /// <summary>Kestrel's own limits, so both transports time out alike (read when the loops start: configuration may still change them before).</summary>
     public long KeepAliveTimeoutMs { get; private set; }
     public long RequestHeadersTimeoutMs { get; private set; }
-    public long ResponseFlushTimeoutMs { get; } = (long)Http1ConnectionForwarder.ResponseFlushTimeout.TotalMilliseconds;
+    public long ResponseFlushTimeoutMs { get; } = (long)Http1LaneRules.ResponseFlushTimeout.TotalMilliseconds;
     /// <summary>The VM activity timeout of the forwarder, read at first use (the loops ask on every request).</summary>
     public long ActivityTimeoutMs => _activityTimeoutMs >= 0
         ? _activityTimeoutMs
-        : _activityTimeoutMs = (long)FrontDoor.Http1.ActivityTimeout.TotalMilliseconds;
+        : _activityTimeoutMs = (long)Sites.Http1.ActivityTimeout.TotalMilliseconds;
     private long _activityTimeoutMs = -1;
 
     /// <summary>The addresses the loops listen on (port 0 resolved).</summary>
@@ -142,14 +154,15 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
 
     internal void LogConnectionFailed(Exception ex) => Log.ConnectionFailed(_logger, ex);
 
-    private long _lastExhaustedLog = long.MinValue;
+    private long _lastExhaustedLog = -AcceptExhaustedLogIntervalMs; // the first shortage is logged (long.MinValue overflowed the subtraction)
+    private const long AcceptExhaustedLogIntervalMs = 60_000;
 
     /// <summary>At most once a minute: a full descriptor table would otherwise log on every retry.</summary>
     internal void LogAcceptExhausted()
     {
-        long now = Environment.TickCount64;
+        long now = NowMs;
         long last = Interlocked.Read(ref _lastExhaustedLog);
-        if (now - last >= 60_000 && Interlocked.CompareExchange(ref _lastExhaustedLog, now, last) == last)
+        if (now - last >= AcceptExhaustedLogIntervalMs && Interlocked.CompareExchange(ref _lastExhaustedLog, now, last) == last)
             Log.AcceptExhausted(_logger);
     }
 

@@ -98,7 +98,13 @@ internal sealed unsafe class TlsServerContext : IDisposable
     /// <summary>True when libssl.so.3 loads and reports OpenSSL 3.0 or later.</summary>
     public static bool IsSupported => s_supported.Value;
 
-    /// <summary>A server session on a connected, non-blocking TCP socket. The session never closes <paramref name="fd"/>.</summary>
+    /// <summary>A server session on a socket the event loop owns; the session never closes it (the loop does, after the session).</summary>
+    public TlsSession NewSession(SafeDescriptor fd) => NewSession(fd.Number);
+
+    /// <summary>
+    /// A server session on a connected, non-blocking TCP socket whose owner (a <see cref="SafeDescriptor"/> or a
+    /// Socket) keeps it open for the session's life. The session never closes <paramref name="fd"/>.
+    /// </summary>
     public TlsSession NewSession(int fd)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(fd);

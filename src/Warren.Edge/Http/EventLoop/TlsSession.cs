@@ -42,39 +42,53 @@ internal enum TlsStatus
 /// </remarks>
 internal sealed unsafe class TlsSession : IDisposable
 {
-    private nint _ssl;            // owned; 0 once disposed
-    private nint _writeBio;       // owned by _ssl (SSL_set0_wbio); 0 until DetachWriteSide
+    private readonly SafeSslHandle _ssl; // owned: SSL_free (and the read BIO's state) once, when the last call has left
+    private nint _writeBio;       // owned by the SSL (SSL_set0_wbio); 0 until DetachWriteSide
     private TlsStatus? _terminal; // Failed or Closed after a fatal OpenSSL error: no more calls into the SSL
-
-    private nint _readState;      // SocketReadBio's state for the read BIO; freed after SSL_free
 
     /// <summary>Takes ownership of <paramref name="ssl"/> and its read BIO's state (from <see cref="TlsServerContext.NewSession"/>).</summary>
     internal TlsSession(nint ssl, nint readState)
     {
-        _ssl = ssl;
-        _readState = readState;
+        _ssl = new SafeSslHandle(ssl, readState);
     }
 
     /// <summary>
     /// True when the last read from the socket left it empty (fewer bytes than asked, or EAGAIN): with
     /// edge-triggered epoll, bytes that arrive later raise a new event, so a reader may wait for it.
     /// </summary>
-    public bool InputDrained => _readState != 0 && SocketReadBio.Drained(_readState);
-
-    ~TlsSession() => Free();
+    public bool InputDrained
+    {
+        get
+        {
+            if (!TryEnter(out _))
+                return false;
+            try
+            {
+                return SocketReadBio.Drained(_ssl.ReadState);
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>SNI host name the client sent (after the handshake), or null.</summary>
     public string? ServerName
     {
         get
         {
-            nint ssl = _ssl;
-            if (ssl == 0)
+            if (!TryEnter(out nint ssl))
                 return null;
-            byte* name = OpenSsl.SSL_get_servername(ssl, OpenSsl.TLSEXT_NAMETYPE_host_name);
-            string? result = name is null ? null : System.Runtime.InteropServices.Marshal.PtrToStringUTF8((nint)name);
-            GC.KeepAlive(this);
-            return result;
+            try
+            {
+                byte* name = OpenSsl.SSL_get_servername(ssl, OpenSsl.TLSEXT_NAMETYPE_host_name);
+                return name is null ? null : System.Runtime.InteropServices.Marshal.PtrToStringUTF8((nint)name);
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
         }
     }
 
@@ -83,20 +97,23 @@ internal sealed unsafe class TlsSession : IDisposable
     {
         get
         {
-            nint ssl = _ssl;
-            if (ssl == 0)
+            if (!TryEnter(out nint ssl))
                 return default;
-            byte* data;
-            uint length;
-            OpenSsl.SSL_get0_alpn_selected(ssl, &data, &length);
-            var protocol = new ReadOnlySpan<byte>(data, (int)length);
-            SslApplicationProtocol result =
-                length == 0 ? default
-                : protocol.SequenceEqual(SslApplicationProtocol.Http2.Protocol.Span) ? SslApplicationProtocol.Http2
-                : protocol.SequenceEqual(SslApplicationProtocol.Http11.Protocol.Span) ? SslApplicationProtocol.Http11
-                : new SslApplicationProtocol(protocol.ToArray());
-            GC.KeepAlive(this);
-            return result;
+            try
+            {
+                byte* data;
+                uint length;
+                OpenSsl.SSL_get0_alpn_selected(ssl, &data, &length);
+                var protocol = new ReadOnlySpan<byte>(data, (int)length);
+                return length == 0 ? default
+                    : protocol.SequenceEqual(SslApplicationProtocol.Http2.Protocol.Span) ? SslApplicationProtocol.Http2
+                    : protocol.SequenceEqual(SslApplicationProtocol.Http11.Protocol.Span) ? SslApplicationProtocol.Http11
+                    : new SslApplicationProtocol(protocol.ToArray());
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
         }
     }
 
@@ -105,17 +122,23 @@ internal sealed unsafe class TlsSession : IDisposable
     {
         get
         {
-            nint ssl = _ssl;
-            if (ssl == 0 || OpenSsl.SSL_is_init_finished(ssl) != 1)
+            if (!TryEnter(out nint ssl))
                 return SslProtocols.None;
-            int version = OpenSsl.SSL_version(ssl);
-            GC.KeepAlive(this);
-            return version switch
+            try
             {
-                OpenSsl.TLS1_3_VERSION => SslProtocols.Tls13,
-                OpenSsl.TLS1_2_VERSION => SslProtocols.Tls12,
-                _ => SslProtocols.None,
-            };
+                if (OpenSsl.SSL_is_init_finished(ssl) != 1)
+                    return SslProtocols.None;
+                return OpenSsl.SSL_version(ssl) switch
+                {
+                    OpenSsl.TLS1_3_VERSION => SslProtocols.Tls13,
+                    OpenSsl.TLS1_2_VERSION => SslProtocols.Tls12,
+                    _ => SslProtocols.None,
+                };
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
         }
     }
 
@@ -124,13 +147,17 @@ internal sealed unsafe class TlsSession : IDisposable
     {
         get
         {
-            nint ssl = _ssl;
-            if (ssl == 0)
+            if (!TryEnter(out nint ssl))
                 return default;
-            nint cipher = OpenSsl.SSL_get_current_cipher(ssl);
-            var result = cipher == 0 ? default : (TlsCipherSuite)OpenSsl.SSL_CIPHER_get_protocol_id(cipher);
-            GC.KeepAlive(this);
-            return result;
+            try
+            {
+                nint cipher = OpenSsl.SSL_get_current_cipher(ssl);
+                return cipher == 0 ? default : (TlsCipherSuite)OpenSsl.SSL_CIPHER_get_protocol_id(cipher);
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
         }
     }
 
@@ -142,25 +169,36 @@ internal sealed unsafe class TlsSession : IDisposable
     {
         get
         {
-            if (_writeBio == 0 || _ssl == 0)
+            if (_writeBio == 0 || !TryEnter(out _))
                 return 0;
-            long pending = OpenSsl.BIO_ctrl(_writeBio, OpenSsl.BIO_CTRL_PENDING, 0, 0);
-            GC.KeepAlive(this);
-            return (int)Math.Clamp(pending, 0, int.MaxValue);
+            try
+            {
+                long pending = OpenSsl.BIO_ctrl(_writeBio, OpenSsl.BIO_CTRL_PENDING, 0, 0);
+                return (int)Math.Clamp(pending, 0, int.MaxValue);
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
         }
     }
 
     /// <summary>Server handshake step (SSL_accept). Done once complete; call again on WantRead/WantWrite.</summary>
     public TlsStatus Handshake()
     {
-        nint ssl = Live();
-        if (_terminal is { } terminal)
-            return terminal;
-        OpenSsl.ERR_clear_error();
-        int result = OpenSsl.SSL_accept(ssl);
-        var status = result == 1 ? Succeeded() : Classify(ssl, result);
-        GC.KeepAlive(this);
-        return status;
+        nint ssl = Enter();
+        try
+        {
+            if (_terminal is { } terminal)
+                return terminal;
+            OpenSsl.ERR_clear_error();
+            int result = OpenSsl.SSL_accept(ssl);
+            return result == 1 ? Succeeded() : Classify(ssl, result);
+        }
+        finally
+        {
+            _ssl.DangerousRelease();
+        }
     }
 
     /// <summary>
@@ -171,12 +209,16 @@ internal sealed unsafe class TlsSession : IDisposable
     {
         get
         {
-            nint ssl = _ssl;
-            if (_terminal is not null || ssl == 0)
+            if (_terminal is not null || !TryEnter(out nint ssl))
                 return false;
-            bool pending = OpenSsl.SSL_has_pending(ssl) == 1;
-            GC.KeepAlive(this);
-            return pending;
+            try
+            {
+                return OpenSsl.SSL_has_pending(ssl) == 1;
+            }
+            finally
+            {
+                _ssl.DangerousRelease();
+            }
         }
     }
 
@@ -187,25 +229,26 @@ internal sealed unsafe class TlsSession : IDisposable
     public TlsStatus Read(Span<byte> buffer, out int read)
     {
         read = 0;
-        nint ssl = Live();
-        if (_terminal is { } terminal)
-            return terminal;
-        if (buffer.IsEmpty)
-            return TlsStatus.Done;
-        OpenSsl.ERR_clear_error();
-        int result;
-        fixed (byte* p = buffer)
-            result = OpenSsl.SSL_read(ssl, p, buffer.Length);
-        TlsStatus status;
-        if (result > 0)
+        nint ssl = Enter();
+        try
         {
+            if (_terminal is { } terminal)
+                return terminal;
+            if (buffer.IsEmpty)
+                return TlsStatus.Done;
+            OpenSsl.ERR_clear_error();
+            int result;
+            fixed (byte* p = buffer)
+                result = OpenSsl.SSL_read(ssl, p, buffer.Length);
+            if (result <= 0)
+                return Classify(ssl, result);
             read = result;
-            status = Succeeded();
+            return Succeeded();
         }
-        else
-            status = Classify(ssl, result);
-        GC.KeepAlive(this);
-        return status;
+        finally
+        {
+            _ssl.DangerousRelease();
+        }
     }
 
     /// <summary>
@@ -215,25 +258,26 @@ internal sealed unsafe class TlsSession : IDisposable
     public TlsStatus Write(ReadOnlySpan<byte> data, out int written)
     {
         written = 0;
-        nint ssl = Live();
-        if (_terminal is { } terminal)
-            return terminal;
-        if (data.IsEmpty)
-            return TlsStatus.Done; // SSL_write(3) with 0 bytes is an error in OpenSSL 3.0
-        OpenSsl.ERR_clear_error();
-        int result;
-        fixed (byte* p = data)
-            result = OpenSsl.SSL_write(ssl, p, data.Length);
-        TlsStatus status;
-        if (result > 0)
+        nint ssl = Enter();
+        try
         {
+            if (_terminal is { } terminal)
+                return terminal;
+            if (data.IsEmpty)
+                return TlsStatus.Done; // SSL_write(3) with 0 bytes is an error in OpenSSL 3.0
+            OpenSsl.ERR_clear_error();
+            int result;
+            fixed (byte* p = data)
+                result = OpenSsl.SSL_write(ssl, p, data.Length);
+            if (result <= 0)
+                return Classify(ssl, result);
             written = result;
-            status = Succeeded();
+            return Succeeded();
         }
-        else
-            status = Classify(ssl, result);
-        GC.KeepAlive(this);
-        return status;
+        finally
+        {
+            _ssl.DangerousRelease();
+        }
     }
 
     /// <summary>
@@ -242,8 +286,7 @@ internal sealed unsafe class TlsSession : IDisposable
     /// </summary>
     public void Shutdown()
     {
-        nint ssl = _ssl;
-        if (ssl == 0 || _terminal is not null)
+        if (_terminal is not null || !TryEnter(out nint ssl))
             return;
         try
         {
@@ -258,7 +301,7 @@ internal sealed unsafe class TlsSession : IDisposable
         finally
         {
             OpenSsl.ERR_clear_error();
-            GC.KeepAlive(this);
+            _ssl.DangerousRelease();
         }
     }
 
@@ -276,59 +319,69 @@ internal sealed unsafe class TlsSession : IDisposable
     /// </remarks>
     public void DetachWriteSide()
     {
-        nint ssl = Live();
-        if (_writeBio != 0)
-            throw new InvalidOperationException("The write side is already detached");
-        OpenSsl.ERR_clear_error();
-        nint bio = OpenSsl.BIO_new(OpenSsl.BIO_s_mem());
-        if (bio == 0)
+        nint ssl = Enter();
+        try
         {
-            string? reason = OpenSsl.DrainErrors();
-            throw new InvalidOperationException("BIO_new(BIO_s_mem()) failed: " + reason);
+            if (_writeBio != 0)
+                throw new InvalidOperationException("The write side is already detached");
+            OpenSsl.ERR_clear_error();
+            nint bio = OpenSsl.BIO_new(OpenSsl.BIO_s_mem());
+            if (bio == 0)
+            {
+                string? reason = OpenSsl.DrainErrors();
+                throw new InvalidOperationException("BIO_new(BIO_s_mem()) failed: " + reason);
+            }
+            OpenSsl.SSL_set0_wbio(ssl, bio);
+            _writeBio = bio;
+            OpenSsl.ERR_clear_error();
         }
-        OpenSsl.SSL_set0_wbio(ssl, bio);
-        _writeBio = bio;
-        OpenSsl.ERR_clear_error();
-        GC.KeepAlive(this);
+        finally
+        {
+            _ssl.DangerousRelease();
+        }
     }
 
     /// <summary>Moves up to <paramref name="into"/>.Length bytes of pending ciphertext out; returns how many.</summary>
     public int TakeCiphertext(Span<byte> into)
     {
-        if (_writeBio == 0 || _ssl == 0 || into.IsEmpty)
+        if (_writeBio == 0 || into.IsEmpty || !TryEnter(out _))
             return 0;
-        int taken;
-        fixed (byte* p = into)
-            taken = OpenSsl.BIO_read(_writeBio, p, into.Length); // -1 (retry) when empty: a memory BIO's EOF default
-        OpenSsl.ERR_clear_error();
-        GC.KeepAlive(this);
-        return Math.Max(taken, 0);
+        try
+        {
+            int taken;
+            fixed (byte* p = into)
+                taken = OpenSsl.BIO_read(_writeBio, p, into.Length); // -1 (retry) when empty: a memory BIO's EOF default
+            OpenSsl.ERR_clear_error();
+            return Math.Max(taken, 0);
+        }
+        finally
+        {
+            _ssl.DangerousRelease();
+        }
     }
 
-    /// <summary>SSL_free (the memory BIO with it; never the fd). Idempotent.</summary>
-    public void Dispose()
+    /// <summary>SSL_free (the memory BIO with it; never the fd) once no call is inside the SSL. Idempotent.</summary>
+    public void Dispose() => _ssl.Dispose();
+
+    /// <summary>Holds the SSL for one call (released in the caller's finally); false once disposed.</summary>
+    private bool TryEnter(out nint ssl)
     {
-        Free();
-        GC.SuppressFinalize(this);
+        bool added = false;
+        try
+        {
+            _ssl.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        ssl = added ? _ssl.DangerousGetHandle() : 0;
+        return added;
     }
 
-    private void Free()
+    /// <summary>Holds the SSL for one call (released in the caller's finally); throws once disposed.</summary>
+    private nint Enter()
     {
-        nint ssl = Interlocked.Exchange(ref _ssl, 0);
-        if (ssl == 0)
-            return;
-        _writeBio = 0;
-        OpenSsl.SSL_free(ssl);
-        OpenSsl.ERR_clear_error();
-        nint readState = Interlocked.Exchange(ref _readState, 0);
-        if (readState != 0)
-            SocketReadBio.FreeState(readState); // after SSL_free: the read BIO went with it
-    }
-
-    private nint Live()
-    {
-        nint ssl = _ssl;
-        ObjectDisposedException.ThrowIf(ssl == 0, this);
+        ObjectDisposedException.ThrowIf(!TryEnter(out nint ssl), this);
         return ssl;
     }
 
@@ -374,5 +427,31 @@ internal sealed unsafe class TlsSession : IDisposable
                 _terminal = TlsStatus.Failed;
                 return TlsStatus.Failed;
         }
+    }
+}
+
+/// <summary>
+/// One OpenSSL <c>SSL</c> and the state of its read BIO (<see cref="SocketReadBio"/>): SSL_free once, then the
+/// state (the read BIO went with the SSL) — and not while a call on another thread is still inside (SafeHandle
+/// reference counting), which a raw pointer freed by Dispose could not promise.
+/// </summary>
+internal sealed class SafeSslHandle : Microsoft.Win32.SafeHandles.SafeHandleZeroOrMinusOneIsInvalid
+{
+    public SafeSslHandle(nint ssl, nint readState) : base(ownsHandle: true)
+    {
+        SetHandle(ssl);
+        ReadState = readState;
+    }
+
+    /// <summary>The read BIO's state; valid while the handle is held.</summary>
+    public nint ReadState { get; }
+
+    protected override bool ReleaseHandle()
+    {
+        OpenSsl.SSL_free(handle);
+        OpenSsl.ERR_clear_error();
+        if (ReadState != 0)
+            SocketReadBio.FreeState(ReadState); // after SSL_free: the read BIO went with it
+        return true;
     }
 }

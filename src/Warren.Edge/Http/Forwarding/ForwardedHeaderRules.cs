@@ -21,10 +21,8 @@ namespace Warren.Edge.Http.Forwarding;
 internal static class ForwardedHeaderRules
 {
     public const string ExeDevHeaderPrefix = "X-ExeDev-";
-    public const string LoginCookiePrefix = "login-with-exe-";
-
-    /// <summary><see cref="LoginCookiePrefix"/> as bytes, for heads read below Kestrel.</summary>
-    public static ReadOnlySpan<byte> LoginCookiePrefixBytes => "login-with-exe-"u8;
+    /// <summary>Login cookies never reach the VM (the identity stage's name for them).</summary>
+    public const string LoginCookiePrefix = Identity.CredentialFields.LoginCookiePrefix;
 
     /// <summary>
     /// A client request header the forwarder does not copy: hop-by-hop, framing (re-derived), Host (written

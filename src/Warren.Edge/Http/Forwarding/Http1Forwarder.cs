@@ -636,10 +636,10 @@ internal sealed class Http1Forwarder : IDisposable
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     internal async ValueTask<bool> CopyBodyAsync(UpstreamConnection connection, Http1ResponseHead head, PipeWriter writer,
-        byte[] buffer, int start, int leftover, bool chunkToClient, ConnectionDeadline? flushDeadline = null)
+        byte[] buffer, int start, int leftover, bool chunkToClient)
     {
         if (head.Chunked)
-            return await CopyChunkedAsync(connection, writer, buffer, start, leftover, chunkToClient, flushDeadline).ConfigureAwait(false) && head.KeepAlive;
+            return await CopyChunkedAsync(connection, writer, buffer, start, leftover, chunkToClient).ConfigureAwait(false) && head.KeepAlive;
 
         long remaining = head.ContentLength;
         bool untilClose = remaining < 0;
@@ -658,7 +658,7 @@ internal sealed class Http1Forwarder : IDisposable
             int want = untilClose ? ReceiveBufferBytes : (int)Math.Min(remaining, ReceiveBufferBytes);
             // Flushed first: memory from GetMemory is only valid until the next flush (before the response has
             // started, Kestrel hands out a temporary segment that the first flush copies and returns to its pool).
-            if (!(await FlushAsync(writer, flushDeadline).ConfigureAwait(false)))
+            if (!(await FlushAsync(writer).ConfigureAwait(false)))
                 return false;
             connection.Arm(_activityTimeout);
             if (untilClose && chunkToClient)
@@ -684,13 +684,12 @@ internal sealed class Http1Forwarder : IDisposable
         }
         if (untilClose && chunkToClient)
             writer.Write(s_lastChunk.Span);
-        await FlushAsync(writer, flushDeadline).ConfigureAwait(false);
+        await FlushAsync(writer).ConfigureAwait(false);
         return !untilClose && head.KeepAlive;
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count, bool chunkToClient,
-        ConnectionDeadline? flushDeadline)
+    private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count, bool chunkToClient)
     {
         var decoder = new ChunkedBodyDecoder();
         while (true)
@@ -709,11 +708,11 @@ internal sealed class Http1Forwarder : IDisposable
                     // Extensions and trailers end here, as on the Kestrel path.
                     if (chunkToClient)
                         writer.Write(s_lastChunk.Span);
-                    await FlushAsync(writer, flushDeadline).ConfigureAwait(false);
+                    await FlushAsync(writer).ConfigureAwait(false);
                     return count == 0; // bytes after the message end: not ours to interpret, so not reusable
                 }
             }
-            if (!(await FlushAsync(writer, flushDeadline).ConfigureAwait(false)))
+            if (!(await FlushAsync(writer).ConfigureAwait(false)))
                 return false;
             connection.Arm(_activityTimeout);
             int n = await connection.Socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferBytes), SocketFlags.None).ConfigureAwait(false);
@@ -744,14 +743,11 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     /// <summary>Flushes to the client; false when the client is gone (nothing more to copy).</summary>
-    internal static async ValueTask<bool> FlushAsync(PipeWriter writer, ConnectionDeadline? deadline = null)
+    internal static async ValueTask<bool> FlushAsync(PipeWriter writer)
     {
         if (writer.UnflushedBytes == 0)
             return true;
-        // Below Kestrel's HTTP layer its minimum response data rate does not apply: a reader that stopped is cut here.
-        deadline?.Set(deadline.FlushTimeoutMs);
         var result = await writer.FlushAsync().ConfigureAwait(false);
-        deadline?.Clear();
         return !result.IsCanceled && !result.IsCompleted;
     }
 }

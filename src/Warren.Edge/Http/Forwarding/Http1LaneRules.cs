@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text;
 using Microsoft.AspNetCore.WebUtilities;
+using Warren.Edge.Http.Identity;
 
 namespace Warren.Edge.Http.Forwarding;
 
@@ -8,14 +9,26 @@ namespace Warren.Edge.Http.Forwarding;
 internal readonly record struct LaneRequest(bool IsHead, bool CloseAfterResponse, int HostStart, int HostLength);
 
 /// <summary>
-/// The rules of the connection-level lane, shared by both of its engines — the Kestrel connection middleware
-/// (<see cref="Http1ConnectionForwarder"/>) and the native event loop (EventLoop/LaneConnection): which requests the
-/// lane may answer itself, the head sent to the VM, and the head and pages sent to the client.
+/// The engine-neutral core of the connection-level lane, driven by the native event loop (EventLoop/LaneConnection):
+/// which requests the lane may answer itself (anonymous by <see cref="CredentialFields"/>), the head sent to the VM,
+/// and the head, framing and pages sent to the client.
 /// </summary>
+/// <remarks>
+/// The lane once had a second driver, a Kestrel connection middleware for <c>Warren:Http:Transport=kestrel</c>. It
+/// was removed: the native loops are the default wherever VMs run (Linux, OpenSSL 3), they cost 34–36 µs per proxied
+/// request where that middleware cost 42 (docs/PERFORMANCE.md), and the Kestrel transport, a fallback, serves
+/// every request on the full path, with the same answers.
+/// </remarks>
 internal static class Http1LaneRules
 {
+    /// <summary>A request head larger than this goes to Kestrel (whose limit is 32 KiB), which answers 431.</summary>
+    public const int MaxHeadBytes = 16 * 1024;
+
+    /// <summary>A flush to the client that does not drain within this ends the connection (a reader that stopped).</summary>
+    public static readonly TimeSpan ResponseFlushTimeout = TimeSpan.FromSeconds(60);
+
     /// <summary>
-    /// True for an anonymous GET or HEAD without a body, upgrade or expectation, naming its host once, outside
+    /// True for an anonymous GET or HEAD (no field <see cref="CredentialFields.IsCredential"/> names) without a body, upgrade or expectation, naming its host once, outside
     /// <c>/__exe.dev</c>: the requests whose whole answer is the VM's.
     /// </summary>
     public static bool Inspect(ReadOnlySpan<byte> head, Http1RequestHead parsed, out LaneRequest request)
@@ -27,8 +40,8 @@ internal static class Http1LaneRules
         if (!method.SequenceEqual("GET"u8) && !method.SequenceEqual("HEAD"u8))
             return false;
         var target = head.Slice(parsed.TargetStart, parsed.TargetLength);
-        if (target.Length >= HttpFrontDoor.ExeDevPathPrefix.Length
-            && Ascii.EqualsIgnoreCase(target[..HttpFrontDoor.ExeDevPathPrefix.Length], HttpFrontDoor.ExeDevPathPrefix))
+        if (target.Length >= SitePages.ExeDevPathPrefix.Length
+            && Ascii.EqualsIgnoreCase(target[..SitePages.ExeDevPathPrefix.Length], SitePages.ExeDevPathPrefix))
             return false;
 
         bool close = false;
@@ -38,23 +51,19 @@ internal static class Http1LaneRules
         {
             var name = head.Slice(field.NameStart, field.NameLength);
             var value = head.Slice(field.ValueStart, field.ValueLength);
+            // A credential means a person who may see more than the public: the identity stage's own list decides.
+            if (CredentialFields.IsCredential(name, value))
+                return false;
             switch (name.Length)
             {
                 case 4 when Ascii.EqualsIgnoreCase(name, "Host"u8):
                     hostField = field;
                     hosts++;
                     break;
-                case 6 when Ascii.EqualsIgnoreCase(name, "Cookie"u8):
-                    // A login cookie means a person who may see more than the public: the full path identifies them.
-                    if (value.IndexOf(ForwardedHeaderRules.LoginCookiePrefixBytes) >= 0)
-                        return false;
-                    break;
                 case 6 when Ascii.EqualsIgnoreCase(name, "Expect"u8):
                 case 7 when Ascii.EqualsIgnoreCase(name, "Upgrade"u8):
-                case 13 when Ascii.EqualsIgnoreCase(name, "Authorization"u8):
                 case 14 when Ascii.EqualsIgnoreCase(name, "Content-Length"u8):
                 case 17 when Ascii.EqualsIgnoreCase(name, "Transfer-Encoding"u8):
-                case 22 when Ascii.EqualsIgnoreCase(name, "X-Exedev-Authorization"u8):
                     return false;
                 case 10 when Ascii.EqualsIgnoreCase(name, "Connection"u8):
                     // close or keep-alive only: a Connection naming other fields would make those hop-by-hop too.
@@ -223,14 +232,31 @@ internal sealed class LaneHost
     }
 
     /// <summary>The VM name the Host names on its default route, or null.</summary>
-    public string? VmName(HttpFrontDoor frontDoor)
+    public string? VmName(LaneSites sites)
     {
         if (!_vmNameKnown)
         {
-            _vmName = frontDoor.DefaultRouteVmName(Encoding.ASCII.GetString(_bytes));
+            _vmName = sites.DefaultRouteVmName(Encoding.ASCII.GetString(_bytes));
             _vmNameKnown = true;
         }
         return _vmName;
     }
 }
 
+/// <summary>The <c>Date</c> field line for responses written below Kestrel, rebuilt at most once a second.</summary>
+internal static class ResponseDate
+{
+    private static byte[] s_line = [];
+    private static long s_second = -1;
+
+    public static byte[] Line()
+    {
+        long second = Environment.TickCount64 / 1000;
+        if (second != Volatile.Read(ref s_second))
+        {
+            s_line = Encoding.ASCII.GetBytes("Date: " + DateTime.UtcNow.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n");
+            Volatile.Write(ref s_second, second);
+        }
+        return s_line;
+    }
+}

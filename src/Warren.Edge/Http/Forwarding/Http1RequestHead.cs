@@ -1,7 +1,7 @@
 namespace Warren.Edge.Http.Forwarding;
 
 /// <summary>
-/// A client's HTTP/1.1 request head as <see cref="Http1ConnectionForwarder"/> reads it below Kestrel's HTTP layer:
+/// A client's HTTP/1.1 request head as the connection-level lane (<see cref="Http1LaneRules"/>) reads it below Kestrel's HTTP layer:
 /// parsed in place, and only in its plainest form. Anything else is not an error here — the connection goes to
 /// Kestrel, whose parser answers it (400, 431…) — so this grammar may be narrower than RFC 9112 but never wider.
 /// </summary>

@@ -17,21 +17,6 @@ public sealed class ShortTimeoutsFrontDoorFixture : FrontDoorFixture
     }
 }
 
-/// <summary><see cref="ShortTimeoutsFrontDoorFixture"/> on Kestrel's transport.</summary>
-public sealed class ShortTimeoutsKestrelTransportFixture : FrontDoorFixture
-{
-    protected override void ConfigureKestrel(KestrelServerOptions options)
-    {
-        options.Limits.KeepAliveTimeout = ShortTimeoutsFrontDoorFixture.Timeout;
-        options.Limits.RequestHeadersTimeout = ShortTimeoutsFrontDoorFixture.Timeout;
-    }
-
-    protected override void ConfigureFrontDoor(HttpFrontDoorOptions options) => options.Transport = HttpsTransport.Kestrel;
-}
-
-public sealed class ConnectionDeadlineKestrelTransportTests(ShortTimeoutsKestrelTransportFixture fixture)
-    : ConnectionDeadlineTestsBase(fixture), IClassFixture<ShortTimeoutsKestrelTransportFixture>;
-
 public sealed class ConnectionDeadlineTests(ShortTimeoutsFrontDoorFixture fixture)
     : ConnectionDeadlineTestsBase(fixture), IClassFixture<ShortTimeoutsFrontDoorFixture>;
 

@@ -10,7 +10,7 @@ using Xunit.Abstractions;
 namespace Warren.Edge.Tests.Http.Forwarding;
 
 /// <summary>
-/// The connection-level HTTP/1.1 path (<see cref="Warren.Edge.Http.Forwarding.Http1ConnectionForwarder"/>) end to
+/// The connection-level HTTP/1.1 path (the native event loop's lane, <see cref="Warren.Edge.Http.Forwarding.Http1LaneRules"/>) end to
 /// end: the real front door on loopback in front of a raw TCP "VM" (<see cref="RawUpstream"/>), with a raw TLS
 /// client that writes request bytes itself and parses the answers itself, so that framing, pipelining and the
 /// hand-off to Kestrel in the middle of a connection are visible byte for byte. Which path answered is read from
@@ -20,10 +20,6 @@ namespace Warren.Edge.Tests.Http.Forwarding;
 [Collection(FrontDoorCollection.Name)]
 public sealed class Http1ConnectionForwarderTests(FrontDoorFixture fixture, ITestOutputHelper output)
     : Http1ConnectionForwarderTestsBase(fixture, output);
-
-/// <summary><see cref="Http1ConnectionForwarderTestsBase"/> on Kestrel's transport (the lane as Kestrel connection middleware).</summary>
-public sealed class Http1ConnectionForwarderKestrelTransportTests(KestrelTransportFrontDoorFixture fixture, ITestOutputHelper output)
-    : Http1ConnectionForwarderTestsBase(fixture, output), IClassFixture<KestrelTransportFrontDoorFixture>;
 
 public abstract class Http1ConnectionForwarderTestsBase : IAsyncLifetime
 {

@@ -74,9 +74,9 @@ internal static class Pages
             .Append("</code>.</p>");
         if (requestAccessToken is not null)
         {
-            body.Append("<form method=\"post\" action=\"").Append(HttpFrontDoor.RequestAccessPath).Append("\"><p>Or ask the owner by email:</p>")
-                .Append("<input type=\"hidden\" name=\"").Append(HttpFrontDoor.FormTokenField).Append("\" value=\"").Append(E(requestAccessToken)).Append("\">")
-                .Append("<p><label>Message (optional)<br><textarea name=\"").Append(HttpFrontDoor.AccessRequestMessageField)
+            body.Append("<form method=\"post\" action=\"").Append(RequestAccessPage.Path).Append("\"><p>Or ask the owner by email:</p>")
+                .Append("<input type=\"hidden\" name=\"").Append(RequestAccessPage.FormTokenField).Append("\" value=\"").Append(E(requestAccessToken)).Append("\">")
+                .Append("<p><label>Message (optional)<br><textarea name=\"").Append(RequestAccessPage.MessageField)
                 .Append("\" rows=\"4\" cols=\"50\" maxlength=\"").Append(HttpFrontDoorLimits.MaxAccessRequestMessageChars).Append("\"></textarea></label></p>")
                 .Append("<button>Request access</button></form>");
         }
@@ -119,6 +119,14 @@ internal static class Pages
 
     public static Task NotFoundAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status404NotFound, "Not Found", "<p>404 page not found</p>");
+
+    /// <summary>A one-line plain-text answer (the front door's own errors: 400, 413, 415, 429).</summary>
+    public static Task WriteTextAsync(HttpContext context, int status, string text)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        return context.Response.WriteAsync(text + "\n", context.RequestAborted);
+    }
 
     public static Task MethodNotAllowedAsync(HttpContext c, string allow)
     {

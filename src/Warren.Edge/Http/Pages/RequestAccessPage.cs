@@ -1,8 +1,9 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Warren.Edge.Http.Identity;
+using Warren.Edge.Http.Routing;
 
 namespace Warren.Edge.Http;
 
@@ -21,59 +22,66 @@ namespace Warren.Edge.Http;
 /// <item>The answer never names the owner.</item>
 /// </list>
 /// </remarks>
-public sealed partial class HttpFrontDoor
+internal sealed class RequestAccessPage
 {
-    public const string RequestAccessPath = ExeDevPathPrefix + "/request-access";
+    public const string Path = SitePages.ExeDevPathPrefix + "/request-access";
     internal const string FormTokenField = "csrf";
-    internal const string AccessRequestMessageField = "message";
+    internal const string MessageField = "message";
 
-    /// <summary>Purpose label mixed into anti-CSRF tokens, so a token for one form is no token for another.</summary>
-    private const string RequestAccessFormPurpose = "warren request-access form\n";
-
-    /// <summary>Key of the anti-CSRF HMAC: per process, so a restart only asks people to reload a form.</summary>
-    private readonly byte[] _formTokenKey = RandomNumberGenerator.GetBytes(32);
-
-    private readonly IAccessRequestSender? _accessRequests;
-
+    private readonly ControlUrls _urls;
+    private readonly RequestIdentityReader _identity;
+    private readonly IWebSiteDirectory _directory;
+    private readonly IWebAccessService _access;
+    private readonly OwnForms _forms;
+    private readonly ILogger _logger;
+    private readonly IAccessRequestSender? _sender;
     private readonly KeyedTokenBucket<(string UserId, string VmId)> _accessRequestsPerSite;
     private readonly KeyedTokenBucket _accessRequestsPerRequester;
 
-    /// <summary>The anti-CSRF token of the request-access form for a login session (by its stored key).</summary>
-    internal string FormToken(string sessionKey) =>
-        LoginLinks.Base64Url(HMACSHA256.HashData(_formTokenKey, Encoding.UTF8.GetBytes(RequestAccessFormPurpose + sessionKey)));
-
-    private bool IsValidFormToken(string sessionKey, string? presented)
+    public RequestAccessPage(ControlUrls urls, RequestIdentityReader identity, IWebSiteDirectory directory, IWebAccessService access,
+        OwnForms forms, TimeProvider time, ILogger<RequestAccessPage> logger, IAccessRequestSender? sender = null)
     {
-        if (string.IsNullOrEmpty(presented) || presented.Length > HeaderParsing.MaxTokenLength)
-            return false;
-        return CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(FormToken(sessionKey)), Encoding.UTF8.GetBytes(presented));
+        _urls = urls;
+        _identity = identity;
+        _directory = directory;
+        _access = access;
+        _forms = forms;
+        _logger = logger;
+        _sender = sender;
+        _accessRequestsPerSite = new KeyedTokenBucket<(string UserId, string VmId)>(time,
+            HttpFrontDoorLimits.AccessRequestBurstPerSite, HttpFrontDoorLimits.AccessRequestsPerSecondPerSite, overdraft: 0);
+        _accessRequestsPerRequester = new KeyedTokenBucket(time,
+            HttpFrontDoorLimits.AccessRequestBurstPerRequester, HttpFrontDoorLimits.AccessRequestsPerSecondPerRequester, overdraft: 0);
     }
 
-    private async Task RequestAccessAsync(HttpContext context, string vmName)
+    /// <summary>Whether the form can be offered at all (an access-request sender is configured).</summary>
+    public bool Enabled => _sender is not null;
+
+    public async Task HandleAsync(HttpContext context, string vmName)
     {
         var request = context.Request;
         var ct = context.RequestAborted;
         bool post = HttpMethods.IsPost(request.Method);
-        var sender = _accessRequests;
+        var sender = _sender;
         if (sender is null)
         {
             await Pages.NotFoundAsync(context).ConfigureAwait(false);
             return;
         }
-        if (post && !IsSameOrigin(context))
+        if (post && !OwnForms.IsSameOrigin(context))
         {
             await Pages.WriteAsync(context, StatusCodes.Status403Forbidden, "Forbidden", "<p>This form can only be sent from the site itself.</p>").ConfigureAwait(false);
             return;
         }
         IFormCollection? form = null;
-        if (post && (form = await ReadOwnFormAsync(context).ConfigureAwait(false)) is null)
+        if (post && (form = await OwnForms.ReadAsync(context).ConfigureAwait(false)) is null)
             return;
 
-        var session = await FindSessionAsync(context, CookieName(context), ct).ConfigureAwait(false);
+        var session = await _identity.FindSessionAsync(context, RequestIdentityReader.SiteCookieName(context), ct).ConfigureAwait(false);
         if (session is null)
         {
             // The form is for a signed-in person: 401 and the way to sign in, coming back here.
-            await Pages.SignInToSiteAsync(context, ExeDevPathPrefix + "/login?redirect=" + Uri.EscapeDataString(RequestAccessPath)).ConfigureAwait(false);
+            await Pages.SignInToSiteAsync(context, SitePages.LoginPath + "?redirect=" + Uri.EscapeDataString(Path)).ConfigureAwait(false);
             return;
         }
         var user = session.User;
@@ -92,7 +100,7 @@ public sealed partial class HttpFrontDoor
         }
         catch (Exception ex) when (!ct.IsCancellationRequested)
         {
-            Log.DirectoryFailed(_logger, ex);
+            FrontDoorLog.DirectoryFailed(_logger, ex);
             await Pages.ServiceUnavailableAsync(context).ConfigureAwait(false);
             return;
         }
@@ -104,17 +112,17 @@ public sealed partial class HttpFrontDoor
 
         if (form is null)
         {
-            await Pages.NeedAccessAsync(context, StatusCodes.Status200OK, user.Email, _controlHost, site.Name, FormToken(session.SessionKey), ControlUrl("")).ConfigureAwait(false);
+            await Pages.NeedAccessAsync(context, StatusCodes.Status200OK, user.Email, _urls.ControlHost, site.Name, _forms.FormToken(session.SessionKey), _urls.ControlUrl("")).ConfigureAwait(false);
             return;
         }
 
-        if (!IsValidFormToken(session.SessionKey, form[FormTokenField]))
+        if (!_forms.IsValidFormToken(session.SessionKey, form[FormTokenField]))
         {
             await Pages.WriteAsync(context, StatusCodes.Status403Forbidden, "Form expired",
                 "<p>This form has expired. <a href=\"/\">Reload the site</a> and send it again.</p>").ConfigureAwait(false);
             return;
         }
-        if (!TryNormalizeAccessRequestMessage(form[AccessRequestMessageField], out string? message))
+        if (!TryNormalizeAccessRequestMessage(form[MessageField], out string? message))
         {
             await Pages.WriteAsync(context, StatusCodes.Status400BadRequest, "Message too long",
                 $"<p>The message may have at most {HttpFrontDoorLimits.MaxAccessRequestMessageChars} characters.</p>").ConfigureAwait(false);
@@ -135,12 +143,12 @@ public sealed partial class HttpFrontDoor
         }
         catch (Exception ex) when (!ct.IsCancellationRequested)
         {
-            Log.AccessRequestFailed(_logger, user.UserId, site.Name, ex);
+            FrontDoorLog.AccessRequestFailed(_logger, user.UserId, site.Name, ex);
             await Pages.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "Not sent",
                 "<p>Your request could not be sent right now. Try again later.</p>").ConfigureAwait(false);
             return;
         }
-        Log.AccessRequested(_logger, user.UserId, site.Name);
+        FrontDoorLog.AccessRequested(_logger, user.UserId, site.Name);
         await Pages.AccessRequestedAsync(context, site.Name).ConfigureAwait(false);
     }
 
@@ -168,55 +176,4 @@ public sealed partial class HttpFrontDoor
         return true;
     }
 
-    /// <summary>No <c>Origin</c> (not a browser, or an old one), or exactly this site's origin.</summary>
-    private static bool IsSameOrigin(HttpContext context)
-    {
-        var origin = context.Request.Headers.Origin;
-        if (origin.Count == 0)
-            return true;
-        return origin.Count == 1 && string.Equals(origin[0], "https://" + context.Request.Host.Value, StringComparison.OrdinalIgnoreCase);
-    }
-
-    /// <summary>
-    /// Reads the body of one of the front door's own forms within <see cref="HttpFrontDoorLimits.MaxFormBodyBytes"/>.
-    /// Null after answering 415 (not a form), 413 (too large) or 400 (malformed).
-    /// </summary>
-    private static async Task<IFormCollection?> ReadOwnFormAsync(HttpContext context)
-    {
-        var request = context.Request;
-        if (!request.HasFormContentType)
-        {
-            await WriteTextAsync(context, StatusCodes.Status415UnsupportedMediaType, "expected a form").ConfigureAwait(false);
-            return null;
-        }
-        if (request.ContentLength > HttpFrontDoorLimits.MaxFormBodyBytes)
-        {
-            await WriteTextAsync(context, StatusCodes.Status413PayloadTooLarge, "form too large").ConfigureAwait(false);
-            return null;
-        }
-        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit)
-            bodyLimit.MaxRequestBodySize = HttpFrontDoorLimits.MaxFormBodyBytes;
-        var reader = new FormFeature(request, new FormOptions
-        {
-            BufferBody = false,
-            ValueCountLimit = 16,
-            KeyLengthLimit = 64,
-            ValueLengthLimit = HttpFrontDoorLimits.MaxFormBodyBytes,
-            MultipartBodyLengthLimit = HttpFrontDoorLimits.MaxFormBodyBytes,
-            MultipartHeadersLengthLimit = HttpFrontDoorLimits.MaxFormBodyBytes,
-        });
-        try
-        {
-            return await reader.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
-        }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            await WriteTextAsync(context, StatusCodes.Status413PayloadTooLarge, "form too large").ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is InvalidDataException or BadHttpRequestException or IOException or FormatException)
-        {
-            await WriteTextAsync(context, StatusCodes.Status400BadRequest, "malformed form").ConfigureAwait(false);
-        }
-        return null;
-    }
 }

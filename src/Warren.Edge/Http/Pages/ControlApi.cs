@@ -1,12 +1,15 @@
 using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Warren.Edge.Http.Identity;
+using Warren.Edge.Http.Routing;
 
 namespace Warren.Edge.Http;
 
 /// <summary>
 /// The control host's read-only JSON for scripts and a dashboard, authenticated by its own login cookie
-/// (<see cref="ControlCookieName"/>) and nothing else:
+/// (<see cref="ControlPaths.CookieName"/>) and nothing else:
 /// <list type="bullet">
 /// <item><c>GET /api/profile</c> → <c>{"email","user_id","sites":[{"host","vm_name","url","expires_at"}]}</c>: the sites
 /// the person is signed in to (a session whose VM was removed or renamed away is not listed).</item>
@@ -16,17 +19,32 @@ namespace Warren.Edge.Http;
 /// Not signed in → 401 <c>{"error":"not signed in"}</c>; other methods → 405. Both lists are keyed by the session's
 /// account, so nothing of another account can be asked for.
 /// </summary>
-public sealed partial class HttpFrontDoor
+internal sealed class ControlApi
 {
-    public const string ProfileApiPath = "/api/profile";
-    public const string DashboardApiPath = "/api/dashboard";
-
     /// <summary>Sessions <c>/api/profile</c> lists at most (a browser holds one per site it visited).</summary>
     internal const int MaxProfileSessions = 500;
 
-    private IWebDashboardSource? _dashboard;
+    private readonly ControlUrls _urls;
+    private readonly SiteRouter _router;
+    private readonly RequestIdentityReader _identity;
+    private readonly IWebSessionStore _sessions;
+    private readonly IWebSiteDirectory _directory;
+    private readonly ILogger _logger;
+    private readonly IWebDashboardSource? _dashboard;
 
-    private async Task ApiAsync(HttpContext context, bool dashboard)
+    public ControlApi(ControlUrls urls, SiteRouter router, RequestIdentityReader identity, IWebSessionStore sessions, IWebSiteDirectory directory,
+        ILogger<ControlApi> logger, IWebDashboardSource? dashboard = null)
+    {
+        _urls = urls;
+        _router = router;
+        _identity = identity;
+        _sessions = sessions;
+        _directory = directory;
+        _logger = logger;
+        _dashboard = dashboard;
+    }
+
+    public async Task HandleAsync(HttpContext context, bool dashboard)
     {
         var request = context.Request;
         var ct = context.RequestAborted;
@@ -36,7 +54,7 @@ public sealed partial class HttpFrontDoor
             await WriteJsonErrorAsync(context, StatusCodes.Status405MethodNotAllowed, "method not allowed").ConfigureAwait(false);
             return;
         }
-        var session = await FindSessionAsync(context, ControlCookieName, ct).ConfigureAwait(false);
+        var session = await _identity.FindSessionAsync(context, ControlPaths.CookieName, ct).ConfigureAwait(false);
         if (session is null)
         {
             await WriteJsonErrorAsync(context, StatusCodes.Status401Unauthorized, "not signed in").ConfigureAwait(false);
@@ -51,7 +69,7 @@ public sealed partial class HttpFrontDoor
         }
         catch (Exception ex) when (!ct.IsCancellationRequested && !context.Response.HasStarted)
         {
-            Log.DirectoryFailed(_logger, ex);
+            FrontDoorLog.DirectoryFailed(_logger, ex);
             await WriteJsonErrorAsync(context, StatusCodes.Status503ServiceUnavailable, "try again later").ConfigureAwait(false);
         }
     }
@@ -70,12 +88,11 @@ public sealed partial class HttpFrontDoor
             foreach (var session in sessions)
             {
                 if (!seen.Add(session.Host)
-                    || !HeaderParsing.TryParseHost(session.Host, out string name, out int? port)
-                    || !name.EndsWith(_vmDomainSuffix, StringComparison.Ordinal))
+                    || !HeaderParsing.TryParseHost(session.Host, out string name, out _)
+                    || !_router.TrySiteName(name, out string? vmName))
                     continue;
-                string vmName = name[..^_vmDomainSuffix.Length];
                 // The VM the session was made for must still be there under that name: removed or renamed, it is gone.
-                if (!HeaderParsing.IsVmLabel(vmName) || await _directory.FindAsync(vmName, ct).ConfigureAwait(false) is null)
+                if (await _directory.FindAsync(vmName, ct).ConfigureAwait(false) is null)
                     continue;
                 json.WriteStartObject();
                 json.WriteString("host", session.Host);
@@ -119,21 +136,13 @@ public sealed partial class HttpFrontDoor
             json.WriteStartObject();
             json.WriteString("vm_name", vm.Name);
             json.WriteString("status", vm.Status);
-            json.WriteString("https_url", SiteUrl(vm.Name));
+            json.WriteString("https_url", _urls.SiteUrl(vm.Name));
             json.WriteString("owner_email", vm.OwnerEmail);
             json.WriteBoolean("public", vm.IsPublic);
             json.WriteNumber("port", vm.Port);
             json.WriteEndObject();
         }
         json.WriteEndArray();
-    }
-
-    /// <summary><c>https://NAME.&lt;vm-domain&gt;</c>, with the public HTTPS port when it is not 443 (as <c>ls --json</c>).</summary>
-    private string SiteUrl(string vmName)
-    {
-        int port = PublicHttpsPort();
-        string host = vmName + _vmDomainSuffix;
-        return port == 443 ? "https://" + host : $"https://{host}:{port}";
     }
 
     private static Task WriteJsonErrorAsync(HttpContext context, int status, string message) =>

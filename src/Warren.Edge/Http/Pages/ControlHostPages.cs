@@ -1,0 +1,176 @@
+using Microsoft.AspNetCore.Http;
+using Warren.Edge.Http.Identity;
+using Warren.Edge.Http.Routing;
+using Warren.Ssh.Threading;
+
+namespace Warren.Edge.Http;
+
+/// <summary>
+/// The control host's answers: <c>/exec</c> (<see cref="ExecEndpoint"/>), <c>/auth</c>, <c>/login</c> (the sign-in
+/// page, 401 when not signed in; POST mails a link), <c>/logged-out</c>, and the JSON of <see cref="ControlApi"/>.
+/// Anything else goes to the next middleware.
+/// </summary>
+internal sealed class ControlHostPages
+{
+    private readonly ControlUrls _urls;
+    private readonly SiteRouter _router;
+    private readonly RequestIdentityReader _identity;
+    private readonly LoginSessions _logins;
+    private readonly ILoginLinkService _links;
+    private readonly ExecEndpoint _exec;
+    private readonly ControlApi _api;
+    private readonly ILoginEmailSender? _emailSender;
+    private readonly KeyedTokenBucket _loginEmailLimiter;
+
+    public ControlHostPages(ControlUrls urls, SiteRouter router, RequestIdentityReader identity, LoginSessions logins, ILoginLinkService links,
+        ExecEndpoint exec, ControlApi api, TimeProvider time, ILoginEmailSender? emailSender = null)
+    {
+        _urls = urls;
+        _router = router;
+        _identity = identity;
+        _logins = logins;
+        _links = links;
+        _exec = exec;
+        _api = api;
+        _emailSender = emailSender;
+        _loginEmailLimiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.LoginEmailBurst, HttpFrontDoorLimits.LoginEmailPerSecond, 0);
+    }
+
+    /// <summary>
+    /// The control host's pages and <c>/exec</c> run whole commands, so they leave the socket engine thread first:
+    /// with inline I/O Kestrel runs the middleware there, and a command that took 40 ms would stall every
+    /// connection polled by that thread. (Database calls leave it by themselves, in WarrenDatabase.)
+    /// </summary>
+    public async Task HandleAsync(HttpContext context, RequestDelegate next)
+    {
+        await SocketThread.Leave();
+        var path = context.Request.Path;
+        if (path.Equals(ControlPaths.Exec, StringComparison.Ordinal))
+            await _exec.HandleAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.Auth, StringComparison.Ordinal))
+            await ControlAuthAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.Login, StringComparison.Ordinal))
+            await ControlLoginAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.ProfileApi, StringComparison.Ordinal))
+            await _api.HandleAsync(context, dashboard: false).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.DashboardApi, StringComparison.Ordinal))
+            await _api.HandleAsync(context, dashboard: true).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.LoggedOut, StringComparison.Ordinal))
+            await LoggedOutPageAsync(context).ConfigureAwait(false);
+        else
+            await next(context).ConfigureAwait(false);
+    }
+
+    /// <summary>Control host <c>GET /auth?secret=…&amp;redirect=…</c>: consumes the secret, sets <c>exe-auth</c>.</summary>
+    private async Task ControlAuthAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
+        {
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
+            return;
+        }
+        if (!request.Query.ContainsKey("secret"))
+        {
+            // exe.dev's sign-in address (https://exe.dev/auth?redirect=P&return_host=H): the same page as /login.
+            await ControlLoginAsync(context).ConfigureAwait(false);
+            return;
+        }
+        string secret = request.Query["secret"].ToString();
+        string redirect = request.Query.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(request.Query["redirect"]) : ControlPaths.Login;
+        string host = request.Host.Value!.ToLowerInvariant();
+        var user = await _logins.ConsumeLinkAsync(secret, host, context.RequestAborted).ConfigureAwait(false);
+        if (user is null)
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
+                $"<p>This login link is invalid, expired or already used. Run <code>ssh {Pages.E(_urls.ControlHost)} browser</code> for a new one.</p>").ConfigureAwait(false);
+            return;
+        }
+        await _logins.StartAsync(context, user, ControlPaths.CookieName, host).ConfigureAwait(false);
+        context.Response.StatusCode = StatusCodes.Status303SeeOther;
+        context.Response.Headers.Location = redirect;
+    }
+
+    /// <summary>
+    /// Control host <c>GET /login?redirect=P&amp;return_host=H</c>: logged in (exe-auth) and H a site of the VM
+    /// domain → a one-time secret for H and 307 to <c>https://H/__exe.dev/auth</c>; otherwise a page saying how to log in.
+    /// </summary>
+    private async Task ControlLoginAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var ct = context.RequestAborted;
+        if (HttpMethods.IsPost(request.Method))
+        {
+            await LoginEmailAsync(context).ConfigureAwait(false);
+            return;
+        }
+        if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
+        {
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+            return;
+        }
+        string redirect = HeaderParsing.SanitizeRedirect(request.Query["redirect"]);
+        string? returnHost = null;
+        if (HeaderParsing.TryParseHost(request.Query["return_host"], out string returnName, out int? returnPort)
+            && _router.TrySiteName(returnName, out _))
+        {
+            returnHost = returnPort is int p ? $"{returnName}:{p}" : returnName;
+        }
+
+        var session = await _identity.FindSessionAsync(context, ControlPaths.CookieName, ct).ConfigureAwait(false);
+        if (session is not null && returnHost is not null)
+        {
+            string secret = await _links.IssueAsync(session.User, returnHost, ct).ConfigureAwait(false);
+            context.Response.StatusCode = StatusCodes.Status307TemporaryRedirect;
+            context.Response.Headers.Location = LoginLinks.BuildAuthUrl(returnHost, secret, redirect);
+            context.Response.Headers.CacheControl = "no-store";
+            return;
+        }
+        if (session is not null)
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged in",
+                $"<p>You are logged in as <b>{Pages.E(session.User.Email)}</b>. Private sites you have access to now open directly.</p>").ConfigureAwait(false);
+            return;
+        }
+        // Not signed in: 401 with the sign-in page, as exe.dev's /auth answers (it carries where to return).
+        string body = (returnHost is null ? "" : $"<p>To open <b>{Pages.E(returnHost)}</b>, sign in first.</p>")
+            + $"<p>To sign in, run</p><pre>ssh {Pages.E(_urls.ControlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
+        if (_emailSender is not null)
+        {
+            string returnUrl = ControlPaths.Login + "?redirect=" + Uri.EscapeDataString(redirect)
+                + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
+            body += "<form method=\"post\" action=\"" + ControlPaths.Login + "\"><p>Or get a link by email:</p>"
+                + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
+                + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
+        }
+        await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, Pages.SignInTitle, body).ConfigureAwait(false);
+    }
+
+    private async Task LoginEmailAsync(HttpContext context)
+    {
+        var sender = _emailSender;
+        if (sender is null)
+        {
+            await Pages.NotFoundAsync(context).ConfigureAwait(false);
+            return;
+        }
+        var form = await OwnForms.ReadAsync(context).ConfigureAwait(false);
+        if (form is null)
+            return;
+        string email = form["email"].ToString().Trim().ToLowerInvariant();
+        string redirect = HeaderParsing.SanitizeRedirect(form["redirect"]);
+        if (email.Length is > 0 and <= 254 && email.Contains('@') && _loginEmailLimiter.TryAcquire(email))
+            await sender.SendLoginLinkAsync(email, redirect, context.RequestAborted).ConfigureAwait(false);
+        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Check your email",
+            "<p>If that address may use this site, a login link is on its way.</p>").ConfigureAwait(false);
+    }
+
+    /// <summary>Control host <c>/logged-out</c>: GET, HEAD, or the POST a site's logout 307 repeats here.</summary>
+    private static Task LoggedOutPageAsync(HttpContext context)
+    {
+        var method = context.Request.Method;
+        if (!(HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsPost(method)))
+            return Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST");
+        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out", "<p>You are logged out of that site.</p>");
+    }
+}
