@@ -8,8 +8,9 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Warren.Edge.Http.Forwarding;
 using Warren.Ssh.Server;
-using Warren.Ssh.Threading;
+using Warren.Threading;
 using Yarp.ReverseProxy.Forwarder;
+using Warren.Edge.Limits;
 
 namespace Warren.Edge.Http;
 

@@ -6,8 +6,11 @@ using Warren.Ssh.Wire;
 
 namespace Warren.Ssh.Transport;
 
-/// <summary>A message the key exchange hands to the packet layer's write queue, with what to do once it is on the wire.</summary>
-internal sealed record ControlItem(byte[] Payload, bool IsKexMessage, Action? AfterWrite = null);
+/// <summary>
+/// A message for the packet layer's write queue. <paramref name="BeforeWrite"/> learns the sequence number the packet
+/// is about to go out with (set before the peer can possibly answer it); <paramref name="AfterWrite"/> runs once it is on the wire.
+/// </summary>
+internal sealed record ControlItem(byte[] Payload, bool IsKexMessage, Action? AfterWrite = null, Action<uint>? BeforeWrite = null);
 
 /// <summary>What the key exchange needs from the packet layer underneath it (<see cref="SshTransport"/>).</summary>
 internal interface IKexPacketLayer
@@ -15,8 +18,8 @@ internal interface IKexPacketLayer
     /// <summary>Queues messages for the writer, in order.</summary>
     void Enqueue(params ControlItem[] items);
 
-    /// <summary>Called by the writer right after our KEXINIT: holds back non-kex packets (RFC 4253 §7.1); returns KEXINIT's sequence number.</summary>
-    uint BeginOutgoingKex();
+    /// <summary>Called by the writer right after our KEXINIT: holds back non-kex packets (RFC 4253 §7.1).</summary>
+    void BeginOutgoingKex();
 
     /// <summary>Called by the writer right after our NEWKEYS (RFC 4253 §7.3): the new keys protect everything after it.</summary>
     void SwitchOutgoing(PacketCipher cipher);
@@ -122,8 +125,9 @@ internal sealed class SshKeyExchange
             var payload = parsed.ToPayload();
             var round = new KexRound(payload, parsed) { IsFirst = Volatile.Read(ref _count) == 0 };
             _round = round;
-            _packets.Enqueue(new ControlItem(payload, IsKexMessage: true, AfterWrite: () =>
-                round.LocalInitSequenceBox = _packets.BeginOutgoingKex()));
+            _packets.Enqueue(new ControlItem(payload, IsKexMessage: true,
+                AfterWrite: _packets.BeginOutgoingKex,
+                BeforeWrite: sequence => round.LocalInitSequenceBox = sequence));
             return true;
         }
     }

@@ -7,8 +7,7 @@ using System.Threading.Channels;
 using Warren.Ssh.Crypto;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Wire;
-
-using Warren.Ssh.Threading;
+using Warren.Threading;
 
 namespace Warren.Ssh.Transport;
 
@@ -399,6 +398,7 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
                 }
                 continue;
             }
+            item.BeforeWrite?.Invoke(_outSequence);
             await WritePacketLockedAsync(item.Payload).ConfigureAwait(false);
             item.AfterWrite?.Invoke();
             if (!_outKexInProgress) await FlushPendingLockedAsync().ConfigureAwait(false);
@@ -769,11 +769,10 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
 
     void IKexPacketLayer.Enqueue(params ControlItem[] items) => EnqueueControl(items);
 
-    uint IKexPacketLayer.BeginOutgoingKex()
+    void IKexPacketLayer.BeginOutgoingKex()
     {
         _outKexInProgress = true;
         _outKexDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        return unchecked(_outSequence - 1);
     }
 
     /// <summary>After our NEWKEYS is on the wire (RFC 4253 §7.3). Runs under _writeLock.</summary>
