@@ -9,7 +9,6 @@ using Warren.Platform.Commands;
 using Warren.Platform.Runtime;
 using Warren.Platform.Vms;
 using Warren.Ssh.Auth;
-using Warren.Ssh.Connection;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Server;
 
@@ -126,8 +125,6 @@ public sealed partial class WarrenSshApplication(
     }
 
     // What the per-connection handler uses (primary-constructor services are not visible to nested types).
-    private AccountService Accounts => accounts;
-    private SshRouteTable Routes => routes;
     private PlatformIndex Index => index;
     private IVmRuntime Runtime => runtime;
     private PlatformOptions Options => options;
