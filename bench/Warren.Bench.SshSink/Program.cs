@@ -26,10 +26,18 @@ catch (OperationCanceledException) { }
 
 sealed class SinkApplication(HashSet<SshPublicKey> authorized) : ISshServerApplication
 {
-    public ValueTask<bool> IsPublicKeyAcceptableAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken ct)
-        => ValueTask.FromResult(authorized.Contains(key));
+    public ValueTask<SshPermissions?> AuthorizePublicKeyAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken ct)
+        => ValueTask.FromResult(authorized.Contains(key) ? SshPermissions.Granted : null);
 
-    public async ValueTask RunConnectionAsync(SshServerConnection connection)
+    public ValueTask<ISshConnectionHandler> OpenConnectionAsync(SshServerConnection connection)
+        => ValueTask.FromResult<ISshConnectionHandler>(new Handler(connection));
+
+    private sealed class Handler(SshServerConnection connection) : ISshConnectionHandler
+    {
+        public ValueTask RunAsync() => RunConnectionAsync(connection);
+    }
+
+    private static async ValueTask RunConnectionAsync(SshServerConnection connection)
     {
         var ct = connection.Closing;
         try

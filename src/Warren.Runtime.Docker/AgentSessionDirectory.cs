@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker;
 

@@ -1,14 +1,13 @@
+using Warren.Platform.Runtime;
+
 namespace Warren.Runtime.Docker;
 
 /// <summary>
 /// A runtime failure with a stable <see cref="Code"/> and a message safe to show users
 /// (it never contains a registry credential).
 /// </summary>
-public sealed class DockerRuntimeException(string code, string message, Exception? inner = null) : Exception(message, inner)
-{
-    /// <summary>Stable code, one of <see cref="DockerRuntimeErrors"/>.</summary>
-    public string Code { get; } = code;
-}
+/// <remarks><see cref="VmRuntimeException.Code"/> is one of <see cref="DockerRuntimeErrors"/>.</remarks>
+public sealed class DockerRuntimeException(string code, string message, Exception? inner = null) : VmRuntimeException(code, message, inner);
 
 /// <summary>The stable error codes of <see cref="DockerRuntimeException"/>.</summary>
 public static class DockerRuntimeErrors
@@ -26,12 +25,12 @@ public static class DockerRuntimeErrors
     /// <summary>The VM must be running for this operation.</summary>
     public const string VmNotRunning = "runtime.vm-not-running";
     /// <summary>A connection inside the VM was refused or could not be made.</summary>
-    public const string ConnectFailed = "runtime.connect-failed";
+    public const string ConnectFailed = Agent.AgentErrors.ConnectFailed;
     /// <summary>
     /// The VM's agent refused a session (an ERROR frame: bad token, unknown user, busy), broke the session protocol,
     /// or its session socket is unusable where <see cref="SessionSocketMode.Required"/> forbids falling back.
     /// </summary>
-    public const string AgentSessionFailed = "runtime.agent-session-failed";
+    public const string AgentSessionFailed = Agent.AgentErrors.AgentSessionFailed;
     /// <summary>
     /// VM isolation cannot be enforced (packet-filter rules refused, nftables missing, no free VM subnet): no VM is
     /// created without it unless isolation is explicitly off.

@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using Docker.DotNet;
 using Docker.DotNet.Models;
 using Warren.Platform.Runtime;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker;
 
@@ -140,32 +141,9 @@ internal sealed class DockerVmProcess : IVmProcess
         const int SignalExitBase = 128;
         if (_signalSent && exitCode > SignalExitBase && exitCode < SignalExitBase + 65)
         {
-            if (SignalName((int)exitCode - SignalExitBase) is { } name) return new ExitResult(null, name);
+            if (AgentSignals.Name((int)exitCode - SignalExitBase) is { } name) return new ExitResult(null, name);
         }
         return new ExitResult((int)exitCode, null);
-    }
-
-    /// <summary>SSH signal names (RFC 4254 §6.10) and Linux numbers.</summary>
-    internal static readonly IReadOnlyDictionary<string, int> SignalNames = new Dictionary<string, int>
-    {
-        ["HUP"] = 1, ["INT"] = 2, ["QUIT"] = 3, ["ILL"] = 4, ["ABRT"] = 6, ["FPE"] = 8, ["KILL"] = 9,
-        ["USR1"] = 10, ["SEGV"] = 11, ["USR2"] = 12, ["PIPE"] = 13, ["ALRM"] = 14, ["TERM"] = 15,
-    };
-
-    /// <summary>The SSH name of a Linux signal number, or null when RFC 4254 has none for it.</summary>
-    internal static string? SignalName(int number)
-    {
-        foreach (var (name, value) in SignalNames)
-            if (value == number) return name;
-        return null;
-    }
-
-    /// <summary>"TERM", "SIGTERM", "term" → ("TERM", 15); an unknown name throws <see cref="ArgumentException"/>.</summary>
-    internal static (string Name, int Number) ParseSignal(string signal)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(signal);
-        string name = (signal.StartsWith("SIG", StringComparison.OrdinalIgnoreCase) ? signal[3..] : signal).ToUpperInvariant();
-        return SignalNames.TryGetValue(name, out int number) ? (name, number) : throw new ArgumentException($"unknown signal {signal}", nameof(signal));
     }
 
     public async Task CloseStandardInputAsync()
@@ -218,7 +196,7 @@ internal sealed class DockerVmProcess : IVmProcess
     /// </summary>
     public async Task SignalAsync(string signal, CancellationToken ct)
     {
-        var (name, _) = ParseSignal(signal);
+        var (name, _) = AgentSignals.Parse(signal);
         if (_pidFile == null) throw new NotSupportedException("this process cannot be signalled");
         if (Completion.IsCompleted) return;
         _signalSent = true;

@@ -9,6 +9,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Warren.Platform.Runtime;
 using Warren.Runtime.HostNetwork;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker;
 
@@ -41,7 +42,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     /// <summary>The disk size asked for, in bytes (recorded even where the storage driver can't enforce it).</summary>
     public const string LabelDiskBytes = "warren.disk-bytes";
 
-    public const string AgentMountPath = "/.warren/agent";
+    public const string AgentMountPath = GuestAgent.Path;
     public const string SetupScriptPath = "/.warren/setup.sh";
     public const string DataMountPath = "/data";
     /// <summary>Where the VM's session socket directory is mounted; the agent serves <c>agent.sock</c> there.</summary>
@@ -427,10 +428,19 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
 
     // ------------------------------------------------------------------ exec, connect, address
 
+    /// <summary>How the shared agent client reports a broken or refused session: as this runtime's exception (same codes in both runtimes).</summary>
+    private static VmRuntimeException SessionFailure(string code, string message, Exception? inner) => new DockerRuntimeException(code, message, inner);
+
+    /// <summary>Listens inside the VM with the guest agent's <c>listen</c> (shared with every agent runtime: <see cref="AgentListener"/>).</summary>
+    public async Task<IVmListener> ListenAsync(string vmId, ListenSpec spec, CancellationToken ct)
+        => await AgentListener.StartAsync(this, vmId, spec, ct).ConfigureAwait(false);
+
     public async Task<IVmProcess> ExecAsync(string vmId, ExecSpec spec, CancellationToken ct)
     {
         ValidateVmId(vmId);
         ArgumentNullException.ThrowIfNull(spec);
+        // SSH session kinds become the guest agent's programs here, on the runtime side of the seam.
+        spec = GuestAgent.ToProcess(spec);
         if (spec.Command.Count == 0) throw new ArgumentException("empty command", nameof(spec));
         // "" asks the agent for no pty, so a TTY always names a terminal type.
         string term = spec.Tty == null ? "" : string.IsNullOrEmpty(spec.Tty.Term) ? DefaultTerm : spec.Tty.Term;
@@ -472,7 +482,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
                 throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed, $"no session with the agent of VM {vmId}: {unusable}");
             }
             var (socket, refused) = await ConnectAgentAsync(vmId, ct);
-            if (socket != null) return await AgentSession.OpenAsync(socket, vmId, request, open, ct);
+            if (socket != null) return await AgentSession.OpenAsync(socket, vmId, request, open, SessionFailure, ct);
             if (!required)
             {
                 LogSessionFallback(vmId, refused!);

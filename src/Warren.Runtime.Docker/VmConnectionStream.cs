@@ -1,5 +1,6 @@
 using System.Text;
 using Warren.Platform.Runtime;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker;
 

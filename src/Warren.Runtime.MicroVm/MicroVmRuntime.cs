@@ -10,6 +10,7 @@ using Warren.Platform.Runtime;
 using Warren.Runtime.Docker;
 using Warren.Runtime.MicroVm.Mux;
 using Warren.Runtime.MicroVm.Qmp;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.MicroVm;
 
@@ -394,9 +395,18 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
 
     // ------------------------------------------------------------------ sessions
 
+    /// <summary>How the shared agent client reports a broken or refused session: as this runtime's exception (same codes in both runtimes).</summary>
+    private static VmRuntimeException SessionFailure(string code, string message, Exception? inner) => new Docker.DockerRuntimeException(code, message, inner);
+
+    /// <summary>Listens inside the VM with the guest agent's <c>listen</c> (shared with every agent runtime: <see cref="AgentListener"/>).</summary>
+    public async Task<IVmListener> ListenAsync(string vmId, ListenSpec spec, CancellationToken ct)
+        => await AgentListener.StartAsync(this, vmId, spec, ct).ConfigureAwait(false);
+
     public async Task<IVmProcess> ExecAsync(string vmId, ExecSpec spec, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        // SSH session kinds become the guest agent's programs here, on the runtime side of the seam.
+        spec = GuestAgent.ToProcess(spec);
         if (spec.Command.Count == 0) throw new ArgumentException("empty command", nameof(spec));
         string term = spec.Tty == null ? "" : string.IsNullOrEmpty(spec.Tty.Term) ? "xterm" : spec.Tty.Term;
         var env = spec.Env?.Select(kv => kv.Key + "=" + kv.Value).ToList() ?? [];
@@ -442,7 +452,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             open.Dispose();
             throw;
         }
-        return await AgentSession.OpenAsync(socket, vmId, request, open, ct).ConfigureAwait(false);
+        return await AgentSession.OpenAsync(socket, vmId, request, open, SessionFailure, ct).ConfigureAwait(false);
     }
 
     /// <summary>

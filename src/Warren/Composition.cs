@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http;
+using Warren.Edge.Limits;
 using Warren.Edge.Ssh;
 using Warren.Platform;
 using Warren.Platform.Addressing;

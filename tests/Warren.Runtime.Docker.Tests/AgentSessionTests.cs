@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text;
 using Warren.Platform.Runtime;
 using Xunit;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker.Tests;
 

@@ -5,6 +5,7 @@ using Warren.Platform.Runtime;
 using Warren.Runtime.Docker.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker.Tests;
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
+using Warren.Runtime.Agent;
 
 namespace Warren.Runtime.Docker.Tests;
 

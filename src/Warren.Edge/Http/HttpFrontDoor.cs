@@ -4,6 +4,7 @@ using Warren.Edge.Http.Access;
 using Warren.Edge.Http.Forwarding;
 using Warren.Edge.Http.Identity;
 using Warren.Edge.Http.Routing;
+using Warren.Edge.Limits;
 
 namespace Warren.Edge.Http;
 

@@ -1,3 +1,4 @@
+using Warren.Edge.Limits;
 using System.Net;
 using Warren.Ssh.Server;
 

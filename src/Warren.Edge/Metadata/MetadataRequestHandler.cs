@@ -1,3 +1,4 @@
+using Warren.Edge.Limits;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http;
+using Warren.Edge.Limits;
 using Warren.Edge.ProxyProtocol;
 using Warren.Platform;
 using Warren.Ssh.Server;

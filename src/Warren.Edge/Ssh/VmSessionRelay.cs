@@ -12,50 +12,24 @@ namespace Warren.Edge.Ssh;
 /// </summary>
 public sealed class VmSessionRelay(IVmRuntime runtime, ILogger logger)
 {
-    /// <summary>Path of the guest agent inside every VM (mounted read-only by the runtime).</summary>
-    public const string AgentPath = "/.warren/agent";
-
     /// <summary>Copy buffer per direction; 32 KiB matches OpenSSH's channel packet size (CHAN_SES_PACKET_DEFAULT).</summary>
     private const int CopyBufferBytes = 32 * 1024;
 
     /// <summary>
-    /// Sessions start in the login user's home directory, as sshd starts them (relative scp/sftp
-    /// paths and `cd` expectations depend on it); HOME is set by the engine from /etc/passwd.
+    /// The session kind a start request asks for (RFC 4254 §6.5); what program serves it is the runtime's business
+    /// (<see cref="ExecSessionKind"/>). Null for anything else (a subsystem other than sftp).
     /// </summary>
-    private const string InHome = "cd \"$HOME\" 2>/dev/null; ";
-
-    /// <summary>
-    /// The argv a session kind runs: a login shell, `sh -c COMMAND` as sshd does, or the agent's
-    /// sftp server. The remote side of legacy `scp -O` (`scp -t`/`scp -f`) runs the agent's own
-    /// implementation so it works in images without an scp binary; the shell still expands the
-    /// paths as it would for a real scp.
-    /// </summary>
-    public static IReadOnlyList<string>? CommandFor(string kind, string argument) => kind switch
+    internal static ExecSessionKind? KindOf(SessionStart start) => start.Kind switch
     {
-        "shell" => ["/bin/sh", "-c", InHome + "if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"],
-        "exec" when IsLegacyScp(argument) => ["/bin/sh", "-c", InHome + "exec " + AgentPath + " " + argument],
-        "exec" => ["/bin/sh", "-c", InHome + argument],
-        "subsystem" when argument == "sftp" => [AgentPath, "sftp"],
+        "shell" => ExecSessionKind.Shell,
+        "exec" => ExecSessionKind.Command,
+        "subsystem" when start.Argument == "sftp" => ExecSessionKind.Sftp,
         _ => null,
     };
 
-    /// <summary>`scp [flags] -t|-f ...` as OpenSSH's scp client sends it in -O mode.</summary>
-    internal static bool IsLegacyScp(string command)
-    {
-        var words = command.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        if (words.Length < 2 || words[0] != "scp") return false;
-        foreach (var w in words.Skip(1))
-        {
-            if (w == "--" || !w.StartsWith('-')) break;
-            if (w.Contains('t') || w.Contains('f')) return true;
-        }
-        return false;
-    }
-
     public async Task RunAsync(SshChannel channel, SessionStart start, string vmId, string loginUser, CancellationToken ct)
     {
-        var argv = CommandFor(start.Kind, start.Argument);
-        if (argv is null)
+        if (KindOf(start) is not { } kind)
         {
             await start.Request!.RejectAsync(ct).ConfigureAwait(false);
             await channel.CloseAsync(ct).ConfigureAwait(false);
@@ -70,7 +44,8 @@ public sealed class VmSessionRelay(IVmRuntime runtime, ILogger logger)
         IVmProcess process;
         try
         {
-            process = await runtime.ExecAsync(vmId, new ExecSpec(argv, loginUser, env, tty), ct).ConfigureAwait(false);
+            IReadOnlyList<string> command = kind == ExecSessionKind.Command ? [start.Argument] : [];
+            process = await runtime.ExecAsync(vmId, new ExecSpec(command, loginUser, env, tty, Kind: kind), ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

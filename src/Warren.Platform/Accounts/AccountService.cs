@@ -36,6 +36,19 @@ public sealed class AccountService
         => _db.ReadAsync(async c => Map(await c.QuerySingleOrDefaultAsync<KeyRow>(
             $"SELECT {KeyColumns} FROM account_keys WHERE fingerprint = @fingerprint", new { fingerprint })), ct);
 
+    /// <summary>
+    /// The registered key with this fingerprint and the account holding it, in one read (one JOIN): what the SSH
+    /// front door needs to turn a key into an identity once per connection. Null when no account holds the key.
+    /// </summary>
+    public Task<(AccountKey Key, Account Account)?> FindKeyWithAccountAsync(string fingerprint, CancellationToken ct = default)
+        => _db.ReadAsync<(AccountKey, Account)?>(async c => await c.QuerySingleOrDefaultAsync<KeyAccountRow>(
+            $"SELECT k.id AS Id, k.account_id AS AccountId, k.public_key AS PublicKey, k.fingerprint AS Fingerprint, k.name AS Name, " +
+            "k.added_at AS AddedAt, k.last_used_at AS LastUsedAt, k.permissions AS Permissions, " +
+            "a.email AS Email, a.created_at AS AccountCreatedAt, a.email_verified AS EmailVerified " +
+            "FROM account_keys k JOIN accounts a ON a.id = k.account_id WHERE k.fingerprint = @fingerprint", new { fingerprint }) is { } r
+            ? (Map(r)!, new Account(r.AccountId, r.Email, FromMs(r.AccountCreatedAt)) { EmailVerified = r.EmailVerified != 0 })
+            : null, ct);
+
     public Task<Account?> FindByEmailAsync(string email, CancellationToken ct = default)
     {
         if (!EmailAddress.TryNormalize(email, out var e)) return Task.FromResult<Account?>(null);
@@ -244,7 +257,13 @@ public sealed class AccountService
         r.Permissions is null ? null : JsonSerializer.Deserialize<ApiKeyPermissions>(r.Permissions, JsonOptions));
 
     private sealed class AccountRow { public string Id { get; set; } = ""; public string Email { get; set; } = ""; public long CreatedAt { get; set; } public long EmailVerified { get; set; } }
-    private sealed class KeyRow
+    private sealed class KeyAccountRow : KeyRow
+    {
+        public string Email { get; set; } = "";
+        public long AccountCreatedAt { get; set; }
+        public long EmailVerified { get; set; }
+    }
+    private class KeyRow
     {
         public string Id { get; set; } = "";
         public string AccountId { get; set; } = "";

@@ -43,8 +43,20 @@ public interface IVmRuntime
     /// <summary>Every VM this runtime manages for Warren (by label), for reconciliation at start.</summary>
     Task<IReadOnlyList<RuntimeVmInfo>> ListAsync(CancellationToken ct);
 
-    /// <summary>Runs a process in the VM. With <see cref="ExecSpec.Tty"/> stdout and stderr are one stream.</summary>
+    /// <summary>
+    /// Runs a process in the VM, or an SSH session of <see cref="ExecSpec.Kind"/> (shell, command, sftp): how a kind
+    /// becomes a program in the VM is the runtime's business (its guest agent). With <see cref="ExecSpec.Tty"/>
+    /// stdout and stderr are one stream.
+    /// </summary>
     Task<IVmProcess> ExecAsync(string vmId, ExecSpec spec, CancellationToken ct);
+
+    /// <summary>
+    /// Listens inside the VM as <see cref="ListenSpec.User"/> (TCP in the VM's network namespace, or a private unix
+    /// socket) for SSH remote forwarding (RFC 4254 §7.1) and agent forwarding (OpenSSH PROTOCOL.agent). Connections
+    /// made to it inside the VM are offered by <see cref="IVmListener.AcceptAsync"/>; disposing stops listening.
+    /// </summary>
+    Task<IVmListener> ListenAsync(string vmId, ListenSpec spec, CancellationToken ct)
+        => throw new NotSupportedException($"the {Name} runtime cannot listen inside VMs");
 
     /// <summary>A byte stream to TCP <paramref name="port"/> on the VM (made inside the VM's network namespace).</summary>
     Task<Stream> ConnectAsync(string vmId, string host, int port, CancellationToken ct);
@@ -63,6 +75,17 @@ public interface IVmRuntime
 
     /// <summary>One resource sample, or null when the VM is not running.</summary>
     Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct);
+}
+
+/// <summary>
+/// A runtime failure with a stable <see cref="Code"/> ("runtime.…") and a message safe to show users (never a
+/// credential). Each runtime throws its own subclass; code shared by runtimes (the guest agent's client) makes
+/// them through the runtime.
+/// </summary>
+public abstract class VmRuntimeException(string code, string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>Stable code, e.g. "runtime.vm-not-found".</summary>
+    public string Code { get; } = code;
 }
 
 public sealed record RegistryCredential(string Username, string Secret)
@@ -114,12 +137,69 @@ public sealed record VmStatsSample(
 
 public sealed record TtySpec(string Term, int Columns, int Rows);
 
+/// <summary>
+/// What <see cref="IVmRuntime.ExecAsync"/> starts. <see cref="Kind"/> <see cref="ExecSessionKind.Process"/> runs
+/// <see cref="Command"/> as an argv; the SSH session kinds (RFC 4254 §6.5) leave the program to the runtime:
+/// <see cref="ExecSessionKind.Command"/> takes the client's command line as the one element of <see cref="Command"/>,
+/// <see cref="ExecSessionKind.Shell"/> and <see cref="ExecSessionKind.Sftp"/> take none.
+/// </summary>
 public sealed record ExecSpec(
     IReadOnlyList<string> Command,
     string? User = null,
     IReadOnlyDictionary<string, string>? Env = null,
     TtySpec? Tty = null,
-    string? WorkingDirectory = null);
+    string? WorkingDirectory = null,
+    ExecSessionKind Kind = ExecSessionKind.Process);
+
+/// <summary>What an exec is: a plain process, or one of the session programs an SSH client asks for (RFC 4254 §6.5).</summary>
+public enum ExecSessionKind
+{
+    /// <summary><see cref="ExecSpec.Command"/> is the argv.</summary>
+    Process,
+    /// <summary>The login user's shell, started in their home directory as sshd starts it ("shell" request).</summary>
+    Shell,
+    /// <summary>The client's command line, run by the shell in the home directory as sshd runs it ("exec" request); legacy scp (<c>scp -t</c>/<c>-f</c>) included.</summary>
+    Command,
+    /// <summary>An SFTP server on stdin/stdout ("subsystem" request for "sftp").</summary>
+    Sftp,
+}
+
+/// <summary>
+/// Where <see cref="IVmRuntime.ListenAsync"/> listens: TCP on <see cref="Host"/>:<see cref="Port"/> (0 picks a port),
+/// or, when <see cref="Host"/> is null, a unix socket in a fresh directory only <see cref="User"/> can enter.
+/// </summary>
+public sealed record ListenSpec(string User, string? Host, uint Port)
+{
+    public static ListenSpec Tcp(string user, string host, uint port) => new(user, host, port);
+    public static ListenSpec Unix(string user) => new(user, null, 0);
+}
+
+/// <summary>A listening socket inside a VM (<see cref="IVmRuntime.ListenAsync"/>). Disposing stops it and drops what it holds.</summary>
+public interface IVmListener : IAsyncDisposable
+{
+    /// <summary>The TCP port listened on (the chosen one when 0 was asked); 0 for a unix socket.</summary>
+    uint BoundPort { get; }
+
+    /// <summary>The unix socket's path inside the VM; null for TCP.</summary>
+    string? SocketPath { get; }
+
+    /// <summary>Connections accepted inside the VM, until the listener ends; each must be accepted or rejected.</summary>
+    IAsyncEnumerable<IVmIncomingConnection> AcceptAsync(CancellationToken ct);
+}
+
+/// <summary>A connection made to an <see cref="IVmListener"/> inside the VM, waiting for the host to take it.</summary>
+public interface IVmIncomingConnection
+{
+    /// <summary>The connecting peer's address and port (for a unix socket whatever the runtime reports).</summary>
+    string OriginatorAddress { get; }
+    uint OriginatorPort { get; }
+
+    /// <summary>The connection's byte stream (write to it = send to the peer in the VM).</summary>
+    Task<Stream> AcceptAsync(CancellationToken ct);
+
+    /// <summary>Closes the connection unaccepted (the SSH client refused the channel).</summary>
+    Task RejectAsync(CancellationToken ct);
+}
 
 /// <summary>A process started by <see cref="IVmRuntime.ExecAsync"/>.</summary>
 public interface IVmProcess : IAsyncDisposable

@@ -2,7 +2,7 @@ using System.Data;
 using Dapper;
 using Microsoft.Data.Sqlite;
 
-using Warren.Ssh.Threading;
+using Warren.Threading;
 
 namespace Warren.Platform.Storage;
 
@@ -104,10 +104,16 @@ public sealed class WarrenDatabase : IDisposable
         finally { _writeGate.Release(); }
     }
 
+    private long _reads;
+
+    /// <summary>Reads run so far (<see cref="ReadAsync{T}"/> calls): lets tests count what one operation costs.</summary>
+    public long ReadCount => Interlocked.Read(ref _reads);
+
     /// <summary>Runs a read on its own connection.</summary>
     public async Task<T> ReadAsync<T>(Func<SqliteConnection, Task<T>> work, CancellationToken ct = default)
     {
         ct.ThrowIfCancellationRequested();
+        Interlocked.Increment(ref _reads);
         // SQLite calls block (a write may wait BusyTimeoutMilliseconds for another process's lock): never on a
         // socket engine thread, where the code after an awaited Docker answer, say, would otherwise run.
         await SocketThread.Leave();

@@ -6,7 +6,7 @@ using Warren.Ssh.Wire;
 namespace Warren.Ssh.Auth;
 
 /// <summary>The outcome of a successful authentication.</summary>
-internal sealed record AuthOutcome(string User, SshPublicKey? VerifiedKey, string Method);
+internal sealed record AuthOutcome(string User, SshPublicKey? VerifiedKey, string Method, SshPermissions Permissions);
 
 /// <summary>
 /// Server side of the authentication protocol (RFC 4252) with keyboard-interactive
@@ -32,6 +32,11 @@ internal sealed class ServerAuthenticator : IKeyboardInteractivePrompter
     private int _requests;
     private bool _bannerSent;
     private byte[]? _stashedRequest;
+    /// <summary>
+    /// The application's last publickey decision (user, key, answer): a query and the signed request that follows
+    /// it get one decision, as golang.org/x/crypto/ssh's server keeps <c>cachedPubKeys</c> (one entry there too).
+    /// </summary>
+    private (string User, SshPublicKey Key, SshPermissions? Permissions)? _lastDecision;
 
     private ServerAuthenticator(ISshPacketChannel transport, SshAuthContext context, ISshServerApplication app, SshServerOptions options, CancellationToken ct)
     {
@@ -133,8 +138,8 @@ internal sealed class ServerAuthenticator : IKeyboardInteractivePrompter
                 return await HandlePublicKeyAsync(request, user).ConfigureAwait(false);
             case SshAuthMethods.KeyboardInteractive when methods.HasFlag(SshAuthMethodSet.KeyboardInteractive):
                 {
-                    bool ok;
-                    try { ok = await _app.AuthenticateKeyboardInteractiveAsync(_context, user, this, _ct).ConfigureAwait(false); }
+                    SshPermissions? granted;
+                    try { granted = await _app.AuthenticateKeyboardInteractiveAsync(_context, user, this, _ct).ConfigureAwait(false); }
                     catch (KeyboardInteractiveAbandonedException)
                     {
                         // RFC 4256 §3.4 / RFC 4252 §5: a new request abandons this one; it
@@ -142,7 +147,7 @@ internal sealed class ServerAuthenticator : IKeyboardInteractivePrompter
                         await CountFailureAsync(sendFailure: false).ConfigureAwait(false);
                         return null;
                     }
-                    if (ok) return new AuthOutcome(user, null, method);
+                    if (granted is not null) return new AuthOutcome(user, null, method, granted);
                     await CountFailureAsync().ConfigureAwait(false);
                     return null;
                 }
@@ -158,8 +163,8 @@ internal sealed class ServerAuthenticator : IKeyboardInteractivePrompter
                     string password;
                     try { password = new System.Text.UTF8Encoding(false, true).GetString(pw); }
                     catch (System.Text.DecoderFallbackException) { await CountFailureAsync().ConfigureAwait(false); return null; }
-                    if (await _app.AuthenticatePasswordAsync(_context, user, password, _ct).ConfigureAwait(false))
-                        return new AuthOutcome(user, null, method);
+                    if (await _app.AuthenticatePasswordAsync(_context, user, password, _ct).ConfigureAwait(false) is { } granted)
+                        return new AuthOutcome(user, null, method, granted);
                     await CountFailureAsync().ConfigureAwait(false);
                     return null;
                 }
@@ -211,7 +216,7 @@ internal sealed class ServerAuthenticator : IKeyboardInteractivePrompter
         {
             // Query (RFC 4252 §7): PK_OK tells the client the key would be accepted.
             // This proves nothing about the client; the key is not remembered as identity.
-            if (await _app.IsPublicKeyAcceptableAsync(_context, user, key, _ct).ConfigureAwait(false))
+            if (await DecideAsync(user, key).ConfigureAwait(false) is not null)
             {
                 var ok = new SshWriter();
                 ok.WriteByte(SshAuthMessage.UserauthPkOk).WriteString(algorithm).WriteString(blob);
@@ -225,13 +230,21 @@ internal sealed class ServerAuthenticator : IKeyboardInteractivePrompter
         // Signed request: verify first, so the application decides only for a key
         // whose possession the client has just proven over this session's id.
         var data = PublicKeySignatureData.Build(_context.SessionId.Span, user, SshAuthMethods.ConnectionService, algorithm, blob);
-        if (!key.Verify(algorithm, data, signature) ||
-            !await _app.IsPublicKeyAcceptableAsync(_context, user, key, _ct).ConfigureAwait(false))
+        if (!key.Verify(algorithm, data, signature) || await DecideAsync(user, key).ConfigureAwait(false) is not { } permissions)
         {
             await CountFailureAsync().ConfigureAwait(false);
             return null;
         }
-        return new AuthOutcome(user, key, SshAuthMethods.PublicKey);
+        return new AuthOutcome(user, key, SshAuthMethods.PublicKey, permissions);
+    }
+
+    /// <summary>The application's decision for (user, key), asked once for a query and its signed request.</summary>
+    private async ValueTask<SshPermissions?> DecideAsync(string user, SshPublicKey key)
+    {
+        if (_lastDecision is { } last && last.User == user && last.Key.Equals(key)) return last.Permissions;
+        var permissions = await _app.AuthorizePublicKeyAsync(_context, user, key, _ct).ConfigureAwait(false);
+        _lastDecision = (user, key, permissions);
+        return permissions;
     }
 
     private async Task CountFailureAsync(bool sendFailure = true)

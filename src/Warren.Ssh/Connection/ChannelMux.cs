@@ -535,8 +535,6 @@ internal sealed class ChannelMux
 
     internal void OnAgentForwardingAccepted() => Volatile.Write(ref _agentForwardingAccepted, true);
 
-    internal int OpenChannelCount { get { lock (_gate) return _channelCount; } }
-
     // ---------------------------------------------------------------- teardown
 
     /// <summary>A peer protocol error: disconnect with its reason, then tear down.</summary>

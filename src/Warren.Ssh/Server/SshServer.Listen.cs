@@ -47,7 +47,7 @@ public sealed partial class SshServer
                     }
                     catch (Exception ex)
                     {
-                        // Peer errors never get here; this is the application's RunConnectionAsync failing.
+                        // Peer errors never get here; this is a connection handler failing.
                         try { _options.ConnectionFailed?.Invoke(remote, ex); } catch (Exception) { }
                     }
                 }, CancellationToken.None);

@@ -41,7 +41,7 @@ public sealed partial class SshServer
 
     /// <summary>
     /// Serves one connection over a transport that has finished its first key
-    /// exchange: authentication, then the application's RunConnectionAsync.
+    /// exchange: authentication, then the connection's handler (<see cref="ISshServerApplication.OpenConnectionAsync"/>).
     /// Completes when the connection is over; does not throw for peer errors.
     /// </summary>
     public async Task HandleConnectionAsync(ISshPacketChannel transport, EndPoint localEndPoint, EndPoint remoteEndPoint, CancellationToken cancellationToken = default)
@@ -102,22 +102,39 @@ public sealed partial class SshServer
         authenticated();
 
         var mux = new ChannelMux(transport, isServer: true, _options.ConnectionLimits);
-        var connection = new SshServerConnection(mux, outcome.User, outcome.VerifiedKey, outcome.Method, local, remote, transport.RemoteVersion, transport.SessionId);
-        mux.GlobalRequestHandler = (req, ct) => HandleGlobalRequestAsync(connection, req, ct);
-        mux.Start();
-        using var stop = cancellationToken.Register(() => _ = mux.DisconnectAsync(SshDisconnectReason.ByApplication, "server shutting down"));
+        var connection = new SshServerConnection(mux, outcome.User, outcome.VerifiedKey, outcome.Method, outcome.Permissions,
+            local, remote, transport.RemoteVersion, transport.SessionId);
+        // The handler exists before the connection layer reads anything, so a global request never waits for it.
+        ISshConnectionHandler handler;
         try
         {
-            await _application.RunConnectionAsync(connection).ConfigureAwait(false);
+            handler = await _application.OpenConnectionAsync(connection).ConfigureAwait(false);
         }
-        finally
+        catch
         {
+            mux.Start();
             await mux.DisconnectAsync(SshDisconnectReason.ByApplication, "").ConfigureAwait(false);
             await mux.Completion.ConfigureAwait(false);
+            throw;
+        }
+        await using (handler.ConfigureAwait(false))
+        {
+            mux.GlobalRequestHandler = (req, ct) => HandleGlobalRequestAsync(handler, req, ct);
+            mux.Start();
+            using var stop = cancellationToken.Register(() => _ = mux.DisconnectAsync(SshDisconnectReason.ByApplication, "server shutting down"));
+            try
+            {
+                await handler.RunAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                await mux.DisconnectAsync(SshDisconnectReason.ByApplication, "").ConfigureAwait(false);
+                await mux.Completion.ConfigureAwait(false);
+            }
         }
     }
 
-    private async ValueTask<GlobalReply> HandleGlobalRequestAsync(SshServerConnection connection, GlobalRequest request, CancellationToken ct)
+    private static async ValueTask<GlobalReply> HandleGlobalRequestAsync(ISshConnectionHandler handler, GlobalRequest request, CancellationToken ct)
     {
         switch (request.Name)
         {
@@ -128,7 +145,7 @@ public sealed partial class SshServer
                     if (!TryParseForward(request.Data, out var address, out var port)) return GlobalReply.Failure;
                     if (request.Name == "tcpip-forward")
                     {
-                        var bound = await _application.RequestTcpipForwardAsync(connection, address, port, ct).ConfigureAwait(false);
+                        var bound = await handler.RequestTcpipForwardAsync(address, port, ct).ConfigureAwait(false);
                         if (bound is not { } p) return GlobalReply.Failure;
                         // Only a request for port 0 gets the chosen port back.
                         if (port != 0) return new GlobalReply(true);
@@ -136,7 +153,7 @@ public sealed partial class SshServer
                         w.WriteUInt32(p);
                         return new GlobalReply(true, w.ToArray());
                     }
-                    return new GlobalReply(await _application.CancelTcpipForwardAsync(connection, address, port, ct).ConfigureAwait(false));
+                    return new GlobalReply(await handler.CancelTcpipForwardAsync(address, port, ct).ConfigureAwait(false));
                 }
             default:
                 // keepalive@openssh.com, no-more-sessions@openssh.com, hostkeys-prove... and unknowns.

@@ -11,12 +11,13 @@ public sealed class SshServerConnection
 {
     private readonly ChannelMux _mux;
 
-    internal SshServerConnection(ChannelMux mux, string user, SshPublicKey? authenticatedKey, string method,
+    internal SshServerConnection(ChannelMux mux, string user, SshPublicKey? authenticatedKey, string method, SshPermissions permissions,
         EndPoint localEndPoint, EndPoint remoteEndPoint, string clientVersion, ReadOnlyMemory<byte> sessionId)
     {
         _mux = mux;
         User = user;
         AuthenticatedKey = authenticatedKey;
+        Permissions = permissions;
         AuthenticationMethod = method;
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
@@ -35,6 +36,12 @@ public sealed class SshServerConnection
     /// that was merely offered or queried.
     /// </summary>
     public SshPublicKey? AuthenticatedKey { get; }
+
+    /// <summary>
+    /// What the successful authentication decision granted (<see cref="ISshServerApplication.AuthorizePublicKeyAsync"/>
+    /// for <see cref="AuthenticatedKey"/>, or the keyboard-interactive / password answer): the connection's identity.
+    /// </summary>
+    public SshPermissions Permissions { get; }
 
     /// <summary>"publickey", "keyboard-interactive" or "password".</summary>
     public string AuthenticationMethod { get; }

@@ -45,7 +45,7 @@ public sealed class SshServerOptions
 
     /// <summary>
     /// Called by <see cref="SshServer.ServeAsync(System.Net.Sockets.Socket, CancellationToken)"/> when the
-    /// application's RunConnectionAsync throws (peer errors are handled and never reported here).
+    /// connection handler's RunAsync throws (peer errors are handled and never reported here).
     /// </summary>
     public Action<System.Net.EndPoint, Exception>? ConnectionFailed { get; init; }
 

@@ -7,15 +7,16 @@ using System.Threading.Channels;
 using Warren.Ssh.Crypto;
 using Warren.Ssh.Keys;
 using Warren.Ssh.Wire;
-
-using Warren.Ssh.Threading;
+using Warren.Threading;
 
 namespace Warren.Ssh.Transport;
 
 /// <summary>
 /// The SSH transport layer (RFC 4253) over a byte stream, either end: version
-/// exchange, binary packet protocol, key exchange and rekeying, strict kex
-/// (OpenSSH PROTOCOL §1.10), ext-info (RFC 8308) and ping@openssh.com.
+/// exchange, the binary packet protocol (RFC 4253 §6), ext-info (RFC 8308) and
+/// ping@openssh.com. The key exchange and rekeying (RFC 4253 §7, §9, strict kex of
+/// OpenSSH PROTOCOL §1.10) run in <see cref="SshKeyExchange"/>, which this packet
+/// layer drives from its read loop and serves through <see cref="IKexPacketLayer"/>.
 /// </summary>
 /// <remarks>
 /// <para>Threads of control:</para>
@@ -31,7 +32,7 @@ namespace Warren.Ssh.Transport;
 /// </list>
 /// The transport owns the stream and disposes it when the connection ends.
 /// </remarks>
-public sealed class SshTransport : ISshPacketChannel
+public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
 {
     /// <summary>
     /// Largest packet_length accepted or sent: OpenSSH's PACKET_MAX_SIZE (256 KiB).
@@ -55,12 +56,6 @@ public sealed class SshTransport : ISshPacketChannel
     /// <summary>Bounded wait for sending DISCONNECT to a peer that might not be reading.</summary>
     private static readonly TimeSpan DisconnectSendTimeout = TimeSpan.FromSeconds(5);
 
-    /// <summary>RFC 8308 §3.1 extension name.</summary>
-    private const string ServerSigAlgsExtension = "server-sig-algs";
-
-    /// <summary>OpenSSH PROTOCOL §1.9 extension name; value "0".</summary>
-    private const string PingExtension = "ping@openssh.com";
-
     /// <summary>Bound on the number of EXT_INFO extensions we parse (RFC 8308 defines four; OpenSSH sends at most a handful).</summary>
     private const int MaxExtInfoExtensions = 64;
 
@@ -74,7 +69,6 @@ public sealed class SshTransport : ISshPacketChannel
     private readonly bool _isServer;
     private readonly string _localVersion;
     private readonly TimeProvider _time;
-    private readonly ISshRandom _random;
     private readonly CancellationTokenSource _closeCts = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _firstKexDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -107,18 +101,10 @@ public sealed class SshTransport : ISshPacketChannel
     private readonly object _controlGate = new();
     private readonly Queue<ControlItem> _control = new();
 
-    // ---- Key exchange state. ----
-    private readonly object _kexGate = new();
-    /// <summary>The key exchange in progress; created under _kexGate, then used by the read loop.</summary>
-    private KexRound? _round;
-    private volatile bool _strictKex;
-    private bool _peerWantsExtInfo;
+    // ---- Key exchange: the state machine (RFC 4253 §7, §9) lives in its own class. ----
+    private readonly SshKeyExchange _kex;
     private volatile bool _peerSupportsPing;
-    private byte[]? _sessionId;
-    private SshPublicKey? _serverHostKey;
     private volatile IReadOnlyList<string> _peerServerSigAlgs = [];
-    private int _kexCount;
-    private long _lastKexTimestamp;
 
     private int _pongsReceived;
     private int _unimplementedReceived;
@@ -144,9 +130,8 @@ public sealed class SshTransport : ISshPacketChannel
         _localVersion = options.Version;
         RemoteVersion = remoteVersion;
         _time = options.TimeProvider;
-        _random = options.Random;
         _inBuffer = ArrayPool<byte>.Shared.Rent(InitialReceiveBufferLength);
-        _lastKexTimestamp = _time.GetTimestamp();
+        _kex = new SshKeyExchange(this, options, isServer, _localVersion, remoteVersion);
     }
 
     /// <summary>Server side: exchanges versions, runs the first key exchange and returns. The transport owns <paramref name="stream"/> from here on.</summary>
@@ -205,23 +190,23 @@ public sealed class SshTransport : ISshPacketChannel
 
     // ------------------------------------------------------------------ public surface
 
-    public ReadOnlyMemory<byte> SessionId => _sessionId;
+    public ReadOnlyMemory<byte> SessionId => _kex.SessionId;
     public string RemoteVersion { get; }
     /// <summary>Our own identification line.</summary>
     public string LocalVersion => _localVersion;
-    public SshPublicKey? ServerHostKey => _isServer ? null : _serverHostKey;
+    public SshPublicKey? ServerHostKey => _isServer ? null : _kex.ServerHostKey;
     public IReadOnlyList<string> PeerServerSigAlgs => _peerServerSigAlgs;
     public Task Completion => _completion.Task;
     public bool IsServer => _isServer;
 
     /// <summary>Algorithms of the most recent completed key exchange.</summary>
-    public SshNegotiatedAlgorithms? Algorithms { get; private set; }
+    public SshNegotiatedAlgorithms? Algorithms => _kex.Algorithms;
 
     /// <summary>Completed key exchanges, the first included.</summary>
-    public int KeyExchangeCount => Volatile.Read(ref _kexCount);
+    public int KeyExchangeCount => _kex.Count;
 
     /// <summary>True when strict key exchange (OpenSSH PROTOCOL §1.10) was negotiated.</summary>
-    public bool IsStrictKex => _strictKex;
+    public bool IsStrictKex => _kex.IsStrict;
 
     /// <summary>Why the connection ended: null while open or after a clean close; the protocol or I/O error otherwise.</summary>
     public Exception? CloseReason => Volatile.Read(ref _closeReason);
@@ -363,8 +348,6 @@ public sealed class SshTransport : ISshPacketChannel
 
     // ------------------------------------------------------------------ writing
 
-    private sealed record ControlItem(byte[] Payload, bool IsKexMessage, Action? AfterWrite = null);
-
     private void EnqueueControl(params ControlItem[] items)
     {
         lock (_controlGate)
@@ -415,6 +398,7 @@ public sealed class SshTransport : ISshPacketChannel
                 }
                 continue;
             }
+            item.BeforeWrite?.Invoke(_outSequence);
             await WritePacketLockedAsync(item.Payload).ConfigureAwait(false);
             item.AfterWrite?.Invoke();
             if (!_outKexInProgress) await FlushPendingLockedAsync().ConfigureAwait(false);
@@ -459,7 +443,7 @@ public sealed class SshTransport : ISshPacketChannel
         }
         _outBytesSinceKex += total;
         _outPacketsSinceKex++;
-        if (!_outKexInProgress && _kexCount > 0
+        if (!_outKexInProgress && _kex.Count > 0
             && (_outBytesSinceKex >= RekeyByteLimit(cipher) || _outPacketsSinceKex >= _options.RekeyPackets))
             InitiateKex();
     }
@@ -509,7 +493,7 @@ public sealed class SshTransport : ISshPacketChannel
         }
         catch (SshConnectionClosedException e)
         {
-            Close(e.InnerException is null && e.Message.Contains("by peer", StringComparison.Ordinal) && Volatile.Read(ref _kexCount) > 0 ? null : e);
+            Close(e.InnerException is null && e.Message.Contains("by peer", StringComparison.Ordinal) && _kex.Count > 0 ? null : e);
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException)
         {
@@ -593,7 +577,7 @@ public sealed class SshTransport : ISshPacketChannel
         int offset = _inStart + PacketCipher.LengthFieldSize + 1;
         _inStart += total;
         _inSequence = unchecked(sequence + 1);
-        if (_inSequence == 0 && _strictKex && !_initialKexIncomingDone)
+        if (_inSequence == 0 && _kex.IsStrict && !_initialKexIncomingDone)
             throw new SshProtocolException(SshDisconnectReason.ProtocolError, "sequence number wrapped during strict initial key exchange");
         _inBytesSinceKex += total;
         _inPacketsSinceKex++;
@@ -621,8 +605,8 @@ public sealed class SshTransport : ISshPacketChannel
     private async ValueTask DispatchAsync(int offset, int length, uint sequence)
     {
         byte type = _inBuffer[offset];
-        bool strictInitial = _strictKex && !_initialKexIncomingDone;
-        var round = _round;
+        bool strictInitial = _kex.IsStrict && !_initialKexIncomingDone;
+        var round = _kex.Round;
 
         // A wrongly guessed first kex packet is dropped (RFC 4253 §7).
         if (round is { IgnoreNextKexPacket: true } && type >= SshMessageNumbers.KexEcdhInit && type <= SshMessageNumbers.KexMethodLast)
@@ -645,7 +629,7 @@ public sealed class SshTransport : ISshPacketChannel
                 HandleUnimplemented(_inBuffer.AsSpan(offset, length), round);
                 return;
             case SshMessageNumbers.KexInit:
-                HandleKexInit(_inBuffer.AsSpan(offset, length), sequence);
+                _kex.HandleKexInit(_inBuffer.AsSpan(offset, length), sequence, Volatile.Read(ref _closed) != 0);
                 ScheduleFlush();
                 return;
             case SshMessageNumbers.NewKeys:
@@ -653,12 +637,12 @@ public sealed class SshTransport : ISshPacketChannel
                 return;
             case SshMessageNumbers.KexEcdhInit:
                 if (!_isServer) throw Protocol("unexpected key exchange message");
-                HandleKexInitValue(_inBuffer.AsSpan(offset, length));
+                _kex.HandleKexInitValue(_inBuffer.AsSpan(offset, length));
                 ScheduleFlush();
                 return;
             case SshMessageNumbers.KexEcdhReply:
                 if (_isServer) throw Protocol("unexpected key exchange message");
-                await HandleKexReplyAsync(_inBuffer.AsMemory(offset, length)).ConfigureAwait(false);
+                await _kex.HandleKexReplyAsync(_inBuffer.AsMemory(offset, length)).ConfigureAwait(false);
                 ScheduleFlush();
                 return;
         }
@@ -716,7 +700,7 @@ public sealed class SshTransport : ISshPacketChannel
             r.TryReadUtf8(out text, MaxPacketLength);
         }
         var reason = (SshDisconnectReason)code;
-        if (reason == SshDisconnectReason.ByApplication && Volatile.Read(ref _kexCount) > 0)
+        if (reason == SshDisconnectReason.ByApplication && _kex.Count > 0)
         {
             Close(null);
             return;
@@ -736,14 +720,14 @@ public sealed class SshTransport : ISshPacketChannel
         return sb.ToString();
     }
 
-    private void HandleUnimplemented(ReadOnlySpan<byte> payload, KexRound? round)
+    private void HandleUnimplemented(ReadOnlySpan<byte> payload, SshKeyExchange.KexRound? round)
     {
         Interlocked.Increment(ref _unimplementedReceived);
         var r = new SshReader(payload[1..]);
         if (!r.TryReadUInt32(out uint rejected)) throw Protocol("malformed UNIMPLEMENTED");
         // OpenSSH's sshd answers a KEXINIT sent before user authentication this way; waiting would hang forever.
         if (round is not null && round.LocalInitSequence == rejected)
-            throw KexFailed("peer refused key re-exchange");
+            throw SshKeyExchange.KexFailed("peer refused key re-exchange");
     }
 
     private void HandlePing(ReadOnlySpan<byte> payload)
@@ -763,7 +747,7 @@ public sealed class SshTransport : ISshPacketChannel
         for (uint i = 0; i < count; i++)
         {
             if (!r.TryReadUtf8(out var name, NameList.MaxBytes) || !r.TryReadString(out var value)) throw Protocol("malformed EXT_INFO");
-            if (name == ServerSigAlgsExtension && !_isServer)
+            if (name == SshKeyExchange.ServerSigAlgsExtension && !_isServer)
             {
                 // The value is a name-list's contents (RFC 8308 §3.1).
                 var w = new SshWriter(value.Length + 4).WriteString(value);
@@ -771,307 +755,51 @@ public sealed class SshTransport : ISshPacketChannel
                 if (!vr.TryReadNameList(out var algs)) throw Protocol("malformed server-sig-algs");
                 _peerServerSigAlgs = algs;
             }
-            else if (name == PingExtension)
+            else if (name == SshKeyExchange.PingExtension)
             {
                 _peerSupportsPing = true;
             }
         }
     }
 
-    // ------------------------------------------------------------------ key exchange
-
-    private sealed class KexRound(byte[] localInit, SshKexInit localParsed)
-    {
-        public byte[] LocalInit { get; } = localInit;
-        public SshKexInit LocalParsed { get; } = localParsed;
-        public byte[]? PeerInit;
-        public KeyExchangeAlgorithm? Kex;
-        public SshNegotiatedAlgorithms? Algorithms;
-        public bool IgnoreNextKexPacket;
-        public byte[]? ClientValue;
-        public bool ReplyHandled;
-        public PacketCipher? IncomingCipher;
-        public bool IsFirst;
-        /// <summary>Sequence number our KEXINIT went out with; set by the writer.</summary>
-        public volatile object? LocalInitSequenceBox;
-        public uint? LocalInitSequence => LocalInitSequenceBox as uint?;
-    }
+    // ------------------------------------------------------------------ key exchange (state machine in SshKeyExchange)
 
     /// <summary>Queues our KEXINIT unless a key exchange is already running. Thread-safe.</summary>
-    private bool InitiateKex()
+    private bool InitiateKex() => _kex.TryStartRound(Volatile.Read(ref _closed) != 0);
+
+    void IKexPacketLayer.Enqueue(params ControlItem[] items) => EnqueueControl(items);
+
+    void IKexPacketLayer.BeginOutgoingKex()
     {
-        lock (_kexGate)
-        {
-            if (_round is not null || Volatile.Read(ref _closed) != 0) return false;
-            var parsed = BuildKexInit(Volatile.Read(ref _kexCount) == 0);
-            var payload = parsed.ToPayload();
-            var round = new KexRound(payload, parsed) { IsFirst = Volatile.Read(ref _kexCount) == 0 };
-            _round = round;
-            EnqueueControl(new ControlItem(payload, IsKexMessage: true, AfterWrite: () =>
-            {
-                round.LocalInitSequenceBox = unchecked(_outSequence - 1);
-                _outKexInProgress = true;
-                _outKexDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            }));
-            return true;
-        }
-    }
-
-    private SshKexInit BuildKexInit(bool first)
-    {
-        var kex = _options.KexAlgorithms.Where(a => SshAlgorithms.SupportedKexAlgorithms.Contains(a)).ToList();
-        if (first)
-        {
-            if (_isServer)
-            {
-                kex.Add(SshAlgorithms.ExtInfoServer);
-                if (_options.StrictKex) kex.Add(SshAlgorithms.StrictKexServer);
-            }
-            else
-            {
-                if (_clientOptions!.RequestExtInfo) kex.Add(SshAlgorithms.ExtInfoClient);
-                if (_options.StrictKex) kex.Add(SshAlgorithms.StrictKexClient);
-            }
-        }
-        var hostKeys = _options.HostKeyAlgorithms.Where(a => SshAlgorithms.SupportedHostKeyAlgorithms.Contains(a));
-        if (_isServer) hostKeys = hostKeys.Where(a => _serverOptions!.HostKeys.Any(k => k.SignatureAlgorithms.Contains(a)));
-        var ciphers = _options.Ciphers.Where(a => SshAlgorithms.SupportedCiphers.Contains(a)).ToArray();
-        var macs = _options.Macs.Where(a => SshAlgorithms.SupportedMacs.Contains(a)).ToArray();
-        var cookie = new byte[SshKexInit.CookieLength];
-        _random.Fill(cookie);
-        return new SshKexInit
-        {
-            Cookie = cookie,
-            KexAlgorithms = [.. kex],
-            ServerHostKeyAlgorithms = [.. hostKeys],
-            EncryptionAlgorithmsClientToServer = ciphers,
-            EncryptionAlgorithmsServerToClient = ciphers,
-            MacAlgorithmsClientToServer = macs,
-            MacAlgorithmsServerToClient = macs,
-            CompressionAlgorithmsClientToServer = [SshAlgorithms.CompressionNone],
-            CompressionAlgorithmsServerToClient = [SshAlgorithms.CompressionNone],
-        };
-    }
-
-    private static SshProtocolException KexFailed(string message) => new(SshDisconnectReason.KeyExchangeFailed, message);
-
-    private void HandleKexInit(ReadOnlySpan<byte> payload, uint sequence)
-    {
-        if (!SshKexInit.TryParse(payload, out var peer)) throw Protocol("malformed KEXINIT");
-        InitiateKex();
-        var round = _round!;
-        if (round.PeerInit is not null) throw Protocol("unexpected KEXINIT during key exchange");
-        round.PeerInit = payload.ToArray();
-
-        if (round.IsFirst)
-        {
-            _strictKex = _options.StrictKex && peer!.KexAlgorithms.Contains(_isServer ? SshAlgorithms.StrictKexClient : SshAlgorithms.StrictKexServer);
-            // PROTOCOL §1.10: with strict kex, KEXINIT must be the very first packet.
-            if (_strictKex && sequence != 0) throw Protocol("strict KEX violation: KEXINIT was not the first packet");
-            if (_isServer) _peerWantsExtInfo = peer!.KexAlgorithms.Contains(SshAlgorithms.ExtInfoClient);
-        }
-
-        var client = _isServer ? peer! : round.LocalParsed;
-        var server = _isServer ? round.LocalParsed : peer!;
-        var kexName = SshKexInit.Choose(client.KexAlgorithms.Where(a => SshAlgorithms.SupportedKexAlgorithms.Contains(a)).ToArray(), server.KexAlgorithms)
-            ?? throw KexFailed("no matching key exchange method");
-        var hostKey = SshKexInit.Choose(client.ServerHostKeyAlgorithms, server.ServerHostKeyAlgorithms)
-            ?? throw KexFailed("no matching host key algorithm");
-        var encCs = SshKexInit.Choose(client.EncryptionAlgorithmsClientToServer, server.EncryptionAlgorithmsClientToServer)
-            ?? throw KexFailed("no matching cipher (client to server)");
-        var encSc = SshKexInit.Choose(client.EncryptionAlgorithmsServerToClient, server.EncryptionAlgorithmsServerToClient)
-            ?? throw KexFailed("no matching cipher (server to client)");
-        string? macCs = null, macSc = null;
-        if (!PacketCiphers.GetCipher(encCs)!.IsAead)
-            macCs = SshKexInit.Choose(client.MacAlgorithmsClientToServer, server.MacAlgorithmsClientToServer) ?? throw KexFailed("no matching MAC (client to server)");
-        if (!PacketCiphers.GetCipher(encSc)!.IsAead)
-            macSc = SshKexInit.Choose(client.MacAlgorithmsServerToClient, server.MacAlgorithmsServerToClient) ?? throw KexFailed("no matching MAC (server to client)");
-        if (SshKexInit.Choose(client.CompressionAlgorithmsClientToServer, server.CompressionAlgorithmsClientToServer) is null
-            || SshKexInit.Choose(client.CompressionAlgorithmsServerToClient, server.CompressionAlgorithmsServerToClient) is null)
-            throw KexFailed("no matching compression method");
-
-        // RFC 4253 §7: a guess is right only if both sides list the same kex and host key algorithm first.
-        if (peer!.FirstKexPacketFollows)
-            round.IgnoreNextKexPacket = peer.KexAlgorithms.FirstOrDefault() != client.KexAlgorithms.FirstOrDefault()
-                || client.KexAlgorithms.FirstOrDefault() != server.KexAlgorithms.FirstOrDefault()
-                || client.ServerHostKeyAlgorithms.FirstOrDefault() != server.ServerHostKeyAlgorithms.FirstOrDefault();
-
-        round.Algorithms = new SshNegotiatedAlgorithms(kexName, hostKey, encCs, encSc, macCs, macSc);
-        round.Kex = KeyExchangeAlgorithm.Create(kexName, _random)!;
-        if (!_isServer)
-        {
-            round.ClientValue = round.Kex.CreateClientValue();
-            var init = new SshWriter(round.ClientValue.Length + 8).WriteByte(SshMessageNumbers.KexEcdhInit).WriteString(round.ClientValue).ToArray();
-            EnqueueControl(new ControlItem(init, IsKexMessage: true));
-        }
-    }
-
-    /// <summary>Server: SSH_MSG_KEX*_INIT → reply, NEWKEYS (and EXT_INFO after the first).</summary>
-    private void HandleKexInitValue(ReadOnlySpan<byte> payload)
-    {
-        var round = _round;
-        if (round?.Kex is null || round.ReplyHandled) throw Protocol("unexpected key exchange message");
-        var r = new SshReader(payload[1..]);
-        if (!r.TryReadString(out var clientValue)) throw Protocol("malformed key exchange init");
-        round.ReplyHandled = true;
-        var algs = round.Algorithms!;
-        var serverValue = round.Kex.ComputeServerReply(clientValue, out var k);
-        var hostKey = _serverOptions!.HostKeys.First(h => h.SignatureAlgorithms.Contains(algs.HostKey));
-        var ks = hostKey.PublicKey.Blob.Span;
-        var h = ExchangeHash(round.Kex, RemoteVersion, _localVersion, round.PeerInit!, round.LocalInit, ks, clientValue, serverValue, k);
-        _sessionId ??= h;
-        var signature = hostKey.Sign(algs.HostKey, h);
-        var reply = new SshWriter(ks.Length + serverValue.Length + signature.Length + 16)
-            .WriteByte(SshMessageNumbers.KexEcdhReply).WriteString(ks).WriteString(serverValue).WriteString(signature).ToArray();
-        var (incoming, outgoing) = DeriveCiphers(round, k, h);
-        CryptographicOperations.ZeroMemory(k);
-        round.IncomingCipher = incoming;
-        var items = new List<ControlItem>
-        {
-            new(reply, IsKexMessage: true),
-            new([SshMessageNumbers.NewKeys], IsKexMessage: true, AfterWrite: () => SwitchOutgoing(outgoing)),
-        };
-        // RFC 8308 §2.4: EXT_INFO is the next packet after the server's first NEWKEYS.
-        if (round.IsFirst && _peerWantsExtInfo) items.Add(new ControlItem(BuildExtInfo(), IsKexMessage: false));
-        EnqueueControl([.. items]);
-    }
-
-    private byte[] BuildExtInfo()
-    {
-        var sigAlgs = _serverOptions!.ServerSigAlgs;
-        return new SshWriter(256).WriteByte(SshMessageNumbers.ExtInfo).WriteUInt32(2)
-            .WriteString(ServerSigAlgsExtension).WriteString(string.Join(',', sigAlgs))
-            .WriteString(PingExtension).WriteString("0")
-            .ToArray();
-    }
-
-    /// <summary>Client: SSH_MSG_KEX*_REPLY → verify the server, NEWKEYS.</summary>
-    private async ValueTask HandleKexReplyAsync(ReadOnlyMemory<byte> payload)
-    {
-        var round = _round;
-        if (round?.Kex is null || round.ClientValue is null || round.ReplyHandled) throw Protocol("unexpected key exchange message");
-        round.ReplyHandled = true;
-        var algs = round.Algorithms!;
-        SshPublicKey hostKey;
-        byte[] k, h;
-        {
-            var r = new SshReader(payload.Span[1..]);
-            if (!r.TryReadString(out var ks) || !r.TryReadString(out var serverValue) || !r.TryReadString(out var signature))
-                throw Protocol("malformed key exchange reply");
-            if (!SshPublicKey.TryParseBlob(ks, out var parsed)) throw KexFailed("unsupported or malformed host key");
-            hostKey = parsed;
-            if (!hostKey.SignatureAlgorithms.Contains(algs.HostKey)) throw KexFailed("host key does not match the negotiated algorithm");
-            k = round.Kex.ComputeClientSecret(serverValue);
-            h = ExchangeHash(round.Kex, _localVersion, RemoteVersion, round.LocalInit, round.PeerInit!, ks, round.ClientValue, serverValue, k);
-            if (!hostKey.Verify(algs.HostKey, h, signature)) throw KexFailed("host key signature does not verify");
-        }
-        if (round.IsFirst)
-        {
-            if (!await _clientOptions!.HostKeyValidator!(hostKey).ConfigureAwait(false))
-                throw new SshProtocolException(SshDisconnectReason.HostKeyNotVerifiable, "host key not accepted");
-            _serverHostKey = hostKey;
-        }
-        else if (!hostKey.Equals(_serverHostKey))
-        {
-            throw KexFailed("host key changed during rekey");
-        }
-        _sessionId ??= h;
-        var (incoming, outgoing) = DeriveCiphers(round, k, h);
-        CryptographicOperations.ZeroMemory(k);
-        round.IncomingCipher = incoming;
-        EnqueueControl(new ControlItem([SshMessageNumbers.NewKeys], IsKexMessage: true, AfterWrite: () => SwitchOutgoing(outgoing)));
+        _outKexInProgress = true;
+        _outKexDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>After our NEWKEYS is on the wire (RFC 4253 §7.3). Runs under _writeLock.</summary>
-    private void SwitchOutgoing(PacketCipher cipher)
+    void IKexPacketLayer.SwitchOutgoing(PacketCipher cipher)
     {
         var old = _outgoing;
         _outgoing = cipher;
         if (old != NonePacketCipher.Instance) old.Dispose();
-        if (_strictKex) _outSequence = 0; // PROTOCOL §1.10
+        if (_kex.IsStrict) _outSequence = 0; // PROTOCOL §1.10
         _outBytesSinceKex = 0;
         _outPacketsSinceKex = 0;
         _outKexInProgress = false;
         _outKexDone.TrySetResult();
     }
 
+    /// <summary>The peer's NEWKEYS (RFC 4253 §7.3): its next packet uses the new keys.</summary>
     private void HandleNewKeys()
     {
-        var round = _round;
-        if (round?.IncomingCipher is null) throw Protocol("unexpected NEWKEYS");
+        var (cipher, wasFirst) = _kex.CompleteRound();
         var old = _incoming;
-        _incoming = round.IncomingCipher;
+        _incoming = cipher;
         if (old != NonePacketCipher.Instance) old.Dispose();
-        if (_strictKex) _inSequence = 0; // PROTOCOL §1.10
+        if (_kex.IsStrict) _inSequence = 0; // PROTOCOL §1.10
         _inBytesSinceKex = 0;
         _inPacketsSinceKex = 0;
         _initialKexIncomingDone = true;
-        Algorithms = round.Algorithms;
-        round.Kex?.Dispose();
-        Interlocked.Exchange(ref _lastKexTimestamp, _time.GetTimestamp());
-        lock (_kexGate)
-        {
-            _round = null;
-            Interlocked.Increment(ref _kexCount);
-        }
-        if (round.IsFirst) _firstKexDone.TrySetResult();
-    }
-
-    /// <summary>RFC 4253 §8 / RFC 5656 §4 / RFC 8731 §3: H = HASH(V_C || V_S || I_C || I_S || K_S || Q_C || Q_S || K).</summary>
-    internal static byte[] ExchangeHash(KeyExchangeAlgorithm kex, string clientVersion, string serverVersion,
-        ReadOnlySpan<byte> clientInit, ReadOnlySpan<byte> serverInit, ReadOnlySpan<byte> hostKey,
-        ReadOnlySpan<byte> clientValue, ReadOnlySpan<byte> serverValue, ReadOnlySpan<byte> encodedSecret)
-    {
-        var w = new SshWriter(clientInit.Length + serverInit.Length + hostKey.Length + clientValue.Length + serverValue.Length + 512);
-        w.WriteString(Encoding.ASCII.GetBytes(clientVersion)).WriteString(Encoding.ASCII.GetBytes(serverVersion))
-            .WriteString(clientInit).WriteString(serverInit).WriteString(hostKey)
-            .WriteString(clientValue).WriteString(serverValue).WriteRaw(encodedSecret);
-        var h = kex.HashData(w.WrittenSpan);
-        CryptographicOperations.ZeroMemory(MemoryMarshalHelper.AsWritable(w.WrittenSpan));
-        return h;
-    }
-
-    /// <summary>RFC 4253 §7.2: key = HASH(K || H || X || session_id), extended with HASH(K || H || key so far).</summary>
-    internal static byte[] DeriveKey(KeyExchangeAlgorithm kex, ReadOnlySpan<byte> encodedSecret, ReadOnlySpan<byte> h, char letter, ReadOnlySpan<byte> sessionId, int length)
-    {
-        if (length == 0) return [];
-        var w = new SshWriter(encodedSecret.Length + h.Length + sessionId.Length + 1);
-        w.WriteRaw(encodedSecret).WriteRaw(h).WriteByte((byte)letter).WriteRaw(sessionId);
-        var key = kex.HashData(w.WrittenSpan);
-        while (key.Length < length)
-        {
-            w.Clear();
-            w.WriteRaw(encodedSecret).WriteRaw(h).WriteRaw(key);
-            key = [.. key, .. kex.HashData(w.WrittenSpan)];
-        }
-        return key[..length];
-    }
-
-    private (PacketCipher Incoming, PacketCipher Outgoing) DeriveCiphers(KexRound round, byte[] k, byte[] h)
-    {
-        var algs = round.Algorithms!;
-        var sid = _sessionId!;
-        PacketCipher Build(string cipherName, string? macName, char ivLetter, char keyLetter, char macLetter)
-        {
-            var cipher = PacketCiphers.GetCipher(cipherName)!;
-            var mac = cipher.IsAead || macName is null ? null : PacketCiphers.GetMac(macName);
-            var iv = DeriveKey(round.Kex!, k, h, ivLetter, sid, cipher.IvLength);
-            var key = DeriveKey(round.Kex!, k, h, keyLetter, sid, cipher.KeyLength);
-            var macKey = mac is null ? [] : DeriveKey(round.Kex!, k, h, macLetter, sid, mac.KeyLength);
-            try
-            {
-                return PacketCiphers.Create(cipher, mac, key, iv, macKey);
-            }
-            finally
-            {
-                CryptographicOperations.ZeroMemory(key);
-                CryptographicOperations.ZeroMemory(iv);
-                CryptographicOperations.ZeroMemory(macKey);
-            }
-        }
-        var c2s = Build(algs.CipherClientToServer, algs.MacClientToServer, 'A', 'C', 'E');
-        var s2c = Build(algs.CipherServerToClient, algs.MacServerToClient, 'B', 'D', 'F');
-        return _isServer ? (c2s, s2c) : (s2c, c2s);
+        if (wasFirst) _firstKexDone.TrySetResult();
     }
 
     // ------------------------------------------------------------------ housekeeping
@@ -1091,7 +819,7 @@ public sealed class SshTransport : ISshPacketChannel
         if (Volatile.Read(ref _closed) != 0) return;
         try
         {
-            if (_time.GetElapsedTime(Interlocked.Read(ref _lastKexTimestamp)) >= _options.RekeyInterval && InitiateKex())
+            if (_kex.SinceLast >= _options.RekeyInterval && InitiateKex())
                 ScheduleFlush();
             if (_options.KeepAliveInterval is null) return;
             long packets = Interlocked.Read(ref _inPacketsTotal);
@@ -1129,11 +857,4 @@ public sealed class SshTransport : ISshPacketChannel
         t.SetResult();
         return t;
     }
-}
-
-internal static class MemoryMarshalHelper
-{
-    /// <summary>For wiping our own scratch buffers after hashing secrets.</summary>
-    public static Span<byte> AsWritable(ReadOnlySpan<byte> span) =>
-        System.Runtime.InteropServices.MemoryMarshal.CreateSpan(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(span), span.Length);
 }

@@ -1,5 +1,5 @@
 using CsCheck;
-using Warren.Edge.Http;
+using Warren.Edge.Limits;
 using Warren.Edge.Tests.Support;
 
 namespace Warren.Edge.Tests.Http;

@@ -39,10 +39,16 @@ internal sealed class LoopbackSsh : IAsyncDisposable
 
     private sealed class App(SshPublicKey clientKey, Func<SshServerConnection, Task> run) : ISshServerApplication
     {
-        public ValueTask<bool> IsPublicKeyAcceptableAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
-            => ValueTask.FromResult(key.Equals(clientKey));
+        public ValueTask<SshPermissions?> AuthorizePublicKeyAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
+            => ValueTask.FromResult(key.Equals(clientKey) ? SshPermissions.Granted : null);
 
-        public async ValueTask RunConnectionAsync(SshServerConnection connection) => await run(connection);
+        public ValueTask<ISshConnectionHandler> OpenConnectionAsync(SshServerConnection connection)
+            => ValueTask.FromResult<ISshConnectionHandler>(new Handler(run, connection));
+
+        private sealed class Handler(Func<SshServerConnection, Task> run, SshServerConnection connection) : ISshConnectionHandler
+        {
+            public async ValueTask RunAsync() => await run(connection);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -396,4 +396,109 @@ public abstract class RuntimeConformanceTests : IAsyncLifetime
         Assert.Null(await Runtime.SampleStatsAsync(id, Timeout()));
         Assert.Null(await Runtime.GetAddressAsync(id, Timeout()));
     }
+
+    // ------------------------------------------------------------------ SSH session kinds and listening (the SSH front door's seam)
+
+    [DockerFact]
+    public async Task Session_Shell_And_Command_StartInTheHomeDirectory()
+    {
+        string id = await CreateVmAsync();
+        await using (var shell = await Runtime.ExecAsync(id, new ExecSpec([], User: "root", Kind: ExecSessionKind.Shell), Timeout()))
+        {
+            await shell.StandardInput.WriteAsync("pwd; exit 7\n"u8.ToArray());
+            await shell.CloseStandardInputAsync();
+            Assert.Equal("/root\n", await ReadAllAsync(shell.StandardOutput));
+            Assert.Equal(new ExitResult(7, null), await shell.Completion.WaitAsync(OperationTimeout));
+        }
+        await using var command = await Runtime.ExecAsync(id, new ExecSpec(["pwd; exit 4"], User: "root", Kind: ExecSessionKind.Command), Timeout());
+        await command.CloseStandardInputAsync();
+        Assert.Equal("/root\n", await ReadAllAsync(command.StandardOutput));
+        Assert.Equal(new ExitResult(4, null), await command.Completion.WaitAsync(OperationTimeout));
+    }
+
+    [DockerFact]
+    public async Task Session_Sftp_AnswersInitWithItsVersion()
+    {
+        string id = await CreateVmAsync();
+        await using var sftp = await Runtime.ExecAsync(id, new ExecSpec([], User: "root", Kind: ExecSessionKind.Sftp), Timeout());
+        // SSH_FXP_INIT version 3 (draft-ietf-secsh-filexfer-02 §4): uint32 length 5, byte 1, uint32 3.
+        await sftp.StandardInput.WriteAsync(new byte[] { 0, 0, 0, 5, 1, 0, 0, 0, 3 });
+        await sftp.StandardInput.FlushAsync();
+        var header = new byte[9];
+        await sftp.StandardOutput.ReadExactlyAsync(header).AsTask().WaitAsync(OperationTimeout);
+        Assert.Equal((byte)2, header[4]); // SSH_FXP_VERSION
+        Assert.Equal(3u, System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(5)));
+        await sftp.CloseStandardInputAsync();
+        Assert.Equal(0, (await sftp.Completion.WaitAsync(OperationTimeout)).ExitCode);
+    }
+
+    [DockerFact]
+    public async Task Session_LegacyScp_ReceivesAFile_EvenWithoutAnScpBinary()
+    {
+        string id = await CreateVmAsync();
+        await using (var scp = await Runtime.ExecAsync(id, new ExecSpec(["scp -t /tmp"], User: "root", Kind: ExecSessionKind.Command), Timeout()))
+        {
+            // The sink side of OpenSSH's scp -O protocol: it acks with a zero byte, then gets "C<mode> <size> <name>\n", the bytes and a zero.
+            var ack = new byte[1];
+            async Task ExpectAckAsync()
+            {
+                await scp.StandardOutput.ReadExactlyAsync(ack).AsTask().WaitAsync(OperationTimeout);
+                Assert.Equal(0, ack[0]);
+            }
+            await ExpectAckAsync();
+            await scp.StandardInput.WriteAsync("C0644 6 conformance.txt\n"u8.ToArray());
+            await scp.StandardInput.FlushAsync();
+            await ExpectAckAsync();
+            await scp.StandardInput.WriteAsync("hello\n\0"u8.ToArray());
+            await scp.StandardInput.FlushAsync();
+            await ExpectAckAsync();
+            await scp.CloseStandardInputAsync();
+            Assert.Equal(0, (await scp.Completion.WaitAsync(OperationTimeout)).ExitCode);
+        }
+        Assert.Equal("hello\n", await ShAsync(id, "cat /tmp/conformance.txt"));
+    }
+
+    [DockerFact]
+    public async Task Listen_Tcp_OffersConnectionsMadeInsideTheVm()
+    {
+        string id = await CreateVmAsync();
+        await using var listener = await Runtime.ListenAsync(id, ListenSpec.Tcp("root", "127.0.0.1", 0), Timeout());
+        Assert.InRange(listener.BoundPort, 1u, 65535u);
+        Assert.Null(listener.SocketPath);
+        await using var accepting = listener.AcceptAsync(Timeout()).GetAsyncEnumerator();
+
+        // A peer inside the VM's network namespace: the runtime's own connect.
+        await using var peer = await Runtime.ConnectAsync(id, "127.0.0.1", (int)listener.BoundPort, Timeout());
+        Assert.True(await accepting.MoveNextAsync().AsTask().WaitAsync(OperationTimeout));
+        Assert.Equal("127.0.0.1", accepting.Current.OriginatorAddress);
+        await using var accepted = await accepting.Current.AcceptAsync(Timeout());
+        await peer.WriteAsync("ping\n"u8.ToArray());
+        await peer.FlushAsync();
+        var got = new byte[5];
+        await accepted.ReadExactlyAsync(got).AsTask().WaitAsync(OperationTimeout);
+        Assert.Equal("ping\n", Encoding.ASCII.GetString(got));
+        await accepted.WriteAsync("pong\n"u8.ToArray());
+        await accepted.FlushAsync();
+        await peer.ReadExactlyAsync(got).AsTask().WaitAsync(OperationTimeout);
+        Assert.Equal("pong\n", Encoding.ASCII.GetString(got));
+
+        // A second connection, rejected: the VM-side peer sees its connection closed.
+        await using var refused = await Runtime.ConnectAsync(id, "127.0.0.1", (int)listener.BoundPort, Timeout());
+        Assert.True(await accepting.MoveNextAsync().AsTask().WaitAsync(OperationTimeout));
+        await accepting.Current.RejectAsync(Timeout());
+        Assert.Equal(0, await refused.ReadAsync(new byte[1]).AsTask().WaitAsync(OperationTimeout));
+    }
+
+    [DockerFact]
+    public async Task Listen_Unix_MakesASocketOnlyItsUserCanReach()
+    {
+        string id = await CreateVmAsync();
+        await using var listener = await Runtime.ListenAsync(id, ListenSpec.Unix("1000"), Timeout());
+        Assert.Equal(0u, listener.BoundPort);
+        Assert.NotNull(listener.SocketPath);
+        Assert.StartsWith("/tmp/", listener.SocketPath);
+        var listing = (await ShAsync(id, $"test -S '{listener.SocketPath}' && ls -ldn \"$(dirname '{listener.SocketPath}')\"")).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("drwx------", listing[0]);
+        Assert.Equal("1000", listing[2]);
+    }
 }

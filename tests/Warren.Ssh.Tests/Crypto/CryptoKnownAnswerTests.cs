@@ -246,7 +246,7 @@ public class CryptoKnownAnswerTests
         var k = new byte[] { 0, 0, 0, 2, 0x12, 0x34 };
         var h = SHA256.HashData("exchange hash"u8);
         var sid = SHA256.HashData("session"u8);
-        var derived = SshTransport.DeriveKey(kex, k, h, 'C', sid, 64);
+        var derived = SshKeyExchange.DeriveKey(kex, k, h, 'C', sid, 64);
         var k1 = SHA256.HashData([.. k, .. h, (byte)'C', .. sid]);
         var k2 = SHA256.HashData([.. k, .. h, .. k1]);
         Assert.Equal([.. k1, .. k2], derived);
@@ -258,7 +258,7 @@ public class CryptoKnownAnswerTests
     {
         using var kex = KeyExchangeAlgorithm.Create(SshAlgorithms.KexCurve25519, SshRandom.Default)!;
         byte[] ic = [20, 1], isv = [20, 2], ks = [9, 9, 9], qc = [1], qs = [2, 3], k = [0, 0, 0, 1, 5];
-        var h = SshTransport.ExchangeHash(kex, "SSH-2.0-a", "SSH-2.0-b", ic, isv, ks, qc, qs, k);
+        var h = SshKeyExchange.ExchangeHash(kex, "SSH-2.0-a", "SSH-2.0-b", ic, isv, ks, qc, qs, k);
         static byte[] S(byte[] v) => [.. BitConverter.GetBytes(v.Length).Reverse(), .. v];
         var expected = SHA256.HashData([.. S("SSH-2.0-a"u8.ToArray()), .. S("SSH-2.0-b"u8.ToArray()), .. S(ic), .. S(isv), .. S(ks), .. S(qc), .. S(qs), .. k]);
         Assert.Equal(expected, h);

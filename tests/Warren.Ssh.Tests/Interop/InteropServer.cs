@@ -87,20 +87,29 @@ internal sealed class InteropApp(SshPublicKey userKey) : ISshServerApplication
     public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     public TaskCompletionSource<(SshServerConnection Connection, string Address, uint Port)> Forwarded { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public ValueTask<bool> IsPublicKeyAcceptableAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
-        => ValueTask.FromResult(key.Equals(userKey));
+    public ValueTask<SshPermissions?> AuthorizePublicKeyAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
+        => ValueTask.FromResult(key.Equals(userKey) ? SshPermissions.Granted : null);
 
-    public ValueTask<uint?> RequestTcpipForwardAsync(SshServerConnection connection, string bindAddress, uint bindPort, CancellationToken cancellationToken)
+    public ValueTask<ISshConnectionHandler> OpenConnectionAsync(SshServerConnection connection)
+        => ValueTask.FromResult<ISshConnectionHandler>(new Handler(this, connection));
+
+    private sealed class Handler(InteropApp app, SshServerConnection connection) : ISshConnectionHandler
+    {
+        public ValueTask RunAsync() => app.RunConnectionAsync(connection);
+        public ValueTask<uint?> RequestTcpipForwardAsync(string bindAddress, uint bindPort, CancellationToken cancellationToken)
+            => app.RequestTcpipForwardAsync(connection, bindAddress, bindPort, cancellationToken);
+        public ValueTask<bool> CancelTcpipForwardAsync(string bindAddress, uint bindPort, CancellationToken cancellationToken)
+            => ValueTask.FromResult(true);
+    }
+
+    private ValueTask<uint?> RequestTcpipForwardAsync(SshServerConnection connection, string bindAddress, uint bindPort, CancellationToken cancellationToken)
     {
         uint port = bindPort == 0 ? 40000u : bindPort;
         Forwarded.TrySetResult((connection, bindAddress, port));
         return ValueTask.FromResult<uint?>(port);
     }
 
-    public ValueTask<bool> CancelTcpipForwardAsync(SshServerConnection connection, string bindAddress, uint bindPort, CancellationToken cancellationToken)
-        => ValueTask.FromResult(true);
-
-    public async ValueTask RunConnectionAsync(SshServerConnection connection)
+    private async ValueTask RunConnectionAsync(SshServerConnection connection)
     {
         Connections.Enqueue(connection);
         var work = new List<Task>();

@@ -22,22 +22,30 @@ internal sealed class TestServerApplication : ISshServerApplication
     public volatile bool RunFinished;
     public TaskCompletionSource<SshServerConnection> Connected { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public ValueTask<bool> IsPublicKeyAcceptableAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
+    public ValueTask<SshPermissions?> AuthorizePublicKeyAsync(SshAuthContext context, string user, SshPublicKey key, CancellationToken cancellationToken)
     {
         AcceptabilityQueries.Enqueue(key);
-        return ValueTask.FromResult(AcceptedKeys.Contains(key));
+        return ValueTask.FromResult(AcceptedKeys.Contains(key) ? SshPermissions.Granted : null);
     }
 
-    public ValueTask<bool> AuthenticateKeyboardInteractiveAsync(SshAuthContext context, string user, IKeyboardInteractivePrompter prompter, CancellationToken cancellationToken)
-        => KeyboardInteractive?.Invoke(context, user, prompter, cancellationToken) ?? ValueTask.FromResult(false);
+    public async ValueTask<SshPermissions?> AuthenticateKeyboardInteractiveAsync(SshAuthContext context, string user, IKeyboardInteractivePrompter prompter, CancellationToken cancellationToken)
+        => KeyboardInteractive is not null && await KeyboardInteractive(context, user, prompter, cancellationToken) ? SshPermissions.Granted : null;
 
-    public ValueTask<bool> AuthenticatePasswordAsync(SshAuthContext context, string user, string password, CancellationToken cancellationToken)
-        => ValueTask.FromResult(PasswordCheck?.Invoke(password) ?? false);
+    public ValueTask<SshPermissions?> AuthenticatePasswordAsync(SshAuthContext context, string user, string password, CancellationToken cancellationToken)
+        => ValueTask.FromResult(PasswordCheck?.Invoke(password) == true ? SshPermissions.Granted : null);
 
-    public ValueTask<uint?> RequestTcpipForwardAsync(SshServerConnection connection, string bindAddress, uint bindPort, CancellationToken cancellationToken)
-        => ValueTask.FromResult(Forward?.Invoke(connection, bindAddress, bindPort));
+    public ValueTask<ISshConnectionHandler> OpenConnectionAsync(SshServerConnection connection)
+        => ValueTask.FromResult<ISshConnectionHandler>(new Handler(this, connection));
 
-    public async ValueTask RunConnectionAsync(SshServerConnection connection)
+    private sealed class Handler(TestServerApplication app, SshServerConnection connection) : ISshConnectionHandler
+    {
+        public ValueTask RunAsync() => app.RunConnectionAsync(connection);
+
+        public ValueTask<uint?> RequestTcpipForwardAsync(string bindAddress, uint bindPort, CancellationToken cancellationToken)
+            => ValueTask.FromResult(app.Forward?.Invoke(connection, bindAddress, bindPort));
+    }
+
+    private async ValueTask RunConnectionAsync(SshServerConnection connection)
     {
         Connected.TrySetResult(connection);
         try

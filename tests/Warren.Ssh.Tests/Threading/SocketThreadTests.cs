@@ -1,4 +1,4 @@
-using Warren.Ssh.Threading;
+using Warren.Threading;
 using Xunit;
 
 namespace Warren.Ssh.Tests.Threading;

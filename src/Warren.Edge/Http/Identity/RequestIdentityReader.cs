@@ -1,7 +1,7 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
-using Warren.Ssh.Threading;
+using Warren.Threading;
 
 namespace Warren.Edge.Http.Identity;
 

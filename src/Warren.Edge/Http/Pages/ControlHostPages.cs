@@ -1,7 +1,8 @@
+using Warren.Edge.Limits;
 using Microsoft.AspNetCore.Http;
 using Warren.Edge.Http.Identity;
 using Warren.Edge.Http.Routing;
-using Warren.Ssh.Threading;
+using Warren.Threading;
 
 namespace Warren.Edge.Http;
 

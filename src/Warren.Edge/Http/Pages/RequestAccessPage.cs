@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http.Identity;
 using Warren.Edge.Http.Routing;
+using Warren.Edge.Limits;
 
 namespace Warren.Edge.Http;
 

@@ -1,6 +1,6 @@
 using Warren.Platform.Runtime;
 
-namespace Warren.Runtime.Docker;
+namespace Warren.Runtime.Agent;
 
 /// <summary>
 /// A TCP connection made inside the VM by the agent (a connect OPEN), carried over the session socket: writes are

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Warren.Platform.Runtime;
 
-namespace Warren.Runtime.Docker;
+namespace Warren.Runtime.Agent;
 
 /// <summary>
 /// A process started through the agent session socket (an exec OPEN). Behaves as <see cref="DockerVmProcess"/> does
@@ -65,7 +65,7 @@ internal sealed class AgentVmProcess : IVmProcess
 
     public async Task SignalAsync(string signal, CancellationToken ct)
     {
-        var (_, number) = DockerVmProcess.ParseSignal(signal);
+        var (_, number) = AgentSignals.Parse(signal);
         if (Completion.IsCompleted) return;
         try
         {

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using Warren.Ssh.Server;
 
-namespace Warren.Edge.Http;
+namespace Warren.Edge.Limits;
 
 /// <summary>
 /// Token buckets per key (for /exec: per signing-key fingerprint; for the proxy: per

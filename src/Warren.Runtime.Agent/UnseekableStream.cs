@@ -1,4 +1,4 @@
-namespace Warren.Runtime.Docker;
+namespace Warren.Runtime.Agent;
 
 /// <summary>
 /// Base of the runtime's pipe-like streams (process stdio, VM connections): no length, no position, no seek,

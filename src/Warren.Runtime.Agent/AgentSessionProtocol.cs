@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Text;
 
-namespace Warren.Runtime.Docker;
+namespace Warren.Runtime.Agent;
 
 /// <summary>Frame types of the agent session socket (docs/AGENT-PROTOCOL.md).</summary>
 internal enum AgentFrameType : byte

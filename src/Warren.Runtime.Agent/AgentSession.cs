@@ -6,7 +6,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using Warren.Platform.Runtime;
 
-namespace Warren.Runtime.Docker;
+namespace Warren.Runtime.Agent;
 
 /// <summary>
 /// One connection to a VM's agent session socket (docs/AGENT-PROTOCOL.md): OPEN, then frames both ways.
@@ -20,7 +20,7 @@ namespace Warren.Runtime.Docker;
 /// </para>
 /// <para>
 /// The peer is untrusted (root in the VM can replace the agent): every length is checked before it is used, a bad
-/// frame ends the session with a <see cref="DockerRuntimeException"/> (readers of the output streams see an
+/// frame ends the session with a <see cref="VmRuntimeException"/> (readers of the output streams see an
 /// <see cref="IOException"/>), and nothing the peer sends makes the daemon buffer more than the bounds here.
 /// </para>
 /// </summary>
@@ -71,7 +71,7 @@ internal sealed class AgentSession : IAsyncDisposable
     private int _disposed;
     /// <summary>Set when a send was interrupted part-way: frame boundaries are lost, so no further frame may follow.</summary>
     private volatile bool _writeBroken;
-    private DockerRuntimeException? _outputFailure;
+    private VmRuntimeException? _outputFailure;
 
     // Reader state: touched only by the read loop.
     private byte[]? _buffer;
@@ -81,8 +81,11 @@ internal sealed class AgentSession : IAsyncDisposable
     private bool _stdoutDropped, _stderrDropped;
     private bool _stdoutEnded, _outputsCompleted;
 
-    private AgentSession(Socket socket, string vmId, AgentOpenRequest request)
+    private readonly AgentFailure _fail;
+
+    private AgentSession(Socket socket, string vmId, AgentOpenRequest request, AgentFailure fail)
     {
+        _fail = fail;
         _socket = socket;
         _vmId = vmId;
         _request = request;
@@ -101,18 +104,19 @@ internal sealed class AgentSession : IAsyncDisposable
     public Stream? OpenStderr() => _stderr == null ? null : new AgentOutputStream(_stderr.Reader, this);
 
     /// <summary>Why the session broke, once it did: output readers throw it (as an IOException) after the data received before.</summary>
-    internal DockerRuntimeException? OutputFailure => Volatile.Read(ref _outputFailure);
+    internal VmRuntimeException? OutputFailure => Volatile.Read(ref _outputFailure);
 
     /// <summary>
     /// The process's end (exec): after every output byte was handed to the pipes. Faults with a
-    /// <see cref="DockerRuntimeException"/> when the session broke; <c>ExitResult(null, null)</c> when we closed it first.
+    /// <see cref="VmRuntimeException"/> when the session broke; <c>ExitResult(null, null)</c> when we closed it first.
     /// </summary>
     public Task<ExitResult> Exit => _exit.Task;
 
     /// <summary>Sends OPEN on a connected socket and waits for STARTED; ERROR and any failure throw and close the socket.</summary>
-    public static async Task<AgentSession> OpenAsync(Socket socket, string vmId, AgentOpenRequest request, RentedFrame open, CancellationToken ct)
+    /// <remarks><paramref name="fail"/> makes the runtime's own exception for a broken or refused session.</remarks>
+    public static async Task<AgentSession> OpenAsync(Socket socket, string vmId, AgentOpenRequest request, RentedFrame open, AgentFailure fail, CancellationToken ct)
     {
-        var session = new AgentSession(socket, vmId, request);
+        var session = new AgentSession(socket, vmId, request, fail);
         try
         {
             try
@@ -130,13 +134,13 @@ internal sealed class AgentSession : IAsyncDisposable
         catch (TimeoutException)
         {
             await session.DisposeAsync().ConfigureAwait(false);
-            throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
+            throw fail(AgentErrors.AgentSessionFailed,
                 $"the agent of VM {vmId} did not answer {request.Description} within {AnswerTimeout.TotalSeconds:0} s");
         }
         catch (IOException e)
         {
             await session.DisposeAsync().ConfigureAwait(false);
-            throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed, $"the session socket of VM {vmId} failed: {e.Message}", e);
+            throw fail(AgentErrors.AgentSessionFailed, $"the session socket of VM {vmId} failed: {e.Message}", e);
         }
         catch
         {
@@ -243,7 +247,7 @@ internal sealed class AgentSession : IAsyncDisposable
 
     private async Task ReadLoopAsync()
     {
-        DockerRuntimeException? failure = null;
+        VmRuntimeException? failure = null;
         try
         {
             await ReadFramesAsync(_closing.Token).ConfigureAwait(false);
@@ -252,19 +256,19 @@ internal sealed class AgentSession : IAsyncDisposable
         {
             // We closed the session (dispose, or an aborted send): not the agent's doing.
         }
-        catch (DockerRuntimeException e)
+        catch (VmRuntimeException e)
         {
             failure = e;
         }
         catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException)
         {
-            failure = new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
+            failure = _fail(AgentErrors.AgentSessionFailed,
                 $"the session socket of VM {_vmId} failed ({_request.Description}): {e.Message}", e);
         }
         catch (Exception e)
         {
             // A bug here must still end the session rather than leave callers waiting.
-            failure = new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
+            failure = _fail(AgentErrors.AgentSessionFailed,
                 $"the session with the agent of VM {_vmId} failed ({_request.Description}): {e.Message}", e);
         }
         finally
@@ -345,13 +349,13 @@ internal sealed class AgentSession : IAsyncDisposable
     private bool EndOfStream()
     {
         if (_state == State.AwaitingStarted)
-            throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
+            throw _fail(AgentErrors.AgentSessionFailed,
                 $"the agent of VM {_vmId} closed the session without answering {_request.Description}");
         if (Kind == AgentSessionKind.Exec)
-            throw new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed,
+            throw _fail(AgentErrors.AgentSessionFailed,
                 $"the agent of VM {_vmId} closed the session before the process exited ({_request.Description})");
         if (!_stdoutEnded)
-            throw new DockerRuntimeException(DockerRuntimeErrors.ConnectFailed,
+            throw _fail(AgentErrors.ConnectFailed,
                 $"the connection to {((AgentConnectRequest)_request).Host}:{((AgentConnectRequest)_request).Port} inside the VM was cut off");
         return true;
     }
@@ -475,7 +479,7 @@ internal sealed class AgentSession : IAsyncDisposable
             case AgentProtocol.ExitKindSignaled:
                 if (value is < AgentProtocol.MinSignal or > AgentProtocol.MaxSignal) throw Violation($"EXIT with signal {value}");
                 // SSH names only the signals of RFC 4254 §6.10; others are reported as a shell does, 128+N.
-                return DockerVmProcess.SignalName((int)value) is { } name
+                return AgentSignals.Name((int)value) is { } name
                     ? new ExitResult(null, name, core == 1)
                     : new ExitResult(128 + (int)value, null);
             default:
@@ -483,7 +487,7 @@ internal sealed class AgentSession : IAsyncDisposable
         }
     }
 
-    private void Finish(DockerRuntimeException? failure)
+    private void Finish(VmRuntimeException? failure)
     {
         CompleteOutputs(failure);
         if (failure != null)
@@ -499,7 +503,7 @@ internal sealed class AgentSession : IAsyncDisposable
         }
     }
 
-    private void CompleteOutputs(DockerRuntimeException? failure)
+    private void CompleteOutputs(VmRuntimeException? failure)
     {
         if (_outputsCompleted) return;
         _outputsCompleted = true;
@@ -522,14 +526,14 @@ internal sealed class AgentSession : IAsyncDisposable
         if (length != expected) throw Violation($"{Name(type)} with {length} payload bytes (expected {expected})");
     }
 
-    private DockerRuntimeException Truncated(AgentFrameType type) => Violation($"the socket closed in the middle of a {Name(type)} frame");
+    private VmRuntimeException Truncated(AgentFrameType type) => Violation($"the socket closed in the middle of a {Name(type)} frame");
 
-    private DockerRuntimeException Violation(string detail) =>
-        new(DockerRuntimeErrors.AgentSessionFailed, $"the agent of VM {_vmId} broke the session protocol ({_request.Description}): {detail}");
+    private VmRuntimeException Violation(string detail) =>
+        _fail(AgentErrors.AgentSessionFailed, $"the agent of VM {_vmId} broke the session protocol ({_request.Description}): {detail}");
 
-    private DockerRuntimeException Refused(string message) => _request is AgentConnectRequest c
-        ? new DockerRuntimeException(DockerRuntimeErrors.ConnectFailed, $"cannot connect to {c.Host}:{c.Port} inside the VM: {message}")
-        : new DockerRuntimeException(DockerRuntimeErrors.AgentSessionFailed, $"the agent of VM {_vmId} refused {_request.Description}: {message}");
+    private VmRuntimeException Refused(string message) => _request is AgentConnectRequest c
+        ? _fail(AgentErrors.ConnectFailed, $"cannot connect to {c.Host}:{c.Port} inside the VM: {message}")
+        : _fail(AgentErrors.AgentSessionFailed, $"the agent of VM {_vmId} refused {_request.Description}: {message}");
 
     private static string Name(AgentFrameType type) => type switch
     {

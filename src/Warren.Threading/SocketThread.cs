@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace Warren.Ssh.Threading;
+namespace Warren.Threading;
 
 /// <summary>
 /// <c>await SocketThread.Leave();</c> continues on the thread pool when the caller runs on a socket engine thread,

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 
-namespace Warren.Runtime.Docker;
+namespace Warren.Runtime.Agent;
 
 /// <summary>
 /// A read-only stream over one output pipe of an <see cref="AgentSession"/>. Unlike <c>PipeReader.AsStream()</c> it

@@ -2,17 +2,17 @@ using System.Globalization;
 using System.Text;
 using Warren.Platform.Runtime;
 
-namespace Warren.Edge.Ssh;
+namespace Warren.Runtime.Agent;
 
 /// <summary>
-/// A listening socket inside a VM, run by the guest agent's <c>listen</c> subcommand through
-/// <see cref="IVmRuntime.ExecAsync"/> (see src/Warren.Agent/ListenCommand.cs for the protocol).
+/// A listening socket inside a VM (<see cref="IVmRuntime.ListenAsync"/>), run by the guest agent's <c>listen</c>
+/// subcommand through <see cref="IVmRuntime.ExecAsync"/> (see src/Warren.Agent/ListenCommand.cs for the protocol).
 /// Each accepted connection is announced with a token; <see cref="ClaimAsync"/> fetches its bytes
 /// over a separate <see cref="IVmRuntime.ConnectAsync"/> stream, so connections never share a pipe
 /// and one stalled peer cannot hold up another. Disposing closes the agent's stdin: it stops
 /// listening, drops its connections and exits.
 /// </summary>
-public sealed class VmListener : IAsyncDisposable
+public sealed class AgentListener : IVmListener
 {
     /// <summary>Longest control line read from the agent (a "conn" line with an IPv6 originator is under 100 bytes).</summary>
     private const int MaxLineBytes = 512;
@@ -20,8 +20,15 @@ public sealed class VmListener : IAsyncDisposable
     /// <summary>Longest agent error text kept for the refusal log.</summary>
     private const int MaxErrorBytes = 4096;
 
-    /// <summary>A connection accepted inside the VM, waiting to be claimed or dropped.</summary>
-    public sealed record Incoming(string Token, string OriginatorAddress, uint OriginatorPort);
+    /// <summary>A connection accepted inside the VM, announced by its token, waiting to be claimed or dropped.</summary>
+    private sealed class Incoming(AgentListener listener, string token, string originatorAddress, uint originatorPort) : IVmIncomingConnection
+    {
+        public string Token { get; } = token;
+        public string OriginatorAddress { get; } = originatorAddress;
+        public uint OriginatorPort { get; } = originatorPort;
+        public Task<Stream> AcceptAsync(CancellationToken ct) => listener.ClaimAsync(this, ct);
+        public Task RejectAsync(CancellationToken ct) => listener.DropAsync(this, ct);
+    }
 
     private readonly IVmRuntime _runtime;
     private readonly string _vmId;
@@ -29,7 +36,7 @@ public sealed class VmListener : IAsyncDisposable
     private readonly SemaphoreSlim _stdinLock = new(1, 1);
     private int _disposed;
 
-    private VmListener(IVmRuntime runtime, string vmId, IVmProcess process, uint boundPort, int rendezvousPort, string? socketPath)
+    private AgentListener(IVmRuntime runtime, string vmId, IVmProcess process, uint boundPort, int rendezvousPort, string? socketPath)
     {
         _runtime = runtime;
         _vmId = vmId;
@@ -44,19 +51,17 @@ public sealed class VmListener : IAsyncDisposable
     /// <summary>The unix socket's path inside the VM, for <c>listen --unix</c>.</summary>
     public string? SocketPath { get; }
     /// <summary>The agent's loopback port where connections are claimed by token.</summary>
-    public int RendezvousPort { get; }
+    private int RendezvousPort { get; }
 
-    /// <summary>TCP: listens on <paramref name="host"/>:<paramref name="port"/> inside the VM as <paramref name="user"/>.</summary>
-    public static Task<VmListener> StartTcpAsync(IVmRuntime runtime, string vmId, string user, string host, uint port, CancellationToken ct) =>
-        StartAsync(runtime, vmId, user, [VmSessionRelay.AgentPath, "listen", host, port.ToString(CultureInfo.InvariantCulture)], ct);
-
-    /// <summary>A unix socket in a fresh private directory under /tmp, owned by <paramref name="user"/>.</summary>
-    public static Task<VmListener> StartUnixAsync(IVmRuntime runtime, string vmId, string user, CancellationToken ct) =>
-        StartAsync(runtime, vmId, user, [VmSessionRelay.AgentPath, "listen", "--unix"], ct);
-
-    private static async Task<VmListener> StartAsync(IVmRuntime runtime, string vmId, string user, IReadOnlyList<string> argv, CancellationToken ct)
+    /// <summary>
+    /// Runs the agent's <c>listen</c> in the VM through <paramref name="runtime"/>'s exec and waits for its "ready"
+    /// line: TCP on the spec's host and port, or a unix socket in a fresh private directory under /tmp owned by the
+    /// user. Connections are claimed through <paramref name="runtime"/>'s <see cref="IVmRuntime.ConnectAsync"/>.
+    /// </summary>
+    public static async Task<AgentListener> StartAsync(IVmRuntime runtime, string vmId, ListenSpec spec, CancellationToken ct)
     {
-        var process = await runtime.ExecAsync(vmId, new ExecSpec(argv, user), ct).ConfigureAwait(false);
+        ArgumentNullException.ThrowIfNull(spec);
+        var process = await runtime.ExecAsync(vmId, new ExecSpec(GuestAgent.ListenArgv(spec), spec.User), ct).ConfigureAwait(false);
         try
         {
             var errors = process.StandardError is { } se ? ReadCappedAsync(se) : Task.FromResult("");
@@ -70,7 +75,7 @@ public sealed class VmListener : IAsyncDisposable
                 var error = await errors.WaitAsync(TimeSpan.FromSeconds(5), ct).ConfigureAwait(false);
                 throw new IOException(string.IsNullOrWhiteSpace(error) ? "the agent did not start listening" : error.Replace("warren-agent: ", "", StringComparison.Ordinal).Trim());
             }
-            return new VmListener(runtime, vmId, process, bound, rendezvous, f.Length == 4 ? f[3] : null);
+            return new AgentListener(runtime, vmId, process, bound, rendezvous, f.Length == 4 ? f[3] : null);
         }
         catch
         {
@@ -80,18 +85,18 @@ public sealed class VmListener : IAsyncDisposable
     }
 
     /// <summary>Accepted connections, until the listener ends; the consumer must claim or drop each.</summary>
-    public async IAsyncEnumerable<Incoming> AcceptAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    public async IAsyncEnumerable<IVmIncomingConnection> AcceptAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
         while (await ReadLineAsync(_process.StandardOutput, ct).ConfigureAwait(false) is { } line)
         {
             var f = line.Split(' ');
             if (f is [ "conn", var token, var address, var port ] && uint.TryParse(port, NumberStyles.None, CultureInfo.InvariantCulture, out var p))
-                yield return new Incoming(token, address, p);
+                yield return new Incoming(this, token, address, p);
         }
     }
 
     /// <summary>The accepted connection's byte stream (write to it = send to the VM-side peer).</summary>
-    public async Task<Stream> ClaimAsync(Incoming incoming, CancellationToken ct)
+    private async Task<Stream> ClaimAsync(Incoming incoming, CancellationToken ct)
     {
         var stream = await _runtime.ConnectAsync(_vmId, "127.0.0.1", RendezvousPort, ct).ConfigureAwait(false);
         try
@@ -108,7 +113,7 @@ public sealed class VmListener : IAsyncDisposable
     }
 
     /// <summary>Closes an accepted connection that will not be claimed (the client refused the channel).</summary>
-    public async Task DropAsync(Incoming incoming, CancellationToken ct)
+    private async Task DropAsync(Incoming incoming, CancellationToken ct)
     {
         await _stdinLock.WaitAsync(ct).ConfigureAwait(false);
         try
