@@ -35,6 +35,8 @@ public sealed partial class IntegrationForwarder
     public const string SourceVmHeader = "X-Exedev-Source-Vm";
     public const string UpstreamFailed = "upstream request failed";
 
+    private static readonly UriCreationOptions s_asSent = new() { DangerousDisablePathAndQueryCanonicalization = true };
+
     private readonly IntegrationService _integrations;
     private readonly VmService _vms;
     private readonly IWebUpstreamLocator _upstream;
@@ -80,7 +82,7 @@ public sealed partial class IntegrationForwarder
                 await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status502BadGateway, UpstreamFailed, ct).ConfigureAwait(false);
                 return;
             }
-            upstreamUri = new Uri($"http://{(address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString())}:{peer.ProxyPort}{pathAndQuery}");
+            upstreamUri = new Uri($"http://{(address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString())}:{peer.ProxyPort}{pathAndQuery}", s_asSent);
             hostHeader = $"{peer.Name}.{_platform.VmDomain}";
             client = _clients.Peer;
         }
@@ -88,13 +90,14 @@ public sealed partial class IntegrationForwarder
         {
             var target = new Uri(integration.Target!);
             string prefix = target.AbsolutePath.TrimEnd('/');
-            upstreamUri = new Uri(target.GetLeftPart(UriPartial.Authority) + prefix + pathAndQuery);
+            // As sent: System.Uri would otherwise unescape percent-encoded unreserved characters (RFC 3986 §6.2.2.2).
+            upstreamUri = new Uri(target.GetLeftPart(UriPartial.Authority) + prefix + pathAndQuery, s_asSent);
             client = _clients.External;
         }
 
         // :: Step 2 — headers.
         var secrets = _integrations.OpenSecrets(integration);
-        bool injectsAuth = secrets.Bearer is not null || secrets.BasicPassword is not null || integration.BasicUser is not null
+        bool injectsAuth = integration.IsPeer || secrets.Bearer is not null || secrets.BasicPassword is not null || integration.BasicUser is not null
             || secrets.Headers.Keys.Any(k => k.Equals("Authorization", StringComparison.OrdinalIgnoreCase));
         using var message = new HttpRequestMessage(new HttpMethod(request.Method), upstreamUri) { Version = new Version(1, 1) };
         bool hasBody = request.ContentLength > 0 || request.Headers.TransferEncoding.Count > 0;
