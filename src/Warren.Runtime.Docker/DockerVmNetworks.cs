@@ -198,6 +198,55 @@ internal sealed partial class DockerVmNetworks
         }
     }
 
+    /// <summary>
+    /// The resolvers a container is given: the metadata address when Warren serves VM DNS there (its resolver answers
+    /// <c>*.int.&lt;vm-domain&gt;</c> and relays the rest), else the upstream resolvers themselves. On an engine
+    /// network the container's own resolver (127.0.0.11) forwards to these from inside the container's network
+    /// namespace, so the query still arrives on the VM's bridge.
+    /// </summary>
+    public IList<string> ContainerDnsServers() => Firewall.ServesMetadata && IsolationOn
+        ? [HostNetworkOptions.MetadataAddress]
+        : Firewall.DnsServers.Select(a => a.ToString()).ToList();
+
+    /// <summary>
+    /// The VM whose network has <paramref name="hostAddress"/> as the host's (gateway) address, or null. This is how
+    /// the metadata service identifies a caller: by the address its connection reached, which the redirect chose
+    /// from the bridge the packet arrived on. Reads the engine (networks carry the VM id label), so it follows
+    /// create and rm; the address is not reused while quarantined.
+    /// </summary>
+    public async Task<string?> FindVmIdByHostAddressAsync(IPAddress hostAddress, CancellationToken ct)
+    {
+        if (hostAddress.IsIPv4MappedToIPv6) hostAddress = hostAddress.MapToIPv4();
+        if (hostAddress.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork || !_pool.Pool.Contains(hostAddress)) return null;
+        int index = _pool.IndexOf(new IPNetwork(MaskTo(hostAddress, _pool.PrefixLength), _pool.PrefixLength));
+        if (index < 0) return null;
+        var subnet = _pool[index];
+        if (!subnet.Gateway.Equals(hostAddress)) return null;
+        string name = Firewall.BridgeName(subnet);
+        var networks = await DockerVmRuntime.Engine(() => _client.Networks.ListNetworksAsync(new NetworksListParameters
+        {
+            Filters = new Dictionary<string, IDictionary<string, bool>>
+            {
+                ["label"] = new Dictionary<string, bool> { [DockerVmRuntime.LabelInstance + "=" + _options.Instance] = true },
+                ["name"] = new Dictionary<string, bool> { [name] = true },
+            },
+        }, ct));
+        foreach (var n in networks)
+        {
+            // The engine's name filter matches substrings; only the exact name and subnet count.
+            if (n.Name != name || !IsOurs(n) || ToEndpoint(n) is not { } endpoint || endpoint.Subnet.Index != index) continue;
+            if (n.Labels.TryGetValue(DockerVmRuntime.LabelVmId, out var vmId) && !string.IsNullOrEmpty(vmId)) return vmId;
+        }
+        return null;
+    }
+
+    private static IPAddress MaskTo(IPAddress address, int prefixLength)
+    {
+        uint value = VmSubnetPool.ToUInt32(address);
+        uint mask = prefixLength == 0 ? 0 : uint.MaxValue << (32 - prefixLength);
+        return VmSubnetPool.FromUInt32(value & mask);
+    }
+
     /// <summary>How a container joins its VM network: at the address Warren chose.</summary>
     public static NetworkingConfig Join(VmEndpoint endpoint) => new()
     {

@@ -19,6 +19,13 @@ public sealed partial class DockerVmRuntime
     /// <summary>Whether VM network isolation is on (<see cref="HostNetworkOptions.Isolation"/>).</summary>
     public bool IsolationEnforced => _networks.IsolationOn;
 
+    /// <summary>Whether VMs reach Warren's metadata service and resolver at 169.254.169.254 (isolation on and ports bound).</summary>
+    public bool ServesMetadata => _networks.IsolationOn && _networks.Firewall.ServesMetadata;
+
+    /// <summary>The VM whose own network has <paramref name="hostAddress"/> as the host's address (metadata caller identity), or null.</summary>
+    public Task<string?> FindVmIdByHostAddressAsync(System.Net.IPAddress hostAddress, CancellationToken ct) =>
+        _networks.FindVmIdByHostAddressAsync(hostAddress, ct);
+
     /// <summary>
     /// Start-up, before any VM is used: installs and verifies the packet-filter rules (throws
     /// <see cref="DockerRuntimeException"/> with <see cref="DockerRuntimeErrors.IsolationUnavailable"/> when they cannot

@@ -187,7 +187,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
             // Swap limit = memory limit: no swap beyond the VM's memory.
             MemorySwap = spec.Resources.MemoryBytes > 0 ? spec.Resources.MemoryBytes : 0,
             NetworkMode = endpoint.NetworkName,
-            DNS = _networks.Firewall.DnsServers.Select(a => a.ToString()).ToList(),
+            DNS = _networks.ContainerDnsServers(),
             PidsLimit = _options.PidsLimit > 0 ? _options.PidsLimit : null,
             CapDrop = _options.DroppedCapabilities,
             Ulimits = _options.OpenFilesLimit > 0

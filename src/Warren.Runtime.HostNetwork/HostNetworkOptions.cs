@@ -61,18 +61,37 @@ public sealed class HostNetworkOptions
     public string[] PublicServices { get; set; } = [];
 
     /// <summary>
-    /// The hook for a metadata service at 169.254.169.254:80 (the address clouds use): when true, VM traffic to it
-    /// passes the deny list (whatever answers it on the host must then be added). False: denied like the rest of
-    /// 169.254/16.
+    /// Warren serves the metadata service at 169.254.169.254:80 and VM DNS at 169.254.169.254:53 (the address clouds
+    /// use): VM traffic to that address on those ports is redirected (nftables <c>redirect</c>, the host's address on
+    /// the VM's own bridge) to <see cref="MetadataListenPort"/> and <see cref="VmDnsListenPort"/>, and VMs are given
+    /// 169.254.169.254 as their resolver. Everything else to 169.254/16 stays denied. False: no redirect; VMs use
+    /// <see cref="DnsServers"/> directly.
     /// </summary>
-    public bool MetadataServed { get; set; }
+    public bool MetadataServed { get; set; } = true;
+
+    /// <summary>
+    /// Host port (any address) of the metadata HTTP listener that redirected VM traffic reaches; 0 = a free port
+    /// chosen at start. Only VM bridges may reach it (the packet filter drops it from every other interface).
+    /// </summary>
+    public int MetadataListenPort { get; set; }
+
+    /// <summary>Host port (UDP and TCP, any address) of the VM resolver; 0 = a free port chosen at start.</summary>
+    public int VmDnsListenPort { get; set; }
+
+    /// <summary>
+    /// Where the VM resolver relays names it does not answer itself, as <c>IP</c> or <c>IP:PORT</c>. Empty: the
+    /// resolvers VMs were given before (<see cref="DnsServers"/>, else the host's /etc/resolv.conf).
+    /// </summary>
+    public string[] VmDnsUpstreams { get; set; } = [];
 
     /// <summary>The nftables command (on PATH by default).</summary>
     public string NftCommand { get; set; } = "nft";
 
-    /// <summary>The metadata service address clouds use (and Warren will serve).</summary>
+    /// <summary>The metadata service address clouds use (and Warren serves).</summary>
     public const string MetadataAddress = "169.254.169.254";
     public const int MetadataPort = 80;
+    /// <summary>The port VMs send DNS queries to at <see cref="MetadataAddress"/>.</summary>
+    public const int MetadataDnsPort = 53;
 }
 
 /// <summary>Whether the daemon insists on its packet-filter rules.</summary>

@@ -98,24 +98,57 @@ public sealed class VmFirewall
         s.Append($"\t\t{vm} oifname \"{InterfacePrefix}*\" counter reject with icmpx type admin-prohibited comment \"VM to VM\"\n");
         s.Append($"\t\t{vm} meta nfproto ipv6 counter drop comment \"VMs have no IPv6\"\n");
         s.Append($"\t\t{vm} ip daddr @dns4 meta l4proto {{ tcp, udp }} th dport 53 accept comment \"resolvers\"\n");
-        if (_options.MetadataServed)
-            s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} tcp dport {HostNetworkOptions.MetadataPort} accept comment \"metadata\"\n");
+        // No accept for 169.254.169.254 here: when Warren serves it, prerouting redirects it to the host (it never
+        // reaches forward); when not, it is denied like the rest of 169.254/16 — a cloud host's own metadata service
+        // (which answers at that address too) must never be reachable from a VM.
         s.Append($"\t\t{vm} ip daddr @deny4 counter reject with icmpx type admin-prohibited comment \"deny list\"\n");
         s.Append("\t}\n");
 
         // Input: traffic a VM sends to the host itself, on any of its addresses (not only its gateway).
         s.Append("\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n");
+        if (ServesMetadata)
+        {
+            // The listeners bind every address (one socket for all VMs), so only a VM's bridge may reach them: from
+            // any other interface a packet to those ports is dropped, so nobody off-host can ask as if they were a VM.
+            s.Append($"\t\tiifname != \"{InterfacePrefix}*\" meta l4proto {{ tcp, udp }} th dport {{ {MetadataPorts} }} counter drop comment \"metadata: VMs only\"\n");
+        }
         s.Append($"\t\t{vm} ct state established,related accept comment \"replies to the front doors\"\n");
         foreach (var (protocol, port) in _hostServices)
             s.Append($"\t\t{vm} fib daddr . iif type local {protocol} dport {port.ToString(CultureInfo.InvariantCulture)} accept comment \"host service\"\n");
         foreach (var (protocol, port) in _publicServices)
             s.Append($"\t\t{vm} fib daddr type local {protocol} dport {port.ToString(CultureInfo.InvariantCulture)} accept comment \"front door\"\n");
-        if (_options.MetadataServed)
-            s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} tcp dport {HostNetworkOptions.MetadataPort} accept comment \"metadata\"\n");
+        if (ServesMetadata)
+        {
+            // After the redirect the destination is the host's address on the VM's own bridge: "fib daddr . iif"
+            // accepts exactly that address on that bridge, never another VM's host address (Linux would otherwise
+            // accept any local address on any interface, RFC 1122 §3.3.4.2's weak host model).
+            string port = _options.MetadataListenPort.ToString(CultureInfo.InvariantCulture);
+            string dns = _options.VmDnsListenPort.ToString(CultureInfo.InvariantCulture);
+            s.Append($"\t\t{vm} fib daddr . iif type local tcp dport {port} accept comment \"metadata\"\n");
+            s.Append($"\t\t{vm} fib daddr . iif type local meta l4proto {{ tcp, udp }} th dport {dns} accept comment \"VM DNS\"\n");
+        }
         s.Append($"\t\t{vm} counter reject with icmpx type admin-prohibited comment \"the host is closed to VMs\"\n");
         s.Append("\t}\n");
+
+        if (ServesMetadata)
+        {
+            // Prerouting, before Docker's NAT: "redirect" rewrites the destination to the primary address of the
+            // interface the packet came in on — the host's address on that VM's own bridge — so the listener learns
+            // which VM is asking from its local address, which the VM cannot choose (exe.dev's docs: metadata).
+            string port = _options.MetadataListenPort.ToString(CultureInfo.InvariantCulture);
+            string dns = _options.VmDnsListenPort.ToString(CultureInfo.InvariantCulture);
+            s.Append("\tchain metadata {\n\t\ttype nat hook prerouting priority dstnat - 10; policy accept;\n");
+            s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} tcp dport {HostNetworkOptions.MetadataPort} redirect to :{port} comment \"metadata\"\n");
+            s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} meta l4proto {{ tcp, udp }} th dport {HostNetworkOptions.MetadataDnsPort} redirect to :{dns} comment \"VM DNS\"\n");
+            s.Append("\t}\n");
+        }
         return s.ToString();
     }
+
+    /// <summary>Whether the rules redirect 169.254.169.254 to Warren's metadata and DNS listeners (both ports known).</summary>
+    public bool ServesMetadata => _options.MetadataServed && _options.MetadataListenPort is > 0 and < 65536 && _options.VmDnsListenPort is > 0 and < 65536;
+
+    private string MetadataPorts => string.Create(CultureInfo.InvariantCulture, $"{_options.MetadataListenPort}, {_options.VmDnsListenPort}");
 
     /// <summary>Installs (or replaces) the rules; throws <see cref="HostNetworkException"/> when nft fails.</summary>
     public async Task ApplyAsync(CancellationToken ct)
@@ -163,7 +196,7 @@ public sealed class VmFirewall
     }
 
     /// <summary>Configured resolvers, else the host's non-loopback ones (a loopback resolver means nothing inside a VM), else public ones.</summary>
-    internal static IReadOnlyList<IPAddress> ResolveDnsServers(IEnumerable<string> configured, string resolvConfPath = "/etc/resolv.conf")
+    public static IReadOnlyList<IPAddress> ResolveDnsServers(IEnumerable<string> configured, string resolvConfPath = "/etc/resolv.conf")
     {
         var servers = new List<IPAddress>();
         foreach (var text in configured)

@@ -113,6 +113,12 @@ public static class Composition
             var o = new DockerRuntimeOptions();
             configuration.GetSection("Warren:Docker").Bind(o);
             configuration.GetSection(HostNetworkOptions.SectionName).Bind(o.VmNetwork);
+            // The metadata service's and VM resolver's ports, bound already, go into the packet filter's redirect.
+            if (sp.GetService<Warren.Edge.Metadata.MetadataSockets>() is { } metadata)
+            {
+                o.VmNetwork.MetadataListenPort = metadata.MetadataPort;
+                o.VmNetwork.VmDnsListenPort = metadata.DnsPort;
+            }
             // Containers are labelled with an instance id so that reconciliation only ever touches
             // this installation's VMs, never another daemon's on the same engine.
             if (string.IsNullOrEmpty(configuration["Warren:Docker:Instance"]))

@@ -164,6 +164,7 @@ namespace Warren
             builder.Services.AddWarrenSshFrontDoor(configuration);
             builder.AddWarrenWebAndDns(configuration);
             builder.Services.AddWarrenInboundMail(configuration);
+            builder.Services.AddWarrenMetadata(configuration);
 
             var app = builder.Build();
             app.UseWarrenWeb();

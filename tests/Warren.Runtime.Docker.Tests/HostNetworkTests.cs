@@ -85,8 +85,19 @@ public sealed class HostNetworkTests
         Assert.Contains("fib daddr . iif type local udp dport 53 accept", rules);
         Assert.Contains("fib daddr type local tcp dport 443 accept", rules);
         Assert.DoesNotContain("169.254.169.254", rules);
-        Assert.Contains("169.254.169.254 tcp dport 80 accept",
-            new VmFirewall(new HostNetworkOptions { MetadataServed = true, DnsServers = ["1.1.1.1"] }, "inst-1").BuildRuleset());
+        // Served (both listener ports known): 169.254.169.254 is redirected to the host's address on the VM's own bridge,
+        // accepted there only on those ports, and the ports are closed to every other interface. Never forwarded.
+        var served = new VmFirewall(new HostNetworkOptions { MetadataServed = true, MetadataListenPort = 40080, VmDnsListenPort = 40053, DnsServers = ["1.1.1.1"] }, "inst-1");
+        Assert.True(served.ServesMetadata);
+        string servedRules = served.BuildRuleset();
+        Assert.Contains("type nat hook prerouting", servedRules);
+        Assert.Contains("ip daddr 169.254.169.254 tcp dport 80 redirect to :40080", servedRules);
+        Assert.Contains("ip daddr 169.254.169.254 meta l4proto { tcp, udp } th dport 53 redirect to :40053", servedRules);
+        Assert.Contains("fib daddr . iif type local tcp dport 40080 accept", servedRules);
+        Assert.Contains($"iifname != \"{served.InterfacePrefix}*\" meta l4proto {{ tcp, udp }} th dport {{ 40080, 40053 }} counter drop", servedRules);
+        Assert.DoesNotContain("169.254.169.254 tcp dport 80 accept", servedRules);
+        // Wanted but no ports bound: nothing about the address at all (it stays in the deny list).
+        Assert.False(new VmFirewall(new HostNetworkOptions { MetadataServed = true, DnsServers = ["1.1.1.1"] }, "inst-1").ServesMetadata);
         // Another installation: another table and prefix.
         var other = new VmFirewall(new HostNetworkOptions(), "inst-2");
         Assert.NotEqual(firewall.TableName, other.TableName);
