@@ -15,7 +15,7 @@ namespace Warren.Edge.Tests.Integrations;
 /// (written as PEM for <c>Warren:Integrations:TrustedCaFile</c>), on 127.0.0.1. Records every request it receives and
 /// answers with it as JSON; <c>/status/N</c> answers N.
 /// </summary>
-internal sealed class RecordingHttpsTarget : IAsyncDisposable
+public sealed class RecordingHttpsTarget : IAsyncDisposable
 {
     public const string HostName = "api.integ-target.test";
 
