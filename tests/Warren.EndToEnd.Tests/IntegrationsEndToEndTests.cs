@@ -54,10 +54,16 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
     private Task<ProcessResult> InVmAsync(SshUser user, string vm, string script) =>
         user.VmAsync(Daemon.SlotAddresses[0], script, user: "vm+" + vm);
 
-    /// <summary>curl in the VM; the status code is the last line.</summary>
-    private async Task<(int Status, string Body)> CurlInVmAsync(SshUser user, string vm, string args)
+    /// <summary>
+    /// curl in the VM to <c>http://INTEGRATION.int.box.localhost{path}</c>; the status code is the last line. curl maps
+    /// every <c>*.localhost</c> name to loopback itself (RFC 6761), so the address comes from the VM's resolver first
+    /// (getent) and is handed to curl with <c>--resolve</c>.
+    /// </summary>
+    private async Task<(int Status, string Body)> CurlInVmAsync(SshUser user, string vm, string integration, string path, string extra = "")
     {
-        var r = await InVmAsync(user, vm, $"curl -sS --max-time 20 -w '\\n%{{http_code}}' {args}");
+        string host = $"{integration}.int.box.localhost";
+        var r = await InVmAsync(user, vm, $"A=$(getent hosts {host} | cut -d' ' -f1); [ -n \"$A\" ] || exit 99; "
+            + $"curl -sS --max-time 20 -w '\\n%{{http_code}}' --resolve {host}:80:$A {extra} 'http://{host}{path}'");
         Assert.True(r.ExitCode == 0, r + "\ndaemon: " + Daemon.Log);
         int cut = r.Stdout.LastIndexOf('\n');
         return (int.Parse(r.Stdout[(cut + 1)..].Trim()), r.Stdout[..cut]);
@@ -89,7 +95,7 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         await NewVmAsync(Owner, vm);
         await ControlOkAsync(Owner, $"integrations add http-proxy --name api --target {TargetUrl}/v2 --bearer {Secret} --attach vm:{vm}");
 
-        var (status, body) = await CurlInVmAsync(Owner, vm, "-X PUT --data-binary payload 'http://api.int.box.localhost/items/7?q=a%20b&x=1'");
+        var (status, body) = await CurlInVmAsync(Owner, vm, "api", "/items/7?q=a%20b&x=1", "-X PUT --data-binary payload");
         Assert.True(status == 200, body + "\ndaemon: " + Daemon.Log);
         var seen = fixture.Target.Requests.Last();
         Assert.Equal("PUT", seen.Method);
@@ -98,25 +104,26 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         Assert.Equal("payload", seen.Body);
 
         // Nothing in the VM holds the token: no process's command line or environment, no file it could read. The
-        // pattern travels base64-encoded so the search itself does not put the token in a command line.
+        // pattern travels base64-encoded so the search itself does not put the token in a command line, and the marker
+        // before the file list is printed by printf so it appears in no command line either.
         string b64 = Convert.ToBase64String(Encoding.UTF8.GetBytes(Secret));
         var search = await InVmAsync(Owner, vm, "(ps auxww 2>/dev/null || true); cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'; "
-            + $"echo FILES:; P=$(echo {b64} | base64 -d); grep -rlF \"$P\" /etc /root /home /tmp /var /data /run 2>/dev/null; true");
+            + $"printf 'FI%sES:\\n' L; P=$(echo {b64} | base64 -d); grep -rlF \"$P\" /etc /root /home /tmp /var /data /run 2>/dev/null; true");
         Assert.True(search.ExitCode == 0, search.ToString());
         Assert.DoesNotContain(Secret, search.Stdout);
-        Assert.Equal("", search.Stdout[(search.Stdout.IndexOf("FILES:", StringComparison.Ordinal) + "FILES:".Length)..].Trim());
+        Assert.Equal("", search.Stdout[(search.Stdout.LastIndexOf("FILES:", StringComparison.Ordinal) + "FILES:".Length)..].Trim());
 
         // Detach: refused from the next request on.
         await ControlOkAsync(Owner, $"integrations detach api vm:{vm}");
-        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "http://api.int.box.localhost/")).Status);
+        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "api", "/")).Status);
 
         // A tag attachment follows tag and tag -d.
         await ControlOkAsync(Owner, "integrations attach api tag:ci");
-        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "http://api.int.box.localhost/")).Status);
+        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "api", "/")).Status);
         await ControlOkAsync(Owner, $"tag {vm} ci");
-        Assert.Equal(200, (await CurlInVmAsync(Owner, vm, "http://api.int.box.localhost/")).Status);
+        Assert.Equal(200, (await CurlInVmAsync(Owner, vm, "api", "/")).Status);
         await ControlOkAsync(Owner, $"tag -d {vm} ci");
-        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "http://api.int.box.localhost/")).Status);
+        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "api", "/")).Status);
 
         // Secrets at rest: the daemon's SQLite files never hold the token's bytes.
         foreach (var path in Directory.GetFiles(Daemon.DataDirectory, "warren.db*"))
@@ -137,7 +144,7 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         const string vm = "integ-peer-caller";
         await NewVmAsync(Owner, vm);
         await ControlOkAsync(Owner, $"integrations add http-proxy --peer --name be --target {IntegrationsFixture.Site} --attach vm:{vm}");
-        var (status, body) = await CurlInVmAsync(Owner, vm, "-H 'X-Exedev-Source-Vm: liar' http://be.int.box.localhost/cgi-bin/env");
+        var (status, body) = await CurlInVmAsync(Owner, vm, "be", "/cgi-bin/env", "-H 'X-Exedev-Source-Vm: liar'");
         Assert.True(status == 200, body + "\ndaemon: " + Daemon.Log);
         Assert.Contains($"HTTP_X_EXEDEV_SOURCE_VM={vm}", body);
         Assert.DoesNotContain("liar", body);
@@ -146,12 +153,12 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         Assert.Contains("managed by an integration", keys.Stderr + keys.Stdout);
 
         await ControlOkAsync(Owner, $"tag {vm} blue");
-        var (tagStatus, tags) = await CurlInVmAsync(Owner, vm, "http://reflection.int.box.localhost/tags");
+        var (tagStatus, tags) = await CurlInVmAsync(Owner, vm, "reflection", "/tags");
         Assert.Equal(200, tagStatus);
         Assert.Contains("blue", JsonDocument.Parse(tags).RootElement.GetProperty("tags").EnumerateArray().Select(t => t.GetString()));
-        var (_, email) = await CurlInVmAsync(Owner, vm, "http://reflection.int.box.localhost/email");
+        var (_, email) = await CurlInVmAsync(Owner, vm, "reflection", "/email");
         Assert.Equal("integ-owner@example.com", JsonDocument.Parse(email).RootElement.GetProperty("email").GetString());
-        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "http://reflection.int.box.localhost/secret")).Status);
+        Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "reflection", "/secret")).Status);
     }
 
     [Fact]
@@ -160,7 +167,7 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         await ControlOkAsync(Owner, $"integrations add http-proxy --name owned --target {TargetUrl} --bearer {Secret} --attach auto:all");
         var mallory = await NewAccountWithVmAsync("integ-mallory@example.com", "integ-m");
         int before = fixture.Target.Requests.Count;
-        Assert.Equal(403, (await CurlInVmAsync(mallory, "integ-m", "http://owned.int.box.localhost/")).Status);
+        Assert.Equal(403, (await CurlInVmAsync(mallory, "integ-m", "owned", "/")).Status);
         Assert.Equal(before, fixture.Target.Requests.Count);
         var list = await mallory.ControlAsync("integrations list --json");
         Assert.DoesNotContain("owned", list.Stdout);
