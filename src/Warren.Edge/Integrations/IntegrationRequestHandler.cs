@@ -1,7 +1,5 @@
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Warren.Edge.Metadata;
 using Warren.Platform.Integrations;
 using Warren.Platform.Vms;
