@@ -35,6 +35,7 @@ public static class Composition
         }
         services.AddSingleton(Exe1Store.Migration);
         services.AddWarrenPlatform(configuration);
+        Warren.Platform.Integrations.IntegrationServiceCollectionExtensions.AddWarrenIntegrations(services, configuration);
         services.TryAddSingleton<Exe1Store>();
         services.TryAddSingleton<TokenAuthenticator>();
         services.TryAddSingleton<ApiKeyService>();
@@ -51,7 +52,8 @@ public static class Composition
             sp.GetService<ILoginLinkIssuer>(),
             sp.GetService<IEmailSender>(),
             sp.GetService<Warren.Platform.Audit.AuditLog>(),
-            sp.GetService<Warren.Platform.Mail.ReceiveEmailService>()));
+            sp.GetService<Warren.Platform.Mail.ReceiveEmailService>(),
+            sp.GetService<Warren.Platform.Integrations.IntegrationService>()));
         services.TryAddSingleton<CommandDispatcher>();
         services.TryAddSingleton(sp => new CommandCompleter(sp.GetRequiredService<PlatformIndex>()));
         services.TryAddSingleton<InteractiveShell>();

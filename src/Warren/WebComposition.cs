@@ -71,6 +71,7 @@ public static class WebComposition
             builder.Services.AddSingleton<IAccessRequestSender, MailedAccessRequestSender>();
         }
         builder.Services.AddWarrenEdgePlatformAdapters();
+        Warren.Edge.Integrations.IntegrationRequestRegistration.AddWarrenIntegrationRequests(builder.Services);
         return builder;
     }
 

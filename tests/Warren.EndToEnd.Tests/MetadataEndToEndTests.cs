@@ -118,10 +118,10 @@ public sealed class MetadataEndToEndTests(MetadataFixture fixture) : IClassFixtu
         Assert.Equal("not found", Json(missing.Body).GetProperty("error").GetString());
         var post = await CurlInVmNetAsync(pid, "-X", "POST", "http://169.254.169.254/");
         Assert.Equal(405, post.Status);
-        // An integration's name before any integration is registered.
+        // An integration the VM's account has not attached (integrations are served: the handler answers 403).
         var integration = await CurlInVmNetAsync(pid, "-H", "Host: github.int.box.localhost", "http://169.254.169.254/");
-        Assert.Equal(404, integration.Status);
-        Assert.Equal("no such integration", Json(integration.Body).GetProperty("error").GetString());
+        Assert.Equal(403, integration.Status);
+        Assert.Contains("not attached", Json(integration.Body).GetProperty("error").GetString());
         // Too many headers: refused by the listener's limits, and the service still answers afterwards.
         var headers = Enumerable.Range(0, 100).SelectMany(i => new[] { "-H", $"X-Fill-{i}: {i}" }).ToArray();
         var flooded = await CurlInVmNetAsync(pid, [.. headers, "http://169.254.169.254/"]);

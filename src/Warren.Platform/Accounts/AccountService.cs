@@ -161,7 +161,12 @@ public sealed class AccountService
             var k = Select(keys, keySelector) ?? throw new PlatformException(PlatformErrorCodes.KeyNotFound, "SSH key not found.");
             if (k.Permissions is null && keys.Count(x => x.Permissions is null) == 1)
                 throw new PlatformException(PlatformErrorCodes.LastKey, "Cannot remove the last SSH key of an account.");
-            await u.ExecuteAsync("DELETE FROM account_keys WHERE id = @Id", new { k.Id });
+            try { await u.ExecuteAsync("DELETE FROM account_keys WHERE id = @Id", new { k.Id }); }
+            catch (SqliteException e) when (SqliteErrors.IsConstraint(e))
+            {
+                // A row that must outlive the key references it: a peer integration's managed key (exe.dev's docs: vm-to-vm).
+                throw new PlatformException(PlatformErrorCodes.KeyInUse, $"The key \"{k.Name}\" is managed by an integration; remove that integration instead (integrations remove).", e);
+            }
             return k;
         }, ct);
 

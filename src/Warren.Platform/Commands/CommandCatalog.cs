@@ -56,7 +56,7 @@ public sealed class CommandDefinition
 /// Warren's command set with exe.dev's names, flags and arguments.
 /// Behaviour lives in <see cref="CommandDispatcher"/>.
 /// </summary>
-public static class CommandCatalog
+public static partial class CommandCatalog
 {
     private static FlagDefinition V(string name, string help, string valueName = "VALUE", bool hidden = false) => new(name, FlagKind.Value, help, valueName, hidden);
     /// <summary>A value flag whose value is a secret, or may hold one (<see cref="FlagDefinition.Secret"/>).</summary>
@@ -85,6 +85,7 @@ public static class CommandCatalog
                 V("comment", "a comment shown by ls", "TEXT"),
                 B("no-email", "do not mail the owner that the VM was created"),
                 S("setup-script", "script run once after creation (a file path is not read; pass the text, or /dev/stdin)", "SCRIPT"),
+                R("integration", "attach integrations at creation: repeatable, or a comma list", "NAME"),
             ]),
             new("rm", "Delete VMs", "VM...") { Args = [ArgKind.Vm], Aliases = ["delete"] },
             new("restart", "Restart a VM", "VM") { Args = [ArgKind.Vm] },
@@ -151,6 +152,7 @@ public static class CommandCatalog
                     new("receive-email", "Show or switch mail delivery to the VM", "VM [on|off]") { Args = [ArgKind.Vm, ArgKind.None], Details = "With on, mail to anything@VM.<vm-domain> is written to ~/Maildir/new/ of the VM's login user (Maildir format, a Delivered-To: header first). The VM must be running. Receiving stops by itself at 1000 unread files in ~/Maildir/new/." },
                 ],
             },
+            IntegrationsCommand(),
             new("browser", "Print a one-time link that logs your browser in"),
             new("ssh", "Open a shell or run a command in a VM", "VM [COMMAND...]") { Args = [ArgKind.Vm, ArgKind.None], StopAtFirstPositional = true },
             new("exe0-to-exe1", "Convert an exe0 token into a short exe1 token", "TOKEN", [V("vm", "the VM the token is for", "VM")]) { Hidden = true, SecretArgs = [0] },

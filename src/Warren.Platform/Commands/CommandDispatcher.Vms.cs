@@ -243,10 +243,12 @@ public sealed partial class CommandDispatcher
             Comment = inv.Args.Value("comment"),
             SetupScript = setup,
         };
+        var integrationsToAttach = await NewIntegrationsAsync(inv).ConfigureAwait(false);
         long started = _s.Time.GetTimestamp();
         inv.Line($"Creating {name ?? "a new VM"} using image {request.Image ?? _s.Options.DefaultImage}...");
         await inv.Context.Stdout.FlushAsync(inv.CancellationToken).ConfigureAwait(false);
         var vm = await _s.Vms.CreateAsync(inv.Account.Id, request, inv.CancellationToken).ConfigureAwait(false);
+        await AttachNewIntegrationsAsync(inv, vm, integrationsToAttach).ConfigureAwait(false);
         var ssh = _s.Routes.GetSshEndpoint(vm, inv.Account.Id);
         if (!inv.Args.Flag("no-email")) await SendCreationMailAsync(inv, vm, ssh).ConfigureAwait(false);
         if (inv.Json)

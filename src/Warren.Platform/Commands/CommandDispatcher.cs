@@ -226,6 +226,7 @@ public sealed partial class CommandDispatcher
         RegisterShareHandlers();
         RegisterMailHandlers();
         RegisterDefaultsHandlers();
+        RegisterIntegrationHandlers();
     }
 
     private Task<int> ExitAsync(Invocation inv)

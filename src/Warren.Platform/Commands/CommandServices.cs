@@ -26,7 +26,8 @@ public sealed class CommandServices
         ILoginLinkIssuer? loginLinks = null,
         IEmailSender? email = null,
         AuditLog? audit = null,
-        ReceiveEmailService? receiveEmail = null)
+        ReceiveEmailService? receiveEmail = null,
+        Integrations.IntegrationService? integrations = null)
     {
         Options = options;
         Accounts = accounts;
@@ -41,6 +42,7 @@ public sealed class CommandServices
         Email = email;
         Audit = audit;
         ReceiveEmail = receiveEmail;
+        Integrations = integrations;
     }
 
     public PlatformOptions Options { get; }
@@ -64,4 +66,7 @@ public sealed class CommandServices
 
     /// <summary><c>share receive-email on|off</c> (Maildir in the VM); null without a VM runtime (the offline CLI).</summary>
     public ReceiveEmailService? ReceiveEmail { get; }
+
+    /// <summary><c>integrations …</c> (exe.dev's docs: integrations); null when not configured.</summary>
+    public Integrations.IntegrationService? Integrations { get; }
 }

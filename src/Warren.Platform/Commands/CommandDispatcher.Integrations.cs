@@ -1,0 +1,187 @@
+using System.Text.Json.Nodes;
+using Warren.Platform.Integrations;
+using Warren.Platform.Vms;
+
+namespace Warren.Platform.Commands;
+
+/// <summary><c>integrations list|add|remove|rename|attach|detach</c> and <c>new --integration</c> (exe.dev's docs: integrations).</summary>
+public sealed partial class CommandDispatcher
+{
+    /// <summary>How a secret is shown: never its value.</summary>
+    public const string SecretMask = "***";
+
+    private void RegisterIntegrationHandlers()
+    {
+        _handlers["integrations list"] = IntegrationsListAsync;
+        _handlers["integrations add"] = IntegrationsAddAsync;
+        _handlers["integrations remove"] = IntegrationsRemoveAsync;
+        _handlers["integrations rename"] = IntegrationsRenameAsync;
+        _handlers["integrations attach"] = IntegrationsAttachAsync;
+        _handlers["integrations detach"] = IntegrationsDetachAsync;
+    }
+
+    private IntegrationService IntegrationsOrThrow(Invocation inv)
+    {
+        RefuseForVmToken(inv);
+        return _s.Integrations ?? throw new CommandException("integrations are not available on this server");
+    }
+
+    private async Task<int> IntegrationsListAsync(Invocation inv)
+    {
+        inv.MaxArgs(0);
+        var svc = IntegrationsOrThrow(inv);
+        var all = await svc.ListAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false);
+        var names = await VmNamesByIdAsync(inv).ConfigureAwait(false);
+        if (inv.Json)
+        {
+            inv.WriteJson(new JsonObject { ["integrations"] = new JsonArray(all.Select(i => (JsonNode?)IntegrationJson(svc, i, names)).ToArray()) });
+            return 0;
+        }
+        if (all.Count == 0) { inv.Line("No integrations."); return 0; }
+        foreach (var i in all)
+        {
+            string attached = i.Attachments.Count == 0 ? "(not attached)" : string.Join(", ", i.Attachments.Select(a => IntegrationService.Describe(a, names)));
+            inv.Line($"{inv.Bold(i.Name)}  {TypeLabel(i)}  {MaskedTarget(i, names) ?? ""}".TrimEnd());
+            foreach (var h in i.HeaderNames) inv.Line($"    header {h}: {SecretMask}");
+            if (i.HasBearer) inv.Line($"    Authorization: Bearer {SecretMask}");
+            if (i.Fields is { } f) inv.Line($"    fields: {string.Join(",", f)}");
+            inv.Line($"    attached: {attached}");
+            inv.Line($"    use: curl http://{svc.HostFor(i.Name)}/");
+        }
+        return 0;
+    }
+
+    private async Task<int> IntegrationsAddAsync(Invocation inv)
+    {
+        var svc = IntegrationsOrThrow(inv);
+        string typeText = inv.Arg(0, "integration type (http-proxy or reflection)");
+        inv.MaxArgs(1);
+        if (!IntegrationTypes.TryParse(typeText, out var type))
+            throw new CommandException($"unknown integration type \"{IntegrationValidation.Shown(typeText)}\"; use http-proxy or reflection");
+        string name = inv.Args.Value("name") ?? throw inv.Usage("missing --name");
+        string? fields = inv.Args.Value("fields");
+        var request = new IntegrationAddRequest
+        {
+            Name = name,
+            Type = type,
+            Target = inv.Args.Value("target"),
+            Headers = inv.Args.Values("header"),
+            Bearer = inv.Args.Value("bearer"),
+            Peer = inv.Args.Flag("peer"),
+            Fields = fields is null ? null : IntegrationValidation.ParseFields(fields),
+            Attach = inv.Args.Values("attach"),
+        };
+        var added = await svc.AddAsync(inv.Account, request, inv.CancellationToken).ConfigureAwait(false);
+        var names = await VmNamesByIdAsync(inv).ConfigureAwait(false);
+        if (inv.Json) { inv.WriteJson(IntegrationJson(svc, added, names)); return 0; }
+        inv.Line($"Added integration {added.Name}");
+        inv.Line();
+        inv.Line("Usage from a VM:");
+        string? vm = added.Attachments.FirstOrDefault(a => a.Kind == AttachmentKind.Vm) is { } va && names.TryGetValue(va.Value, out var vn) ? vn : null;
+        inv.Line($"  {(vm is null ? "" : $"ssh {vm} ")}curl http://{svc.HostFor(added.Name)}/");
+        if (added.Attachments.Count == 0) inv.Line($"Attach it first: integrations attach {added.Name} vm:NAME (or tag:TAG, auto:all)");
+        return 0;
+    }
+
+    private async Task<int> IntegrationsRemoveAsync(Invocation inv)
+    {
+        var svc = IntegrationsOrThrow(inv);
+        string name = inv.Arg(0, "integration name");
+        inv.MaxArgs(1);
+        var removed = await svc.RemoveAsync(inv.Account.Id, name, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json) inv.WriteJson(new JsonObject { ["name"] = removed.Name, ["status"] = "removed" });
+        else inv.Line($"Removed integration {removed.Name}");
+        return 0;
+    }
+
+    private async Task<int> IntegrationsRenameAsync(Invocation inv)
+    {
+        var svc = IntegrationsOrThrow(inv);
+        string old = inv.Arg(0, "current name");
+        string @new = inv.Arg(1, "new name");
+        inv.MaxArgs(2);
+        var (before, after) = await svc.RenameAsync(inv.Account.Id, old, @new, inv.CancellationToken).ConfigureAwait(false);
+        if (inv.Json) inv.WriteJson(new JsonObject { ["old_name"] = before.Name, ["new_name"] = after.Name, ["status"] = "renamed" });
+        else inv.Line($"Renamed integration {before.Name} to {after.Name}");
+        return 0;
+    }
+
+    private Task<int> IntegrationsAttachAsync(Invocation inv) => AttachOrDetachAsync(inv, attach: true);
+
+    private Task<int> IntegrationsDetachAsync(Invocation inv) => AttachOrDetachAsync(inv, attach: false);
+
+    private async Task<int> AttachOrDetachAsync(Invocation inv, bool attach)
+    {
+        var svc = IntegrationsOrThrow(inv);
+        string name = inv.Arg(0, "integration name");
+        string spec = inv.Arg(1, "vm:NAME, tag:TAG or auto:all");
+        inv.MaxArgs(2);
+        if (spec.StartsWith("vm:", StringComparison.Ordinal)) spec = "vm:" + VmNames.Normalize(spec[3..], _s.Options.VmDomain);
+        var updated = attach
+            ? await svc.AttachAsync(inv.Account.Id, name, spec, inv.CancellationToken).ConfigureAwait(false)
+            : await svc.DetachAsync(inv.Account.Id, name, spec, inv.CancellationToken).ConfigureAwait(false);
+        var names = await VmNamesByIdAsync(inv).ConfigureAwait(false);
+        if (inv.Json) inv.WriteJson(IntegrationJson(svc, updated, names));
+        else inv.Line(attach ? $"Attached {updated.Name} to {spec}" : $"Detached {updated.Name} from {spec}");
+        return 0;
+    }
+
+    // ---- new --integration a,b
+
+    /// <summary>The integrations <c>new --integration</c> names, checked before the VM is made so a typo creates nothing.</summary>
+    private async Task<IReadOnlyList<string>> NewIntegrationsAsync(Invocation inv)
+    {
+        var names = inv.Args.Values("integration").SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).Distinct().ToList();
+        if (names.Count == 0) return names;
+        var svc = IntegrationsOrThrow(inv);
+        foreach (var n in names)
+            if (await svc.FindAsync(inv.Account.Id, n, inv.CancellationToken).ConfigureAwait(false) is null)
+                throw new CommandException($"integration \"{IntegrationValidation.Shown(n)}\" not found");
+        return names;
+    }
+
+    private async Task AttachNewIntegrationsAsync(Invocation inv, VmRecord vm, IReadOnlyList<string> names)
+    {
+        foreach (var n in names)
+            await _s.Integrations!.AttachAsync(inv.Account.Id, n, "vm:" + vm.Name, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    // ---- output
+
+    private async Task<IReadOnlyDictionary<string, string>> VmNamesByIdAsync(Invocation inv)
+        => (await _s.Vms.ListAsync(inv.Account.Id, null, inv.CancellationToken).ConfigureAwait(false)).ToDictionary(v => v.Id, v => v.Name);
+
+    private static string TypeLabel(Integration i) => i.IsPeer ? "http-proxy (peer)" : i.Type.ToWire();
+
+    /// <summary>The target as shown: a basic-auth password as <c>%2A%2A%2A</c> (*** URL-encoded), a peer as its VM's name.</summary>
+    private static string? MaskedTarget(Integration i, IReadOnlyDictionary<string, string> vmNames)
+    {
+        if (i.IsPeer) return i.PeerVmId is { } id && vmNames.TryGetValue(id, out var n) ? n : "(deleted VM)";
+        if (i.Target is null) return null;
+        if (i.BasicUser is null) return i.Target;
+        var b = new UriBuilder(i.Target) { UserName = Uri.EscapeDataString(i.BasicUser), Password = Uri.EscapeDataString(SecretMask) };
+        return b.Uri.AbsoluteUri;
+    }
+
+    private static JsonObject IntegrationJson(IntegrationService svc, Integration i, IReadOnlyDictionary<string, string> vmNames)
+    {
+        var o = new JsonObject
+        {
+            ["name"] = i.Name,
+            ["type"] = i.Type.ToWire(),
+        };
+        if (MaskedTarget(i, vmNames) is { } t) o["target"] = t;
+        if (i.IsPeer) o["peer"] = true;
+        if (i.HeaderNames.Count > 0)
+        {
+            var h = new JsonObject();
+            foreach (var n in i.HeaderNames) h[n] = SecretMask;
+            o["headers"] = h;
+        }
+        if (i.HasBearer) o["bearer"] = SecretMask;
+        if (i.Fields is { } f) o["fields"] = Invocation.Array(f);
+        o["attachments"] = Invocation.Array(i.Attachments.Select(a => IntegrationService.Describe(a, vmNames)));
+        o["help"] = $"curl http://{svc.HostFor(i.Name)}/";
+        return o;
+    }
+}
