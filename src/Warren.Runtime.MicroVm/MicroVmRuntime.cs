@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Warren.Platform.Runtime;
 using Warren.Runtime.Docker;
+using Warren.Runtime.HostNetwork;
 using Warren.Runtime.MicroVm.Mux;
 using Warren.Runtime.MicroVm.Qmp;
 
@@ -18,8 +19,8 @@ namespace Warren.Runtime.MicroVm;
 /// kernel (scripts/build-vm-kernel.sh), booted from the VM's OCI image (<see cref="VmDisks"/>), with the guest agent as
 /// PID 1 (<c>init --vm</c>). Exec and connect are channels of the VM's multiplexer (<see cref="MuxConnection"/>) on a
 /// virtio-serial port, each carrying the agent session protocol unchanged (docs/AGENT-PROTOCOL.md); control (quit) is
-/// QMP (<see cref="QmpClient"/>). Networking is QEMU user networking with ports forwarded from a per-VM loopback address:
-/// development only (production needs a tap device on Warren's VM bridge and its packet filter).
+/// QMP (<see cref="QmpClient"/>). Networking is a tap device per VM behind the installation's packet filter
+/// (<see cref="VmFirewall"/>, shared with the Docker runtime); QEMU user networking remains as a development fallback.
 /// </summary>
 public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
 {
@@ -42,6 +43,10 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     private readonly ConcurrentDictionary<string, MuxConnection> _connections = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, (DateTimeOffset At, double CpuSeconds)> _lastCpu = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _addressLock = new(1, 1);
+    private readonly VmFirewall _firewall;
+    private readonly VmSubnetPool _pool;
+    private readonly AddressQuarantine _quarantine;
+    private readonly VmCgroup _cgroup;
 
     public MicroVmRuntime(MicroVmRuntimeOptions options, ILogger<MicroVmRuntime>? logger = null)
     {
@@ -53,6 +58,10 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         _disks = new VmDisks(options, _docker);
         _kernelDirectory = ResolveKernelDirectory(options.KernelDirectory);
         _kvm = options.UseKvm ?? QemuProcess.KvmUsable();
+        _firewall = new VmFirewall(options.Docker.VmNetwork, options.Docker.Instance);
+        _pool = new VmSubnetPool(options.Docker.VmNetwork.Pool, options.Docker.VmNetwork.SubnetPrefixLength);
+        _cgroup = new VmCgroup(_firewall.TableName);
+        _quarantine = new AddressQuarantine(TimeSpan.FromSeconds(Math.Max(0, options.Docker.VmNetwork.AddressQuarantineSeconds)));
         Directory.CreateDirectory(Path.Combine(options.DataDirectory, "vms"));
     }
 
@@ -144,14 +153,15 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 MemoryBytes = spec.Resources.MemoryBytes > 0 ? Math.Max(spec.Resources.MemoryBytes, _options.MinMemoryBytes) : _options.DefaultMemoryBytes,
                 DiskBytes = spec.Resources.DiskBytes > 0 ? spec.Resources.DiskBytes : _options.DefaultDiskBytes,
             };
-            var ports = image.ExposedTcpPorts.Concat(_options.ForwardedPorts).Distinct().Order().ToList();
+            var ports = UsesTap ? [] : image.ExposedTcpPorts.Concat(_options.ForwardedPorts).Distinct().Order().ToList();
+            await EnsureHostNetworkAsync(ct).ConfigureAwait(false);
 
             Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
             try
             {
-                string address = await AllocateAddressAsync(spec.VmId, ct).ConfigureAwait(false);
-                var record = new VmRecord(spec.VmId, spec.Name, spec.Image, inspect.ID, resources, address, ports, initArgs, env,
-                    inspect.Config?.WorkingDir, spec.SetupScript);
+                var net = await AllocateNetworkAsync(spec.VmId, ct).ConfigureAwait(false);
+                var record = new VmRecord(spec.VmId, spec.Name, spec.Image, inspect.ID, resources, net.Address, ports, initArgs, env,
+                    inspect.Config?.WorkingDir, spec.SetupScript, net.Tap, net.GuestNetwork);
                 WriteToken(vm);
                 await _disks.CreateRootAsync(vm, basePath, resources.DiskBytes, ct).ConfigureAwait(false);
                 await _disks.CreateDataAsync(vm, resources.DiskBytes, ct).ConfigureAwait(false);
@@ -162,6 +172,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             }
             catch
             {
+                // The tap is made at the first start, after vm.json: before it there is no host state besides the directory.
                 if (!File.Exists(vm.Record)) DeleteDirectory(vm.Directory);
                 throw;
             }
@@ -169,33 +180,6 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         finally
         {
             gate.Release();
-        }
-    }
-
-    /// <summary>The lowest free <c>LoopbackPrefix N</c> (2–254) among the VMs on disk, reserved by a marker until vm.json names it.</summary>
-    private async Task<string> AllocateAddressAsync(string vmId, CancellationToken ct)
-    {
-        await _addressLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            var used = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var dir in Directory.EnumerateDirectories(Path.Combine(_options.DataDirectory, "vms")))
-            {
-                if (VmRecord.TryRead(Path.Combine(dir, "vm.json")) is { } r) used.Add(r.Address);
-                if (File.Exists(Path.Combine(dir, "address")) && Path.GetFileName(dir) != vmId) used.Add(File.ReadAllText(Path.Combine(dir, "address")).Trim());
-            }
-            for (int host = 2; host <= 254; host++)
-            {
-                string address = _options.LoopbackPrefix + host.ToString(CultureInfo.InvariantCulture);
-                if (used.Contains(address)) continue;
-                File.WriteAllText(Path.Combine(_options.DataDirectory, "vms", vmId, "address"), address);
-                return address;
-            }
-            throw new MicroVmException(MicroVmErrors.NoAddressLeft, $"no free address in {_options.LoopbackPrefix}2-254");
-        }
-        finally
-        {
-            _addressLock.Release();
         }
     }
 
@@ -258,8 +242,20 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     {
         await DropConnectionAsync(record.VmId).ConfigureAwait(false);
         if (_options.ConsoleLog) File.WriteAllText(vm.ConsoleLog, "");
-        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog);
-        int pid = await QemuProcess.LaunchAsync(_options.QemuPath, args, vm, record.VmId, ct).ConfigureAwait(false);
+        await EnsureTapAsync(record, ct).ConfigureAwait(false);
+        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog, _options.QemuUser);
+        int pid = await QemuProcess.LaunchAsync(_options.QemuPath, args, vm, record.VmId, _options.QemuUser, ct).ConfigureAwait(false);
+        try
+        {
+            _cgroup.Apply(record.VmId, pid, record.Resources.Cpus);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // No VM runs outside its CPU limit.
+            QemuProcess.Kill(pid, vm);
+            await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, CancellationToken.None).ConfigureAwait(false);
+            throw new MicroVmException(MicroVmErrors.VmStartFailed, $"cannot put VM {record.VmId} into its cgroup: {e.Message}", e);
+        }
         LogStarted(record.VmId, pid, _kvm ? "kvm" : "tcg");
     }
 
@@ -345,14 +341,11 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         await gate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            if (QemuProcess.ReadPid(vm) is int pid)
-            {
-                // Its disks are about to go: no clean shutdown needed.
-                QemuProcess.Kill(pid, vm);
-                await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, ct).ConfigureAwait(false);
-            }
-            await DropConnectionAsync(vmId).ConfigureAwait(false);
-            DeleteDirectory(vm.Directory);
+            var record = VmRecord.TryRead(vm.Record);
+            // vm.json goes first: from here on the directory is no VM, so a daemon killed half-way through finds leftovers
+            // (process, tap, cgroup, disks) that PrepareHostAsync removes, never a half-removed VM that looks whole.
+            if (Directory.Exists(vm.Directory)) File.Delete(vm.Record);
+            await RemoveLeftoversAsync(vmId, vm, record, ct).ConfigureAwait(false);
             _lastCpu.TryRemove(vmId, out _);
         }
         finally
@@ -373,11 +366,16 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         return Task.FromResult(VmRecord.TryRead(vm.Record) is { } record ? Info(record, vm) : null);
     }
 
+    /// <summary>
+    /// Running while its QEMU lives. Once gone: Stopped when QEMU exited on its own terms (a guest poweroff, a stop:
+    /// QEMU removes its pid file at a normal exit, the stop removes it too), Failed when the pid file outlived the
+    /// process (killed, crashed), as a container that died is not one that exited.
+    /// </summary>
     private static RuntimeVmInfo Info(VmRecord record, VmLayout vm)
     {
         int? pid = QemuProcess.ReadPid(vm);
-        return new RuntimeVmInfo(record.VmId, record.Name, pid != null ? RuntimeVmState.Running : RuntimeVmState.Stopped, record.Image,
-            pid is int p ? QemuProcess.StartedAt(p) : null);
+        var state = pid != null ? RuntimeVmState.Running : File.Exists(vm.PidFile) ? RuntimeVmState.Failed : RuntimeVmState.Stopped;
+        return new RuntimeVmInfo(record.VmId, record.Name, state, record.Image, pid is int p ? QemuProcess.StartedAt(p) : null);
     }
 
     public Task<IReadOnlyList<RuntimeVmInfo>> ListAsync(CancellationToken ct)
@@ -568,8 +566,8 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
             try
             {
-                string address = await AllocateAddressAsync(target.VmId, ct).ConfigureAwait(false);
-                var copy = record with { VmId = target.VmId, Name = target.Name, Address = address };
+                var net = await AllocateNetworkAsync(target.VmId, ct).ConfigureAwait(false);
+                var copy = record with { VmId = target.VmId, Name = target.Name, Address = net.Address, Tap = net.Tap, GuestNetwork = net.GuestNetwork };
                 WriteToken(vm);
                 await _disks.CopyRootAsync(source, vm, _disks.BasePath(record.ImageId), ct).ConfigureAwait(false);
                 await _disks.CopyDataAsync(source, vm, ct).ConfigureAwait(false);
@@ -579,6 +577,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             }
             catch
             {
+                // The tap is made at the first start, after vm.json: before it there is no host state besides the directory.
                 if (!File.Exists(vm.Record)) DeleteDirectory(vm.Directory);
                 throw;
             }
@@ -650,6 +649,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                         await _disks.GrowAsync(file, disk, ct).ConfigureAwait(false);
                 }
             }
+            if (resources.Cpus > 0) _cgroup.SetQuota(vmId, resources.Cpus);
             updated = record with
             {
                 Resources = record.Resources with
@@ -671,7 +671,9 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             if (exit.ExitCode != 0)
                 throw new MicroVmException(MicroVmErrors.AgentSessionFailed, $"the disks of VM {vmId} grew but their filesystems did not: {error.Trim()}");
         }
-        return new ResizeOutcome(false, false, true, "cpu and memory apply at the VM's next start (microvm has no hotplug)");
+        // The CPU quota (the cgroup's) applies at once; the vCPU count and memory are QEMU's -smp and -m.
+        return new ResizeOutcome(resources.Cpus > 0 && _cgroup.Available, false, true,
+            "the vCPU count and memory apply at the VM's next start (microvm has no hotplug)");
     }
 
     /// <summary>Runs one of the agent's own commands in the VM as root; returns its exit and stderr.</summary>

@@ -26,13 +26,8 @@ public sealed class BusyboxMicroVm : IAsyncLifetime
     public TimeSpan BootToAgent { get; private set; }
     public TimeSpan Create { get; private set; }
 
-    public static MicroVmRuntime NewRuntime(string dataDirectory, TimeSpan? bootTimeout = null) => new(new MicroVmRuntimeOptions
-    {
-        DataDirectory = dataDirectory,
-        ConsoleLog = true,
-        StopTimeout = TimeSpan.FromSeconds(20),
-        BootTimeout = bootTimeout ?? TimeSpan.FromSeconds(60),
-    });
+    public static MicroVmRuntime NewRuntime(string dataDirectory, TimeSpan? bootTimeout = null) =>
+        new(MicroVmTestEnvironment.Options(dataDirectory, bootTimeout));
 
     public static VmSpec Spec(string vmId, string name, IReadOnlyList<string>? command = null, string? setup = null) =>
         new(vmId, name, MicroVmTestEnvironment.BusyboxImage, new VmResources(1, 256L * 1024 * 1024, 512L * 1024 * 1024),
@@ -182,12 +177,15 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
     }
 
     [MicroVmFact]
-    public async Task Address_ForwardsTheVmsPorts_FromItsLoopbackAddress()
+    public async Task Address_IsTheGuestsOwnOnItsTap_AndTheHostReachesItsPorts()
     {
         MicroVmTestEnvironment.Require();
         var address = await vm.Runtime.GetAddressAsync(vm.VmId, Timeout());
         Assert.NotNull(address);
-        Assert.True(System.Net.IPAddress.IsLoopback(address!));
+        Assert.True(System.Net.IPNetwork.Parse(MicroVmTestEnvironment.Pool).Contains(address!), $"address {address}");
+        // The guest configured that address itself (kernel command line → initramfs), on its own eth0.
+        var (_, ip, _) = await RunAsync(vm.Runtime, vm.VmId, "ip", "-4", "addr", "show", "dev", "eth0");
+        Assert.Contains(address + "/30", ip);
         var body = await PollAsync(async () =>
         {
             using var client = new TcpClient();
