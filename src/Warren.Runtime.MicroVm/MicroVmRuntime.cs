@@ -150,7 +150,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             var env = image.Env.Concat(spec.Env.Select(kv => kv.Key + "=" + kv.Value)).ToList();
             var resources = spec.Resources with
             {
-                MemoryBytes = spec.Resources.MemoryBytes > 0 ? Math.Max(spec.Resources.MemoryBytes, _options.MinMemoryBytes) : _options.DefaultMemoryBytes,
+                MemoryBytes = spec.Resources.MemoryBytes > 0 ? Math.Max(spec.Resources.MemoryBytes, MemoryFloorBytes) : _options.DefaultMemoryBytes,
                 DiskBytes = spec.Resources.DiskBytes > 0 ? spec.Resources.DiskBytes : _options.DefaultDiskBytes,
             };
             var ports = UsesTap ? [] : image.ExposedTcpPorts.Concat(_options.ForwardedPorts).Distinct().Order().ToList();
@@ -243,7 +243,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         await DropConnectionAsync(record.VmId).ConfigureAwait(false);
         if (_options.ConsoleLog) File.WriteAllText(vm.ConsoleLog, "");
         await EnsureTapAsync(record, ct).ConfigureAwait(false);
-        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog, _options.QemuUser);
+        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog, _options.QemuUser, _options.MinMemoryBytes);
         int pid = await QemuProcess.LaunchAsync(_options.QemuPath, args, vm, record.VmId, _options.QemuUser, ct).ConfigureAwait(false);
         try
         {
@@ -256,6 +256,8 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, CancellationToken.None).ConfigureAwait(false);
             throw new MicroVmException(MicroVmErrors.VmStartFailed, $"cannot put VM {record.VmId} into its cgroup: {e.Message}", e);
         }
+        if (record.Resources.MemoryBytes < QemuProcess.BootMemoryBytes(record, _options.MinMemoryBytes))
+            await SetBalloonAsync(vm, record.Resources.MemoryBytes, ct).ConfigureAwait(false);
         LogStarted(record.VmId, pid, _kvm ? "kvm" : "tcg");
     }
 
@@ -547,9 +549,9 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     // ------------------------------------------------------------------ changes
 
     /// <summary>
-    /// Copies a stopped VM: its root as a new overlay on the same image base (<c>qemu-img convert -B</c> writes only what
-    /// differs from the base), /data in full, a new token, seed and address; then starts the copy. A running source
-    /// would need a consistent snapshot (agent FIFREEZE + QMP blockdev-snapshot-sync), which is not done yet.
+    /// Copies a VM: its root as a new overlay on the same image base (only what differs from the base), /data in full,
+    /// a new token, seed (so its own hostname) and address; then starts the copy. A stopped source is copied with
+    /// <c>qemu-img convert</c>; a running one from a consistent point (<see cref="CopyDisksLiveAsync"/>).
     /// </summary>
     public async Task CopyAsync(string sourceVmId, VmSpec target, CancellationToken ct)
     {
@@ -560,8 +562,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         try
         {
             var record = VmRecord.TryRead(source.Record) ?? throw NotFound(sourceVmId);
-            if (QemuProcess.ReadPid(source) != null)
-                throw new MicroVmException(MicroVmErrors.NotSupported, "copying a running microVM is not supported yet: stop it first");
+            bool live = QemuProcess.ReadPid(source) != null;
             if (File.Exists(vm.Record)) throw new MicroVmException(MicroVmErrors.NotSupported, $"VM {target.VmId} exists already");
             Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
             try
@@ -569,8 +570,15 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 var net = await AllocateNetworkAsync(target.VmId, ct).ConfigureAwait(false);
                 var copy = record with { VmId = target.VmId, Name = target.Name, Address = net.Address, Tap = net.Tap, GuestNetwork = net.GuestNetwork };
                 WriteToken(vm);
-                await _disks.CopyRootAsync(source, vm, _disks.BasePath(record.ImageId), ct).ConfigureAwait(false);
-                await _disks.CopyDataAsync(source, vm, ct).ConfigureAwait(false);
+                if (live)
+                {
+                    await CopyDisksLiveAsync(record, source, vm, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    await _disks.CopyRootAsync(source, vm, _disks.BasePath(record.ImageId), ct).ConfigureAwait(false);
+                    await _disks.CopyDataAsync(source, vm, ct).ConfigureAwait(false);
+                }
                 await WriteSeedAsync(vm, copy, ct).ConfigureAwait(false);
                 copy.Write(vm.Record);
                 await StartLockedAsync(copy, vm, ct).ConfigureAwait(false);
@@ -624,7 +632,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     {
         var vm = Layout(vmId);
         var gate = VmLock(vmId);
-        bool growLive = false;
+        bool growLive = false, memoryLive = false;
         VmRecord updated;
         await gate.WaitAsync(ct).ConfigureAwait(false);
         try
@@ -650,12 +658,19 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 }
             }
             if (resources.Cpus > 0) _cgroup.SetQuota(vmId, resources.Cpus);
+            // Memory down to what the VM booted with applies now, through the balloon; more needs a restart (no hotplug).
+            if (resources.MemoryBytes > 0 && QemuProcess.ReadPid(vm) is int running
+                && QemuProcess.RunningMemoryBytes(running) is long booted && Math.Max(resources.MemoryBytes, MemoryFloorBytes) <= booted)
+            {
+                await SetBalloonAsync(vm, Math.Max(resources.MemoryBytes, MemoryFloorBytes), ct).ConfigureAwait(false);
+                memoryLive = true;
+            }
             updated = record with
             {
                 Resources = record.Resources with
                 {
                     Cpus = resources.Cpus > 0 ? resources.Cpus : record.Resources.Cpus,
-                    MemoryBytes = resources.MemoryBytes > 0 ? Math.Max(resources.MemoryBytes, _options.MinMemoryBytes) : record.Resources.MemoryBytes,
+                    MemoryBytes = resources.MemoryBytes > 0 ? Math.Max(resources.MemoryBytes, MemoryFloorBytes) : record.Resources.MemoryBytes,
                     DiskBytes = disk,
                 },
             };
@@ -672,8 +687,22 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 throw new MicroVmException(MicroVmErrors.AgentSessionFailed, $"the disks of VM {vmId} grew but their filesystems did not: {error.Trim()}");
         }
         // The CPU quota (the cgroup's) applies at once; the vCPU count and memory are QEMU's -smp and -m.
-        return new ResizeOutcome(resources.Cpus > 0 && _cgroup.Available, false, true,
-            "the vCPU count and memory apply at the VM's next start (microvm has no hotplug)");
+        return new ResizeOutcome(resources.Cpus > 0 && _cgroup.Available, memoryLive, true,
+            memoryLive ? "the vCPU count applies at the VM's next start (microvm has no hotplug)"
+                : "the vCPU count and more memory than the VM booted with apply at its next start (microvm has no hotplug)");
+    }
+
+    /// <summary>
+    /// The least memory a VM may be given: the guest kernel with its agent and a small userland still run in it (a
+    /// limit under <see cref="MicroVmRuntimeOptions.MinMemoryBytes"/> boots with that and is ballooned down).
+    /// </summary>
+    private const long MemoryFloorBytes = 96L * 1024 * 1024;
+
+    /// <summary>Sets the guest's memory through the virtio balloon (QMP <c>balloon</c>: the target size of the guest's RAM).</summary>
+    private static async Task SetBalloonAsync(VmLayout vm, long bytes, CancellationToken ct)
+    {
+        await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, ct).ConfigureAwait(false);
+        await qmp.ExecuteAsync("balloon", new System.Text.Json.Nodes.JsonObject { ["value"] = bytes }, ct).ConfigureAwait(false);
     }
 
     /// <summary>Runs one of the agent's own commands in the VM as root; returns its exit and stderr.</summary>

@@ -40,10 +40,17 @@ internal static class QemuProcess
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
-    public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog, string? user = null)
+    /// <summary>
+    /// The memory a VM boots with (-m): its limit, but at least what the kernel and initramfs need. A lower limit is
+    /// then set with the balloon (<see cref="MicroVmRuntime"/>), as is a lower limit given while it runs.
+    /// </summary>
+    public static long BootMemoryBytes(VmRecord vm, long minimum) => Math.Max(vm.Resources.MemoryBytes, minimum);
+
+    public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog, string? user = null,
+        long minMemoryBytes = 0)
     {
         int cpus = Math.Max(1, (int)Math.Ceiling(vm.Resources.Cpus));
-        long memoryMiB = vm.Resources.MemoryBytes / (1024 * 1024);
+        long memoryMiB = BootMemoryBytes(vm, minMemoryBytes) / (1024 * 1024);
         var append = new StringBuilder("console=ttyS0 reboot=t panic=-1 quiet");
         if (!kvm) append.Append(' ').Append(TcgKernelArgs);
         append.Append(" warren.net=").Append(vm.GuestNetwork ?? UserGuestNetwork);
@@ -99,6 +106,8 @@ internal static class QemuProcess
             "-netdev", netdev.ToString(),
             "-device", "virtio-net-device,netdev=net0,mac=" + MacAddress(vm.Address),
             "-device", "virtio-rng-device",
+            // Lowers the guest's memory below -m while it runs (resize --memory down, live).
+            "-device", "virtio-balloon-device,id=balloon0",
             "-device", "virtio-serial-device,id=vs0",
             "-chardev", $"socket,id=agent,path={layout.AgentSocket},server=on,wait=off",
             "-device", "virtserialport,bus=vs0.0,chardev=agent,name=warren.agent",
@@ -185,6 +194,18 @@ internal static class QemuProcess
             return cmdline.Contains("\0-pidfile\0" + layout.PidFile + "\0", StringComparison.Ordinal);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>The -m (MiB) a running QEMU was started with, from its command line; null when unreadable.</summary>
+    public static long? RunningMemoryBytes(int pid)
+    {
+        try
+        {
+            var argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+            int i = Array.IndexOf(argv, "-m");
+            return i >= 0 && i + 1 < argv.Length && long.TryParse(argv[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out long mib) ? mib * 1024 * 1024 : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
     /// <summary>When the process started (from /proc/&lt;pid&gt;, to the second).</summary>
