@@ -258,6 +258,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         }
         if (record.Resources.MemoryBytes < QemuProcess.BootMemoryBytes(record, _options.MinMemoryBytes))
             await SetBalloonAsync(vm, record.Resources.MemoryBytes, ct).ConfigureAwait(false);
+        await EnableGuestStatsAsync(vm, ct).ConfigureAwait(false);
         LogStarted(record.VmId, pid, _kvm ? "kvm" : "tcg");
     }
 
@@ -717,10 +718,16 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         return (exit, await stderr.ConfigureAwait(false));
     }
 
-    public Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)
+    /// <summary>
+    /// CPU: the QEMU process's time (every vCPU is a thread of it). Memory: what the guest itself reports in use (its
+    /// balloon driver's statistics: total minus available, Linux Documentation/admin-guide/mm "MemAvailable"), else,
+    /// before the guest's first report, QEMU's resident set. Disk: the VM's image files on the host. Network: the tap's
+    /// counters, seen from the VM (what the host's tap sends is what the VM receives).
+    /// </summary>
+    public async Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)
     {
         var vm = Layout(vmId);
-        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm) is not int pid) return Task.FromResult<VmStatsSample?>(null);
+        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm) is not int pid) return null;
         var now = DateTimeOffset.UtcNow;
         var (cpuSeconds, rssBytes) = ProcessUsage(pid);
         double percent = 0;
@@ -728,8 +735,50 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             percent = Math.Max(0, (cpuSeconds - last.CpuSeconds) / (now - last.At).TotalSeconds * 100);
         _lastCpu[vmId] = (now, cpuSeconds);
         long disk = FileBytes(vm.Root) + FileBytes(vm.Data);
-        // Memory is the QEMU process's resident set (guest RAM touched so far plus QEMU itself); network counters need the tap device.
-        return Task.FromResult<VmStatsSample?>(new VmStatsSample(now, percent, rssBytes, record.Resources.MemoryBytes, disk, 0, 0));
+        long memory = await GuestMemoryUsedAsync(vm, ct).ConfigureAwait(false) ?? rssBytes;
+        var (tapRx, tapTx) = record.Tap != null ? VmTap.Counters(record.Tap) : (0, 0);
+        return new VmStatsSample(now, percent, memory, record.Resources.MemoryBytes, disk, tapTx, tapRx);
+    }
+
+    /// <summary>How often the guest's balloon driver reports its memory statistics (QEMU's guest-stats-polling-interval).</summary>
+    private const int GuestStatsIntervalSeconds = 2;
+
+    /// <summary>Asks QEMU to poll the guest's memory statistics (set after each start; QEMU forgets it on exit).</summary>
+    private static async Task EnableGuestStatsAsync(VmLayout vm, CancellationToken ct)
+    {
+        await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, ct).ConfigureAwait(false);
+        await qmp.ExecuteAsync("qom-set", new System.Text.Json.Nodes.JsonObject
+        {
+            ["path"] = "/machine/peripheral/balloon0",
+            ["property"] = "guest-stats-polling-interval",
+            ["value"] = GuestStatsIntervalSeconds,
+        }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The guest's memory in use from its last balloon report, or null (no report yet, or QMP unavailable).</summary>
+    private static async Task<long?> GuestMemoryUsedAsync(VmLayout vm, CancellationToken ct)
+    {
+        try
+        {
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            limit.CancelAfter(TimeSpan.FromSeconds(5));
+            await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, limit.Token).ConfigureAwait(false);
+            var answer = await qmp.ExecuteAsync("qom-get", new System.Text.Json.Nodes.JsonObject
+            {
+                ["path"] = "/machine/peripheral/balloon0",
+                ["property"] = "guest-stats",
+            }, limit.Token).ConfigureAwait(false);
+            var stats = answer?["stats"];
+            // A statistic the guest has not reported is -1.
+            long total = stats?["stat-total-memory"]?.GetValue<long>() ?? -1;
+            long available = stats?["stat-available-memory"]?.GetValue<long>() ?? -1;
+            return total > 0 && available >= 0 && available <= total ? total - available : null;
+        }
+        catch (Exception e) when ((e is IOException or SocketException or QmpException or InvalidOperationException or FormatException)
+                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            return null;
+        }
     }
 
     /// <summary>utime+stime (seconds) and RSS (bytes) of a process, from /proc/&lt;pid&gt;/stat (proc(5)).</summary>

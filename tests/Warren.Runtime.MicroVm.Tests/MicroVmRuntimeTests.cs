@@ -228,6 +228,33 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
         Assert.Equal(256L * 1024 * 1024, sample.MemoryLimitBytes);
     }
 
+    [MicroVmFact]
+    public async Task Stats_CountTheTapsTraffic_AndTheGuestsMemory()
+    {
+        MicroVmTestEnvironment.Require();
+        var address = await vm.Runtime.GetAddressAsync(vm.VmId, Timeout());
+        var body = await PollAsync(async () =>
+        {
+            using var client = new TcpClient();
+            await client.ConnectAsync(address!, BusyboxMicroVm.HttpPort, Timeout());
+            return await GetPageAsync(client.GetStream());
+        });
+        Assert.Contains(BusyboxMicroVm.Page, body);
+        // The guest's balloon driver reports every 2 s; its figure is within the VM's memory, unlike QEMU's own RSS.
+        VmStatsSample? sample = null;
+        for (int i = 0; i < 100; i++)
+        {
+            sample = await vm.Runtime.SampleStatsAsync(vm.VmId, Timeout());
+            if (sample is { MemoryUsedBytes: > 0 } s && s.MemoryUsedBytes < s.MemoryLimitBytes) break;
+            await Task.Delay(100);
+        }
+        Assert.NotNull(sample);
+        output.WriteLine($"guest memory in use {sample!.MemoryUsedBytes >> 20} MiB of {sample.MemoryLimitBytes >> 20}, rx {sample.NetworkRxBytes} B, tx {sample.NetworkTxBytes} B");
+        Assert.InRange(sample.MemoryUsedBytes, 1, sample.MemoryLimitBytes - 1);
+        Assert.True(sample.NetworkRxBytes > 0);
+        Assert.True(sample.NetworkTxBytes > 0);
+    }
+
     /// <summary>An HTTP/1.0 GET of / over <paramref name="stream"/>: the whole answer, head and body.</summary>
     private static async Task<string> GetPageAsync(Stream stream)
     {
