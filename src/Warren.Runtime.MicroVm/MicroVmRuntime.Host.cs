@@ -29,6 +29,7 @@ public sealed partial class MicroVmRuntime
     public async Task<HostPreparation> PrepareHostAsync(CancellationToken ct)
     {
         if (UsesTap) await EnsureHostNetworkAsync(ct).ConfigureAwait(false);
+        if (!string.IsNullOrEmpty(_options.QemuUser) && UntraversableAncestor() is { } closed) LogNotTraversable(closed, _options.QemuUser);
         int running = 0, failed = 0, leftovers = 0, taps = 0;
         var taken = new HashSet<string>(StringComparer.Ordinal);
         var known = new HashSet<string>(StringComparer.Ordinal);
@@ -115,6 +116,26 @@ public sealed partial class MicroVmRuntime
         await _firewall.RemoveAsync(ct).ConfigureAwait(false);
         return true;
     }
+
+    /// <summary>
+    /// The unprivileged QEMU reaches two things by path after dropping root: its pid file (removed at a normal exit) and
+    /// a live copy's target disks. Both lie under vms/, so every directory above must let others search it (x).
+    /// </summary>
+    private string? UntraversableAncestor()
+    {
+        for (var dir = new DirectoryInfo(Path.Combine(_options.DataDirectory, "vms")); dir != null; dir = dir.Parent)
+        {
+            try
+            {
+                if ((File.GetUnixFileMode(dir.FullName) & UnixFileMode.OtherExecute) == 0) return dir.FullName;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return dir.FullName; }
+        }
+        return null;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Directory} is not searchable by others: QEMU, running as {User}, cannot reach its pid file or a live copy's disks under it (a guest poweroff then reads as Failed, and copying a running VM fails); chmod o+x it")]
+    private partial void LogNotTraversable(string directory, string user);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "microVM {VmId} runs but its tap {Tap} is gone: unreachable until restarted")]
     private partial void LogTapMissing(string vmId, string tap);
