@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what a Warren microVM boots (src/Warren.Runtime.MicroVm), cached under var/vm-kernel/<abi>/:
 #   vmlinuz            Debian's linux-image-<abi>-cloud-amd64 kernel, unchanged;
-#   initramfs.cpio.gz  busybox-static + the virtio modules the cloud kernel builds as modules, and /init
+#   initramfs.cpio.gz  busybox-static + the virtio modules the cloud kernel builds as modules (disks, console,
+#                      network, rng, and the balloon that lowers a running VM's memory), and /init
 #                      (scripts/vm-initramfs-init.sh): loads them, mounts the VM's disks by label, configures
 #                      the network from the kernel command line, and switch_roots to the guest agent;
 #   kmods.img          every other module of the same kernel (overlay, bridge, nf_* for dockerd in the VM),
@@ -61,14 +62,14 @@ else
   depmod -b "$work/kernel" "$abi"
   moddir=$work/kernel/lib/modules/$abi
 
-  # initramfs: busybox + the modules needed to find the disks, the agent's port and the network.
+  # initramfs: busybox + the modules needed to find the disks, the agent's port, the network and the balloon.
   ird=$work/initramfs
   mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules}
   cp /bin/busybox "$ird/bin/busybox"
   install -m 0755 "$init_script" "$ird/init"
   : > "$ird/modules.list"
   # --show-depends lists "insmod PATH" lines in load order, dependencies first.
-  for m in virtio_mmio virtio_blk virtio_console virtio_net virtio_rng; do
+  for m in virtio_mmio virtio_blk virtio_console virtio_net virtio_rng virtio_balloon; do
     modprobe -d "$work/kernel" -S "$abi" --show-depends "$m" | sed -n 's/^insmod \([^ ]*\).*/\1/p'
   done | awk '!seen[$0]++' | while read -r path; do
     rel=${path#"$work/kernel"/lib/modules/$abi/}

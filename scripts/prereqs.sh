@@ -66,3 +66,10 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { echo "prereqs: dockerd did not start; see /var/log/warren-dockerd.log" >&2; exit 1; }
 fi
+
+# The microVM runtime runs QEMU as this unprivileged system user (Warren:MicroVm:QemuUser): QEMU opens its disks,
+# sockets and tap as root, then drops to it before the guest runs.
+if ! id warren-qemu >/dev/null 2>&1; then
+  echo "prereqs: creating system user warren-qemu" >&2
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin warren-qemu
+fi

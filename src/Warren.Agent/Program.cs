@@ -18,6 +18,7 @@ namespace Warren.Agent
             "       warren-agent mux AGENT_SOCKET\n" +
             "       warren-agent hostname NAME\n" +
             "       warren-agent grow-fs [MOUNTPOINT...]\n" +
+            "       warren-agent freeze [MOUNTPOINT...] | thaw [MOUNTPOINT...]\n" +
             "       warren-agent session-child [--tty] [--user USER] [--cwd DIR] [--nofile N] -- CMD ARG...\n" +
             "       warren-agent listen HOST PORT | listen --unix\n" +
             "       warren-agent sftp [-d START_DIR]\n" +
@@ -56,6 +57,8 @@ namespace Warren.Agent
                     "mux" => Vm.MuxCommand.Run(rest),
                     "hostname" => Vm.VmGuest.Hostname(rest),
                     "grow-fs" => Vm.GrowFsCommand.Run(rest),
+                    "freeze" => Vm.FreezeCommand.Freeze(rest),
+                    "thaw" => Vm.FreezeCommand.Thaw(rest),
                     "session-child" => SessionChildCommand.Run(rest),
                     "sftp" => Sftp.SftpMain.Run(rest),
                     "scp" => Scp.ScpMain.Run(rest),

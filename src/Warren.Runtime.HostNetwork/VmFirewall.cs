@@ -14,6 +14,7 @@ namespace Warren.Runtime.HostNetwork;
 /// <list type="bullet">
 /// <item>forward: VM → any other VM rejected; VM → <see cref="HostNetworkOptions.DenyDestinations"/> rejected (except
 ///   port 53 of the configured resolvers and, when served, the metadata address); IPv6 from VMs dropped;</item>
+/// <item>postrouting: VM traffic leaving through a non-VM interface is masqueraded (taps have no engine doing it);</item>
 /// <item>input (VM → the host itself, any of its addresses): only replies to connections the host opened (the front
 ///   doors reaching VM ports), <see cref="HostNetworkOptions.HostServices"/> at the VM's gateway address and
 ///   <see cref="HostNetworkOptions.PublicServices"/> on any host address.</item>
@@ -45,7 +46,10 @@ public sealed class VmFirewall
         foreach (var service in options.HostServices) _hostServices.Add(ParseService(service, nameof(options.HostServices)));
         foreach (var service in options.PublicServices) _publicServices.Add(ParseService(service, nameof(options.PublicServices)));
         DnsServers = ResolveDnsServers(options.DnsServers);
+        _pool = new VmSubnetPool(options.Pool, options.SubnetPrefixLength).Pool;
     }
+
+    private readonly IPNetwork _pool;
 
     /// <summary>The table's name: per installation (hash of its instance id), never shared.</summary>
     public string TableName => "warren_" + _instanceHash[..10];
@@ -144,6 +148,13 @@ public sealed class VmFirewall
             s.Append($"\t\t{vm} ip daddr {HostNetworkOptions.MetadataAddress} meta l4proto {{ tcp, udp }} th dport {HostNetworkOptions.MetadataDnsPort} redirect to :{dns} comment \"VM DNS\"\n");
             s.Append("\t}\n");
         }
+
+        // Outbound NAT for VMs whose interface no engine masquerades (a microVM's tap). In postrouting the input
+        // interface is unknown, so the VM is told by its source address; a container bridge's own masquerade makes the
+        // same translation, and a connection is translated once (the first NAT chain to match binds it).
+        s.Append("\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
+        s.Append($"\t\tip saddr {_pool} oifname != \"{InterfacePrefix}*\" counter masquerade comment \"VM outbound\"\n");
+        s.Append("\t}\n");
         return s.ToString();
     }
 

@@ -22,4 +22,6 @@ public static class MicroVmErrors
     /// <summary>An operation this runtime does not do yet (said plainly instead of pretending).</summary>
     public const string NotSupported = "runtime.not-supported";
     public const string NoAddressLeft = "runtime.no-address-left";
+    /// <summary>The VM's network fence (packet filter, tap, forwarding) cannot be set up: no VM runs without it.</summary>
+    public const string IsolationUnavailable = Docker.DockerRuntimeErrors.IsolationUnavailable;
 }

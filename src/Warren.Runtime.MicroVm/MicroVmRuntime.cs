@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Warren.Platform.Runtime;
 using Warren.Runtime.Docker;
+using Warren.Runtime.HostNetwork;
 using Warren.Runtime.MicroVm.Mux;
 using Warren.Runtime.MicroVm.Qmp;
 using Warren.Runtime.Agent;
@@ -19,8 +20,8 @@ namespace Warren.Runtime.MicroVm;
 /// kernel (scripts/build-vm-kernel.sh), booted from the VM's OCI image (<see cref="VmDisks"/>), with the guest agent as
 /// PID 1 (<c>init --vm</c>). Exec and connect are channels of the VM's multiplexer (<see cref="MuxConnection"/>) on a
 /// virtio-serial port, each carrying the agent session protocol unchanged (docs/AGENT-PROTOCOL.md); control (quit) is
-/// QMP (<see cref="QmpClient"/>). Networking is QEMU user networking with ports forwarded from a per-VM loopback address:
-/// development only (production needs a tap device on Warren's VM bridge and its packet filter).
+/// QMP (<see cref="QmpClient"/>). Networking is a tap device per VM behind the installation's packet filter
+/// (<see cref="VmFirewall"/>, shared with the Docker runtime); QEMU user networking remains as a development fallback.
 /// </summary>
 public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
 {
@@ -43,6 +44,10 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     private readonly ConcurrentDictionary<string, MuxConnection> _connections = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, (DateTimeOffset At, double CpuSeconds)> _lastCpu = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _addressLock = new(1, 1);
+    private readonly VmFirewall _firewall;
+    private readonly VmSubnetPool _pool;
+    private readonly AddressQuarantine _quarantine;
+    private readonly VmCgroup _cgroup;
 
     public MicroVmRuntime(MicroVmRuntimeOptions options, ILogger<MicroVmRuntime>? logger = null)
     {
@@ -54,6 +59,10 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         _disks = new VmDisks(options, _docker);
         _kernelDirectory = ResolveKernelDirectory(options.KernelDirectory);
         _kvm = options.UseKvm ?? QemuProcess.KvmUsable();
+        _firewall = new VmFirewall(options.Docker.VmNetwork, options.Docker.Instance);
+        _pool = new VmSubnetPool(options.Docker.VmNetwork.Pool, options.Docker.VmNetwork.SubnetPrefixLength);
+        _cgroup = new VmCgroup(_firewall.TableName);
+        _quarantine = new AddressQuarantine(TimeSpan.FromSeconds(Math.Max(0, options.Docker.VmNetwork.AddressQuarantineSeconds)));
         Directory.CreateDirectory(Path.Combine(options.DataDirectory, "vms"));
     }
 
@@ -142,17 +151,18 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             var env = image.Env.Concat(spec.Env.Select(kv => kv.Key + "=" + kv.Value)).ToList();
             var resources = spec.Resources with
             {
-                MemoryBytes = spec.Resources.MemoryBytes > 0 ? Math.Max(spec.Resources.MemoryBytes, _options.MinMemoryBytes) : _options.DefaultMemoryBytes,
+                MemoryBytes = spec.Resources.MemoryBytes > 0 ? Math.Max(spec.Resources.MemoryBytes, MemoryFloorBytes) : _options.DefaultMemoryBytes,
                 DiskBytes = spec.Resources.DiskBytes > 0 ? spec.Resources.DiskBytes : _options.DefaultDiskBytes,
             };
-            var ports = image.ExposedTcpPorts.Concat(_options.ForwardedPorts).Distinct().Order().ToList();
+            var ports = UsesTap ? [] : image.ExposedTcpPorts.Concat(_options.ForwardedPorts).Distinct().Order().ToList();
+            await EnsureHostNetworkAsync(ct).ConfigureAwait(false);
 
             Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
             try
             {
-                string address = await AllocateAddressAsync(spec.VmId, ct).ConfigureAwait(false);
-                var record = new VmRecord(spec.VmId, spec.Name, spec.Image, inspect.ID, resources, address, ports, initArgs, env,
-                    inspect.Config?.WorkingDir, spec.SetupScript);
+                var net = await AllocateNetworkAsync(spec.VmId, ct).ConfigureAwait(false);
+                var record = new VmRecord(spec.VmId, spec.Name, spec.Image, inspect.ID, resources, net.Address, ports, initArgs, env,
+                    inspect.Config?.WorkingDir, spec.SetupScript, net.Tap, net.GuestNetwork);
                 WriteToken(vm);
                 await _disks.CreateRootAsync(vm, basePath, resources.DiskBytes, ct).ConfigureAwait(false);
                 await _disks.CreateDataAsync(vm, resources.DiskBytes, ct).ConfigureAwait(false);
@@ -163,6 +173,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             }
             catch
             {
+                // The tap is made at the first start, after vm.json: before it there is no host state besides the directory.
                 if (!File.Exists(vm.Record)) DeleteDirectory(vm.Directory);
                 throw;
             }
@@ -170,33 +181,6 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         finally
         {
             gate.Release();
-        }
-    }
-
-    /// <summary>The lowest free <c>LoopbackPrefix N</c> (2–254) among the VMs on disk, reserved by a marker until vm.json names it.</summary>
-    private async Task<string> AllocateAddressAsync(string vmId, CancellationToken ct)
-    {
-        await _addressLock.WaitAsync(ct).ConfigureAwait(false);
-        try
-        {
-            var used = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var dir in Directory.EnumerateDirectories(Path.Combine(_options.DataDirectory, "vms")))
-            {
-                if (VmRecord.TryRead(Path.Combine(dir, "vm.json")) is { } r) used.Add(r.Address);
-                if (File.Exists(Path.Combine(dir, "address")) && Path.GetFileName(dir) != vmId) used.Add(File.ReadAllText(Path.Combine(dir, "address")).Trim());
-            }
-            for (int host = 2; host <= 254; host++)
-            {
-                string address = _options.LoopbackPrefix + host.ToString(CultureInfo.InvariantCulture);
-                if (used.Contains(address)) continue;
-                File.WriteAllText(Path.Combine(_options.DataDirectory, "vms", vmId, "address"), address);
-                return address;
-            }
-            throw new MicroVmException(MicroVmErrors.NoAddressLeft, $"no free address in {_options.LoopbackPrefix}2-254");
-        }
-        finally
-        {
-            _addressLock.Release();
         }
     }
 
@@ -259,8 +243,23 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     {
         await DropConnectionAsync(record.VmId).ConfigureAwait(false);
         if (_options.ConsoleLog) File.WriteAllText(vm.ConsoleLog, "");
-        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog);
-        int pid = await QemuProcess.LaunchAsync(_options.QemuPath, args, vm, record.VmId, ct).ConfigureAwait(false);
+        await EnsureTapAsync(record, ct).ConfigureAwait(false);
+        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog, _options.QemuUser, _options.MinMemoryBytes);
+        int pid = await QemuProcess.LaunchAsync(_options.QemuPath, args, vm, record.VmId, _options.QemuUser, ct).ConfigureAwait(false);
+        try
+        {
+            _cgroup.Apply(record.VmId, pid, record.Resources.Cpus);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // No VM runs outside its CPU limit.
+            QemuProcess.Kill(pid, vm);
+            await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, CancellationToken.None).ConfigureAwait(false);
+            throw new MicroVmException(MicroVmErrors.VmStartFailed, $"cannot put VM {record.VmId} into its cgroup: {e.Message}", e);
+        }
+        if (record.Resources.MemoryBytes < QemuProcess.BootMemoryBytes(record, _options.MinMemoryBytes))
+            await SetBalloonAsync(vm, record.Resources.MemoryBytes, ct).ConfigureAwait(false);
+        await EnableGuestStatsAsync(vm, ct).ConfigureAwait(false);
         LogStarted(record.VmId, pid, _kvm ? "kvm" : "tcg");
     }
 
@@ -346,14 +345,11 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         await gate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            if (QemuProcess.ReadPid(vm) is int pid)
-            {
-                // Its disks are about to go: no clean shutdown needed.
-                QemuProcess.Kill(pid, vm);
-                await QemuProcess.WaitExitAsync(pid, vm, QuitTimeout, ct).ConfigureAwait(false);
-            }
-            await DropConnectionAsync(vmId).ConfigureAwait(false);
-            DeleteDirectory(vm.Directory);
+            var record = VmRecord.TryRead(vm.Record);
+            // vm.json goes first: from here on the directory is no VM, so a daemon killed half-way through finds leftovers
+            // (process, tap, cgroup, disks) that PrepareHostAsync removes, never a half-removed VM that looks whole.
+            if (Directory.Exists(vm.Directory)) File.Delete(vm.Record);
+            await RemoveLeftoversAsync(vmId, vm, record, ct).ConfigureAwait(false);
             _lastCpu.TryRemove(vmId, out _);
         }
         finally
@@ -374,11 +370,16 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         return Task.FromResult(VmRecord.TryRead(vm.Record) is { } record ? Info(record, vm) : null);
     }
 
+    /// <summary>
+    /// Running while its QEMU lives. Once gone: Stopped when QEMU exited on its own terms (a guest poweroff, a stop:
+    /// QEMU removes its pid file at a normal exit, the stop removes it too), Failed when the pid file outlived the
+    /// process (killed, crashed), as a container that died is not one that exited.
+    /// </summary>
     private static RuntimeVmInfo Info(VmRecord record, VmLayout vm)
     {
         int? pid = QemuProcess.ReadPid(vm);
-        return new RuntimeVmInfo(record.VmId, record.Name, pid != null ? RuntimeVmState.Running : RuntimeVmState.Stopped, record.Image,
-            pid is int p ? QemuProcess.StartedAt(p) : null);
+        var state = pid != null ? RuntimeVmState.Running : File.Exists(vm.PidFile) ? RuntimeVmState.Failed : RuntimeVmState.Stopped;
+        return new RuntimeVmInfo(record.VmId, record.Name, state, record.Image, pid is int p ? QemuProcess.StartedAt(p) : null);
     }
 
     public Task<IReadOnlyList<RuntimeVmInfo>> ListAsync(CancellationToken ct)
@@ -559,9 +560,9 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     // ------------------------------------------------------------------ changes
 
     /// <summary>
-    /// Copies a stopped VM: its root as a new overlay on the same image base (<c>qemu-img convert -B</c> writes only what
-    /// differs from the base), /data in full, a new token, seed and address; then starts the copy. A running source
-    /// would need a consistent snapshot (agent FIFREEZE + QMP blockdev-snapshot-sync), which is not done yet.
+    /// Copies a VM: its root as a new overlay on the same image base (only what differs from the base), /data in full,
+    /// a new token, seed (so its own hostname) and address; then starts the copy. A stopped source is copied with
+    /// <c>qemu-img convert</c>; a running one from a consistent point (<see cref="CopyDisksLiveAsync"/>).
     /// </summary>
     public async Task CopyAsync(string sourceVmId, VmSpec target, CancellationToken ct)
     {
@@ -572,23 +573,30 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         try
         {
             var record = VmRecord.TryRead(source.Record) ?? throw NotFound(sourceVmId);
-            if (QemuProcess.ReadPid(source) != null)
-                throw new MicroVmException(MicroVmErrors.NotSupported, "copying a running microVM is not supported yet: stop it first");
+            bool live = QemuProcess.ReadPid(source) != null;
             if (File.Exists(vm.Record)) throw new MicroVmException(MicroVmErrors.NotSupported, $"VM {target.VmId} exists already");
             Directory.CreateDirectory(vm.Directory, VmLayout.DirectoryMode);
             try
             {
-                string address = await AllocateAddressAsync(target.VmId, ct).ConfigureAwait(false);
-                var copy = record with { VmId = target.VmId, Name = target.Name, Address = address };
+                var net = await AllocateNetworkAsync(target.VmId, ct).ConfigureAwait(false);
+                var copy = record with { VmId = target.VmId, Name = target.Name, Address = net.Address, Tap = net.Tap, GuestNetwork = net.GuestNetwork };
                 WriteToken(vm);
-                await _disks.CopyRootAsync(source, vm, _disks.BasePath(record.ImageId), ct).ConfigureAwait(false);
-                await _disks.CopyDataAsync(source, vm, ct).ConfigureAwait(false);
+                if (live)
+                {
+                    await CopyDisksLiveAsync(record, source, vm, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    await _disks.CopyRootAsync(source, vm, _disks.BasePath(record.ImageId), ct).ConfigureAwait(false);
+                    await _disks.CopyDataAsync(source, vm, ct).ConfigureAwait(false);
+                }
                 await WriteSeedAsync(vm, copy, ct).ConfigureAwait(false);
                 copy.Write(vm.Record);
                 await StartLockedAsync(copy, vm, ct).ConfigureAwait(false);
             }
             catch
             {
+                // The tap is made at the first start, after vm.json: before it there is no host state besides the directory.
                 if (!File.Exists(vm.Record)) DeleteDirectory(vm.Directory);
                 throw;
             }
@@ -635,7 +643,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
     {
         var vm = Layout(vmId);
         var gate = VmLock(vmId);
-        bool growLive = false;
+        bool growLive = false, memoryLive = false;
         VmRecord updated;
         await gate.WaitAsync(ct).ConfigureAwait(false);
         try
@@ -660,12 +668,20 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                         await _disks.GrowAsync(file, disk, ct).ConfigureAwait(false);
                 }
             }
+            if (resources.Cpus > 0) _cgroup.SetQuota(vmId, resources.Cpus);
+            // Memory down to what the VM booted with applies now, through the balloon; more needs a restart (no hotplug).
+            if (resources.MemoryBytes > 0 && QemuProcess.ReadPid(vm) is int running
+                && QemuProcess.RunningMemoryBytes(running) is long booted && Math.Max(resources.MemoryBytes, MemoryFloorBytes) <= booted)
+            {
+                await SetBalloonAsync(vm, Math.Max(resources.MemoryBytes, MemoryFloorBytes), ct).ConfigureAwait(false);
+                memoryLive = true;
+            }
             updated = record with
             {
                 Resources = record.Resources with
                 {
                     Cpus = resources.Cpus > 0 ? resources.Cpus : record.Resources.Cpus,
-                    MemoryBytes = resources.MemoryBytes > 0 ? Math.Max(resources.MemoryBytes, _options.MinMemoryBytes) : record.Resources.MemoryBytes,
+                    MemoryBytes = resources.MemoryBytes > 0 ? Math.Max(resources.MemoryBytes, MemoryFloorBytes) : record.Resources.MemoryBytes,
                     DiskBytes = disk,
                 },
             };
@@ -681,7 +697,23 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             if (exit.ExitCode != 0)
                 throw new MicroVmException(MicroVmErrors.AgentSessionFailed, $"the disks of VM {vmId} grew but their filesystems did not: {error.Trim()}");
         }
-        return new ResizeOutcome(false, false, true, "cpu and memory apply at the VM's next start (microvm has no hotplug)");
+        // The CPU quota (the cgroup's) applies at once; the vCPU count and memory are QEMU's -smp and -m.
+        return new ResizeOutcome(resources.Cpus > 0 && _cgroup.Available, memoryLive, true,
+            memoryLive ? "the vCPU count applies at the VM's next start (microvm has no hotplug)"
+                : "the vCPU count and more memory than the VM booted with apply at its next start (microvm has no hotplug)");
+    }
+
+    /// <summary>
+    /// The least memory a VM may be given: the guest kernel with its agent and a small userland still run in it (a
+    /// limit under <see cref="MicroVmRuntimeOptions.MinMemoryBytes"/> boots with that and is ballooned down).
+    /// </summary>
+    private const long MemoryFloorBytes = 96L * 1024 * 1024;
+
+    /// <summary>Sets the guest's memory through the virtio balloon (QMP <c>balloon</c>: the target size of the guest's RAM).</summary>
+    private static async Task SetBalloonAsync(VmLayout vm, long bytes, CancellationToken ct)
+    {
+        await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, ct).ConfigureAwait(false);
+        await qmp.ExecuteAsync("balloon", new System.Text.Json.Nodes.JsonObject { ["value"] = bytes }, ct).ConfigureAwait(false);
     }
 
     /// <summary>Runs one of the agent's own commands in the VM as root; returns its exit and stderr.</summary>
@@ -696,10 +728,16 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         return (exit, await stderr.ConfigureAwait(false));
     }
 
-    public Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)
+    /// <summary>
+    /// CPU: the QEMU process's time (every vCPU is a thread of it). Memory: what the guest itself reports in use (its
+    /// balloon driver's statistics: total minus available, Linux Documentation/admin-guide/mm "MemAvailable"), else,
+    /// before the guest's first report, QEMU's resident set. Disk: the VM's image files on the host. Network: the tap's
+    /// counters, seen from the VM (what the host's tap sends is what the VM receives).
+    /// </summary>
+    public async Task<VmStatsSample?> SampleStatsAsync(string vmId, CancellationToken ct)
     {
         var vm = Layout(vmId);
-        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm) is not int pid) return Task.FromResult<VmStatsSample?>(null);
+        if (VmRecord.TryRead(vm.Record) is not { } record || QemuProcess.ReadPid(vm) is not int pid) return null;
         var now = DateTimeOffset.UtcNow;
         var (cpuSeconds, rssBytes) = ProcessUsage(pid);
         double percent = 0;
@@ -707,8 +745,50 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             percent = Math.Max(0, (cpuSeconds - last.CpuSeconds) / (now - last.At).TotalSeconds * 100);
         _lastCpu[vmId] = (now, cpuSeconds);
         long disk = FileBytes(vm.Root) + FileBytes(vm.Data);
-        // Memory is the QEMU process's resident set (guest RAM touched so far plus QEMU itself); network counters need the tap device.
-        return Task.FromResult<VmStatsSample?>(new VmStatsSample(now, percent, rssBytes, record.Resources.MemoryBytes, disk, 0, 0));
+        long memory = await GuestMemoryUsedAsync(vm, ct).ConfigureAwait(false) ?? rssBytes;
+        var (tapRx, tapTx) = record.Tap != null ? VmTap.Counters(record.Tap) : (0, 0);
+        return new VmStatsSample(now, percent, memory, record.Resources.MemoryBytes, disk, tapTx, tapRx);
+    }
+
+    /// <summary>How often the guest's balloon driver reports its memory statistics (QEMU's guest-stats-polling-interval).</summary>
+    private const int GuestStatsIntervalSeconds = 2;
+
+    /// <summary>Asks QEMU to poll the guest's memory statistics (set after each start; QEMU forgets it on exit).</summary>
+    private static async Task EnableGuestStatsAsync(VmLayout vm, CancellationToken ct)
+    {
+        await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, ct).ConfigureAwait(false);
+        await qmp.ExecuteAsync("qom-set", new System.Text.Json.Nodes.JsonObject
+        {
+            ["path"] = "/machine/peripheral/balloon0",
+            ["property"] = "guest-stats-polling-interval",
+            ["value"] = GuestStatsIntervalSeconds,
+        }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The guest's memory in use from its last balloon report, or null (no report yet, or QMP unavailable).</summary>
+    private static async Task<long?> GuestMemoryUsedAsync(VmLayout vm, CancellationToken ct)
+    {
+        try
+        {
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            limit.CancelAfter(TimeSpan.FromSeconds(5));
+            await using var qmp = await QmpClient.ConnectAsync(vm.QmpSocket, limit.Token).ConfigureAwait(false);
+            var answer = await qmp.ExecuteAsync("qom-get", new System.Text.Json.Nodes.JsonObject
+            {
+                ["path"] = "/machine/peripheral/balloon0",
+                ["property"] = "guest-stats",
+            }, limit.Token).ConfigureAwait(false);
+            var stats = answer?["stats"];
+            // A statistic the guest has not reported is -1.
+            long total = stats?["stat-total-memory"]?.GetValue<long>() ?? -1;
+            long available = stats?["stat-available-memory"]?.GetValue<long>() ?? -1;
+            return total > 0 && available >= 0 && available <= total ? total - available : null;
+        }
+        catch (Exception e) when ((e is IOException or SocketException or QmpException or InvalidOperationException or FormatException)
+                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            return null;
+        }
     }
 
     /// <summary>utime+stime (seconds) and RSS (bytes) of a process, from /proc/&lt;pid&gt;/stat (proc(5)).</summary>

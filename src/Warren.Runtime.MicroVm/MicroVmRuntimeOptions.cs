@@ -21,7 +21,20 @@ public sealed class MicroVmRuntimeOptions
     public bool? UseKvm { get; set; }
 
     /// <summary>
-    /// Each VM's ports are forwarded from one loopback address <c>&lt;prefix&gt;N</c> (QEMU user networking, <c>hostfwd</c>).
+    /// <see cref="VmNetworkMode.Tap"/> (default): a tap per VM behind the installation's packet filter, configured by
+    /// <see cref="DockerRuntimeOptions.VmNetwork"/> (Warren:Network) like the Docker runtime's VMs.
+    /// <see cref="VmNetworkMode.User"/>: development fallback where taps cannot be made (not fenced from the host).
+    /// </summary>
+    public VmNetworkMode Network { get; set; } = VmNetworkMode.Tap;
+
+    /// <summary>
+    /// The system user QEMU runs as (it drops root after opening its devices), and the owner of the VM's tap. Empty:
+    /// QEMU stays root (development only). scripts/prereqs.sh creates <c>warren-qemu</c>.
+    /// </summary>
+    public string? QemuUser { get; set; } = "warren-qemu";
+
+    /// <summary>
+    /// With <see cref="VmNetworkMode.User"/>: each VM's ports are forwarded from one loopback address <c>&lt;prefix&gt;N</c> (QEMU user networking, <c>hostfwd</c>).
     /// Development only: production puts a tap device on Warren's VM bridge instead.
     /// </summary>
     public string LoopbackPrefix { get; set; } = "127.0.3.";

@@ -18,7 +18,7 @@ internal static class QemuProcess
     private const string TcgKernelArgs = "tsc_early_khz=2000000 tsc=reliable no_timer_check";
 
     /// <summary>Guest addressing of QEMU user networking (its defaults): the VM, the host's gateway, and its DNS forwarder.</summary>
-    private const string GuestNetwork = "10.0.2.15/24,10.0.2.2,10.0.2.3";
+    internal const string UserGuestNetwork = "10.0.2.15/24,10.0.2.2,10.0.2.3";
 
     private static readonly TimeSpan LaunchTimeout = TimeSpan.FromSeconds(60);
 
@@ -40,17 +40,33 @@ internal static class QemuProcess
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
-    public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog)
+    /// <summary>
+    /// The memory a VM boots with (-m): its limit, but at least what the kernel and initramfs need. A lower limit is
+    /// then set with the balloon (<see cref="MicroVmRuntime"/>), as is a lower limit given while it runs.
+    /// </summary>
+    public static long BootMemoryBytes(VmRecord vm, long minimum) => Math.Max(vm.Resources.MemoryBytes, minimum);
+
+    public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog, string? user = null,
+        long minMemoryBytes = 0)
     {
         int cpus = Math.Max(1, (int)Math.Ceiling(vm.Resources.Cpus));
-        long memoryMiB = vm.Resources.MemoryBytes / (1024 * 1024);
+        long memoryMiB = BootMemoryBytes(vm, minMemoryBytes) / (1024 * 1024);
         var append = new StringBuilder("console=ttyS0 reboot=t panic=-1 quiet");
         if (!kvm) append.Append(' ').Append(TcgKernelArgs);
-        append.Append(" warren.net=").Append(GuestNetwork);
+        append.Append(" warren.net=").Append(vm.GuestNetwork ?? UserGuestNetwork);
 
-        var netdev = new StringBuilder("user,id=net0");
-        foreach (int port in vm.Ports)
-            netdev.Append(CultureInfo.InvariantCulture, $",hostfwd=tcp:{vm.Address}:{port}-:{port}");
+        var netdev = new StringBuilder();
+        if (vm.Tap != null)
+        {
+            // The daemon made the tap (and owns its addressing); QEMU only attaches to it, running no scripts.
+            netdev.Append("tap,id=net0,ifname=").Append(vm.Tap).Append(",script=no,downscript=no");
+        }
+        else
+        {
+            netdev.Append("user,id=net0");
+            foreach (int port in vm.Ports)
+                netdev.Append(CultureInfo.InvariantCulture, $",hostfwd=tcp:{vm.Address}:{port}-:{port}");
+        }
 
         var args = new List<string>
         {
@@ -70,6 +86,11 @@ internal static class QemuProcess
             // filter is in place, and QEMU 7.2 then dies of SIGSYS or exits 1 (measured).
             "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
             "-daemonize", "-pidfile", layout.PidFile,
+        ]);
+        // QEMU 7.2 opens every disk, socket and the tap as root, then drops to this user (setuid/setgid) before the
+        // guest runs; QEMU 9.1 renames the option -run-with user=.
+        if (!string.IsNullOrEmpty(user)) args.AddRange(["-runas", user]);
+        args.AddRange([
             "-serial", consoleLog ? "file:" + layout.ConsoleLog : "null",
             "-kernel", Path.Combine(kernelDirectory, "vmlinuz"),
             "-initrd", Path.Combine(kernelDirectory, "initramfs.cpio.gz"),
@@ -83,8 +104,10 @@ internal static class QemuProcess
             "-drive", $"id=kmods,file={Path.Combine(kernelDirectory, "kmods.img")},format=raw,if=none,readonly=on",
             "-device", "virtio-blk-device,drive=kmods",
             "-netdev", netdev.ToString(),
-            "-device", "virtio-net-device,netdev=net0",
+            "-device", "virtio-net-device,netdev=net0,mac=" + MacAddress(vm.Address),
             "-device", "virtio-rng-device",
+            // Lowers the guest's memory below -m while it runs (resize --memory down, live).
+            "-device", "virtio-balloon-device,id=balloon0",
             "-device", "virtio-serial-device,id=vs0",
             "-chardev", $"socket,id=agent,path={layout.AgentSocket},server=on,wait=off",
             "-device", "virtserialport,bus=vs0.0,chardev=agent,name=warren.agent",
@@ -93,10 +116,27 @@ internal static class QemuProcess
         return args;
     }
 
-    /// <summary>Starts QEMU; returns once it daemonized (devices set up, sockets listening) with its pid.</summary>
-    public static async Task<int> LaunchAsync(string qemu, IReadOnlyList<string> args, VmLayout layout, string vmId, CancellationToken ct)
+    /// <summary>A locally administered unicast MAC (IEEE 802: bit 1 of the first octet set) from the VM's IPv4 address: stable and unique per VM.</summary>
+    internal static string MacAddress(string address)
     {
+        Span<byte> b = stackalloc byte[4];
+        if (!System.Net.IPAddress.TryParse(address, out var ip) || !ip.TryWriteBytes(b, out int n) || n != 4) b.Clear();
+        return $"52:54:{b[0]:x2}:{b[1]:x2}:{b[2]:x2}:{b[3]:x2}";
+    }
+
+    /// <summary>Starts QEMU; returns once it daemonized (devices set up, sockets listening) with its pid.</summary>
+    public static async Task<int> LaunchAsync(string qemu, IReadOnlyList<string> args, VmLayout layout, string vmId, string? user, CancellationToken ct)
+    {
+        Directory.CreateDirectory(layout.RunDirectory, VmLayout.DirectoryMode);
         foreach (var stale in new[] { layout.PidFile, layout.AgentSocket, layout.QmpSocket }) File.Delete(stale);
+        // The unprivileged QEMU must be able to remove its pid file at exit (how a clean exit is told from a crash): its
+        // own run directory, reached through the VM's directory, which it may traverse but not list or write (0711;
+        // every file in it is 0600 root, and QEMU opens its disks before dropping root).
+        if (!string.IsNullOrEmpty(user))
+        {
+            await HostCommand.RunAsync("chown", [user, layout.RunDirectory], TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+            File.SetUnixFileMode(layout.Directory, VmLayout.DirectoryMode | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
+        }
         var start = new ProcessStartInfo(qemu)
         {
             RedirectStandardError = true,
@@ -154,6 +194,18 @@ internal static class QemuProcess
             return cmdline.Contains("\0-pidfile\0" + layout.PidFile + "\0", StringComparison.Ordinal);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>The -m (MiB) a running QEMU was started with, from its command line; null when unreadable.</summary>
+    public static long? RunningMemoryBytes(int pid)
+    {
+        try
+        {
+            var argv = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+            int i = Array.IndexOf(argv, "-m");
+            return i >= 0 && i + 1 < argv.Length && long.TryParse(argv[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out long mib) ? mib * 1024 * 1024 : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
     /// <summary>When the process started (from /proc/&lt;pid&gt;, to the second).</summary>

@@ -166,6 +166,10 @@ internal sealed class VmDisks(MicroVmRuntimeOptions options, DockerClient docker
                 | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
             WriteFile(tree, "token", token.Span, VmLayout.FileMode);
             WriteText(tree, "hostname", record.Name);
+            // machine-id(5): 32 lowercase hex digits, unique per system; derived one-way from the VM's own random token,
+            // so it is stable across restarts and renames, and a copy (new token) gets a new one.
+            WriteText(tree, "machine-id", Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+                [.. "warren machine-id\0"u8, .. token.Span]))[..32]);
             WriteText(tree, "init-args", string.Join('\0', record.InitArgs));
             WriteText(tree, "env", string.Join('\0', record.Env));
             if (!string.IsNullOrEmpty(record.WorkingDirectory)) WriteText(tree, "workdir", record.WorkingDirectory);

@@ -7,7 +7,7 @@ namespace Warren.Runtime.MicroVm;
 /// <summary>
 /// Files of one VM under <c>&lt;data&gt;/vms/&lt;id&gt;/</c> (directory 0700: the token and the sockets are the daemon's):
 /// root.qcow2 (overlay on the image's base), data.qcow2 (/data), seed.img (agent, token, image config), token,
-/// vm.json (<see cref="VmRecord"/>), qemu.pid, qmp.sock, agent.sock (the virtio-serial port), console.log.
+/// vm.json (<see cref="VmRecord"/>), run/qemu.pid, qmp.sock, agent.sock (the virtio-serial port), console.log.
 /// </summary>
 internal sealed class VmLayout(string root, string vmId)
 {
@@ -17,7 +17,15 @@ internal sealed class VmLayout(string root, string vmId)
     public string Seed => Path.Combine(Directory, "seed.img");
     public string Token => Path.Combine(Directory, "token");
     public string Record => Path.Combine(Directory, "vm.json");
-    public string PidFile => Path.Combine(Directory, "qemu.pid");
+    /// <summary>
+    /// QEMU's own directory (owned by the QEMU user when it runs unprivileged): the pid file, which QEMU removes when it
+    /// exits normally, so a pid file left behind by a dead process means QEMU did not exit on its own terms (killed,
+    /// crashed). The VM's directory itself stays the daemon's alone: a compromised QEMU cannot rewrite vm.json.
+    /// </summary>
+    public string RunDirectory => Path.Combine(Directory, "run");
+    public string PidFile => Path.Combine(RunDirectory, "qemu.pid");
+    /// <summary>The reservation of the VM's address (and so its tap), written before vm.json.</summary>
+    public string AddressMarker => Path.Combine(Directory, "address");
     public string QmpSocket => Path.Combine(Directory, "qmp.sock");
     public string AgentSocket => Path.Combine(Directory, "agent.sock");
     public string ConsoleLog => Path.Combine(Directory, "console.log");
@@ -38,7 +46,9 @@ internal sealed record VmRecord(
     IReadOnlyList<string> InitArgs,
     IReadOnlyList<string> Env,
     string? WorkingDirectory,
-    string? SetupScript)
+    string? SetupScript,
+    string? Tap = null,
+    string? GuestNetwork = null)
 {
     private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
 

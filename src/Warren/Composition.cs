@@ -92,6 +92,10 @@ public static class Composition
             configuration.GetSection("Warren:MicroVm").Bind(o);
             var docker = new DockerRuntimeOptions();
             configuration.GetSection("Warren:Docker").Bind(docker);
+            // Taps are fenced by the same packet-filter table (name from the instance id) and pool as containers.
+            configuration.GetSection(HostNetworkOptions.SectionName).Bind(docker.VmNetwork);
+            if (string.IsNullOrEmpty(configuration["Warren:Docker:Instance"]))
+                docker.Instance = InstanceId.LoadOrCreate(sp.GetRequiredService<PlatformOptions>().DataDirectory);
             o.Docker = docker;
             o.DataDirectory = Path.GetFullPath(string.IsNullOrEmpty(o.DataDirectory)
                 ? Path.Combine(sp.GetRequiredService<PlatformOptions>().DataDirectory, "microvm")

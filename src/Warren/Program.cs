@@ -155,9 +155,9 @@ namespace Warren
 
             // One failing background loop (stats sampling, say) must not take the front doors down.
             builder.Services.Configure<HostOptions>(o => o.BackgroundServiceExceptionBehavior = BackgroundServiceExceptionBehavior.Ignore);
-            // The packet filter, VM networks and disk images are the Docker runtime's; the microVM runtime's user
-            // networking has no host side to prepare (and is for development only: the banner says so).
+            // Each runtime prepares its host side (packet filter, networks, disks or QEMU processes) before reconciliation.
             if (Composition.RuntimeName(configuration) == "docker") builder.Services.AddHostedService<VmHostPreparation>();
+            else builder.Services.AddHostedService<MicroVmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddWarrenCore(configuration);
             builder.Services.AddWarrenRuntime(configuration);
@@ -199,7 +199,8 @@ namespace Warren
         {
             Warren.Runtime.MicroVm.MicroVmRuntime m =>
                 $"microvm: QEMU microVMs with {(m.UsesKvm ? "KVM" : "TCG (no usable KVM: slow, for development and CI)")}; "
-                + "QEMU user networking: DEVELOPMENT ONLY, VMs are not fenced off from this host's loopback services",
+                + (m.UsesTap ? $"tap networking, isolation {(m.IsolationEnforced ? "enforced" : "OFF")}"
+                    : "QEMU user networking: DEVELOPMENT ONLY, VMs are not fenced off from this host's loopback services"),
             _ => "docker: VMs are containers on the engine (Warren:Runtime=microvm for QEMU microVMs)",
         };
 

@@ -21,8 +21,8 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : OwnRuntime
             Assert.Equal(0, exit.ExitCode);
             Assert.Equal(RuntimeVmState.Running, (await runtime.InspectAsync(id, default))!.State);
 
+            // (A running VM copies too: MicroVmOnlyTests and the conformance suite.)
             string copyId = id + "-c";
-            await Assert.ThrowsAsync<MicroVmException>(() => runtime.CopyAsync(id, BusyboxMicroVm.Spec(copyId, "copy"), MicroVmRuntimeTests.Timeout()));
 
             await runtime.StopAsync(id, MicroVmRuntimeTests.Timeout());
             Assert.Equal(RuntimeVmState.Stopped, (await runtime.InspectAsync(id, default))!.State);

@@ -26,13 +26,8 @@ public sealed class BusyboxMicroVm : IAsyncLifetime
     public TimeSpan BootToAgent { get; private set; }
     public TimeSpan Create { get; private set; }
 
-    public static MicroVmRuntime NewRuntime(string dataDirectory, TimeSpan? bootTimeout = null) => new(new MicroVmRuntimeOptions
-    {
-        DataDirectory = dataDirectory,
-        ConsoleLog = true,
-        StopTimeout = TimeSpan.FromSeconds(20),
-        BootTimeout = bootTimeout ?? TimeSpan.FromSeconds(60),
-    });
+    public static MicroVmRuntime NewRuntime(string dataDirectory, TimeSpan? bootTimeout = null) =>
+        new(MicroVmTestEnvironment.Options(dataDirectory, bootTimeout));
 
     public static VmSpec Spec(string vmId, string name, IReadOnlyList<string>? command = null, string? setup = null) =>
         new(vmId, name, MicroVmTestEnvironment.BusyboxImage, new VmResources(1, 256L * 1024 * 1024, 512L * 1024 * 1024),
@@ -182,12 +177,15 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
     }
 
     [MicroVmFact]
-    public async Task Address_ForwardsTheVmsPorts_FromItsLoopbackAddress()
+    public async Task Address_IsTheGuestsOwnOnItsTap_AndTheHostReachesItsPorts()
     {
         MicroVmTestEnvironment.Require();
         var address = await vm.Runtime.GetAddressAsync(vm.VmId, Timeout());
         Assert.NotNull(address);
-        Assert.True(System.Net.IPAddress.IsLoopback(address!));
+        Assert.True(System.Net.IPNetwork.Parse(MicroVmTestEnvironment.Pool).Contains(address!), $"address {address}");
+        // The guest configured that address itself (kernel command line → initramfs), on its own eth0.
+        var (_, ip, _) = await RunAsync(vm.Runtime, vm.VmId, "ip", "-4", "addr", "show", "dev", "eth0");
+        Assert.Contains(address + "/30", ip);
         var body = await PollAsync(async () =>
         {
             using var client = new TcpClient();
@@ -228,6 +226,33 @@ public sealed class MicroVmRuntimeTests(BusyboxMicroVm vm, ITestOutputHelper out
         output.WriteLine($"QEMU RSS {sample!.MemoryUsedBytes / (1024 * 1024)} MiB, disks {sample.DiskUsedBytes / 1024} KiB");
         Assert.True(sample.MemoryUsedBytes > 0);
         Assert.Equal(256L * 1024 * 1024, sample.MemoryLimitBytes);
+    }
+
+    [MicroVmFact]
+    public async Task Stats_CountTheTapsTraffic_AndTheGuestsMemory()
+    {
+        MicroVmTestEnvironment.Require();
+        var address = await vm.Runtime.GetAddressAsync(vm.VmId, Timeout());
+        var body = await PollAsync(async () =>
+        {
+            using var client = new TcpClient();
+            await client.ConnectAsync(address!, BusyboxMicroVm.HttpPort, Timeout());
+            return await GetPageAsync(client.GetStream());
+        });
+        Assert.Contains(BusyboxMicroVm.Page, body);
+        // The guest's balloon driver reports every 2 s; its figure is within the VM's memory, unlike QEMU's own RSS.
+        VmStatsSample? sample = null;
+        for (int i = 0; i < 100; i++)
+        {
+            sample = await vm.Runtime.SampleStatsAsync(vm.VmId, Timeout());
+            if (sample is { MemoryUsedBytes: > 0 } s && s.MemoryUsedBytes < s.MemoryLimitBytes) break;
+            await Task.Delay(100);
+        }
+        Assert.NotNull(sample);
+        output.WriteLine($"guest memory in use {sample!.MemoryUsedBytes >> 20} MiB of {sample.MemoryLimitBytes >> 20}, rx {sample.NetworkRxBytes} B, tx {sample.NetworkTxBytes} B");
+        Assert.InRange(sample.MemoryUsedBytes, 1, sample.MemoryLimitBytes - 1);
+        Assert.True(sample.NetworkRxBytes > 0);
+        Assert.True(sample.NetworkTxBytes > 0);
     }
 
     /// <summary>An HTTP/1.0 GET of / over <paramref name="stream"/>: the whole answer, head and body.</summary>

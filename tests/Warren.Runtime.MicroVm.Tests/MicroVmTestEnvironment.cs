@@ -40,6 +40,56 @@ internal static class MicroVmTestEnvironment
     private static bool OnPath(string tool) =>
         (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(dir => File.Exists(Path.Combine(dir, tool)));
 
+    /// <summary>
+    /// The test process's installation: its own packet-filter table and tap prefix (removed when the process ends), and
+    /// its own VM subnet pool, so parallel test processes and a daemon on the same host never share either.
+    /// </summary>
+    public static string Instance => "mvtest-" + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    public static string Pool => $"10.236.{Environment.ProcessId % 256}.0/24";
+
+    public static MicroVmRuntimeOptions Options(string dataDirectory, TimeSpan? bootTimeout = null)
+    {
+        _ = s_cleanup.Value;
+        var options = new MicroVmRuntimeOptions
+        {
+            DataDirectory = dataDirectory,
+            ConsoleLog = true,
+            StopTimeout = TimeSpan.FromSeconds(20),
+            BootTimeout = bootTimeout ?? TimeSpan.FromSeconds(60),
+        };
+        options.Docker.Instance = Instance;
+        options.Docker.VmNetwork.Pool = Pool;
+        // Short: tests make and remove VMs quickly; the quarantine itself is the Docker runtime tests' subject.
+        options.Docker.VmNetwork.AddressQuarantineSeconds = 5;
+        return options;
+    }
+
+    private static readonly Lazy<bool> s_cleanup = new(() =>
+    {
+        var network = new Warren.Runtime.HostNetwork.HostNetworkOptions { Pool = Pool };
+        var firewall = new Warren.Runtime.HostNetwork.VmFirewall(network, Instance);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (var tap in Warren.Runtime.HostNetwork.VmTap.List(firewall.InterfacePrefix))
+                try { Warren.Runtime.HostNetwork.VmTap.DeleteAsync(tap, CancellationToken.None).Wait(TimeSpan.FromSeconds(10)); }
+                catch (AggregateException) { }
+            try
+            {
+                string cgroups = Path.Combine("/sys/fs/cgroup/cpu", firewall.TableName);
+                if (Directory.Exists(cgroups))
+                {
+                    foreach (var dir in Directory.EnumerateDirectories(cgroups)) { try { Directory.Delete(dir); } catch (IOException) { } }
+                    try { Directory.Delete(cgroups); } catch (IOException) { }
+                }
+                firewall.RemoveAsync(CancellationToken.None).Wait(TimeSpan.FromSeconds(10));
+                Warren.Runtime.HostNetwork.VmForwarding.RemoveAsync(firewall.InterfacePrefix).Wait(TimeSpan.FromSeconds(10));
+            }
+            catch (AggregateException) { }
+        };
+        return true;
+    });
+
     public static void Require()
     {
         if (UnavailableReason != null) Assert.Fail(UnavailableReason);

@@ -33,7 +33,14 @@ public abstract class OwnRuntimeTest(ITestOutputHelper output) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        if (_runtime != null) await _runtime.DisposeAsync();
+        if (_runtime != null)
+        {
+            // A failed test leaves its VMs: their QEMU, tap and cgroup go with them.
+            foreach (var vm in await _runtime.ListAsync(CancellationToken.None))
+                try { await _runtime.RemoveAsync(vm.VmId, CancellationToken.None); }
+                catch (MicroVmException e) { Output.WriteLine($"cleanup of {vm.VmId}: {e.Message}"); }
+            await _runtime.DisposeAsync();
+        }
         if (Directory.Exists(DataDirectory)) Directory.Delete(DataDirectory, recursive: true);
     }
 }

@@ -50,6 +50,7 @@ internal static class VmGuest
         Mount("tmpfs", InitCommand.SessionSocketDirectory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, RunDirectoryOptions);
 
         if (ReadText(HostnameFile) is { Length: > 0 } hostname) SetHostname(hostname);
+        VmIdentity.Apply();
         // The disks may be larger than their filesystems (first boot, or grown while the VM was stopped).
         GrowFsCommand.Grow("/");
         GrowFsCommand.Grow("/data");

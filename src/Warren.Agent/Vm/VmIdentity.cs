@@ -1,0 +1,70 @@
+using System.Diagnostics;
+
+namespace Warren.Agent.Vm;
+
+/// <summary>
+/// Gives the root filesystem this VM's own identity at boot: /etc/machine-id (machine-id(5): unique per installed
+/// system) from the seed, and, when it had to change, fresh SSH host keys. A copy boots from its source's filesystem,
+/// and every VM from its image's, so without this they would share both: the first boot of any VM, and of any copy,
+/// changes the machine-id, removes the inherited host keys and makes new ones with the image's ssh-keygen -A.
+/// </summary>
+internal static class VmIdentity
+{
+    private const string SeedMachineId = VmGuest.SeedDirectory + "/machine-id";
+    private const string MachineIdPath = "/etc/machine-id";
+    private const string SshDirectory = "/etc/ssh";
+    private const string SshKeygen = "/usr/bin/ssh-keygen";
+    private static readonly TimeSpan KeygenTimeout = TimeSpan.FromSeconds(60);
+
+    public static void Apply()
+    {
+        string wanted;
+        try { wanted = File.ReadAllText(SeedMachineId).Trim(); }
+        catch (IOException) { return; } // a seed from before identities: nothing to apply
+        if (wanted.Length != 32 || !Directory.Exists("/etc")) return;
+        string current = "";
+        try { current = File.ReadAllText(MachineIdPath).Trim(); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        if (current == wanted) return;
+        try
+        {
+            File.Delete(MachineIdPath);
+            File.WriteAllText(MachineIdPath, wanted + "\n");
+            File.SetUnixFileMode(MachineIdPath, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log($"cannot write {MachineIdPath}: {e.Message}");
+        }
+        RenewSshHostKeys();
+    }
+
+    private static void RenewSshHostKeys()
+    {
+        if (!Directory.Exists(SshDirectory)) return;
+        var keys = Directory.GetFiles(SshDirectory, "ssh_host_*key*");
+        if (keys.Length == 0) return;
+        foreach (var key in keys)
+        {
+            try { File.Delete(key); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log($"cannot remove {key}: {e.Message}"); }
+        }
+        if (!File.Exists(SshKeygen)) return;
+        try
+        {
+            using var keygen = Process.Start(new ProcessStartInfo(SshKeygen, ["-A"]) { UseShellExecute = false });
+            if (keygen != null && !keygen.WaitForExit(KeygenTimeout))
+            {
+                keygen.Kill();
+                Log("ssh-keygen -A did not finish");
+            }
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        {
+            Log($"ssh-keygen -A failed: {e.Message}");
+        }
+    }
+
+    private static void Log(string message) => Console.Error.Write($"warren-agent init: {message}\n");
+}
