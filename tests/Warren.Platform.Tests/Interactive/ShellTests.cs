@@ -113,6 +113,34 @@ public sealed class InteractiveShellTests : IDisposable
     }
 
     [Fact]
+    public async Task ALineEndingInABackslash_ContinuesAfterThePs2Prompt()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        string output = await RunShellAsync(a, k, "whoami \\\r--json\rexit\r");
+        Assert.Contains("\r\n> ", output);
+        Assert.Contains("\"email\": \"alice@example.com\"", output);
+        Assert.DoesNotContain("unknown command", output);
+    }
+
+    [Fact]
+    public async Task AnInterruptAtTheContinuationPrompt_DropsTheWholeCommand()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        string output = await RunShellAsync(a, k, "whoami \\\r\x03whoami --json\r");
+        Assert.Equal(1, output.Split("\"email\": \"alice@example.com\"").Length - 1);
+        Assert.DoesNotContain("Email Address", output);
+    }
+
+    [Theory]
+    [InlineData("ls \\", true)]
+    [InlineData("ls \\\\", false)]   // an escaped backslash is a literal one
+    [InlineData("ls \\\\\\", true)]
+    [InlineData("ls", false)]
+    [InlineData("", false)]
+    public void LineContinuation_IsAnOddRunOfTrailingBackslashes(string line, bool continues)
+        => Assert.Equal(continues, InteractiveShell.EndsWithLineContinuation(line));
+
+    [Fact]
     public async Task History_RecallsThePreviousCommand()
     {
         var (a, k) = await _h.NewUserAsync("alice@example.com");
