@@ -159,6 +159,7 @@ namespace Warren
             // networking has no host side to prepare (and is for development only: the banner says so).
             if (Composition.RuntimeName(configuration) == "docker") builder.Services.AddHostedService<VmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
+            builder.Services.AddHostedService<VmRunStateWatcher>();
             builder.Services.AddWarrenCore(configuration);
             builder.Services.AddWarrenRuntime(configuration);
             builder.Services.AddWarrenSshFrontDoor(configuration);
