@@ -228,6 +228,7 @@ public sealed partial class HttpFrontDoor : IDisposable
         var path = context.Request.Path;
         if (path.Equals("/exec", StringComparison.Ordinal))
             await _exec.HandleAsync(context).ConfigureAwait(false);
+        else if (await SignupPages.TryHandleAsync(context).ConfigureAwait(false)) { }
         else if (path.Equals(ControlAuthPath, StringComparison.Ordinal))
             await ControlAuthAsync(context).ConfigureAwait(false);
         else if (path.Equals(ControlLoginPath, StringComparison.Ordinal))
