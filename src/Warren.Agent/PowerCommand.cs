@@ -80,10 +80,17 @@ internal static class PowerCommand
             return 1;
         }
         if (warnOnly) return 0;
+        // As the real commands do (systemctl: "Must be root"), checked first: only root may stop the machine.
+        if (Libc.GetUid() != 0)
+        {
+            Console.Error.Write($"{name}: must be superuser\n");
+            return 1;
+        }
         int signal = action switch { PowerAction.Halt => Libc.SIGUSR1, PowerAction.PowerOff => Libc.SIGUSR2, _ => Libc.SIGTERM };
         if (Libc.Kill(1, signal) != 0)
         {
-            Console.Error.Write(Libc.Errno == Libc.EPERM ? $"{name}: must be superuser\n" : $"{name}: cannot signal init (errno {Libc.Errno})\n");
+            int errno = Libc.Errno;
+            Console.Error.Write($"{name}: cannot signal init (errno {errno})\n");
             return 1;
         }
         return 0;

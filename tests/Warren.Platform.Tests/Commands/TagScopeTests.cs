@@ -33,11 +33,14 @@ public sealed class TagScopeTests : IDisposable
 
         var ls = await _h.RunWithAsync(ctx, "", "ls");
         Assert.Equal(["inside"], ls.Json.GetProperty("vms").EnumerateArray().Select(v => v.GetProperty("vm_name").GetString()).ToArray());
-        foreach (var argv in new[] { new[] { "comment", "outside", "x" }, ["rm", "outside"], ["share", "show", "outside"], ["cp", "outside", "copy"] })
+        var rm = await _h.RunWithAsync(ctx, "", "rm", "outside");
+        Assert.Equal(["outside"], JsonAssert.Strings(rm.Json, "failed"));
+        Assert.NotNull(_h.P.Index.GetByName("outside"));
+        foreach (var argv in new[] { new[] { "comment", "outside", "x" }, ["share", "show", "outside"], ["cp", "outside", "copy"] })
         {
             var r = await _h.RunWithAsync(ctx, "", argv);
             Assert.Equal(1, r.Exit);
-            Assert.Contains("VM \\"outside\\" not found", r.Stdout);
+            Assert.Equal("VM \"outside\" not found", r.Json.GetProperty("error").GetString());
         }
         Assert.Equal(0, (await _h.RunWithAsync(ctx, "", "new", "--name=made")).Exit);
         Assert.Contains("ci", _h.P.Index.GetByName("made")!.Tags);
