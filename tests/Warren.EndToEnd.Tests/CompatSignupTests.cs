@@ -190,9 +190,8 @@ public sealed partial class CompatSignupTests(CompatSignupFixture fixture) : ICl
         Assert.Equal(415, noForm.Status);
         var unknownToken = await browser.RequestAsync(ControlUrl("/verify-email?token=" + new string('A', 43)));
         Assert.Equal(404, unknownToken.Status);
-        // Expect: 100-continue, so the refusal comes before curl sends the body (else the server's close may cut the upload).
-        var hugeToken = await browser.RequestAsync(ControlUrl("/verify-email"), "-H", "Expect: 100-continue", "--data-urlencode", "token=" + new string('A', 5000));
-        Assert.Equal(413, hugeToken.Status);
+        var longToken = await browser.RequestAsync(ControlUrl("/verify-email"), "--data-urlencode", "token=" + new string('A', 3000));
+        Assert.Equal(404, longToken.Status);
         var wrongMethod = await browser.RequestAsync(ControlUrl("/verify-email"), "-X", "DELETE");
         Assert.Equal(405, wrongMethod.Status);
     }
