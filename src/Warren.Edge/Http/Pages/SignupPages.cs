@@ -195,7 +195,7 @@ public sealed partial class SignupPages
            + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
 
     /// <summary>A redirect kept only when it is a local path ("/x", not "//host" or a URL), else null.</summary>
-    private static string? LocalPath(string value)
+    internal static string? LocalPath(string value)
         => value.Length is > 0 and <= 1024 && value[0] == '/' && (value.Length == 1 || (value[1] != '/' && value[1] != '\\'))
            && !value.Any(char.IsControl) ? value : null;
 
