@@ -15,7 +15,11 @@ namespace Warren.Agent;
 ///   since with no terminal it would exit at once. CMD starts with default signal dispositions, no blocked
 ///   signals and oom_score_adj 0, while the agent itself has <see cref="Processes.AgentOomScoreAdj"/>.</item>
 /// <item>SIGTERM/SIGINT/SIGQUIT/SIGHUP go to CMD; SIGTERM/SIGINT also end the VM: every process gets SIGTERM,
-///   then init exits after at most <see cref="StopGrace"/>.</item>
+///   then init exits after at most <see cref="StopGrace"/>, with status 128+N (the runtime restarts the VM only when
+///   the engine, not the user, stopped it).</item>
+/// <item>halt/poweroff from inside (SIGUSR1/SIGUSR2 as BusyBox sends them, SIGRTMIN+3/+4 as systemctl does) end the
+///   VM the same way with status 0, which the runtime's restart policy leaves stopped; images lacking these commands
+///   get the agent's own (<see cref="PowerCommand"/>).</item>
 /// </list>
 /// </summary>
 internal static class InitCommand
@@ -101,13 +105,23 @@ internal static class InitCommand
         if (!Processes.SetOomScoreAdj(Processes.AgentOomScoreAdj) && Libc.GetPid() == 1)
             Log($"cannot set oom_score_adj to {Processes.AgentOomScoreAdj}; the OOM killer may pick the agent");
 
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => OnStopSignal(c, 15));
-        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => OnStopSignal(c, 2));
+        // SIGTERM (the engine's stop, BusyBox's reboot) and SIGINT (ctrl-alt-del) end the VM with the status of a
+        // process killed by that signal: not a clean power-off, so the runtime's restart policy brings the VM back
+        // after an engine restart or a reboot from inside, while an explicit stop keeps it stopped.
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => OnStopSignal(c, Libc.SIGTERM, SignalledStatus(Libc.SIGTERM)));
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => OnStopSignal(c, Libc.SIGINT, SignalledStatus(Libc.SIGINT)));
         using var quit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, c => Forward(c, 3));
         using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c => Forward(c, 1));
-        // In a VM, halt (SIGUSR1) and poweroff (SIGUSR2) as BusyBox's commands send them to PID 1 end the VM like SIGTERM.
-        using var halt = vm ? PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR1, c => OnStopSignal(c, 15)) : null;
-        using var powerOff = vm ? PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR2, c => OnStopSignal(c, 15)) : null;
+        // halt and poweroff, as BusyBox's commands (and the agent's own, PowerCommand) send them to PID 1 (SIGUSR1,
+        // SIGUSR2), and as systemctl sends them to a systemd PID 1 (SIGRTMIN+3, SIGRTMIN+4; systemd(1) "Signals"):
+        // the VM powers off, as a real machine does, and stays off (status 0: a clean exit the restart policy leaves alone).
+        using var halt = PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR1, c => OnStopSignal(c, Libc.SIGTERM, PowerOffStatus));
+        using var powerOff = PosixSignalRegistration.Create((PosixSignal)Libc.SIGUSR2, c => OnStopSignal(c, Libc.SIGTERM, PowerOffStatus));
+        using var systemdHalt = TryRegister(SystemdSigRtMin + 3, c => OnStopSignal(c, Libc.SIGTERM, PowerOffStatus));
+        using var systemdPowerOff = TryRegister(SystemdSigRtMin + 4, c => OnStopSignal(c, Libc.SIGTERM, PowerOffStatus));
+        using var systemdReboot = TryRegister(SystemdSigRtMin + 5, c => OnStopSignal(c, Libc.SIGTERM, SignalledStatus(Libc.SIGTERM)));
+        // An image without shutdown/poweroff/halt/reboot (Debian minbase has no init system) gets the agent's.
+        if (!vm && Libc.GetPid() == 1) PowerCommand.InstallMissingLinks(Processes.SelfPath(), Log);
         // As PID 1 the runtime's own SIGCHLD handling lets exited children vanish before waitpid() sees their
         // status (observed: no zombie, no status). SIGCHLD back at SIG_DFL (which, unlike SIG_IGN, keeps
         // zombies for waitpid) makes this reaper the only one. We never use the Process class, which needs it.
@@ -178,7 +192,8 @@ internal static class InitCommand
             while (main > 0 && DateTime.UtcNow < deadline && Libc.Kill(main, 0) == 0)
                 Thread.Sleep(StopPoll);
         }
-        return 0;
+        int status = Volatile.Read(ref s_exitStatus);
+        return status == NoExitStatus ? 0 : status;
     }
 
     private static void RunSetupOnce(string script, List<string> env)
@@ -292,12 +307,37 @@ internal static class InitCommand
         }
     }
 
-    private static void OnStopSignal(PosixSignalContext context, int signal)
+    private static void OnStopSignal(PosixSignalContext context, int forwardSignal, int exitStatus)
     {
         context.Cancel = true;
+        // The first request decides how the VM ends; a SIGTERM from the engine during a guest's poweroff changes nothing.
+        Interlocked.CompareExchange(ref s_exitStatus, exitStatus, NoExitStatus);
         int main = Volatile.Read(ref s_mainPid);
-        if (main > 0) Libc.Kill(main, signal);
+        if (main > 0) Libc.Kill(main, forwardSignal);
         s_stop.Set();
+    }
+
+    /// <summary>glibc's SIGRTMIN (signal(7)), from which systemctl numbers the signals it sends to PID 1.</summary>
+    private const int SystemdSigRtMin = 34;
+
+    /// <summary>init's exit status after halt/poweroff: a clean exit.</summary>
+    private const int PowerOffStatus = 0;
+
+    private const int NoExitStatus = -1;
+    private static int s_exitStatus = NoExitStatus;
+
+    /// <summary>The status a shell reports for a process killed by <paramref name="signal"/> (128 + N).</summary>
+    private static int SignalledStatus(int signal) => 128 + signal;
+
+    /// <summary>A handler for a real-time signal, or null where the runtime cannot take that signal.</summary>
+    private static PosixSignalRegistration? TryRegister(int signal, Action<PosixSignalContext> handler)
+    {
+        try { return PosixSignalRegistration.Create((PosixSignal)signal, handler); }
+        catch (Exception e) when (e is ArgumentException or PlatformNotSupportedException or IOException or System.ComponentModel.Win32Exception)
+        {
+            Log($"signal {signal} cannot be handled: {e.Message}");
+            return null;
+        }
     }
 
     private static void Forward(PosixSignalContext context, int signal)

@@ -36,6 +36,10 @@ namespace Warren.Agent
 
         public static async Task<int> RunAsync(string[] args)
         {
+            // Called through a link init made for an image without these commands (PowerCommand.InstallMissingLinks).
+            var invoked = PowerCommand.InvokedName();
+            if (Array.IndexOf(PowerCommand.Names, invoked) >= 0) return PowerCommand.Run(invoked, args);
+
             if (args.Length == 0)
             {
                 Console.Error.Write(Usage);

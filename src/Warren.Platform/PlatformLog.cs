@@ -31,4 +31,7 @@ internal static partial class PlatformLog
 
     [LoggerMessage(EventId = 2020, EventName = "stats.sample_failed", Level = LogLevel.Debug, Message = "stats.sample_failed vm={VmId} reason={Reason}")]
     public static partial void SampleFailed(ILogger log, string vmId, string reason);
+
+    [LoggerMessage(EventId = 2008, EventName = "vm.run_state_synced", Level = LogLevel.Information, Message = "vm.run_state_synced vm={VmId} name={Name} from={From} to={To}")]
+    public static partial void RunStateSynced(ILogger log, string vmId, string name, string from, string to);
 }

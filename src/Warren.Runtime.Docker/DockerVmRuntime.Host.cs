@@ -51,6 +51,10 @@ public sealed partial class DockerVmRuntime
             // The pids limit applies in place; dropped capabilities need the container recreated (copy or rename).
             if (_options.PidsLimit > 0 && (c.HostConfig?.PidsLimit ?? 0) <= 0)
                 await Engine(() => _client.Containers.UpdateContainerAsync(c.ID, new ContainerUpdateParameters { PidsLimit = _options.PidsLimit }, ct));
+            // VMs made before the restart policy became on-failure: with unless-stopped the engine would start a VM again
+            // that its guest powered off. The policy, too, applies in place.
+            if (c.HostConfig?.RestartPolicy?.Name != VmRestartPolicy.Name)
+                await Engine(() => _client.Containers.UpdateContainerAsync(c.ID, new ContainerUpdateParameters { RestartPolicy = VmRestartPolicy }, ct));
         }
         int mounted = 0, removed = 0;
         if (_disks != null)

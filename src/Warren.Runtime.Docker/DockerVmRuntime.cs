@@ -17,7 +17,7 @@ namespace Warren.Runtime.Docker;
 /// <see cref="IVmRuntime"/> over the Docker Engine API. A VM is:
 /// <list type="bullet">
 /// <item>container <c>warren-&lt;vmId&gt;</c>, labelled <see cref="LabelVmId"/>, <see cref="LabelVmName"/>,
-///   <see cref="LabelManaged"/>=true, hostname = VM name, restart policy unless-stopped;</item>
+///   <see cref="LabelManaged"/>=true, hostname = VM name, restart policy on-failure (<see cref="VmRestartPolicy"/>);</item>
 /// <item>named volume <c>warren-data-&lt;vmId&gt;</c> at /data;</item>
 /// <item>the static guest agent bind-mounted read-only at <see cref="AgentMountPath"/> as the entrypoint:
 ///   <c>/.warren/agent init [--setup-script F] [--user U] -- CMD…</c>, so any image (even FROM scratch) works;</item>
@@ -43,6 +43,14 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
     public const string LabelDiskBytes = "warren.disk-bytes";
 
     public const string AgentMountPath = GuestAgent.Path;
+
+    /// <summary>
+    /// on-failure, with no retry limit: the engine restarts a VM whose init exited non-zero (a crash, the OOM killer,
+    /// the engine's own restart: init reports SIGTERM as 143) and leaves alone one that powered itself off (init exits
+    /// 0 after <c>poweroff</c>/<c>halt</c>/<c>shutdown</c> inside, as a real machine stays off) or that Warren stopped
+    /// (Docker never restarts a container stopped through its API; Docker Engine docs, "Start containers automatically").
+    /// </summary>
+    public static readonly RestartPolicy VmRestartPolicy = new() { Name = RestartPolicyKind.OnFailure };
     public const string SetupScriptPath = "/.warren/setup.sh";
     public const string DataMountPath = "/data";
     /// <summary>Where the VM's session socket directory is mounted; the agent serves <c>agent.sock</c> there.</summary>
@@ -178,7 +186,7 @@ public sealed partial class DockerVmRuntime : IVmRuntime, IDisposable
         var host = new HostConfig
         {
             Mounts = mounts,
-            RestartPolicy = new RestartPolicy { Name = RestartPolicyKind.UnlessStopped },
+            RestartPolicy = VmRestartPolicy,
             // The agent (PID 1) keeps the VM reachable over SSH, so the kernel's OOM killer must take the app, not it
             // (proc(5), /proc/pid/oom_score_adj: -1000 exempts a process). The engine sets it while privileged; the
             // agent gives every command it starts 0 again.

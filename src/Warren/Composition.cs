@@ -61,7 +61,9 @@ public static class Composition
             sp.GetRequiredService<Warren.Platform.Accounts.AccountService>(),
             sp.GetRequiredService<PlatformOptions>(),
             sp.GetRequiredService<TimeProvider>(),
-            sp.GetService<IEmailSender>()));
+            sp.GetService<IEmailSender>(),
+            sp.GetRequiredService<Warren.Platform.Accounts.EmailVerifications>()));
+        services.TryAddSingleton<Warren.Platform.Accounts.EmailVerifications>();
         return services;
     }
 

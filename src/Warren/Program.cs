@@ -159,6 +159,7 @@ namespace Warren
             if (Composition.RuntimeName(configuration) == "docker") builder.Services.AddHostedService<VmHostPreparation>();
             else builder.Services.AddHostedService<MicroVmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
+            builder.Services.AddHostedService<VmRunStateWatcher>();
             builder.Services.AddWarrenCore(configuration);
             builder.Services.AddWarrenRuntime(configuration);
             builder.Services.AddWarrenSshFrontDoor(configuration);

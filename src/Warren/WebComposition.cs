@@ -65,6 +65,7 @@ public static class WebComposition
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);
         builder.Services.AddSingleton(SqliteWebSessionStore.UserIndexMigration);
         builder.Services.AddSingleton<IWebSessionStore, SqliteWebSessionStore>();
+        builder.Services.AddSingleton<SignupPages>();
         if (!string.IsNullOrWhiteSpace(configuration["Warren:Smtp:Host"]))
         {
             builder.Services.AddSingleton<ILoginEmailSender, MailedLoginLinkSender>();

@@ -29,14 +29,14 @@ public sealed partial class SignupByEmailTests
         try
         {
             await daemon.StartAsync();
-            var u = await SshUser.CreateKeyAsync(daemon, "verify@example.com");
+            var u = await SshUser.CreateKeyAsync(daemon, "verify@mail.internal");
             var psi = new ProcessStartInfo("ssh") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             foreach (var a in u.SshOptions(daemon.SshPort)) psi.ArgumentList.Add(a);
             psi.ArgumentList.Add("-tt");
             psi.ArgumentList.Add(daemon.ControlAddress);
             using var ssh = Process.Start(psi)!;
             var output = ssh.StandardOutput.ReadToEndAsync();
-            await ssh.StandardInput.WriteAsync("verify@example.com\n");
+            await ssh.StandardInput.WriteAsync("verify@mail.internal\n");
             await ssh.StandardInput.FlushAsync();
 
             var errors = ssh.StandardError.ReadToEndAsync();
@@ -48,7 +48,7 @@ public sealed partial class SignupByEmailTests
                 ssh.Kill();
                 throw new Xunit.Sdk.XunitException($"no mail arrived\nssh stdout: {await output}\nssh stderr: {await errors}\ndaemon: {daemon.Log}");
             }
-            Assert.Contains("To: verify@example.com", mail);
+            Assert.Contains("To: verify@mail.internal", mail);
             var code = Code().Match(mail.Replace("\r", "").Replace("=\n", "")).Groups[1].Value;
             Assert.Equal(6, code.Length);
 
@@ -61,7 +61,7 @@ public sealed partial class SignupByEmailTests
 
             var who = await u.ControlAsync("whoami --json");
             Assert.True(who.ExitCode == 0, who.ToString());
-            Assert.Contains("\"email\":\"verify@example.com\"", who.Stdout);
+            Assert.Contains("\"email\":\"verify@mail.internal\"", who.Stdout);
         }
         finally
         {

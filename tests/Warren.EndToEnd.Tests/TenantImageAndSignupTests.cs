@@ -8,7 +8,7 @@ namespace Warren.EndToEnd.Tests;
 
 /// <summary>
 /// A daemon with the production sign-up default (a code mailed through a loopback SMTP sink, no auto-verify) and
-/// one website VM owned by "owner", shared with carol@example.com before carol has an account.
+/// one website VM owned by "owner", shared with carol@mail.internal before carol has an account.
 /// </summary>
 public sealed class TenantFixture : MailingSiteFixture
 {
@@ -188,13 +188,13 @@ public sealed partial class TenantImageAndSignupTests(TenantFixture fixture) : I
     private async Task<string> CarolsShareStatusAsync()
     {
         var show = Json(await fixture.Owner.ControlAsync($"share show {TenantFixture.Site} --json"));
-        var users = show.GetProperty("users").EnumerateArray().Where(u => u.GetProperty("email").GetString() == "carol@example.com").ToList();
+        var users = show.GetProperty("users").EnumerateArray().Where(u => u.GetProperty("email").GetString() == "carol@mail.internal").ToList();
         return Assert.Single(users).GetProperty("status").GetString()!;
     }
 
     private async Task ShareWithCarolAsync()
     {
-        var r = await fixture.Owner.ControlAsync($"share add {TenantFixture.Site} carol@example.com --json");
+        var r = await fixture.Owner.ControlAsync($"share add {TenantFixture.Site} carol@mail.internal --json");
         Assert.True(r.ExitCode == 0 || r.Stdout.Contains("already shared"), r.ToString());
     }
 
@@ -205,13 +205,13 @@ public sealed partial class TenantImageAndSignupTests(TenantFixture fixture) : I
         Assert.Equal("pending", await CarolsShareStatusAsync());
 
         // Mallory's fresh key asks to sign up as carol: the code goes to carol's mailbox, mallory guesses.
-        var mallory = await SshUser.CreateKeyAsync(Daemon, "carol@example.com");
+        var mallory = await SshUser.CreateKeyAsync(Daemon, "carol@mail.internal");
         var args = mallory.SshOptions(Daemon.SshPort);
         args.AddRange(["-tt", Daemon.ControlAddress]);
-        var signup = ProcessRunner.RunAsync("ssh", args, stdin: "carol@example.com\n000000\n111111\n222222\n333333\n444444\n");
-        Assert.Contains("verification code", await NextMailAsync("carol@example.com", "verification code"));
+        var signup = ProcessRunner.RunAsync("ssh", args, stdin: "carol@mail.internal\n000000\n111111\n222222\n333333\n444444\n");
+        Assert.Contains("verification code", await NextMailAsync("carol@mail.internal", "verification code"));
         var screen = await signup;
-        Assert.Contains("Verification email sent to: carol@example.com", screen.Stdout);
+        Assert.Contains("Verification email sent to: carol@mail.internal", screen.Stdout);
         Assert.DoesNotContain("Registration complete", screen.Stdout);
 
         // No account, so nothing to announce: the share waits for carol, and mallory's key can mint no token.

@@ -53,7 +53,7 @@ public sealed class DockerRuntimeConformanceTests : RuntimeConformanceTests
         Assert.Equal("true", c.Config.Labels[DockerVmRuntime.LabelManaged]);
         Assert.StartsWith("test-", c.Config.Labels[DockerVmRuntime.LabelInstance]);
         Assert.Equal("labelled", c.Config.Hostname);
-        Assert.Equal(RestartPolicyKind.UnlessStopped, c.HostConfig.RestartPolicy.Name);
+        Assert.Equal(RestartPolicyKind.OnFailure, c.HostConfig.RestartPolicy.Name);
         Assert.Equal(1_000_000_000L, c.HostConfig.NanoCPUs);
         Assert.Equal(256L * 1024 * 1024, c.HostConfig.Memory);
         var agent = Assert.Single(c.Mounts, m => m.Destination == DockerVmRuntime.AgentMountPath);

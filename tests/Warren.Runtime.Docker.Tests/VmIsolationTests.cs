@@ -383,6 +383,22 @@ public sealed class VmIsolationTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [DockerFact]
+    public async Task Start_GivesAnOlderVm_TheOnFailureRestartPolicy()
+    {
+        var runtime = NewRuntime();
+        string vm = await CreateVmAsync(runtime);
+        // As a VM made while the policy was unless-stopped (which would start a guest's power-off again).
+        var name = DockerVmRuntime.ContainerName(vm);
+        await runtime.Client.Containers.UpdateContainerAsync(name, new global::Docker.DotNet.Models.ContainerUpdateParameters
+        {
+            RestartPolicy = new global::Docker.DotNet.Models.RestartPolicy { Name = global::Docker.DotNet.Models.RestartPolicyKind.UnlessStopped },
+        });
+        await NewRuntime().PrepareHostAsync(Timeout());
+        var c = await runtime.Client.Containers.InspectContainerAsync(name);
+        Assert.Equal(global::Docker.DotNet.Models.RestartPolicyKind.OnFailure, c.HostConfig.RestartPolicy.Name);
+    }
+
+    [DockerFact]
     public async Task Start_IsRefused_WhenTheRulesCannotBeInstalled_UnlessIsolationIsOff()
     {
         var broken = NewRuntime(o => o.VmNetwork.NftCommand = "/nonexistent/nft");

@@ -66,6 +66,7 @@ internal static unsafe partial class Libc
     /// <summary>sizeof(sigset_t) in glibc (1024 bits; the kernel uses the first 64).</summary>
     public const int SigSetBytes = 128;
     public const int SIGHUP = 1, SIGPIPE = 13, SIGUSR1 = 10, SIGUSR2 = 12;
+    public const int SIGINT = 2, SIGTERM = 15;
     public const nint SIG_IGN = 1;
     [LibraryImport(Lib, EntryPoint = "umask")] public static partial uint Umask(uint mask);
     [LibraryImport(Lib, EntryPoint = "syscall", SetLastError = true)] public static partial nint Syscall(nint number, nint a1, nint a2, nint a3, nint a4);

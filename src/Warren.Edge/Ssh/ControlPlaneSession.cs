@@ -29,6 +29,7 @@ public sealed class ControlPlaneSession(
     public async Task RunAsync(SshChannel channel, SessionStart start, Account? account, AccountKey? key, SshPublicKey verifiedKey, string source, CancellationToken ct)
     {
         var stream = channel.AsStream();
+        if (start.Kind == "exec" && TerminalBootstrap.IsBootstrap(start.Argument)) start = start.Redirect("shell", "");
         switch (start.Kind)
         {
             case "exec":
@@ -58,10 +59,13 @@ public sealed class ControlPlaneSession(
             case "shell" when start.Pty is not null:
             {
                 await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
+                LineEditor? editor = null;
                 if (account is null)
                 {
                     SignupResult result;
-                    try { result = await signup.RunAsync(new PtyPrompter(stream, stream), verifiedKey, ct).ConfigureAwait(false); }
+                    var prompter = new PtyPrompter(stream, stream);
+                    editor = prompter.Editor;
+                    try { result = await signup.RunAsync(prompter, verifiedKey, ct).ConfigureAwait(false); }
                     catch (IOException e) when (e is not SshChannelClosedException)
                     {
                         // The mail relay refused or was unreachable: say so, keep the daemon's details out.
@@ -79,7 +83,7 @@ public sealed class ControlPlaneSession(
                     key = await accounts.FindKeyByFingerprintAsync(verifiedKey.Fingerprint, ct).ConfigureAwait(false);
                 }
                 var ctx = new CommandContext { Account = account, CurrentKey = key, Source = source, CancellationToken = ct };
-                int code = await shell.RunAsync(ctx, stream, stream).ConfigureAwait(false);
+                int code = await shell.RunAsync(ctx, stream, stream, editor).ConfigureAwait(false);
                 await channel.ExitAsync((uint)code, ct).ConfigureAwait(false);
                 return;
             }

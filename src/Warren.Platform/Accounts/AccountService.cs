@@ -96,6 +96,38 @@ public sealed class AccountService
     }
 
     /// <summary>
+    /// The account for a verified web sign-up (<c>POST /auth</c>, then the mailed link confirmed): the existing account
+    /// with that address, now verified (its pending shares become active), or a new one without keys, verified. Its
+    /// first SSH key joins it later through the SSH sign-up dialogue, which verifies the address again.
+    /// </summary>
+    public async Task<Account> GetOrCreateVerifiedAsync(string email, CancellationToken ct = default)
+    {
+        var normalized = EmailAddress.Normalize(email);
+        if (await FindByEmailAsync(normalized, ct) is { } existing)
+        {
+            await MarkEmailVerifiedAsync(existing.Id, normalized, ct);
+            return existing with { EmailVerified = true };
+        }
+        var now = _time.GetUtcNow();
+        var account = new Account(NewId("acct"), normalized, TruncateMs(now)) { EmailVerified = true };
+        try
+        {
+            await _db.WriteAsync(async u =>
+            {
+                await u.ExecuteAsync("INSERT INTO accounts (id, email, created_at, email_verified) VALUES (@Id, @Email, @At, 1)",
+                    new { account.Id, account.Email, At = now.ToUnixTimeMilliseconds() });
+                _index.ReloadVmsOnCommit(u, await _allocator.ActivatePendingSharesAsync(u, account.Id, account.Email));
+            }, ct);
+        }
+        catch (SqliteException e) when (SqliteErrors.IsUnique(e))
+        {
+            // Created by another request meanwhile: that one is the account.
+            return await FindByEmailAsync(normalized, ct) ?? throw new PlatformException(PlatformErrorCodes.AccountExists, $"An account with email {normalized} already exists.", e);
+        }
+        return account;
+    }
+
+    /// <summary>
     /// Records that <paramref name="email"/> was proven to belong to the account (a code or a login link mailed to
     /// it was used): pending shares to it become active. Does nothing when the account's address is no longer
     /// <paramref name="email"/> (the proof was for another address). Returns whether the account is now verified.

@@ -31,6 +31,33 @@ public static partial class EmailAddress
            : throw new PlatformException(PlatformErrorCodes.InvalidEmail, $"Invalid email format: \"{input?.Trim()}\"");
 }
 
+/// <summary>
+/// Domains that no mail can reach because they are reserved for documentation and testing (RFC 2606 §2 and §3:
+/// the TLDs .test, .example, .invalid and .localhost; the second-level example.com, example.net and example.org).
+/// Warren does not send mail there: the person is told instead, rather than waiting for a message that never comes.
+/// </summary>
+public static class ReservedEmailDomains
+{
+    private static readonly string[] ReservedTopLevel = ["test", "example", "invalid", "localhost"];
+    private static readonly string[] ReservedSecondLevel = ["example.com", "example.net", "example.org"];
+
+    /// <summary>Whether <paramref name="email"/> (normalized) is at a reserved domain or a name under one.</summary>
+    public static bool IsReserved(string email)
+    {
+        int at = email.LastIndexOf('@');
+        var domain = at < 0 ? email : email[(at + 1)..];
+        foreach (var tld in ReservedTopLevel)
+            if (domain == tld || domain.EndsWith("." + tld, StringComparison.Ordinal)) return true;
+        foreach (var name in ReservedSecondLevel)
+            if (domain == name || domain.EndsWith("." + name, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    /// <summary>What the person is told instead of being mailed.</summary>
+    public static string Message(string email)
+        => $"{email} is at a domain reserved for examples (RFC 2606), so no mail can reach it and none was sent. Please use an address you can receive mail at.";
+}
+
 /// <summary>SSH key names, sanitised as exe.dev's sshkey/comment.go: shell metacharacters removed, spaces to '-', at most 64 bytes.</summary>
 public static class KeyNames
 {

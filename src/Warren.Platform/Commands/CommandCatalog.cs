@@ -122,6 +122,7 @@ public static partial class CommandCatalog
                         V("vm", "make a token for one VM's HTTPS proxy", "VM"),
                         V("cmds", "comma-separated commands the token may run", "CMDS"),
                         V("exp", "expiry: 30d, 1y, 12h, … or never", "DURATION"),
+                        V("tag", "limit the token to VMs with this tag (the VMs it creates get it)", "TAG"),
                     ]),
                 ],
             },

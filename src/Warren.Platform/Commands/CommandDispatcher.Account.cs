@@ -96,7 +96,7 @@ public sealed partial class CommandDispatcher
                 null => "",
                 { IsSshKey: true, Vm: { } vm } => $" [ssh into {vm} only]",
                 { IsSshKey: true } p => $" [commands: {string.Join(", ", p.Cmds ?? [])}]",
-                var p => $" [api key{(p.Vm is null ? "" : " for " + p.Vm)}{(p.ExpiresAt is { } e ? ", expires " + Invocation.Rfc3339(e) : "")}]",
+                var p => $" [api key{(p.Vm is null ? "" : " for " + p.Vm)}{(p.Tag is null ? "" : " for tag " + p.Tag)}{(p.ExpiresAt is { } e ? ", expires " + Invocation.Rfc3339(e) : "")}]",
             };
             inv.Line($"  {k.Name.PadRight(width)}{k.Fingerprint}  {k.PublicKey}{extra}{(k.Fingerprint == current ? " ← current" : "")}");
         }
@@ -147,6 +147,9 @@ public sealed partial class CommandDispatcher
     /// </summary>
     private async Task<ApiKeyPermissions?> NewKeyScopeAsync(Invocation inv)
     {
+        // A tag-scoped session adding a key would hand out SSH into every VM of the account: the SSH front door
+        // limits keys by commands and VM name, not by tag.
+        RefuseForTagScope(inv, "add SSH keys");
         IReadOnlyList<string>? cmds = null;
         if (inv.Args.Value("cmds") is { } cmdsText)
         {
@@ -290,11 +293,23 @@ public sealed partial class CommandDispatcher
         }
         IReadOnlyList<string>? cmds = null;
         if (inv.Args.Value("cmds") is { } cmdsText) cmds = ParseCmds(cmdsText);
+        // --tag: the token manages only the account's VMs with this tag (exe.dev's tag-scoped keys), and VMs it
+        // creates get the tag. A VM token (--vm) already names its one VM.
+        string? tag = inv.Args.Value("tag");
+        if (tag is not null)
+        {
+            if (vm is not null) throw new CommandException("--tag and --vm cannot be combined: a VM token is already limited to its VM");
+            tag = tag.Trim();
+            try { VmTags.Validate(tag); }
+            catch (PlatformException e) { throw new CommandException($"invalid --tag: {e.UserMessage}"); }
+            if (cmds is not null && cmds.Any(c => c == "tag"))
+                throw new CommandException("a token scoped to a tag cannot run tag (it would move VMs out of its own scope)");
+        }
         DateTimeOffset? expiresAt = null;
         if (inv.Args.Value("exp") is { } expText &&
             !ApiKeyService.TryParseExpiry(expText, _s.Time.GetUtcNow(), out expiresAt, out var expError))
             throw new CommandException(expError!);
-        var result = await _s.ApiKeys.GenerateAsync(inv.Account, inv.Args.Value("label"), vm, cmds, expiresAt, inv.CancellationToken).ConfigureAwait(false);
+        var result = await _s.ApiKeys.GenerateAsync(inv.Account, inv.Args.Value("label"), vm, cmds, expiresAt, inv.CancellationToken, tag).ConfigureAwait(false);
         if (inv.Json)
         {
             var o = new JsonObject
@@ -302,11 +317,13 @@ public sealed partial class CommandDispatcher
                 ["label"] = result.Label, ["token"] = result.Token, ["namespace"] = result.Namespace, ["fingerprint"] = result.Fingerprint,
             };
             if (result.ExpiresAt is { } e) o["expires_at"] = Invocation.Rfc3339(e);
+            if (tag is not null) o["tag"] = tag;
             inv.WriteJson(o);
             return 0;
         }
         inv.Line($"Created API key \"{result.Label}\" ({result.Fingerprint}).");
         inv.Line($"Namespace: {result.Namespace}");
+        if (tag is not null) inv.Line($"Tag:       {tag} (only VMs with this tag; VMs it creates get it)");
         inv.Line($"Expires:   {(result.ExpiresAt is { } x ? Invocation.Rfc3339(x) : "never")}");
         inv.Line();
         inv.Line(result.Token);

@@ -47,10 +47,28 @@ public sealed partial class CommandDispatcher
         return name;
     }
 
-    /// <summary>A token limited to one VM sees no other VM.</summary>
-    private static void CheckTokenVm(Invocation inv, string vmName)
+    /// <summary>
+    /// A token limited to one VM sees no other VM; a tag-scoped key (<c>generate-api-key --tag</c>) sees only the
+    /// caller's VMs with its tag. Either way another VM is "not found", as one that does not exist is, so a scoped
+    /// key learns nothing about the rest of the account.
+    /// </summary>
+    private void CheckTokenVm(Invocation inv, string vmName)
     {
         if (inv.Context.TokenVm is { } only && only != vmName) throw new CommandException($"VM \"{vmName}\" not found");
+        if (ScopeTag(inv.Context) is { } tag && _s.Index.GetByName(vmName) is { } vm && vm.AccountId == inv.Account.Id && !vm.Tags.Contains(tag))
+            throw new CommandException($"VM \"{vmName}\" not found");
+    }
+
+    /// <summary>
+    /// The tag the session's key is scoped to (exe.dev: "scope key to VMs with this tag"), or null. For /exec the
+    /// current key is the one that signed the token, so a token from a tag-scoped API key carries its scope.
+    /// </summary>
+    internal static string? ScopeTag(CommandContext ctx) => ctx.CurrentKey?.Permissions?.Tag;
+
+    /// <summary>Commands that would move a VM in or out of the scope are not for a tag-scoped key.</summary>
+    private static void RefuseForTagScope(Invocation inv, string what)
+    {
+        if (ScopeTag(inv.Context) is { } tag) throw new CommandException($"a key scoped to tag \"{tag}\" cannot {what}");
     }
 
     private static void RefuseForVmToken(Invocation inv)
@@ -77,8 +95,9 @@ public sealed partial class CommandDispatcher
         string? pattern = inv.OptionalArg(0) is { } p ? VmNames.Normalize(p, _s.Options.VmDomain) : null;
         var vms = await _s.Vms.ListAsync(inv.Account.Id, pattern, inv.CancellationToken).ConfigureAwait(false);
         if (inv.Context.TokenVm is { } only) vms = vms.Where(v => v.Name == only).ToList();
+        if (ScopeTag(inv.Context) is { } scope) vms = vms.Where(v => v.Tags.Contains(scope)).ToList();
         bool longFormat = inv.Args.Flag("l");
-        var shared = inv.Args.Flag("a") && inv.Context.TokenVm is null
+        var shared = inv.Args.Flag("a") && inv.Context.TokenVm is null && ScopeTag(inv.Context) is null
             ? await SharedVmsAsync(inv, pattern).ConfigureAwait(false)
             : [];
         if (inv.Json)
@@ -233,7 +252,10 @@ public sealed partial class CommandDispatcher
             Name = name,
             Image = inv.Args.Value("image"),
             RegistryAuth = auth,
-            Tags = inv.Args.Values("tag"),
+            // A tag-scoped key's VMs carry its tag, so it keeps managing what it made.
+            Tags = ScopeTag(inv.Context) is { } scopeTag && !inv.Args.Values("tag").Contains(scopeTag)
+                ? [.. inv.Args.Values("tag"), scopeTag]
+                : inv.Args.Values("tag"),
             Env = env,
             Cpus = ParseCpus(inv),
             MemoryBytes = ParseSize(inv, "memory"),
@@ -350,6 +372,7 @@ public sealed partial class CommandDispatcher
         string @new = inv.Arg(1, "new VM name");
         inv.MaxArgs(2);
         RefuseForVmToken(inv);
+        CheckTokenVm(inv, old);
         if (old == @new)
         {
             inv.Line($"{old} is already named {old}");
@@ -364,6 +387,7 @@ public sealed partial class CommandDispatcher
     private async Task<int> TagAsync(Invocation inv)
     {
         string name = VmArg(inv, 0);
+        RefuseForTagScope(inv, "change tags");
         var tags = VmTags.SplitLists(inv.Args.Positionals.Skip(1));
         if (tags.Count == 0) throw inv.Usage("missing tag");
         bool remove = inv.Args.Flag("d");
@@ -404,7 +428,8 @@ public sealed partial class CommandDispatcher
         {
             SourceName = source,
             NewName = target,
-            CopyTags = inv.Args.Flag("copy-tags", defaultValue: true),
+            // A tag-scoped key's copy keeps the tag: dropping it would make a VM the key itself could no longer see.
+            CopyTags = inv.Args.Flag("copy-tags", defaultValue: true) || ScopeTag(inv.Context) is not null,
             Cpus = ParseCpus(inv),
             MemoryBytes = ParseSize(inv, "memory"),
             DiskBytes = ParseSize(inv, "disk"),

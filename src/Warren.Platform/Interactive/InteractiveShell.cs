@@ -6,7 +6,7 @@ namespace Warren.Platform.Interactive;
 /// <summary>
 /// The REPL behind <c>ssh CONTROL-HOST</c> with a pty: a prompt with line editing, history and tab
 /// completion; each line is split with <see cref="ShellLexer"/> and run by <see cref="CommandDispatcher"/>
-/// with ANSI allowed and JSON indented. <c>exit</c>, <c>quit</c>, ^D or end of input leave it.
+/// with ANSI allowed and JSON indented. A line ending in <c>\</c> continues after a <c>&gt; </c> prompt. <c>exit</c>, <c>quit</c>, ^D or end of input leave it.
 /// </summary>
 /// <remarks>
 /// Input is not read while a command runs, so ^C does not interrupt a running command (commands are
@@ -33,7 +33,9 @@ public sealed class InteractiveShell
     public async Task<int> RunAsync(CommandContext ctx, Stream input, Stream output, LineEditor? editor = null)
     {
         var ct = ctx.CancellationToken;
-        editor ??= new LineEditor(input, output, (line, cursor) => _completer.Complete(ctx.Account, line, cursor));
+        Func<string, int, Completion?> complete = (line, cursor) => _completer.Complete(ctx.Account, line, cursor);
+        // A given editor (the sign-up dialogue's) keeps what was typed ahead; the shell adds completion.
+        editor = editor is null ? new LineEditor(input, output, complete) : editor.WithCompletion(complete);
         var stdout = new CrlfWriter(output);
         var commandCtx = new CommandContext
         {
@@ -52,7 +54,7 @@ public sealed class InteractiveShell
         await stdout.WriteRawAsync($"Welcome to Warren on {_dispatcher.Options.ControlHost}. Type 'help' for commands, 'exit' to leave.\r\n", ct);
         while (!ct.IsCancellationRequested)
         {
-            var line = await editor.ReadLineAsync(Prompt, ct);
+            var line = await ReadLogicalLineAsync(editor, stdout, ct, Prompt);
             if (line is null) break;
             if (string.IsNullOrWhiteSpace(line)) continue;
             editor.AddHistory(line);
@@ -68,6 +70,49 @@ public sealed class InteractiveShell
         }
         await stdout.FlushAsync(ct);
         return 0;
+    }
+
+    /// <summary>The prompt for a continued line (a POSIX shell's default PS2, "> ").</summary>
+    public const string ContinuationPrompt = "> ";
+
+    /// <summary>Most characters one command may have across its continued lines (as much as one POST /exec body).</summary>
+    public const int MaxLogicalLineChars = 64 * 1024;
+
+    /// <summary>
+    /// One command, read over as many lines as it needs: a line that ends in an unescaped backslash continues on the
+    /// next, read after <see cref="ContinuationPrompt"/>; the backslash and the line break are removed, as a POSIX
+    /// shell removes a backslash-newline pair (POSIX.1-2017 XCU 2.2.1, "Escape Character"). Null at end of input
+    /// (also in the middle of a continued command, which is then dropped, as sh drops it); "" after ^C.
+    /// </summary>
+    public static async Task<string?> ReadLogicalLineAsync(LineEditor editor, CrlfWriter stdout, CancellationToken ct, string? prompt = null)
+    {
+        var line = await editor.ReadLineAsync(prompt ?? "", ct);
+        if (line is null) return null;
+        var joined = new StringBuilder();
+        while (EndsWithLineContinuation(line))
+        {
+            joined.Append(line, 0, line.Length - 1);
+            if (joined.Length > MaxLogicalLineChars)
+            {
+                await stdout.WriteRawAsync($"\x1b[31mcommand too long (more than {MaxLogicalLineChars} characters)\x1b[0m\r\n", ct);
+                return "";
+            }
+            line = await editor.ReadLineAsync(ContinuationPrompt, ct);
+            if (line is null) return null;
+            // ^C at the continuation prompt abandons the whole command, as in sh.
+            if (line.Length == 0 && editor.LastLineInterrupted) return "";
+        }
+        if (joined.Length == 0) return line;
+        joined.Append(line);
+        return joined.Length > MaxLogicalLineChars ? "" : joined.ToString();
+    }
+
+    /// <summary>Whether the line ends in a backslash that is not itself escaped (an odd run of trailing backslashes).</summary>
+    public static bool EndsWithLineContinuation(string line)
+    {
+        int run = 0;
+        for (int i = line.Length - 1; i >= 0 && line[i] == '\\'; i--) run++;
+        return run % 2 == 1;
     }
 
     /// <summary>

@@ -53,7 +53,24 @@ public sealed class LineEditor
         _complete = complete;
     }
 
+    /// <summary>
+    /// An editor over the same terminal that continues where this one stopped (typed-ahead input it has read but not
+    /// used yet, history), with <paramref name="complete"/> for Tab. For a session that changes hands on one pty
+    /// (the sign-up dialogue, then the shell): bytes a person typed ahead must not be lost in between.
+    /// </summary>
+    public LineEditor WithCompletion(Func<string, int, Completion?>? complete)
+    {
+        var next = new LineEditor(_input, _output, complete) { _pendingLf = _pendingLf };
+        Array.Copy(_readBuffer, _readPos, next._readBuffer, 0, _readLen - _readPos);
+        next._readLen = _readLen - _readPos;
+        next._history.AddRange(_history);
+        return next;
+    }
+
     public IReadOnlyList<string> History => _history;
+
+    /// <summary>Whether the last <see cref="ReadLineAsync"/> ended with ^C (its "" is then not an empty line).</summary>
+    public bool LastLineInterrupted { get; private set; }
 
     /// <summary>Adds a line to history (skips empty lines and a repeat of the last entry).</summary>
     public void AddHistory(string line)
@@ -70,6 +87,7 @@ public sealed class LineEditor
     /// </summary>
     public async Task<string?> ReadLineAsync(string prompt, CancellationToken ct = default)
     {
+        LastLineInterrupted = false;
         _prompt = prompt;
         _line = new StringBuilder();
         _cursor = 0;
@@ -100,6 +118,7 @@ public sealed class LineEditor
                     return _line.ToString();
                 case 0x03: // ^C
                     await WriteAsync("^C\r\n", ct);
+                    LastLineInterrupted = true;
                     return "";
                 case 0x04: // ^D
                     if (_line.Length == 0)

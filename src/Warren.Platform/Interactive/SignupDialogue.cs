@@ -33,6 +33,9 @@ public sealed class PtyPrompter : IPrompter
     }
 
     public Task<string?> ReadLineAsync(string prompt, CancellationToken ct) => _editor.ReadLineAsync(prompt, ct);
+
+    /// <summary>The editor, for the shell that follows on the same pty (it holds what was typed ahead).</summary>
+    public LineEditor Editor => _editor;
 }
 
 public enum SignupOutcome
@@ -50,8 +53,8 @@ public enum SignupOutcome
 public sealed record SignupResult(SignupOutcome Outcome, Account? Account);
 
 /// <summary>
-/// The sign-up dialogue for a key no account holds: ask the e-mail address, validate it, verify it (a code sent
-/// by e-mail, unless <c>Signup:AutoVerify</c>, which only a loopback-only install may set), then create the
+/// The sign-up dialogue for a key no account holds: ask the e-mail address, validate it, verify it (a code and a
+/// one-click link sent by e-mail, unless <c>Signup:AutoVerify</c>, which only a loopback-only install may set), then create the
 /// account with the key, its address verified — or add the key to the existing account for that address.
 /// </summary>
 /// <remarks>
@@ -70,13 +73,16 @@ public sealed class SignupDialogue
     private readonly PlatformOptions _options;
     private readonly IEmailSender? _email;
     private readonly TimeProvider _time;
+    private readonly EmailVerifications? _links;
 
-    public SignupDialogue(AccountService accounts, PlatformOptions options, TimeProvider time, IEmailSender? email = null)
+    /// <param name="links">Verification links mailed beside the code (<see cref="EmailVerifications"/>); null: the code only.</param>
+    public SignupDialogue(AccountService accounts, PlatformOptions options, TimeProvider time, IEmailSender? email = null, EmailVerifications? links = null)
     {
         _accounts = accounts;
         _options = options;
         _time = time;
         _email = email;
+        _links = links;
     }
 
     public async Task<SignupResult> RunAsync(IPrompter prompter, SshPublicKey key, CancellationToken ct = default)
@@ -87,17 +93,29 @@ public sealed class SignupDialogue
         await prompter.WriteLineAsync("To sign up, please verify your email.", ct);
 
         string? email = null;
+        Account? existing = null;
+        bool mustVerify = false;
         for (int attempt = 0; attempt < MaxAttempts && email is null; attempt++)
         {
             var input = await prompter.ReadLineAsync("Please enter your email address: ", ct);
             if (string.IsNullOrWhiteSpace(input)) return await CancelledAsync(prompter, ct);
-            if (EmailAddress.TryNormalize(input, out var normalized)) email = normalized;
-            else await prompter.WriteLineAsync("Invalid email format. Please enter an address like you@example.com.", ct);
+            if (!EmailAddress.TryNormalize(input, out var normalized))
+            {
+                await prompter.WriteLineAsync("Invalid email format. Please enter an address like you@example.com.", ct);
+                continue;
+            }
+            existing = await _accounts.FindByEmailAsync(normalized, ct);
+            mustVerify = !_options.Signup.AutoVerify || existing is not null;
+            // No mail can reach a domain reserved for examples: say so now instead of waiting for a code that never comes.
+            if (mustVerify && _email is not null && ReservedEmailDomains.IsReserved(normalized))
+            {
+                await prompter.WriteLineAsync(ReservedEmailDomains.Message(normalized), ct);
+                continue;
+            }
+            email = normalized;
         }
         if (email is null) return await CancelledAsync(prompter, ct);
 
-        var existing = await _accounts.FindByEmailAsync(email, ct);
-        bool mustVerify = !_options.Signup.AutoVerify || existing is not null;
         if (mustVerify)
         {
             if (_email is null)
@@ -136,29 +154,55 @@ public sealed class SignupDialogue
         }
     }
 
+    /// <summary>
+    /// Mails a code and, when links are available, a verification link; true once either is used: the code typed
+    /// here, or the link confirmed in a browser (its page's button) while this waits.
+    /// </summary>
     private async Task<bool> VerifyAsync(IPrompter prompter, string email, CancellationToken ct)
     {
         string code = RandomNumberGenerator.GetString("0123456789", CodeDigits);
-        await _email!.SendAsync(email, "Your Warren verification code",
-            $"Your verification code for {_options.ControlHost} is {code}.\n\nIt expires in {(int)_options.Signup.VerificationTimeout.TotalMinutes} minutes. If you did not try to sign up, ignore this message.\n", ct);
-        await prompter.WriteLineAsync($"Verification email sent to: {email}", ct);
-        using var timeout = new CancellationTokenSource(_options.Signup.VerificationTimeout, _time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+        var link = _links?.Create(email, VerificationPurpose.SshSignup);
+        int minutes = (int)_options.Signup.VerificationTimeout.TotalMinutes;
+        string body = $"Your verification code for {_options.ControlHost} is {code}.\n\n"
+            + (link is { } l ? $"Or open this link and confirm (it works once, from any device):\n\n{_links!.Link(l.Token)}\n\n" : "")
+            + $"It expires in {minutes} minutes. If you did not try to sign up, ignore this message.\n";
         try
         {
-            for (int attempt = 0; attempt < MaxAttempts; attempt++)
+            await _email!.SendAsync(email, "Your Warren verification code", body, ct);
+            await prompter.WriteLineAsync($"Verification email sent to: {email}", ct);
+            if (link is not null) await prompter.WriteLineAsync("Type the code from it, or open its link and confirm.", ct);
+            using var timeout = new CancellationTokenSource(_options.Signup.VerificationTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+            var confirmed = link?.Pending.Confirmed ?? Task.Delay(Timeout.Infinite, linked.Token);
+            try
             {
-                var typed = await prompter.ReadLineAsync("Enter the code from the email: ", linked.Token);
-                if (string.IsNullOrWhiteSpace(typed)) return false;
-                if (CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(typed.Trim()), Encoding.ASCII.GetBytes(code))) return true;
-                await prompter.WriteLineAsync("That code is not correct.", ct);
+                for (int attempt = 0; attempt < MaxAttempts; attempt++)
+                {
+                    using var reading = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
+                    var typedTask = prompter.ReadLineAsync("Enter the code from the email: ", reading.Token);
+                    if (await Task.WhenAny(typedTask, confirmed) != typedTask)
+                    {
+                        await reading.CancelAsync();
+                        try { await typedTask; } catch (OperationCanceledException) { }
+                        if (confirmed.IsCompletedSuccessfully) { await prompter.WriteLineAsync("", ct); return true; }
+                        linked.Token.ThrowIfCancellationRequested();
+                    }
+                    var typed = await typedTask;
+                    if (string.IsNullOrWhiteSpace(typed)) return false;
+                    if (CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(typed.Trim()), Encoding.ASCII.GetBytes(code))) return true;
+                    await prompter.WriteLineAsync("That code is not correct.", ct);
+                }
+                return false;
             }
-            return false;
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+                await prompter.WriteLineAsync("Verification timed out.", ct);
+                return false;
+            }
         }
-        catch (OperationCanceledException) when (timeout.IsCancellationRequested && !ct.IsCancellationRequested)
+        finally
         {
-            await prompter.WriteLineAsync("Verification timed out.", ct);
-            return false;
+            if (link is { } used) _links!.Forget(used.Token);
         }
     }
 

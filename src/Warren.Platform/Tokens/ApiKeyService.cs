@@ -53,7 +53,8 @@ public sealed class ApiKeyService
     /// <paramref name="cmds"/> already resolved to canonical paths (null = default list).
     /// Errors: <c>key_name_in_use</c> (duplicate label), <c>invalid_argument</c>.
     /// </summary>
-    public async Task<ApiKeyResult> GenerateAsync(Account account, string? label, string? vm, IReadOnlyList<string>? cmds, DateTimeOffset? expiresAt, CancellationToken ct = default)
+    /// <param name="tag">Limits the key to the account's VMs with this tag (<see cref="ApiKeyPermissions.Tag"/>), already validated.</param>
+    public async Task<ApiKeyResult> GenerateAsync(Account account, string? label, string? vm, IReadOnlyList<string>? cmds, DateTimeOffset? expiresAt, CancellationToken ct = default, string? tag = null)
     {
         string effectiveLabel = string.IsNullOrWhiteSpace(label) ? (vm is null ? DefaultLabel : $"{DefaultLabel}-{vm}") : label;
         if (KeyNames.Sanitize(effectiveLabel).Length == 0)
@@ -65,7 +66,7 @@ public sealed class ApiKeyService
         byte[] payload = BuildPayload(exp, cmds);
 
         using var key = SshPrivateKey.Generate(Ed25519PublicKey.Name);
-        var permissions = new ApiKeyPermissions(effectiveLabel, cmds, vm, exp is { } x ? DateTimeOffset.FromUnixTimeSeconds(x) : null);
+        var permissions = new ApiKeyPermissions(effectiveLabel, cmds, vm, exp is { } x ? DateTimeOffset.FromUnixTimeSeconds(x) : null, tag);
         AccountKey row;
         try
         {

@@ -582,6 +582,41 @@ public sealed partial class VmService
         return report;
     }
 
+    /// <summary>
+    /// Follows VMs that stopped or started on their own while the daemon runs: a guest that shut itself down
+    /// (<c>sudo poweroff</c> in the VM, as on a real machine) becomes Stopped; one the runtime brought back (its
+    /// restart policy after a crash of the VM's init) becomes Running again. Only Running ⇄ Stopped is followed;
+    /// every other state belongs to an operation. Each change is re-checked under the VM's lock against the runtime's
+    /// answer for that one VM, so a <c>restart</c> or <c>new</c> in flight is never overruled by a stale listing.
+    /// Returns the names of the VMs whose state changed.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> SyncRunStatesAsync(CancellationToken ct = default)
+    {
+        var changed = new List<string>();
+        var listed = (await _runtime.ListAsync(ct)).GroupBy(v => v.VmId).ToDictionary(g => g.Key, g => g.First().State, StringComparer.Ordinal);
+        foreach (var snapshot in _index.SnapshotVms())
+        {
+            if (!listed.TryGetValue(snapshot.Id, out var seen) || RunStateFor(snapshot.State, seen) is null) continue;
+            using var _ = await _locks.AcquireAsync(snapshot.Id, ct);
+            var vm = await GetByIdAsync(snapshot.Id, ct);
+            if (vm is null) continue;
+            var now = await _runtime.InspectAsync(vm.Id, ct);
+            if (now is null || RunStateFor(vm.State, now.State) is not { } target) continue;
+            await TransitionAsync(vm.Id, target, null, null, ct);
+            PlatformLog.RunStateSynced(_log, vm.Id, vm.Name, vm.State.ToWire(), target.ToWire());
+            changed.Add(vm.Name);
+        }
+        return changed;
+    }
+
+    /// <summary>The state a Running/Stopped record takes from what the runtime reports, or null to leave it.</summary>
+    private static VmState? RunStateFor(VmState record, RuntimeVmState runtime) => (record, runtime) switch
+    {
+        (VmState.Running, RuntimeVmState.Stopped) => VmState.Stopped,
+        (VmState.Stopped, RuntimeVmState.Running) => VmState.Running,
+        _ => null,
+    };
+
     // ---------------------------------------------------------------- helpers
 
     /// <summary>exe.dev's choice: 80 if exposed, else the smallest exposed TCP port ≥ 1024, else 80.</summary>

@@ -195,4 +195,17 @@ public class LineEditorTests
         var e = new LineEditor(new MemoryStream([0x61, 0xE8, 0x66, 0xFF, 0x0D]), new MemoryStream());
         Assert.Equal("a\uFFFDf\uFFFD", await e.ReadLineAsync("> "));
     }
+
+    [Fact]
+    public async Task WithCompletion_KeepsTypedAheadInputAndHistory()
+    {
+        // One read brings both lines: the second must survive the hand-over (sign-up dialogue → shell).
+        var e = new LineEditor(new MemoryStream(Encoding.UTF8.GetBytes("first\r\nsecond\r")), new MemoryStream());
+        Assert.Equal("first", await e.ReadLineAsync("> "));
+        e.AddHistory("first");
+        var next = e.WithCompletion((l, c) => null);
+        Assert.Equal("second", await next.ReadLineAsync("> "));
+        Assert.Equal(["first"], next.History);
+        Assert.Null(await next.ReadLineAsync("> "));
+    }
 }

@@ -113,6 +113,34 @@ public sealed class InteractiveShellTests : IDisposable
     }
 
     [Fact]
+    public async Task ALineEndingInABackslash_ContinuesAfterThePs2Prompt()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        string output = await RunShellAsync(a, k, "whoami \\\r--json\rexit\r");
+        Assert.Contains("\r\n> ", output);
+        Assert.Contains("\"email\": \"alice@example.com\"", output);
+        Assert.DoesNotContain("unknown command", output);
+    }
+
+    [Fact]
+    public async Task AnInterruptAtTheContinuationPrompt_DropsTheWholeCommand()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        string output = await RunShellAsync(a, k, "whoami \\\r\x03whoami --json\r");
+        Assert.Equal(1, output.Split("\"email\": \"alice@example.com\"").Length - 1);
+        Assert.DoesNotContain("Email Address", output);
+    }
+
+    [Theory]
+    [InlineData("ls \\", true)]
+    [InlineData("ls \\\\", false)]   // an escaped backslash is a literal one
+    [InlineData("ls \\\\\\", true)]
+    [InlineData("ls", false)]
+    [InlineData("", false)]
+    public void LineContinuation_IsAnOddRunOfTrailingBackslashes(string line, bool continues)
+        => Assert.Equal(continues, InteractiveShell.EndsWithLineContinuation(line));
+
+    [Fact]
     public async Task History_RecallsThePreviousCommand()
     {
         var (a, k) = await _h.NewUserAsync("alice@example.com");
@@ -153,17 +181,17 @@ public sealed class SignupDialogueTests : IDisposable
         }
     }
 
-    /// <summary>An owner's VM shared with carol@example.com before carol has an account.</summary>
+    /// <summary>An owner's VM shared with carol@mail.internal before carol has an account.</summary>
     private async Task<VmRecord> ShareWithCarolAsync()
     {
         var owner = await _p.NewAccountAsync("owner@example.com");
         var vm = await _p.Vms.CreateAsync(owner.Id, new VmCreateRequest { Name = "web" });
-        Assert.Equal(ShareStatus.Pending, (await _p.Shares.AddUserAsync(owner.Id, "web", "carol@example.com")).Status);
+        Assert.Equal(ShareStatus.Pending, (await _p.Shares.AddUserAsync(owner.Id, "web", "carol@mail.internal")).Status);
         return vm;
     }
 
     private async Task<ShareStatus> CarolsShareAsync(VmRecord vm)
-        => (await _p.Shares.GetAsync(vm.AccountId, vm.Name)).Users.Single(u => u.Email == "carol@example.com").Status;
+        => (await _p.Shares.GetAsync(vm.AccountId, vm.Name)).Users.Single(u => u.Email == "carol@mail.internal").Status;
 
     [Fact]
     public async Task AClaimOfCarolsAddress_WithoutHerCode_MakesNoAccount_AndHerShareStaysPending()
@@ -171,12 +199,12 @@ public sealed class SignupDialogueTests : IDisposable
         _p.Options.Signup.AutoVerify = false; // the production default
         var vm = await ShareWithCarolAsync();
         var mallory = TestPlatform.NewKey();
-        var prompter = new ScriptedPrompter(["carol@example.com", "000000", "123456", "999999", "424242", "314159"], _mail);
+        var prompter = new ScriptedPrompter(["carol@mail.internal", "000000", "123456", "999999", "424242", "314159"], _mail);
         var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(prompter, mallory);
         Assert.Equal(SignupOutcome.Cancelled, result.Outcome);
-        Assert.Equal("carol@example.com", Assert.Single(_mail.Sent).To); // the code went to carol, not to the claimant
+        Assert.Equal("carol@mail.internal", Assert.Single(_mail.Sent).To); // the code went to carol, not to the claimant
         Assert.Null(await _p.Accounts.FindByKeyFingerprintAsync(mallory.Fingerprint));
-        Assert.Null(await _p.Accounts.FindByEmailAsync("carol@example.com"));
+        Assert.Null(await _p.Accounts.FindByEmailAsync("carol@mail.internal"));
         Assert.Equal(ShareStatus.Pending, await CarolsShareAsync(vm));
     }
 
@@ -186,7 +214,7 @@ public sealed class SignupDialogueTests : IDisposable
         _p.Options.Signup.AutoVerify = false;
         var vm = await ShareWithCarolAsync();
         var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail)
-            .RunAsync(new ScriptedPrompter(["carol@example.com", "{code}"], _mail), TestPlatform.NewKey());
+            .RunAsync(new ScriptedPrompter(["carol@mail.internal", "{code}"], _mail), TestPlatform.NewKey());
         Assert.Equal(SignupOutcome.Created, result.Outcome);
         Assert.True((await _p.Accounts.GetAsync(result.Account!.Id))!.EmailVerified);
         Assert.Equal(ShareStatus.Active, await CarolsShareAsync(vm));
@@ -197,10 +225,10 @@ public sealed class SignupDialogueTests : IDisposable
     public async Task AKeyAddedByCode_VerifiesAnAccountWhoseAddressWasNot()
     {
         var vm = await ShareWithCarolAsync();
-        var legacy = await _p.Accounts.CreateAsync("carol@example.com", TestPlatform.NewKey(), emailVerified: false);
+        var legacy = await _p.Accounts.CreateAsync("carol@mail.internal", TestPlatform.NewKey(), emailVerified: false);
         Assert.Equal(ShareStatus.Pending, await CarolsShareAsync(vm));
         var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail)
-            .RunAsync(new ScriptedPrompter(["carol@example.com", "{code}"], _mail), TestPlatform.NewKey());
+            .RunAsync(new ScriptedPrompter(["carol@mail.internal", "{code}"], _mail), TestPlatform.NewKey());
         Assert.Equal(SignupOutcome.KeyAdded, result.Outcome);
         Assert.True((await _p.Accounts.GetAsync(legacy.Id))!.EmailVerified);
         Assert.Equal(ShareStatus.Active, await CarolsShareAsync(vm));
@@ -236,11 +264,11 @@ public sealed class SignupDialogueTests : IDisposable
     public async Task Verification_ByCode()
     {
         _p.Options.Signup.AutoVerify = false;
-        var prompter = new ScriptedPrompter(["bob@example.com", "000000x", "{code}"], _mail);
+        var prompter = new ScriptedPrompter(["bob@mail.internal", "000000x", "{code}"], _mail);
         var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(prompter, TestPlatform.NewKey());
         Assert.Equal(SignupOutcome.Created, result.Outcome);
-        Assert.Equal("bob@example.com", Assert.Single(_mail.Sent).To);
-        Assert.Contains("Verification email sent to: bob@example.com", prompter.Output);
+        Assert.Equal("bob@mail.internal", Assert.Single(_mail.Sent).To);
+        Assert.Contains("Verification email sent to: bob@mail.internal", prompter.Output);
         Assert.Contains("That code is not correct.", prompter.Output);
         Assert.Contains("✓ Email verified successfully!", prompter.Output);
     }
@@ -248,18 +276,18 @@ public sealed class SignupDialogueTests : IDisposable
     [Fact]
     public async Task ExistingAccount_NeedsVerification_EvenWithAutoVerify()
     {
-        var existing = await _p.NewAccountAsync("carol@example.com");
+        var existing = await _p.NewAccountAsync("carol@mail.internal");
         var key = TestPlatform.NewKey();
 
-        var noMail = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, null).RunAsync(new ScriptedPrompter(["carol@example.com"], _mail), key);
+        var noMail = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, null).RunAsync(new ScriptedPrompter(["carol@mail.internal"], _mail), key);
         Assert.Equal(SignupOutcome.Unavailable, noMail.Outcome);
         Assert.Null(await _p.Accounts.FindByKeyFingerprintAsync(key.Fingerprint));
 
-        var wrong = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(new ScriptedPrompter(["carol@example.com", "1", "2", "3", "4", "5"], _mail), key);
+        var wrong = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(new ScriptedPrompter(["carol@mail.internal", "1", "2", "3", "4", "5"], _mail), key);
         Assert.Equal(SignupOutcome.Cancelled, wrong.Outcome);
         Assert.Null(await _p.Accounts.FindByKeyFingerprintAsync(key.Fingerprint));
 
-        var prompter = new ScriptedPrompter(["carol@example.com", "{code}"], _mail);
+        var prompter = new ScriptedPrompter(["carol@mail.internal", "{code}"], _mail);
         var ok = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(prompter, key);
         Assert.Equal(SignupOutcome.KeyAdded, ok.Outcome);
         Assert.Equal(existing.Id, (await _p.Accounts.FindByKeyFingerprintAsync(key.Fingerprint))!.Id);
@@ -276,5 +304,50 @@ public sealed class SignupDialogueTests : IDisposable
         string text = Encoding.UTF8.GetString(output.ToArray());
         Assert.Contains("Please enter your email address: dave@example.com\r\n", text);
         Assert.Contains("Registration complete!\r\n", text);
+    }
+
+    [Fact]
+    public async Task AnAddressAtAnExampleDomain_IsNotMailed_AndThePersonIsTold()
+    {
+        _p.Options.Signup.AutoVerify = false;
+        var prompter = new ScriptedPrompter(["erin@example.com", ""], _mail);
+        var result = await new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail).RunAsync(prompter, TestPlatform.NewKey());
+        Assert.Equal(SignupOutcome.Cancelled, result.Outcome);
+        Assert.Empty(_mail.Sent);
+        Assert.Contains(prompter.Output, line => line.Contains("reserved for examples (RFC 2606)"));
+    }
+
+    /// <summary>Waits at every prompt until cancelled: a person who never types the code.</summary>
+    private sealed class WaitingPrompter(string email) : IPrompter
+    {
+        private bool _askedEmail;
+        public List<string> Output { get; } = new();
+        public Task WriteLineAsync(string text, CancellationToken ct) { lock (Output) Output.Add(text); return Task.CompletedTask; }
+        public async Task<string?> ReadLineAsync(string prompt, CancellationToken ct)
+        {
+            if (!_askedEmail) { _askedEmail = true; return email; }
+            await Task.Delay(Timeout.Infinite, ct);
+            return null;
+        }
+    }
+
+    [Fact]
+    public async Task TheMailedLink_ConfirmedInABrowser_CompletesTheWaitingDialogue()
+    {
+        _p.Options.Signup.AutoVerify = false;
+        var links = new EmailVerifications(_p.Options, _p.Time);
+        var key = TestPlatform.NewKey();
+        var prompter = new WaitingPrompter("frank@mail.internal");
+        var run = new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail, links).RunAsync(prompter, key);
+        for (int i = 0; i < 1000 && _mail.Sent.Count == 0; i++) await Task.Delay(10);
+        var token = System.Text.RegularExpressions.Regex.Match(_mail.Sent[0].Body, @"verify-email\?token=([A-Za-z0-9_-]+)").Groups[1].Value;
+        Assert.NotNull(links.Find(token)); // a GET of the page changes nothing
+        Assert.False(run.IsCompleted);
+        Assert.NotNull(links.Confirm(token));
+        var result = await run;
+        Assert.Equal(SignupOutcome.Created, result.Outcome);
+        Assert.Equal("frank@mail.internal", result.Account!.Email);
+        Assert.True(result.Account.EmailVerified);
+        Assert.Null(links.Find(token));
     }
 }

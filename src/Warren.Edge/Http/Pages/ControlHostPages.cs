@@ -22,9 +22,10 @@ internal sealed class ControlHostPages
     private readonly ControlApi _api;
     private readonly ILoginEmailSender? _emailSender;
     private readonly KeyedTokenBucket _loginEmailLimiter;
+    private readonly SignupPages? _signup;
 
     public ControlHostPages(ControlUrls urls, SiteRouter router, RequestIdentityReader identity, LoginSessions logins, ILoginLinkService links,
-        ExecEndpoint exec, ControlApi api, TimeProvider time, ILoginEmailSender? emailSender = null)
+        ExecEndpoint exec, ControlApi api, TimeProvider time, ILoginEmailSender? emailSender = null, SignupPages? signup = null)
     {
         _urls = urls;
         _router = router;
@@ -34,6 +35,7 @@ internal sealed class ControlHostPages
         _exec = exec;
         _api = api;
         _emailSender = emailSender;
+        _signup = signup;
         _loginEmailLimiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.LoginEmailBurst, HttpFrontDoorLimits.LoginEmailPerSecond, 0);
     }
 
@@ -48,6 +50,7 @@ internal sealed class ControlHostPages
         var path = context.Request.Path;
         if (path.Equals(ControlPaths.Exec, StringComparison.Ordinal))
             await _exec.HandleAsync(context).ConfigureAwait(false);
+        else if (_signup is not null && await _signup.TryHandleAsync(context).ConfigureAwait(false)) { }
         else if (path.Equals(ControlPaths.Auth, StringComparison.Ordinal))
             await ControlAuthAsync(context).ConfigureAwait(false);
         else if (path.Equals(ControlPaths.Login, StringComparison.Ordinal))

@@ -1,0 +1,76 @@
+using Warren.Platform.Commands;
+using Xunit;
+
+namespace Warren.Platform.Tests.Commands;
+
+/// <summary><c>ssh-key generate-api-key --tag=T</c>: a token session scoped to the account's VMs tagged T.</summary>
+public sealed class TagScopeTests : IDisposable
+{
+    private readonly CommandHarness _h = new();
+    public void Dispose() => _h.Dispose();
+
+    private async Task<CommandContext> TagTokenSessionAsync(string email, string tag, string cmds)
+    {
+        var (a, k) = await _h.NewUserAsync(email);
+        var made = await _h.RunAsync(a, k, "ssh-key", "generate-api-key", "--label=t", "--tag=" + tag, "--cmds=" + cmds, "--json");
+        Assert.Equal(0, made.Exit);
+        Assert.Equal(tag, JsonAssert.Str(made.Json, "tag"));
+        var auth = await _h.Authenticator.AuthenticateAsync(JsonAssert.Str(made.Json, "token"), _h.ApiKeys.ControlNamespace);
+        Assert.True(auth.Succeeded, auth.Error);
+        return new CommandContext { Account = auth.Identity!.Account, CurrentKey = auth.Identity.Key, AllowedCommands = auth.Identity.AllowedCommands, ForceJson = true };
+    }
+
+    [Fact]
+    public async Task TheScope_HidesOtherVms_TagsNewOnes_AndRefusesTagChanges()
+    {
+        var (a, k) = await _h.NewUserAsync("alice@example.com");
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=inside", "--tag=ci")).Exit);
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=outside")).Exit);
+        var made = await _h.RunAsync(a, k, "ssh-key", "generate-api-key", "--label=ci", "--tag=ci", "--cmds=ls,new,rm,comment,cp,share show", "--json");
+        Assert.Equal(0, made.Exit);
+        var auth = await _h.Authenticator.AuthenticateAsync(JsonAssert.Str(made.Json, "token"), _h.ApiKeys.ControlNamespace);
+        var ctx = new CommandContext { Account = auth.Identity!.Account, CurrentKey = auth.Identity.Key, AllowedCommands = auth.Identity.AllowedCommands, ForceJson = true };
+
+        var ls = await _h.RunWithAsync(ctx, "", "ls");
+        Assert.Equal(["inside"], ls.Json.GetProperty("vms").EnumerateArray().Select(v => v.GetProperty("vm_name").GetString()).ToArray());
+        var rm = await _h.RunWithAsync(ctx, "", "rm", "outside");
+        Assert.Equal(["outside"], JsonAssert.Strings(rm.Json, "failed"));
+        Assert.NotNull(_h.P.Index.GetByName("outside"));
+        foreach (var argv in new[] { new[] { "comment", "outside", "x" }, ["share", "show", "outside"], ["cp", "outside", "copy"] })
+        {
+            var r = await _h.RunWithAsync(ctx, "", argv);
+            Assert.Equal(1, r.Exit);
+            Assert.Equal("VM \"outside\" not found", r.Json.GetProperty("error").GetString());
+        }
+        Assert.Equal(0, (await _h.RunWithAsync(ctx, "", "new", "--name=made")).Exit);
+        Assert.Contains("ci", _h.P.Index.GetByName("made")!.Tags);
+        Assert.Equal(0, (await _h.RunWithAsync(ctx, "", "cp", "inside", "copied", "--copy-tags=false")).Exit);
+        Assert.Contains("ci", _h.P.Index.GetByName("copied")!.Tags);
+    }
+
+    [Fact]
+    public async Task TagAndVm_DoNotCombine_NorDoesTagInCmds_NorABadTag()
+    {
+        var (a, k) = await _h.NewUserAsync("bob@example.com");
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=web")).Exit);
+        Assert.Equal(1, (await _h.RunAsync(a, k, "ssh-key", "generate-api-key", "--tag=ci", "--vm=web")).Exit);
+        Assert.Equal(1, (await _h.RunAsync(a, k, "ssh-key", "generate-api-key", "--tag=ci", "--cmds=ls,tag")).Exit);
+        Assert.Equal(1, (await _h.RunAsync(a, k, "ssh-key", "generate-api-key", "--tag=Bad Tag")).Exit);
+    }
+
+    [Fact]
+    public async Task AScopedSession_CannotAddKeys_NorReachAnotherAccountsTaggedVm()
+    {
+        var (m, mk) = await _h.NewUserAsync("mallory@example.com");
+        Assert.Equal(0, (await _h.RunAsync(m, mk, "new", "--name=mallorys", "--tag=ci")).Exit);
+        var ctx = await TagTokenSessionAsync("carol@example.com", "ci", "ls,rm,ssh-key add");
+        var ls = await _h.RunWithAsync(ctx, "", "ls");
+        Assert.Empty(ls.Json.GetProperty("vms").EnumerateArray());
+        Assert.Equal(1, (await _h.RunWithAsync(ctx, "", "rm", "mallorys")).Exit);
+        Assert.NotNull(_h.P.Index.GetByName("mallorys"));
+        var key = Warren.Platform.Tests.TestSupport.TestPlatform.NewKey().ToOpenSshString();
+        var add = await _h.RunWithAsync(ctx, "", "ssh-key", "add", key);
+        Assert.Equal(1, add.Exit);
+        Assert.Contains("cannot add SSH keys", add.Stdout);
+    }
+}
