@@ -35,7 +35,7 @@ public static class DockerRuntimeErrors
     /// VM isolation cannot be enforced (packet-filter rules refused, nftables missing, no free VM subnet): no VM is
     /// created without it unless isolation is explicitly off.
     /// </summary>
-    public const string IsolationUnavailable = "runtime.isolation-unavailable";
+    public const string IsolationUnavailable = Warren.Platform.Runtime.IVmHostFence.IsolationUnavailable;
     /// <summary>The VM's disk image could not be made, mounted or resized (host tools missing or failing).</summary>
     public const string DiskFailed = "runtime.disk-failed";
     /// <summary>Any other engine error.</summary>

@@ -1,3 +1,4 @@
+using Warren.Platform.Runtime;
 using System.Globalization;
 using Docker.DotNet.Models;
 using Microsoft.Extensions.Logging;
@@ -6,7 +7,7 @@ using Warren.Runtime.HostNetwork;
 namespace Warren.Runtime.Docker;
 
 /// <summary>The host side of VMs: network isolation at start-up, and the per-VM disk images.</summary>
-public sealed partial class DockerVmRuntime
+public sealed partial class DockerVmRuntime : IVmHostFence
 {
     /// <summary>What <see cref="PrepareHostAsync"/> found and did.</summary>
     public sealed record HostPreparation(bool IsolationEnforced, string RulesTable, int VmsMoved, int DisksMounted, int DisksRemoved)
@@ -34,6 +35,8 @@ public sealed partial class DockerVmRuntime
     /// images of VMs that no longer exist deleted, the others mounted (a running container that started before its
     /// image was mounted is restarted to see it).
     /// </summary>
+    async Task<string> IVmHostFence.PrepareHostFenceAsync(CancellationToken ct) => (await PrepareHostAsync(ct).ConfigureAwait(false)).ToString();
+
     public async Task<HostPreparation> PrepareHostAsync(CancellationToken ct)
     {
         await _networks.EnsureIsolationAsync(ct);

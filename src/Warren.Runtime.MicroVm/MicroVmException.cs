@@ -1,10 +1,7 @@
 namespace Warren.Runtime.MicroVm;
 
 /// <summary>A microVM runtime failure with a stable <see cref="Code"/> and a message safe to show users.</summary>
-public sealed class MicroVmException(string code, string message, Exception? inner = null) : Exception(message, inner)
-{
-    public string Code { get; } = code;
-}
+public sealed class MicroVmException(string code, string message, Exception? inner = null) : Warren.Platform.Runtime.VmRuntimeException(code, message, inner);
 
 /// <summary>Codes of <see cref="MicroVmException"/>; the ones shared with the Docker runtime have the same values.</summary>
 public static class MicroVmErrors

@@ -1,3 +1,4 @@
+using Warren.Platform.Runtime;
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Warren.Runtime.HostNetwork;
@@ -5,7 +6,7 @@ using Warren.Runtime.HostNetwork;
 namespace Warren.Runtime.MicroVm;
 
 /// <summary>The host side at daemon start: the VMs' fence, and QEMU processes, taps and cgroups agreeing with vms/*.</summary>
-public sealed partial class MicroVmRuntime
+public sealed partial class MicroVmRuntime : IVmHostFence
 {
     /// <summary>What <see cref="PrepareHostAsync"/> found and did.</summary>
     public sealed record HostPreparation(bool IsolationEnforced, string RulesTable, int Running, int Failed, int LeftoversRemoved, int OrphanTapsRemoved)
@@ -26,6 +27,8 @@ public sealed partial class MicroVmRuntime
     /// without vm.json is what a daemon killed during new, cp or rm leaves, and its process, tap, cgroup and disks are
     /// removed; taps and cgroups of this installation that belong to no VM are removed.
     /// </summary>
+    async Task<string> IVmHostFence.PrepareHostFenceAsync(CancellationToken ct) => (await PrepareHostAsync(ct).ConfigureAwait(false)).ToString();
+
     public async Task<HostPreparation> PrepareHostAsync(CancellationToken ct)
     {
         if (UsesTap) await EnsureHostNetworkAsync(ct).ConfigureAwait(false);

@@ -108,6 +108,7 @@ public static class Composition
             sp.GetRequiredService<Warren.Runtime.MicroVm.MicroVmRuntimeOptions>(),
             sp.GetRequiredService<ILoggerFactory>().CreateLogger<Warren.Runtime.MicroVm.MicroVmRuntime>()));
         services.TryAddSingleton<IVmRuntime>(sp => sp.GetRequiredService<Warren.Runtime.MicroVm.MicroVmRuntime>());
+        services.TryAddSingleton<IVmHostFence>(sp => sp.GetRequiredService<Warren.Runtime.MicroVm.MicroVmRuntime>());
         return services;
     }
 
@@ -142,6 +143,7 @@ public static class Composition
         });
         services.TryAddSingleton<DockerVmRuntime>();
         services.TryAddSingleton<IVmRuntime>(sp => sp.GetRequiredService<DockerVmRuntime>());
+        services.TryAddSingleton<IVmHostFence>(sp => sp.GetRequiredService<DockerVmRuntime>());
         return services;
     }
 

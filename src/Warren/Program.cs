@@ -156,8 +156,7 @@ namespace Warren
             // One failing background loop (stats sampling, say) must not take the front doors down.
             builder.Services.Configure<HostOptions>(o => o.BackgroundServiceExceptionBehavior = BackgroundServiceExceptionBehavior.Ignore);
             // Each runtime prepares its host side (packet filter, networks, disks or QEMU processes) before reconciliation.
-            if (Composition.RuntimeName(configuration) == "docker") builder.Services.AddHostedService<VmHostPreparation>();
-            else builder.Services.AddHostedService<MicroVmHostPreparation>();
+            builder.Services.AddHostedService<VmHostPreparation>();
             builder.Services.AddHostedService<StartupReconciler>();
             builder.Services.AddHostedService<VmRunStateWatcher>();
             builder.Services.AddWarrenCore(configuration);

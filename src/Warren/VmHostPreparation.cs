@@ -1,26 +1,27 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Warren.Runtime.Docker;
+using Warren.Platform.Runtime;
 
 namespace Warren;
 
 /// <summary>
-/// Runs first at start-up, before reconciliation and any listener: puts the VMs' fence in place (packet-filter
-/// rules, each VM on its own network, disk images mounted) and refuses to start when the fence cannot be enforced,
+/// Runs first at start-up, before reconciliation and any listener: the runtime puts the VMs' fence in place
+/// (packet-filter rules, each VM on its own network or tap, disks; the microVM runtime also adopts running QEMU
+/// processes and removes what a killed daemon left) and the daemon refuses to start when the fence cannot be enforced,
 /// unless Warren:Network:Isolation=Off says otherwise — which is then logged as a critical warning at every start.
 /// </summary>
-public sealed class VmHostPreparation(DockerVmRuntime runtime, ILogger<VmHostPreparation> logger) : IHostedService
+public sealed class VmHostPreparation(IVmHostFence fence, ILogger<VmHostPreparation> logger) : IHostedService
 {
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        if (!runtime.IsolationEnforced)
-            logger.LogCritical("VM NETWORK ISOLATION IS OFF (Warren:Network:Isolation=Off): VMs can reach this host's ports and private networks. Development only.");
+        if (!fence.IsolationEnforced)
+            logger.LogCritical("VM NETWORK ISOLATION IS OFF (Warren:Network:Isolation=Off, or Warren:MicroVm:Network=User): VMs can reach this host's ports and private networks. Development only.");
         try
         {
-            var report = await runtime.PrepareHostAsync(cancellationToken).ConfigureAwait(false);
+            string report = await fence.PrepareHostFenceAsync(cancellationToken).ConfigureAwait(false);
             logger.LogInformation("VM host prepared: {Report}", report);
         }
-        catch (DockerRuntimeException e) when (e.Code == DockerRuntimeErrors.IsolationUnavailable)
+        catch (VmRuntimeException e) when (e.Code == IVmHostFence.IsolationUnavailable)
         {
             logger.LogCritical("refusing to start: {Reason}", e.Message);
             throw;
@@ -31,10 +32,10 @@ public sealed class VmHostPreparation(DockerVmRuntime runtime, ILogger<VmHostPre
     {
         try
         {
-            if (await runtime.RemoveHostRulesIfNoVmsAsync(cancellationToken).ConfigureAwait(false))
+            if (await fence.RemoveHostRulesIfNoVmsAsync(cancellationToken).ConfigureAwait(false))
                 logger.LogInformation("no VMs left: VM packet-filter rules removed");
         }
-        catch (DockerRuntimeException e)
+        catch (Exception e) when (e is VmRuntimeException or Warren.Runtime.HostNetwork.HostNetworkException or TimeoutException)
         {
             logger.LogWarning("VM packet-filter rules left in place: {Reason}", e.Message);
         }
