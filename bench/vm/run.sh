@@ -18,6 +18,8 @@
 # KVM: this script uses it when Warren does (/dev/kvm with kvm_intel/kvm_amd); on a machine without, every microVM
 # figure is QEMU TCG (emulated CPU) and says so in its header line.
 #
+# The microVMs use QEMU user networking (Warren:MicroVm:Network=User), so that the bare QEMU can run Warren's own
+# command line unchanged but for its disks and forwards; a tap device per VM would need its own for the baseline.
 # Must run as root (Docker, loop mounts). Removes its daemons' VMs (QEMU by pid, containers by label) and temp files.
 # Environment: ROUNDS (3), BOOT_IMAGE (warren/default:1), MEMORY_MIB (512), IDLE_SECONDS (60), SKIP_CP (unset).
 set -euo pipefail
@@ -73,6 +75,7 @@ start_daemon() {
   port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
   "${warren[@]}" serve --Warren:DataDirectory="$d" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
     --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" --Warren:Runtime="$runtime" \
+    --Warren:MicroVm:Network=User \
     --Warren:Slots:0:Name=s001 --Warren:Slots:0:PublicIp=$SLOT --Warren:Slots:0:LocalIp=$SLOT \
     --Warren:Resources:MinCpus=1 --Warren:Resources:DefaultCpus=1 \
     --Warren:Resources:MinMemoryBytes=$((256 << 20)) --Warren:Resources:DefaultMemoryBytes=$((MEMORY_MIB << 20)) \

@@ -18,6 +18,9 @@ public sealed class MicroVmDaemonFixture : DaemonFixture, IAsyncLifetime
     protected override Dictionary<string, string> Config => new()
     {
         ["Warren:Runtime"] = "microvm",
+        // QEMU user networking, where the guest reaches the host's loopback at 10.0.2.2 (the test's registry listens on
+        // 127.0.0.1). The runtime's default is becoming tap devices behind the packet filter; this pins the fallback.
+        ["Warren:MicroVm:Network"] = "User",
         ["Warren:Resources:DefaultCpus"] = "1",
         ["Warren:Resources:MinCpus"] = "1",
         ["Warren:Resources:MinMemoryBytes"] = (256L << 20).ToString(),
