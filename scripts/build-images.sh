@@ -7,8 +7,10 @@
 #   4. warren/default:1, a Debian bookworm userland made with debootstrap from the
 #      apt mirror configured on this host, plus a login user `warren` (uid 1000,
 #      passwordless sudo). Skipped when the image exists.
-#   5. warren/dind:1, warren/default:1 plus docker.io, iptables and kmod: the image the microVM tests run
-#      dockerd in ("Pattern B": docker inside a VM, which needs a real VM's kernel). Skipped when present.
+#   5. warren/dind:1, Debian 13 (trixie) with Docker Engine (docker.io), Compose v2 (docker-compose), iptables,
+#      kmod and the same login user: the default image under the microVM runtime ("Pattern B": docker and
+#      docker compose inside a VM, which needs a real VM's kernel). Its command starts dockerd. Rebuilt when its
+#      recipe (label org.warren.recipe) changes.
 # Idempotent, and serialised with flock so parallel ./test.sh runs don't race.
 #
 # Environment:
@@ -124,27 +126,49 @@ else
   log "$default_image built in $(( $(date +%s) - start ))s"
 fi
 
-# ---------------------------------------------------------------- 5. dind image (microVM tests)
+# ---------------------------------------------------------------- 5. dind image (default under the microVM runtime)
+# Debian 13 (trixie): its docker-compose is Compose v2 (the `docker compose` CLI plugin); bookworm's is the old
+# Python docker-compose 1.x. A label holds the recipe's hash, so a changed recipe (or an older warren/dind:1 built
+# FROM warren/default:1) is rebuilt, and an unchanged one never is.
 dind_image=warren/dind:1
+dind_suite=trixie
+dind_pkgs=bash,coreutils,sudo,ca-certificates,curl,less,vim-tiny,openssh-sftp-server,procps,passwd,iproute2,docker.io,docker-cli,docker-compose,iptables,kmod,xz-utils
+dind_recipe=$( { echo "$dind_suite $dind_pkgs"; sed -n '/^# -* 5\. dind image/,$p' "$root_dir/scripts/build-images.sh"; cat images/dind/*; } | sha256sum | cut -c1-16)
 if [ "${WARREN_SKIP_DIND_IMAGE:-}" = 1 ] || [ "${WARREN_SKIP_DEFAULT_IMAGE:-}" = 1 ]; then
   log "skipping $dind_image"
-elif docker image inspect "$dind_image" >/dev/null 2>&1; then
-  log "$dind_image present"
+elif [ "$(docker image inspect -f '{{index .Config.Labels "org.warren.recipe"}}' "$dind_image" 2>/dev/null)" = "$dind_recipe" ]; then
+  log "$dind_image present (recipe $dind_recipe)"
 else
-  log "building $dind_image (apt-get install docker.io in $default_image)"
+  command -v debootstrap >/dev/null || { log "debootstrap missing (run scripts/prereqs.sh)"; exit 1; }
+  mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1 || true)
+  [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  log "building $dind_image: debootstrap $dind_suite + docker.io + docker-compose from $mirror (takes a few minutes)"
   start=$(date +%s)
-  ctx=$(mktemp -d)
-  cat > "$ctx/Dockerfile" <<'DOCKERFILE'
-FROM warren/default:1
-USER root
-RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io iptables kmod >/dev/null \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
-LABEL org.opencontainers.image.title=warren-dind
-DOCKERFILE
-  # The legacy builder's deprecation notice goes to stderr on every build: shown only when the build fails.
-  if ! timeout 1200 docker build -q -t "$dind_image" "$ctx" >"$ctx/build.log" 2>&1; then
-    cat "$ctx/build.log" >&2; rm -rf "$ctx"; log "building $dind_image failed"; exit 1
-  fi
-  rm -rf "$ctx"
-  log "$dind_image built in $(( $(date +%s) - start ))s"
+  rootfs=$(mktemp -d /var/tmp/warren-dind.XXXXXX)
+  # debootstrap mounts /proc and /sys in the target: a run cut short must not leave rm walking into them.
+  trap 'umount -l "$rootfs/proc" "$rootfs/sys" 2>/dev/null; rm -rf --one-file-system "$rootfs" "$rootfs.log"' EXIT
+  timeout 1800 debootstrap --variant=minbase --include="$dind_pkgs" "$dind_suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+    || { tail -20 "$rootfs.log" >&2; log "debootstrap $dind_suite failed"; exit 1; }
+  for f in usr/bin/docker usr/sbin/dockerd usr/libexec/docker/cli-plugins/docker-compose usr/bin/sudo; do
+    [ -x "$rootfs/$f" ] || { log "$dind_image: /$f missing after debootstrap"; exit 1; }
+  done
+  # The login user: passwordless sudo (Pattern B runs `sudo docker ...`) and the docker group (plain `docker ps`).
+  chroot "$rootfs" /usr/sbin/useradd --create-home --uid 1000 --user-group --groups docker --shell /bin/bash warren
+  printf 'warren ALL=(ALL) NOPASSWD:ALL\n' > "$rootfs/etc/sudoers.d/warren"
+  chmod 0440 "$rootfs/etc/sudoers.d/warren"
+  install -m 0755 images/dind/warren-dockerd "$rootfs/usr/local/sbin/warren-dockerd"
+  mkdir -p "$rootfs/data"
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log "$rootfs"/tmp/*
+  : > "$rootfs/etc/hostname"
+  tar -C "$rootfs" --numeric-owner -cf - . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'USER warren' --change 'WORKDIR /home/warren' \
+    --change 'CMD ["/usr/local/sbin/warren-dockerd"]' \
+    --change 'LABEL org.opencontainers.image.title=warren-dind' \
+    --change "LABEL org.warren.recipe=$dind_recipe" - "$dind_image" >/dev/null
+  rm -rf "$rootfs" "$rootfs.log"
+  trap - EXIT
+  log "$dind_image built in $(( $(date +%s) - start ))s ($(docker image inspect -f '{{.Size}}' "$dind_image" | awk '{printf "%d MB", $1/1e6}'))"
 fi

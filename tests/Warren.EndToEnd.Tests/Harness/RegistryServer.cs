@@ -46,7 +46,9 @@ public sealed class RegistryServer : IAsyncDisposable
         _process.BeginErrorReadLine();
     }
 
-    public static async Task<RegistryServer> StartAsync(string user = "warren-e2e")
+    /// <param name="tls">PEM files of the registry's certificate (chain) and key: HTTPS instead of plain HTTP, for
+    /// clients that only trust a registry outside 127.0.0.0/8 over TLS (an engine inside a VM, say).</param>
+    public static async Task<RegistryServer> StartAsync(string user = "warren-e2e", (string CertificatePath, string KeyPath)? tls = null)
     {
         if (!File.Exists(RegistryBinary))
             throw new InvalidOperationException($"{RegistryBinary} missing (Debian package docker-registry; scripts/prereqs.sh installs it)");
@@ -70,6 +72,7 @@ public sealed class RegistryServer : IAsyncDisposable
                 enabled: true
             http:
               addr: 127.0.0.1:{port}
+            {(tls is { } t ? $"  tls:\n    certificate: {t.CertificatePath}\n    key: {t.KeyPath}" : "")}
             auth:
               htpasswd:
                 realm: warren-e2e

@@ -34,21 +34,22 @@ public sealed class SshUser
     ];
 
     /// <summary>ssh to the control host: <c>ssh warren.localhost ARGS</c>.</summary>
-    public Task<ProcessResult> ControlAsync(string command, string? stdin = null)
+    public Task<ProcessResult> ControlAsync(string command, string? stdin = null, TimeSpan? timeout = null)
     {
         var args = SshOptions(_daemon.SshPort);
         args.Add(_daemon.ControlAddress);
         args.Add(command);
-        return ProcessRunner.RunAsync("ssh", args, stdin);
+        return ProcessRunner.RunAsync("ssh", args, stdin, timeout);
     }
 
     /// <summary>ssh straight to a slot address (what DNS gives for NAME.box.localhost).</summary>
-    public Task<ProcessResult> VmAsync(string address, string command, string? stdin = null, IEnumerable<string>? extra = null, string? user = null)
+    public Task<ProcessResult> VmAsync(string address, string command, string? stdin = null, IEnumerable<string>? extra = null, string? user = null,
+        TimeSpan? timeout = null)
     {
         var args = SshOptions(_daemon.SshPort);
         if (extra is not null) args.AddRange(extra);
         args.Add(user is null ? address : $"{user}@{address}");
         args.Add(command);
-        return ProcessRunner.RunAsync("ssh", args, stdin);
+        return ProcessRunner.RunAsync("ssh", args, stdin, timeout);
     }
 }
