@@ -99,6 +99,8 @@ internal sealed partial class DockerVmNetworks
                 if (n.Labels.TryGetValue(DockerVmRuntime.LabelVmId, out var owner) && owner == vmId && ToEndpoint(n) is { } mine) existing = mine;
             }
             if (existing is { } found) return found;
+            // The engine knows its own networks only: a microVM tap (this or another installation's) holds a subnet too.
+            taken.UnionWith(_pool.IndexesOnHostInterfaces());
             if (!_cursorKnown)
             {
                 // First allocation of this process: continue the cycle after the newest network, not from the start.

@@ -79,6 +79,30 @@ public sealed class VmSubnetPool
         }
     }
 
+    /// <summary>The pool subnet holding <paramref name="address"/>, or null.</summary>
+    public int? IndexOfAddress(IPAddress address)
+    {
+        if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
+        if (address.AddressFamily != AddressFamily.InterNetwork || !Pool.Contains(address)) return null;
+        uint mask = PrefixLength == 0 ? 0 : uint.MaxValue << (32 - PrefixLength);
+        int index = IndexOf(new IPNetwork(FromUInt32(ToUInt32(address) & mask), PrefixLength));
+        return index >= 0 ? index : null;
+    }
+
+    /// <summary>
+    /// Pool subnets an interface of this host already has an address in (another installation's bridge or tap, a
+    /// container engine's network): a second route to the same /30 would take a VM's traffic away from it.
+    /// </summary>
+    public IEnumerable<int> IndexesOnHostInterfaces()
+    {
+        System.Net.NetworkInformation.NetworkInterface[] interfaces;
+        try { interfaces = System.Net.NetworkInformation.NetworkInterface.GetAllNetworkInterfaces(); }
+        catch (System.Net.NetworkInformation.NetworkInformationException) { yield break; }
+        foreach (var i in interfaces)
+            foreach (var u in i.GetIPProperties().UnicastAddresses)
+                if (IndexOfAddress(u.Address) is int index) yield return index;
+    }
+
     public static uint ToUInt32(IPAddress address)
     {
         Span<byte> bytes = stackalloc byte[4];

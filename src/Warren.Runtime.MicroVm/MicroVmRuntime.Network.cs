@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using Warren.Runtime.HostNetwork;
 
@@ -90,15 +89,17 @@ public sealed partial class MicroVmRuntime
             var taken = new HashSet<int>(_quarantine.Held());
             foreach (var text in used)
                 if (IPAddress.TryParse(text, out var a) && SubnetIndexOf(a) is int i) taken.Add(i);
-            foreach (var address in HostAddresses())
-                if (SubnetIndexOf(address) is int i) taken.Add(i);
+            taken.UnionWith(_pool.IndexesOnHostInterfaces());
             foreach (int index in _pool.Candidates(_lastSubnet, taken))
             {
                 var subnet = _pool[index];
                 string address = subnet.VmAddress.ToString();
                 File.WriteAllText(markerPath, address);
                 _lastSubnet = index;
-                string dns = _firewall.DnsServers.Count > 0 ? _firewall.DnsServers[0].ToString() : "";
+                // With the metadata service on, the guest asks the VM resolver at the metadata address (redirected to the
+                // host's end of this tap like a container bridge's), which answers *.int.<vm-domain> and relays the rest.
+                string dns = _firewall.ServesMetadata ? HostNetworkOptions.MetadataAddress
+                    : _firewall.DnsServers.Count > 0 ? _firewall.DnsServers[0].ToString() : "";
                 string guest = $"{subnet.VmAddress}/{subnet.Network.PrefixLength.ToString(CultureInfo.InvariantCulture)},{subnet.Gateway},{dns}";
                 return new VmNetworkAssignment(address, _firewall.BridgeName(subnet), guest);
             }
@@ -111,24 +112,28 @@ public sealed partial class MicroVmRuntime
         }
     }
 
-    /// <summary>The pool subnet holding <paramref name="address"/>, or null.</summary>
-    private int? SubnetIndexOf(IPAddress address)
+    /// <summary>
+    /// The VM whose tap carries <paramref name="hostAddress"/> as the host's end of its /30, or null: the metadata
+    /// service's caller identity. The packet filter redirects 169.254.169.254 to the address of the interface the packet
+    /// came in on, so this names the VM whatever source address the guest writes.
+    /// </summary>
+    public Task<string?> FindVmIdByHostAddressAsync(IPAddress hostAddress, CancellationToken ct)
     {
-        if (address.AddressFamily != AddressFamily.InterNetwork || !_pool.Pool.Contains(address)) return null;
-        uint mask = _pool.PrefixLength == 0 ? 0 : uint.MaxValue << (32 - _pool.PrefixLength);
-        int index = _pool.IndexOf(new IPNetwork(VmSubnetPool.FromUInt32(VmSubnetPool.ToUInt32(address) & mask), _pool.PrefixLength));
-        return index >= 0 ? index : null;
+        if (hostAddress.IsIPv4MappedToIPv6) hostAddress = hostAddress.MapToIPv4();
+        if (!IsolationOn || SubnetIndexOf(hostAddress) is not int index) return Task.FromResult<string?>(null);
+        var subnet = _pool[index];
+        if (!subnet.Gateway.Equals(hostAddress)) return Task.FromResult<string?>(null);
+        string tap = _firewall.BridgeName(subnet), address = subnet.VmAddress.ToString();
+        foreach (var dir in Directory.EnumerateDirectories(Path.Combine(_options.DataDirectory, "vms")))
+        {
+            ct.ThrowIfCancellationRequested();
+            if (VmRecord.TryRead(Path.Combine(dir, "vm.json")) is { } r && r.Tap == tap && r.Address == address)
+                return Task.FromResult<string?>(r.VmId);
+        }
+        return Task.FromResult<string?>(null);
     }
 
-    private static IEnumerable<IPAddress> HostAddresses()
-    {
-        NetworkInterface[] interfaces;
-        try { interfaces = NetworkInterface.GetAllNetworkInterfaces(); }
-        catch (NetworkInformationException) { yield break; }
-        foreach (var i in interfaces)
-            foreach (var u in i.GetIPProperties().UnicastAddresses)
-                yield return u.Address;
-    }
+    private int? SubnetIndexOf(IPAddress address) => _pool.IndexOfAddress(address);
 
     /// <summary>The VM's tap exists and carries its gateway (made again after a host reboot, or when someone removed it).</summary>
     private async Task EnsureTapAsync(VmRecord record, CancellationToken ct)

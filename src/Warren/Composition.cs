@@ -96,6 +96,11 @@ public static class Composition
             configuration.GetSection("Warren:Docker").Bind(docker);
             // Taps are fenced by the same packet-filter table (name from the instance id) and pool as containers.
             configuration.GetSection(HostNetworkOptions.SectionName).Bind(docker.VmNetwork);
+            if (sp.GetService<Warren.Edge.Metadata.MetadataSockets>() is { } metadata)
+            {
+                docker.VmNetwork.MetadataListenPort = metadata.MetadataPort;
+                docker.VmNetwork.VmDnsListenPort = metadata.DnsPort;
+            }
             if (string.IsNullOrEmpty(configuration["Warren:Docker:Instance"]))
                 docker.Instance = InstanceId.LoadOrCreate(sp.GetRequiredService<PlatformOptions>().DataDirectory);
             o.Docker = docker;

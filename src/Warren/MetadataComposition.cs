@@ -18,7 +18,7 @@ namespace Warren;
 
 /// <summary>
 /// What VMs reach at 169.254.169.254: the metadata service (HTTP, port 80) with the email gateway, and the VM resolver
-/// (port 53). Served for the Docker runtime with isolation on (the packet filter's redirect is what routes VM traffic
+/// (port 53). Served with isolation on, for containers and for microVMs on taps (the packet filter's redirect is what routes VM traffic
 /// there and identifies the VM); <c>Warren:Network:MetadataServed=false</c> turns both off.
 /// </summary>
 public static class MetadataComposition
@@ -27,7 +27,14 @@ public static class MetadataComposition
     {
         var network = new HostNetworkOptions();
         configuration.GetSection(HostNetworkOptions.SectionName).Bind(network);
-        return Composition.RuntimeName(configuration) == "docker" && network.MetadataServed && network.Isolation == IsolationMode.On;
+        // A microVM on QEMU user networking has no tap for the redirect (and no isolation): nothing to serve it on.
+        bool fenced = Composition.RuntimeName(configuration) switch
+        {
+            "docker" => true,
+            "microvm" => !string.Equals(configuration["Warren:MicroVm:Network"], "User", StringComparison.OrdinalIgnoreCase),
+            _ => false,
+        };
+        return fenced && network.MetadataServed && network.Isolation == IsolationMode.On;
     }
 
     public static IServiceCollection AddWarrenMetadata(this IServiceCollection services, IConfiguration configuration)
@@ -48,7 +55,9 @@ public static class MetadataComposition
             configuration.GetSection(MetadataOptions.SectionName).Bind(o);
             return o;
         });
-        services.TryAddSingleton<IVmHostAddressDirectory>(sp => new DockerHostAddressDirectory(sp.GetRequiredService<DockerVmRuntime>()));
+        services.TryAddSingleton<IVmHostAddressDirectory>(sp => Composition.RuntimeName(configuration) == "microvm"
+            ? new HostAddressDirectory(sp.GetRequiredService<Warren.Runtime.MicroVm.MicroVmRuntime>().FindVmIdByHostAddressAsync)
+            : new HostAddressDirectory(sp.GetRequiredService<DockerVmRuntime>().FindVmIdByHostAddressAsync));
         services.TryAddSingleton(sp => new MetadataCallerResolver(
             sp.GetRequiredService<IVmHostAddressDirectory>(), sp.GetRequiredService<PlatformIndex>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton(sp => new MetadataRequestHandler(
@@ -83,10 +92,9 @@ public static class MetadataComposition
         return VmFirewall.ResolveDnsServers(network.DnsServers).Select(a => new IPEndPoint(a, 53)).ToList();
     }
 
-    /// <summary>The Docker runtime answers which VM's network has a host address.</summary>
-    private sealed class DockerHostAddressDirectory(DockerVmRuntime runtime) : IVmHostAddressDirectory
+    /// <summary>The runtime answers which VM's network (bridge or tap) has a host address.</summary>
+    private sealed class HostAddressDirectory(Func<IPAddress, CancellationToken, Task<string?>> find) : IVmHostAddressDirectory
     {
-        public Task<string?> FindVmIdByHostAddressAsync(IPAddress hostAddress, CancellationToken ct) =>
-            runtime.FindVmIdByHostAddressAsync(hostAddress, ct);
+        public Task<string?> FindVmIdByHostAddressAsync(IPAddress hostAddress, CancellationToken ct) => find(hostAddress, ct);
     }
 }
