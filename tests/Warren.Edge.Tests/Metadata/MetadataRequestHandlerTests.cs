@@ -60,7 +60,8 @@ public sealed class MetadataRequestHandlerTests : IDisposable
         context.Connection.LocalIpAddress = local;
         context.Connection.RemoteIpAddress = IPAddress.Parse(source);
         context.Request.Method = method;
-        context.Request.Path = path;
+        // As Kestrel hands it over: already decoded (the implicit conversion would decode again and throw on "%00").
+        context.Request.Path = new PathString(path);
         // The raw header, as Kestrel hands it over (the Host property would IDN-decode it).
         if (host is not null) context.Request.Headers.Host = host;
         context.Request.Body = new MemoryStream(body ?? []);
