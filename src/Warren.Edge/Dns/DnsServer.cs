@@ -38,7 +38,7 @@ public sealed class DnsServer : IHostedService, IAsyncDisposable
     private readonly List<Task> _loops = new();
     private Socket? _udp;
     private Socket? _tcp;
-    private int _tcpConnections;
+    private readonly DnsTcpService _tcpService = new(MaxTcpConnections, TcpMessageTimeout);
 
     public DnsServer(DnsServerOptions options, IDnsZoneSource source, TimeProvider? time = null, ILogger<DnsServer>? logger = null)
     {
@@ -90,7 +90,7 @@ public sealed class DnsServer : IHostedService, IAsyncDisposable
 
         for (int i = 0; i < UdpReceiveLoops; i++)
             _loops.Add(Task.Run(() => UdpLoopAsync(_stopping.Token)));
-        _loops.Add(Task.Run(() => TcpAcceptLoopAsync(_stopping.Token)));
+        _loops.Add(Task.Run(() => _tcpService.AcceptLoopAsync(_tcp!, AnswerTcpAsync, code => Log.TcpError(_logger, code), _stopping.Token)));
         Log.Started(_logger, LocalEndpoint!, _options.VmDomain);
         return Task.CompletedTask;
     }
@@ -150,89 +150,20 @@ public sealed class DnsServer : IHostedService, IAsyncDisposable
         }
     }
 
-    private async Task TcpAcceptLoopAsync(CancellationToken ct)
+    /// <summary>A TCP query: the response writer takes an array, so the answer is built in one and copied after the prefix.</summary>
+    private async ValueTask<int> AnswerTcpAsync(ReadOnlyMemory<byte> message, Memory<byte> response, CancellationToken ct)
     {
-        var connections = new List<Task>();
-        while (!ct.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await _tcp!.AcceptAsync(ct).ConfigureAwait(false);
-            }
-            catch (Exception) when (ct.IsCancellationRequested) { break; }
-            catch (ObjectDisposedException) { break; }
-            catch (SocketException ex)
-            {
-                Log.TcpError(_logger, ex.SocketErrorCode);
-                continue;
-            }
-
-            if (Interlocked.Increment(ref _tcpConnections) > MaxTcpConnections)
-            {
-                Interlocked.Decrement(ref _tcpConnections);
-                client.Dispose();
-                continue;
-            }
-            connections.RemoveAll(t => t.IsCompleted);
-            connections.Add(Task.Run(() => ServeTcpAsync(client, ct)));
-        }
-        await Task.WhenAll(connections).ConfigureAwait(false);
-    }
-
-    /// <summary>Serves length-prefixed queries on one connection until EOF, error or timeout. RFC 1035 §4.2.2, RFC 7766.</summary>
-    private async Task ServeTcpAsync(Socket client, CancellationToken ct)
-    {
-        // Both buffers are owned by this connection and returned once in finally.
-        byte[] request = ArrayPool<byte>.Shared.Rent(DnsWire.MaxTcpMessageSize);
-        byte[] response = ArrayPool<byte>.Shared.Rent(sizeof(ushort) + DnsWire.MaxTcpMessageSize);
+        byte[] body = ArrayPool<byte>.Shared.Rent(DnsWire.MaxTcpMessageSize);
         try
         {
-            using var stream = new NetworkStream(client, ownsSocket: true);
-            var body = new byte[DnsWire.MaxTcpMessageSize];
-            while (!ct.IsCancellationRequested)
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                timeout.CancelAfter(TcpMessageTimeout);
-                if (!await ReadExactlyOrEofAsync(stream, request.AsMemory(0, sizeof(ushort)), timeout.Token).ConfigureAwait(false))
-                    return;
-                int length = BinaryPrimitives.ReadUInt16BigEndian(request);
-                if (length < DnsWire.HeaderSize)
-                    return;
-                if (!await ReadExactlyOrEofAsync(stream, request.AsMemory(0, length), timeout.Token).ConfigureAwait(false))
-                    return;
-
-                int answerLength = await HandleAsync(request.AsMemory(0, length), body, udp: false, ct).ConfigureAwait(false);
-                if (answerLength <= 0)
-                    continue;
-                BinaryPrimitives.WriteUInt16BigEndian(response, (ushort)answerLength);
-                body.AsSpan(0, answerLength).CopyTo(response.AsSpan(sizeof(ushort)));
-                await stream.WriteAsync(response.AsMemory(0, sizeof(ushort) + answerLength), timeout.Token).ConfigureAwait(false);
-            }
+            int length = await HandleAsync(message, body, udp: false, ct).ConfigureAwait(false);
+            if (length > 0) body.AsSpan(0, length).CopyTo(response.Span);
+            return length;
         }
-        catch (OperationCanceledException) { }
-        catch (IOException) { }
-        catch (SocketException) { }
-        catch (ObjectDisposedException) { }
         finally
         {
-            ArrayPool<byte>.Shared.Return(request);
-            ArrayPool<byte>.Shared.Return(response);
-            Interlocked.Decrement(ref _tcpConnections);
+            ArrayPool<byte>.Shared.Return(body);
         }
-    }
-
-    private static async ValueTask<bool> ReadExactlyOrEofAsync(Stream stream, Memory<byte> buffer, CancellationToken ct)
-    {
-        int total = 0;
-        while (total < buffer.Length)
-        {
-            int read = await stream.ReadAsync(buffer[total..], ct).ConfigureAwait(false);
-            if (read == 0)
-                return false;
-            total += read;
-        }
-        return true;
     }
 
     /// <summary>

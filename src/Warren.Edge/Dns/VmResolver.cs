@@ -34,7 +34,7 @@ public sealed partial class VmResolver : IHostedService, IAsyncDisposable
     private readonly SemaphoreSlim _inFlight = new(MaxConcurrentQueries, MaxConcurrentQueries);
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Task> _loops = [];
-    private int _tcpConnections;
+    private readonly DnsTcpService _tcpService = new(MaxTcpConnections, TcpMessageTimeout);
 
     public VmResolver(MetadataSockets sockets, string vmDomain, DnsRelay relay, ILogger<VmResolver>? log = null)
         : this(sockets.DnsUdp, sockets.DnsTcp, vmDomain, relay, log) { }
@@ -52,7 +52,7 @@ public sealed partial class VmResolver : IHostedService, IAsyncDisposable
     {
         _tcp.Listen(MaxTcpConnections);
         _loops.Add(Task.Run(() => UdpLoopAsync(_stopping.Token)));
-        _loops.Add(Task.Run(() => TcpAcceptLoopAsync(_stopping.Token)));
+        _loops.Add(Task.Run(() => _tcpService.AcceptLoopAsync(_tcp, AnswerTcpAsync, null, _stopping.Token)));
         LogStarted(((IPEndPoint)_udp.LocalEndPoint!).Port, _integrationSuffix[1..], _relay.ToString());
         return Task.CompletedTask;
     }
@@ -119,59 +119,12 @@ public sealed partial class VmResolver : IHostedService, IAsyncDisposable
         }
     }
 
-    private async Task TcpAcceptLoopAsync(CancellationToken ct)
+    /// <summary>A TCP query, under the same in-flight bound as UDP ones.</summary>
+    private async ValueTask<int> AnswerTcpAsync(ReadOnlyMemory<byte> message, Memory<byte> response, CancellationToken ct)
     {
-        var connections = new List<Task>();
-        while (!ct.IsCancellationRequested)
-        {
-            Socket client;
-            try { client = await _tcp.AcceptAsync(ct).ConfigureAwait(false); }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException || ct.IsCancellationRequested) { break; }
-            catch (SocketException) { continue; }
-            if (Interlocked.Increment(ref _tcpConnections) > MaxTcpConnections)
-            {
-                Interlocked.Decrement(ref _tcpConnections);
-                client.Dispose();
-                continue;
-            }
-            connections.RemoveAll(t => t.IsCompleted);
-            connections.Add(Task.Run(() => ServeTcpAsync(client, ct)));
-        }
-        await Task.WhenAll(connections).ConfigureAwait(false);
-    }
-
-    private async Task ServeTcpAsync(Socket client, CancellationToken ct)
-    {
-        byte[] request = ArrayPool<byte>.Shared.Rent(DnsWire.MaxTcpMessageSize);
-        byte[] response = ArrayPool<byte>.Shared.Rent(sizeof(ushort) + DnsWire.MaxTcpMessageSize);
-        try
-        {
-            await using var stream = new NetworkStream(client, ownsSocket: true);
-            byte[] prefix = new byte[sizeof(ushort)];
-            while (!ct.IsCancellationRequested)
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                timeout.CancelAfter(TcpMessageTimeout);
-                if (await stream.ReadAtLeastAsync(prefix, prefix.Length, throwOnEndOfStream: false, timeout.Token).ConfigureAwait(false) < prefix.Length) return;
-                int length = BinaryPrimitives.ReadUInt16BigEndian(prefix);
-                if (length < DnsWire.HeaderSize) return;
-                await stream.ReadExactlyAsync(request.AsMemory(0, length), timeout.Token).ConfigureAwait(false);
-                await _inFlight.WaitAsync(timeout.Token).ConfigureAwait(false);
-                int answer;
-                try { answer = await HandleAsync(request.AsMemory(0, length), response.AsMemory(sizeof(ushort)), udp: false, timeout.Token).ConfigureAwait(false); }
-                finally { _inFlight.Release(); }
-                if (answer <= 0) continue;
-                BinaryPrimitives.WriteUInt16BigEndian(response, (ushort)answer);
-                await stream.WriteAsync(response.AsMemory(0, sizeof(ushort) + answer), timeout.Token).ConfigureAwait(false);
-            }
-        }
-        catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException or EndOfStreamException) { }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(request);
-            ArrayPool<byte>.Shared.Return(response);
-            Interlocked.Decrement(ref _tcpConnections);
-        }
+        await _inFlight.WaitAsync(ct).ConfigureAwait(false);
+        try { return await HandleAsync(message, response, udp: false, ct).ConfigureAwait(false); }
+        finally { _inFlight.Release(); }
     }
 
     /// <summary>The answer's length in <paramref name="response"/>; 0: send nothing. Never throws on any input.</summary>
