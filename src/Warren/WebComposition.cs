@@ -9,6 +9,7 @@ using Warren.Edge.Dns;
 using Warren.Edge.Http;
 using Warren.Edge.Tls;
 using Warren.Platform;
+using Warren.Edge.Http.FrontDoor;
 
 namespace Warren;
 

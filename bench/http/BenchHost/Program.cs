@@ -5,6 +5,7 @@
 // instead of forwarding: the ceiling of Kestrel + TLS on this machine, for comparison.
 using System.Net;
 using Warren.Edge.Http;
+using Warren.Edge.Http.FrontDoor;
 
 bool threadPool = Environment.GetEnvironmentVariable("BENCH_THREADPOOL") == "1";
 if (!threadPool)

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
+using Warren.Edge.Limits;
 
 namespace Warren.Edge.Http;
 
@@ -15,15 +16,16 @@ namespace Warren.Edge.Http;
 /// called by the front door's middleware, and <see cref="MarkStarted(ConnectionContext)"/> by the connection-level
 /// lane, which serves requests below Kestrel's HTTP layer).
 /// </remarks>
-internal sealed class FirstRequestDeadline(TimeSpan timeout)
+internal sealed class FirstRequestDeadline(TimeSpan timeout, TimeProvider time)
 {
     /// <summary>The key of a connection's <see cref="Mark"/> in its items.</summary>
     private static readonly object s_key = new();
 
     private readonly long _timeoutMs = (long)timeout.TotalMilliseconds;
 
-    private sealed class Mark(ConnectionContext connection, long deadline)
+    private sealed class Mark(ConnectionContext connection, long deadline, TimeProvider time)
     {
+        public readonly TimeProvider Time = time;
         public readonly ConnectionContext Connection = connection;
         public readonly long Deadline = deadline;
         public volatile bool Started;
@@ -34,12 +36,12 @@ internal sealed class FirstRequestDeadline(TimeSpan timeout)
     {
         if (connection.Features.Get<IConnectionHeartbeatFeature>() is { } heartbeat)
         {
-            var mark = new Mark(connection, Environment.TickCount64 + _timeoutMs);
+            var mark = new Mark(connection, time.Milliseconds() + _timeoutMs, time);
             connection.Items[s_key] = mark;
             heartbeat.OnHeartbeat(static state =>
             {
                 var m = (Mark)state;
-                if (!m.Started && Environment.TickCount64 >= m.Deadline)
+                if (!m.Started && m.Time.Milliseconds() >= m.Deadline)
                 {
                     m.Started = true; // once
                     m.Connection.Abort(new ConnectionAbortedException("no request within the first-request timeout"));

@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Warren.Edge.Http;
 using Warren.Edge.Limits;
 using Warren.Edge.ProxyProtocol;
 using Warren.Platform;
@@ -27,7 +26,7 @@ public sealed class SshFrontDoor(
     /// <summary>New connections per source network (an IPv4 address or an IPv6 /64: one client holds a whole /64).</summary>
     private readonly KeyedTokenBucket<SourceNetwork> _connectionLimiter = new(time, options.ConnectionBurstPerSource, options.ConnectionsPerSecondPerSource, overdraft: 0);
     private readonly SourceRefusalLog _rateRefusals = new(logger,
-        "SSH connection rate limit ({Limit} new connections per source, then a steady rate) reached for {Source}; connections refused", options.ConnectionBurstPerSource);
+        "SSH connection rate limit ({Limit} new connections per source, then a steady rate) reached for {Source}; connections refused", options.ConnectionBurstPerSource, time);
     private readonly List<Socket> _listeners = [];
 
     /// <summary>Every address the front door listens on: control first, then the slots.</summary>

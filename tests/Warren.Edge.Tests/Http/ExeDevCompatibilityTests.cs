@@ -3,6 +3,9 @@ using System.Net.Http.Headers;
 using System.Text.Json;
 using CsCheck;
 using Warren.Edge.Http;
+using Warren.Edge.Http.FrontDoor;
+using Warren.Edge.Http.Access;
+using Warren.Edge.Http.Routing;
 
 namespace Warren.Edge.Tests.Http;
 
@@ -40,7 +43,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
         var auth = await SendAsync(HttpMethod.Get, frontDoor.BuildControlLoginLink(await links.IssueAsync(user, FrontDoorFixture.ControlHost, CancellationToken.None)));
         Assert.Equal(HttpStatusCode.SeeOther, auth.StatusCode);
         string cookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
-        Assert.StartsWith(HttpFrontDoor.ControlCookieName + "=", cookie);
+        Assert.StartsWith(ControlPaths.CookieName + "=", cookie);
         return cookie;
     }
 
@@ -84,10 +87,10 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
     [Fact]
     public void WithoutQueryParameter_DropsOnlyThatField_KeepingTheRestByteForByte()
     {
-        Assert.Equal("/p", HttpFrontDoor.WithoutQueryParameter("/p?share=x", "share"));
-        Assert.Equal("/p?a=1&b", HttpFrontDoor.WithoutQueryParameter("/p?share&a=1&%73hare=2&b&share=", "share"));
-        Assert.Equal("/p?a=%zz&sharex=1", HttpFrontDoor.WithoutQueryParameter("/p?a=%zz&sharex=1", "share"));
-        Assert.Equal("/p", HttpFrontDoor.WithoutQueryParameter("/p", "share"));
+        Assert.Equal("/p", ShareLinks.WithoutQueryParameter("/p?share=x", "share"));
+        Assert.Equal("/p?a=1&b", ShareLinks.WithoutQueryParameter("/p?share&a=1&%73hare=2&b&share=", "share"));
+        Assert.Equal("/p?a=%zz&sharex=1", ShareLinks.WithoutQueryParameter("/p?a=%zz&sharex=1", "share"));
+        Assert.Equal("/p", ShareLinks.WithoutQueryParameter("/p", "share"));
 
         // Any target: no exception, no share field left, every other field kept in order.
         var field = Gen.OneOf(Gen.Const("share=t"), Gen.Const("share"), Gen.String[Gen.Char['!', '~'], 0, 12]);
@@ -95,7 +98,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
         {
             string target = "/" + path.Replace("?", "", StringComparison.Ordinal).Replace("#", "", StringComparison.Ordinal)
                 + (fields.Length == 0 ? "" : "?" + string.Join('&', fields));
-            string result = HttpFrontDoor.WithoutQueryParameter(target, "share");
+            string result = ShareLinks.WithoutQueryParameter(target, "share");
             int q = result.IndexOf('?', StringComparison.Ordinal);
             var left = q < 0 ? [] : result[(q + 1)..].Split('&');
             Assert.DoesNotContain(left, f => Uri.UnescapeDataString(f.Split('=')[0].Replace('+', ' ')) == "share");
@@ -168,7 +171,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
     [Fact]
     public async Task Api_WithoutTheControlCookie_Is401Json_OtherMethods405()
     {
-        foreach (var path in new[] { HttpFrontDoor.ProfileApiPath, HttpFrontDoor.DashboardApiPath })
+        foreach (var path in new[] { ControlPaths.ProfileApi, ControlPaths.DashboardApi })
         {
             var (status, body, headers) = await _f.CurlAsync(Control + path);
             Assert.Equal(401, status);
@@ -199,7 +202,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
             await _f.LoginCookieAsync(second, "pub");
             string cookie = await ControlCookieAsync(person);
 
-            var (status, body, _) = await _f.CurlAsync("-H", "Cookie: " + cookie, Control + HttpFrontDoor.ProfileApiPath);
+            var (status, body, _) = await _f.CurlAsync("-H", "Cookie: " + cookie, Control + ControlPaths.ProfileApi);
             Assert.Equal(200, status);
             var profile = Json(body);
             Assert.Equal(person.Email, profile.GetProperty("email").GetString());
@@ -212,11 +215,11 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
 
             // Removed (or renamed away): the session no longer shows.
             _f.Sites.Sites.TryRemove("gone", out _);
-            (_, body, _) = await _f.CurlAsync("-H", "Cookie: " + cookie, Control + HttpFrontDoor.ProfileApiPath);
+            (_, body, _) = await _f.CurlAsync("-H", "Cookie: " + cookie, Control + ControlPaths.ProfileApi);
             Assert.Equal([WebHost], Json(body).GetProperty("sites").EnumerateArray().Select(s => s.GetProperty("host").GetString()));
 
             // The second account sees its own sites only.
-            (_, body, _) = await _f.CurlAsync("-H", "Cookie: " + await ControlCookieAsync(second), Control + HttpFrontDoor.ProfileApiPath);
+            (_, body, _) = await _f.CurlAsync("-H", "Cookie: " + await ControlCookieAsync(second), Control + ControlPaths.ProfileApi);
             var other = Json(body);
             Assert.Equal(second.Email, other.GetProperty("email").GetString());
             Assert.DoesNotContain(person.Email, body);
@@ -235,7 +238,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
         _f.Dashboard.ByUser[person.UserId] = new WebDashboard(
             [new WebDashboardVm("mine", "running", person.Email, IsPublic: false, 8080)],
             [new WebDashboardVm("theirs", "stopped", "owner@example.com", IsPublic: true, 80)]);
-        var (status, body, _) = await _f.CurlAsync("-H", "Cookie: " + await ControlCookieAsync(person), Control + HttpFrontDoor.DashboardApiPath);
+        var (status, body, _) = await _f.CurlAsync("-H", "Cookie: " + await ControlCookieAsync(person), Control + ControlPaths.DashboardApi);
         Assert.Equal(200, status);
         var d = Json(body);
         Assert.Equal(person.Email, d.GetProperty("email").GetString());
@@ -247,7 +250,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
         Assert.Equal("owner@example.com", theirs.GetProperty("owner_email").GetString());
         Assert.True(theirs.GetProperty("public").GetBoolean());
 
-        (_, body, _) = await _f.CurlAsync("-H", "Cookie: " + await ControlCookieAsync(People.Stranger), Control + HttpFrontDoor.DashboardApiPath);
+        (_, body, _) = await _f.CurlAsync("-H", "Cookie: " + await ControlCookieAsync(People.Stranger), Control + ControlPaths.DashboardApi);
         Assert.Empty(Json(body).GetProperty("vms").EnumerateArray());
         Assert.DoesNotContain("mine", body);
     }

@@ -9,6 +9,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http;
 using Warren.Edge.Tests.Support;
+using Warren.Edge.Http.FrontDoor;
 
 namespace Warren.Edge.Tests.Http;
 

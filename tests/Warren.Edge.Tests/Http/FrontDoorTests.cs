@@ -4,6 +4,7 @@ using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
 using Warren.Edge.Http;
+using Warren.Edge.Http.FrontDoor;
 
 namespace Warren.Edge.Tests.Http;
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using System.Text.RegularExpressions;
 using Warren.Edge.Http;
+using Warren.Edge.Http.Identity;
 
 namespace Warren.Edge.Tests.Http;
 
@@ -38,7 +39,7 @@ public sealed partial class RequestAccessTests
         return await client.SendAsync(request);
     }
 
-    private string RequestUrl => _f.Url("web", HttpFrontDoor.RequestAccessPath);
+    private string RequestUrl => _f.Url("web", RequestAccessPage.Path);
 
     /// <summary>Logs a new person in on "web" and returns their cookie and the form's token from the "You need access" page.</summary>
     private async Task<(WebUser Person, string Cookie, string Token)> StrangerWithFormAsync()
@@ -49,7 +50,7 @@ public sealed partial class RequestAccessTests
         Assert.Equal(HttpStatusCode.Unauthorized, page.StatusCode);
         string html = await page.Content.ReadAsStringAsync();
         Assert.Contains("You need access", html);
-        Assert.Contains($"action=\"{HttpFrontDoor.RequestAccessPath}\"", html);
+        Assert.Contains($"action=\"{RequestAccessPage.Path}\"", html);
         var match = CsrfField().Match(html);
         Assert.True(match.Success, html);
         return (person, cookie, WebUtility.HtmlDecode(match.Groups[1].Value));
@@ -176,7 +177,7 @@ public sealed partial class RequestAccessTests
     {
         var person = NewPerson();
         string cookie = await _f.LoginCookieAsync(person, "nosuch");
-        var response = await SendAsync(HttpMethod.Get, _f.Url("nosuch", HttpFrontDoor.RequestAccessPath), cookie);
+        var response = await SendAsync(HttpMethod.Get, _f.Url("nosuch", RequestAccessPage.Path), cookie);
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         Assert.Contains("Access Denied", await response.Content.ReadAsStringAsync());
     }
@@ -220,14 +221,14 @@ public sealed partial class RequestAccessTests
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         string html = await response.Content.ReadAsStringAsync();
         Assert.Contains("You need access", html);
-        Assert.DoesNotContain(HttpFrontDoor.RequestAccessPath, html);
+        Assert.DoesNotContain(RequestAccessPage.Path, html);
     }
 
     private async Task<HttpResponseMessage> GetWithBearerAsync(string token)
     {
         using var client = _f.CreateClient();
         var request = new HttpRequestMessage(HttpMethod.Get, _f.Url("web"));
-        request.Headers.Add(HttpFrontDoor.ExeDevAuthorizationHeader, "Bearer " + token);
+        request.Headers.Add(CredentialFields.ExeDevAuthorization, "Bearer " + token);
         return await client.SendAsync(request);
     }
 
@@ -239,14 +240,14 @@ public sealed partial class RequestAccessTests
     [InlineData("x\u0000y\u001bz\u200Bw", "xyzw")]
     public void Message_IsNormalised(string? raw, string? expected)
     {
-        Assert.True(HttpFrontDoor.TryNormalizeAccessRequestMessage(raw, out var message));
+        Assert.True(RequestAccessPage.TryNormalizeAccessRequestMessage(raw, out var message));
         Assert.Equal(expected, message);
     }
 
     [Fact]
     public void Message_TooLong_IsRefused()
     {
-        Assert.False(HttpFrontDoor.TryNormalizeAccessRequestMessage(new string('a', HttpFrontDoorLimits.MaxAccessRequestMessageChars + 1), out _));
-        Assert.True(HttpFrontDoor.TryNormalizeAccessRequestMessage(new string('a', HttpFrontDoorLimits.MaxAccessRequestMessageChars), out _));
+        Assert.False(RequestAccessPage.TryNormalizeAccessRequestMessage(new string('a', HttpFrontDoorLimits.MaxAccessRequestMessageChars + 1), out _));
+        Assert.True(RequestAccessPage.TryNormalizeAccessRequestMessage(new string('a', HttpFrontDoorLimits.MaxAccessRequestMessageChars), out _));
     }
 }

@@ -409,7 +409,7 @@ internal sealed class LaneConnection
         _owner.Sites.LogForwardFailed(failure, _host.LastVmName ?? "?", _endpoint.Port);
         ConsumeRequest();
         var output = RentOutput();
-        Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), _isHead, _closeAfterResponse);
+        Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), _isHead, _closeAfterResponse, _owner.Dates);
         _mode = BodyMode.None;
         _bodyDone = true;
         _reusable = false;
@@ -440,7 +440,7 @@ internal sealed class LaneConnection
         var head = _responseHead;
         bool bodyless = _isHead || head.StatusCode is 204 or 304;
         var output = RentOutput();
-        Http1LaneRules.WriteResponseHead(output, head, _receive.AsSpan(0, _filled), bodyless, _closeAfterResponse);
+        Http1LaneRules.WriteResponseHead(output, head, _receive.AsSpan(0, _filled), bodyless, _closeAfterResponse, _owner.Dates);
         int leftover = _filled - _responseHeadLength;
         _state = State.Respond;
         if (bodyless)

@@ -12,7 +12,7 @@ namespace Warren.Edge.Http.EventLoop;
 /// OpenSSL 3): one <see cref="EventLoop"/> thread per core, each listening on every HTTPS endpoint with
 /// SO_REUSEPORT, terminating TLS with OpenSSL and forwarding plain public GETs itself
 /// (<see cref="LaneConnection"/>). Every other connection goes, TLS and all, to Kestrel's HTTP layer through the
-/// hand-off transport (<see cref="HandOffConnectionListenerFactory"/>), where <see cref="HttpFrontDoor"/> serves it as
+/// hand-off transport (<see cref="HandOffConnectionListenerFactory"/>), where <c>FrontDoor/HttpFrontDoor</c> serves it as
 /// on the Kestrel transport.
 /// </summary>
 /// <remarks>
@@ -42,6 +42,7 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
     {
         _time = time ?? TimeProvider.System;
         _origin = _time.GetTimestamp();
+        Dates = new ResponseDate(_time);
         _limits = limits;
         ConnectionLimit = connectionLimit;
         FirstRequestTimeoutMs = (long)options.FirstRequestTimeout.TotalMilliseconds;
@@ -52,6 +53,9 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
         Tls = new TlsServerContext(certificates, http2: true);
         HandOffEndPoint = new HandOffEndPoint("https", options.HttpsEndpoints);
     }
+
+    /// <summary>The Date line of the responses the loops write, on the same clock.</summary>
+    public ResponseDate Dates { get; }
 
     /// <summary>
     /// Milliseconds on the loops' clock (monotonic, from the injected <see cref="TimeProvider"/>): every connection

@@ -21,6 +21,15 @@ namespace Warren.Edge.Http.Forwarding;
 internal static class ForwardedHeaderRules
 {
     public const string ExeDevHeaderPrefix = "X-ExeDev-";
+    /// <summary>The fields the front door writes itself: the client's copies are replaced (X-Forwarded-*) or dropped (X-ExeDev-*).</summary>
+    public const string ForwardedForHeader = "X-Forwarded-For";
+    public const string ForwardedProtoHeader = "X-Forwarded-Proto";
+    public const string ForwardedHostHeader = "X-Forwarded-Host";
+    public const string UserIdHeader = "X-ExeDev-UserID";
+    public const string EmailHeader = "X-ExeDev-Email";
+    public const string TokenCtxHeader = "X-ExeDev-Token-Ctx";
+    public const string CookieHeader = "Cookie";
+
     /// <summary>Login cookies never reach the VM (the identity stage's name for them).</summary>
     public const string LoginCookiePrefix = Identity.CredentialFields.LoginCookiePrefix;
 
@@ -61,9 +70,9 @@ internal static class ForwardedHeaderRules
             10 => Is(name, HeaderNames.Connection) || Is(name, HeaderNames.KeepAlive),
             13 => removeAuthorization && Is(name, HeaderNames.Authorization),
             14 => Is(name, HeaderNames.ContentLength),
-            15 => Is(name, "X-Forwarded-For"),
-            16 => Is(name, HeaderNames.ProxyConnection) || Is(name, "X-Forwarded-Host"),
-            17 => Is(name, HeaderNames.TransferEncoding) || Is(name, "X-Forwarded-Proto"),
+            15 => Is(name, ForwardedForHeader),
+            16 => Is(name, HeaderNames.ProxyConnection) || Is(name, ForwardedHostHeader),
+            17 => Is(name, HeaderNames.TransferEncoding) || Is(name, ForwardedProtoHeader),
             _ => false,
         };
     }
@@ -115,9 +124,20 @@ internal static class ForwardedHeaderRules
         return HeaderParsing.RemoveCookies(joined, LoginCookiePrefix);
     }
 
-    /// <summary>X-Forwarded-For: the client's own chain (it may be behind proxies of its own) with the peer appended.</summary>
-    public static string ForwardedFor(StringValues existing, string client) =>
-        StringValues.IsNullOrEmpty(existing) ? client : string.Join(", ", existing.ToArray()) + ", " + client;
+    /// <summary>
+    /// X-Forwarded-For: the client's own chain (it may be behind proxies of its own), every field in order as one
+    /// list (RFC 9110 §5.3), empty values left out, with the peer appended — as <see cref="UpstreamHeadWriter"/> writes it.
+    /// </summary>
+    public static string ForwardedFor(StringValues existing, string client)
+    {
+        var chain = new StringBuilder();
+        foreach (string? value in existing)
+        {
+            if (!string.IsNullOrEmpty(value))
+                chain.Append(value).Append(", ");
+        }
+        return chain.Length == 0 ? client : chain.Append(client).ToString();
+    }
 
     /// <summary>A VM response header that is not copied to the client: hop-by-hop, or framing Kestrel redoes.</summary>
     public static bool IsHopByHopResponseHeader(ReadOnlySpan<byte> name) => name.Length switch

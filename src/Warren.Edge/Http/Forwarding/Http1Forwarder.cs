@@ -60,9 +60,9 @@ internal sealed class Http1Forwarder : IDisposable
     private readonly UpstreamConnectionPool _pool;
     private readonly TimeSpan _activityTimeout;
 
-    public Http1Forwarder(TimeSpan connectTimeout, TimeSpan activityTimeout)
+    public Http1Forwarder(TimeSpan connectTimeout, TimeSpan activityTimeout, TimeProvider? time = null)
     {
-        _pool = new UpstreamConnectionPool(connectTimeout);
+        _pool = new UpstreamConnectionPool(connectTimeout, time);
         _activityTimeout = activityTimeout;
     }
 
@@ -403,6 +403,7 @@ internal sealed class Http1Forwarder : IDisposable
         }
     }
 
+    /// <summary>The VM's request head from Kestrel's parse of the client's (<see cref="UpstreamHeadWriter"/>: the one writer of both paths).</summary>
     private static bool TryWriteRequestHead(HttpContext context, ForwardState? state, ByteBuffer head,
         out BodyMode mode, out long declaredLength, out string? error)
     {
@@ -410,97 +411,61 @@ internal sealed class Http1Forwarder : IDisposable
         error = null;
         declaredLength = -1;
         mode = BodyMode.None;
+        var writer = new UpstreamHeadWriter(head);
 
-        head.AppendAscii(request.Method);
-        head.Append(" "u8);
         string? rawTarget = context.Features.Get<IHttpRequestFeature>()?.RawTarget;
-        if (rawTarget is { Length: > 0 } && (rawTarget[0] == '/' || rawTarget == "*") && IsCleanTarget(rawTarget))
-            head.AppendAscii(rawTarget);
-        else
-        {
-            head.AppendAscii(request.PathBase.ToUriComponent() + request.Path.ToUriComponent());
-            head.AppendAscii(request.QueryString.ToUriComponent());
-        }
-        head.Append(" HTTP/1.1\r\nHost: "u8);
+        string target = rawTarget is { Length: > 0 } && (rawTarget[0] == '/' || rawTarget == "*") && IsCleanTarget(rawTarget)
+            ? rawTarget
+            : request.PathBase.ToUriComponent() + request.Path.ToUriComponent() + request.QueryString.ToUriComponent();
         string host = request.Host.Value ?? "";
-        if (!head.AppendValue(host))
+        if (!writer.Start(request.Method, target, host))
             return Fail("invalid Host", out error);
-        head.Append("\r\n"u8);
 
         var headers = request.Headers;
         StringValues connectionTokens = headers.Connection;
+        bool removeAuthorization = state?.RemoveAuthorization == true;
         foreach (var (name, values) in headers)
         {
-            if (ForwardedHeaderRules.IsReplacedRequestHeader(name, state?.RemoveAuthorization == true)
+            if (ForwardedHeaderRules.IsReplacedRequestHeader(name, removeAuthorization)
                 || ForwardedHeaderRules.IsNamedBy(connectionTokens, name))
                 continue;
             if (!ForwardedHeaderRules.IsValidName(name))
                 return Fail("invalid header name", out error);
             foreach (string? value in values)
             {
-                if (value is null)
-                    continue;
-                head.AppendAscii(name);
-                head.Append(": "u8);
-                if (!head.AppendValue(value))
+                if (value is not null && !writer.ClientField(name, value))
                     return Fail("invalid header value", out error);
-                head.Append("\r\n"u8);
             }
         }
 
-        if (ForwardedHeaderRules.ForwardedCookie(headers.Cookie) is { } cookie)
+        if (!writer.Cookie(ForwardedHeaderRules.ForwardedCookie(headers.Cookie)))
+            return Fail("invalid Cookie", out error);
+        if (context.Connection.RemoteIpAddress?.ToString() is { } client)
         {
-            head.Append("Cookie: "u8);
-            if (!head.AppendValue(cookie))
-                return Fail("invalid Cookie", out error);
-            head.Append("\r\n"u8);
-        }
-        string? client = context.Connection.RemoteIpAddress?.ToString();
-        if (client is not null)
-        {
-            head.Append("X-Forwarded-For: "u8);
-            if (!head.AppendValue(ForwardedHeaderRules.ForwardedFor(headers["X-Forwarded-For"], client)))
-                return Fail("invalid X-Forwarded-For", out error);
-            head.Append("\r\n"u8);
-        }
-        head.Append("X-Forwarded-Proto: "u8);
-        head.AppendAscii(request.Scheme);
-        head.Append("\r\nX-Forwarded-Host: "u8);
-        head.AppendValue(host);
-        head.Append("\r\n"u8);
-        if (state?.User is { } user)
-        {
-            head.Append("X-ExeDev-UserID: "u8);
-            head.AppendValue(user.UserId);
-            head.Append("\r\nX-ExeDev-Email: "u8);
-            head.AppendValue(user.Email);
-            head.Append("\r\n"u8);
-            if (state.TokenCtx is { } ctx)
+            writer.StartForwardedFor();
+            foreach (string? value in headers[ForwardedHeaderRules.ForwardedForHeader])
             {
-                head.Append("X-ExeDev-Token-Ctx: "u8);
-                if (!head.AppendValue(ctx))
-                    return Fail("invalid token context", out error);
-                head.Append("\r\n"u8);
+                if (!writer.ForwardedForEntry(value))
+                    return Fail("invalid X-Forwarded-For", out error);
             }
+            writer.ForwardedForPeer(client);
         }
+        writer.ProtoAndHost(request.Scheme, host);
+        if (!writer.Identity(state?.User, state?.TokenCtx))
+            return Fail("invalid identity or token context", out error);
 
         if (request.ContentLength is long length)
         {
-            mode = BodyMode.ContentLength;
+            mode = length == 0 ? BodyMode.None : BodyMode.ContentLength;
             declaredLength = length;
-            head.Append("Content-Length: "u8);
-            head.AppendAscii(length.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            head.Append("\r\n"u8);
-            if (length == 0)
-                mode = BodyMode.None;
+            writer.ContentLength(length);
         }
         else if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true)
         {
             mode = BodyMode.Chunked;
-            head.Append("Transfer-Encoding: chunked\r\n"u8);
+            writer.Chunked();
         }
-        head.Append("\r\n"u8);
-        if (head.Overflowed)
+        if (!writer.End())
             return Fail("request head too large", out error);
         return true;
     }

@@ -80,45 +80,34 @@ internal static class Http1LaneRules
         return true;
     }
 
-    /// <summary>The VM's request head: the client's line and fields under <see cref="ForwardedHeaderRules"/>, then the front door's own.</summary>
+    /// <summary>The VM's request head from the client's bytes (<see cref="UpstreamHeadWriter"/>: the one writer of both paths).</summary>
     public static bool WriteUpstreamHead(ReadOnlySpan<byte> head, Http1RequestHead parsed, ReadOnlySpan<byte> host,
         ReadOnlySpan<byte> clientAddress, ByteBuffer upstream)
     {
         upstream.Clear();
-        upstream.Append(head[..(parsed.TargetStart + parsed.TargetLength)]);
-        upstream.Append(" HTTP/1.1\r\nHost: "u8);
-        upstream.Append(host);
-        upstream.Append("\r\n"u8);
+        var writer = new UpstreamHeadWriter(upstream);
+        writer.Start(head[..parsed.MethodLength], head.Slice(parsed.TargetStart, parsed.TargetLength), host);
         int forwardedFor = 0;
         foreach (var field in parsed.Headers)
         {
             var name = head.Slice(field.NameStart, field.NameLength);
             if (IsForwardedFor(name))
                 forwardedFor++;
-            // Cookie passes as it is: Inspect let through only heads without a login cookie.
-            bool cookie = name.Length == 6 && Ascii.EqualsIgnoreCase(name, "Cookie"u8);
-            if (!cookie && ForwardedHeaderRules.IsReplacedRequestHeader(name, removeAuthorization: false))
-                continue;
-            upstream.Append(head.Slice(field.NameStart, field.ValueStart + field.ValueLength - field.NameStart));
-            upstream.Append("\r\n"u8);
+            // Cookie passes as it is: Inspect let through only heads without a login cookie. No Authorization either.
+            writer.ClientField(name, head.Slice(field.NameStart, field.ValueStart + field.ValueLength - field.NameStart),
+                removeAuthorization: false, passCookie: true);
         }
-        // The client's own chain (it may be behind proxies of its own), every field in order as one list
-        // (RFC 9110 §5.3), then the peer.
-        upstream.Append("X-Forwarded-For: "u8);
+        writer.StartForwardedFor();
         for (int i = 0; forwardedFor > 0 && i < parsed.HeaderCount; i++)
         {
             var field = parsed.Headers[i];
-            if (field.ValueLength > 0 && IsForwardedFor(head.Slice(field.NameStart, field.NameLength)))
-            {
-                upstream.Append(head.Slice(field.ValueStart, field.ValueLength));
-                upstream.Append(", "u8);
-            }
+            if (IsForwardedFor(head.Slice(field.NameStart, field.NameLength)))
+                writer.ForwardedForEntry(head.Slice(field.ValueStart, field.ValueLength));
         }
-        upstream.Append(clientAddress);
-        upstream.Append("\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: "u8);
-        upstream.Append(host);
-        upstream.Append("\r\n\r\n"u8);
-        return !upstream.Overflowed;
+        writer.ForwardedForPeer(clientAddress);
+        writer.ProtoAndHost("https"u8, host);
+        // Anonymous by Inspect: no identity fields; GET and HEAD without a body: no framing.
+        return writer.End();
     }
 
     private static bool IsForwardedFor(ReadOnlySpan<byte> name) =>
@@ -142,10 +131,10 @@ internal static class Http1LaneRules
     /// <summary>The page for a request that failed before the VM's response head: 502 for an invalid response, else 503.</summary>
     public static Page PageFor(ForwardOutcome outcome) => outcome == ForwardOutcome.BadResponse ? BadGatewayPage : UnavailablePage;
 
-    public static void WritePage(IBufferWriter<byte> output, Page page, bool isHead, bool close)
+    public static void WritePage(IBufferWriter<byte> output, Page page, bool isHead, bool close, ResponseDate date)
     {
         output.Write(page.Head);
-        output.Write(ResponseDate.Line());
+        output.Write(date.Line());
         if (close)
             output.Write("Connection: close\r\n"u8);
         output.Write("\r\n"u8);
@@ -158,16 +147,16 @@ internal static class Http1LaneRules
     /// Domain, as on the other paths), then framing — the VM's Content-Length, else chunked — and a Date if the VM
     /// sent none (RFC 9110 §6.6.1: a recipient with a clock adds one).
     /// </summary>
-    public static void WriteResponseHead(IBufferWriter<byte> output, Http1ResponseHead head, ReadOnlySpan<byte> bytes, bool bodyless, bool close)
+    public static void WriteResponseHead(IBufferWriter<byte> output, Http1ResponseHead head, ReadOnlySpan<byte> bytes, bool bodyless, bool close, ResponseDate date)
     {
         output.Write(StatusLine(head.StatusCode));
-        bool date = false;
+        bool hasDate = false;
         foreach (var field in head.Headers)
         {
             var name = bytes.Slice(field.NameStart, field.NameLength);
             if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
                 continue;
-            date |= name.Length == 4 && Ascii.EqualsIgnoreCase(name, "Date"u8);
+            hasDate |= name.Length == 4 && Ascii.EqualsIgnoreCase(name, "Date"u8);
             var value = bytes.Slice(field.ValueStart, field.ValueLength);
             output.Write(name);
             output.Write(": "u8);
@@ -189,8 +178,8 @@ internal static class Http1LaneRules
         }
         else if (!bodyless)
             output.Write("Transfer-Encoding: chunked\r\n"u8);
-        if (!date)
-            output.Write(ResponseDate.Line());
+        if (!hasDate)
+            output.Write(date.Line());
         if (close)
             output.Write("Connection: close\r\n"u8);
         output.Write("\r\n"u8);
@@ -243,20 +232,26 @@ internal sealed class LaneHost
     }
 }
 
-/// <summary>The <c>Date</c> field line for responses written below Kestrel, rebuilt at most once a second.</summary>
-internal static class ResponseDate
+/// <summary>
+/// The <c>Date</c> field line for responses written below Kestrel (RFC 9110 §6.6.1), from the injected clock and
+/// rebuilt when its second changes: one formatting a second, not one a response.
+/// </summary>
+internal sealed class ResponseDate(TimeProvider time)
 {
-    private static byte[] s_line = [];
-    private static long s_second = -1;
+    private sealed record DateLine(long Second, byte[] Bytes);
 
-    public static byte[] Line()
+    private DateLine _line = new(long.MinValue, []);
+
+    public byte[] Line()
     {
-        long second = Environment.TickCount64 / 1000;
-        if (second != Volatile.Read(ref s_second))
-        {
-            s_line = Encoding.ASCII.GetBytes("Date: " + DateTime.UtcNow.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n");
-            Volatile.Write(ref s_second, second);
-        }
-        return s_line;
+        var now = time.GetUtcNow();
+        long second = now.ToUnixTimeSeconds();
+        var line = Volatile.Read(ref _line);
+        if (line.Second == second)
+            return line.Bytes;
+        // One object holds the second and its bytes, so a reader on another loop never pairs one with the other's.
+        line = new DateLine(second, Encoding.ASCII.GetBytes("Date: " + now.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n"));
+        Volatile.Write(ref _line, line);
+        return line.Bytes;
     }
 }

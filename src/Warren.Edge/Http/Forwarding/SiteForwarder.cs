@@ -22,7 +22,7 @@ public sealed class SiteForwarder : IDisposable
     private readonly ForwarderRequestConfig _requestConfig;
     private readonly ILogger _logger;
 
-    public SiteForwarder(IHttpForwarder forwarder, IWebUpstreamLocator locator, ILogger<SiteForwarder> logger)
+    public SiteForwarder(IHttpForwarder forwarder, IWebUpstreamLocator locator, ILogger<SiteForwarder> logger, TimeProvider? time = null)
     {
         _forwarder = forwarder;
         _locator = locator;
@@ -39,7 +39,7 @@ public sealed class SiteForwarder : IDisposable
             ActivityHeadersPropagator = null,
             ConnectTimeout = HttpFrontDoorLimits.UpstreamConnectTimeout,
         });
-        _http1 = new Http1Forwarder(HttpFrontDoorLimits.UpstreamConnectTimeout, HttpFrontDoorLimits.UpstreamActivityTimeout);
+        _http1 = new Http1Forwarder(HttpFrontDoorLimits.UpstreamConnectTimeout, HttpFrontDoorLimits.UpstreamActivityTimeout, time);
         _requestConfig = new ForwarderRequestConfig
         {
             ActivityTimeout = HttpFrontDoorLimits.UpstreamActivityTimeout,

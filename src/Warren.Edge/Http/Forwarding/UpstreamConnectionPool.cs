@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using Warren.Edge.Limits;
 
 namespace Warren.Edge.Http.Forwarding;
 
@@ -48,7 +49,7 @@ internal sealed class UpstreamConnection : IDisposable
             EngineThread = engineThread;
     }
 
-    /// <summary>When it was last put back into the pool (<see cref="Environment.TickCount64"/>).</summary>
+    /// <summary>When it was last put back into the pool (the pool's clock, in milliseconds).</summary>
     public long IdleSince { get; set; }
 
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
@@ -112,14 +113,19 @@ internal sealed class UpstreamConnectionPool : IDisposable
 
     private readonly ConcurrentDictionary<(UpstreamEndpoint Endpoint, int EngineThread), IdleStack> _idle = new();
     private readonly TimeSpan _connectTimeout;
-    private readonly Timer _sweeper;
+    private readonly TimeProvider _time;
+    private readonly ITimer _sweeper;
     private int _idleTotal;
 
-    public UpstreamConnectionPool(TimeSpan connectTimeout)
+    public UpstreamConnectionPool(TimeSpan connectTimeout, TimeProvider? time = null)
     {
         _connectTimeout = connectTimeout;
-        _sweeper = new Timer(static s => ((UpstreamConnectionPool)s!).Sweep(), this, IdleTimeout / 2, IdleTimeout / 2);
+        _time = time ?? TimeProvider.System;
+        _sweeper = _time.CreateTimer(static s => ((UpstreamConnectionPool)s!).Sweep(), this, IdleTimeout / 2, IdleTimeout / 2);
     }
+
+    /// <summary>Milliseconds on the injected clock (monotonic).</summary>
+    private long NowMs => _time.Milliseconds();
 
     /// <summary>Idle connections held now (for tests and metrics).</summary>
     public int IdleCount => Volatile.Read(ref _idleTotal);
@@ -164,7 +170,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
     {
         if (!_idle.TryGetValue((endpoint, engineThread), out var stack))
             return null;
-        long now = Environment.TickCount64;
+        long now = NowMs;
         lock (stack)
         {
             while (stack.Items.TryPop(out var connection))
@@ -207,7 +213,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
             connection.Dispose();
             return;
         }
-        connection.IdleSince = Environment.TickCount64;
+        connection.IdleSince = NowMs;
         int engineThread = connection.EngineThread;
         if (engineThread != 0)
             NoteEngineThread(engineThread);
@@ -233,7 +239,7 @@ internal sealed class UpstreamConnectionPool : IDisposable
     /// <summary>Closes idle connections older than <see cref="IdleTimeout"/> and forgets endpoints left without any.</summary>
     internal void Sweep()
     {
-        long now = Environment.TickCount64;
+        long now = NowMs;
         foreach (var (key, stack) in _idle)
         {
             lock (stack)

@@ -21,10 +21,6 @@ public sealed class ControlUrls
         _boundMainPorts = boundMainPorts;
     }
 
-    internal ControlUrls(HttpFrontDoorOptions options, FrontDoorListeners listeners) : this(options, listeners.BoundMainHttpsPorts)
-    {
-    }
-
     /// <summary>The control host's name, lower case, no trailing dot.</summary>
     public string ControlHost { get; }
 

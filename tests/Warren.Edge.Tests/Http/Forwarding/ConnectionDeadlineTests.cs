@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Warren.Edge.Http;
+using Warren.Edge.Http.FrontDoor;
 
 namespace Warren.Edge.Tests.Http.Forwarding;
 

@@ -6,6 +6,7 @@ using System.Text.RegularExpressions;
 using Warren.Edge.Http;
 using Warren.Edge.Tests.Support;
 using Xunit.Abstractions;
+using Warren.Edge.Http.FrontDoor;
 
 namespace Warren.Edge.Tests.Http.Forwarding;
 

@@ -14,7 +14,7 @@ using Warren.Edge.Http.Routing;
 using Microsoft.Extensions.Hosting;
 using Warren.Edge.Tls;
 
-namespace Warren.Edge.Http;
+namespace Warren.Edge.Http.FrontDoor;
 
 /// <summary>Wiring of the HTTP(S) front door into an ASP.NET Core application.</summary>
 /// <example>
@@ -60,9 +60,9 @@ public static class HttpFrontDoorExtensions
             sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Tls")));
         services.AddSingleton<FrontDoorListeners>();
         services.AddSingleton(sp => new SourceConnectionLimit(options.MaxConnectionsPerSource,
-            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http")));
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger("Warren.Edge.Http"), sp.GetRequiredService<TimeProvider>()));
         // The stages, in the order a request crosses them (HttpFrontDoor chains them).
-        services.AddSingleton(sp => new ControlUrls(options, sp.GetRequiredService<FrontDoorListeners>()));
+        services.AddSingleton(sp => new ControlUrls(options, sp.GetRequiredService<FrontDoorListeners>().BoundMainHttpsPorts));
         services.AddSingleton<SiteRouter>();
         services.AddSingleton<SourceRequestLimit>();
         services.AddSingleton<RequestIdentityReader>();
@@ -102,7 +102,8 @@ public static class HttpFrontDoorExtensions
             // Per-source connection caps first on every listener (before TLS), then, after the handshake, the
             // first-request deadline.
             var connectionLimit = sp.GetRequiredService<SourceConnectionLimit>();
-            var firstRequest = new FirstRequestDeadline(options.FirstRequestTimeout);
+            // Checked on Kestrel's heartbeat, so on Kestrel's clock (the system's), as the native loops' limits are.
+            var firstRequest = new FirstRequestDeadline(options.FirstRequestTimeout, TimeProvider.System);
             foreach (var endpoint in options.HttpEndpoints)
             {
                 kestrel.Listen(endpoint, listen =>

@@ -1,12 +1,11 @@
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Primitives;
-using Warren.Edge.Http.Forwarding;
 using Yarp.ReverseProxy.Forwarder;
 
-namespace Warren.Edge.Http;
+namespace Warren.Edge.Http.Forwarding;
 
-/// <summary>Per-request facts the transformer needs, set by <see cref="HttpFrontDoor"/> before forwarding.</summary>
+/// <summary>Per-request facts the transformer needs, set by the front door (<c>FrontDoor/HttpFrontDoor</c>) before forwarding.</summary>
 internal sealed class ForwardState
 {
     public WebUser? User;
@@ -16,20 +15,14 @@ internal sealed class ForwardState
 }
 
 /// <summary>
-/// Header rules between client and VM for upgraded requests (WebSockets), which stay on YARP's tunnel —
-/// the same rules as <see cref="Http1Forwarder"/>'s (exe.dev):
+/// Header rules between client and VM for upgraded requests (WebSockets), which stay on YARP's tunnel — every
+/// decision and name from <see cref="ForwardedHeaderRules"/>, as <see cref="UpstreamHeadWriter"/> takes them (exe.dev):
 /// request — every client <c>X-ExeDev-*</c>, name with <c>_</c>, <c>Forwarded</c> and <c>X-Real-IP</c> removed, <c>login-with-exe-*</c> cookies removed, the token's
 /// header removed, <c>X-Forwarded-For</c> (appended) / <c>-Proto</c> / <c>-Host</c> set, identity headers added,
 /// original Host kept; response — <c>Domain=</c> removed from every Set-Cookie.
 /// </summary>
 internal sealed class FrontDoorTransformer : HttpTransformer
 {
-    public const string ExeDevHeaderPrefix = ForwardedHeaderRules.ExeDevHeaderPrefix;
-    public const string LoginCookiePrefix = ForwardedHeaderRules.LoginCookiePrefix;
-    public const string UserIdHeader = "X-ExeDev-UserID";
-    public const string EmailHeader = "X-ExeDev-Email";
-    public const string TokenCtxHeader = "X-ExeDev-Token-Ctx";
-
     public static readonly FrontDoorTransformer Instance = new();
 
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
@@ -60,29 +53,29 @@ internal sealed class FrontDoorTransformer : HttpTransformer
         var cookies = request.Headers.Cookie;
         if (!StringValues.IsNullOrEmpty(cookies))
         {
-            headers.Remove("Cookie");
+            headers.Remove(ForwardedHeaderRules.CookieHeader);
             if (ForwardedHeaderRules.ForwardedCookie(cookies) is { } kept)
-                headers.TryAddWithoutValidation("Cookie", kept);
+                headers.TryAddWithoutValidation(ForwardedHeaderRules.CookieHeader, kept);
         }
 
         headers.Host = request.Host.Value;
 
         string? client = httpContext.Connection.RemoteIpAddress?.ToString();
-        var existing = request.Headers["X-Forwarded-For"];
-        headers.Remove("X-Forwarded-For");
+        var existing = request.Headers[ForwardedHeaderRules.ForwardedForHeader];
+        headers.Remove(ForwardedHeaderRules.ForwardedForHeader);
         if (client is not null)
-            headers.TryAddWithoutValidation("X-Forwarded-For", ForwardedHeaderRules.ForwardedFor(existing, client));
-        headers.Remove("X-Forwarded-Proto");
-        headers.TryAddWithoutValidation("X-Forwarded-Proto", request.Scheme);
-        headers.Remove("X-Forwarded-Host");
-        headers.TryAddWithoutValidation("X-Forwarded-Host", request.Host.Value);
+            headers.TryAddWithoutValidation(ForwardedHeaderRules.ForwardedForHeader, ForwardedHeaderRules.ForwardedFor(existing, client));
+        headers.Remove(ForwardedHeaderRules.ForwardedProtoHeader);
+        headers.TryAddWithoutValidation(ForwardedHeaderRules.ForwardedProtoHeader, request.Scheme);
+        headers.Remove(ForwardedHeaderRules.ForwardedHostHeader);
+        headers.TryAddWithoutValidation(ForwardedHeaderRules.ForwardedHostHeader, request.Host.Value);
 
         if (state?.User is { } user)
         {
-            headers.TryAddWithoutValidation(UserIdHeader, user.UserId);
-            headers.TryAddWithoutValidation(EmailHeader, user.Email);
+            headers.TryAddWithoutValidation(ForwardedHeaderRules.UserIdHeader, user.UserId);
+            headers.TryAddWithoutValidation(ForwardedHeaderRules.EmailHeader, user.Email);
             if (state.TokenCtx is { } ctx)
-                headers.TryAddWithoutValidation(TokenCtxHeader, ctx);
+                headers.TryAddWithoutValidation(ForwardedHeaderRules.TokenCtxHeader, ctx);
         }
     }
 

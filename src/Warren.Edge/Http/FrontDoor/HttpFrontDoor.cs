@@ -6,7 +6,7 @@ using Warren.Edge.Http.Identity;
 using Warren.Edge.Http.Routing;
 using Warren.Edge.Limits;
 
-namespace Warren.Edge.Http;
+namespace Warren.Edge.Http.FrontDoor;
 
 /// <summary>
 /// The HTTP(S) front door's middleware: chains its stages for one request —
@@ -32,18 +32,6 @@ namespace Warren.Edge.Http;
 /// </remarks>
 public sealed class HttpFrontDoor
 {
-    public const string ExeDevPathPrefix = SitePages.ExeDevPathPrefix;
-    public const string ExeDevAuthorizationHeader = CredentialFields.ExeDevAuthorization;
-    public const string ControlAuthPath = ControlPaths.Auth;
-    public const string ControlLoginPath = ControlPaths.Login;
-    public const string ControlLoggedOutPath = ControlPaths.LoggedOut;
-    public const string ControlCookieName = ControlPaths.CookieName;
-    public const string ProfileApiPath = ControlPaths.ProfileApi;
-    public const string DashboardApiPath = ControlPaths.DashboardApi;
-    public const string RequestAccessPath = RequestAccessPage.Path;
-    internal const string FormTokenField = RequestAccessPage.FormTokenField;
-    internal const string AccessRequestMessageField = RequestAccessPage.MessageField;
-
     private readonly SiteRouter _router;
     private readonly SourceRequestLimit _sourceLimit;
     private readonly RequestIdentityReader _identity;
@@ -199,11 +187,4 @@ public sealed class HttpFrontDoor
                 return;
         }
     }
-
-    /// <summary>Kept for callers of the earlier API: <see cref="ShareLinks.WithoutQueryParameter"/>.</summary>
-    internal static string WithoutQueryParameter(string target, string name) => ShareLinks.WithoutQueryParameter(target, name);
-
-    /// <summary>Kept for callers of the earlier API: <see cref="RequestAccessPage.TryNormalizeAccessRequestMessage"/>.</summary>
-    internal static bool TryNormalizeAccessRequestMessage(string? raw, out string? message) =>
-        RequestAccessPage.TryNormalizeAccessRequestMessage(raw, out message);
 }
