@@ -27,9 +27,8 @@ internal sealed unsafe class EventLoop : IDisposable
     private readonly List<(SafeDescriptor Fd, IPEndPoint Local)> _listeners = new();
     private object?[] _byFd = new object?[1024];
     private readonly List<LaneConnection> _connections = new();
-    private readonly Dictionary<UpstreamEndpoint, Stack<UpstreamSocket>> _idle = new();
+    private readonly IdleConnections<UpstreamSocket> _idle;
     private readonly System.Collections.Concurrent.ConcurrentQueue<(LaneConnection Connection, UpstreamEndpoint? Route)> _routed = new();
-    private int _idleCount;
     private readonly Thread _thread;
     private volatile bool _stopping;
     private long _stopDeadline = long.MaxValue;
@@ -49,6 +48,7 @@ internal sealed unsafe class EventLoop : IDisposable
     public EventLoop(NativeHttpsFrontDoor owner, int index)
     {
         _owner = owner;
+        _idle = new IdleConnections<UpstreamSocket>(CloseUpstream);
         _epoll = LinuxSockets.CreateEpoll();
         _wake = LinuxSockets.CreateEventFd();
         Register(_wake, s_wakeMark, LinuxSockets.EPOLLIN);
@@ -183,9 +183,6 @@ internal sealed unsafe class EventLoop : IDisposable
                 Sweep(now);
             }
         }
-        foreach (var stack in _idle.Values)
-            while (stack.TryPop(out var idle))
-                CloseUpstream(idle);
         _idle.Clear();
     }
 
@@ -297,64 +294,26 @@ internal sealed unsafe class EventLoop : IDisposable
             if (i < _connections.Count)
                 _connections[i].CheckDeadline(now);
         }
-        long idleBefore = now - (long)UpstreamConnectionPool.IdleTimeout.TotalMilliseconds;
-        foreach (var stack in _idle.Values)
-        {
-            // The oldest are at the bottom: rebuild without those idle too long.
-            if (stack.Count == 0 || !stack.Any(u => u.IdleSince < idleBefore))
-                continue;
-            var keep = stack.Where(u => u.IdleSince >= idleBefore).Reverse().ToArray();
-            foreach (var old in stack.Where(u => u.IdleSince < idleBefore).ToArray())
-                CloseUpstream(old);
-            stack.Clear();
-            foreach (var u in keep)
-                stack.Push(u);
-        }
+        _idle.Sweep(now);
     }
 
-    // ---- VM connections: idle ones are kept per loop, most recently used first (bounded as the shared pool).
+    // ---- VM connections: idle ones are kept per loop in the pool both engines use (one shard: this loop).
 
-    internal UpstreamSocket? TakeIdle(UpstreamEndpoint endpoint)
-    {
-        if (!_idle.TryGetValue(endpoint, out var stack) || !stack.TryPop(out var upstream))
-            return null;
-        _idleCount--;
-        return upstream;
-    }
+    internal UpstreamSocket? TakeIdle(UpstreamEndpoint endpoint) => _idle.TryTake(endpoint, 0, _owner.NowMs);
 
     internal void ReturnIdle(UpstreamSocket upstream)
     {
-        if (_stopping || upstream.HungUp || _idleCount >= UpstreamConnectionPool.MaxIdleTotal)
-        {
-            CloseUpstream(upstream);
-            return;
-        }
-        if (!_idle.TryGetValue(upstream.Endpoint, out var stack))
-            _idle[upstream.Endpoint] = stack = new Stack<UpstreamSocket>();
-        if (stack.Count >= UpstreamConnectionPool.MaxIdlePerEndpoint)
+        if (_stopping || upstream.HungUp)
         {
             CloseUpstream(upstream);
             return;
         }
         upstream.Owner = null;
         upstream.Readable = false; // its response was read to the end; a later event is checked by Peek
-        upstream.IdleSince = _owner.NowMs;
-        stack.Push(upstream);
-        _idleCount++;
+        _idle.Return(upstream, 0, _owner.NowMs);
     }
 
-    private void DropIdle(UpstreamSocket upstream)
-    {
-        if (_idle.TryGetValue(upstream.Endpoint, out var stack) && stack.Contains(upstream))
-        {
-            var rest = stack.Where(u => !ReferenceEquals(u, upstream)).Reverse().ToArray();
-            stack.Clear();
-            foreach (var u in rest)
-                stack.Push(u);
-            _idleCount--;
-            CloseUpstream(upstream);
-        }
-    }
+    private void DropIdle(UpstreamSocket upstream) => _idle.Drop(upstream, 0);
 
     /// <summary>A new VM connection, connecting; registered with this loop.</summary>
     internal UpstreamSocket Connect(UpstreamEndpoint endpoint)
@@ -409,7 +368,7 @@ internal sealed unsafe class EventLoop : IDisposable
 }
 
 /// <summary>A keep-alive connection to a VM, owned by one loop; <see cref="Owner"/> is the client connection using it, or null when idle.</summary>
-internal sealed class UpstreamSocket(SafeDescriptor fd, UpstreamEndpoint endpoint)
+internal sealed class UpstreamSocket(SafeDescriptor fd, UpstreamEndpoint endpoint) : IIdleConnection
 {
     /// <summary>The socket; closed (once) by <see cref="EventLoop.CloseUpstream"/>.</summary>
     public SafeDescriptor Fd { get; } = fd;
@@ -427,4 +386,5 @@ internal sealed class UpstreamSocket(SafeDescriptor fd, UpstreamEndpoint endpoin
     public bool HungUp { get; set; }
     public long IdleSince { get; set; }
     public int Uses { get; set; }
+    public bool IsClosed => Fd.IsClosed;
 }

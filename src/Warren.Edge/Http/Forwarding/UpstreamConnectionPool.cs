@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
 using Warren.Edge.Limits;
@@ -6,7 +5,7 @@ using Warren.Edge.Limits;
 namespace Warren.Edge.Http.Forwarding;
 
 /// <summary>One keep-alive HTTP/1.1 connection from the front door to a VM's port.</summary>
-internal sealed class UpstreamConnection : IDisposable
+internal sealed class UpstreamConnection : IDisposable, IIdleConnection
 {
     private readonly CancellationTokenSource _deadline = new();
     private int _disposed;
@@ -54,6 +53,8 @@ internal sealed class UpstreamConnection : IDisposable
 
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
+    bool IIdleConnection.IsClosed => IsDisposed;
+
     /// <summary>The deadline fired: the socket was closed because the VM went silent.</summary>
     public bool TimedOut => _deadline.IsCancellationRequested;
 
@@ -84,38 +85,25 @@ internal readonly record struct UpstreamEndpoint(IPAddress Address, int Port)
 }
 
 /// <summary>
-/// Idle keep-alive connections to VMs, per address and port, most recently used first. Bounded per endpoint
-/// and in total; idle connections are closed after <see cref="IdleTimeout"/> by a sweep, and on the way out of
-/// the pool when they are older than that.
+/// The full path's connections to VMs: <see cref="IdleConnections{T}"/> (the pool both engines use) with one shard
+/// per socket engine thread, and the connect that opens new ones.
 /// </summary>
 /// <remarks>
 /// With inline socket completions each socket belongs to one engine thread (the runtime assigns them round-robin),
 /// and the client's request runs on its socket's thread. An upstream connection on another engine moves the
 /// request to that thread and back — two wake-ups more per request, which on the 2-core bench machine cost a quarter
 /// of the proxy's rate. So idle connections are kept per engine thread, and a request takes one from its own
-/// thread's set; failing that it opens a new one (which lands on some engine and, once learnt, joins that
-/// thread's set) rather than borrow another thread's.
+/// thread's set first.
 /// </remarks>
 internal sealed class UpstreamConnectionPool : IDisposable
 {
-    /// <summary>Shorter than common server keep-alive timeouts would be better, but Node's is 5 s; the forwarder retries a reused connection that turns out closed.</summary>
-    public static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(30);
+    /// <inheritdoc cref="IdleConnections{T}.IdleTimeout"/>
+    public static TimeSpan IdleTimeout => IdleConnections<UpstreamConnection>.IdleTimeout;
 
-    public const int MaxIdlePerEndpoint = 256;
-    public const int MaxIdleTotal = 8192;
-
-    /// <summary>The idle connections of one endpoint; retired when the sweep drops an empty one.</summary>
-    private sealed class IdleStack
-    {
-        public readonly Stack<UpstreamConnection> Items = new();
-        public bool Retired;
-    }
-
-    private readonly ConcurrentDictionary<(UpstreamEndpoint Endpoint, int EngineThread), IdleStack> _idle = new();
+    private readonly IdleConnections<UpstreamConnection> _idle = new(static c => c.Dispose());
     private readonly TimeSpan _connectTimeout;
     private readonly TimeProvider _time;
     private readonly ITimer _sweeper;
-    private int _idleTotal;
 
     public UpstreamConnectionPool(TimeSpan connectTimeout, TimeProvider? time = null)
     {
@@ -128,24 +116,25 @@ internal sealed class UpstreamConnectionPool : IDisposable
     private long NowMs => _time.Milliseconds();
 
     /// <summary>Idle connections held now (for tests and metrics).</summary>
-    public int IdleCount => Volatile.Read(ref _idleTotal);
+    public int IdleCount => _idle.Count;
 
     /// <summary>
     /// The most recently used idle connection to <paramref name="endpoint"/> on <paramref name="engineThread"/>'s set,
-    /// else one whose engine thread is not known yet (its receives all completed at once), or null.
+    /// else one whose engine thread is not known yet (its receives all completed at once), else another thread's, or null.
     /// </summary>
     public UpstreamConnection? TryTake(UpstreamEndpoint endpoint, int engineThread = 0)
     {
-        if (TryTakeFrom(endpoint, engineThread) is { } own)
+        long now = NowMs;
+        if (_idle.TryTake(endpoint, engineThread, now) is { } own)
             return own;
-        if (engineThread != 0 && TryTakeFrom(endpoint, 0) is { } unknown)
+        if (engineThread != 0 && _idle.TryTake(endpoint, 0, now) is { } unknown)
             return unknown;
         // Then another engine thread's: a request does not always run on the thread that polls its VM connections
         // (behind the native HTTPS transport Kestrel's requests start on the thread pool and continue wherever a
         // receive completed). Without this, such requests open new connections while idle ones pile up unasked.
         foreach (int thread in _engineThreads)
         {
-            if (thread != engineThread && TryTakeFrom(endpoint, thread) is { } other)
+            if (thread != engineThread && _idle.TryTake(endpoint, thread, now) is { } other)
                 return other;
         }
         return null;
@@ -166,24 +155,6 @@ internal sealed class UpstreamConnectionPool : IDisposable
         }
     }
 
-    private UpstreamConnection? TryTakeFrom(UpstreamEndpoint endpoint, int engineThread)
-    {
-        if (!_idle.TryGetValue((endpoint, engineThread), out var stack))
-            return null;
-        long now = NowMs;
-        lock (stack)
-        {
-            while (stack.Items.TryPop(out var connection))
-            {
-                Interlocked.Decrement(ref _idleTotal);
-                if (!connection.IsDisposed && now - connection.IdleSince < (long)IdleTimeout.TotalMilliseconds)
-                    return connection;
-                connection.Dispose();
-            }
-        }
-        return null;
-    }
-
     /// <summary>Opens a new connection (Nagle off: heads and small bodies go out at once).</summary>
     public async ValueTask<UpstreamConnection> ConnectAsync(UpstreamEndpoint endpoint, CancellationToken ct)
     {
@@ -202,87 +173,21 @@ internal sealed class UpstreamConnectionPool : IDisposable
         }
     }
 
-    /// <summary>Puts a connection that ended a response cleanly back; closes it when the pool is full.</summary>
+    /// <summary>Puts a connection that ended a response cleanly back, under its engine thread; closes it when the pool is full.</summary>
     public void Return(UpstreamConnection connection)
     {
-        if (connection.IsDisposed)
-            return;
-        if (Interlocked.Increment(ref _idleTotal) > MaxIdleTotal)
-        {
-            Interlocked.Decrement(ref _idleTotal);
-            connection.Dispose();
-            return;
-        }
-        connection.IdleSince = NowMs;
         int engineThread = connection.EngineThread;
         if (engineThread != 0)
             NoteEngineThread(engineThread);
-        while (true)
-        {
-            var stack = _idle.GetOrAdd((connection.Endpoint, engineThread), static _ => new IdleStack());
-            lock (stack)
-            {
-                if (stack.Retired)
-                    continue; // the sweep dropped this one between the lookup and the lock
-                if (stack.Items.Count < MaxIdlePerEndpoint)
-                {
-                    stack.Items.Push(connection);
-                    return;
-                }
-                break;
-            }
-        }
-        Interlocked.Decrement(ref _idleTotal);
-        connection.Dispose();
+        _idle.Return(connection, engineThread, NowMs);
     }
 
     /// <summary>Closes idle connections older than <see cref="IdleTimeout"/> and forgets endpoints left without any.</summary>
-    internal void Sweep()
-    {
-        long now = NowMs;
-        foreach (var (key, stack) in _idle)
-        {
-            lock (stack)
-            {
-                if (stack.Items.Count > 0)
-                {
-                    // Newest on top: keep the fresh ones in their order, close the rest.
-                    var all = stack.Items.ToArray();
-                    stack.Items.Clear();
-                    for (int i = all.Length - 1; i >= 0; i--)
-                    {
-                        var c = all[i];
-                        if (!c.IsDisposed && now - c.IdleSince < (long)IdleTimeout.TotalMilliseconds)
-                            stack.Items.Push(c);
-                        else
-                        {
-                            c.Dispose();
-                            Interlocked.Decrement(ref _idleTotal);
-                        }
-                    }
-                }
-                if (stack.Items.Count == 0)
-                {
-                    stack.Retired = true;
-                    _idle.TryRemove(new KeyValuePair<(UpstreamEndpoint, int), IdleStack>(key, stack));
-                }
-            }
-        }
-    }
+    internal void Sweep() => _idle.Sweep(NowMs);
 
     public void Dispose()
     {
         _sweeper.Dispose();
-        foreach (var (_, stack) in _idle)
-        {
-            lock (stack)
-            {
-                stack.Retired = true;
-                while (stack.Items.TryPop(out var c))
-                    c.Dispose();
-            }
-        }
         _idle.Clear();
-        _idleTotal = 0;
     }
 }
