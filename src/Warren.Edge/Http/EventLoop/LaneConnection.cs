@@ -28,7 +28,6 @@ internal sealed class LaneConnection
 {
     private enum State { Handshake, ReadHead, Routing, Upstream, Respond, Closed }
     private enum UpstreamPhase { Acquire, Send, ReadHead }
-    private enum BodyMode { None, Length, Chunked, UntilClose }
 
     private const int OutputLimit = Http1Forwarder.ReceiveBufferBytes * 4 + Http1LaneRules.MaxHeadBytes;
 
@@ -78,11 +77,7 @@ internal sealed class LaneConnection
     // The client side of the current response.
     private ByteBuffer? _output;
     private int _outputSent;
-    private BodyMode _mode;
-    private long _remaining;
-    private ChunkedBodyDecoder _decoder;
-    private bool _bodyDone;
-    private bool _reusable;
+    private ResponseFraming _framing;
 
     /// <summary>Counted in <see cref="NativeHttpsFrontDoor.ConnectionLimit"/> until the connection closes or leaves the loop.</summary>
     private readonly SourceNetwork _source;
@@ -410,9 +405,7 @@ internal sealed class LaneConnection
         ConsumeRequest();
         var output = RentOutput();
         Http1LaneRules.WritePage(output, Http1LaneRules.PageFor(failure.Outcome), _isHead, _closeAfterResponse, _owner.Dates);
-        _mode = BodyMode.None;
-        _bodyDone = true;
-        _reusable = false;
+        _framing = ResponseFraming.Failed;
         _state = State.Respond;
     }
 
@@ -443,73 +436,12 @@ internal sealed class LaneConnection
         Http1LaneRules.WriteResponseHead(output, head, _receive.AsSpan(0, _filled), bodyless, _closeAfterResponse, _owner.Dates);
         int leftover = _filled - _responseHeadLength;
         _state = State.Respond;
-        if (bodyless)
-        {
-            _mode = BodyMode.None;
-            _bodyDone = true;
-            _reusable = head.KeepAlive && leftover == 0;
-            return;
-        }
-        if (head.Chunked)
-        {
-            _mode = BodyMode.Chunked;
-            _decoder = default;
-            _bodyDone = false;
-        }
-        else if (head.ContentLength >= 0)
-        {
-            _mode = BodyMode.Length;
-            _remaining = head.ContentLength;
-            _bodyDone = _remaining == 0;
-            _reusable = head.KeepAlive;
-        }
-        else
-        {
-            _mode = BodyMode.UntilClose;
-            _bodyDone = false;
-            _reusable = false;
-        }
-        if (leftover > 0 && !TakeBody(_receive.AsSpan(_responseHeadLength, leftover)))
-            Close(); // a malformed chunked body (a Length overrun was refused above)
-    }
-
-    /// <summary>Appends body bytes from the VM to the client's output in the client's framing; false for a broken body.</summary>
-    private bool TakeBody(ReadOnlySpan<byte> data)
-    {
-        var output = _output!;
-        switch (_mode)
-        {
-            case BodyMode.Length:
-                if (data.Length > _remaining)
-                    return false;
-                output.Write(data);
-                _remaining -= data.Length;
-                _bodyDone = _remaining == 0;
-                return true;
-            case BodyMode.UntilClose:
-                Http1Forwarder.WriteData(output, data, chunked: true);
-                return true;
-            case BodyMode.Chunked:
-                while (!data.IsEmpty)
-                {
-                    var status = _decoder.Decode(data, out int consumed, out int dataStart, out int dataLength);
-                    if (status == ChunkStatus.Invalid)
-                        return false;
-                    if (status == ChunkStatus.Data)
-                        Http1Forwarder.WriteData(output, data.Slice(dataStart, dataLength), chunked: true);
-                    data = data[consumed..];
-                    if (status == ChunkStatus.Done)
-                    {
-                        // Extensions and trailers end here, as on the other paths; bytes after the end are not ours.
-                        output.Write(Http1Forwarder.LastChunk);
-                        _bodyDone = true;
-                        _reusable = data.IsEmpty && _responseHead.KeepAlive;
-                        return true;
-                    }
-                }
-                return true;
-        }
-        return true;
+        _framing = ResponseFraming.Start(head, _isHead, leftover);
+        // A bodyless answer ignores what follows its head (then not reusable); a body takes it, chunked to the client
+        // when the VM gave no length (a Length overrun was refused above).
+        if (_framing.Mode != ResponseBodyMode.None && leftover > 0
+            && !_framing.Take(_receive.AsSpan(_responseHeadLength, leftover), output, chunkToClient: true))
+            Close(); // a malformed chunked body
     }
 
     private bool StepRespond()
@@ -537,7 +469,7 @@ internal sealed class LaneConnection
             }
             output.Clear();
             _outputSent = 0;
-            if (_bodyDone)
+            if (_framing.Done)
             {
                 FinishRequest();
                 return _state != State.Closed;
@@ -555,14 +487,7 @@ internal sealed class LaneConnection
                 _deadline = _owner.NowMs + _owner.ActivityTimeoutMs;
                 return false;
             }
-            if (n == 0 && _mode == BodyMode.UntilClose)
-            {
-                output.Write(Http1Forwarder.LastChunk);
-                _bodyDone = true;
-                _reusable = false;
-                continue;
-            }
-            if (n <= 0 || !TakeBody(_receive.AsSpan(0, n)))
+            if (n == 0 ? !_framing.TakeEnd(output, chunkToClient: true) : n < 0 || !_framing.Take(_receive.AsSpan(0, n), output, chunkToClient: true))
             {
                 // Half a response cannot become an error page: the client must see the break.
                 Close();
@@ -575,7 +500,7 @@ internal sealed class LaneConnection
     {
         if (_upstream is not null)
         {
-            if (_reusable)
+            if (_framing.Reusable)
             {
                 _upstream.Uses++;
                 _loop.ReturnIdle(_upstream);

@@ -151,6 +151,13 @@ internal static class ForwardedHeaderRules
         _ => false,
     };
 
+    /// <summary>
+    /// A VM response field the client gets: not hop-by-hop (<see cref="IsHopByHopResponseHeader"/>) and not named by
+    /// the response's Connection field (RFC 9110 §7.6.1). <paramref name="bytes"/> holds the parsed head.
+    /// </summary>
+    public static bool IsRelayedResponseField(Http1ResponseHead head, ReadOnlySpan<byte> bytes, ReadOnlySpan<byte> name) =>
+        !IsHopByHopResponseHeader(name) && !head.IsNamedByConnection(bytes, name);
+
     /// <summary>The shared constant for a common response header name (no allocation; Kestrel's known-header fast path), else null.</summary>
     public static string? KnownResponseHeaderName(ReadOnlySpan<byte> name)
     {

@@ -373,9 +373,6 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     private static readonly ReadOnlyMemory<byte> s_lastChunk = "0\r\n\r\n"u8.ToArray();
-
-    /// <summary>The last chunk with no trailers: how every re-chunked body ends.</summary>
-    internal static ReadOnlySpan<byte> LastChunk => s_lastChunk.Span;
     private static readonly ReadOnlyMemory<byte> s_closeAndLastChunk = "\r\n0\r\n\r\n"u8.ToArray();
 
     /// <summary><c>[CRLF] size-in-hex CRLF</c> into <paramref name="frame"/>; returns its length.</summary>
@@ -571,7 +568,7 @@ internal sealed class Http1Forwarder : IDisposable
         foreach (var field in head.Headers)
         {
             var name = bytes.Slice(field.NameStart, field.NameLength);
-            if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
+            if (!ForwardedHeaderRules.IsRelayedResponseField(head, bytes, name))
                 continue;
             var valueBytes = bytes.Slice(field.ValueStart, field.ValueLength);
             string? knownName = ForwardedHeaderRules.KnownResponseHeaderName(name);
@@ -581,130 +578,57 @@ internal sealed class Http1Forwarder : IDisposable
                 value = HeaderParsing.RemoveDomainAttribute(value);
             headers.Append(nameString, value);
         }
-
-        bool bodyless = HttpMethods.IsHead(context.Request.Method) || head.StatusCode is 204 or 304;
-        if (head.ContentLength >= 0 && head.StatusCode != 204)
-            response.ContentLength = head.ContentLength;
+        if (ResponseFraming.AnnouncedLength(head) is >= 0 and var length)
+            response.ContentLength = length;
 
         int leftover = filled - headLength;
-        if (bodyless)
-            return head.KeepAlive && leftover == 0;
-        return await CopyBodyAsync(connection, head, response.BodyWriter, buffer, headLength, leftover, chunkToClient: false).ConfigureAwait(false);
+        var framing = ResponseFraming.Start(head, HttpMethods.IsHead(context.Request.Method), leftover);
+        if (framing.Mode == ResponseBodyMode.None)
+            return framing.Reusable;
+        return await CopyBodyAsync(connection, framing, response.BodyWriter, buffer, headLength, leftover).ConfigureAwait(false);
     }
 
     /// <summary>
     /// Copies the body after a response head (the first <paramref name="leftover"/> bytes already at
-    /// <paramref name="start"/> in <paramref name="buffer"/>) to <paramref name="writer"/>; true when the VM
-    /// connection ended the message cleanly. With <paramref name="chunkToClient"/> a body that is not sent with a
-    /// Content-Length is written with chunked framing (the caller writes the client's head itself, below Kestrel);
-    /// otherwise only the data is written and Kestrel frames it.
+    /// <paramref name="start"/> in <paramref name="buffer"/>) to <paramref name="writer"/> as data only (Kestrel frames
+    /// it for the client), under <see cref="ResponseFraming"/>'s rules; true when the VM connection ended the message cleanly.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<bool> CopyBodyAsync(UpstreamConnection connection, Http1ResponseHead head, PipeWriter writer,
-        byte[] buffer, int start, int leftover, bool chunkToClient)
+    private async ValueTask<bool> CopyBodyAsync(UpstreamConnection connection, ResponseFraming framing, PipeWriter writer,
+        byte[] buffer, int start, int leftover)
     {
-        if (head.Chunked)
-            return await CopyChunkedAsync(connection, writer, buffer, start, leftover, chunkToClient).ConfigureAwait(false) && head.KeepAlive;
-
-        long remaining = head.ContentLength;
-        bool untilClose = remaining < 0;
-        if (leftover > 0)
+        if (leftover > 0 && !framing.Take(buffer.AsSpan(start, leftover), writer, chunkToClient: false))
+            throw new InvalidResponseException(framing.Error!);
+        while (!framing.Done)
         {
-            if (!untilClose && leftover > remaining)
-                throw new InvalidResponseException("more bytes than the response's Content-Length");
-            WriteData(writer, buffer.AsSpan(start, leftover), untilClose && chunkToClient);
-            remaining -= leftover;
-        }
-        else if (remaining == 0)
-            return head.KeepAlive;
-
-        while (untilClose || remaining > 0)
-        {
-            int want = untilClose ? ReceiveBufferBytes : (int)Math.Min(remaining, ReceiveBufferBytes);
             // Flushed first: memory from GetMemory is only valid until the next flush (before the response has
             // started, Kestrel hands out a temporary segment that the first flush copies and returns to its pool).
             if (!(await FlushAsync(writer).ConfigureAwait(false)))
                 return false;
             connection.Arm(_activityTimeout);
-            if (untilClose && chunkToClient)
+            if (framing.Mode is ResponseBodyMode.Length or ResponseBodyMode.UntilClose)
             {
-                // Each piece needs its size line in front, known only after the receive: staged in the buffer.
-                int received = await connection.Socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferBytes), SocketFlags.None).ConfigureAwait(false);
+                // Received straight into the response pipe's memory: one copy less than a staging buffer.
+                int want = framing.Mode == ResponseBodyMode.Length ? (int)Math.Min(framing.Remaining, ReceiveBufferBytes) : ReceiveBufferBytes;
+                var memory = writer.GetMemory(want)[..want];
+                int received = await connection.Socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
                 if (received == 0)
-                    break;
-                WriteData(writer, buffer.AsSpan(0, received), chunked: true);
+                {
+                    if (!framing.TakeEnd(writer, chunkToClient: false))
+                        throw new InvalidResponseException(framing.Error!);
+                    continue;
+                }
+                writer.Advance(received);
+                if (framing.Mode == ResponseBodyMode.Length)
+                    framing.Counted(received);
                 continue;
             }
-            // Received straight into the response pipe's memory: one copy less than a staging buffer.
-            var memory = writer.GetMemory(want)[..want];
-            int n = await connection.Socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
-            if (n == 0)
-            {
-                if (untilClose)
-                    break;
-                throw new InvalidResponseException("the VM closed the connection inside a response body");
-            }
-            writer.Advance(n);
-            remaining -= n;
-        }
-        if (untilClose && chunkToClient)
-            writer.Write(s_lastChunk.Span);
-        await FlushAsync(writer).ConfigureAwait(false);
-        return !untilClose && head.KeepAlive;
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> CopyChunkedAsync(UpstreamConnection connection, PipeWriter writer, byte[] buffer, int start, int count, bool chunkToClient)
-    {
-        var decoder = new ChunkedBodyDecoder();
-        while (true)
-        {
-            while (count > 0)
-            {
-                var status = decoder.Decode(buffer.AsSpan(start, count), out int consumed, out int dataStart, out int dataLength);
-                if (status == ChunkStatus.Invalid)
-                    throw new InvalidResponseException("malformed chunked body");
-                if (status == ChunkStatus.Data)
-                    WriteData(writer, buffer.AsSpan(start + dataStart, dataLength), chunkToClient);
-                start += consumed;
-                count -= consumed;
-                if (status == ChunkStatus.Done)
-                {
-                    // Extensions and trailers end here, as on the Kestrel path.
-                    if (chunkToClient)
-                        writer.Write(s_lastChunk.Span);
-                    await FlushAsync(writer).ConfigureAwait(false);
-                    return count == 0; // bytes after the message end: not ours to interpret, so not reusable
-                }
-            }
-            if (!(await FlushAsync(writer).ConfigureAwait(false)))
-                return false;
-            connection.Arm(_activityTimeout);
             int n = await connection.Socket.ReceiveAsync(buffer.AsMemory(0, ReceiveBufferBytes), SocketFlags.None).ConfigureAwait(false);
-            if (n == 0)
-                throw new InvalidResponseException("the VM closed the connection inside a chunked body");
-            start = 0;
-            count = n;
+            if (n == 0 ? !framing.TakeEnd(writer, chunkToClient: false) : !framing.Take(buffer.AsSpan(0, n), writer, chunkToClient: false))
+                throw new InvalidResponseException(framing.Error!);
         }
-    }
-
-    /// <summary>Writes body bytes, as one chunk (<c>size CRLF data CRLF</c>) when <paramref name="chunked"/>.</summary>
-    internal static void WriteData(IBufferWriter<byte> writer, ReadOnlySpan<byte> data, bool chunked)
-    {
-        if (data.IsEmpty)
-            return;
-        if (!chunked)
-        {
-            writer.Write(data);
-            return;
-        }
-        var frame = writer.GetSpan(20);
-        data.Length.TryFormat(frame, out int digits, "x", System.Globalization.CultureInfo.InvariantCulture);
-        frame[digits] = (byte)'\r';
-        frame[digits + 1] = (byte)'\n';
-        writer.Advance(digits + 2);
-        writer.Write(data);
-        writer.Write("\r\n"u8);
+        await FlushAsync(writer).ConfigureAwait(false);
+        return framing.Reusable;
     }
 
     /// <summary>Flushes to the client; false when the client is gone (nothing more to copy).</summary>

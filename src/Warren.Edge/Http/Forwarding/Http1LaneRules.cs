@@ -154,7 +154,7 @@ internal static class Http1LaneRules
         foreach (var field in head.Headers)
         {
             var name = bytes.Slice(field.NameStart, field.NameLength);
-            if (ForwardedHeaderRules.IsHopByHopResponseHeader(name) || head.IsNamedByConnection(bytes, name))
+            if (!ForwardedHeaderRules.IsRelayedResponseField(head, bytes, name))
                 continue;
             hasDate |= name.Length == 4 && Ascii.EqualsIgnoreCase(name, "Date"u8);
             var value = bytes.Slice(field.ValueStart, field.ValueLength);
@@ -167,11 +167,11 @@ internal static class Http1LaneRules
                 output.Write(value);
             output.Write("\r\n"u8);
         }
-        if (head.ContentLength >= 0 && head.StatusCode != 204)
+        if (ResponseFraming.AnnouncedLength(head) is >= 0 and var length)
         {
             var span = output.GetSpan(40);
             "Content-Length: "u8.CopyTo(span);
-            head.ContentLength.TryFormat(span[16..], out int digits, provider: System.Globalization.CultureInfo.InvariantCulture);
+            length.TryFormat(span[16..], out int digits, provider: System.Globalization.CultureInfo.InvariantCulture);
             span[16 + digits] = (byte)'\r';
             span[17 + digits] = (byte)'\n';
             output.Advance(18 + digits);
