@@ -72,7 +72,7 @@ internal sealed class Http1Forwarder : IDisposable
 
     public void Dispose() => _pool.Dispose();
 
-    private enum BodyMode { None, ContentLength, Chunked }
+    internal enum BodyMode { None, ContentLength, Chunked }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ForwardResult> ForwardAsync(HttpContext context, UpstreamEndpoint endpoint, ForwardState? state)
@@ -401,7 +401,7 @@ internal sealed class Http1Forwarder : IDisposable
     }
 
     /// <summary>The VM's request head from Kestrel's parse of the client's (<see cref="UpstreamHeadWriter"/>: the one writer of both paths).</summary>
-    private static bool TryWriteRequestHead(HttpContext context, ForwardState? state, ByteBuffer head,
+    internal static bool TryWriteRequestHead(HttpContext context, ForwardState? state, ByteBuffer head,
         out BodyMode mode, out long declaredLength, out string? error)
     {
         var request = context.Request;
