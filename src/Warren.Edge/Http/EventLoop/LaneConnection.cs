@@ -10,8 +10,9 @@ namespace Warren.Edge.Http.EventLoop;
 
 /// <summary>
 /// One client connection on an <see cref="EventLoop"/>: the TLS handshake, then plain anonymous GET/HEAD requests
-/// to public sites forwarded to the VM on the loop thread (<see cref="Http1LaneRules"/>, the same rules as the
-/// Kestrel-side lane), until the first request that is anything else — then the connection, with that request
+/// to public sites forwarded to the VM on the loop thread (<see cref="Http1LaneRules"/>; the VM's head written by
+/// <see cref="UpstreamHeadWriter"/>, its answer framed by <see cref="ResponseFraming"/>, both shared with the full
+/// path), until the first request that is anything else — then the connection, with that request
 /// unread, goes to Kestrel's HTTP layer (<see cref="NativeHttpsFrontDoor.HandOff"/>). HTTP/2 (ALPN h2) goes there
 /// right after the handshake.
 /// </summary>

@@ -66,8 +66,6 @@ internal sealed class Http1Forwarder : IDisposable
         _activityTimeout = activityTimeout;
     }
 
-    internal UpstreamConnectionPool Pool => _pool;
-
     internal TimeSpan ActivityTimeout => _activityTimeout;
 
     public void Dispose() => _pool.Dispose();
@@ -488,7 +486,7 @@ internal sealed class Http1Forwarder : IDisposable
 
     /// <summary>Receives until a final (non-1xx) response head is parsed; returns the bytes held and the head's length.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
+    private async ValueTask<(int Filled, int HeadLength, ForwardResult Result)> ReceiveHeadAsync(
         UpstreamConnection connection, Http1ResponseHead head, byte[] buffer, int filled)
     {
         while (true)

@@ -9,9 +9,10 @@ namespace Warren.Edge.Http.Forwarding;
 internal readonly record struct LaneRequest(bool IsHead, bool CloseAfterResponse, int HostStart, int HostLength);
 
 /// <summary>
-/// The engine-neutral core of the connection-level lane, driven by the native event loop (EventLoop/LaneConnection):
-/// which requests the lane may answer itself (anonymous by <see cref="CredentialFields"/>), the head sent to the VM,
-/// and the head, framing and pages sent to the client.
+/// What is the lane's own in the HTTP/1.1 core, driven by the native event loop (EventLoop/LaneConnection): which
+/// requests the lane may answer itself (anonymous by <see cref="CredentialFields"/>), the VM's head from the client's
+/// bytes (through <see cref="UpstreamHeadWriter"/>, the full path's writer too), and the client's response head and
+/// pages written below Kestrel (the body's framing is <see cref="ResponseFraming"/>'s, shared with the full path).
 /// </summary>
 /// <remarks>
 /// The lane once had a second driver, a Kestrel connection middleware for <c>Warren:Http:Transport=kestrel</c>. It

@@ -6,7 +6,7 @@ using Warren.Edge.Http.Routing;
 namespace Warren.Edge.Http.Forwarding;
 
 /// <summary>
-/// What the connection-level lane (both of its drivers) asks the earlier stages, and what it reports: the site a
+/// What the connection-level lane (the native event loops) asks the earlier stages, and what it reports: the site a
 /// Host names on its default route (<see cref="SiteRouter"/>), whether an anonymous request to it needs nothing
 /// but forwarding (<see cref="SiteAccessPolicy.AdmitsAnonymous"/>, a running VM, the source within its rate), and
 /// the requests it answered. Whether a request is anonymous is <see cref="Identity.CredentialFields"/>' question.
@@ -31,7 +31,7 @@ public sealed class LaneSites
         Http1 = forwarder.Http1;
     }
 
-    /// <summary>The HTTP/1.1 forwarder (its limits and the Kestrel-side lane's upstream pool).</summary>
+    /// <summary>The full path's HTTP/1.1 forwarder: the lane keeps its limits (the activity timeout).</summary>
     internal Http1Forwarder Http1 { get; }
 
     /// <summary>Requests answered by the lane since start.</summary>

@@ -48,7 +48,7 @@ public sealed class SiteForwarder : IDisposable
         };
     }
 
-    /// <summary>The HTTP/1.1 forwarder and its connection pool, shared with the Kestrel-side lane.</summary>
+    /// <summary>The HTTP/1.1 forwarder (the lane takes its limits from it).</summary>
     internal Http1Forwarder Http1 => _http1;
 
     public void Dispose()
