@@ -432,9 +432,8 @@ internal sealed class LaneConnection
     {
         ConsumeRequest();
         var head = _responseHead;
-        bool bodyless = _isHead || head.StatusCode is 204 or 304;
         var output = RentOutput();
-        Http1LaneRules.WriteResponseHead(output, head, _receive.AsSpan(0, _filled), bodyless, _closeAfterResponse, _owner.Dates);
+        Http1LaneRules.WriteResponseHead(output, head, _receive.AsSpan(0, _filled), ResponseFraming.IsBodyless(head, _isHead), _closeAfterResponse, _owner.Dates);
         int leftover = _filled - _responseHeadLength;
         _state = State.Respond;
         _framing = ResponseFraming.Start(head, _isHead, leftover);

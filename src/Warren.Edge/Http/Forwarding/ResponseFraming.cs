@@ -47,7 +47,7 @@ internal struct ResponseFraming
     public static ResponseFraming Start(Http1ResponseHead head, bool bodyless, int leftover)
     {
         var framing = new ResponseFraming { _keepAlive = head.KeepAlive };
-        if (bodyless || head.StatusCode is 204 or 304)
+        if (IsBodyless(head, bodyless))
         {
             framing.Mode = ResponseBodyMode.None;
             framing.Done = true;
@@ -70,6 +70,9 @@ internal struct ResponseFraming
 
     /// <summary>A response the front door wrote itself in place of the VM's: nothing more to relay, and the VM connection is not reused.</summary>
     public static ResponseFraming Failed => new() { Mode = ResponseBodyMode.None, Done = true };
+
+    /// <summary>The answer has no body: to a HEAD request, or a 204 or 304.</summary>
+    public static bool IsBodyless(Http1ResponseHead head, bool headRequest) => headRequest || head.StatusCode is 204 or 304;
 
     /// <summary>The Content-Length the client is told (the VM's; never on a 204), or -1 when the body is chunked or absent.</summary>
     public static long AnnouncedLength(Http1ResponseHead head) => head.ContentLength >= 0 && head.StatusCode != 204 ? head.ContentLength : -1;
