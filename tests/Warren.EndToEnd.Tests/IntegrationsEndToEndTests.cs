@@ -149,6 +149,12 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         Assert.True(status == 200, body + "\ndaemon: " + Daemon.Log);
         Assert.Contains($"HTTP_X_EXEDEV_SOURCE_VM={vm}", body);
         Assert.DoesNotContain("liar", body);
+        // The target's site is private: the call got in on the integration's key, and the VM sees the identity the
+        // front door would add for it. From outside, without credentials, the same path is refused.
+        Assert.Contains("HTTP_X_EXEDEV_EMAIL=integ-owner@example.com", body);
+        var anonymous = await WebSupport.CurlAsync(Daemon, IntegrationsFixture.Site + ".box.localhost", fixture.SlotIp, "/cgi-bin/env");
+        Assert.True(anonymous.Status is 307 or 401, anonymous.Raw);
+        Assert.DoesNotContain("HTTP_X_EXEDEV", anonymous.Body);
         var keys = await Owner.ControlAsync("ssh-key remove peer-be");
         Assert.NotEqual(0, keys.ExitCode);
         Assert.Contains("managed by an integration", keys.Stderr + keys.Stdout);
@@ -160,6 +166,14 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         var (_, email) = await CurlInVmAsync(Owner, vm, "reflection", "/email");
         Assert.Equal("integ-owner@example.com", JsonDocument.Parse(email).RootElement.GetProperty("email").GetString());
         Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "reflection", "/secret")).Status);
+
+        // Removing the integration revokes its key: the same call is refused, and the managed key is gone.
+        await ControlOkAsync(Owner, "integrations remove be");
+        var (removedStatus, removedBody) = await CurlInVmAsync(Owner, vm, "be", "/cgi-bin/env");
+        Assert.Equal(403, removedStatus);
+        Assert.DoesNotContain("HTTP_X_EXEDEV", removedBody);
+        var keysAfter = await Owner.ControlAsync("ssh-key list --json");
+        Assert.DoesNotContain("peer-be", keysAfter.Stdout);
     }
 
     [Fact]

@@ -51,7 +51,10 @@ internal sealed class IntegrationHandlerFixture : IAsyncDisposable
         };
         f.Clients = new IntegrationHttpClients(options);
         var handler = new IntegrationRequestHandler(f.Integrations, f.P.Vms, new ReflectionResponder(f.Integrations, f.P.Accounts),
-            new IntegrationForwarder(f.Integrations, f.P.Vms, new MapLocator(f.VmAddresses), f.Clients, options, f.P.Options));
+            new IntegrationForwarder(f.Integrations, f.P.Vms, new MapLocator(f.VmAddresses), f.Clients, options, f.P.Options,
+                new PeerAccessCheck(new Warren.Edge.Adapters.PlatformTokenValidator(new TokenAuthenticator(f.P.Accounts, exe1, f.P.Time)),
+                    new Warren.Edge.Adapters.PlatformWebSiteDirectory(f.P.Index),
+                    new Warren.Edge.Http.Access.SiteAccessPolicy(new Warren.Edge.Adapters.PlatformWebAccessService(f.P.Shares, f.P.Index)), f.P.Options)));
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
