@@ -38,7 +38,7 @@ internal sealed class IntegrationHandlerFixture : IAsyncDisposable
     {
         var f = new IntegrationHandlerFixture();
         f.P = new TestPlatform();
-        f.Db = new WarrenDatabase(f.P.Options, [Exe1Store.Migration, IntegrationService.Migration]);
+        f.Db = new WarrenDatabase(f.P.Options, [Exe1Store.Migration, IntegrationService.Migration, IntegrationService.GitHubMigration]);
         var exe1 = new Exe1Store(f.Db, f.P.Time);
         f.ApiKeys = new ApiKeyService(f.P.Accounts, exe1, new TokenAuthenticator(f.P.Accounts, exe1, f.P.Time), f.P.Options, f.P.Time);
         f.Integrations = new IntegrationService(f.Db, f.P.Vms, f.P.Accounts, IntegrationSecretBox.Open(f.P.Options, _ => null), f.P.Options, f.P.Time, f.ApiKeys);
