@@ -60,7 +60,7 @@ public sealed class GitHubIntegrationCommandTests : IDisposable
     [Theory]
     [InlineData("acme", "invalid --repository")]
     [InlineData("acme/app/extra", "invalid --repository")]
-    [InlineData("-acme/app", "invalid --repository")]
+    [InlineData("acme-/app", "invalid --repository")]
     [InlineData("acme/..", "invalid --repository")]
     [InlineData("ac me/app", "invalid --repository")]
     public async Task Bad_repositories_and_flags_fail_clearly(string repository, string message)
