@@ -9,7 +9,8 @@ namespace Warren.Platform.Mail;
 /// keys), and each VM keeps at most <see cref="MaxVisitorsPerVm"/>, the oldest logins dropped first, so a busy public
 /// site cannot grow the table without bound.
 /// </summary>
-public sealed class SiteVisitorLog(WarrenDatabase db, TimeProvider time)
+/// <param name="maxVisitorsPerVm">The bound per VM; <see cref="MaxVisitorsPerVm"/> unless a test wants a small one.</param>
+public sealed class SiteVisitorLog(WarrenDatabase db, TimeProvider time, int maxVisitorsPerVm = SiteVisitorLog.MaxVisitorsPerVm)
 {
     /// <summary>Site logins remembered per VM.</summary>
     public const int MaxVisitorsPerVm = 1000;
@@ -48,8 +49,8 @@ public sealed class SiteVisitorLog(WarrenDatabase db, TimeProvider time)
                 """, new { vmId, accountId, email, now });
             await u.ExecuteAsync("""
                 DELETE FROM vm_site_visitors WHERE vm_id = @vmId AND account_id NOT IN (
-                    SELECT account_id FROM vm_site_visitors WHERE vm_id = @vmId ORDER BY logged_in_at DESC, account_id LIMIT @MaxVisitorsPerVm)
-                """, new { vmId, MaxVisitorsPerVm });
+                    SELECT account_id FROM vm_site_visitors WHERE vm_id = @vmId ORDER BY logged_in_at DESC, account_id LIMIT @maxVisitorsPerVm)
+                """, new { vmId, maxVisitorsPerVm });
         }, ct);
     }
 
