@@ -33,6 +33,7 @@ public sealed class GitHubFixture : DaemonFixture, IAsyncLifetime
 
     public new async Task InitializeAsync()
     {
+        ProcessRunner.Require("git"); // the fake's git http-backend and the VM image's git (scripts/prereqs.sh installs it)
         GitHub = await FakeGitHub.StartAsync(_directory, Token);
         await GitHub.CreateRepositoryAsync("acme", "app", "hello from acme/app\n");
         await GitHub.CreateRepositoryAsync("acme", "other", "not for the VM\n");
