@@ -151,8 +151,8 @@ public sealed class IntegrationService
         switch (request.Type)
         {
             case IntegrationType.Reflection:
-                if (request.Target is not null || request.Headers.Count > 0 || request.Bearer is not null || request.Peer)
-                    throw IntegrationValidation.Invalid("reflection takes no --target, --header, --bearer or --peer");
+                if (request.Target is not null || request.Headers.Count > 0 || request.Bearer is not null || request.Peer || request.Repository is not null)
+                    throw IntegrationValidation.Invalid("reflection takes no --target, --header, --bearer, --peer or --repository");
                 fields = request.Fields;
                 break;
             case IntegrationType.GitHub:
