@@ -45,11 +45,12 @@ public sealed class GitHubFixture : DaemonFixture, IAsyncLifetime
     public new async Task DisposeAsync()
     {
         await base.DisposeAsync();
+        await ProcessRunner.RunAsync("docker", ["rmi", "-f", GitImage]);
         await GitHub.DisposeAsync();
         try { Directory.Delete(_directory, recursive: true); } catch (IOException) { }
     }
 
-    /// <summary>Builds <see cref="GitImage"/> once: the host's git, its helpers, and the libraries the default image lacks (COPY only: no RUN).</summary>
+    /// <summary>Builds <see cref="GitImage"/> (removed again when the fixture ends): the host's git, its helpers, and the libraries the default image lacks (COPY only: no RUN).</summary>
     private static async Task BuildGitImageAsync()
     {
         if ((await ProcessRunner.RunAsync("docker", ["image", "inspect", GitImage])).ExitCode == 0) return;
