@@ -24,6 +24,7 @@ want exim4-daemon-light   # a real MTA relaying to the SMTP front door in the in
 want ssh-audit          # audits the SSH listeners' algorithm profile
 want tmux
 want iproute2
+want git                 # the github integration e2e test: git http-backend (fake GitHub) and the VM's git client
 # VM isolation: the daemon's packet-filter table (nft), VM disk images (mke2fs, resize2fs, chattr; losetup and
 # mount come with util-linux and mount, present on every Debian).
 want nftables

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Warren.Edge.Tests.Integrations;
 using Warren.EndToEnd.Tests.Harness;
 using Xunit;
@@ -148,6 +149,12 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         Assert.True(status == 200, body + "\ndaemon: " + Daemon.Log);
         Assert.Contains($"HTTP_X_EXEDEV_SOURCE_VM={vm}", body);
         Assert.DoesNotContain("liar", body);
+        // The target's site is private: the call got in on the integration's key, and the VM sees the identity the
+        // front door would add for it. From outside, without credentials, the same path is refused.
+        Assert.Contains("HTTP_X_EXEDEV_EMAIL=integ-owner@example.com", body);
+        var anonymous = await WebSupport.CurlAsync(Daemon, IntegrationsFixture.Site + ".box.localhost", fixture.SlotIp, "/cgi-bin/env");
+        Assert.True(anonymous.Status is 307 or 401, anonymous.Raw);
+        Assert.DoesNotContain("HTTP_X_EXEDEV", anonymous.Body);
         var keys = await Owner.ControlAsync("ssh-key remove peer-be");
         Assert.NotEqual(0, keys.ExitCode);
         Assert.Contains("managed by an integration", keys.Stderr + keys.Stdout);
@@ -159,6 +166,14 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         var (_, email) = await CurlInVmAsync(Owner, vm, "reflection", "/email");
         Assert.Equal("integ-owner@example.com", JsonDocument.Parse(email).RootElement.GetProperty("email").GetString());
         Assert.Equal(403, (await CurlInVmAsync(Owner, vm, "reflection", "/secret")).Status);
+
+        // Removing the integration revokes its key: the same call is refused, and the managed key is gone.
+        await ControlOkAsync(Owner, "integrations remove be");
+        var (removedStatus, removedBody) = await CurlInVmAsync(Owner, vm, "be", "/cgi-bin/env");
+        Assert.Equal(403, removedStatus);
+        Assert.DoesNotContain("HTTP_X_EXEDEV", removedBody);
+        var keysAfter = await Owner.ControlAsync("ssh-key list --json");
+        Assert.DoesNotContain("peer-be", keysAfter.Stdout);
     }
 
     [Fact]
@@ -188,5 +203,54 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
             Assert.True(r.ExitCode != 0, command);
             Assert.Contains(message, r.Stderr + r.Stdout);
         }
+    }
+
+    /// <summary>
+    /// exe.dev's docs (send email): a VM may mail people who logged into its site. A second account logs into the
+    /// owner's public site with the real login-link flow (control host first, then the site's /__exe.dev/login hops,
+    /// followed by curl); from then on that VM — and only that VM — may mail it, delivered to the SMTP sink; an
+    /// account that never logged in stays refused.
+    /// </summary>
+    [Fact]
+    public async Task A_vm_may_mail_a_person_who_logged_into_its_site_and_nobody_else()
+    {
+        const string site = "integ-pub";
+        const string visitorEmail = "integ-visitor@example.com";
+        string slotIp = await WebSupport.CreateWebVmAsync(Daemon, Owner, site, "public page");
+        await ControlOkAsync(Owner, $"share set-public {site}");
+        var visitor = await Daemon.CreateUserAsync(visitorEmail);
+        await Daemon.CreateUserAsync("integ-stranger@example.com");
+
+        string Send(string to, string marker) => "wget -qO- --header 'Content-Type: application/json' --post-data "
+            + $"'{{\"to\":\"{to}\",\"subject\":\"visitor mail\",\"body\":\"{marker}\"}}' http://169.254.169.254/gateway/email/send 2>&1; echo exit=$?";
+
+        // Before the login: refused.
+        var early = await InVmAsync(Owner, site, Send(visitorEmail, "too early"));
+        Assert.Contains("403", early.Stdout);
+
+        // The login: control host with the one-time link, then the site's own login page, redirects followed.
+        string siteHost = site + ".box.localhost";
+        var browser = new CurlBrowser(Daemon, ("warren.localhost", Daemon.ControlAddress), (siteHost, slotIp));
+        var printed = await visitor.ControlAsync("browser");
+        Assert.True(printed.ExitCode == 0, printed.ToString());
+        string link = Regex.Match(printed.Stdout + printed.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
+        Assert.False(string.IsNullOrEmpty(link), printed.ToString());
+        Assert.Equal(303, (await browser.RequestAsync(link)).Status);
+        var page = await browser.RequestAsync($"https://{siteHost}:{Daemon.HttpsPort}/__exe.dev/login?redirect=/", "-L", "--max-redirs", "10");
+        Assert.True(page.Status == 200, page.Raw);
+        Assert.Contains("public page", page.Body);
+
+        // Now the site's VM may mail the visitor: delivered.
+        var sent = await InVmAsync(Owner, site, Send(visitorEmail, "hello visitor"));
+        Assert.True(sent.Stdout.Contains("\"success\":true") && sent.Stdout.Contains("exit=0"), sent + "\ndaemon: " + Daemon.Log);
+        var mail = await fixture.Mail.NextContainingAsync("hello visitor", TimeSpan.FromSeconds(60));
+        Assert.True(mail is not null, "no mail arrived\ndaemon: " + Daemon.Log);
+        Assert.Contains(visitorEmail, mail);
+
+        // A stranger who never logged in: 403. Another VM of the same owner, whose site the visitor never opened: 403.
+        var stranger = await InVmAsync(Owner, site, Send("integ-stranger@example.com", "to a stranger"));
+        Assert.Contains("403", stranger.Stdout);
+        var otherVm = await InVmAsync(Owner, IntegrationsFixture.Site, Send(visitorEmail, "from another vm"));
+        Assert.Contains("403", otherVm.Stdout);
     }
 }

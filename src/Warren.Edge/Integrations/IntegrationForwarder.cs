@@ -15,8 +15,9 @@ using Warren.Platform.Vms;
 namespace Warren.Edge.Integrations;
 
 /// <summary>
-/// Sends one VM request on to an http-proxy integration's target, with the integration's secrets added on the way
-/// out (exe.dev's docs: http-proxy, vm-to-vm).
+/// Sends one VM request on to an http-proxy integration's target, or a github integration's repository on GitHub
+/// (<see cref="GitHubRoute"/>), with the integration's secrets added on the way out (exe.dev's docs: http-proxy,
+/// vm-to-vm, github).
 /// </summary>
 /// <remarks>
 /// Steps: 1. the upstream URL — the target's origin and path prefix followed by the request's path and query exactly
@@ -28,12 +29,18 @@ namespace Warren.Edge.Integrations;
 /// (413 past it); 4. the answer streamed back, hop-by-hop fields dropped, at most
 /// <see cref="IntegrationLimits.MaxResponseBodyBytes"/>. Any failure to reach the target is 502
 /// <c>upstream request failed</c> with nothing about the target in it.
-/// A peer's managed key stays with Warren: like a token consumed by the HTTPS proxy, it is not passed to the target VM.
+/// A peer's managed key is presented to the target's token check and access stage (<see cref="PeerAccessCheck"/>)
+/// and, like a token consumed by the HTTPS proxy, not passed on to the target VM, which sees the identity headers the
+/// front door would add instead.
 /// </remarks>
 public sealed partial class IntegrationForwarder
 {
     public const string SourceVmHeader = "X-Exedev-Source-Vm";
     public const string UpstreamFailed = "upstream request failed";
+    // The front door's identity headers (exe.dev's docs: login with exe).
+    private const string UserIdHeader = "X-ExeDev-UserID";
+    private const string EmailHeader = "X-ExeDev-Email";
+    private const string TokenCtxHeader = "X-ExeDev-Token-Ctx";
 
     private static readonly UriCreationOptions s_asSent = new() { DangerousDisablePathAndQueryCanonicalization = true };
 
@@ -43,11 +50,13 @@ public sealed partial class IntegrationForwarder
     private readonly IntegrationHttpClients _clients;
     private readonly IntegrationOptions _options;
     private readonly PlatformOptions _platform;
+    private readonly PeerAccessCheck _peerAccess;
     private readonly ILogger _log;
 
     public IntegrationForwarder(IntegrationService integrations, VmService vms, IWebUpstreamLocator upstream, IntegrationHttpClients clients,
-        IntegrationOptions options, PlatformOptions platform, ILogger<IntegrationForwarder>? log = null)
+        IntegrationOptions options, PlatformOptions platform, PeerAccessCheck peerAccess, ILogger<IntegrationForwarder>? log = null)
     {
+        _peerAccess = peerAccess;
         _integrations = integrations;
         _vms = vms;
         _upstream = upstream;
@@ -73,6 +82,10 @@ public sealed partial class IntegrationForwarder
         Uri upstreamUri;
         string? hostHeader = null;
         HttpClient client;
+        PeerAccess peerAccess = default;
+        string? githubToken = null;
+        GitHubService githubService = default;
+        var secrets = _integrations.OpenSecrets(integration);
         if (integration.IsPeer)
         {
             var peer = integration.PeerVmId is { } id ? await _vms.GetByIdAsync(id, ct).ConfigureAwait(false) : null;
@@ -82,9 +95,38 @@ public sealed partial class IntegrationForwarder
                 await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status502BadGateway, UpstreamFailed, ct).ConfigureAwait(false);
                 return;
             }
+            // The managed key, presented to the target's token check and access stage, must admit the call.
+            peerAccess = await _peerAccess.AuthorizeAsync(secrets.PeerToken, peer.Name, ct).ConfigureAwait(false);
+            if (!peerAccess.Allowed)
+            {
+                await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status403Forbidden, peerAccess.Error!, ct).ConfigureAwait(false);
+                return;
+            }
             upstreamUri = new Uri($"http://{(address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]" : address.ToString())}:{peer.ProxyPort}{pathAndQuery}", s_asSent);
             hostHeader = $"{peer.Name}.{_platform.VmDomain}";
             client = _clients.Peer;
+        }
+        else if (integration.Type == IntegrationType.GitHub)
+        {
+            var repository = integration.Repository;
+            var route = repository is null ? null : GitHubRoute.Map(pathAndQuery, repository);
+            if (route is not { } r)
+            {
+                await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status403Forbidden,
+                    $"this integration reaches only {repository}: git over HTTP and /repos/{repository}", ct).ConfigureAwait(false);
+                return;
+            }
+            githubToken = await _integrations.OpenGitHubTokenAsync(integration.AccountId, ct).ConfigureAwait(false);
+            if (githubToken is null)
+            {
+                await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status403Forbidden,
+                    "GitHub is not set up for this account: integrations setup github --token TOKEN", ct).ConfigureAwait(false);
+                return;
+            }
+            githubService = r.Service;
+            var origin = new Uri(r.Service == GitHubService.Git ? _options.GitHubUrl : _options.GitHubApiUrl);
+            upstreamUri = new Uri(origin.GetLeftPart(UriPartial.Authority) + origin.AbsolutePath.TrimEnd('/') + r.PathAndQuery, s_asSent);
+            client = _clients.External;
         }
         else
         {
@@ -96,8 +138,7 @@ public sealed partial class IntegrationForwarder
         }
 
         // :: Step 2 — headers.
-        var secrets = _integrations.OpenSecrets(integration);
-        bool injectsAuth = integration.IsPeer || secrets.Bearer is not null || secrets.BasicPassword is not null || integration.BasicUser is not null
+        bool injectsAuth = integration.IsPeer || githubToken is not null || secrets.Bearer is not null || secrets.BasicPassword is not null || integration.BasicUser is not null
             || secrets.Headers.Keys.Any(k => k.Equals("Authorization", StringComparison.OrdinalIgnoreCase));
         using var message = new HttpRequestMessage(new HttpMethod(request.Method), upstreamUri) { Version = new Version(1, 1) };
         bool hasBody = request.ContentLength > 0 || request.Headers.TransferEncoding.Count > 0;
@@ -132,7 +173,22 @@ public sealed partial class IntegrationForwarder
         if (secrets.Bearer is { } bearer) message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", bearer);
         if (integration.BasicUser is { } user)
             message.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{secrets.BasicPassword}")));
-        if (integration.IsPeer) message.Headers.TryAddWithoutValidation(SourceVmHeader, caller.VmName);
+        if (githubToken is not null)
+        {
+            // GitHub's docs (authenticating with a token): git over HTTPS takes it as the Basic password of
+            // "x-access-token", the REST API as a Bearer token.
+            message.Headers.Authorization = githubService == GitHubService.Git
+                ? new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("x-access-token:" + githubToken)))
+                : new AuthenticationHeaderValue("Bearer", githubToken);
+        }
+        if (integration.IsPeer)
+        {
+            message.Headers.TryAddWithoutValidation(SourceVmHeader, caller.VmName);
+            // What the target's front door adds for a request its token admitted (exe.dev's docs: login with exe).
+            message.Headers.TryAddWithoutValidation(UserIdHeader, peerAccess.User!.UserId);
+            message.Headers.TryAddWithoutValidation(EmailHeader, peerAccess.User.Email);
+            if (peerAccess.TokenCtx is { } ctx) message.Headers.TryAddWithoutValidation(TokenCtxHeader, ctx);
+        }
 
         // :: Step 3 — send, bounded in time.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);

@@ -14,8 +14,11 @@ public static class IntegrationRequestRegistration
     {
         services.TryAddSingleton<IntegrationHttpClients>();
         services.TryAddSingleton<ReflectionResponder>();
+        services.TryAddSingleton<PeerAccessCheck>();
         services.TryAddSingleton<IntegrationForwarder>();
         services.TryAddSingleton<IIntegrationRequestHandler, IntegrationRequestHandler>();
+        services.TryAddSingleton<Warren.Platform.Mail.SiteVisitorLog>();
+        services.TryAddSingleton<SiteLoginRecorder>();
         return services;
     }
 }

@@ -86,7 +86,9 @@ public sealed class ReflectionResponder
                     ["integrations"] = new JsonArray(attached.Select(i => (JsonNode?)new JsonObject
                     {
                         ["comment"] = "",
-                        ["help"] = $"curl http://{_integrations.HostFor(i.Name)}/",
+                        ["help"] = i.Repository is { } repo
+                            ? $"git clone http://{_integrations.HostFor(i.Name)}/{repo}.git"
+                            : $"curl http://{_integrations.HostFor(i.Name)}/",
                         ["name"] = i.Name,
                         ["type"] = i.Type.ToWire(),
                     }).ToArray()),

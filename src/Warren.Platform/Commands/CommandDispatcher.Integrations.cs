@@ -18,6 +18,7 @@ public sealed partial class CommandDispatcher
         _handlers["integrations rename"] = IntegrationsRenameAsync;
         _handlers["integrations attach"] = IntegrationsAttachAsync;
         _handlers["integrations detach"] = IntegrationsDetachAsync;
+        _handlers["integrations setup"] = IntegrationsSetupAsync;
     }
 
     private IntegrationService IntegrationsOrThrow(Invocation inv)
@@ -46,7 +47,7 @@ public sealed partial class CommandDispatcher
             if (i.HasBearer) inv.Line($"    Authorization: Bearer {SecretMask}");
             if (i.Fields is { } f) inv.Line($"    fields: {string.Join(",", f)}");
             inv.Line($"    attached: {attached}");
-            inv.Line($"    use: curl http://{svc.HostFor(i.Name)}/");
+            inv.Line($"    use: {UsageFor(svc, i)}");
         }
         return 0;
     }
@@ -54,10 +55,10 @@ public sealed partial class CommandDispatcher
     private async Task<int> IntegrationsAddAsync(Invocation inv)
     {
         var svc = IntegrationsOrThrow(inv);
-        string typeText = inv.Arg(0, "integration type (http-proxy or reflection)");
+        string typeText = inv.Arg(0, "integration type (http-proxy, github or reflection)");
         inv.MaxArgs(1);
         if (!IntegrationTypes.TryParse(typeText, out var type))
-            throw new CommandException($"unknown integration type \"{IntegrationValidation.Shown(typeText)}\"; use http-proxy or reflection");
+            throw new CommandException($"unknown integration type \"{IntegrationValidation.Shown(typeText)}\"; use http-proxy, github or reflection");
         string name = inv.Args.Value("name") ?? throw inv.Usage("missing --name");
         string? fields = inv.Args.Value("fields");
         var request = new IntegrationAddRequest
@@ -70,6 +71,7 @@ public sealed partial class CommandDispatcher
             Peer = inv.Args.Flag("peer"),
             Fields = fields is null ? null : IntegrationValidation.ParseFields(fields),
             Attach = inv.Args.Values("attach"),
+            Repository = inv.Args.Value("repository"),
         };
         var added = await svc.AddAsync(inv.Account, request, inv.CancellationToken).ConfigureAwait(false);
         var names = await VmNamesByIdAsync(inv).ConfigureAwait(false);
@@ -78,7 +80,7 @@ public sealed partial class CommandDispatcher
         inv.Line();
         inv.Line("Usage from a VM:");
         string? vm = added.Attachments.FirstOrDefault(a => a.Kind == AttachmentKind.Vm) is { } va && names.TryGetValue(va.Value, out var vn) ? vn : null;
-        inv.Line($"  {(vm is null ? "" : $"ssh {vm} ")}curl http://{svc.HostFor(added.Name)}/");
+        inv.Line($"  {(vm is null ? "" : $"ssh {vm} ")}{UsageFor(svc, added)}");
         if (added.Attachments.Count == 0) inv.Line($"Attach it first: integrations attach {added.Name} vm:NAME (or tag:TAG, auto:all)");
         return 0;
     }
@@ -123,6 +125,43 @@ public sealed partial class CommandDispatcher
         var names = await VmNamesByIdAsync(inv).ConfigureAwait(false);
         if (inv.Json) inv.WriteJson(IntegrationJson(svc, updated, names));
         else inv.Line(attach ? $"Attached {updated.Name} to {spec}" : $"Detached {updated.Name} from {spec}");
+        return 0;
+    }
+
+    /// <summary>What a VM runs to use the integration: git for github (exe.dev's docs: github), curl otherwise.</summary>
+    private static string UsageFor(IntegrationService svc, Integration i)
+        => i.Type == IntegrationType.GitHub ? $"git clone http://{svc.HostFor(i.Name)}/{i.Repository}.git" : $"curl http://{svc.HostFor(i.Name)}/";
+
+    /// <summary>
+    /// <c>integrations setup github --token TOKEN</c> stores the account's GitHub fine-grained token (sealed, never shown
+    /// again); <c>--remove</c> forgets it; with neither, says whether one is set.
+    /// </summary>
+    private async Task<int> IntegrationsSetupAsync(Invocation inv)
+    {
+        var svc = IntegrationsOrThrow(inv);
+        string provider = inv.Arg(0, "provider (github)");
+        inv.MaxArgs(1);
+        if (provider != "github") throw new CommandException($"unknown provider \"{IntegrationValidation.Shown(provider)}\"; use github");
+        string? token = inv.Args.Value("token");
+        bool remove = inv.Args.Flag("remove");
+        if (token is not null && remove) throw inv.Usage("give --token or --remove, not both");
+        string status;
+        if (token is not null) { await svc.SetGitHubTokenAsync(inv.Account.Id, token, inv.CancellationToken).ConfigureAwait(false); status = "configured"; }
+        else if (remove) status = await svc.RemoveGitHubTokenAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false) ? "removed" : "not configured";
+        else status = await svc.GitHubSetupTimeAsync(inv.Account.Id, inv.CancellationToken).ConfigureAwait(false) is null ? "not configured" : "configured";
+        if (inv.Json)
+        {
+            var o = new JsonObject { ["provider"] = "github", ["status"] = status };
+            if (status == "configured") o["token"] = SecretMask;
+            inv.WriteJson(o);
+            return 0;
+        }
+        inv.Line(status switch
+        {
+            "configured" => $"GitHub: configured (token {SecretMask}). Add one with: integrations add github --name NAME --repository OWNER/REPO --attach vm:VM",
+            "removed" => "GitHub: token removed; github integrations are refused until a new one is set",
+            _ => "GitHub: not configured. Run: integrations setup github --token TOKEN (a fine-grained personal access token)",
+        });
         return 0;
     }
 
@@ -181,7 +220,8 @@ public sealed partial class CommandDispatcher
         if (i.HasBearer) o["bearer"] = SecretMask;
         if (i.Fields is { } f) o["fields"] = Invocation.Array(f);
         o["attachments"] = Invocation.Array(i.Attachments.Select(a => IntegrationService.Describe(a, vmNames)));
-        o["help"] = $"curl http://{svc.HostFor(i.Name)}/";
+        if (i.Repository is { } repo) o["repository"] = repo.ToString();
+        o["help"] = UsageFor(svc, i);
         return o;
     }
 }

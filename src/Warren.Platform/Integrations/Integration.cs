@@ -1,7 +1,7 @@
 namespace Warren.Platform.Integrations;
 
 /// <summary>The kinds of integration (exe.dev's docs: integrations).</summary>
-public enum IntegrationType { HttpProxy, Reflection }
+public enum IntegrationType { HttpProxy, Reflection, GitHub }
 
 public static class IntegrationTypes
 {
@@ -9,6 +9,7 @@ public static class IntegrationTypes
     {
         IntegrationType.HttpProxy => "http-proxy",
         IntegrationType.Reflection => "reflection",
+        IntegrationType.GitHub => "github",
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 
@@ -18,6 +19,7 @@ public static class IntegrationTypes
         {
             case "http-proxy": type = IntegrationType.HttpProxy; return true;
             case "reflection": type = IntegrationType.Reflection; return true;
+            case "github": type = IntegrationType.GitHub; return true;
             default: type = default; return false;
         }
     }
@@ -51,6 +53,9 @@ public sealed record Integration(
 {
     /// <summary>A VM-to-VM integration (<c>--peer</c>); <see cref="PeerVmId"/> is null once the target VM is deleted.</summary>
     public bool IsPeer => PeerKeyFingerprint is not null;
+
+    /// <summary>The one repository a github integration reaches (its <see cref="Target"/>), else null.</summary>
+    public GitHubRepository? Repository => Type == IntegrationType.GitHub && GitHubRepository.TryParse(Target, out var r) ? r : null;
 
     /// <summary>The sealed secrets as stored; open with <c>IntegrationService.OpenSecrets</c>.</summary>
     internal byte[]? SealedSecrets { get; init; }
@@ -87,4 +92,6 @@ public sealed record IntegrationAddRequest
     public bool Peer { get; init; }
     public IReadOnlyList<string>? Fields { get; init; }
     public IReadOnlyList<string> Attach { get; init; } = [];
+    /// <summary>github: <c>OWNER/REPO</c>.</summary>
+    public string? Repository { get; init; }
 }

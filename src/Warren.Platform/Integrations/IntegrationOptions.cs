@@ -23,6 +23,15 @@ public sealed class IntegrationOptions
     /// </summary>
     public string? TrustedCaFile { get; set; }
 
+    /// <summary>
+    /// Where github integrations send git's smart HTTP requests (<c>{GitHubUrl}/OWNER/REPO.git/…</c>); a GitHub
+    /// Enterprise Server's address, or a test's local fake, instead of github.com.
+    /// </summary>
+    public string GitHubUrl { get; set; } = "https://github.com";
+
+    /// <summary>Where github integrations send REST API requests (<c>{GitHubApiUrl}/repos/OWNER/REPO/…</c>); GitHub Enterprise Server uses <c>https://HOST/api/v3</c>.</summary>
+    public string GitHubApiUrl { get; set; } = "https://api.github.com";
+
     /// <summary>Longest time one upstream request may take, headers and body.</summary>
     public TimeSpan UpstreamTimeout { get; set; } = TimeSpan.FromSeconds(60);
 }

@@ -62,6 +62,18 @@ public sealed class IntegrationService
         );
         """);
 
+    /// <summary>
+    /// The account's GitHub credential (<c>integrations setup github</c>): a fine-grained personal access token, sealed
+    /// like every integration secret; github integrations use it on the way out and never hand it to a VM.
+    /// </summary>
+    public static readonly SchemaMigration GitHubMigration = new("0201-integration-github", """
+        CREATE TABLE integration_github_setup (
+            account_id  TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+            secrets     BLOB NOT NULL,                      -- AES-256-GCM sealed (IntegrationSecretBox), never plain
+            updated_at  INTEGER NOT NULL
+        );
+        """);
+
     private const string Columns = """
         id AS Id, account_id AS AccountId, name AS Name, type AS Type, target AS Target, header_names AS HeaderNames,
         basic_user AS BasicUser, has_bearer AS HasBearer, peer_vm_id AS PeerVmId, peer_key_fingerprint AS PeerKeyFingerprint,
@@ -139,9 +151,16 @@ public sealed class IntegrationService
         switch (request.Type)
         {
             case IntegrationType.Reflection:
-                if (request.Target is not null || request.Headers.Count > 0 || request.Bearer is not null || request.Peer)
-                    throw IntegrationValidation.Invalid("reflection takes no --target, --header, --bearer or --peer");
+                if (request.Target is not null || request.Headers.Count > 0 || request.Bearer is not null || request.Peer || request.Repository is not null)
+                    throw IntegrationValidation.Invalid("reflection takes no --target, --header, --bearer, --peer or --repository");
                 fields = request.Fields;
+                break;
+            case IntegrationType.GitHub:
+                if (request.Target is not null || request.Headers.Count > 0 || request.Bearer is not null || request.Peer || request.Fields is not null)
+                    throw IntegrationValidation.Invalid("github takes --repository OWNER/REPO only; the token comes from integrations setup github");
+                target = GitHubRepository.Parse(request.Repository).ToString();
+                if (!await HasGitHubSetupAsync(account.Id, ct).ConfigureAwait(false))
+                    throw IntegrationValidation.Invalid("GitHub is not set up for this account: run integrations setup github --token TOKEN first");
                 break;
             case IntegrationType.HttpProxy when request.Peer:
                 if (request.Headers.Count > 0 || request.Bearer is not null)
@@ -154,6 +173,7 @@ public sealed class IntegrationService
                 break;
             case IntegrationType.HttpProxy:
                 if (request.Fields is not null) throw IntegrationValidation.Invalid("--fields is for reflection");
+                if (request.Repository is not null) throw IntegrationValidation.Invalid("--repository is for github");
                 var parsed = IntegrationValidation.ParseTarget(request.Target, _options);
                 target = parsed.Url.AbsoluteUri;
                 (basicUser, basicPassword) = (parsed.BasicUser, parsed.BasicPassword);
@@ -182,7 +202,7 @@ public sealed class IntegrationService
         if (peerVm is not null)
             peerKey = await _apiKeys!.GenerateAsync(account, PeerKeyPrefix + request.Name, peerVm.Name, cmds: null, expiresAt: null, ct).ConfigureAwait(false);
         var secrets = new IntegrationSecrets(headers, bearer, basicPassword, peerKey?.Token);
-        byte[]? sealedSecrets = request.Type == IntegrationType.Reflection ? null : _box.Seal(id, secrets);
+        byte[]? sealedSecrets = request.Type is IntegrationType.Reflection or IntegrationType.GitHub ? null : _box.Seal(id, secrets);
         try
         {
             await _db.WriteAsync(async u =>
@@ -246,6 +266,48 @@ public sealed class IntegrationService
             }
         }, ct).ConfigureAwait(false);
         return (existing, (await FindAsync(accountId, newName, ct).ConfigureAwait(false))!);
+    }
+
+    // ---------------------------------------------------------------- github setup
+
+    private static string GitHubSealId(string accountId) => "github-setup:" + accountId;
+
+    /// <summary><c>integrations setup github --token</c>: stores (or replaces) the account's GitHub token, sealed.</summary>
+    public async Task SetGitHubTokenAsync(string accountId, string? token, CancellationToken ct = default)
+    {
+        token = token?.Trim();
+        if (string.IsNullOrEmpty(token)) throw IntegrationValidation.Invalid("missing --token (a GitHub fine-grained personal access token)");
+        if (token.Length > 255 || token.Any(c => c <= ' ' || c > '~'))
+            throw IntegrationValidation.Invalid("--token is not a GitHub token (printable ASCII without spaces, at most 255 characters)");
+        byte[] sealedToken = _box.Seal(GitHubSealId(accountId), IntegrationSecrets.None with { Bearer = token });
+        long now = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        await _db.WriteAsync(u => u.ExecuteAsync("""
+            INSERT INTO integration_github_setup (account_id, secrets, updated_at) VALUES (@accountId, @sealedToken, @now)
+            ON CONFLICT (account_id) DO UPDATE SET secrets = excluded.secrets, updated_at = excluded.updated_at
+            """, new { accountId, sealedToken, now }), ct).ConfigureAwait(false);
+    }
+
+    /// <summary><c>integrations setup github --remove</c>: forgets the token; github integrations answer 403 until a new one is set.</summary>
+    public async Task<bool> RemoveGitHubTokenAsync(string accountId, CancellationToken ct = default)
+        => await _db.WriteAsync(u => u.ExecuteAsync("DELETE FROM integration_github_setup WHERE account_id = @accountId", new { accountId }), ct).ConfigureAwait(false) > 0;
+
+    /// <summary>When the account's GitHub token was last set, or null when there is none.</summary>
+    public async Task<DateTimeOffset?> GitHubSetupTimeAsync(string accountId, CancellationToken ct = default)
+    {
+        long? ms = await _db.ReadAsync(c => c.ExecuteScalarAsync<long?>(
+            "SELECT updated_at FROM integration_github_setup WHERE account_id = @accountId", new { accountId }), ct).ConfigureAwait(false);
+        return ms is { } v ? DateTimeOffset.FromUnixTimeMilliseconds(v) : null;
+    }
+
+    private async Task<bool> HasGitHubSetupAsync(string accountId, CancellationToken ct)
+        => await GitHubSetupTimeAsync(accountId, ct).ConfigureAwait(false) is not null;
+
+    /// <summary>The account's GitHub token in the clear, or null; only for building an outbound request.</summary>
+    public async Task<string?> OpenGitHubTokenAsync(string accountId, CancellationToken ct = default)
+    {
+        byte[]? sealedToken = await _db.ReadAsync(c => c.ExecuteScalarAsync<byte[]?>(
+            "SELECT secrets FROM integration_github_setup WHERE account_id = @accountId", new { accountId }), ct).ConfigureAwait(false);
+        return sealedToken is null ? null : _box.Unseal(GitHubSealId(accountId), sealedToken).Bearer;
     }
 
     // ---------------------------------------------------------------- attach / detach

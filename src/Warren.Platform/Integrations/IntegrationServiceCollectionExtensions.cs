@@ -17,6 +17,7 @@ public static class IntegrationServiceCollectionExtensions
     public static IServiceCollection AddWarrenIntegrations(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddSingleton(IntegrationService.Migration);
+        services.AddSingleton(IntegrationService.GitHubMigration);
         services.TryAddSingleton(_ =>
         {
             var o = new IntegrationOptions();

@@ -34,7 +34,8 @@ public sealed record VmEmailResult(VmEmailOutcome Outcome, string? Error)
 /// VM's owner and to people the VM is shared with whose address has proven itself with an account — which includes
 /// everyone who signed in to the VM's site through a share link. An address that was only typed into
 /// <c>share add</c> (a pending invitation with no account) is not mailed: claiming an address is not owning it, and
-/// the gateway must not become a way to mail strangers. The caller (the metadata service) has identified the VM and
+/// the gateway must not become a way to mail strangers. People who completed a verified login on the VM's site
+/// (<see cref="SiteVisitorLog"/>) may be mailed too, as exe.dev's docs allow. The caller (the metadata service) has identified the VM and
 /// applies the per-VM rate limit.
 /// </summary>
 /// <param name="sendWithReplyTo">Sends with a Reply-To (RFC 5322 §3.6.2) when the relay's sender can; else reply_to is dropped.</param>
@@ -61,7 +62,7 @@ public sealed class VmEmailGateway(WarrenDatabase db, IEmailSender? sender, VmEm
         if (sender is null) return new(VmEmailOutcome.Unavailable, "email is not configured on this server");
         if (!await MayReceiveAsync(vmId, ownerAccountId, to, ct))
             return new(VmEmailOutcome.RecipientNotAllowed,
-                "recipient not allowed: to must be the VM's owner or someone the VM is shared with who has signed in");
+                "recipient not allowed: to must be the VM's owner, someone the VM is shared with who has signed in, or someone who logged into the VM's site");
         try
         {
             if (replyTo is not null && sendWithReplyTo is not null)
@@ -94,10 +95,11 @@ public sealed class VmEmailGateway(WarrenDatabase db, IEmailSender? sender, VmEm
 
     private static VmEmailResult Invalid(string message) => new(VmEmailOutcome.Invalid, message);
 
-    /// <summary>The owner's proven address, or the proven address of an account the VM is shared with.</summary>
+    /// <summary>The owner's proven address, the proven address of an account the VM is shared with, or of one that logged into the VM's site (<see cref="SiteVisitorLog"/>).</summary>
     private Task<bool> MayReceiveAsync(string vmId, string ownerAccountId, string to, CancellationToken ct) =>
         db.ReadAsync(async c => await c.ExecuteScalarAsync<long>($"""
             SELECT (SELECT COUNT(*) FROM accounts WHERE id = @owner AND email = @to AND {VerifiedAddressSql.Condition})
                  + (SELECT COUNT(*) FROM {ShareGrantees.VerifiedJoin} WHERE s.vm_id = @vm AND s.email = @to)
+                 + (SELECT COUNT(*) FROM {SiteVisitorLog.RecipientJoin} WHERE v.vm_id = @vm AND v.email = @to)
             """, new { owner = ownerAccountId, vm = vmId, to }) > 0, ct);
 }

@@ -151,5 +151,8 @@ internal static class CoreMigrations
                 PRIMARY KEY (account_id, domain, key)
             );
             """),
+
+        // Who logged into each VM's site: recipients the email gateway accepts (Mail/SiteVisitorLog).
+        Mail.SiteVisitorLog.Migration,
     ];
 }

@@ -38,7 +38,7 @@ internal sealed class IntegrationHandlerFixture : IAsyncDisposable
     {
         var f = new IntegrationHandlerFixture();
         f.P = new TestPlatform();
-        f.Db = new WarrenDatabase(f.P.Options, [Exe1Store.Migration, IntegrationService.Migration]);
+        f.Db = new WarrenDatabase(f.P.Options, [Exe1Store.Migration, IntegrationService.Migration, IntegrationService.GitHubMigration]);
         var exe1 = new Exe1Store(f.Db, f.P.Time);
         f.ApiKeys = new ApiKeyService(f.P.Accounts, exe1, new TokenAuthenticator(f.P.Accounts, exe1, f.P.Time), f.P.Options, f.P.Time);
         f.Integrations = new IntegrationService(f.Db, f.P.Vms, f.P.Accounts, IntegrationSecretBox.Open(f.P.Options, _ => null), f.P.Options, f.P.Time, f.ApiKeys);
@@ -51,7 +51,10 @@ internal sealed class IntegrationHandlerFixture : IAsyncDisposable
         };
         f.Clients = new IntegrationHttpClients(options);
         var handler = new IntegrationRequestHandler(f.Integrations, f.P.Vms, new ReflectionResponder(f.Integrations, f.P.Accounts),
-            new IntegrationForwarder(f.Integrations, f.P.Vms, new MapLocator(f.VmAddresses), f.Clients, options, f.P.Options));
+            new IntegrationForwarder(f.Integrations, f.P.Vms, new MapLocator(f.VmAddresses), f.Clients, options, f.P.Options,
+                new PeerAccessCheck(new Warren.Edge.Adapters.PlatformTokenValidator(new TokenAuthenticator(f.P.Accounts, exe1, f.P.Time)),
+                    new Warren.Edge.Adapters.PlatformWebSiteDirectory(f.P.Index),
+                    new Warren.Edge.Http.Access.SiteAccessPolicy(new Warren.Edge.Adapters.PlatformWebAccessService(f.P.Shares, f.P.Index)), f.P.Options)));
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();

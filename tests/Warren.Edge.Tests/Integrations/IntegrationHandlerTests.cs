@@ -178,6 +178,28 @@ public sealed class IntegrationHandlerTests : IAsyncLifetime
         var token = _f.Integrations.OpenSecrets((await _f.Integrations.FindAsync(alice.Id, "be"))!).PeerToken;
         Assert.NotNull(token);
         Assert.DoesNotContain(token!, body);
+        // The target sees the identity its front door would add for the key's account.
+        Assert.Equal("alice@example.com", headers.GetProperty("x-exedev-email").GetString());
+        Assert.Equal(alice.Id, headers.GetProperty("x-exedev-userid").GetString());
+    }
+
+    [Fact]
+    public async Task A_peer_call_whose_key_the_target_refuses_never_reaches_the_target()
+    {
+        await using var backend = await TestUpstream.StartAsync("backend");
+        var (alice, caller) = await UserWithVmAsync("alice@example.com", "frontend");
+        var target = await _f.P.Vms.CreateAsync(alice.Id, new VmCreateRequest { Name = "backend" });
+        await _f.P.Shares.SetPortAsync(alice.Id, "backend", backend.AltPort);
+        _f.VmAddresses[target.Id] = backend.Address;
+        await _f.Integrations.AddAsync(alice, new IntegrationAddRequest { Name = "be", Type = IntegrationType.HttpProxy, Peer = true, Target = "backend", Attach = ["vm:frontend"] });
+        _f.Caller = _f.CallerFor(caller);
+        Assert.Equal(200, Split(await CurlAsync("be", "/")).Status);
+
+        // The front door refuses tokens of an account whose address is not verified: so does the peer path.
+        await _f.Db.WriteAsync(u => u.ExecuteAsync("UPDATE accounts SET email_verified = 0 WHERE id = @Id", new { alice.Id }));
+        var (status, body) = Split(await CurlAsync("be", "/"));
+        Assert.Equal(403, status);
+        Assert.Contains(PeerAccessCheck.Refused, body);
     }
 
     [Fact]

@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
 using System.Net;
-using System.Security.Cryptography;
-using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -30,23 +28,7 @@ public sealed class RecordingHttpsTarget : IAsyncDisposable
     public static async Task<RecordingHttpsTarget> StartAsync(string directory)
     {
         var target = new RecordingHttpsTarget();
-        using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var caRequest = new CertificateRequest("CN=Warren integration test CA", caKey, HashAlgorithmName.SHA256);
-        caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
-        caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
-        using var ca = caRequest.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(2));
-        using var leafKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var leafRequest = new CertificateRequest("CN=" + HostName, leafKey, HashAlgorithmName.SHA256);
-        var san = new SubjectAlternativeNameBuilder();
-        san.AddDnsName(HostName);
-        leafRequest.CertificateExtensions.Add(san.Build());
-        leafRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
-        using var leafPublic = leafRequest.Create(ca, DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1), RandomNumberGenerator.GetBytes(8));
-        using var leafWithKey = leafPublic.CopyWithPrivateKey(leafKey);
-        var leaf = X509CertificateLoader.LoadPkcs12(leafWithKey.Export(X509ContentType.Pfx), null);
-        Directory.CreateDirectory(directory);
-        target.CaPemPath = Path.Combine(directory, "integration-test-ca.pem");
-        await File.WriteAllTextAsync(target.CaPemPath, ca.ExportCertificatePem());
+        (var leaf, target.CaPemPath) = await TestCertificateAuthority.IssueAsync(HostName, directory);
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();

@@ -227,10 +227,16 @@ public sealed class IntegrationCommandTests : IDisposable
         Assert.True(be.GetProperty("peer").GetBoolean());
         Assert.Equal("backend", be.GetProperty("target").GetString());
 
+        // The minted token authenticates in the target's namespace while the integration exists, and never after.
+        string token = _h.Integrations.OpenSecrets((await _h.Integrations.FindAsync(alice.Account.Id, "be"))!).PeerToken!;
+        string ns = _h.ApiKeys.VmNamespace("backend");
+        Assert.True((await _h.Authenticator.AuthenticateAsync(token, ns)).Succeeded);
+
         Assert.Equal(0, (await _h.RunAsync(alice, "integrations", "rename", "be", "backend-api")).Exit);
         Assert.Contains(await _h.P.Accounts.ListKeysAsync(alice.Account.Id), k => k.Name == "peer-backend-api");
         Assert.Equal(0, (await _h.RunAsync(alice, "integrations", "remove", "backend-api")).Exit);
         Assert.DoesNotContain(await _h.P.Accounts.ListKeysAsync(alice.Account.Id), k => k.Name.StartsWith("peer-", StringComparison.Ordinal));
+        Assert.False((await _h.Authenticator.AuthenticateAsync(token, ns)).Succeeded);
 
         // A peer target must be one of the caller's own VMs.
         var mallory = await _h.NewUserAsync("mallory@example.com");

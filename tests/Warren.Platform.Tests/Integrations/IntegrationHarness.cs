@@ -15,7 +15,7 @@ public sealed class IntegrationHarness : IDisposable
     {
         P = new TestPlatform();
         // A second handle on the same file that also runs the token and integration schemas.
-        Db = new WarrenDatabase(P.Options, [Exe1Store.Migration, IntegrationService.Migration]);
+        Db = new WarrenDatabase(P.Options, [Exe1Store.Migration, IntegrationService.Migration, IntegrationService.GitHubMigration]);
         var exe1 = new Exe1Store(Db, P.Time);
         Authenticator = new TokenAuthenticator(P.Accounts, exe1, P.Time);
         ApiKeys = new ApiKeyService(P.Accounts, exe1, Authenticator, P.Options, P.Time);

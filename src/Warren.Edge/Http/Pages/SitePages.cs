@@ -19,12 +19,14 @@ internal sealed class SitePages
     private readonly ControlUrls _urls;
     private readonly LoginSessions _logins;
     private readonly RequestAccessPage _requestAccess;
+    private readonly Integrations.SiteLoginRecorder? _visitors;
 
-    public SitePages(ControlUrls urls, LoginSessions logins, RequestAccessPage requestAccess)
+    public SitePages(ControlUrls urls, LoginSessions logins, RequestAccessPage requestAccess, Integrations.SiteLoginRecorder? visitors = null)
     {
         _urls = urls;
         _logins = logins;
         _requestAccess = requestAccess;
+        _visitors = visitors;
     }
 
     public static bool IsSitePage(PathString path) => path.StartsWithSegments(ExeDevPathPrefix, StringComparison.OrdinalIgnoreCase);
@@ -44,7 +46,7 @@ internal sealed class SitePages
                 return;
             case AuthPath:
                 if (get)
-                    await AuthAsync(context).ConfigureAwait(false);
+                    await AuthAsync(context, vmName).ConfigureAwait(false);
                 else
                     await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
                 return;
@@ -93,7 +95,7 @@ internal sealed class SitePages
         return Task.CompletedTask;
     }
 
-    private async Task AuthAsync(HttpContext context)
+    private async Task AuthAsync(HttpContext context, string vmName)
     {
         var request = context.Request;
         string secret = request.Query["secret"].ToString();
@@ -107,6 +109,8 @@ internal sealed class SitePages
             return;
         }
         await _logins.StartAsync(context, user, RequestIdentityReader.SiteCookieName(context), host).ConfigureAwait(false);
+        // A verified site login makes the person one the VM may mail (exe.dev's docs: send email).
+        if (_visitors is not null) await _visitors.RecordAsync(vmName, user, context.RequestAborted).ConfigureAwait(false);
         context.Response.StatusCode = StatusCodes.Status303SeeOther;
         context.Response.Headers.Location = redirect;
     }
