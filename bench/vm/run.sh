@@ -21,7 +21,8 @@
 # The microVMs use QEMU user networking (Warren:MicroVm:Network=User), so that the bare QEMU can run Warren's own
 # command line unchanged but for its disks and forwards; a tap device per VM would need its own for the baseline.
 # Must run as root (Docker, loop mounts). Removes its daemons' VMs (QEMU by pid, containers by label) and temp files.
-# Environment: ROUNDS (3), BOOT_IMAGE (warren/default:1), MEMORY_MIB (512), IDLE_SECONDS (60), SKIP_CP (unset).
+# Environment: ROUNDS (3), BOOT_IMAGE (warren/default:1), MEMORY_MIB (512), IDLE_SECONDS (60), SKIP_CP (unset),
+# SKIP_DOCKER (unset: also the Docker runtime's part), WARREN_ARGS (extra daemon flags, e.g. a microVM option to compare).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -75,7 +76,7 @@ start_daemon() {
   port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
   "${warren[@]}" serve --Warren:DataDirectory="$d" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
     --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" --Warren:Runtime="$runtime" \
-    --Warren:MicroVm:Network=User \
+    --Warren:MicroVm:Network=User ${WARREN_ARGS:-} \
     --Warren:Slots:0:Name=s001 --Warren:Slots:0:PublicIp=$SLOT --Warren:Slots:0:LocalIp=$SLOT \
     --Warren:Resources:MinCpus=1 --Warren:Resources:DefaultCpus=1 \
     --Warren:Resources:MinMemoryBytes=$((256 << 20)) --Warren:Resources:DefaultMemoryBytes=$((MEMORY_MIB << 20)) \
@@ -190,6 +191,8 @@ for r in $(seq 1 "$ROUNDS"); do
   bare_boot; b=$bare_s; bare_stop
   agent+=("$a"); sshok+=("$s"); barev+=("$b")
   echo "microvm round=$r warren_agent_ready_s=$a warren_ssh_true_s=$s bare_qemu_init_s=$b load=$(cut -d' ' -f1 /proc/loadavg)"
+  # The runtime's own split of its host-side work for this VM (milliseconds; the daemon logs it once per create).
+  echo "microvm round=$r host_phases_ms: $(grep -o 'created, host side: .*' "$data/daemon.log" | tail -1 | cut -d: -f2-)"
 done
 ma=$(median "${agent[@]}"); ms=$(median "${sshok[@]}"); mb=$(median "${barev[@]}")
 echo "microvm median warren_agent_ready_s=$ma warren_ssh_true_s=$ms bare_qemu_init_s=$mb ratio_agent=$(python3 -c "print(f'{$ma/$mb:.2f}')") ratio_ssh=$(python3 -c "print(f'{$ms/$mb:.2f}')") accel=${accel%% *}"
@@ -219,6 +222,7 @@ control rm idle --json >/dev/null || true
 kill "$microvm_daemon"; wait "$microvm_daemon" 2>/dev/null || true
 
 # ---------------------------------------------------------------- Docker runtime: warren vs docker run
+if [ -n "${SKIP_DOCKER:-}" ]; then echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"; exit 0; fi
 start_daemon "$data_docker" docker
 warren_boot dwarm --image="$BOOT_IMAGE" >/dev/null
 control rm dwarm --json >/dev/null
