@@ -49,7 +49,7 @@ bare_pids=(); bare_pid=""
 bench_extra_cleanup() {
   local pid f
   for pid in "${bare_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for f in "$data"/microvm/vms/*/qemu.pid; do
+  for f in "$data"/microvm/vms/*/run/qemu.pid; do
     [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -103,7 +103,7 @@ warren_boot() {
 pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
 pss_split() { python3 "$root/bench/vm/pss_split.py" "$@"; }
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
-qemu_pid_of() { cat "$data"/microvm/vms/*/qemu.pid 2>/dev/null | head -1; }
+qemu_pid_of() { cat "$data"/microvm/vms/*/run/qemu.pid 2>/dev/null | head -1; }
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.2f}')" "$@"; }
 
 accel=$( [ -r /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } && echo kvm || echo "tcg (no usable KVM)")
@@ -117,7 +117,7 @@ microvm_daemon=${pids[-1]}
 warren_boot warm --image="$BOOT_IMAGE" >/dev/null
 qpid=$(qemu_pid_of)
 tr '\0' '\n' < "/proc/$qpid/cmdline" > "$work/qemu-argv"
-vmdir=$(dirname "$(ls "$data"/microvm/vms/*/qemu.pid | head -1)")
+vmdir=$(dirname "$(dirname "$(ls "$data"/microvm/vms/*/run/qemu.pid | head -1)")")
 base=$(qemu-img info -U --output=json "$vmdir/root.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["full-backing-filename"])')
 control rm warm --json >/dev/null
 

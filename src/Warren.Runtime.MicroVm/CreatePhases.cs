@@ -5,7 +5,7 @@ using System.Text;
 namespace Warren.Runtime.MicroVm;
 
 /// <summary>The host-side steps of creating a microVM, in order (what <see cref="CreatePhases"/> times).</summary>
-internal enum CreatePhase { Image, Base, Network, Root, Data, Seed, Tap, Qemu, Qmp }
+internal enum CreatePhase { Image, Base, Network, Disks, Tap, Qemu, Qmp }
 
 /// <summary>
 /// How long each host-side step of a create took (milliseconds), logged once per VM so the boot overhead over bare QEMU

@@ -168,12 +168,12 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 var record = new VmRecord(spec.VmId, spec.Name, spec.Image, inspect.ID, resources, net.Address, ports, initArgs, env,
                     inspect.Config?.WorkingDir, spec.SetupScript, net.Tap, net.GuestNetwork);
                 WriteToken(vm);
-                await _disks.CreateRootAsync(vm, basePath, resources.DiskBytes, ct).ConfigureAwait(false);
-                phases.Mark(CreatePhase.Root);
-                await _disks.CreateDataAsync(vm, resources.DiskBytes, ct).ConfigureAwait(false);
-                phases.Mark(CreatePhase.Data);
-                await WriteSeedAsync(vm, record, ct).ConfigureAwait(false);
-                phases.Mark(CreatePhase.Seed);
+                // The three disks are independent files: made at once (each is mostly waiting on a tool or the disk).
+                await Task.WhenAll(
+                    _disks.CreateRootAsync(vm, basePath, resources.DiskBytes, ct),
+                    _disks.CreateDataAsync(vm, resources.DiskBytes, ct),
+                    WriteSeedAsync(vm, record, ct)).ConfigureAwait(false);
+                phases.Mark(CreatePhase.Disks);
                 // Last: a directory with vm.json is a whole VM (ListAsync, reconciliation).
                 record.Write(vm.Record);
                 await StartLockedAsync(record, vm, ct, phases).ConfigureAwait(false);
