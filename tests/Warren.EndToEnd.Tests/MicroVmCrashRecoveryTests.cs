@@ -51,6 +51,8 @@ public sealed class MicroVmCrashRecoveryTests(ITestOutputHelper output)
             Assert.True(first.ExitCode == 0 && first.Stdout.Trim() == "up", first.ToString());
             string keepId = Assert.Single(VmDirectories(vms));
             int keepPid = QemuPidOf(vms, keepId) ?? throw new Xunit.Sdk.XunitException("keep has no QEMU");
+            // The installation's cgroup is named as its packet-filter table (warren_ + a digest of the installation).
+            string cgroupParent = CgroupParentOf(keepId) ?? throw new Xunit.Sdk.XunitException("keep has no CPU cgroup");
 
             // 1. new, killed while the runtime makes its disks: a VM directory without vm.json yet.
             await KillDuringAsync(daemon, u, "new --name=half-disks --image=warren/busybox:1",
@@ -77,6 +79,11 @@ public sealed class MicroVmCrashRecoveryTests(ITestOutputHelper output)
             }
             Assert.Empty(VmDirectories(vms));
             Assert.Empty(MicroVmDaemonFixture.QemuUnder(daemon.DataDirectory));
+            // And a clean stop with no VM takes the installation's packet-filter table and CPU cgroup with it.
+            await daemon.StopAsync();
+            Assert.False(Directory.Exists(cgroupParent), $"{cgroupParent} left after the last VM and a clean stop");
+            var tables = await ProcessRunner.RunAsync("nft", ["list", "tables"]);
+            Assert.DoesNotContain(Path.GetFileName(cgroupParent), tables.Stdout);
         }
         finally
         {
