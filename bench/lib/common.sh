@@ -22,7 +22,7 @@ remove_warren_instance() {
   # Each VM's own network, the instance's packet-filter table (inet warren_ + the first 10 hex digits of the
   # instance id's SHA-256, as VmFirewall names it) and the VMs' loop-mounted /data images.
   nets=$(docker network ls -q --filter "label=warren.instance=$inst"); [ -n "$nets" ] && docker network rm $nets >/dev/null
-  nft delete table inet "warren_$(printf %s "$inst" | sha256sum | cut -c1-10)" 2>/dev/null
+  nft delete table inet "warren_$(printf %s "$inst" | sha256sum | cut -c1-10)" 2>/dev/null || true  # none: a runtime without taps or bridges made none
   local mnt
   for mnt in "$data"/disks/*.mnt; do
     [ -d "$mnt" ] || continue

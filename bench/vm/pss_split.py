@@ -1,6 +1,6 @@
 """PSS of a QEMU process split by mapping (/proc/PID/smaps): the guest's RAM (the anonymous mapping of the guest's
-size), TCG's translated-code buffer (an executable mapping of 256 MiB or more: QEMU's tb-size, 1 GiB by default in
-system emulation, absent under KVM) and the rest (QEMU itself). Usage: pss_split.py PID GUEST_MIB"""
+size), TCG's translated-code buffer (QEMU's one writable and executable mapping, rwxp: its size is -accel tcg,tb-size=,
+1 GiB by default in system emulation; absent under KVM) and the rest (QEMU itself). Usage: pss_split.py PID GUEST_MIB"""
 import re
 import sys
 
@@ -14,7 +14,7 @@ with open(f"/proc/{pid}/smaps") as smaps:
             size_kib = (int(header.group(2), 16) - int(header.group(1), 16)) // 1024
             if size_kib == guest_kib:
                 current = "guest_ram"
-            elif size_kib >= 256 * 1024 and "x" in header.group(3):
+            elif header.group(3) == "rwxp":
                 current = "tcg_code"
             else:
                 current = "qemu_rest"

@@ -21,7 +21,8 @@
 # The microVMs use QEMU user networking (Warren:MicroVm:Network=User), so that the bare QEMU can run Warren's own
 # command line unchanged but for its disks and forwards; a tap device per VM would need its own for the baseline.
 # Must run as root (Docker, loop mounts). Removes its daemons' VMs (QEMU by pid, containers by label) and temp files.
-# Environment: ROUNDS (3), BOOT_IMAGE (warren/default:1), MEMORY_MIB (512), IDLE_SECONDS (60), SKIP_CP (unset).
+# Environment: ROUNDS (3), BOOT_IMAGE (warren/default:1), MEMORY_MIB (512), IDLE_SECONDS (60), SKIP_CP (unset),
+# SKIP_DOCKER (unset: also the Docker runtime's part), WARREN_ARGS (extra daemon flags, e.g. a microVM option to compare).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -48,7 +49,7 @@ bare_pids=(); bare_pid=""
 bench_extra_cleanup() {
   local pid f
   for pid in "${bare_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for f in "$data"/microvm/vms/*/qemu.pid; do
+  for f in "$data"/microvm/vms/*/run/qemu.pid; do
     [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -75,7 +76,7 @@ start_daemon() {
   port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
   "${warren[@]}" serve --Warren:DataDirectory="$d" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
     --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" --Warren:Runtime="$runtime" \
-    --Warren:MicroVm:Network=User \
+    --Warren:MicroVm:Network=User ${WARREN_ARGS:-} \
     --Warren:Slots:0:Name=s001 --Warren:Slots:0:PublicIp=$SLOT --Warren:Slots:0:LocalIp=$SLOT \
     --Warren:Resources:MinCpus=1 --Warren:Resources:DefaultCpus=1 \
     --Warren:Resources:MinMemoryBytes=$((256 << 20)) --Warren:Resources:DefaultMemoryBytes=$((MEMORY_MIB << 20)) \
@@ -102,7 +103,7 @@ warren_boot() {
 pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
 pss_split() { python3 "$root/bench/vm/pss_split.py" "$@"; }
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
-qemu_pid_of() { cat "$data"/microvm/vms/*/qemu.pid 2>/dev/null | head -1; }
+qemu_pid_of() { cat "$data"/microvm/vms/*/run/qemu.pid 2>/dev/null | head -1; }
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.2f}')" "$@"; }
 
 accel=$( [ -r /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } && echo kvm || echo "tcg (no usable KVM)")
@@ -116,7 +117,7 @@ microvm_daemon=${pids[-1]}
 warren_boot warm --image="$BOOT_IMAGE" >/dev/null
 qpid=$(qemu_pid_of)
 tr '\0' '\n' < "/proc/$qpid/cmdline" > "$work/qemu-argv"
-vmdir=$(dirname "$(ls "$data"/microvm/vms/*/qemu.pid | head -1)")
+vmdir=$(dirname "$(dirname "$(ls "$data"/microvm/vms/*/run/qemu.pid | head -1)")")
 base=$(qemu-img info -U --output=json "$vmdir/root.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["full-backing-filename"])')
 control rm warm --json >/dev/null
 
@@ -190,6 +191,8 @@ for r in $(seq 1 "$ROUNDS"); do
   bare_boot; b=$bare_s; bare_stop
   agent+=("$a"); sshok+=("$s"); barev+=("$b")
   echo "microvm round=$r warren_agent_ready_s=$a warren_ssh_true_s=$s bare_qemu_init_s=$b load=$(cut -d' ' -f1 /proc/loadavg)"
+  # The runtime's own split of its host-side work for this VM (milliseconds; the daemon logs it once per create).
+  echo "microvm round=$r host_phases_ms: $(grep -o 'created, host side: .*' "$data/daemon.log" | tail -1 | cut -d: -f2-)"
 done
 ma=$(median "${agent[@]}"); ms=$(median "${sshok[@]}"); mb=$(median "${barev[@]}")
 echo "microvm median warren_agent_ready_s=$ma warren_ssh_true_s=$ms bare_qemu_init_s=$mb ratio_agent=$(python3 -c "print(f'{$ma/$mb:.2f}')") ratio_ssh=$(python3 -c "print(f'{$ms/$mb:.2f}')") accel=${accel%% *}"
@@ -219,6 +222,7 @@ control rm idle --json >/dev/null || true
 kill "$microvm_daemon"; wait "$microvm_daemon" 2>/dev/null || true
 
 # ---------------------------------------------------------------- Docker runtime: warren vs docker run
+if [ -n "${SKIP_DOCKER:-}" ]; then echo "# done: $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"; exit 0; fi
 start_daemon "$data_docker" docker
 warren_boot dwarm --image="$BOOT_IMAGE" >/dev/null
 control rm dwarm --json >/dev/null

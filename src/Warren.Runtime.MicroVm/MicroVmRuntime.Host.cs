@@ -112,10 +112,12 @@ public sealed partial class MicroVmRuntime : IVmHostFence
             _firewall.BridgeName(_pool[index]));
     }
 
-    /// <summary>At shutdown: with no VM left, the packet-filter table goes too (it would match nothing).</summary>
+    /// <summary>At shutdown: with no VM left, the packet-filter table and the installation's CPU cgroup go too (they would hold nothing).</summary>
     public async Task<bool> RemoveHostRulesIfNoVmsAsync(CancellationToken ct)
     {
-        if (!IsolationOn || (await ListAsync(ct).ConfigureAwait(false)).Count > 0) return false;
+        if ((await ListAsync(ct).ConfigureAwait(false)).Count > 0) return false;
+        _cgroup.RemoveParentIfEmpty();
+        if (!IsolationOn) return false;
         await _firewall.RemoveAsync(ct).ConfigureAwait(false);
         return true;
     }

@@ -133,9 +133,12 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
                 if (QemuProcess.ReadPid(vm) == null) await StartLockedAsync(existing, vm, ct).ConfigureAwait(false);
                 return;
             }
+            var phases = new CreatePhases();
             var image = await PrepareImageAsync(spec.Image, spec.RegistryAuth, ct).ConfigureAwait(false);
             var inspect = await _docker.Images.InspectImageAsync(spec.Image, ct).ConfigureAwait(false);
+            phases.Mark(CreatePhase.Image);
             string basePath = await _disks.EnsureBaseAsync(spec.Image, inspect.ID, ct).ConfigureAwait(false);
+            phases.Mark(CreatePhase.Base);
 
             var command = spec.CommandMode switch
             {
@@ -161,15 +164,20 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
             try
             {
                 var net = await AllocateNetworkAsync(spec.VmId, ct).ConfigureAwait(false);
+                phases.Mark(CreatePhase.Network);
                 var record = new VmRecord(spec.VmId, spec.Name, spec.Image, inspect.ID, resources, net.Address, ports, initArgs, env,
                     inspect.Config?.WorkingDir, spec.SetupScript, net.Tap, net.GuestNetwork);
                 WriteToken(vm);
-                await _disks.CreateRootAsync(vm, basePath, resources.DiskBytes, ct).ConfigureAwait(false);
-                await _disks.CreateDataAsync(vm, resources.DiskBytes, ct).ConfigureAwait(false);
-                await WriteSeedAsync(vm, record, ct).ConfigureAwait(false);
+                // The three disks are independent files: made at once (each is mostly waiting on a tool or the disk).
+                await Task.WhenAll(
+                    _disks.CreateRootAsync(vm, basePath, resources.DiskBytes, ct),
+                    _disks.CreateDataAsync(vm, resources.DiskBytes, ct),
+                    WriteSeedAsync(vm, record, ct)).ConfigureAwait(false);
+                phases.Mark(CreatePhase.Disks);
                 // Last: a directory with vm.json is a whole VM (ListAsync, reconciliation).
                 record.Write(vm.Record);
-                await StartLockedAsync(record, vm, ct).ConfigureAwait(false);
+                await StartLockedAsync(record, vm, ct, phases).ConfigureAwait(false);
+                LogCreated(spec.VmId, phases.ToString());
             }
             catch
             {
@@ -239,13 +247,16 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         }
     }
 
-    private async Task StartLockedAsync(VmRecord record, VmLayout vm, CancellationToken ct)
+    private async Task StartLockedAsync(VmRecord record, VmLayout vm, CancellationToken ct, CreatePhases? phases = null)
     {
         await DropConnectionAsync(record.VmId).ConfigureAwait(false);
         if (_options.ConsoleLog) File.WriteAllText(vm.ConsoleLog, "");
         await EnsureTapAsync(record, ct).ConfigureAwait(false);
-        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog, _options.QemuUser, _options.MinMemoryBytes);
+        phases?.Mark(CreatePhase.Tap);
+        var args = QemuProcess.Arguments(record, vm, _kernelDirectory, _kvm, _options.ConsoleLog, _options.QemuUser, _options.MinMemoryBytes,
+            _options.TcgTranslationCacheMiB);
         int pid = await QemuProcess.LaunchAsync(_options.QemuPath, args, vm, record.VmId, _options.QemuUser, ct).ConfigureAwait(false);
+        phases?.Mark(CreatePhase.Qemu);
         try
         {
             _cgroup.Apply(record.VmId, pid, record.Resources.Cpus);
@@ -260,6 +271,7 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
         if (record.Resources.MemoryBytes < QemuProcess.BootMemoryBytes(record, _options.MinMemoryBytes))
             await SetBalloonAsync(vm, record.Resources.MemoryBytes, ct).ConfigureAwait(false);
         await EnableGuestStatsAsync(vm, ct).ConfigureAwait(false);
+        phases?.Mark(CreatePhase.Qmp);
         LogStarted(record.VmId, pid, _kvm ? "kvm" : "tcg");
     }
 
@@ -825,6 +837,9 @@ public sealed partial class MicroVmRuntime : IVmRuntime, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "microVM {VmId} started (QEMU pid {Pid}, {Accel})")]
     private partial void LogStarted(string vmId, int pid, string accel);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "microVM {VmId} created, host side: {Phases}")]
+    private partial void LogCreated(string vmId, string phases);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "microVM {VmId} stopped")]
     private partial void LogStopped(string vmId);

@@ -21,6 +21,13 @@ public sealed class MicroVmRuntimeOptions
     public bool? UseKvm { get; set; }
 
     /// <summary>
+    /// TCG only (no KVM): QEMU's translated-code cache per VM, in MiB (<c>-accel tcg,tb-size=</c>). QEMU's default in
+    /// system emulation is 1 GiB, which a guest running dockerd fills and keeps resident (about 490 MiB of an idle VM,
+    /// measured: docs/PERFORMANCE.md); a smaller cache is flushed and refilled more often. 0: QEMU's default.
+    /// </summary>
+    public int TcgTranslationCacheMiB { get; set; } = 64;
+
+    /// <summary>
     /// <see cref="VmNetworkMode.Tap"/> (default): a tap per VM behind the installation's packet filter, configured by
     /// <see cref="DockerRuntimeOptions.VmNetwork"/> (Warren:Network) like the Docker runtime's VMs.
     /// <see cref="VmNetworkMode.User"/>: development fallback where taps cannot be made (not fenced from the host).

@@ -47,7 +47,7 @@ internal static class QemuProcess
     public static long BootMemoryBytes(VmRecord vm, long minimum) => Math.Max(vm.Resources.MemoryBytes, minimum);
 
     public static List<string> Arguments(VmRecord vm, VmLayout layout, string kernelDirectory, bool kvm, bool consoleLog, string? user = null,
-        long minMemoryBytes = 0)
+        long minMemoryBytes = 0, int tcgCacheMiB = 0)
     {
         int cpus = Math.Max(1, (int)Math.Ceiling(vm.Resources.Cpus));
         long memoryMiB = BootMemoryBytes(vm, minMemoryBytes) / (1024 * 1024);
@@ -73,7 +73,7 @@ internal static class QemuProcess
             "-name", $"{ProcessName(vm.VmId)},process={ProcessName(vm.VmId)}",
             // ACPI is how the cloud kernel finds virtio-mmio devices (it lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
             "-M", "microvm,acpi=on,pit=on,pic=on,rtc=on",
-            "-accel", kvm ? "kvm" : "tcg",
+            "-accel", kvm ? "kvm" : tcgCacheMiB > 0 ? "tcg,tb-size=" + tcgCacheMiB.ToString(CultureInfo.InvariantCulture) : "tcg",
         };
         if (kvm) args.AddRange(["-cpu", "host"]);
         args.AddRange([
@@ -106,8 +106,11 @@ internal static class QemuProcess
             "-netdev", netdev.ToString(),
             "-device", "virtio-net-device,netdev=net0,mac=" + MacAddress(vm.Address),
             "-device", "virtio-rng-device",
-            // Lowers the guest's memory below -m while it runs (resize --memory down, live).
-            "-device", "virtio-balloon-device,id=balloon0",
+            // Lowers the guest's memory below -m while it runs (resize --memory down, live). free-page-reporting: the guest
+            // hands pages it freed back to QEMU, which discards them (virtio 1.2 "Free Page Reporting"; Linux
+            // Documentation/mm/free_page_reporting), so an idle VM does not keep the peak it once touched resident.
+            // deflate-on-oom: a guest ballooned down that runs out of memory takes pages back instead of OOM-killing.
+            "-device", "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on",
             "-device", "virtio-serial-device,id=vs0",
             "-chardev", $"socket,id=agent,path={layout.AgentSocket},server=on,wait=off",
             "-device", "virtserialport,bus=vs0.0,chardev=agent,name=warren.agent",

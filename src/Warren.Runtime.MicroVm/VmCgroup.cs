@@ -120,6 +120,14 @@ internal sealed class VmCgroup
         }
     }
 
+    /// <summary>The installation's own group, when no VM's group is left in it (at shutdown with no VM: nothing of it stays).</summary>
+    public void RemoveParentIfEmpty()
+    {
+        if (_parent == null || !Directory.Exists(_parent) || Directory.EnumerateDirectories(_parent).Any()) return;
+        try { Directory.Delete(_parent); }
+        catch (IOException) { } // a VM's group made meanwhile: it is the next start-up's
+    }
+
     /// <summary>VM ids that have a group (start-up sweep).</summary>
     public IReadOnlyList<string> VmIds()
     {

@@ -28,6 +28,9 @@ internal sealed class VmDisks(MicroVmRuntimeOptions options, DockerClient docker
     private static readonly string[] MountPoints = [".warren", "data", "proc", "sys", "dev", "run", "tmp"];
 
     private readonly SemaphoreSlim _baseLock = new(1, 1);
+    private readonly SemaphoreSlim _dataTemplateLock = new(1, 1);
+    /// <summary>Virtual sizes of image bases (read-only once built: asked of qemu-img once per base, not per VM).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _baseSizes = new(StringComparer.Ordinal);
 
     private string ImagesDirectory => Path.Combine(options.DataDirectory, "images");
 
@@ -125,26 +128,54 @@ internal sealed class VmDisks(MicroVmRuntimeOptions options, DockerClient docker
     /// <summary>The VM's root: a qcow2 overlay whose virtual size is the VM's disk (at least the base's).</summary>
     public async Task CreateRootAsync(VmLayout vm, string basePath, long diskBytes, CancellationToken ct)
     {
-        long baseBytes = await VirtualSizeAsync(basePath, ct).ConfigureAwait(false);
+        if (!_baseSizes.TryGetValue(basePath, out long baseBytes))
+            _baseSizes[basePath] = baseBytes = await VirtualSizeAsync(basePath, ct).ConfigureAwait(false);
         long size = Math.Max(diskBytes, baseBytes);
         await HostCommand.RunAsync(options.QemuImgPath,
             ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", basePath, vm.Root, size.ToString(CultureInfo.InvariantCulture)], ToolTimeout, ct).ConfigureAwait(false);
         File.SetUnixFileMode(vm.Root, VmLayout.FileMode);
     }
 
-    /// <summary>An empty ext4 /data disk, qcow2 (so a copy can later share it as a backing file).</summary>
+    /// <summary>
+    /// An empty ext4 /data disk, qcow2 (so a copy can later share it as a backing file): a copy of the installation's
+    /// empty one of that size (<c>images/data-&lt;bytes&gt;.qcow2</c>, made once by mke2fs and qemu-img: a few MiB of
+    /// metadata), so a create runs no tool for it. The copies share the filesystem's UUID, as a copied VM's does; the
+    /// guest mounts it by label.
+    /// </summary>
     public async Task CreateDataAsync(VmLayout vm, long bytes, CancellationToken ct)
     {
-        string raw = vm.Data + ".raw";
+        string template = await EnsureDataTemplateAsync(bytes, ct).ConfigureAwait(false);
+        File.Copy(template, vm.Data, overwrite: true);
+        File.SetUnixFileMode(vm.Data, VmLayout.FileMode);
+    }
+
+    private async Task<string> EnsureDataTemplateAsync(long bytes, CancellationToken ct)
+    {
+        string path = Path.Combine(ImagesDirectory, "data-" + bytes.ToString(CultureInfo.InvariantCulture) + ".qcow2");
+        if (File.Exists(path)) return path;
+        await _dataTemplateLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            await MakeExt4Async("data", null, raw, bytes, ct).ConfigureAwait(false);
-            await HostCommand.RunAsync(options.QemuImgPath, ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, vm.Data], ToolTimeout, ct).ConfigureAwait(false);
-            File.SetUnixFileMode(vm.Data, VmLayout.FileMode);
+            if (File.Exists(path)) return path;
+            Directory.CreateDirectory(ImagesDirectory);
+            string raw = path + ".raw", temp = path + ".tmp";
+            try
+            {
+                await MakeExt4Async("data", null, raw, bytes, ct).ConfigureAwait(false);
+                await HostCommand.RunAsync(options.QemuImgPath, ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, temp], ToolTimeout, ct).ConfigureAwait(false);
+                File.SetUnixFileMode(temp, VmLayout.FileMode);
+                File.Move(temp, path, overwrite: true);
+            }
+            finally
+            {
+                File.Delete(raw);
+                File.Delete(temp);
+            }
+            return path;
         }
         finally
         {
-            File.Delete(raw);
+            _dataTemplateLock.Release();
         }
     }
 

@@ -17,10 +17,8 @@ public sealed class MicroVmDaemonFixture : DaemonFixture, IAsyncLifetime
 
     protected override Dictionary<string, string> Config => new()
     {
+        // The runtime's default networking: a tap per VM behind the installation's packet filter (isolation on).
         ["Warren:Runtime"] = "microvm",
-        // QEMU user networking, where the guest reaches the host's loopback at 10.0.2.2 (the test's registry listens on
-        // 127.0.0.1). The runtime's default is becoming tap devices behind the packet filter; this pins the fallback.
-        ["Warren:MicroVm:Network"] = "User",
         ["Warren:Resources:DefaultCpus"] = "1",
         ["Warren:Resources:MinCpus"] = "1",
         ["Warren:Resources:MinMemoryBytes"] = (256L << 20).ToString(),
@@ -67,10 +65,12 @@ public sealed class MicroVmDaemonFixture : DaemonFixture, IAsyncLifetime
 /// then <c>restart</c> and the app is back with its /data. The only test that runs an engine inside a VM: it takes
 /// minutes under emulation.
 /// <para>
-/// The registry is Debian's docker-registry on the host's 127.0.0.1 with TLS (a CA made here, installed in the VM under
-/// /etc/docker/certs.d as a person would for a private registry). The VM reaches it at <see cref="HostFromGuest"/>:
-/// QEMU user networking (the microVM runtime's development networking) maps that gateway address to the host's
-/// loopback; no Warren configuration is involved.
+/// The registry is Debian's docker-registry with TLS (a CA made here, installed in the VM under /etc/docker/certs.d as a
+/// person would for a private registry). The image is pushed to it on the host's 127.0.0.1; the VM, on its tap behind
+/// the packet filter, pulls from a second server of the same content in a network namespace the test makes
+/// (<see cref="OutsideNetwork"/>: an address of TEST-NET-2, RFC 5737, routed through a veth pair), i.e. a destination
+/// outside the host, reached the way a production registry is (forwarded, masqueraded), with no Warren configuration
+/// and none of the isolation rules changed.
 /// </para>
 /// </summary>
 public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelper output) : IClassFixture<MicroVmDaemonFixture>
@@ -80,8 +80,8 @@ public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelpe
     private const string Slot = MicroVmDaemonFixture.Slot;
     private const string DefaultImage = "warren/dind:1";
 
-    /// <summary>The host as QEMU user networking shows it to a guest (QEMU's documented default 10.0.2.2).</summary>
-    private const string HostFromGuest = "10.0.2.2";
+    /// <summary>The port of the registry outside the host (in the test's network namespace).</summary>
+    private const int OutsidePort = 5000;
 
     /// <summary>Bounds on waiting for the engine inside the VM (cold dockerd under emulation: about 20 s measured) and for the app.</summary>
     private const int EngineWaitSeconds = 300;
@@ -94,11 +94,13 @@ public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelpe
     {
         RequireMicroVmPrerequisites();
         string dir = Directory.CreateTempSubdirectory("warren-e2e-patternb-").FullName;
-        var (caPem, certPath, keyPath) = MakeRegistryCertificate(dir);
+        await using var outside = await OutsideNetwork.CreateAsync();
+        var (caPem, certPath, keyPath) = MakeRegistryCertificate(dir, outside.Address);
         await using var registry = await RegistryServer.StartAsync("deployer", (certPath, keyPath));
-        string registryHost = $"{HostFromGuest}:{registry.Port}";
-        // The registry serves any host name it is reached by: pushed on the host's loopback, pulled by the VM's address.
+        string registryHost = $"{outside.Address}:{OutsidePort}";
+        // Pushed on the host's loopback (the engine trusts 127.0.0.0/8), served to the VM from outside the host.
         string pushed = await registry.PushAsync("warren/busybox:1", "pattern-b/app", "1");
+        await outside.ServeRegistryAsync(registry, OutsidePort);
         string image = $"{registryHost}/pattern-b/app:1";
         output.WriteLine($"pushed {pushed}; the VM pulls {image}");
 
@@ -223,7 +225,7 @@ public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelpe
     /// A CA and a registry certificate it signs, for the registry's address as the VM and the host see it (IP SANs).
     /// Returns the CA's PEM (for the VM) and the paths of the registry's certificate chain and key.
     /// </summary>
-    private static (string CaPem, string CertificatePath, string KeyPath) MakeRegistryCertificate(string dir)
+    private static (string CaPem, string CertificatePath, string KeyPath) MakeRegistryCertificate(string dir, string outsideAddress)
     {
         using var caKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var caRequest = new CertificateRequest("CN=Pattern B test registry CA", caKey, HashAlgorithmName.SHA256);
@@ -235,7 +237,7 @@ public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelpe
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=registry", key, HashAlgorithmName.SHA256);
         var san = new SubjectAlternativeNameBuilder();
-        san.AddIpAddress(System.Net.IPAddress.Parse(HostFromGuest));
+        san.AddIpAddress(System.Net.IPAddress.Parse(outsideAddress));
         san.AddIpAddress(System.Net.IPAddress.Loopback);
         request.CertificateExtensions.Add(san.Build());
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
@@ -247,5 +249,102 @@ public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelpe
         File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem() + "\n");
         File.SetUnixFileMode(keyPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         return (ca.ExportCertificatePem() + "\n", certPath, keyPath);
+    }
+}
+
+/// <summary>
+/// A destination outside the host for VMs to reach: a network namespace joined to the host by a veth pair on a random
+/// /30 of TEST-NET-2 (198.51.100.0/24, RFC 5737: documentation addresses, routed nowhere, in none of the VM firewall's
+/// deny ranges), with its default route back through the host. What VMs send there is forwarded and masqueraded by the
+/// host like traffic to the internet. Removed (namespace, both veth ends, processes in it) on dispose.
+/// </summary>
+public sealed class OutsideNetwork : IAsyncDisposable
+{
+    private readonly string _namespace;
+    private readonly List<System.Diagnostics.Process> _processes = [];
+
+    /// <summary>The namespace's address (the host's end is one below it).</summary>
+    public string Address { get; }
+
+    private OutsideNetwork(string ns, string address)
+    {
+        _namespace = ns;
+        Address = address;
+    }
+
+    public static async Task<OutsideNetwork> CreateAsync()
+    {
+        ProcessRunner.Require("ip");
+        string id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
+        int block = RandomNumberGenerator.GetInt32(0, 64) * 4;
+        string ns = "wpb-" + id, hostEnd = "wpbh" + id, nsEnd = "wpbn" + id;
+        var outside = new OutsideNetwork(ns, $"198.51.100.{block + 2}");
+        try
+        {
+            foreach (var args in new[]
+            {
+                new[] { "netns", "add", ns },
+                ["link", "add", hostEnd, "type", "veth", "peer", "name", nsEnd],
+                ["link", "set", nsEnd, "netns", ns],
+                ["addr", "add", $"198.51.100.{block + 1}/30", "dev", hostEnd],
+                ["link", "set", hostEnd, "up"],
+                ["-n", ns, "addr", "add", $"{outside.Address}/30", "dev", nsEnd],
+                ["-n", ns, "link", "set", nsEnd, "up"],
+                ["-n", ns, "link", "set", "lo", "up"],
+                ["-n", ns, "route", "add", "default", "via", $"198.51.100.{block + 1}"],
+            })
+            {
+                var r = await ProcessRunner.RunAsync("ip", args);
+                if (r.ExitCode != 0) throw new InvalidOperationException($"ip {string.Join(' ', args)}: {r}");
+            }
+            return outside;
+        }
+        catch
+        {
+            await outside.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>A second docker-registry of <paramref name="registry"/>'s content (same storage, users, TLS) on <see cref="Address"/>:<paramref name="port"/> in the namespace.</summary>
+    public async Task ServeRegistryAsync(RegistryServer registry, int port)
+    {
+        string config = registry.ConfigPath + ".outside.yml";
+        var lines = File.ReadAllLines(registry.ConfigPath)
+            .Select(l => l.TrimStart().StartsWith("addr:", StringComparison.Ordinal) ? l[..l.IndexOf("addr:", StringComparison.Ordinal)] + $"addr: {Address}:{port}" : l);
+        File.WriteAllLines(config, lines);
+        var psi = new System.Diagnostics.ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { "netns", "exec", _namespace, RegistryServer.RegistryBinary, "serve", config }) psi.ArgumentList.Add(a);
+        var process = System.Diagnostics.Process.Start(psi)!;
+        _processes.Add(process);
+        var stderr = process.StandardError.ReadToEndAsync();
+        for (int i = 0; i < 150; i++)
+        {
+            if (process.HasExited) throw new InvalidOperationException("the outside registry exited: " + await stderr);
+            try
+            {
+                using var probe = new System.Net.Sockets.TcpClient();
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+                await probe.ConnectAsync(System.Net.IPAddress.Parse(Address), port, cts.Token);
+                return;
+            }
+            catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException)
+            {
+                await Task.Delay(100);
+            }
+        }
+        throw new InvalidOperationException($"the outside registry did not listen on {Address}:{port}");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var p in _processes)
+        {
+            try { if (!p.HasExited) { p.Kill(entireProcessTree: true); await p.WaitForExitAsync(); } }
+            catch (InvalidOperationException) { }
+            p.Dispose();
+        }
+        // Deleting the namespace removes its veth end, and with it the host's.
+        await ProcessRunner.RunAsync("ip", ["netns", "del", _namespace]);
     }
 }

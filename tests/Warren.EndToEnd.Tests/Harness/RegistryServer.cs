@@ -32,6 +32,8 @@ public sealed class RegistryServer : IAsyncDisposable
     /// <summary>The registry password: random hex, so that a leak anywhere is unambiguous to search for.</summary>
     public string Password { get; }
     public string Log { get { lock (_log) return _log.ToString(); } }
+    /// <summary>Its configuration (storage, htpasswd, TLS), for a second server of the same content elsewhere.</summary>
+    public string ConfigPath => Path.Combine(_dir, "config.yml");
 
     private RegistryServer(string dir, Process process, int port, string user, string password)
     {
