@@ -91,8 +91,11 @@ internal sealed class ControlHostPages : IControlHostLogin
         var request = context.Request;
         if (HttpMethods.IsPost(request.Method))
         {
-            // Without a form the sign-up pages did not take it: not a form this door sent.
-            await Pages.WriteTextAsync(context, StatusCodes.Status415UnsupportedMediaType, "expected a form").ConfigureAwait(false);
+            // Reached only without sign-up pages (they read every POST /auth and hand a login confirmation back).
+            var form = await OwnForms.ReadAsync(context).ConfigureAwait(false);
+            if (form is null) return;
+            if (form.ContainsKey(SignupPages.LoginSecretField)) await ConfirmLinkAsync(context, form).ConfigureAwait(false);
+            else await Pages.WriteTextAsync(context, StatusCodes.Status400BadRequest, "missing secret").ConfigureAwait(false);
             return;
         }
         if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
