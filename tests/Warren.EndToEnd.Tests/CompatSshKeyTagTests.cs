@@ -63,6 +63,18 @@ public sealed class CompatSshKeyTagTests(DaemonFixture fixture) : IClassFixture<
             Assert.True(viaControl.ExitCode != 0 && !viaControl.Stdout.Contains("leaked"), viaControl.ToString());
         }
 
+        // HTTPS: the key's holder can sign a token for any VM's proxy; only a tagged VM's accepts it.
+        foreach (var (vm, content, reachable) in new[] { ("ktci", "ci-site", true), ("ktprod", "prod-site", false) })
+        {
+            var dig = await DnsEndToEndTests.DigAsync(Daemon, $"{vm}.box.localhost");
+            string ip = dig.Answer.Last(rr => rr.Type == "A").Data;
+            await WebSupport.StartHttpdAsync(owner, vm, 80, "/data/www", content);
+            string token = await WebSupport.MintExe0Async(ci.KeyPath, $"{{\"exp\":{WebSupport.UnixNow() + 3600}}}", $"v0@{vm}.box.localhost");
+            var site = await WebSupport.CurlAsync(Daemon, $"{vm}.box.localhost", ip, "/", "-H", "Authorization: Bearer " + token);
+            if (reachable) Assert.True(site.Status == 200 && site.Body.Contains(content), site.Raw);
+            else Assert.True(site.Status == 401 && !site.Body.Contains(content), site.Raw);
+        }
+
         // What it creates carries the tag.
         var created = await ci.ControlAsync($"new --name=ktmade {SmallImage} --json");
         Assert.True(created.ExitCode == 0, created.ToString());

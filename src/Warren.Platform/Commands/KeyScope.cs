@@ -48,6 +48,18 @@ public static class KeyScope
         return key?.Permissions?.Tag is not { } tag || (vm.AccountId == key.AccountId && vm.Tags.Contains(tag));
     }
 
+    /// <summary>
+    /// Whether a token signed by <paramref name="key"/> may stand for its account at the HTTPS proxy of the VM named
+    /// <paramref name="vmName"/> (<paramref name="vm"/>, null when there is none): the key's VM or tag scope holds there
+    /// too (exe.dev: "the key's database row can add tag and vm scope"), since the key's holder signs any namespace.
+    /// </summary>
+    public static bool AllowsVmToken(AccountKey key, string vmName, VmRecord? vm)
+    {
+        if (key.Permissions is not { } p) return true;
+        if (p.Vm is not null && p.Vm != vmName) return false;
+        return p.Tag is not { } tag || (vm is not null && vm.AccountId == key.AccountId && vm.Tags.Contains(tag));
+    }
+
     /// <summary>Whether <paramref name="key"/> may run <paramref name="argv"/> on the control host.</summary>
     public static bool AllowsCommand(AccountKey? key, IReadOnlyList<string> argv)
     {

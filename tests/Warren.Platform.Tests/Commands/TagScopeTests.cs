@@ -93,6 +93,11 @@ public sealed class TagScopeTests : IDisposable
         Assert.True(KeyScope.AllowsCommand(row, ["ls"]));
         Assert.True(KeyScope.AllowsVmSsh(row, _h.P.Index.GetByName("tagged")!));
         Assert.False(KeyScope.AllowsVmSsh(row, _h.P.Index.GetByName("untagged")!));
+        // Tokens its holder signs for a VM's HTTPS proxy: the same scope.
+        Assert.True(KeyScope.AllowsVmToken(row, "tagged", _h.P.Index.GetByName("tagged")));
+        Assert.False(KeyScope.AllowsVmToken(row, "untagged", _h.P.Index.GetByName("untagged")));
+        Assert.False(KeyScope.AllowsVmToken(row, "missing", null));
+        Assert.True(KeyScope.AllowsVmToken(k, "untagged", _h.P.Index.GetByName("untagged")));
 
         var ls = await _h.RunAsync(a, row, "ls", "--json");
         Assert.Equal(["tagged"], ls.Json.GetProperty("vms").EnumerateArray().Select(v => v.GetProperty("vm_name").GetString()).ToArray());
