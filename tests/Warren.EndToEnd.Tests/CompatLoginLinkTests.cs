@@ -95,6 +95,8 @@ public sealed partial class CompatLoginLinkTests(CompatLoginLinkFixture fixture)
         var page = await signup.RequestAsync(ControlUrl("/verify-email?token=" + token));
         Assert.True(page.Status == 200, page.Raw + Daemon.Log);
         Assert.Contains(newcomer, page.Body);
+        var crossSite = await signup.RequestAsync(ControlUrl("/verify-email"), "-H", "Origin: https://evil.example", "--data-urlencode", "token=" + token);
+        Assert.Equal(403, crossSite.Status); // another site's form: refused, the link still good
         var confirmed = await signup.RequestAsync(ControlUrl("/verify-email"), "-L", "--data-urlencode", "token=" + token);
         Assert.True(confirmed.Status == 200, confirmed.Raw);
         Assert.Contains(newcomer, confirmed.Body);
@@ -130,7 +132,7 @@ public sealed partial class CompatLoginLinkTests(CompatLoginLinkFixture fixture)
             var page = await scanner.RequestAsync(link);
             Assert.True(page.Status == 200, page.Raw);
             Assert.Contains("method=\"post\"", page.Body);
-            Assert.Equal("no-referrer", page.Header("referrer-policy"));
+            Assert.Equal("same-origin", page.Header("referrer-policy"));
             Assert.False(HasSession(scanner));
         }
         Assert.Equal(200, (await scanner.RequestAsync(link, "-I")).Status);

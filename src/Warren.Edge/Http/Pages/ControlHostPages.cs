@@ -111,8 +111,9 @@ internal sealed class ControlHostPages : IControlHostLogin
         }
         string secret = request.Query["secret"].ToString();
         string redirect = request.Query.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(request.Query["redirect"]) : ControlPaths.Login;
-        // The secret is in the URL: keep it out of the Referer of anything the page links to, and out of caches.
-        context.Response.Headers["Referrer-Policy"] = "no-referrer";
+        // The secret is in the URL: keep it out of the Referer of anything on another origin, and out of caches
+        // ("same-origin": under no-referrer the button's POST would carry "Origin: null"; Fetch standard).
+        context.Response.Headers["Referrer-Policy"] = "same-origin";
         context.Response.Headers.CacheControl = "no-store";
         if (secret.Length is 0 or > HeaderParsing.MaxTokenLength)
         {

@@ -149,8 +149,10 @@ public sealed partial class SignupPages
     {
         var request = context.Request;
         var ct = context.RequestAborted;
-        // The token is in the URL: keep it out of the Referer of anything the page links to, and out of caches.
-        context.Response.Headers["Referrer-Policy"] = "no-referrer";
+        // The token is in the URL: keep it out of the Referer of anything on another origin, and out of caches.
+        // "same-origin", not "no-referrer": under no-referrer a browser sends the button's POST with "Origin: null"
+        // (Fetch standard, "serializing a request origin"), which the same-origin check must refuse.
+        context.Response.Headers["Referrer-Policy"] = "same-origin";
         context.Response.Headers.CacheControl = "no-store";
         if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method))
         {
@@ -173,6 +175,14 @@ public sealed partial class SignupPages
         {
             context.Response.Headers.Allow = "GET, HEAD, POST";
             await PageAsync(context, StatusCodes.Status405MethodNotAllowed, "Method not allowed", "<p>Use the link from the mail.</p>").ConfigureAwait(false);
+            return;
+        }
+        // The button's POST comes from this page: another site's form must not sign a browser in to an account of
+        // its choosing (login CSRF); browsers send Origin with every cross-site POST (RFC 6454 §7).
+        if (!OwnForms.IsSameOrigin(context))
+        {
+            await PageAsync(context, StatusCodes.Status403Forbidden, "Please open the link again",
+                "<p>This form did not come from this site. Open the link from the mail again.</p>").ConfigureAwait(false);
             return;
         }
         var form = await ReadFormAsync(context).ConfigureAwait(false);
