@@ -111,9 +111,6 @@ internal sealed class ControlHostPages : IControlHostLogin
         }
         string secret = request.Query["secret"].ToString();
         string redirect = request.Query.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(request.Query["redirect"]) : ControlPaths.Login;
-        // The secret is in the URL: keep it out of the Referer of anything on another origin, and out of caches
-        // ("same-origin": under no-referrer the button's POST would carry "Origin: null"; Fetch standard).
-        context.Response.Headers["Referrer-Policy"] = "same-origin";
         context.Response.Headers.CacheControl = "no-store";
         if (secret.Length is 0 or > HeaderParsing.MaxTokenLength)
         {
@@ -149,7 +146,7 @@ internal sealed class ControlHostPages : IControlHostLogin
         context.Response.Headers.CacheControl = "no-store";
         string? cookie = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), ConfirmCookieName);
         string presented = form[FormTokenField].ToString();
-        if (!OwnForms.IsSameOrigin(context) || string.IsNullOrEmpty(cookie) || cookie.Length > HeaderParsing.MaxTokenLength
+        if (IsOtherOrigin(context) || string.IsNullOrEmpty(cookie) || cookie.Length > HeaderParsing.MaxTokenLength
             || !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(cookie), Encoding.UTF8.GetBytes(presented)))
         {
             await Pages.WriteAsync(context, StatusCodes.Status403Forbidden, "Please open the link again",
@@ -176,6 +173,15 @@ internal sealed class ControlHostPages : IControlHostLogin
         context.Response.StatusCode = StatusCodes.Status303SeeOther;
         context.Response.Headers.Location = redirect;
     }
+
+    /// <summary>
+    /// An <c>Origin</c> naming another site. "null" is not one: every page of this door is sent with
+    /// <c>Referrer-Policy: no-referrer</c> (the secret is in the URL), under which browsers send a form's POST with
+    /// <c>Origin: null</c> (Fetch standard, "serializing a request origin"); the SameSite=Strict cookie, which no
+    /// other site's form carries, decides then.
+    /// </summary>
+    private static bool IsOtherOrigin(HttpContext context)
+        => context.Request.Headers.Origin is { Count: > 0 } origin && origin.ToString() != "null" && !OwnForms.IsSameOrigin(context);
 
     private Task InvalidLoginLinkAsync(HttpContext context)
         => Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",

@@ -151,7 +151,7 @@ public sealed partial class SignupPages
         var ct = context.RequestAborted;
         // The token is in the URL: keep it out of the Referer of anything on another origin, and out of caches.
         // "same-origin", not "no-referrer": under no-referrer a browser sends the button's POST with "Origin: null"
-        // (Fetch standard, "serializing a request origin"), which the same-origin check must refuse.
+        // (Fetch standard, "serializing a request origin"), which the same-origin check below refuses.
         context.Response.Headers["Referrer-Policy"] = "same-origin";
         context.Response.Headers.CacheControl = "no-store";
         if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method))
