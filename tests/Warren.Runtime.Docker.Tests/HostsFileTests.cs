@@ -77,4 +77,39 @@ public sealed class HostsFileTests
             Assert.Null(HostsFile.Rewrite(result, host));
         }, iter: 3000);
     }
+
+    /// <summary>
+    /// The real agent as PID 1 of a real container whose engine wrote no line for its name (no network: the engine
+    /// maps the name only to an address it gave): the agent adds it, and BusyBox's ping resolves the name.
+    /// </summary>
+    [DockerFact]
+    public async Task TheAgentAsInit_MapsTheName_WhereTheEngineDidNot()
+    {
+        DockerTestEnvironment.Require();
+        string agent = DockerVmRuntime.ResolveAgentPath(null);
+        string name = "hn-" + Guid.NewGuid().ToString("N")[..8];
+        var run = await DockerTestEnvironment.RunAsync("docker", ["run", "-d", "--label", DockerTestEnvironment.TestLabel + "=1",
+            "--network", "none", "--hostname", name, "-v", agent + ":/.warren/agent:ro", "--entrypoint", "/.warren/agent",
+            DockerTestEnvironment.BusyboxImage, "init", "--", "sleep", "120"]);
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        string container = run.Stdout.Trim();
+        try
+        {
+            (int ExitCode, string Stdout, string Stderr) hosts = default;
+            for (int i = 0; i < 50; i++) // bounded: the agent writes the file at once when it starts
+            {
+                hosts = await DockerTestEnvironment.RunAsync("docker", ["exec", container, "cat", "/etc/hosts"]);
+                if (hosts.Stdout.Contains(HostsFile.Marker)) break;
+                await Task.Delay(100);
+            }
+            Assert.Contains($"127.0.1.1\t{name}\t{HostsFile.Marker}", hosts.Stdout);
+            Assert.Contains("127.0.0.1\tlocalhost", hosts.Stdout); // the engine's lines kept
+            var ping = await DockerTestEnvironment.RunAsync("docker", ["exec", container, "ping", "-c1", "-W1", name]);
+            Assert.Contains($"PING {name} (127.0.1.1)", ping.Stdout + ping.Stderr);
+        }
+        finally
+        {
+            await DockerTestEnvironment.RunAsync("docker", ["rm", "-f", container]);
+        }
+    }
 }
