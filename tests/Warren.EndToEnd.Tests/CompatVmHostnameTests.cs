@@ -6,7 +6,10 @@ namespace Warren.EndToEnd.Tests;
 /// <summary>
 /// The VM's own name resolves inside every image (so <c>sudo</c> and tools that look their host up do not stall on
 /// DNS): the agent, as PID 1, makes <c>/etc/hosts</c> map the host name when the image's file does not, keeping the
-/// image's lines. Through the real daemon (Docker runtime) and OpenSSH, on a BusyBox and a Debian image.
+/// image's lines. Through the real daemon (Docker runtime) and OpenSSH, on a BusyBox and a Debian image. On Warren's
+/// Docker networks the engine's own line (the VM's address) already names it, so the agent adds nothing there; the
+/// agent's own line is exercised where the engine writes none (HostsFileTests, a container without a network) and in
+/// microVMs, whose images bring their own /etc/hosts.
 /// </summary>
 public sealed class CompatVmHostnameTests(DaemonFixture fixture) : IClassFixture<DaemonFixture>
 {
