@@ -122,6 +122,8 @@ internal static class InitCommand
         using var systemdReboot = TryRegister(SystemdSigRtMin + 5, c => OnStopSignal(c, Libc.SIGTERM, SignalledStatus(Libc.SIGTERM)));
         // An image without shutdown/poweroff/halt/reboot (Debian minbase has no init system) gets the agent's.
         if (!vm && Libc.GetPid() == 1) PowerCommand.InstallMissingLinks(Processes.SelfPath(), Log);
+        // The VM's own name resolves in every image (only PID 1 of a VM: never a host's /etc/hosts).
+        if (Libc.GetPid() == 1) HostsFile.EnsureOwnName(HostsFile.KernelHostname(), Log);
         // As PID 1 the runtime's own SIGCHLD handling lets exited children vanish before waitpid() sees their
         // status (observed: no zombie, no status). SIGCHLD back at SIG_DFL (which, unlike SIG_IGN, keeps
         // zombies for waitpid) makes this reaper the only one. We never use the Process class, which needs it.

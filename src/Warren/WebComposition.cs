@@ -66,6 +66,9 @@ public static class WebComposition
         builder.Services.AddSingleton(SqliteWebSessionStore.Migration);
         builder.Services.AddSingleton(SqliteWebSessionStore.UserIndexMigration);
         builder.Services.AddSingleton<IWebSessionStore, SqliteWebSessionStore>();
+        // Login links too: one printed or mailed before a restart works once after it.
+        builder.Services.AddSingleton(SqliteLoginLinks.Migration);
+        builder.Services.AddSingleton<ILoginLinkService, SqliteLoginLinks>();
         builder.Services.AddSingleton<SignupPages>();
         if (!string.IsNullOrWhiteSpace(configuration["Warren:Smtp:Host"]))
         {

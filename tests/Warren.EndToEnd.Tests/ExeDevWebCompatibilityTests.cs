@@ -72,7 +72,7 @@ public sealed partial class ExeDevWebCompatibilityTests(ExeDevCompatibilityFixtu
         Assert.True(printed.ExitCode == 0, printed.ToString());
         string link = LoginLink().Match(printed.Stdout + printed.Stderr).Value;
         Assert.False(string.IsNullOrEmpty(link), printed.ToString());
-        var r = await browser.RequestAsync(link);
+        var r = await browser.OpenLoginLinkAsync(link);
         Assert.True(r.Status == 303, r.Raw);
     }
 

@@ -48,7 +48,7 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
         Assert.True(printed.ExitCode == 0, printed.ToString());
         string link = Regex.Match(printed.Stdout + printed.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
         Assert.False(string.IsNullOrEmpty(link), printed.ToString());
-        var loggedIn = await browser.RequestAsync(link);
+        var loggedIn = await browser.OpenLoginLinkAsync(link);
         Assert.True(loggedIn.Status == 303, loggedIn.Raw);
 
         var page = await browser.RequestAsync(SiteUrl(), "-L", "--max-redirs", "10");

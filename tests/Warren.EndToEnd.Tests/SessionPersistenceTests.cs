@@ -25,10 +25,12 @@ public sealed class SessionPersistenceTests
 
             var browser = await owner.ControlAsync("browser");
             var link = browser.Stdout.Split('\n').Select(l => l.Trim()).First(l => l.StartsWith("https://"));
-            // The control-host login, then the site's own login round trip, as a browser would follow them.
-            var login = await ProcessRunner.RunAsync("curl", ["-sS", "-L", "--max-redirs", "10", "--cacert", WebSupport.CaPath(daemon),
-                "-c", jar, "-b", jar, .. resolve, link]);
-            Assert.True(login.ExitCode == 0, login.ToString());
+            // The control-host login (the link's page, then its button), then the site's own login round trip, as a
+            // browser would follow them.
+            var curlBrowser = new CurlBrowser(daemon, (site, slotIp), (control, daemon.ControlAddress));
+            var login = await curlBrowser.OpenLoginLinkAsync(link);
+            Assert.True(login.Status == 303, login.Raw);
+            File.Copy(curlBrowser.Jar, jar, overwrite: true);
             var first = await ProcessRunner.RunAsync("curl", ["-sS", "-L", "--max-redirs", "10", "--cacert", WebSupport.CaPath(daemon),
                 "-c", jar, "-b", jar, .. resolve, $"https://{site}:{daemon.HttpsPort}/"]);
             Assert.Contains("persisted-content", first.Stdout);

@@ -111,7 +111,10 @@ internal static class VmGuest
     public static int Hostname(string[] args)
     {
         if (args.Length != 1 || args[0].Length == 0 || args[0].Length > MaxHostnameBytes) throw new AgentUsageException("hostname: NAME (1-64 bytes)");
-        return SetHostname(args[0]) ? 0 : 1;
+        if (!SetHostname(args[0])) return 1;
+        // The new name resolves too; the old name's line (if the agent added it) goes.
+        HostsFile.EnsureOwnName(args[0], Log);
+        return 0;
     }
 
     /// <summary>HOST_NAME_MAX on Linux.</summary>

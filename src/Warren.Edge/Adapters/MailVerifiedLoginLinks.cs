@@ -10,7 +10,8 @@ namespace Warren.Edge.Adapters;
 /// address (<see cref="IssueMailedAsync"/>, the login page's "email me a link") proves, when it is used, that its
 /// user reads that mailbox, so the address counts as verified from then on
 /// (<see cref="AccountService.MarkEmailVerifiedAsync"/>). Links shown in a terminal (<c>browser</c>) prove nothing
-/// of the sort and pass through unchanged.
+/// of the sort and pass through unchanged. Over <see cref="SqliteLoginLinks"/> (the daemon's) the "mailed" mark is
+/// a column of the link's row, so it survives a restart with the link; over another service it is remembered here.
 /// </summary>
 public sealed class MailVerifiedLoginLinks : ILoginLinkService
 {
@@ -34,6 +35,8 @@ public sealed class MailVerifiedLoginLinks : ILoginLinkService
     /// <summary>Issues a link that is about to be mailed to <paramref name="user"/>'s address.</summary>
     public async ValueTask<string> IssueMailedAsync(WebUser user, string? host, CancellationToken ct)
     {
+        if (_inner is SqliteLoginLinks persistent)
+            return await persistent.IssueAsync(user, host, mailed: true, ct).ConfigureAwait(false);
         string secret = await _inner.IssueAsync(user, host, ct).ConfigureAwait(false);
         var now = _time.GetUtcNow();
         if (_mailed.Count >= MaxOutstandingMailedLinks)
@@ -48,6 +51,13 @@ public sealed class MailVerifiedLoginLinks : ILoginLinkService
 
     public async ValueTask<LoginGrant?> ConsumeAsync(string secret, CancellationToken ct)
     {
+        if (_inner is SqliteLoginLinks persistent)
+        {
+            var link = await persistent.ConsumeLinkAsync(secret, ct).ConfigureAwait(false);
+            if (link is { Mailed: true })
+                await _accounts.MarkEmailVerifiedAsync(link.Grant.User.UserId, link.Grant.User.Email, ct).ConfigureAwait(false);
+            return link?.Grant;
+        }
         var grant = await _inner.ConsumeAsync(secret, ct).ConfigureAwait(false);
         if (_mailed.TryRemove(LoginLinks.Hash(secret), out var mailed) && grant is not null && grant.User.UserId == mailed.AccountId
             && mailed.ExpiresAt > _time.GetUtcNow())

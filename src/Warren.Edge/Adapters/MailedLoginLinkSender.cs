@@ -8,7 +8,7 @@ namespace Warren.Edge.Adapters;
 /// <summary>
 /// The login page's "email me a link": a one-time control-host login link mailed through the
 /// platform's relay to an existing account's address. Unknown addresses get nothing, and the page
-/// answers the same either way. Using the link verifies the address (<see cref="MailVerifiedLoginLinks"/>).
+/// answers the same either way; addresses at domains reserved for examples (RFC 2606) are never mailed. Using the link verifies the address (<see cref="MailVerifiedLoginLinks"/>).
 /// </summary>
 public sealed class MailedLoginLinkSender(
     AccountService accounts,
@@ -19,7 +19,7 @@ public sealed class MailedLoginLinkSender(
 {
     public async ValueTask SendLoginLinkAsync(string address, string redirect, CancellationToken ct)
     {
-        if (!EmailAddress.TryNormalize(address, out var normalized)) return;
+        if (!EmailAddress.TryNormalize(address, out var normalized) || ReservedEmailDomains.IsReserved(normalized)) return;
         var account = await accounts.FindByEmailAsync(normalized, ct).ConfigureAwait(false);
         if (account is null) return;
         var secret = await links.IssueMailedAsync(new WebUser(account.Id, account.Email), options.ControlHost, ct).ConfigureAwait(false);

@@ -1,6 +1,7 @@
 using System.Net;
 using Warren.Edge.Http;
 using Warren.Edge.Http.Routing;
+using Warren.Platform;
 using Warren.Platform.Accounts;
 using Warren.Platform.Addressing;
 using Warren.Platform.Commands;
@@ -128,9 +129,19 @@ public sealed class PlatformTokenValidator : IWebTokenValidator
     /// <summary>Why a token of an account with an unverified address is refused, and what to do.</summary>
     public const string UnverifiedAddress = "the token's account has not verified its e-mail address; log in once with a link sent by e-mail to verify it";
 
-    private readonly TokenAuthenticator _authenticator;
+    /// <summary>Why a token of a VM- or tag-scoped key is refused at another VM's proxy.</summary>
+    public const string OutOfKeyScope = "the token's key is not scoped to this VM";
 
-    public PlatformTokenValidator(TokenAuthenticator authenticator) => _authenticator = authenticator;
+    private readonly TokenAuthenticator _authenticator;
+    private readonly PlatformIndex? _index;
+    private readonly string? _vmNamespaceSuffix;
+
+    public PlatformTokenValidator(TokenAuthenticator authenticator, PlatformIndex? index = null, PlatformOptions? options = null)
+    {
+        _authenticator = authenticator;
+        _index = index;
+        _vmNamespaceSuffix = options is null ? null : "." + options.VmDomain;
+    }
 
     public async ValueTask<TokenValidation> ValidateAsync(string token, string @namespace, CancellationToken ct)
     {
@@ -141,6 +152,15 @@ public sealed class PlatformTokenValidator : IWebTokenValidator
             return TokenValidation.Invalid(UnverifiedAddress);
         if (result.Identity is { } identity)
         {
+            // A key limited to a VM or a tag (ssh-key add --vm/--tag) signs tokens for any namespace: its scope is
+            // checked here for the VM's proxy (v0@NAME.VM-DOMAIN), as the commands and SSH check it.
+            if (_index is not null && _vmNamespaceSuffix is not null && identity.Key.Permissions is not null
+                && @namespace.StartsWith("v0@", StringComparison.Ordinal) && @namespace.EndsWith(_vmNamespaceSuffix, StringComparison.Ordinal))
+            {
+                string vmName = @namespace[3..^_vmNamespaceSuffix.Length];
+                if (!KeyScope.AllowsVmToken(identity.Key, vmName, _index.GetByName(vmName)))
+                    return TokenValidation.Invalid(OutOfKeyScope);
+            }
             return TokenValidation.Valid(new TokenPrincipal(
                 new WebUser(identity.Account.Id, identity.Account.Email),
                 identity.Key.Fingerprint,

@@ -157,7 +157,8 @@ public sealed class ControlPlaneSession(
         }
         var name = NormalizeVmName(argv[1]);
         var vm = await routes.ResolveByNameAsync(account.Id, name, ct).ConfigureAwait(false);
-        if (vm is null)
+        // A tag-scoped key (ssh-key add --tag): a VM outside its tag is "not found", as the commands say.
+        if (vm is null || !KeyScope.AllowsVmSsh(key, vm))
         {
             await start.Request!.AcceptAsync(ct).ConfigureAwait(false);
             await WriteStderrAsync(channel, $"VM \"{name}\" not found\n", ct).ConfigureAwait(false);

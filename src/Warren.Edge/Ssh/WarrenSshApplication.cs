@@ -73,7 +73,7 @@ public sealed partial class WarrenSshApplication(
             else
             {
                 var vm = await ResolveVmAsync(f.Account.Id, user, context.LocalEndPoint, ct).ConfigureAwait(false);
-                identity = vm is not null && KeyScope.AllowsVmSsh(f.Key, vm.Name) ? WarrenSshIdentity.Slot(f.Account, f.Key, vm) : null;
+                identity = vm is not null && KeyScope.AllowsVmSsh(f.Key, vm) ? WarrenSshIdentity.Slot(f.Account, f.Key, vm) : null;
             }
         }
         else identity = null;

@@ -29,7 +29,7 @@ public sealed partial class WarrenSshApplication
         private readonly Dictionary<(string Address, uint Port), IVmListener> _forwards = new();
         private Task<IVmListener?>? _agentSocket;
         /// <summary>Whether this connection reaches a VM: a slot connection whose key's scope allows the VM it names.</summary>
-        private bool ReachesVm => vm is not null && identity is { IsControl: false } && KeyScope.AllowsVmSsh(identity.Key, vm.Name);
+        private bool ReachesVm => vm is not null && identity is { IsControl: false } && KeyScope.AllowsVmSsh(identity.Key, vm);
 
         private string? SshUser => SshRouteTable.TryParseVmUser(connection.User, out _) ? null : connection.User;
         private string DefaultUser => vm?.LoginUser ?? app.Options.DefaultLoginUser;

@@ -114,6 +114,7 @@ public static partial class CommandCatalog
                         V("name", "name for the key", "NAME"),
                         V("cmds", "limit the key to these comma-separated commands (ssh: SSH into your VMs)", "CMDS"),
                         V("vm", "limit the key to SSH into this VM only", "VM"),
+                        V("tag", "scope the key to VMs with this tag", "TAG"),
                     ]),
                     new("remove", "Remove an SSH key or API token", "NAME|FINGERPRINT|PUBLIC-KEY") { Args = [ArgKind.Key] },
                     new("rename", "Rename an SSH key", "OLD NEW") { Args = [ArgKind.Key, ArgKind.None] },

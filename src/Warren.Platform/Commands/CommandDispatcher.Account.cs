@@ -95,6 +95,8 @@ public sealed partial class CommandDispatcher
             {
                 null => "",
                 { IsSshKey: true, Vm: { } vm } => $" [ssh into {vm} only]",
+                { IsSshKey: true, Tag: { } tag, Cmds: null } => $" [VMs tagged {tag}]",
+                { IsSshKey: true, Tag: { } tag } p => $" [VMs tagged {tag}; commands: {string.Join(", ", p.Cmds ?? [])}]",
                 { IsSshKey: true } p => $" [commands: {string.Join(", ", p.Cmds ?? [])}]",
                 var p => $" [api key{(p.Vm is null ? "" : " for " + p.Vm)}{(p.Tag is null ? "" : " for tag " + p.Tag)}{(p.ExpiresAt is { } e ? ", expires " + Invocation.Rfc3339(e) : "")}]",
             };
@@ -135,21 +137,23 @@ public sealed partial class CommandDispatcher
         {
             inv.Line($"Added SSH key \"{added.Name}\" ({added.Fingerprint})");
             if (scope is { Vm: { } vm }) inv.Line($"It may only SSH into {vm}.");
+            else if (scope is { Tag: { } tag }) inv.Line($"It sees and reaches only VMs tagged {tag}"
+                + (scope.Cmds is { } only ? $", and may only run: {string.Join(", ", only)}" : "") + ".");
             else if (scope is not null) inv.Line($"It may only run: {string.Join(", ", scope.Cmds ?? [])}");
         }
         return 0;
     }
 
     /// <summary>
-    /// The scope of a key <c>ssh-key add</c> is adding: its <c>--cmds</c>/<c>--vm</c>, held within the caller's own
-    /// limits, or null for an unlimited key. A key added by a limited session (a scoped key, or a token) inherits that
-    /// session's limits and may ask for less, never more, so a limited key cannot mint its way out of them.
+    /// The scope of a key <c>ssh-key add</c> is adding: its <c>--cmds</c>/<c>--vm</c>/<c>--tag</c>, held within the
+    /// caller's own limits, or null for an unlimited key. A key added by a limited session (a scoped key, or a token)
+    /// inherits that session's limits and may ask for less, never more, so a limited key cannot mint its way out of them.
     /// </summary>
     private async Task<ApiKeyPermissions?> NewKeyScopeAsync(Invocation inv)
     {
-        // A tag-scoped session adding a key would hand out SSH into every VM of the account: the SSH front door
-        // limits keys by commands and VM name, not by tag.
+        // A tag-scoped session may not add keys at all (exe.dev's docs: ssh-key; the same rule as tag-scoped tokens).
         RefuseForTagScope(inv, "add SSH keys");
+        string? tag = NewKeyTag(inv);
         IReadOnlyList<string>? cmds = null;
         if (inv.Args.Value("cmds") is { } cmdsText)
         {
@@ -168,16 +172,34 @@ public sealed partial class CommandDispatcher
 
         var (limitCmds, limitVm) = CallerLimits(inv.Context);
         if (limitCmds is null && limitVm is null)
-            return cmds is null ? null : new ApiKeyPermissions("", cmds, vm, null) { IsSshKey = true };
+            return cmds is null && tag is null ? null : new ApiKeyPermissions("", cmds, vm, null, tag) { IsSshKey = true };
         if (limitVm is not null)
         {
+            if (tag is not null) throw new CommandException(KeyScope.NotAllowed + $": this key may only grant SSH into {limitVm}");
             if (vm is not null && vm != limitVm) throw new CommandException(KeyScope.NotAllowed + $": this key may only grant SSH into {limitVm}");
             return new ApiKeyPermissions("", ["ssh " + limitVm], limitVm, null) { IsSshKey = true };
         }
-        if (cmds is null) return new ApiKeyPermissions("", limitCmds, null, null) { IsSshKey = true };
+        if (cmds is null) return new ApiKeyPermissions("", limitCmds, null, null, tag) { IsSshKey = true };
         var beyond = cmds.FirstOrDefault(c => !IsAllowed(limitCmds, c.Split(' ')));
         if (beyond is not null) throw new CommandException(KeyScope.NotAllowed + $": this key cannot grant \"{beyond}\"");
-        return new ApiKeyPermissions("", cmds, vm, null) { IsSshKey = true };
+        return new ApiKeyPermissions("", cmds, vm, null, tag) { IsSshKey = true };
+    }
+
+    /// <summary>
+    /// <c>ssh-key add --tag=T</c> (exe.dev's docs: ssh-key, "scope key to VMs with this tag"): the key sees and reaches
+    /// only the account's VMs tagged T, as a <c>generate-api-key --tag</c> token does; null without the flag.
+    /// </summary>
+    private static string? NewKeyTag(Invocation inv)
+    {
+        if (inv.Args.Value("tag") is not { } text) return null;
+        if (inv.Args.Value("vm") is not null)
+            throw new CommandException("--tag and --vm cannot be combined: a key limited to one VM is already limited to it");
+        string tag = text.Trim();
+        try { VmTags.Validate(tag); }
+        catch (PlatformException e) { throw new CommandException($"invalid --tag: {e.UserMessage}"); }
+        if (inv.Args.Value("cmds") is { } cmds && ParseCmds(cmds).Any(c => c == "tag"))
+            throw new CommandException("a key scoped to a tag cannot run tag (it would move VMs out of its own scope)");
+        return tag;
     }
 
     /// <summary>
@@ -246,6 +268,8 @@ public sealed partial class CommandDispatcher
 
     private async Task<int> KeyRemoveAsync(Invocation inv)
     {
+        // The account's keys are not VMs of its tag: a tag-scoped key manages neither them nor itself.
+        RefuseForTagScope(inv, "remove SSH keys");
         string selector = string.Join(' ', inv.Args.Positionals);
         if (selector.Length == 0) throw inv.Usage("missing key name, fingerprint or public key");
         var removed = await _s.Accounts.RemoveKeyAsync(inv.Account.Id, selector, inv.CancellationToken).ConfigureAwait(false);
@@ -258,6 +282,7 @@ public sealed partial class CommandDispatcher
 
     private async Task<int> KeyRenameAsync(Invocation inv)
     {
+        RefuseForTagScope(inv, "rename SSH keys");
         string old = inv.Arg(0, "current key name");
         string @new = inv.Arg(1, "new key name");
         inv.MaxArgs(2);

@@ -161,7 +161,7 @@ public sealed class SignupDialogue
     private async Task<bool> VerifyAsync(IPrompter prompter, string email, CancellationToken ct)
     {
         string code = RandomNumberGenerator.GetString("0123456789", CodeDigits);
-        var link = _links?.Create(email, VerificationPurpose.SshSignup);
+        var link = _links is null ? null : await _links.CreateAsync(email, VerificationPurpose.SshSignup, ct: ct);
         int minutes = (int)_options.Signup.VerificationTimeout.TotalMinutes;
         string body = $"Your verification code for {_options.ControlHost} is {code}.\n\n"
             + (link is { } l ? $"Or open this link and confirm (it works once, from any device):\n\n{_links!.Link(l.Token)}\n\n" : "")
@@ -202,7 +202,8 @@ public sealed class SignupDialogue
         }
         finally
         {
-            if (link is { } used) _links!.Forget(used.Token);
+            // Not with the session's token: a dialogue that ends because its session closed still drops its link.
+            if (link is { } used) await _links!.ForgetAsync(used.Token, CancellationToken.None);
         }
     }
 

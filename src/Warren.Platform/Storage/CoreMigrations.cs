@@ -152,6 +152,20 @@ internal static class CoreMigrations
             );
             """),
 
+        // Sign-up verification links (Accounts/EmailVerifications.cs): kept across restarts, by the hash of the token.
+        new("0005-email-verifications", """
+            CREATE TABLE email_verifications (
+                token_hash  TEXT PRIMARY KEY,          -- hex SHA-256 of the token; the token itself is only in the mail
+                email       TEXT NOT NULL,
+                purpose     TEXT NOT NULL,             -- ssh-signup | web-signup
+                redirect    TEXT,
+                created_at  INTEGER NOT NULL,
+                expires_at  INTEGER NOT NULL
+            );
+            CREATE INDEX email_verifications_email ON email_verifications(email, created_at);
+            CREATE INDEX email_verifications_expiry ON email_verifications(expires_at);
+            """),
+
         // Who logged into each VM's site: recipients the email gateway accepts (Mail/SiteVisitorLog).
         Mail.SiteVisitorLog.Migration,
     ];

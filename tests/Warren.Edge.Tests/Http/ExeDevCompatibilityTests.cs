@@ -40,10 +40,9 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
     {
         var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
         var frontDoor = (HttpFrontDoor)_f.Services.GetService(typeof(HttpFrontDoor))!;
-        var auth = await SendAsync(HttpMethod.Get, frontDoor.BuildControlLoginLink(await links.IssueAsync(user, FrontDoorFixture.ControlHost, CancellationToken.None)));
+        var auth = await _f.OpenControlLoginLinkAsync(frontDoor.BuildControlLoginLink(await links.IssueAsync(user, FrontDoorFixture.ControlHost, CancellationToken.None)));
         Assert.Equal(HttpStatusCode.SeeOther, auth.StatusCode);
-        string cookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
-        Assert.StartsWith(ControlPaths.CookieName + "=", cookie);
+        string cookie = auth.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith(ControlPaths.CookieName + "=", StringComparison.Ordinal)).Split(';')[0];
         return cookie;
     }
 

@@ -154,6 +154,30 @@ public class FrontDoorFixture : IAsyncLifetime
         return setCookie.Split(';')[0];
     }
 
+    /// <summary>
+    /// Opens a control-host login link as a browser does: GET shows the button (and sets the anti-forgery cookie), its
+    /// POST logs in. Returns the POST's response (303 with <c>exe-auth</c> when the link was good).
+    /// </summary>
+    public async Task<HttpResponseMessage> OpenControlLoginLinkAsync(string link)
+    {
+        using var client = CreateClient();
+        var page = await client.GetAsync(link);
+        Assert.Equal(System.Net.HttpStatusCode.OK, page.StatusCode);
+        string html = await page.Content.ReadAsStringAsync();
+        string confirm = page.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("exe-login-confirm=", StringComparison.Ordinal)).Split(';')[0];
+        string Field(string name) => System.Net.WebUtility.HtmlDecode(
+            System.Text.RegularExpressions.Regex.Match(html, $"name=\"{name}\" value=\"([^\"]*)\"").Groups[1].Value);
+        var post = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(link), "/auth"))
+        {
+            Content = new FormUrlEncodedContent(new Dictionary<string, string>
+            {
+                ["secret"] = Field("secret"), ["redirect"] = Field("redirect"), ["form_token"] = Field("form_token"),
+            }),
+        };
+        post.Headers.Add("Cookie", confirm);
+        return await client.SendAsync(post);
+    }
+
     /// <summary>A handler that connects every name to the front door on 127.0.0.1 and trusts only the dev CA.</summary>
     public SocketsHttpHandler CreateHandler()
     {

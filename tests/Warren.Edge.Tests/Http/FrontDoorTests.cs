@@ -539,9 +539,9 @@ public sealed class FrontDoorTests
         var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
         string link = frontDoor.BuildControlLoginLink(await links.IssueAsync(People.Friend, FrontDoorFixture.ControlHost, CancellationToken.None));
         Assert.StartsWith(control + "/auth?secret=", link);
-        var auth = await GetAsync(link);
+        var auth = await _f.OpenControlLoginLinkAsync(link);
         Assert.Equal(HttpStatusCode.SeeOther, auth.StatusCode);
-        string controlCookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        string controlCookie = auth.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("exe-auth=", StringComparison.Ordinal)).Split(';')[0];
         Assert.StartsWith("exe-auth=", controlCookie);
 
         // The private site → its login page → the control host → back with a secret → the page.
@@ -567,8 +567,8 @@ public sealed class FrontDoorTests
     {
         var links = (ILoginLinkService)_f.Services.GetService(typeof(ILoginLinkService))!;
         var frontDoor = (HttpFrontDoor)_f.Services.GetService(typeof(HttpFrontDoor))!;
-        var auth = await GetAsync(frontDoor.BuildControlLoginLink(await links.IssueAsync(People.Owner, FrontDoorFixture.ControlHost, CancellationToken.None)));
-        string cookie = auth.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+        var auth = await _f.OpenControlLoginLinkAsync(frontDoor.BuildControlLoginLink(await links.IssueAsync(People.Owner, FrontDoorFixture.ControlHost, CancellationToken.None)));
+        string cookie = auth.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("exe-auth=", StringComparison.Ordinal)).Split(';')[0];
         foreach (var evil in new[] { "evil.example", "a.b.box.localhost", "box.localhost", "evil.example/.box.localhost", "evil/x.box.localhost", "evil@x.box.localhost", "evil#.box.localhost" })
         {
             var response = await GetAsync($"https://{FrontDoorFixture.ControlHost}:{_f.HttpsPort}/login?redirect=%2F&return_host={Uri.EscapeDataString(evil)}",

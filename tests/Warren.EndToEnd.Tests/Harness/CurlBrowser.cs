@@ -41,6 +41,28 @@ public sealed partial class CurlBrowser
         return WebSupport.ParseResponse(LastResponse(r.Stdout));
     }
 
+    /// <summary>
+    /// Opens a control-host login link as a person does: GET shows the page with its button (nothing is used up), then
+    /// the button's POST (the page's hidden fields and this jar's anti-forgery cookie) logs in. The POST's response:
+    /// 303 with <c>exe-auth</c> when the link was good; <paramref name="extra"/> go to the POST (e.g. <c>-L</c>).
+    /// </summary>
+    public async Task<WebSupport.HttpResult> OpenLoginLinkAsync(string link, params string[] extra)
+    {
+        var page = await RequestAsync(link);
+        Assert.True(page.Status == 200, page.Raw);
+        var uri = new Uri(link);
+        var args = new List<string>(extra);
+        foreach (var name in new[] { "secret", "redirect", "form_token" })
+        {
+            var field = HiddenField(name).Match(page.Body);
+            Assert.True(field.Success, $"no {name} field on the login page:\n{page.Raw}");
+            args.AddRange(["--data-urlencode", name + "=" + System.Net.WebUtility.HtmlDecode(field.Groups[1].Value)]);
+        }
+        return await RequestAsync($"{uri.Scheme}://{uri.Authority}/auth", [.. args]);
+    }
+
+    private static Regex HiddenField(string name) => new($"name=\"{Regex.Escape(name)}\" value=\"([^\"]*)\"");
+
     [GeneratedRegex(@"(?m)^HTTP/\S+ [2-5]\d\d")]
     private static partial Regex StatusLine();
 

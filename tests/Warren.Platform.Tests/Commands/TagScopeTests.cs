@@ -73,4 +73,69 @@ public sealed class TagScopeTests : IDisposable
         Assert.Equal(1, add.Exit);
         Assert.Contains("cannot add SSH keys", add.Stdout);
     }
+
+    [Fact]
+    public async Task AnSshKeyAddedWithTag_IsScopedLikeATagToken_OverSshAndThroughCommands()
+    {
+        var (a, k) = await _h.NewUserAsync("dora@example.com");
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=tagged", "--tag=ci")).Exit);
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=untagged")).Exit);
+        var child = Warren.Platform.Tests.TestSupport.TestPlatform.NewKey();
+        var added = await _h.RunAsync(a, k, "ssh-key", "add", "--tag=ci", "--json", child.ToOpenSshString());
+        Assert.Equal(0, added.Exit);
+        Assert.Equal("ci", JsonAssert.Str(added.Json.GetProperty("permissions"), "tag"));
+        var row = (await _h.P.Accounts.FindKeyByFingerprintAsync(child.Fingerprint))!;
+        Assert.True(row.Permissions!.IsSshKey);
+        Assert.Contains("[VMs tagged ci]", (await _h.RunAsync(a, k, "ssh-key", "list")).Stdout);
+
+        // The rule: the control host, every command (within the scope), SSH only into the account's VMs tagged ci.
+        Assert.True(KeyScope.AllowsControlPlane(row));
+        Assert.True(KeyScope.AllowsCommand(row, ["ls"]));
+        Assert.True(KeyScope.AllowsVmSsh(row, _h.P.Index.GetByName("tagged")!));
+        Assert.False(KeyScope.AllowsVmSsh(row, _h.P.Index.GetByName("untagged")!));
+        // Tokens its holder signs for a VM's HTTPS proxy: the same scope.
+        Assert.True(KeyScope.AllowsVmToken(row, "tagged", _h.P.Index.GetByName("tagged")));
+        Assert.False(KeyScope.AllowsVmToken(row, "untagged", _h.P.Index.GetByName("untagged")));
+        Assert.False(KeyScope.AllowsVmToken(row, "missing", null));
+        Assert.True(KeyScope.AllowsVmToken(k, "untagged", _h.P.Index.GetByName("untagged")));
+
+        var ls = await _h.RunAsync(a, row, "ls", "--json");
+        Assert.Equal(["tagged"], ls.Json.GetProperty("vms").EnumerateArray().Select(v => v.GetProperty("vm_name").GetString()).ToArray());
+        var rm = await _h.RunAsync(a, row, "rm", "untagged", "--json");
+        Assert.Equal(["untagged"], JsonAssert.Strings(rm.Json, "failed"));
+        Assert.Equal(0, (await _h.RunAsync(a, row, "new", "--name=fromkey")).Exit);
+        Assert.Contains("ci", _h.P.Index.GetByName("fromkey")!.Tags);
+
+        // Nor may it add, remove or rename keys, change tags or mint tokens.
+        foreach (var argv in new[]
+        {
+            new[] { "ssh-key", "add", Warren.Platform.Tests.TestSupport.TestPlatform.NewKey().ToOpenSshString() },
+            ["ssh-key", "remove", k.Name], ["ssh-key", "rename", k.Name, "other"], ["tag", "tagged", "x"], ["ssh-key", "generate-api-key"],
+        })
+        {
+            var r = await _h.RunAsync(a, row, argv);
+            Assert.True(r.Exit == 1, string.Join(' ', argv) + ": " + r.Stdout + r.Stderr);
+        }
+        Assert.NotNull(await _h.P.Accounts.FindKeyByFingerprintAsync(k.Fingerprint));
+    }
+
+    [Fact]
+    public async Task SshKeyAddTag_BadInput_GetsClearErrors()
+    {
+        var (a, k) = await _h.NewUserAsync("erin@example.com");
+        Assert.Equal(0, (await _h.RunAsync(a, k, "new", "--name=web")).Exit);
+        foreach (var (flags, message) in new[]
+        {
+            (new[] { "--tag=ci", "--vm=web" }, "cannot be combined"),
+            (["--tag=ci", "--cmds=ls,tag"], "cannot run tag"),
+            (["--tag=Bad Tag"], "invalid --tag"),
+        })
+        {
+            var key = Warren.Platform.Tests.TestSupport.TestPlatform.NewKey();
+            var r = await _h.RunAsync(a, k, ["ssh-key", "add", .. flags, key.ToOpenSshString()]);
+            Assert.Equal(1, r.Exit);
+            Assert.Contains(message, r.Stdout + r.Stderr);
+            Assert.Null(await _h.P.Accounts.FindKeyByFingerprintAsync(key.Fingerprint));
+        }
+    }
 }

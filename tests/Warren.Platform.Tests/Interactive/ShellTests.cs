@@ -335,19 +335,19 @@ public sealed class SignupDialogueTests : IDisposable
     public async Task TheMailedLink_ConfirmedInABrowser_CompletesTheWaitingDialogue()
     {
         _p.Options.Signup.AutoVerify = false;
-        var links = new EmailVerifications(_p.Options, _p.Time);
+        var links = new EmailVerifications(_p.Options, _p.Time, _p.Db);
         var key = TestPlatform.NewKey();
         var prompter = new WaitingPrompter("frank@mail.internal");
         var run = new SignupDialogue(_p.Accounts, _p.Options, _p.Time, _mail, links).RunAsync(prompter, key);
         for (int i = 0; i < 1000 && _mail.Sent.Count == 0; i++) await Task.Delay(10);
         var token = System.Text.RegularExpressions.Regex.Match(_mail.Sent[0].Body, @"verify-email\?token=([A-Za-z0-9_-]+)").Groups[1].Value;
-        Assert.NotNull(links.Find(token)); // a GET of the page changes nothing
+        Assert.NotNull(await links.FindAsync(token)); // a GET of the page changes nothing
         Assert.False(run.IsCompleted);
-        Assert.NotNull(links.Confirm(token));
+        Assert.NotNull(await links.ConfirmAsync(token));
         var result = await run;
         Assert.Equal(SignupOutcome.Created, result.Outcome);
         Assert.Equal("frank@mail.internal", result.Account!.Email);
         Assert.True(result.Account.EmailVerified);
-        Assert.Null(links.Find(token));
+        Assert.Null(await links.FindAsync(token));
     }
 }

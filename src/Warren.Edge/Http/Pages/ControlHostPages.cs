@@ -1,7 +1,10 @@
+using System.Security.Cryptography;
+using System.Text;
 using Warren.Edge.Limits;
 using Microsoft.AspNetCore.Http;
 using Warren.Edge.Http.Identity;
 using Warren.Edge.Http.Routing;
+using Warren.Platform.Accounts;
 using Warren.Threading;
 
 namespace Warren.Edge.Http;
@@ -11,8 +14,21 @@ namespace Warren.Edge.Http;
 /// page, 401 when not signed in; POST mails a link), <c>/logged-out</c>, and the JSON of <see cref="ControlApi"/>.
 /// Anything else goes to the next middleware.
 /// </summary>
-internal sealed class ControlHostPages
+internal sealed class ControlHostPages : IControlHostLogin
 {
+    /// <summary>
+    /// The login-link page's anti-forgery cookie: random, set by the GET that shows the button, sent back in the form
+    /// (double-submit). SameSite=Strict keeps another site's form from carrying it, so nobody can log a browser in to
+    /// their own account behind its user's back (login CSRF).
+    /// </summary>
+    internal const string ConfirmCookieName = "exe-login-confirm";
+
+    /// <summary>The confirmation form's field holding the cookie's value.</summary>
+    internal const string FormTokenField = "form_token";
+
+    /// <summary>Random bytes in the anti-forgery cookie.</summary>
+    private const int ConfirmCookieBytes = 32;
+
     private readonly ControlUrls _urls;
     private readonly SiteRouter _router;
     private readonly RequestIdentityReader _identity;
@@ -50,7 +66,7 @@ internal sealed class ControlHostPages
         var path = context.Request.Path;
         if (path.Equals(ControlPaths.Exec, StringComparison.Ordinal))
             await _exec.HandleAsync(context).ConfigureAwait(false);
-        else if (_signup is not null && await _signup.TryHandleAsync(context).ConfigureAwait(false)) { }
+        else if (_signup is not null && await _signup.TryHandleAsync(context, this).ConfigureAwait(false)) { }
         else if (path.Equals(ControlPaths.Auth, StringComparison.Ordinal))
             await ControlAuthAsync(context).ConfigureAwait(false);
         else if (path.Equals(ControlPaths.Login, StringComparison.Ordinal))
@@ -65,13 +81,26 @@ internal sealed class ControlHostPages
             await next(context).ConfigureAwait(false);
     }
 
-    /// <summary>Control host <c>GET /auth?secret=…&amp;redirect=…</c>: consumes the secret, sets <c>exe-auth</c>.</summary>
+    /// <summary>
+    /// Control host <c>GET /auth?secret=…&amp;redirect=…</c> (the link <c>browser</c> prints and the login page mails):
+    /// a page with one button, which POSTs the secret back (<see cref="ConfirmLinkAsync"/>). The GET uses nothing up,
+    /// so a mail scanner or link preview that fetches the link cannot spend it.
+    /// </summary>
     private async Task ControlAuthAsync(HttpContext context)
     {
         var request = context.Request;
+        if (HttpMethods.IsPost(request.Method))
+        {
+            // Reached only without sign-up pages (they read every POST /auth and hand a login confirmation back).
+            var form = await OwnForms.ReadAsync(context).ConfigureAwait(false);
+            if (form is null) return;
+            if (form.ContainsKey(SignupPages.LoginSecretField)) await ConfirmLinkAsync(context, form).ConfigureAwait(false);
+            else await Pages.WriteTextAsync(context, StatusCodes.Status400BadRequest, "missing secret").ConfigureAwait(false);
+            return;
+        }
         if (!(HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method)))
         {
-            await Pages.MethodNotAllowedAsync(context, "GET, HEAD").ConfigureAwait(false);
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
             return;
         }
         if (!request.Query.ContainsKey("secret"))
@@ -82,18 +111,88 @@ internal sealed class ControlHostPages
         }
         string secret = request.Query["secret"].ToString();
         string redirect = request.Query.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(request.Query["redirect"]) : ControlPaths.Login;
-        string host = request.Host.Value!.ToLowerInvariant();
+        context.Response.Headers.CacheControl = "no-store";
+        if (secret.Length is 0 or > HeaderParsing.MaxTokenLength)
+        {
+            await InvalidLoginLinkAsync(context).ConfigureAwait(false);
+            return;
+        }
+        string formToken = LoginLinks.NewSecret(ConfirmCookieBytes);
+        context.Response.Cookies.Append(ConfirmCookieName, formToken, new CookieOptions
+        {
+            Path = ControlPaths.Auth,
+            HttpOnly = true,
+            Secure = request.IsHttps,
+            SameSite = SameSiteMode.Strict,
+            MaxAge = LoginLinks.LinkLifetime,
+            IsEssential = true,
+        });
+        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in",
+            $"<p>Log in to <b>{Pages.E(_urls.ControlHost)}</b> in this browser?</p>"
+            + $"<form method=\"post\" action=\"{ControlPaths.Auth}\">"
+            + $"<input type=\"hidden\" name=\"{SignupPages.LoginSecretField}\" value=\"{Pages.E(secret)}\">"
+            + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(redirect)}\">"
+            + $"<input type=\"hidden\" name=\"{FormTokenField}\" value=\"{Pages.E(formToken)}\">"
+            + "<button>Log in</button></form>"
+            + "<p>The link works once. If you did not ask for it, close this page.</p>").ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Control host <c>POST /auth</c> with <c>secret</c>: the login page's button. Same origin and the anti-forgery
+    /// cookie matching the form, then the secret is consumed (once) and <c>exe-auth</c> set.
+    /// </summary>
+    public async Task ConfirmLinkAsync(HttpContext context, IFormCollection form)
+    {
+        context.Response.Headers.CacheControl = "no-store";
+        string? cookie = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), ConfirmCookieName);
+        string presented = form[FormTokenField].ToString();
+        if (IsOtherOrigin(context) || string.IsNullOrEmpty(cookie) || cookie.Length > HeaderParsing.MaxTokenLength
+            || !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(cookie), Encoding.UTF8.GetBytes(presented)))
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status403Forbidden, "Please open the link again",
+                "<p>This form did not come from the login link's page in this browser. Open the link again and press the button.</p>").ConfigureAwait(false);
+            return;
+        }
+        string secret = form[SignupPages.LoginSecretField].ToString();
+        string redirect = form.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(form["redirect"]) : ControlPaths.Login;
+        string host = context.Request.Host.Value!.ToLowerInvariant();
         var user = await _logins.ConsumeLinkAsync(secret, host, context.RequestAborted).ConfigureAwait(false);
         if (user is null)
         {
-            await Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
-                $"<p>This login link is invalid, expired or already used. Run <code>ssh {Pages.E(_urls.ControlHost)} browser</code> for a new one.</p>").ConfigureAwait(false);
+            await InvalidLoginLinkAsync(context).ConfigureAwait(false);
             return;
         }
-        await _logins.StartAsync(context, user, ControlPaths.CookieName, host).ConfigureAwait(false);
+        ExpireConfirmCookie(context);
+        await SignInAsync(context, user, redirect).ConfigureAwait(false);
+    }
+
+    /// <summary>Sets <c>exe-auth</c> for <paramref name="user"/> on the control host and 303s to <paramref name="redirect"/>.</summary>
+    public async Task SignInAsync(HttpContext context, WebUser user, string redirect)
+    {
+        await _logins.StartAsync(context, user, ControlPaths.CookieName, context.Request.Host.Value!.ToLowerInvariant()).ConfigureAwait(false);
         context.Response.StatusCode = StatusCodes.Status303SeeOther;
         context.Response.Headers.Location = redirect;
     }
+
+    /// <summary>
+    /// An <c>Origin</c> naming another site. "null" is not one: every page of this door is sent with
+    /// <c>Referrer-Policy: no-referrer</c> (the secret is in the URL), under which browsers send a form's POST with
+    /// <c>Origin: null</c> (Fetch standard, "serializing a request origin"); the SameSite=Strict cookie, which no
+    /// other site's form carries, decides then.
+    /// </summary>
+    private static bool IsOtherOrigin(HttpContext context)
+        => context.Request.Headers.Origin is { Count: > 0 } origin && origin.ToString() != "null" && !OwnForms.IsSameOrigin(context);
+
+    private Task InvalidLoginLinkAsync(HttpContext context)
+        => Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
+            $"<p>This login link is invalid, expired or already used. Run <code>ssh {Pages.E(_urls.ControlHost)} browser</code> for a new one.</p>");
+
+    private static void ExpireConfirmCookie(HttpContext context)
+        => context.Response.Cookies.Append(ConfirmCookieName, "", new CookieOptions
+        {
+            Path = ControlPaths.Auth, HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Strict,
+            MaxAge = TimeSpan.Zero, Expires = DateTimeOffset.UnixEpoch, IsEssential = true,
+        });
 
     /// <summary>
     /// Control host <c>GET /login?redirect=P&amp;return_host=H</c>: logged in (exe-auth) and H a site of the VM
@@ -163,6 +262,14 @@ internal sealed class ControlHostPages
             return;
         string email = form["email"].ToString().Trim().ToLowerInvariant();
         string redirect = HeaderParsing.SanitizeRedirect(form["redirect"]);
+        // As sign-up does: no mail to domains reserved for examples (RFC 2606), and the page says so. It says the
+        // same whether or not an account has that address, so it reveals nothing about accounts.
+        if (EmailAddress.TryNormalize(email, out var normalized) && ReservedEmailDomains.IsReserved(normalized))
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status400BadRequest, "No mail can reach that address",
+                $"<p>{Pages.E(ReservedEmailDomains.Message(normalized))}</p>").ConfigureAwait(false);
+            return;
+        }
         if (email.Length is > 0 and <= 254 && email.Contains('@') && _loginEmailLimiter.TryAcquire(email))
             await sender.SendLoginLinkAsync(email, redirect, context.RequestAborted).ConfigureAwait(false);
         await Pages.WriteAsync(context, StatusCodes.Status200OK, "Check your email",

@@ -21,13 +21,19 @@ namespace Warren.Edge.Http;
 /// <item><c>GET /verify-email?token=T</c>: a page with one button; nothing is used up, so mail scanners and link
 ///   previews that fetch the link change nothing.</item>
 /// <item><c>POST /verify-email</c> (the button): confirms. An SSH sign-up dialogue waiting on it goes on; a web sign-up
-///   signs the browser in through a one-time login secret (<c>/auth?secret=…</c>, which sets the session cookie), and
-///   the address counts as verified: pending shares to it become active.</item>
+///   signs the browser in (<see cref="IControlHostLogin.SignInAsync"/> sets the session cookie), and the address counts
+///   as verified: pending shares to it become active.</item>
+/// <item><c>POST /auth</c> with <c>secret</c>: the button of a login link's page, handed to
+///   <see cref="IControlHostLogin.ConfirmLinkAsync"/> (one form body, read once, decides which it is).</item>
 /// </list>
+/// Verification links are kept in SQLite (<see cref="EmailVerifications"/>): one mailed before a restart works after it.
 /// Addresses at domains reserved for examples (RFC 2606) are not mailed; the page says so.
 /// </summary>
 public sealed partial class SignupPages
 {
+    /// <summary>The form field of a login link's confirmation (<c>POST /auth</c>); a sign-up form has <c>email</c> instead.</summary>
+    public const string LoginSecretField = "secret";
+
     /// <summary>Largest form accepted (an address of RFC 5321's 254 octets, a redirect path and a token, encoded).</summary>
     public const int MaxFormBytes = 4096;
 
@@ -41,19 +47,17 @@ public sealed partial class SignupPages
 
     private readonly EmailVerifications _verifications;
     private readonly AccountService _accounts;
-    private readonly ILoginLinkService _links;
     private readonly PlatformOptions _options;
     private readonly IEmailSender? _email;
     private readonly ILogger<SignupPages> _logger;
     private readonly KeyedTokenBucket<string> _perAddress;
     private readonly KeyedTokenBucket<string> _perSource;
 
-    public SignupPages(EmailVerifications verifications, AccountService accounts, ILoginLinkService links, PlatformOptions options,
+    public SignupPages(EmailVerifications verifications, AccountService accounts, PlatformOptions options,
         TimeProvider time, ILogger<SignupPages> logger, IEmailSender? email = null)
     {
         _verifications = verifications;
         _accounts = accounts;
-        _links = links;
         _options = options;
         _email = email;
         _logger = logger;
@@ -65,22 +69,27 @@ public sealed partial class SignupPages
     /// The control host's hook: answers <c>POST /auth</c> and <c>/verify-email</c> and returns true, or returns
     /// false for every other request (which the front door then serves as before).
     /// </summary>
-    public async Task<bool> TryHandleAsync(HttpContext context)
+    public async Task<bool> TryHandleAsync(HttpContext context, IControlHostLogin login)
     {
         var path = context.Request.Path;
         bool signup = path.Equals(ControlPaths.Auth, StringComparison.Ordinal) && HttpMethods.IsPost(context.Request.Method);
         bool verify = path.Equals(EmailVerifications.LinkPath, StringComparison.Ordinal);
         if (!signup && !verify) return false;
-        if (signup) await SignupAsync(context).ConfigureAwait(false);
-        else await VerifyAsync(context).ConfigureAwait(false);
+        if (signup) await SignupAsync(context, login).ConfigureAwait(false);
+        else await VerifyAsync(context, login).ConfigureAwait(false);
         return true;
     }
 
-    private async Task SignupAsync(HttpContext context)
+    private async Task SignupAsync(HttpContext context, IControlHostLogin login)
     {
         var ct = context.RequestAborted;
         var form = await ReadFormAsync(context).ConfigureAwait(false);
         if (form is null) return;
+        if (form.ContainsKey(LoginSecretField))
+        {
+            await login.ConfirmLinkAsync(context, form).ConfigureAwait(false);
+            return;
+        }
         if (_email is null)
         {
             await PageAsync(context, StatusCodes.Status503ServiceUnavailable, "Sign-up by e-mail is not available",
@@ -109,7 +118,7 @@ public sealed partial class SignupPages
             return;
         }
         string redirect = LocalPath(form["redirect"].ToString()) ?? ControlPaths.Login;
-        if (_verifications.Create(email, VerificationPurpose.WebSignup, redirect) is not { } created)
+        if (await _verifications.CreateAsync(email, VerificationPurpose.WebSignup, redirect, ct).ConfigureAwait(false) is not { } created)
         {
             await PageAsync(context, StatusCodes.Status503ServiceUnavailable, "Try again later",
                 "<p>Too many sign-ups are waiting right now. Please try again in a few minutes.</p>").ConfigureAwait(false);
@@ -126,7 +135,7 @@ public sealed partial class SignupPages
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or TimeoutException)
         {
-            _verifications.Forget(created.Token);
+            await _verifications.ForgetAsync(created.Token, CancellationToken.None).ConfigureAwait(false);
             MailFailed(_logger, e.Message);
             await PageAsync(context, StatusCodes.Status503ServiceUnavailable, "The mail could not be sent",
                 "<p>The sign-in mail could not be sent. Please try again later.</p>").ConfigureAwait(false);
@@ -136,17 +145,19 @@ public sealed partial class SignupPages
             $"<p>A sign-in link is on its way to <b>{E(email)}</b>. Open it and confirm; it works for {minutes} minutes.</p>").ConfigureAwait(false);
     }
 
-    private async Task VerifyAsync(HttpContext context)
+    private async Task VerifyAsync(HttpContext context, IControlHostLogin login)
     {
         var request = context.Request;
         var ct = context.RequestAborted;
-        // The token is in the URL: keep it out of the Referer of anything the page links to, and out of caches.
-        context.Response.Headers["Referrer-Policy"] = "no-referrer";
+        // The token is in the URL: keep it out of the Referer of anything on another origin, and out of caches.
+        // "same-origin", not "no-referrer": under no-referrer a browser sends the button's POST with "Origin: null"
+        // (Fetch standard, "serializing a request origin"), which the same-origin check below refuses.
+        context.Response.Headers["Referrer-Policy"] = "same-origin";
         context.Response.Headers.CacheControl = "no-store";
         if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method))
         {
             string token = request.Query["token"].ToString();
-            if (_verifications.Find(token) is not { } pending)
+            if (await _verifications.FindAsync(token, ct).ConfigureAwait(false) is not { } pending)
             {
                 await InvalidLinkAsync(context).ConfigureAwait(false);
                 return;
@@ -166,11 +177,25 @@ public sealed partial class SignupPages
             await PageAsync(context, StatusCodes.Status405MethodNotAllowed, "Method not allowed", "<p>Use the link from the mail.</p>").ConfigureAwait(false);
             return;
         }
+        // The button's POST comes from this page: another site's form must not sign a browser in to an account of
+        // its choosing (login CSRF); browsers send Origin with every cross-site POST (RFC 6454 §7).
+        if (!OwnForms.IsSameOrigin(context))
+        {
+            await PageAsync(context, StatusCodes.Status403Forbidden, "Please open the link again",
+                "<p>This form did not come from this site. Open the link from the mail again.</p>").ConfigureAwait(false);
+            return;
+        }
         var form = await ReadFormAsync(context).ConfigureAwait(false);
         if (form is null) return;
-        if (_verifications.Confirm(form["token"].ToString()) is not { } confirmed)
+        if (await _verifications.ConfirmAsync(form["token"].ToString(), ct).ConfigureAwait(false) is not { } confirmed)
         {
             await InvalidLinkAsync(context).ConfigureAwait(false);
+            return;
+        }
+        if (confirmed is { Purpose: VerificationPurpose.SshSignup, WaiterGone: true })
+        {
+            await PageAsync(context, StatusCodes.Status410Gone, "Sign-up ended",
+                $"<p>The terminal sign-up that sent this link has ended (the server restarted). Run <code>ssh {E(_options.ControlHost)}</code> again.</p>").ConfigureAwait(false);
             return;
         }
         if (confirmed.Purpose == VerificationPurpose.SshSignup)
@@ -180,11 +205,8 @@ public sealed partial class SignupPages
             return;
         }
         var account = await _accounts.GetOrCreateVerifiedAsync(confirmed.Email, ct).ConfigureAwait(false);
-        // Sign the browser in the way every control-host login ends: a one-time secret that /auth turns into the cookie.
-        string secret = await _links.IssueAsync(new WebUser(account.Id, account.Email), _options.ControlHost, ct).ConfigureAwait(false);
-        context.Response.StatusCode = StatusCodes.Status303SeeOther;
-        context.Response.Headers.Location = ControlPaths.Auth + "?secret=" + Uri.EscapeDataString(secret)
-            + "&redirect=" + Uri.EscapeDataString(confirmed.Redirect ?? ControlPaths.Login);
+        // This POST is the person's click: it signs the browser in at once (a login link would need a second click).
+        await login.SignInAsync(context, new WebUser(account.Id, account.Email), confirmed.Redirect ?? ControlPaths.Login).ConfigureAwait(false);
     }
 
     private Task InvalidLinkAsync(HttpContext context)
@@ -267,4 +289,14 @@ public sealed partial class SignupPages
 
     [LoggerMessage(EventId = 4390, EventName = "signup.mail_failed", Level = LogLevel.Warning, Message = "signup.mail_failed reason={Reason}")]
     private static partial void MailFailed(ILogger logger, string reason);
+}
+
+/// <summary>The control host's login steps the sign-up pages end in (the front door's control-host pages).</summary>
+public interface IControlHostLogin
+{
+    /// <summary>The <c>POST /auth</c> of a login link's confirmation page: its form (secret, form token, redirect) is read already.</summary>
+    Task ConfirmLinkAsync(HttpContext context, IFormCollection form);
+
+    /// <summary>Starts a control-host session for <paramref name="user"/> and redirects (303) to <paramref name="redirect"/>.</summary>
+    Task SignInAsync(HttpContext context, WebUser user, string redirect);
 }
