@@ -13,49 +13,15 @@ namespace Warren.EndToEnd.Tests;
 public sealed class BrowserLoginTests(WebFrontDoorFixture fixture) : IClassFixture<WebFrontDoorFixture>
 {
     private WarrenDaemon Daemon => fixture.Daemon;
-    private const string Chromium = "/usr/bin/chromium";
-    private static readonly float NavigationTimeoutMs = 60_000;
-
     private string SiteUrl => $"https://{WebFrontDoorFixture.Site}.box.localhost:{Daemon.HttpsPort}/";
 
-    private async Task<IBrowser> LaunchAsync(IPlaywright playwright)
-    {
-        Assert.True(File.Exists(Chromium), $"{Chromium} is not installed; run scripts/prereqs.sh (apt-get install chromium)");
-        return await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
-        {
-            ExecutablePath = Chromium,
-            Headless = true,
-            Timeout = 120_000,
-            Args =
-            [
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                // DNS as the daemon's own server answers it: the VM name to its slot, the control host to the control address.
-                $"--host-resolver-rules=MAP *.box.localhost {fixture.SlotIp}, MAP warren.localhost {Daemon.ControlAddress}",
-            ],
-        });
-    }
+    private Task<IBrowser> LaunchAsync(IPlaywright playwright) => Chromium.LaunchAsync(playwright, fixture.SlotIp, Daemon.ControlAddress);
 
-    private static async Task<IBrowserContext> NewContextAsync(IBrowser browser)
-    {
-        // The dev CA is not in chromium's trust store; the test is about login, not PKI.
-        var context = await browser.NewContextAsync(new BrowserNewContextOptions { IgnoreHTTPSErrors = true });
-        context.SetDefaultNavigationTimeout(NavigationTimeoutMs);
-        context.SetDefaultTimeout(NavigationTimeoutMs);
-        return context;
-    }
+    private static Task<IBrowserContext> NewContextAsync(IBrowser browser) => Chromium.NewContextAsync(browser);
+
+    private static Task<IResponse?> OpenLoginLinkAsync(IPage page, string link) => Chromium.OpenLoginLinkAsync(page, link);
 
     /// <summary>Runs <c>ssh CONTROL browser</c> and returns the one-time link it prints.</summary>
-    /// <summary>Opens a login link as its user does: the page, then its button (only that POST logs in).</summary>
-    private static async Task<IResponse?> OpenLoginLinkAsync(IPage page, string link)
-    {
-        var shown = await page.GotoAsync(link);
-        Assert.Equal(200, shown!.Status);
-        // The page the click ends on: the POST's 303 is followed to the logged-in page, a refusal is the answer itself.
-        return await page.RunAndWaitForResponseAsync(() => page.ClickAsync("button"),
-            r => r.Request.IsNavigationRequest && r.Status is not (>= 300 and < 400));
-    }
-
     private async Task<string> LoginLinkAsync(SshUser user)
     {
         var r = await user.ControlAsync("browser");

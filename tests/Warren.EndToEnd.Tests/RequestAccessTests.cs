@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.RegularExpressions;
 using Microsoft.Data.Sqlite;
+using Microsoft.Playwright;
 using Warren.EndToEnd.Tests.Harness;
 using Xunit;
 
@@ -36,6 +37,41 @@ public sealed partial class RequestAccessTests(RequestAccessFixture fixture) : I
     /// <summary>The next request-access mail (the owner is also mailed that the site's VM was created; that one is skipped).</summary>
     private async Task<string> NextMailAsync() =>
         await fixture.Mail.NextContainingAsync("asks for access", MailWait) ?? throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log);
+
+    /// <summary>
+    /// The same form sent by a real browser: the page's referrer policy decides which <c>Origin</c> Chromium sends
+    /// with the POST (Fetch standard, "serializing a request origin": under <c>no-referrer</c> it is "null"), and the
+    /// form refuses any Origin but its own site's.
+    /// </summary>
+    [Fact]
+    public async Task Chromium_SendsTheRequestAccessForm_AndTheOwnerIsMailed()
+    {
+        var asker = await Daemon.CreateUserAsync("chromium-asker@example.com");
+        var printed = await asker.ControlAsync("browser");
+        Assert.True(printed.ExitCode == 0, printed.ToString());
+        string link = Regex.Match(printed.Stdout + printed.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
+        Assert.False(string.IsNullOrEmpty(link), printed.ToString());
+
+        using var playwright = await Playwright.CreateAsync();
+        await using var browser = await Chromium.LaunchAsync(playwright, fixture.SlotIp, Daemon.ControlAddress);
+        await using var context = await Chromium.NewContextAsync(browser);
+        var page = await context.NewPageAsync();
+        var login = await Chromium.OpenLoginLinkAsync(page, link);
+        Assert.Equal(200, login!.Status);
+
+        var site = await page.GotoAsync(SiteUrl());
+        Assert.Equal(401, site!.Status);
+        Assert.Contains("You need access", await page.InnerTextAsync("body"));
+        await page.FillAsync("textarea", "Sent from a browser.");
+        var sent = await Chromium.ClickAndWaitAsync(page, "text=Request access");
+        string text = await page.InnerTextAsync("body");
+        Assert.True(sent.Status == 200, $"{sent.Status}: {text}");
+        Assert.Contains("Access requested", text);
+
+        string mail = await fixture.Mail.NextContainingAsync("chromium-asker@example.com asks for access", MailWait)
+            ?? throw new Xunit.Sdk.XunitException("no mail arrived\ndaemon: " + Daemon.Log);
+        Assert.Contains("> Sent from a browser.", mail);
+    }
 
     [Fact]
     public async Task LoggedInStranger_RequestsAccess_OwnerIsMailed_ShareAddLetsThemIn()

@@ -12,7 +12,12 @@ internal static class Pages
     /// For a page with the logout form: the control host's origin, where the logout's 307 leads. CSP's form-action
     /// also governs the redirects after a form is sent (CSP Level 3, "form-action"), so 'self' alone would stop it.
     /// </param>
-    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml, string? logoutRedirectOrigin = null)
+    /// <param name="hasOwnForm">
+    /// The page posts a form of this door that checks <c>Origin</c>: its referrer policy is <c>same-origin</c>, because
+    /// under <c>no-referrer</c> browsers send such a POST with <c>Origin: null</c> (Fetch standard, "serializing a
+    /// request origin"); other sites still get no referrer.
+    /// </param>
+    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml, string? logoutRedirectOrigin = null, bool hasOwnForm = false)
     {
         var response = context.Response;
         response.StatusCode = status;
@@ -21,6 +26,8 @@ internal static class Pages
             response.Headers[name] = value;
         if (logoutRedirectOrigin is not null)
             response.Headers.ContentSecurityPolicy = ContentSecurityPolicy + " " + logoutRedirectOrigin;
+        if (hasOwnForm)
+            response.Headers["Referrer-Policy"] = "same-origin";
         if (HttpMethods.IsHead(context.Request.Method))
             return Task.CompletedTask;
         return response.WriteAsync(Render(title, bodyHtml), context.RequestAborted);
@@ -81,7 +88,7 @@ internal static class Pages
                 .Append("<button>Request access</button></form>");
         }
         body.Append("<form method=\"post\" action=\"/__exe.dev/logout\"><button>Log out</button></form>");
-        return WriteAsync(c, status, "You need access", body.ToString(), controlOrigin);
+        return WriteAsync(c, status, "You need access", body.ToString(), controlOrigin, hasOwnForm: requestAccessToken is not null);
     }
 
     /// <summary>After a request-access form was sent. Says nothing about who the owner is.</summary>
