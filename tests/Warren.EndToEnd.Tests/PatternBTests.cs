@@ -242,7 +242,7 @@ public sealed class PatternBTests(MicroVmDaemonFixture fixture, ITestOutputHelpe
         request.CertificateExtensions.Add(san.Build());
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
-        using var leaf = request.Create(ca, now.AddMinutes(-5), now.AddDays(1), RandomNumberGenerator.GetBytes(12));
+        using var leaf = request.Create(ca, now.AddMinutes(-5), now.AddHours(23), RandomNumberGenerator.GetBytes(12));
 
         string certPath = Path.Combine(dir, "registry.crt"), keyPath = Path.Combine(dir, "registry.key");
         File.WriteAllText(certPath, leaf.ExportCertificatePem() + "\n" + ca.ExportCertificatePem() + "\n");

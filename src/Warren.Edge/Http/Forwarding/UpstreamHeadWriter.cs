@@ -57,15 +57,7 @@ internal readonly struct UpstreamHeadWriter(ByteBuffer output)
     }
 
     /// <summary>One value of one of the client's fields (the caller asked <see cref="ForwardedHeaderRules"/> whether it passes).</summary>
-    public bool ClientField(string name, string value)
-    {
-        output.AppendAscii(name);
-        output.Append(": "u8);
-        if (!output.AppendValue(value))
-            return false;
-        output.Append("\r\n"u8);
-        return true;
-    }
+    public bool ClientField(string name, string value) => Field(name, value);
 
     /// <summary>The Cookie field the VM gets (<see cref="ForwardedHeaderRules.ForwardedCookie"/>), if any.</summary>
     public bool Cookie(string? kept) => kept is null || Field(ForwardedHeaderRules.CookieHeader, kept);

@@ -570,7 +570,9 @@ public sealed class TlsSessionTests : IDisposable
         var now = DateTimeOffset.UtcNow;
         if (issuer is null)
             return request.CreateSelfSigned(now.AddMinutes(-5), now.AddDays(2));
-        using var unkeyed = request.Create(issuer, now.AddMinutes(-5), now.AddDays(2), RandomNumberGenerator.GetBytes(16));
+        // Not past the issuer's end, which X.509 keeps to whole seconds (a later "now" can pass it by a fraction).
+        var notAfter = new DateTimeOffset(issuer.NotAfter.ToUniversalTime(), TimeSpan.Zero);
+        using var unkeyed = request.Create(issuer, now.AddMinutes(-5), notAfter, RandomNumberGenerator.GetBytes(16));
         using var withKey = unkeyed.CopyWithPrivateKey(key);
         return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), password: null);
     }
