@@ -235,7 +235,7 @@ public sealed class IntegrationsEndToEndTests(IntegrationsFixture fixture) : ICl
         Assert.True(printed.ExitCode == 0, printed.ToString());
         string link = Regex.Match(printed.Stdout + printed.Stderr, @"https://warren\.localhost:\d+/auth\?secret=[A-Za-z0-9_%\-]+").Value;
         Assert.False(string.IsNullOrEmpty(link), printed.ToString());
-        Assert.Equal(303, (await browser.RequestAsync(link)).Status);
+        Assert.Equal(303, (await browser.OpenLoginLinkAsync(link)).Status);
         var page = await browser.RequestAsync($"https://{siteHost}:{Daemon.HttpsPort}/__exe.dev/login?redirect=/", "-L", "--max-redirs", "10");
         Assert.True(page.Status == 200, page.Raw);
         Assert.Contains("public page", page.Body);
