@@ -54,9 +54,11 @@ public sealed class MicroVmCrashRecoveryTests(ITestOutputHelper output)
             // The installation's cgroup is named as its packet-filter table (warren_ + a digest of the installation).
             string cgroupParent = CgroupParentOf(keepId) ?? throw new Xunit.Sdk.XunitException("keep has no CPU cgroup");
 
-            // 1. new, killed while the runtime makes its disks: a VM directory without vm.json yet.
+            // 1. new, killed before its QEMU runs (its disks, config and tap being made): a VM directory and no QEMU.
+            // Not "no vm.json yet": that window is a few milliseconds now that the disks are made at once, and a
+            // poll on a loaded host can miss it.
             await KillDuringAsync(daemon, u, "new --name=half-disks --image=warren/busybox:1",
-                () => VmDirectories(vms).Any(d => d != keepId && !File.Exists(Path.Combine(vms, d, "vm.json"))), "a VM directory without vm.json");
+                () => VmDirectories(vms).Any(d => d != keepId && QemuPidOf(vms, d) == null), "a new VM directory without its QEMU");
             await RestartAndCheckAsync(daemon, u, vms, keepId, keepPid);
 
             // 2. new, killed once its QEMU runs, before its agent answered (the guest needs seconds to boot).

@@ -66,4 +66,41 @@ public sealed class QmpClientTests : IDisposable
         Assert.Equal("LineTooLong", (await Assert.ThrowsAsync<QmpException>(() => qmp.ExecuteAsync("c", null, Bound()))).ErrorClass);
         _ = server;
     }
+
+    /// <summary>
+    /// A command cancelled before its answer can be answered onto the next session: those lines (before the greeting,
+    /// or carrying another command's id) are skipped, never taken for this session's answers.
+    /// </summary>
+    [Fact]
+    public async Task AnswersOfAnEarlierSession_AreSkipped()
+    {
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(SocketPath));
+        listener.Listen(1);
+        var server = Task.Run(async () =>
+        {
+            using (listener)
+            using (var connection = await listener.AcceptAsync())
+            await using (var stream = new NetworkStream(connection))
+            {
+                var reader = new StreamReader(stream);
+                await stream.WriteAsync(Encoding.UTF8.GetBytes("{\"return\": {}, \"id\": 7}\r\n{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n"));
+                for (int i = 0; i < 2; i++)
+                {
+                    string line = (await reader.ReadLineAsync())!;
+                    string id = System.Text.Json.Nodes.JsonNode.Parse(line)!["id"]!.ToJsonString();
+                    await stream.WriteAsync(Encoding.UTF8.GetBytes("{\"return\": {\"stale\": true}, \"id\": 7}\r\n"));
+                    await stream.WriteAsync(Encoding.UTF8.GetBytes("{\"return\": {\"mine\": " + id + "}, \"id\": " + id + "}\r\n"));
+                }
+                await reader.ReadLineAsync();
+            }
+        });
+        await using (var qmp = await QmpClient.ConnectAsync(SocketPath, Bound()))
+        {
+            var answer = await qmp.ExecuteAsync("query-status", null, Bound());
+            Assert.NotNull(answer!["mine"]);
+            Assert.Null(answer["stale"]);
+        }
+        await server.WaitAsync(Bound());
+    }
 }

@@ -16,6 +16,12 @@ internal sealed class QmpClient : IAsyncDisposable
     /// <summary>Longest line read; QEMU's answers to the commands used here are a few hundred bytes.</summary>
     private const int MaxLineBytes = 1024 * 1024;
 
+    /// <summary>Most answers of an earlier session skipped before the one awaited (one per cancelled command at most).</summary>
+    private const int MaxStaleLines = 16;
+
+    /// <summary>Command ids, unique in this process (random start: a restarted daemon does not reuse its predecessor's).</summary>
+    private static long s_nextId = Random.Shared.NextInt64(1L << 40);
+
     private readonly NetworkStream _stream;
     private readonly byte[] _buffer = new byte[64 * 1024];
     private readonly MemoryStream _line = new();
@@ -41,8 +47,11 @@ internal sealed class QmpClient : IAsyncDisposable
         var client = new QmpClient(socket);
         try
         {
-            var greeting = await client.ReadObjectAsync(ct).ConfigureAwait(false);
-            if (greeting["QMP"] == null) throw new QmpException("GreetingMissing", "the QMP socket did not greet");
+            // The greeting opens every session, but a command whose client went away before its answer (a
+            // cancelled call) can still be answered onto the next connection: such lines come first and are skipped.
+            int stale = 0;
+            while ((await client.ReadObjectAsync(ct).ConfigureAwait(false))["QMP"] == null)
+                if (++stale > MaxStaleLines) throw new QmpException("GreetingMissing", "the QMP socket did not greet");
             await client.ExecuteAsync("qmp_capabilities", null, ct).ConfigureAwait(false);
             return client;
         }
@@ -56,13 +65,22 @@ internal sealed class QmpClient : IAsyncDisposable
     /// <summary>Runs one command; returns its "return" value, or throws <see cref="QmpException"/> with QEMU's error.</summary>
     public async Task<JsonNode?> ExecuteAsync(string command, JsonObject? arguments, CancellationToken ct)
     {
-        var request = new JsonObject { ["execute"] = command };
+        // QMP echoes a command's "id" in its answer: an answer carrying another id belongs to an earlier session's
+        // command (see ConnectAsync) and is skipped rather than taken for this one's.
+        long id = Interlocked.Increment(ref s_nextId);
+        var request = new JsonObject { ["execute"] = command, ["id"] = id };
         if (arguments != null) request["arguments"] = arguments;
         await _stream.WriteAsync(Encoding.UTF8.GetBytes(request.ToJsonString() + "\n"), ct).ConfigureAwait(false);
+        int stale = 0;
         while (true)
         {
             var answer = await ReadObjectAsync(ct).ConfigureAwait(false);
             if (answer["event"] != null) continue;
+            if (answer["id"] is JsonValue answerId && !(answerId.TryGetValue(out long echoed) && echoed == id))
+            {
+                if (++stale > MaxStaleLines) throw new QmpException("BadAnswer", "QMP answers for other commands only");
+                continue;
+            }
             if (answer.TryGetPropertyValue("return", out var value)) return value;
             if (answer["error"] is JsonObject error)
                 throw new QmpException(error["class"]?.GetValue<string>() ?? "GenericError", error["desc"]?.GetValue<string>() ?? "unknown error");
