@@ -18,19 +18,7 @@ public sealed class MicroVmCrashRecoveryTests(ITestOutputHelper output)
     private const string Slot = "127.0.1.1";
     private static readonly TimeSpan KillPointTimeout = TimeSpan.FromMinutes(3);
 
-    private static Dictionary<string, string> Config => new()
-    {
-        ["Warren:Runtime"] = "microvm",
-        ["Warren:Resources:DefaultCpus"] = "1",
-        ["Warren:Resources:MinCpus"] = "1",
-        ["Warren:Resources:MinMemoryBytes"] = (256L << 20).ToString(),
-        ["Warren:Resources:DefaultMemoryBytes"] = (256L << 20).ToString(),
-        ["Warren:Resources:MinDiskBytes"] = (1L << 30).ToString(),
-        ["Warren:Resources:DefaultDiskBytes"] = (1L << 30).ToString(),
-        ["Warren:Slots:0:Name"] = "s001",
-        ["Warren:Slots:0:PublicIp"] = Slot,
-        ["Warren:Slots:0:LocalIp"] = Slot,
-    };
+    private static Dictionary<string, string> Config => MicroVmDaemonFixture.DaemonConfig(Slot);
 
     [Fact]
     public async Task SigkillDuringNewAndCp_RestartAdoptsRunningVmAndLeavesNoOrphans()

@@ -8,19 +8,9 @@ public sealed class MicroVmTapDaemonFixture : DaemonFixture, IAsyncLifetime
 {
     public const string Slot = "127.0.1.1";
 
-    protected override Dictionary<string, string> Config => new()
+    protected override Dictionary<string, string> Config => new(MicroVmDaemonFixture.DaemonConfig(Slot))
     {
-        ["Warren:Runtime"] = "microvm",
         ["Warren:DefaultImage"] = "warren/busybox:1",
-        ["Warren:Resources:DefaultCpus"] = "1",
-        ["Warren:Resources:MinCpus"] = "1",
-        ["Warren:Resources:MinMemoryBytes"] = (256L << 20).ToString(),
-        ["Warren:Resources:DefaultMemoryBytes"] = (256L << 20).ToString(),
-        ["Warren:Resources:MinDiskBytes"] = (1L << 30).ToString(),
-        ["Warren:Resources:DefaultDiskBytes"] = (1L << 30).ToString(),
-        ["Warren:Slots:0:Name"] = "s001",
-        ["Warren:Slots:0:PublicIp"] = Slot,
-        ["Warren:Slots:0:LocalIp"] = Slot,
     };
 
     /// <summary>

@@ -15,19 +15,24 @@ public sealed class MicroVmDaemonFixture : DaemonFixture, IAsyncLifetime
 {
     public const string Slot = "127.0.1.1";
 
-    protected override Dictionary<string, string> Config => new()
+    protected override Dictionary<string, string> Config => DaemonConfig(Slot, defaultMemoryBytes: 1L << 30, defaultDiskBytes: 8L << 30);
+
+    /// <summary>
+    /// A microVM daemon's settings: the runtime's default networking (a tap per VM behind the installation's packet
+    /// filter, isolation on), 1 vCPU VMs of the given default size, one slot on <paramref name="slot"/>.
+    /// </summary>
+    internal static Dictionary<string, string> DaemonConfig(string slot, long defaultMemoryBytes = 256L << 20, long defaultDiskBytes = 1L << 30) => new()
     {
-        // The runtime's default networking: a tap per VM behind the installation's packet filter (isolation on).
         ["Warren:Runtime"] = "microvm",
         ["Warren:Resources:DefaultCpus"] = "1",
         ["Warren:Resources:MinCpus"] = "1",
         ["Warren:Resources:MinMemoryBytes"] = (256L << 20).ToString(),
-        ["Warren:Resources:DefaultMemoryBytes"] = (1L << 30).ToString(),
+        ["Warren:Resources:DefaultMemoryBytes"] = defaultMemoryBytes.ToString(),
         ["Warren:Resources:MinDiskBytes"] = (1L << 30).ToString(),
-        ["Warren:Resources:DefaultDiskBytes"] = (8L << 30).ToString(),
+        ["Warren:Resources:DefaultDiskBytes"] = defaultDiskBytes.ToString(),
         ["Warren:Slots:0:Name"] = "s001",
-        ["Warren:Slots:0:PublicIp"] = Slot,
-        ["Warren:Slots:0:LocalIp"] = Slot,
+        ["Warren:Slots:0:PublicIp"] = slot,
+        ["Warren:Slots:0:LocalIp"] = slot,
     };
 
     /// <summary>
