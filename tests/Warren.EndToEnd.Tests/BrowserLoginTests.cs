@@ -119,7 +119,11 @@ public sealed class BrowserLoginTests(WebFrontDoorFixture fixture) : IClassFixtu
                 // lands on the control host's logged-out page.
                 await page.GotoAsync(SiteUrl + "__exe.dev/logout");
                 await page.ClickAsync("button");
-                await page.WaitForURLAsync($"https://warren.localhost:{Daemon.HttpsPort}/logged-out");
+                // Waits for the navigation to commit, then for the page's text: the default wait for the "load" event
+                // once timed out under CI load although the page had arrived (Playwright logged only "NetworkIdle").
+                await page.WaitForURLAsync($"https://warren.localhost:{Daemon.HttpsPort}/logged-out",
+                    new PageWaitForURLOptions { WaitUntil = WaitUntilState.Commit });
+                Assert.Contains("You are logged out", await page.InnerTextAsync("body"));
                 var cookies = await otherContext.CookiesAsync([SiteUrl]);
                 Assert.DoesNotContain(cookies, c => c.Name.StartsWith("login-with-exe-", StringComparison.Ordinal));
             }
