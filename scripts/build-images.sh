@@ -5,8 +5,8 @@
 #   2. warren/busybox:1, FROM scratch with busybox-static and its applet links (no libc);
 #   3. the microVM kernel, initramfs and module disk (scripts/build-vm-kernel.sh, var/vm-kernel/);
 #   4. warren/default:1, a Debian bookworm userland made with debootstrap from the
-#      apt mirror configured on this host, plus a login user `warren` (uid 1000,
-#      passwordless sudo). Skipped when the image exists.
+#      apt mirror configured on this host (git included: the GitHub integration's clone/push), plus a login user
+#      `warren` (uid 1000, passwordless sudo). Rebuilt when its recipe (label org.warren.recipe) changes.
 #   5. warren/dind:1, Debian 13 (trixie) with Docker Engine (docker.io), Compose v2 (docker-compose), iptables,
 #      kmod and the same login user: the default image under the microVM runtime ("Pattern B": docker and
 #      docker compose inside a VM, which needs a real VM's kernel). Its command starts dockerd. Rebuilt when its
@@ -90,10 +90,12 @@ fi
 
 # ---------------------------------------------------------------- 4. default image
 default_image=warren/default:1
+default_pkgs=bash,coreutils,sudo,ca-certificates,curl,less,vim-tiny,openssh-sftp-server,procps,passwd,git
+default_recipe=$( { echo "bookworm $default_pkgs"; sed -n '/^# -* 4\. default image/,/^# -* 5\. dind image/p' "$root_dir/scripts/build-images.sh"; } | sha256sum | cut -c1-16)
 if [ "${WARREN_SKIP_DEFAULT_IMAGE:-}" = 1 ]; then
   log "skipping $default_image (WARREN_SKIP_DEFAULT_IMAGE=1)"
-elif docker image inspect "$default_image" >/dev/null 2>&1; then
-  log "$default_image present"
+elif [ "$(docker image inspect -f '{{index .Config.Labels "org.warren.recipe"}}' "$default_image" 2>/dev/null)" = "$default_recipe" ]; then
+  log "$default_image present (recipe $default_recipe)"
 else
   command -v debootstrap >/dev/null || { log "debootstrap missing (run scripts/prereqs.sh)"; exit 1; }
   # The first non-security URI of the host's deb822 sources (or sources.list), else Debian's own.
@@ -104,8 +106,7 @@ else
   start=$(date +%s)
   rootfs=$(mktemp -d /var/tmp/warren-rootfs.XXXXXX)
   trap 'rm -rf "$rootfs"' EXIT
-  pkgs=bash,coreutils,sudo,ca-certificates,curl,less,vim-tiny,openssh-sftp-server,procps,passwd
-  timeout 1800 debootstrap --variant=minbase --include="$pkgs" bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+  timeout 1800 debootstrap --variant=minbase --include="$default_pkgs" bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
     || { log "debootstrap failed; see $rootfs.log"; exit 1; }
   # Login user with passwordless sudo.
   chroot "$rootfs" /usr/sbin/useradd --create-home --uid 1000 --user-group --shell /bin/bash warren
@@ -120,7 +121,8 @@ else
     --change 'ENV LANG=C.UTF-8' \
     --change 'USER warren' --change 'WORKDIR /home/warren' \
     --change 'CMD ["/bin/bash"]' \
-    --change 'LABEL org.opencontainers.image.title=warren-default' - "$default_image" >/dev/null
+    --change 'LABEL org.opencontainers.image.title=warren-default' \
+    --change "LABEL org.warren.recipe=$default_recipe" - "$default_image" >/dev/null
   rm -rf "$rootfs" "$rootfs.log"
   trap - EXIT
   log "$default_image built in $(( $(date +%s) - start ))s"
@@ -132,7 +134,7 @@ fi
 # FROM warren/default:1) is rebuilt, and an unchanged one never is.
 dind_image=warren/dind:1
 dind_suite=trixie
-dind_pkgs=bash,coreutils,sudo,ca-certificates,curl,less,vim-tiny,openssh-sftp-server,procps,passwd,iproute2,docker.io,docker-cli,docker-compose,iptables,kmod,xz-utils
+dind_pkgs=bash,coreutils,sudo,ca-certificates,curl,less,vim-tiny,openssh-sftp-server,procps,passwd,git,iproute2,docker.io,docker-cli,docker-compose,iptables,kmod,xz-utils
 dind_recipe=$( { echo "$dind_suite $dind_pkgs"; sed -n '/^# -* 5\. dind image/,$p' "$root_dir/scripts/build-images.sh"; cat images/dind/*; } | sha256sum | cut -c1-16)
 if [ "${WARREN_SKIP_DIND_IMAGE:-}" = 1 ] || [ "${WARREN_SKIP_DEFAULT_IMAGE:-}" = 1 ]; then
   log "skipping $dind_image"

@@ -9,12 +9,10 @@ namespace Warren.EndToEnd.Tests;
 /// <summary>
 /// A daemon whose github integrations reach <see cref="FakeGitHub"/> (git http-backend over HTTPS on loopback; its
 /// name pinned with <c>ResolveOverrides</c>, its CA trusted, <c>GitHubUrl</c>/<c>GitHubApiUrl</c> pointed at it),
-/// with repositories acme/app and acme/other, and a VM image with git in it (<see cref="GitImage"/>).
+/// with repositories acme/app and acme/other; the VMs run the default image, which has git.
 /// </summary>
 public sealed class GitHubFixture : DaemonFixture, IAsyncLifetime
 {
-    /// <summary>warren/default:1 plus this host's git (both Debian bookworm): the default image has no git.</summary>
-    public const string GitImage = "warren-test/git:1";
     public readonly string Token = "github_pat_e2e_" + Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
     private readonly string _directory = Directory.CreateTempSubdirectory("warren-fake-github-").FullName;
     public FakeGitHub GitHub { get; private set; } = null!;
@@ -28,16 +26,14 @@ public sealed class GitHubFixture : DaemonFixture, IAsyncLifetime
         ["Warren:Integrations:GitHubApiUrl"] = GitHub.ApiUrl,
         ["Warren:Images:Provided:0"] = "warren/busybox:1",
         ["Warren:Images:Provided:1"] = "warren/default:1",
-        ["Warren:Images:Provided:2"] = GitImage,
     };
 
     public new async Task InitializeAsync()
     {
-        ProcessRunner.Require("git"); // the fake's git http-backend and the VM image's git (scripts/prereqs.sh installs it)
+        ProcessRunner.Require("git"); // the fake's git http-backend (scripts/prereqs.sh installs it)
         GitHub = await FakeGitHub.StartAsync(_directory, Token);
         await GitHub.CreateRepositoryAsync("acme", "app", "hello from acme/app\n");
         await GitHub.CreateRepositoryAsync("acme", "other", "not for the VM\n");
-        await BuildGitImageAsync();
         await base.InitializeAsync();
         Owner = await Daemon.CreateUserAsync("gh-owner@example.com");
     }
@@ -45,41 +41,8 @@ public sealed class GitHubFixture : DaemonFixture, IAsyncLifetime
     public new async Task DisposeAsync()
     {
         await base.DisposeAsync();
-        await ProcessRunner.RunAsync("docker", ["rmi", "-f", GitImage]);
         await GitHub.DisposeAsync();
         try { Directory.Delete(_directory, recursive: true); } catch (IOException) { }
-    }
-
-    /// <summary>Builds <see cref="GitImage"/> (removed again when the fixture ends): the host's git, its helpers, and the libraries the default image lacks (COPY only: no RUN).</summary>
-    private static async Task BuildGitImageAsync()
-    {
-        if ((await ProcessRunner.RunAsync("docker", ["image", "inspect", GitImage])).ExitCode == 0) return;
-        string context = Directory.CreateTempSubdirectory("warren-e2e-git-image-").FullName;
-        try
-        {
-            string script = $$"""
-                set -e
-                cd {{context}}
-                cp /usr/bin/git git
-                cp -a /usr/lib/git-core git-core
-                mkdir libs
-                have=$(docker run --rm warren/default:1 ls /usr/lib/x86_64-linux-gnu)
-                for f in $(ldd /usr/bin/git /usr/lib/git-core/git-remote-http | awk '$3 ~ /^\// {print $3}' | sort -u); do
-                  echo "$have" | grep -qxF "$(basename "$f")" || cp -L "$f" libs/
-                done
-                """;
-            var copy = await ProcessRunner.RunAsync("sh", ["-c", script]);
-            if (copy.ExitCode != 0) throw new InvalidOperationException(copy.ToString());
-            File.WriteAllText(Path.Combine(context, "Dockerfile"), """
-                FROM warren/default:1
-                COPY git /usr/bin/git
-                COPY git-core /usr/lib/git-core
-                COPY libs/ /usr/lib/x86_64-linux-gnu/
-                """);
-            var build = await ProcessRunner.RunAsync("docker", ["build", "-q", "--label", "warren.test=1", "-t", GitImage, context], timeout: TimeSpan.FromMinutes(5));
-            if (build.ExitCode != 0) throw new InvalidOperationException(build.ToString());
-        }
-        finally { Directory.Delete(context, recursive: true); }
     }
 }
 
@@ -122,7 +85,7 @@ public sealed class GitHubIntegrationTests(GitHubFixture fixture) : IClassFixtur
     public async Task Clone_commit_and_push_from_the_vm_reach_the_one_repository_and_the_token_stays_with_warren()
     {
         const string vm = "gh-a";
-        await ControlOkAsync(Owner, $"new --name={vm} --image={GitHubFixture.GitImage} --no-email --json");
+        await ControlOkAsync(Owner, $"new --name={vm} --image=warren/default:1 --no-email --json");
         var early = await Owner.ControlAsync("integrations add github --name repo --repository acme/app");
         Assert.NotEqual(0, early.ExitCode);
         Assert.Contains("integrations setup github", early.Stderr + early.Stdout);
