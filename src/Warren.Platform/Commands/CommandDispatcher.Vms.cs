@@ -379,6 +379,8 @@ public sealed partial class CommandDispatcher
             return 0;
         }
         var vm = await _s.Vms.RenameAsync(inv.Account.Id, old, @new, inv.CancellationToken).ConfigureAwait(false);
+        if (_s.Integrations is { } integrations)
+            await integrations.FollowVmRenameAsync(inv.Account, vm.Id, vm.Name, CancellationToken.None).ConfigureAwait(false);
         if (inv.Json) inv.WriteJson(new JsonObject { ["old_name"] = old, ["new_name"] = vm.Name, ["status"] = "renamed" });
         else inv.Line($"Renamed {old} to {vm.Name}");
         return 0;

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text.Json;
 using Dapper;
 using Microsoft.Data.Sqlite;
@@ -266,6 +267,47 @@ public sealed class IntegrationService
             }
         }, ct).ConfigureAwait(false);
         return (existing, (await FindAsync(accountId, newName, ct).ConfigureAwait(false))!);
+    }
+
+    /// <summary>
+    /// After <c>rename</c> of a VM that peer integrations target: their managed keys sign tokens for the old host name
+    /// (a VM token's namespace is <c>v0@VM.&lt;vm-domain&gt;</c>, exe.dev's docs: API tokens), which the renamed target
+    /// refuses, so each gets a key for the new name in place of the old one, and the integration shows the new target.
+    /// </summary>
+    /// <returns>How many integrations were moved to the new name.</returns>
+    public async Task<int> FollowVmRenameAsync(Account account, string vmId, string newName, CancellationToken ct = default)
+    {
+        if (_apiKeys is null) return 0;
+        var peers = await _db.ReadAsync(async c => (await c.QueryAsync<Row>(
+            $"SELECT {Columns} FROM integrations WHERE account_id = @Id AND peer_vm_id = @vmId", new { account.Id, vmId })).ToList(), ct).ConfigureAwait(false);
+        foreach (var row in peers)
+        {
+            string keyName = PeerKeyPrefix + row.Name;
+            // Key names are unique per account: the new key takes a temporary name until the old one is gone.
+            string interim = keyName + "-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+            var key = await _apiKeys.GenerateAsync(account, interim, newName, cmds: null, expiresAt: null, ct).ConfigureAwait(false);
+            var secrets = (row.Secrets is { Length: > 0 } sealedOld ? _box.Unseal(row.Id, sealedOld) : IntegrationSecrets.None) with { PeerToken = key.Token };
+            byte[] sealedNew = _box.Seal(row.Id, secrets);
+            try
+            {
+                await _db.WriteAsync(async u =>
+                {
+                    await u.ExecuteAsync("UPDATE integrations SET target = @newName, peer_key_fingerprint = @Fingerprint, secrets = @sealedNew WHERE id = @Id",
+                        new { newName, key.Fingerprint, sealedNew, row.Id });
+                    if (row.PeerKeyFingerprint is { } old)
+                        await u.ExecuteAsync("DELETE FROM account_keys WHERE fingerprint = @old AND account_id = @accountId", new { old, accountId = account.Id });
+                    if (await u.ScalarAsync<long>("SELECT COUNT(*) FROM account_keys WHERE account_id = @accountId AND name = @keyName", new { accountId = account.Id, keyName }) == 0)
+                        await u.ExecuteAsync("UPDATE account_keys SET name = @keyName WHERE fingerprint = @Fingerprint", new { keyName, key.Fingerprint });
+                }, ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                try { await _accounts.RemoveKeyAsync(account.Id, key.Fingerprint, CancellationToken.None).ConfigureAwait(false); }
+                catch (PlatformException) { /* already gone */ }
+                throw;
+            }
+        }
+        return peers.Count;
     }
 
     // ---------------------------------------------------------------- github setup

@@ -246,6 +246,34 @@ public sealed class IntegrationCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Renaming_a_peer_target_moves_the_managed_key_to_the_new_name()
+    {
+        var alice = await _h.NewUserAsync("alice@example.com");
+        await _h.P.Vms.CreateAsync(alice.Account.Id, new Warren.Platform.Vms.VmCreateRequest { Name = "backend" });
+        Assert.Equal(0, (await _h.RunAsync(alice, "integrations", "add", "http-proxy", "--peer", "--name", "be", "--target", "backend")).Exit);
+        string oldToken = _h.Integrations.OpenSecrets((await _h.Integrations.FindAsync(alice.Account.Id, "be"))!).PeerToken!;
+
+        var rename = await _h.RunAsync(alice, "rename", "backend", "backend-v2");
+        Assert.True(rename.Exit == 0, rename.Stderr);
+
+        // The token a peer call presents is checked in the target's namespace, which follows its name.
+        var be = (await _h.Integrations.FindAsync(alice.Account.Id, "be"))!;
+        string newToken = _h.Integrations.OpenSecrets(be).PeerToken!;
+        Assert.NotEqual(oldToken, newToken);
+        Assert.True((await _h.Authenticator.AuthenticateAsync(newToken, _h.ApiKeys.VmNamespace("backend-v2"))).Succeeded);
+        Assert.False((await _h.Authenticator.AuthenticateAsync(oldToken, _h.ApiKeys.VmNamespace("backend"))).Succeeded);
+        Assert.Equal("backend-v2", be.Target);
+
+        // One managed key, under its usual name, scoped to the new name; `list` shows the new target.
+        var managed = Assert.Single(await _h.P.Accounts.ListKeysAsync(alice.Account.Id), k => k.Name.StartsWith("peer-", StringComparison.Ordinal));
+        Assert.Equal("peer-be", managed.Name);
+        Assert.Equal("backend-v2", managed.Permissions!.Vm);
+        Assert.Equal(be.PeerKeyFingerprint, managed.Fingerprint);
+        var list = await _h.RunAsync(alice, "integrations", "list", "--json");
+        Assert.Equal("backend-v2", list.Json.GetProperty("integrations").EnumerateArray().Single(e => e.GetProperty("name").GetString() == "be").GetProperty("target").GetString());
+    }
+
+    [Fact]
     public async Task Reflection_fields_are_checked_and_the_default_can_be_removed_for_good()
     {
         var alice = await _h.NewUserAsync("alice@example.com");
