@@ -109,6 +109,16 @@ public sealed class GitHubIntegrationTests(GitHubFixture fixture) : IClassFixtur
         string basic = "Basic " + Convert.ToBase64String(Encoding.UTF8.GetBytes("x-access-token:" + fixture.Token));
         Assert.Contains(fixture.GitHub.Requests, r => r.PathAndQuery == "/acme/app.git/git-receive-pack" && r.Authorization == basic && r.Status == 200);
 
+        // A push whose pack is larger than an API call may be (40 MiB that do not compress) goes through whole.
+        var bigPush = await InVmAsync(Owner, vm, Prelude + $"""
+            set -e; cd /tmp/app
+            head -c 41943040 /dev/urandom > big.bin; git add big.bin
+            git -c user.email=vm@example.com -c user.name=VM commit -q -m 'a 40 MiB file'
+            git -c "$R" -c http.postBuffer=1048576 push -q origin main 2>&1; echo PUSHED; rm -rf /tmp/app
+            """);
+        Assert.True(bigPush.ExitCode == 0 && bigPush.Stdout.Contains("PUSHED"), bigPush + "\ndaemon: " + Daemon.Log);
+        Assert.StartsWith("a 40 MiB file", await fixture.GitHub.LogAsync("acme", "app"));
+
         // The root form fetches the same repository; the REST API route gets the token as a Bearer.
         var lsRoot = await InVmAsync(Owner, vm, Prelude + $"git -c \"$R\" ls-remote http://{Host}/ 2>&1");
         Assert.True(lsRoot.ExitCode == 0 && lsRoot.Stdout.Contains("refs/heads/main"), lsRoot.ToString());

@@ -25,7 +25,7 @@ namespace Warren.Edge.Integrations;
 /// hop-by-hop fields, Host, X-Forwarded-*, any client <c>X-Exedev-*</c> (<see cref="ForwardedHeaderRules"/>) and
 /// Proxy-Authorization dropped; when the integration injects credentials the caller's Authorization is dropped too
 /// and each injected header replaces a caller's of the same name; a peer call gets <c>X-Exedev-Source-Vm</c>, the
-/// caller as identified by its network path; 3. the body, at most <see cref="IntegrationLimits.MaxRequestBodyBytes"/>
+/// caller as identified by its network path; 3. the body, at most <see cref="IntegrationLimits.MaxRequestBodyBytes"/> (a github integration's git transfer: <see cref="IntegrationOptions.GitMaxTransferBytes"/>)
 /// (413 past it); 4. the answer streamed back, hop-by-hop fields dropped, at most
 /// <see cref="IntegrationLimits.MaxResponseBodyBytes"/>. Any failure to reach the target is 502
 /// <c>upstream request failed</c> with nothing about the target in it.
@@ -69,13 +69,6 @@ public sealed partial class IntegrationForwarder
     public async Task ForwardAsync(HttpContext context, MetadataCaller caller, VmRecord callerVm, Integration integration, CancellationToken ct)
     {
         var request = context.Request;
-        if (request.ContentLength > IntegrationLimits.MaxRequestBodyBytes)
-        {
-            await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status413PayloadTooLarge, "request body too large", ct).ConfigureAwait(false);
-            return;
-        }
-        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } max)
-            max.MaxRequestBodySize = IntegrationLimits.MaxRequestBodyBytes;
 
         // :: Step 1 — where to.
         string pathAndQuery = RequestTarget(context);
@@ -137,6 +130,18 @@ public sealed partial class IntegrationForwarder
             client = _clients.External;
         }
 
+        // Git's transfers (a clone's pack, a push) are larger and longer than API calls: GitHub's own push limit.
+        bool gitTransfer = githubToken is not null && githubService == GitHubService.Git;
+        long maxRequestBody = gitTransfer ? _options.GitMaxTransferBytes : IntegrationLimits.MaxRequestBodyBytes;
+        long maxResponseBody = gitTransfer ? _options.GitMaxTransferBytes : IntegrationLimits.MaxResponseBodyBytes;
+        if (request.ContentLength > maxRequestBody)
+        {
+            await IntegrationRequestHandler.WriteErrorAsync(context, StatusCodes.Status413PayloadTooLarge, "request body too large", ct).ConfigureAwait(false);
+            return;
+        }
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } max)
+            max.MaxRequestBodySize = maxRequestBody;
+
         // :: Step 2 — headers.
         bool injectsAuth = integration.IsPeer || githubToken is not null || secrets.Bearer is not null || secrets.BasicPassword is not null || integration.BasicUser is not null
             || secrets.Headers.Keys.Any(k => k.Equals("Authorization", StringComparison.OrdinalIgnoreCase));
@@ -192,7 +197,7 @@ public sealed partial class IntegrationForwarder
 
         // :: Step 3 — send, bounded in time.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        deadline.CancelAfter(_options.UpstreamTimeout);
+        deadline.CancelAfter(gitTransfer ? _options.GitTransferTimeout : _options.UpstreamTimeout);
         HttpResponseMessage response;
         try
         {
@@ -222,7 +227,7 @@ public sealed partial class IntegrationForwarder
             try
             {
                 await using var body = await response.Content.ReadAsStreamAsync(deadline.Token).ConfigureAwait(false);
-                await CopyBoundedAsync(body, context.Response.Body, IntegrationLimits.MaxResponseBodyBytes, deadline.Token).ConfigureAwait(false);
+                await CopyBoundedAsync(body, context.Response.Body, maxResponseBody, deadline.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is HttpRequestException or OperationCanceledException or IOException or InvalidDataException && !ct.IsCancellationRequested)
             {

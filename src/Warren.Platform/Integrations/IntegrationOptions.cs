@@ -34,6 +34,23 @@ public sealed class IntegrationOptions
 
     /// <summary>Longest time one upstream request may take, headers and body.</summary>
     public TimeSpan UpstreamTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Largest body of one git transfer through a github integration, each way (a push's pack, a clone's answer).
+    /// GitHub's docs (repository limits) refuse pushes over 2 GiB.
+    /// </summary>
+    public long GitMaxTransferBytes { get; set; } = 2L * 1024 * 1024 * 1024;
+
+    /// <summary>Longest time one git transfer through a github integration may take, headers and body.</summary>
+    public TimeSpan GitTransferTimeout { get; set; } = TimeSpan.FromMinutes(30);
+
+    /// <summary>Refuses limits that would make every request fail (zero or negative sizes and times).</summary>
+    public void Validate()
+    {
+        if (UpstreamTimeout <= TimeSpan.Zero) throw new InvalidOperationException($"{SectionName}:UpstreamTimeout must be positive.");
+        if (GitTransferTimeout <= TimeSpan.Zero) throw new InvalidOperationException($"{SectionName}:GitTransferTimeout must be positive.");
+        if (GitMaxTransferBytes <= 0) throw new InvalidOperationException($"{SectionName}:GitMaxTransferBytes must be positive.");
+    }
 }
 
 /// <summary>Fixed limits of integrations.</summary>

@@ -22,6 +22,7 @@ public static class IntegrationServiceCollectionExtensions
         {
             var o = new IntegrationOptions();
             configuration.GetSection(IntegrationOptions.SectionName).Bind(o);
+            o.Validate();
             return o;
         });
         services.TryAddSingleton(sp => IntegrationSecretBox.Open(sp.GetRequiredService<PlatformOptions>()));

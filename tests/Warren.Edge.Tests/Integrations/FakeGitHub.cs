@@ -22,7 +22,7 @@ public sealed class FakeGitHub : IAsyncDisposable
 {
     public const string HostName = "github.integ-fake.test";
     private static readonly TimeSpan CgiTimeout = TimeSpan.FromSeconds(60);
-    private const long MaxBodyBytes = 16 * 1024 * 1024;
+    private const long MaxBodyBytes = 128 * 1024 * 1024; // above an integration API call's 32 MiB: pushes may be larger
 
     private WebApplication _app = null!;
 
