@@ -17,17 +17,30 @@ namespace Warren.Edge.Http;
 internal sealed class ControlHostPages : IControlHostLogin
 {
     /// <summary>
-    /// The login-link page's anti-forgery cookie: random, set by the GET that shows the button, sent back in the form
-    /// (double-submit). SameSite=Strict keeps another site's form from carrying it, so nobody can log a browser in to
-    /// their own account behind its user's back (login CSRF).
+    /// Prefix of the login-link page's anti-forgery cookies: random, set by the GET that shows the button, sent back
+    /// in the form (double-submit). SameSite=Strict keeps another site's form from carrying it, so nobody can log a
+    /// browser in to their own account behind its user's back (login CSRF). One cookie per link (the name ends in a
+    /// digest of the link's secret), so two links open in two tabs each keep their own.
     /// </summary>
-    internal const string ConfirmCookieName = "exe-login-confirm";
+    internal const string ConfirmCookiePrefix = "exe-login-confirm-";
 
     /// <summary>The confirmation form's field holding the cookie's value.</summary>
     internal const string FormTokenField = "form_token";
 
     /// <summary>Random bytes in the anti-forgery cookie.</summary>
     private const int ConfirmCookieBytes = 32;
+
+    /// <summary>Bytes of the secret's SHA-256 in a confirm cookie's name (64 bits: distinct among a browser's few open links).</summary>
+    private const int ConfirmCookieDigestBytes = 8;
+
+    /// <summary>
+    /// Confirm cookies a browser keeps at once: opening a link page with this many already sent expires them, so a
+    /// browser's cookie header to <c>/auth</c> stays small (RFC 6265 §6.1 asks browsers for only 50 cookies per domain).
+    /// </summary>
+    internal const int MaxConfirmCookies = 8;
+
+    /// <summary>Domain-separation label of the confirm cookie's name digest (it is not the stored hash of the secret).</summary>
+    private const string ConfirmCookieLabel = "warren login confirm\n";
 
     private readonly ControlUrls _urls;
     private readonly SiteRouter _router;
@@ -53,7 +66,12 @@ internal sealed class ControlHostPages : IControlHostLogin
         _emailSender = emailSender;
         _signup = signup;
         _loginEmailLimiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.LoginEmailBurst, HttpFrontDoorLimits.LoginEmailPerSecond, 0);
+        // Every VM site on any port: a login that returns to a site ends there (CSP Level 3 host and port wildcards).
+        FormRedirectSources = "https://*" + urls.VmDomainSuffix + ":*";
     }
+
+    /// <inheritdoc />
+    public string FormRedirectSources { get; }
 
     /// <summary>
     /// The control host's pages and <c>/exec</c> run whole commands, so they leave the socket engine thread first:
@@ -118,7 +136,13 @@ internal sealed class ControlHostPages : IControlHostLogin
             return;
         }
         string formToken = LoginLinks.NewSecret(ConfirmCookieBytes);
-        context.Response.Cookies.Append(ConfirmCookieName, formToken, new CookieOptions
+        var sent = ConfirmCookiesSent(request);
+        if (sent.Count >= MaxConfirmCookies)
+        {
+            foreach (string name in sent)
+                ExpireConfirmCookie(context, name);
+        }
+        context.Response.Cookies.Append(ConfirmCookieName(secret), formToken, new CookieOptions
         {
             Path = ControlPaths.Auth,
             HttpOnly = true,
@@ -127,6 +151,7 @@ internal sealed class ControlHostPages : IControlHostLogin
             MaxAge = LoginLinks.LinkLifetime,
             IsEssential = true,
         });
+        // The button's answer may go on to a VM site (a mailed link from a site's sign-in page): CSP must let it.
         await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in",
             $"<p>Log in to <b>{Pages.E(_urls.ControlHost)}</b> in this browser?</p>"
             + $"<form method=\"post\" action=\"{ControlPaths.Auth}\">"
@@ -134,7 +159,27 @@ internal sealed class ControlHostPages : IControlHostLogin
             + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(redirect)}\">"
             + $"<input type=\"hidden\" name=\"{FormTokenField}\" value=\"{Pages.E(formToken)}\">"
             + "<button>Log in</button></form>"
-            + "<p>The link works once. If you did not ask for it, close this page.</p>").ConfigureAwait(false);
+            + "<p>The link works once. If you did not ask for it, close this page.</p>", FormRedirectSources).ConfigureAwait(false);
+    }
+
+    /// <summary>The anti-forgery cookie's name for the link with <paramref name="secret"/>.</summary>
+    internal static string ConfirmCookieName(string secret)
+    {
+        Span<byte> digest = stackalloc byte[SHA256.HashSizeInBytes];
+        SHA256.HashData(Encoding.UTF8.GetBytes(ConfirmCookieLabel + secret), digest);
+        return ConfirmCookiePrefix + Convert.ToHexStringLower(digest[..ConfirmCookieDigestBytes]);
+    }
+
+    /// <summary>The names of the confirm cookies the request carries.</summary>
+    private static List<string> ConfirmCookiesSent(HttpRequest request)
+    {
+        var names = new List<string>();
+        foreach (var (name, _) in request.Cookies)
+        {
+            if (name.StartsWith(ConfirmCookiePrefix, StringComparison.Ordinal))
+                names.Add(name);
+        }
+        return names;
     }
 
     /// <summary>
@@ -144,7 +189,9 @@ internal sealed class ControlHostPages : IControlHostLogin
     public async Task ConfirmLinkAsync(HttpContext context, IFormCollection form)
     {
         context.Response.Headers.CacheControl = "no-store";
-        string? cookie = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), ConfirmCookieName);
+        string secret = form[SignupPages.LoginSecretField].ToString();
+        string cookieName = ConfirmCookieName(secret);
+        string? cookie = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), cookieName);
         string presented = form[FormTokenField].ToString();
         if (IsOtherOrigin(context) || string.IsNullOrEmpty(cookie) || cookie.Length > HeaderParsing.MaxTokenLength
             || !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(cookie), Encoding.UTF8.GetBytes(presented)))
@@ -153,16 +200,15 @@ internal sealed class ControlHostPages : IControlHostLogin
                 "<p>This form did not come from the login link's page in this browser. Open the link again and press the button.</p>").ConfigureAwait(false);
             return;
         }
-        string secret = form[SignupPages.LoginSecretField].ToString();
         string redirect = form.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(form["redirect"]) : ControlPaths.Login;
         string host = context.Request.Host.Value!.ToLowerInvariant();
         var user = await _logins.ConsumeLinkAsync(secret, host, context.RequestAborted).ConfigureAwait(false);
+        ExpireConfirmCookie(context, cookieName);
         if (user is null)
         {
             await InvalidLoginLinkAsync(context).ConfigureAwait(false);
             return;
         }
-        ExpireConfirmCookie(context);
         await SignInAsync(context, user, redirect).ConfigureAwait(false);
     }
 
@@ -187,8 +233,8 @@ internal sealed class ControlHostPages : IControlHostLogin
         => Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
             $"<p>This login link is invalid, expired or already used. Run <code>ssh {Pages.E(_urls.ControlHost)} browser</code> for a new one.</p>");
 
-    private static void ExpireConfirmCookie(HttpContext context)
-        => context.Response.Cookies.Append(ConfirmCookieName, "", new CookieOptions
+    private static void ExpireConfirmCookie(HttpContext context, string name)
+        => context.Response.Cookies.Append(name, "", new CookieOptions
         {
             Path = ControlPaths.Auth, HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Strict,
             MaxAge = TimeSpan.Zero, Expires = DateTimeOffset.UnixEpoch, IsEssential = true,
