@@ -284,10 +284,19 @@ internal sealed class ControlHostPages : IControlHostLogin
         // Not signed in: 401 with the sign-in page, as exe.dev's /auth answers (it carries where to return).
         string body = (returnHost is null ? "" : $"<p>To open <b>{Pages.E(returnHost)}</b>, sign in first.</p>")
             + $"<p>To sign in, run</p><pre>ssh {Pages.E(_urls.ControlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
-        if (_emailSender is not null)
+        string returnUrl = ControlPaths.Login + "?redirect=" + Uri.EscapeDataString(redirect)
+            + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
+        // With web sign-up, the address form signs up or in (exe.dev's web sign-in): someone a site was shared with
+        // by address has no account yet, and a login link is mailed only to accounts. Either way the mailed link
+        // comes back here with returnUrl, and from here to the site.
+        if (_signup is { CanMail: true })
         {
-            string returnUrl = ControlPaths.Login + "?redirect=" + Uri.EscapeDataString(redirect)
-                + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
+            body += "<form method=\"post\" action=\"" + ControlPaths.Auth + "\"><p>Or sign up or sign in by email:</p>"
+                + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
+                + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
+        }
+        else if (_emailSender is not null)
+        {
             body += "<form method=\"post\" action=\"" + ControlPaths.Login + "\"><p>Or get a link by email:</p>"
                 + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
                 + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";

@@ -34,8 +34,12 @@ internal static class Pages
         return response.WriteAsync(Render(title, bodyHtml), context.RequestAborted);
     }
 
-    /// <summary>Nothing loaded, inline style only, forms sent to this origin only.</summary>
-    private const string ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
+    /// <summary>
+    /// Nothing loaded, inline style only, never framed (the buttons of login and logout must not be clicked through
+    /// another site's frame; frame-ancestors is not covered by default-src, CSP Level 3), forms sent to this origin
+    /// only. form-action stays last: <see cref="WriteAsync"/> appends sources to it.
+    /// </summary>
+    private const string ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
 
     /// <summary>The headers every page carries besides its type (not cached, not sniffed, no referrer, nothing loaded).</summary>
     public static readonly (string Name, string Value)[] HeaderFields =
@@ -44,6 +48,8 @@ internal static class Pages
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Content-Security-Policy", ContentSecurityPolicy),
+        // For browsers without CSP's frame-ancestors (RFC 7034).
+        ("X-Frame-Options", "DENY"),
     ];
 
     /// <summary>A whole page's HTML.</summary>

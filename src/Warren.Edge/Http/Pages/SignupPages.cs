@@ -64,6 +64,9 @@ public sealed partial class SignupPages
         _perSource = new KeyedTokenBucket<string>(time, MailBurstPerSource, MailsPerSecondPerSource, 0);
     }
 
+    /// <summary>Whether sign-up mails can be sent (a mail relay is configured): only then does a page offer the form.</summary>
+    public bool CanMail => _email is not null;
+
     /// <summary>
     /// The control host's hook: answers <c>POST /auth</c> and <c>/verify-email</c> and returns true, or returns
     /// false for every other request (which the front door then serves as before).
