@@ -251,6 +251,15 @@ public sealed partial class CompatLoginLinkTests(CompatLoginLinkFixture fixture)
             await page.WaitForURLAsync(ControlUrl("/logged-out"), new PageWaitForURLOptions { WaitUntil = WaitUntilState.Commit });
             Assert.Contains("You are logged out", await page.InnerTextAsync("body"));
             Assert.DoesNotContain(await context.CookiesAsync([siteUrl]), c => c.Name.StartsWith("login-with-exe-", StringComparison.Ordinal));
+            // Still signed in on the control host, the site would sign the browser in again at once; the logged-out
+            // page's button logs out there too, and then the site asks for a sign-in.
+            var controlLogout = await Chromium.ClickAndWaitAsync(page, "button");
+            Assert.Equal(200, controlLogout.Status);
+            Assert.Contains("You are logged out of warren.localhost", await page.InnerTextAsync("body"));
+            Assert.DoesNotContain(await context.CookiesAsync([ControlUrl("/")]), c => c.Name == "exe-auth");
+            var again = await page.GotoAsync(siteUrl);
+            Assert.Equal(401, again!.Status);
+            Assert.StartsWith(ControlUrl("/login?"), page.Url);
         }
         finally
         {

@@ -11,7 +11,8 @@ namespace Warren.Edge.Http;
 
 /// <summary>
 /// The control host's answers: <c>/exec</c> (<see cref="ExecEndpoint"/>), <c>/auth</c>, <c>/login</c> (the sign-in
-/// page, 401 when not signed in; POST mails a link), <c>/logged-out</c>, and the JSON of <see cref="ControlApi"/>.
+/// page, 401 when not signed in; POST mails a link), <c>/logged-out</c>, <c>/logout</c> (ends this browser's session
+/// here), and the JSON of <see cref="ControlApi"/>.
 /// Anything else goes to the next middleware.
 /// </summary>
 internal sealed class ControlHostPages : IControlHostLogin
@@ -95,6 +96,8 @@ internal sealed class ControlHostPages : IControlHostLogin
             await _api.HandleAsync(context, dashboard: true).ConfigureAwait(false);
         else if (path.Equals(ControlPaths.LoggedOut, StringComparison.Ordinal))
             await LoggedOutPageAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.Logout, StringComparison.Ordinal))
+            await ControlLogoutAsync(context).ConfigureAwait(false);
         else
             await next(context).ConfigureAwait(false);
     }
@@ -331,12 +334,50 @@ internal sealed class ControlHostPages : IControlHostLogin
             "<p>If that address may use this site, a login link is on its way.</p>").ConfigureAwait(false);
     }
 
-    /// <summary>Control host <c>/logged-out</c>: GET, HEAD, or the POST a site's logout 307 repeats here.</summary>
-    private static Task LoggedOutPageAsync(HttpContext context)
+    /// <summary>
+    /// Control host <c>/logged-out</c>: GET, HEAD, or the POST a site's logout 307 repeats here. A site's logout ends
+    /// only that site's session; while the browser is signed in here, opening the site signs it in again at once,
+    /// so the page offers to log out here too (the cross-site POST carries no SameSite=Lax cookie to tell whether).
+    /// </summary>
+    private Task LoggedOutPageAsync(HttpContext context)
     {
         var method = context.Request.Method;
         if (!(HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsPost(method)))
             return Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST");
-        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out", "<p>You are logged out of that site.</p>");
+        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out",
+            "<p>You are logged out of that site.</p>"
+            + $"<p>Sites you may open sign you in again from <b>{Pages.E(_urls.ControlHost)}</b> while this browser is signed in there.</p>"
+            + $"<form method=\"post\" action=\"{ControlPaths.Logout}\"><button>Log out of {Pages.E(_urls.ControlHost)} too</button></form>");
+    }
+
+    /// <summary>
+    /// Control host <c>/logout</c>: GET shows the button; its POST ends this browser's <c>exe-auth</c> session (the
+    /// sites' own sessions end with their <c>/__exe.dev/logout</c>). A POST from another site's form is refused.
+    /// </summary>
+    private async Task ControlLogoutAsync(HttpContext context)
+    {
+        var method = context.Request.Method;
+        if (HttpMethods.IsGet(method) || HttpMethods.IsHead(method))
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log out",
+                $"<form method=\"post\" action=\"{ControlPaths.Logout}\"><p>Log out of <b>{Pages.E(_urls.ControlHost)}</b> in this browser?</p>"
+                + "<button>Log out</button></form>").ConfigureAwait(false);
+            return;
+        }
+        if (!HttpMethods.IsPost(method))
+        {
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+            return;
+        }
+        if (IsOtherOrigin(context))
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status403Forbidden, "Log out",
+                $"<p>This form did not come from this site. <a href=\"{ControlPaths.Logout}\">Log out here</a>.</p>").ConfigureAwait(false);
+            return;
+        }
+        await _logins.EndAsync(context, ControlPaths.CookieName).ConfigureAwait(false);
+        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out",
+            $"<p>You are logged out of <b>{Pages.E(_urls.ControlHost)}</b> in this browser. Sites that you are still signed in to "
+            + "keep their own session until you log out there (<code>/__exe.dev/logout</code>).</p>").ConfigureAwait(false);
     }
 }
