@@ -81,4 +81,37 @@ public sealed partial class LoginLinkPageTests(FrontDoorFixture fixture) : IClas
         var (_, over) = await OpenPageAsync(await LinkAsync());
         Assert.Equal((1, ControlHostPages.MaxConfirmCookies), ConfirmCookies(over));
     }
+
+    /// <summary>
+    /// The control host's own logout: GET asks, a POST from another site's form is refused, the page's POST ends the
+    /// session on the server (the old cookie no longer signs in), as the logged-out page's button does.
+    /// </summary>
+    [Fact]
+    public async Task ControlHostLogout_EndsTheSession_NotFromAnotherSite()
+    {
+        var (form, _) = await OpenPageAsync(await LinkAsync());
+        var (login, _, _) = await fixture.CurlAsync(["-b", _jar, "-c", _jar, .. form, ControlUrl("/auth")]);
+        Assert.Equal(303, login);
+        var (signedIn, signedInBody, _) = await fixture.CurlAsync("-b", _jar, ControlUrl("/login"));
+        Assert.Equal(200, signedIn);
+        Assert.Contains(People.Owner.Email, signedInBody);
+
+        var (ask, askBody, _) = await fixture.CurlAsync("-b", _jar, ControlUrl("/logout"));
+        Assert.Equal(200, ask);
+        Assert.Contains("method=\"post\" action=\"/logout\"", askBody);
+        var (loggedOutPage, loggedOutBody, _) = await fixture.CurlAsync(ControlUrl("/logged-out"));
+        Assert.Equal(200, loggedOutPage);
+        Assert.Contains("action=\"/logout\"", loggedOutBody);
+
+        var (forged, _, _) = await fixture.CurlAsync("-b", _jar, "-H", "Origin: https://evil.example", "-X", "POST", ControlUrl("/logout"));
+        Assert.Equal(403, forged);
+        Assert.Equal(200, (await fixture.CurlAsync("-b", _jar, ControlUrl("/login"))).Status);
+
+        var (logout, _, headers) = await fixture.CurlAsync("-b", _jar, "-H", "Origin: null", "-X", "POST", ControlUrl("/logout"));
+        Assert.Equal(200, logout);
+        Assert.Contains("set-cookie: exe-auth=;", headers, StringComparison.OrdinalIgnoreCase);
+        // The jar still holds the old value (curl keeps it, see ConfirmCookies): the server no longer knows it.
+        Assert.Equal(401, (await fixture.CurlAsync("-b", _jar, ControlUrl("/login"))).Status);
+        Assert.Equal(405, (await fixture.CurlAsync("-X", "DELETE", ControlUrl("/logout"))).Status);
+    }
 }
