@@ -133,4 +133,76 @@ public sealed class BrowserLoginTests(WebFrontDoorFixture fixture) : IClassFixtu
             }
         }
     }
+
+    /// <summary>
+    /// Two login links opened in two tabs of one browser: each page keeps its own anti-forgery cookie, so the first
+    /// tab's button still logs in after the second tab was opened (one shared cookie was overwritten by the second).
+    /// </summary>
+    [Fact]
+    public async Task TwoLoginLinksInTwoTabs_EachTabsButtonLogsIn()
+    {
+        string first = await LoginLinkAsync(fixture.Owner);
+        string second = await LoginLinkAsync(fixture.Owner);
+        using var playwright = await Playwright.CreateAsync();
+        await using var browser = await LaunchAsync(playwright);
+        await using var context = await NewContextAsync(browser);
+        var tab1 = await context.NewPageAsync();
+        var tab2 = await context.NewPageAsync();
+        Assert.Equal(200, (await tab1.GotoAsync(first))!.Status);
+        Assert.Equal(200, (await tab2.GotoAsync(second))!.Status);
+
+        var loggedIn = await Chromium.ClickAndWaitAsync(tab1, "button");
+        Assert.Equal(200, loggedIn.Status);
+        Assert.Contains("owner@example.com", await tab1.InnerTextAsync("body"));
+        var again = await Chromium.ClickAndWaitAsync(tab2, "button");
+        Assert.Equal(200, again.Status);
+        Assert.Contains("owner@example.com", await tab2.InnerTextAsync("body"));
+        // Each link's cookie is gone once its button was used.
+        var cookies = await context.CookiesAsync([$"https://warren.localhost:{Daemon.HttpsPort}/auth"]);
+        Assert.DoesNotContain(cookies, c => c.Name.StartsWith("exe-login-confirm-", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Long addresses over HTTP/2 and HTTP/1.1. Chromium: a private site's address with a return path of 4000
+    /// characters comes back after the login, although percent-encoding makes it three times as long at every hop
+    /// (<c>/__exe.dev/login</c>, the control host's <c>/login</c>, <c>/__exe.dev/auth</c>: about 12 KB each). curl: a
+    /// 9 KB sign-in address is served, and an address over 16 KiB gets 414 with a page, never an HTTP/2 reset.
+    /// (curl 7.88 sends no cookies with a URL over about 8 KB, so the login round trip is Chromium's.)
+    /// </summary>
+    [Fact]
+    public async Task LongAddresses_GetTheirPageOrA414_OverHttp2AndHttp11()
+    {
+        Assert.True((await fixture.Owner.ControlAsync($"share set-private {WebFrontDoorFixture.Site} --json")).ExitCode == 0);
+        string siteHost = $"{WebFrontDoorFixture.Site}.box.localhost";
+        // Characters percent-encoding triples ('/', '&', '='), 4011 characters of return path in all.
+        string query = "q=" + string.Concat(Enumerable.Repeat("/&=/", 1000)).Substring(0, 3994);
+        Assert.True(("/cgi-bin/env?" + query).Length <= 4096);
+        using var playwright = await Playwright.CreateAsync();
+        foreach (bool http2 in new[] { true, false })
+        {
+            await using var browser = await Chromium.LaunchAsync(playwright, fixture.SlotIp, Daemon.ControlAddress, http2);
+            await using var context = await NewContextAsync(browser);
+            var page = await context.NewPageAsync();
+            var login = await OpenLoginLinkAsync(page, await LoginLinkAsync(fixture.Owner));
+            Assert.Equal(200, login!.Status);
+            var env = await page.GotoAsync(SiteUrl + "cgi-bin/env?" + query);
+            Assert.True(env!.Status == 200, $"http2={http2} {env.Status} {page.Url}");
+            Assert.Equal(SiteUrl + "cgi-bin/env?" + query, page.Url);
+            Assert.Contains("QUERY_STRING=" + query, await page.InnerTextAsync("body"));
+        }
+
+        foreach (string protocol in new[] { "--http2", "--http1.1" })
+        {
+            // Not signed in: exe.dev's sign-in address with a 9 KB return path gets the sign-in page (401).
+            var curl = new CurlBrowser(Daemon, ("warren.localhost", Daemon.ControlAddress), (siteHost, fixture.SlotIp));
+            var signIn = await curl.RequestAsync($"https://warren.localhost:{Daemon.HttpsPort}/auth?return_host={siteHost}&redirect=/" + new string('a', 9000), protocol);
+            Assert.True(signIn.Status == 401, protocol + "\n" + signIn.Raw);
+            Assert.Contains("Sign in to continue", signIn.Body);
+
+            var tooLong = await curl.RequestAsync(SiteUrl + "?" + new string('a', Warren.Edge.Http.HttpFrontDoorLimits.MaxRequestTargetBytes + 1), protocol);
+            Assert.True(tooLong.Status == 414, protocol + "\n" + tooLong.Raw);
+            Assert.Contains("URI Too Long", tooLong.Body);
+            Assert.Equal("no-store", tooLong.Header("cache-control"));
+        }
+    }
 }

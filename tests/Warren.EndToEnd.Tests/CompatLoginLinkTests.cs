@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Microsoft.Playwright;
 using Warren.EndToEnd.Tests.Harness;
 using Xunit;
 
@@ -196,5 +197,103 @@ public sealed partial class CompatLoginLinkTests(CompatLoginLinkFixture fixture)
         var nobody = await Browser().RequestAsync(ControlUrl("/login"), "--data-urlencode", "email=nobody@shop.example", "--data-urlencode", "redirect=/");
         Assert.Equal(400, nobody.Status);
         Assert.False(await LoginMailArrivesAsync(fixture.Owner.Email, TimeSpan.FromSeconds(3)));
+    }
+
+    /// <summary>
+    /// A person the site was shared with by address, in Chromium, without an account: the private site sends them to
+    /// the sign-in page, whose email form signs up; the mailed link's page (with the front door's common headers)
+    /// confirms, and the browser goes on to the site it started at (CSP form-action lets the redirect leave the
+    /// control host). Then the site, logout, and a mailed login link of an existing account that returns to the site.
+    /// </summary>
+    [Fact]
+    public async Task Chromium_SignsUpFromAPrivateSitesSignInPage_AndComesBackToTheSite()
+    {
+        const string newcomer = "web-newcomer@mail.internal";
+        string siteHost = "linksite.box.localhost";
+        string siteUrl = $"https://{siteHost}:{Daemon.HttpsPort}/cgi-bin/env?from=signup";
+        var shared = await fixture.Owner.ControlAsync($"share add linksite {newcomer} --json");
+        Assert.True(shared.ExitCode == 0, shared.ToString());
+        try
+        {
+            using var playwright = await Playwright.CreateAsync();
+            await using var browser = await Chromium.LaunchAsync(playwright, fixture.SlotIp, Daemon.ControlAddress);
+            await using var context = await Chromium.NewContextAsync(browser);
+            var page = await context.NewPageAsync();
+
+            var signIn = await page.GotoAsync(siteUrl);
+            Assert.Equal(401, signIn!.Status);
+            Assert.StartsWith(ControlUrl("/login?"), page.Url);
+            await page.FillAsync("input[name=email]", newcomer);
+            var asked = await Chromium.ClickAndWaitAsync(page, "button");
+            Assert.Equal(200, asked.Status);
+            Assert.Contains("Check your email", await page.InnerTextAsync("body"));
+            AssertCommonPageHeaders(await asked.AllHeadersAsync());
+
+            // The share's invitation reached that address first; the sign-up mail holds the verification link.
+            string token = "";
+            for (int mails = 0; mails < 3 && token == ""; mails++)
+                token = VerifyLink().Match(await MailToAsync(newcomer)).Groups[1].Value;
+            Assert.NotEqual("", token);
+            var confirmPage = await page.GotoAsync(ControlUrl("/verify-email?token=" + token));
+            Assert.Equal(200, confirmPage!.Status);
+            var headers = await confirmPage.AllHeadersAsync();
+            AssertCommonPageHeaders(headers);
+            Assert.Equal("same-origin", headers["referrer-policy"]);
+
+            var site = await Chromium.ClickAndWaitAsync(page, "button");
+            Assert.True(site.Status == 200, $"{site.Status} {page.Url}\n{await page.InnerTextAsync("body")}");
+            Assert.Equal(siteUrl, page.Url);
+            Assert.Contains("HTTP_X_EXEDEV_EMAIL=" + newcomer, await page.InnerTextAsync("body"));
+
+            // Logging out of the site lands on the control host's logged-out page; the site asks for a login again.
+            await page.GotoAsync($"https://{siteHost}:{Daemon.HttpsPort}/__exe.dev/logout");
+            await page.ClickAsync("button");
+            await page.WaitForURLAsync(ControlUrl("/logged-out"), new PageWaitForURLOptions { WaitUntil = WaitUntilState.Commit });
+            Assert.Contains("You are logged out", await page.InnerTextAsync("body"));
+            Assert.DoesNotContain(await context.CookiesAsync([siteUrl]), c => c.Name.StartsWith("login-with-exe-", StringComparison.Ordinal));
+            // Still signed in on the control host, the site would sign the browser in again at once; the logged-out
+            // page's button logs out there too, and then the site asks for a sign-in.
+            var controlLogout = await Chromium.ClickAndWaitAsync(page, "button");
+            Assert.Equal(200, controlLogout.Status);
+            Assert.Contains("You are logged out of warren.localhost", await page.InnerTextAsync("body"));
+            Assert.DoesNotContain(await context.CookiesAsync([ControlUrl("/")]), c => c.Name == "exe-auth");
+            var again = await page.GotoAsync(siteUrl);
+            Assert.Equal(401, again!.Status);
+            Assert.StartsWith(ControlUrl("/login?"), page.Url);
+        }
+        finally
+        {
+            await fixture.Owner.ControlAsync($"share remove linksite {newcomer} --json");
+        }
+
+        // An existing account's mailed login link that returns to the site: its button's answer goes on to the site.
+        const string reader = "web-reader@mail.internal";
+        await Daemon.CreateUserAsync(reader);
+        string returnUrl = "/login?redirect=%2Fcgi-bin%2Fenv&return_host=" + Uri.EscapeDataString($"{siteHost}:{Daemon.HttpsPort}");
+        var mailedForm = await Browser().RequestAsync(ControlUrl("/login"), "--data-urlencode", "email=" + reader, "--data-urlencode", "redirect=" + returnUrl);
+        Assert.True(mailedForm.Status == 200, mailedForm.Raw);
+        var mailed = LoginLink().Match(await MailToAsync(reader));
+        Assert.True(mailed.Success, "no login link mailed");
+        using (var playwright = await Playwright.CreateAsync())
+        {
+            await using var browser = await Chromium.LaunchAsync(playwright, fixture.SlotIp, Daemon.ControlAddress);
+            await using var context = await Chromium.NewContextAsync(browser);
+            var page = await context.NewPageAsync();
+            var landed = await Chromium.OpenLoginLinkAsync(page, mailed.Value);
+            // Not shared with this account: the site's own "You need access" page, on the site's host.
+            Assert.True(landed!.Status == 401, $"{landed.Status} {page.Url}\n{await page.InnerTextAsync("body")}");
+            Assert.StartsWith($"https://{siteHost}:{Daemon.HttpsPort}/cgi-bin/env", page.Url);
+            Assert.Contains("You need access", await page.InnerTextAsync("body"));
+        }
+    }
+
+    /// <summary>The headers every page of the front door carries (not cached, not sniffed, not framed, nothing loaded).</summary>
+    private static void AssertCommonPageHeaders(Dictionary<string, string> headers)
+    {
+        Assert.Equal("no-store", headers["cache-control"]);
+        Assert.Equal("nosniff", headers["x-content-type-options"]);
+        Assert.Contains("frame-ancestors 'none'", headers["content-security-policy"]);
+        Assert.Contains("default-src 'none'", headers["content-security-policy"]);
+        Assert.True(headers.ContainsKey("referrer-policy"));
     }
 }

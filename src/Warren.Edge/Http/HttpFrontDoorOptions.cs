@@ -177,6 +177,21 @@ public static class HttpFrontDoorLimits
     /// <summary>Access requests per requester across all sites: 10, then 10 an hour, so one account cannot mail every owner.</summary>
     public const int AccessRequestBurstPerRequester = 10;
     public const double AccessRequestsPerSecondPerRequester = 10.0 / 3600;
+
+    /// <summary>
+    /// Longest request target (path and query) the front door serves; longer → 414 with a page, on HTTP/1.1 and
+    /// HTTP/2 alike. RFC 9110 §4.1 asks for at least 8000 octets; this is twice that, because a return path of
+    /// <see cref="HeaderParsing.MaxRedirectLength"/> characters rides percent-encoded (up to 3 bytes each) through
+    /// the login's hops (<c>/__exe.dev/login</c>, the control host's <c>/login</c>, <c>/__exe.dev/auth</c>).
+    /// </summary>
+    public const int MaxRequestTargetBytes = 16 * 1024;
+
+    /// <summary>
+    /// Kestrel's own request-line ceiling (and HTTP/2 header-field ceiling), above <see cref="MaxRequestTargetBytes"/>
+    /// so a target between the two reaches the front door and gets its 414: past Kestrel's limit an HTTP/2 stream
+    /// is only reset (PROTOCOL_ERROR), which a browser shows as a broken connection, not as an answer.
+    /// </summary>
+    public const int KestrelMaxRequestLineBytes = 32 * 1024;
 }
 
 /// <summary>What terminates TLS on the main HTTPS endpoints (<see cref="HttpFrontDoorOptions.Transport"/>).</summary>

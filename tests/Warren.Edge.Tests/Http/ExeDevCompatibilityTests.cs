@@ -133,7 +133,7 @@ public sealed class ExeDevCompatibilityTests(FrontDoorFixture fixture)
         Assert.Equal(HttpStatusCode.OK, form.StatusCode);
         Assert.Contains("method=\"post\"", await form.Content.ReadAsStringAsync());
         // The logout's 307 leaves the site for the control host: the page's CSP form-action must allow that origin.
-        Assert.Equal($"default-src 'none'; style-src 'unsafe-inline'; form-action 'self' {Control}", form.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Equal($"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self' {Control}", form.Headers.GetValues("Content-Security-Policy").Single());
         Assert.Equal(HttpStatusCode.MethodNotAllowed, (await SendAsync(HttpMethod.Delete, _f.Url("web", "/__exe.dev/logout"))).StatusCode);
         Assert.Equal(HttpStatusCode.MethodNotAllowed, (await SendAsync(HttpMethod.Delete, Control + "/logged-out")).StatusCode);
     }

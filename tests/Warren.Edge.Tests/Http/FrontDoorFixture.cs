@@ -164,7 +164,7 @@ public class FrontDoorFixture : IAsyncLifetime
         var page = await client.GetAsync(link);
         Assert.Equal(System.Net.HttpStatusCode.OK, page.StatusCode);
         string html = await page.Content.ReadAsStringAsync();
-        string confirm = page.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("exe-login-confirm=", StringComparison.Ordinal)).Split(';')[0];
+        string confirm = page.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("exe-login-confirm-", StringComparison.Ordinal)).Split(';')[0];
         string Field(string name) => System.Net.WebUtility.HtmlDecode(
             System.Text.RegularExpressions.Regex.Match(html, $"name=\"{name}\" value=\"([^\"]*)\"").Groups[1].Value);
         var post = new HttpRequestMessage(HttpMethod.Post, new Uri(new Uri(link), "/auth"))

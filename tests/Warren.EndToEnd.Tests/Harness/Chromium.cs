@@ -11,7 +11,8 @@ public static class Chromium
 
     /// <param name="slotIp">Where <c>*.box.localhost</c> (the VM sites) resolve.</param>
     /// <param name="controlAddress">Where <c>warren.localhost</c> (the control host) resolves.</param>
-    public static async Task<IBrowser> LaunchAsync(IPlaywright playwright, string slotIp, string controlAddress)
+    /// <param name="http2">False: HTTP/1.1 only (<c>--disable-http2</c>), to try the front door's HTTP/1.1 paths.</param>
+    public static async Task<IBrowser> LaunchAsync(IPlaywright playwright, string slotIp, string controlAddress, bool http2 = true)
     {
         Assert.True(File.Exists(ExecutablePath), $"{ExecutablePath} is not installed; run scripts/prereqs.sh (apt-get install chromium)");
         return await playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
@@ -25,6 +26,7 @@ public static class Chromium
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                 // DNS as the daemon's own server answers it: the VM name to its slot, the control host to the control address.
                 $"--host-resolver-rules=MAP *.box.localhost {slotIp}, MAP warren.localhost {controlAddress}",
+                .. (http2 ? Array.Empty<string>() : ["--disable-http2"]),
             ],
         });
     }

@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
 using Warren.Edge.Http.Access;
 using Warren.Edge.Http.Forwarding;
@@ -19,6 +20,7 @@ namespace Warren.Edge.Http.FrontDoor;
 /// Per request, in order:
 /// <list type="number">
 /// <item>Per-source rate limit (<see cref="HttpFrontDoorOptions.RequestsPerSecondPerSource"/>) → 429 with <c>Retry-After</c>.</item>
+/// <item>A request target over <see cref="HttpFrontDoorLimits.MaxRequestTargetBytes"/> → 414 (HTTP/2 too).</item>
 /// <item>Plain HTTP → 308 to the same URL on HTTPS.</item>
 /// <item>Control host → <see cref="ControlHostPages"/> (anything it does not answer → next middleware).</item>
 /// <item><c>/__exe.dev/*</c> on a site → <see cref="SitePages"/>, never forwarded.</item>
@@ -82,6 +84,9 @@ public sealed class HttpFrontDoor
         if (!_sourceLimit.TryAcquire(context.Connection.RemoteIpAddress, out var retryAfter))
             return TooManyRequestsAsync(context, route, retryAfter);
 
+        if (RequestTargetLength(context) > HttpFrontDoorLimits.MaxRequestTargetBytes)
+            return Pages.UriTooLongAsync(context);
+
         if (!request.IsHttps)
             return RedirectToHttps(context, route.HostName);
 
@@ -100,6 +105,11 @@ public sealed class HttpFrontDoor
             return ExecEndpoint.ErrorAsync(context, StatusCodes.Status429TooManyRequests, "rate limit exceeded");
         return Pages.WriteTextAsync(context, StatusCodes.Status429TooManyRequests, "rate limit exceeded");
     }
+
+    /// <summary>The request target's length as sent (Kestrel's raw target; the path and query when there is none).</summary>
+    private static int RequestTargetLength(HttpContext context) =>
+        context.Features.Get<IHttpRequestFeature>()?.RawTarget?.Length
+        ?? context.Request.Path.Value?.Length + context.Request.QueryString.Value?.Length ?? 0;
 
     private Task RedirectToHttps(HttpContext context, string name)
     {

@@ -90,6 +90,8 @@ public static class HttpFrontDoorExtensions
         {
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = HttpFrontDoorLimits.MaxProxiedRequestBodyBytes;
+            kestrel.Limits.MaxRequestLineSize = HttpFrontDoorLimits.KestrelMaxRequestLineBytes;
+            kestrel.Limits.Http2.MaxRequestHeaderFieldSize = HttpFrontDoorLimits.KestrelMaxRequestLineBytes;
             var sp = kestrel.ApplicationServices;
             var certificates = sp.GetRequiredService<TlsCertificateProvider>();
             var listeners = sp.GetRequiredService<FrontDoorListeners>();

@@ -11,23 +11,37 @@ namespace Warren.Edge.Http;
 
 /// <summary>
 /// The control host's answers: <c>/exec</c> (<see cref="ExecEndpoint"/>), <c>/auth</c>, <c>/login</c> (the sign-in
-/// page, 401 when not signed in; POST mails a link), <c>/logged-out</c>, and the JSON of <see cref="ControlApi"/>.
+/// page, 401 when not signed in; POST mails a link), <c>/logged-out</c>, <c>/logout</c> (ends this browser's session
+/// here), and the JSON of <see cref="ControlApi"/>.
 /// Anything else goes to the next middleware.
 /// </summary>
 internal sealed class ControlHostPages : IControlHostLogin
 {
     /// <summary>
-    /// The login-link page's anti-forgery cookie: random, set by the GET that shows the button, sent back in the form
-    /// (double-submit). SameSite=Strict keeps another site's form from carrying it, so nobody can log a browser in to
-    /// their own account behind its user's back (login CSRF).
+    /// Prefix of the login-link page's anti-forgery cookies: random, set by the GET that shows the button, sent back
+    /// in the form (double-submit). SameSite=Strict keeps another site's form from carrying it, so nobody can log a
+    /// browser in to their own account behind its user's back (login CSRF). One cookie per link (the name ends in a
+    /// digest of the link's secret), so two links open in two tabs each keep their own.
     /// </summary>
-    internal const string ConfirmCookieName = "exe-login-confirm";
+    internal const string ConfirmCookiePrefix = "exe-login-confirm-";
 
     /// <summary>The confirmation form's field holding the cookie's value.</summary>
     internal const string FormTokenField = "form_token";
 
     /// <summary>Random bytes in the anti-forgery cookie.</summary>
     private const int ConfirmCookieBytes = 32;
+
+    /// <summary>Bytes of the secret's SHA-256 in a confirm cookie's name (64 bits: distinct among a browser's few open links).</summary>
+    private const int ConfirmCookieDigestBytes = 8;
+
+    /// <summary>
+    /// Confirm cookies a browser keeps at once: opening a link page with this many already sent expires them, so a
+    /// browser's cookie header to <c>/auth</c> stays small (RFC 6265 §6.1 asks browsers for only 50 cookies per domain).
+    /// </summary>
+    internal const int MaxConfirmCookies = 8;
+
+    /// <summary>Domain-separation label of the confirm cookie's name digest (it is not the stored hash of the secret).</summary>
+    private const string ConfirmCookieLabel = "warren login confirm\n";
 
     private readonly ControlUrls _urls;
     private readonly SiteRouter _router;
@@ -53,7 +67,12 @@ internal sealed class ControlHostPages : IControlHostLogin
         _emailSender = emailSender;
         _signup = signup;
         _loginEmailLimiter = new KeyedTokenBucket(time, HttpFrontDoorLimits.LoginEmailBurst, HttpFrontDoorLimits.LoginEmailPerSecond, 0);
+        // Every VM site on any port: a login that returns to a site ends there (CSP Level 3 host and port wildcards).
+        FormRedirectSources = "https://*" + urls.VmDomainSuffix + ":*";
     }
+
+    /// <inheritdoc />
+    public string FormRedirectSources { get; }
 
     /// <summary>
     /// The control host's pages and <c>/exec</c> run whole commands, so they leave the socket engine thread first:
@@ -77,6 +96,8 @@ internal sealed class ControlHostPages : IControlHostLogin
             await _api.HandleAsync(context, dashboard: true).ConfigureAwait(false);
         else if (path.Equals(ControlPaths.LoggedOut, StringComparison.Ordinal))
             await LoggedOutPageAsync(context).ConfigureAwait(false);
+        else if (path.Equals(ControlPaths.Logout, StringComparison.Ordinal))
+            await ControlLogoutAsync(context).ConfigureAwait(false);
         else
             await next(context).ConfigureAwait(false);
     }
@@ -118,7 +139,13 @@ internal sealed class ControlHostPages : IControlHostLogin
             return;
         }
         string formToken = LoginLinks.NewSecret(ConfirmCookieBytes);
-        context.Response.Cookies.Append(ConfirmCookieName, formToken, new CookieOptions
+        var sent = ConfirmCookiesSent(request);
+        if (sent.Count >= MaxConfirmCookies)
+        {
+            foreach (string name in sent)
+                ExpireConfirmCookie(context, name);
+        }
+        context.Response.Cookies.Append(ConfirmCookieName(secret), formToken, new CookieOptions
         {
             Path = ControlPaths.Auth,
             HttpOnly = true,
@@ -127,6 +154,7 @@ internal sealed class ControlHostPages : IControlHostLogin
             MaxAge = LoginLinks.LinkLifetime,
             IsEssential = true,
         });
+        // The button's answer may go on to a VM site (a mailed link from a site's sign-in page): CSP must let it.
         await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log in",
             $"<p>Log in to <b>{Pages.E(_urls.ControlHost)}</b> in this browser?</p>"
             + $"<form method=\"post\" action=\"{ControlPaths.Auth}\">"
@@ -134,7 +162,27 @@ internal sealed class ControlHostPages : IControlHostLogin
             + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(redirect)}\">"
             + $"<input type=\"hidden\" name=\"{FormTokenField}\" value=\"{Pages.E(formToken)}\">"
             + "<button>Log in</button></form>"
-            + "<p>The link works once. If you did not ask for it, close this page.</p>").ConfigureAwait(false);
+            + "<p>The link works once. If you did not ask for it, close this page.</p>", FormRedirectSources).ConfigureAwait(false);
+    }
+
+    /// <summary>The anti-forgery cookie's name for the link with <paramref name="secret"/>.</summary>
+    internal static string ConfirmCookieName(string secret)
+    {
+        Span<byte> digest = stackalloc byte[SHA256.HashSizeInBytes];
+        SHA256.HashData(Encoding.UTF8.GetBytes(ConfirmCookieLabel + secret), digest);
+        return ConfirmCookiePrefix + Convert.ToHexStringLower(digest[..ConfirmCookieDigestBytes]);
+    }
+
+    /// <summary>The names of the confirm cookies the request carries.</summary>
+    private static List<string> ConfirmCookiesSent(HttpRequest request)
+    {
+        var names = new List<string>();
+        foreach (var (name, _) in request.Cookies)
+        {
+            if (name.StartsWith(ConfirmCookiePrefix, StringComparison.Ordinal))
+                names.Add(name);
+        }
+        return names;
     }
 
     /// <summary>
@@ -144,7 +192,9 @@ internal sealed class ControlHostPages : IControlHostLogin
     public async Task ConfirmLinkAsync(HttpContext context, IFormCollection form)
     {
         context.Response.Headers.CacheControl = "no-store";
-        string? cookie = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), ConfirmCookieName);
+        string secret = form[SignupPages.LoginSecretField].ToString();
+        string cookieName = ConfirmCookieName(secret);
+        string? cookie = HeaderParsing.GetCookie(context.Request.Headers.Cookie.ToString(), cookieName);
         string presented = form[FormTokenField].ToString();
         if (IsOtherOrigin(context) || string.IsNullOrEmpty(cookie) || cookie.Length > HeaderParsing.MaxTokenLength
             || !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(cookie), Encoding.UTF8.GetBytes(presented)))
@@ -153,16 +203,15 @@ internal sealed class ControlHostPages : IControlHostLogin
                 "<p>This form did not come from the login link's page in this browser. Open the link again and press the button.</p>").ConfigureAwait(false);
             return;
         }
-        string secret = form[SignupPages.LoginSecretField].ToString();
         string redirect = form.ContainsKey("redirect") ? HeaderParsing.SanitizeRedirect(form["redirect"]) : ControlPaths.Login;
         string host = context.Request.Host.Value!.ToLowerInvariant();
         var user = await _logins.ConsumeLinkAsync(secret, host, context.RequestAborted).ConfigureAwait(false);
+        ExpireConfirmCookie(context, cookieName);
         if (user is null)
         {
             await InvalidLoginLinkAsync(context).ConfigureAwait(false);
             return;
         }
-        ExpireConfirmCookie(context);
         await SignInAsync(context, user, redirect).ConfigureAwait(false);
     }
 
@@ -187,8 +236,8 @@ internal sealed class ControlHostPages : IControlHostLogin
         => Pages.WriteAsync(context, StatusCodes.Status401Unauthorized, "Login link not valid",
             $"<p>This login link is invalid, expired or already used. Run <code>ssh {Pages.E(_urls.ControlHost)} browser</code> for a new one.</p>");
 
-    private static void ExpireConfirmCookie(HttpContext context)
-        => context.Response.Cookies.Append(ConfirmCookieName, "", new CookieOptions
+    private static void ExpireConfirmCookie(HttpContext context, string name)
+        => context.Response.Cookies.Append(name, "", new CookieOptions
         {
             Path = ControlPaths.Auth, HttpOnly = true, Secure = context.Request.IsHttps, SameSite = SameSiteMode.Strict,
             MaxAge = TimeSpan.Zero, Expires = DateTimeOffset.UnixEpoch, IsEssential = true,
@@ -238,10 +287,19 @@ internal sealed class ControlHostPages : IControlHostLogin
         // Not signed in: 401 with the sign-in page, as exe.dev's /auth answers (it carries where to return).
         string body = (returnHost is null ? "" : $"<p>To open <b>{Pages.E(returnHost)}</b>, sign in first.</p>")
             + $"<p>To sign in, run</p><pre>ssh {Pages.E(_urls.ControlHost)} browser</pre><p>open the link it prints, then reload the site.</p>";
-        if (_emailSender is not null)
+        string returnUrl = ControlPaths.Login + "?redirect=" + Uri.EscapeDataString(redirect)
+            + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
+        // With web sign-up, the address form signs up or in (exe.dev's web sign-in): someone a site was shared with
+        // by address has no account yet, and a login link is mailed only to accounts. Either way the mailed link
+        // comes back here with returnUrl, and from here to the site.
+        if (_signup is { CanMail: true })
         {
-            string returnUrl = ControlPaths.Login + "?redirect=" + Uri.EscapeDataString(redirect)
-                + (returnHost is null ? "" : "&return_host=" + Uri.EscapeDataString(returnHost));
+            body += "<form method=\"post\" action=\"" + ControlPaths.Auth + "\"><p>Or sign up or sign in by email:</p>"
+                + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
+                + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
+        }
+        else if (_emailSender is not null)
+        {
             body += "<form method=\"post\" action=\"" + ControlPaths.Login + "\"><p>Or get a link by email:</p>"
                 + $"<input type=\"hidden\" name=\"redirect\" value=\"{Pages.E(returnUrl)}\">"
                 + "<input type=\"email\" name=\"email\" required autocomplete=\"email\"> <button>Email me a link</button></form>";
@@ -276,12 +334,50 @@ internal sealed class ControlHostPages : IControlHostLogin
             "<p>If that address may use this site, a login link is on its way.</p>").ConfigureAwait(false);
     }
 
-    /// <summary>Control host <c>/logged-out</c>: GET, HEAD, or the POST a site's logout 307 repeats here.</summary>
-    private static Task LoggedOutPageAsync(HttpContext context)
+    /// <summary>
+    /// Control host <c>/logged-out</c>: GET, HEAD, or the POST a site's logout 307 repeats here. A site's logout ends
+    /// only that site's session; while the browser is signed in here, opening the site signs it in again at once,
+    /// so the page offers to log out here too (the cross-site POST carries no SameSite=Lax cookie to tell whether).
+    /// </summary>
+    private Task LoggedOutPageAsync(HttpContext context)
     {
         var method = context.Request.Method;
         if (!(HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsPost(method)))
             return Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST");
-        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out", "<p>You are logged out of that site.</p>");
+        return Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out",
+            "<p>You are logged out of that site.</p>"
+            + $"<p>Sites you may open sign you in again from <b>{Pages.E(_urls.ControlHost)}</b> while this browser is signed in there.</p>"
+            + $"<form method=\"post\" action=\"{ControlPaths.Logout}\"><button>Log out of {Pages.E(_urls.ControlHost)} too</button></form>");
+    }
+
+    /// <summary>
+    /// Control host <c>/logout</c>: GET shows the button; its POST ends this browser's <c>exe-auth</c> session (the
+    /// sites' own sessions end with their <c>/__exe.dev/logout</c>). A POST from another site's form is refused.
+    /// </summary>
+    private async Task ControlLogoutAsync(HttpContext context)
+    {
+        var method = context.Request.Method;
+        if (HttpMethods.IsGet(method) || HttpMethods.IsHead(method))
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status200OK, "Log out",
+                $"<form method=\"post\" action=\"{ControlPaths.Logout}\"><p>Log out of <b>{Pages.E(_urls.ControlHost)}</b> in this browser?</p>"
+                + "<button>Log out</button></form>").ConfigureAwait(false);
+            return;
+        }
+        if (!HttpMethods.IsPost(method))
+        {
+            await Pages.MethodNotAllowedAsync(context, "GET, HEAD, POST").ConfigureAwait(false);
+            return;
+        }
+        if (IsOtherOrigin(context))
+        {
+            await Pages.WriteAsync(context, StatusCodes.Status403Forbidden, "Log out",
+                $"<p>This form did not come from this site. <a href=\"{ControlPaths.Logout}\">Log out here</a>.</p>").ConfigureAwait(false);
+            return;
+        }
+        await _logins.EndAsync(context, ControlPaths.CookieName).ConfigureAwait(false);
+        await Pages.WriteAsync(context, StatusCodes.Status200OK, "Logged out",
+            $"<p>You are logged out of <b>{Pages.E(_urls.ControlHost)}</b> in this browser. Sites that you are still signed in to "
+            + "keep their own session until you log out there (<code>/__exe.dev/logout</code>).</p>").ConfigureAwait(false);
     }
 }

@@ -8,24 +8,25 @@ namespace Warren.Edge.Http;
 /// <summary>The small HTML pages the front door answers itself (exe.dev failure pages, login, logout).</summary>
 internal static class Pages
 {
-    /// <param name="logoutRedirectOrigin">
-    /// For a page with the logout form: the control host's origin, where the logout's 307 leads. CSP's form-action
-    /// also governs the redirects after a form is sent (CSP Level 3, "form-action"), so 'self' alone would stop it.
+    /// <param name="formRedirectSources">
+    /// For a page whose form's answer redirects off this origin: the CSP sources it may lead to (the control host's
+    /// origin after a site's logout; the VM sites after a login that returns to one). CSP's form-action also governs
+    /// the redirects after a form is sent (CSP Level 3, "form-action"), so 'self' alone would stop them.
     /// </param>
     /// <param name="hasOwnForm">
     /// The page posts a form of this door that checks <c>Origin</c>: its referrer policy is <c>same-origin</c>, because
     /// under <c>no-referrer</c> browsers send such a POST with <c>Origin: null</c> (Fetch standard, "serializing a
     /// request origin"); other sites still get no referrer.
     /// </param>
-    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml, string? logoutRedirectOrigin = null, bool hasOwnForm = false)
+    public static Task WriteAsync(HttpContext context, int status, string title, string bodyHtml, string? formRedirectSources = null, bool hasOwnForm = false)
     {
         var response = context.Response;
         response.StatusCode = status;
         response.ContentType = "text/html; charset=utf-8";
         foreach (var (name, value) in HeaderFields)
             response.Headers[name] = value;
-        if (logoutRedirectOrigin is not null)
-            response.Headers.ContentSecurityPolicy = ContentSecurityPolicy + " " + logoutRedirectOrigin;
+        if (formRedirectSources is not null)
+            response.Headers.ContentSecurityPolicy = ContentSecurityPolicy + " " + formRedirectSources;
         if (hasOwnForm)
             response.Headers["Referrer-Policy"] = "same-origin";
         if (HttpMethods.IsHead(context.Request.Method))
@@ -33,8 +34,12 @@ internal static class Pages
         return response.WriteAsync(Render(title, bodyHtml), context.RequestAborted);
     }
 
-    /// <summary>Nothing loaded, inline style only, forms sent to this origin only.</summary>
-    private const string ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
+    /// <summary>
+    /// Nothing loaded, inline style only, never framed (the buttons of login and logout must not be clicked through
+    /// another site's frame; frame-ancestors is not covered by default-src, CSP Level 3), forms sent to this origin
+    /// only. form-action stays last: <see cref="WriteAsync"/> appends sources to it.
+    /// </summary>
+    private const string ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
 
     /// <summary>The headers every page carries besides its type (not cached, not sniffed, no referrer, nothing loaded).</summary>
     public static readonly (string Name, string Value)[] HeaderFields =
@@ -43,6 +48,8 @@ internal static class Pages
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Content-Security-Policy", ContentSecurityPolicy),
+        // For browsers without CSP's frame-ancestors (RFC 7034).
+        ("X-Frame-Options", "DENY"),
     ];
 
     /// <summary>A whole page's HTML.</summary>
@@ -123,6 +130,11 @@ internal static class Pages
 
     public static Task InvalidAuthenticationAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status401Unauthorized, "Unauthorized", $"<p>invalid or missing authentication (trace {E(c.TraceIdentifier)})</p>");
+
+    /// <summary>414 (RFC 9110 §15.5.15): the address is longer than <see cref="HttpFrontDoorLimits.MaxRequestTargetBytes"/>.</summary>
+    public static Task UriTooLongAsync(HttpContext c) =>
+        WriteAsync(c, StatusCodes.Status414UriTooLong, "URI Too Long",
+            $"<p>This address is longer than the {HttpFrontDoorLimits.MaxRequestTargetBytes / 1024} KiB this server accepts.</p>");
 
     public static Task NotFoundAsync(HttpContext c) =>
         WriteAsync(c, StatusCodes.Status404NotFound, "Not Found", "<p>404 page not found</p>");

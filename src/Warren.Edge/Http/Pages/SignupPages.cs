@@ -1,7 +1,6 @@
 using Warren.Edge.Http.Routing;
 using Warren.Edge.Limits;
 using System.Net;
-using System.Text;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
@@ -64,6 +63,9 @@ public sealed partial class SignupPages
         _perAddress = new KeyedTokenBucket<string>(time, MailBurstPerAddress, MailsPerSecondPerAddress, 0);
         _perSource = new KeyedTokenBucket<string>(time, MailBurstPerSource, MailsPerSecondPerSource, 0);
     }
+
+    /// <summary>Whether sign-up mails can be sent (a mail relay is configured): only then does a page offer the form.</summary>
+    public bool CanMail => _email is not null;
 
     /// <summary>
     /// The control host's hook: answers <c>POST /auth</c> and <c>/verify-email</c> and returns true, or returns
@@ -150,8 +152,8 @@ public sealed partial class SignupPages
         var request = context.Request;
         var ct = context.RequestAborted;
         // The token is in the URL: keep it out of the Referer of anything on another origin, and out of caches.
-        // "same-origin", not "no-referrer": under no-referrer a browser sends the button's POST with "Origin: null"
-        // (Fetch standard, "serializing a request origin"), which the same-origin check below refuses.
+        // "same-origin", not "no-referrer" (hasOwnForm): under no-referrer a browser sends the button's POST with
+        // "Origin: null" (Fetch standard, "serializing a request origin"), which the same-origin check below refuses.
         context.Response.Headers["Referrer-Policy"] = "same-origin";
         context.Response.Headers.CacheControl = "no-store";
         if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method))
@@ -165,10 +167,12 @@ public sealed partial class SignupPages
             string what = pending.Purpose == VerificationPurpose.SshSignup
                 ? $"finish signing up at {E(_options.ControlHost)} with the SSH key waiting in your terminal"
                 : $"sign in to {E(_options.ControlHost)}";
+            // The button's answer signs in and may go on to a site (a sign-up that started at one): CSP must let it.
             await PageAsync(context, StatusCodes.Status200OK, "Confirm your email address",
                 $"<p>Confirm that <b>{E(pending.Email)}</b> is yours, to {what}.</p>"
                 + $"<form method=\"post\" action=\"{EmailVerifications.LinkPath}\">"
-                + $"<input type=\"hidden\" name=\"token\" value=\"{E(token)}\"><button>Confirm</button></form>").ConfigureAwait(false);
+                + $"<input type=\"hidden\" name=\"token\" value=\"{E(token)}\"><button>Confirm</button></form>",
+                hasOwnForm: true, formRedirectSources: login.FormRedirectSources).ConfigureAwait(false);
             return;
         }
         if (!HttpMethods.IsPost(request.Method))
@@ -273,19 +277,15 @@ public sealed partial class SignupPages
         return null;
     }
 
-    private static Task PageAsync(HttpContext context, int status, string title, string bodyHtml)
-    {
-        context.Response.StatusCode = status;
-        context.Response.ContentType = "text/html; charset=utf-8";
-        if (HttpMethods.IsHead(context.Request.Method)) return Task.CompletedTask;
-        var html = new StringBuilder()
-            .Append("<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
-            .Append("<title>").Append(E(title)).Append("</title></head><body><h1>").Append(E(title)).Append("</h1>")
-            .Append(bodyHtml).Append("</body></html>\n");
-        return context.Response.WriteAsync(html.ToString(), context.RequestAborted);
-    }
+    /// <summary>
+    /// A page with the front door's common headers (<see cref="Pages.WriteAsync"/>: no-store, nosniff, CSP with
+    /// frame-ancestors, referrer policy). <paramref name="hasOwnForm"/>: the page's form is checked for its Origin.
+    /// <paramref name="formRedirectSources"/>: where the form's answer may redirect besides this origin.
+    /// </summary>
+    private static Task PageAsync(HttpContext context, int status, string title, string bodyHtml, bool hasOwnForm = false, string? formRedirectSources = null)
+        => Pages.WriteAsync(context, status, title, bodyHtml, formRedirectSources, hasOwnForm);
 
-    private static string E(string text) => WebUtility.HtmlEncode(text);
+    private static string E(string text) => Pages.E(text);
 
     [LoggerMessage(EventId = 4390, EventName = "signup.mail_failed", Level = LogLevel.Warning, Message = "signup.mail_failed reason={Reason}")]
     private static partial void MailFailed(ILogger logger, string reason);
@@ -299,4 +299,10 @@ public interface IControlHostLogin
 
     /// <summary>Starts a control-host session for <paramref name="user"/> and redirects (303) to <paramref name="redirect"/>.</summary>
     Task SignInAsync(HttpContext context, WebUser user, string redirect);
+
+    /// <summary>
+    /// CSP <c>form-action</c> sources, besides 'self', for a page whose form ends in <see cref="SignInAsync"/>: its
+    /// redirect may go on to a VM site (the control host's <c>/login</c> sends a signed-in browser back to one).
+    /// </summary>
+    string FormRedirectSources { get; }
 }

@@ -95,6 +95,13 @@ internal sealed class SitePages
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// <c>GET /__exe.dev/auth?secret=…&amp;redirect=…</c>: consumes the one-time secret and sets the site's cookie, on
+    /// the GET, as exe.dev's docs (login with exe) describe. Unlike a mailed link, this URL is never shown to a person
+    /// or a mail scanner: the control host mints it for the browser holding its session and hands it over only as a
+    /// 307's Location, so no link preview or prefetch sees it before that browser follows it (within
+    /// <see cref="LoginLinks.LinkLifetime"/>, once).
+    /// </summary>
     private async Task AuthAsync(HttpContext context, string vmName)
     {
         var request = context.Request;

@@ -83,6 +83,9 @@ public static class ControlPaths
     /// <summary>Where a site's logout ends (exe.dev's <c>/logged-out</c>).</summary>
     public const string LoggedOut = "/logged-out";
 
+    /// <summary>Ends the control host's own session in this browser (GET asks, POST does).</summary>
+    public const string Logout = "/logout";
+
     /// <summary>Runs one command over HTTPS with a token (exe.dev's docs: HTTPS API; <see cref="ExecEndpoint"/>).</summary>
     public const string Exec = "/exec";
 
