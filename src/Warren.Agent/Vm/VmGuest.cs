@@ -34,6 +34,7 @@ internal static class VmGuest
     /// <summary>Prepares the VM and returns the arguments for the usual init.</summary>
     public static string[] Prepare()
     {
+        MarkBoot("init started");
         Mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, null);
         Mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, null);
         Mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5");
@@ -49,11 +50,8 @@ internal static class VmGuest
         Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, null);
         Mount("tmpfs", InitCommand.SessionSocketDirectory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, RunDirectoryOptions);
 
+        MarkBoot("mounted");
         if (ReadText(HostnameFile) is { Length: > 0 } hostname) SetHostname(hostname);
-        VmIdentity.Apply();
-        // The disks may be larger than their filesystems (first boot, or grown while the VM was stopped).
-        GrowFsCommand.Grow("/");
-        GrowFsCommand.Grow("/data");
         Environment.SetEnvironmentVariable("PATH", DefaultPath);
         Environment.SetEnvironmentVariable("HOME", "/root");
         foreach (var entry in ReadList(EnvFile))
@@ -64,6 +62,83 @@ internal static class VmGuest
         if (ReadText(WorkdirFile) is { Length: > 0 } workdir && Libc.Chdir(workdir) != 0)
             Log($"cannot enter working directory {workdir} (errno {Libc.Errno}); staying in /");
         return ReadList(InitArgsFile).ToArray();
+    }
+
+    /// <summary>nice(2)'s lowest priority: the background boot steps take the CPU only when serve and mux do not need it.</summary>
+    private const int BackgroundNice = 19;
+
+    /// <summary>
+    /// The boot steps the agent's first answer to the host does not need, on a thread of their own at the lowest CPU
+    /// priority (so serve and mux, started meanwhile, come first under an emulated CPU): the VM's identity (machine-id,
+    /// SSH host keys: <see cref="VmIdentity"/>), then growing / and /data to their disks (first boot, or disks grown
+    /// while the VM was stopped; online resize, so the filesystems stay in use). The image's command and the setup
+    /// script wait for the returned task: sshd needs its host keys, and a program may fill the disk.
+    /// <paramref name="spawn"/> starts a child that init's reaper tracks (PID 1 reaps every child itself).
+    /// </summary>
+    public static Task PrepareInBackground(Func<string[], (int Pid, Task<int> Exited)> spawn)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        new Thread(() =>
+        {
+            try
+            {
+                if (Libc.SetPriority(Libc.PRIO_PROCESS, 0, BackgroundNice) != 0) Log($"setpriority failed: errno {Libc.Errno}");
+                VmIdentity.Apply(spawn);
+                MarkBoot("identity applied");
+                GrowFsCommand.Grow("/");
+                GrowFsCommand.Grow("/data");
+                MarkBoot("filesystems grown");
+            }
+            catch (Exception e)
+            {
+                // An exception leaving this thread would end PID 1, and with it the VM (kernel panic).
+                Log($"background boot steps failed: {e.Message}");
+            }
+            finally
+            {
+                done.SetResult();
+            }
+        }) { IsBackground = true, Name = "vm-prepare" }.Start();
+        return done.Task;
+    }
+
+    /// <summary>
+    /// Free page reporting's smallest block, as a page order (Linux Documentation/mm/free_page_reporting: the guest
+    /// tells the host which free blocks of at least this order it may take back). The kernel's default is a pageblock
+    /// (order 9, 2 MiB), which a guest whose free memory is scattered in smaller pieces rarely has whole; order 0 reports
+    /// every free page, so an idle VM gives back all it does not use.
+    /// </summary>
+    private const string PageReportingOrderFile = "/sys/module/page_reporting/parameters/page_reporting_order";
+    private const string PageReportingOrder = "0";
+
+    /// <summary>How long after the image's command started the guest's caches are dropped once (its boot reads settled).</summary>
+    private static readonly TimeSpan MemorySettleDelay = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Lets an idle VM hand its unused memory back to the host (QEMU's virtio-balloon free-page-reporting): free page
+    /// reporting down to single pages now, and once boot has settled (<see cref="MemorySettleDelay"/>) the page cache
+    /// its reads filled (the image's files, read once at boot) is dropped and memory compacted (Linux
+    /// Documentation/admin-guide/sysctl/vm: drop_caches, compact_memory), so those pages are free and reported. Later
+    /// reads fill the cache again as usual.
+    /// </summary>
+    public static void SettleMemoryLater()
+    {
+        TryWriteText(PageReportingOrderFile, PageReportingOrder);
+        new Thread(() =>
+        {
+            Libc.SetPriority(Libc.PRIO_PROCESS, 0, BackgroundNice);
+            Thread.Sleep(MemorySettleDelay);
+            Libc.Sync();
+            TryWriteText("/proc/sys/vm/drop_caches", "3");
+            TryWriteText("/proc/sys/vm/compact_memory", "1");
+            MarkBoot("caches dropped");
+        }) { IsBackground = true, Name = "vm-memory-settle" }.Start();
+    }
+
+    private static void TryWriteText(string path, string value)
+    {
+        try { File.WriteAllText(path, value); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log($"cannot write {path}: {e.Message}"); }
     }
 
     /// <summary>The port's device node: /dev/vportNpM whose sysfs name is <see cref="PortName"/> (no udev to make a by-name link).</summary>
@@ -152,4 +227,18 @@ internal static class VmGuest
     }
 
     private static void Log(string message) => Console.Error.Write($"warren-agent init: {message}\n");
+
+    /// <summary>
+    /// Writes "warren-agent: boot: WHAT" to the kernel log (/dev/kmsg, Linux Documentation/ABI/testing/dev-kmsg) at
+    /// level info, which the kernel timestamps like its own lines: <c>dmesg</c> in a VM then shows the kernel's,
+    /// the initramfs's and the agent's boot steps on one clock. Never fails (a missing /dev/kmsg only loses the mark).
+    /// </summary>
+    public static unsafe void MarkBoot(string what)
+    {
+        int fd = Libc.Open("/dev/kmsg", Libc.O_WRONLY | Libc.O_CLOEXEC, 0);
+        if (fd < 0) return;
+        var line = Encoding.UTF8.GetBytes($"<6>warren-agent: boot: {what}\n");
+        fixed (byte* p = line) Libc.Write(fd, p, (nuint)line.Length);
+        Libc.Close(fd);
+    }
 }

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Warren.Agent.Native;
 
 namespace Warren.Agent.Vm;
 
@@ -16,7 +16,8 @@ internal static class VmIdentity
     private const string SshKeygen = "/usr/bin/ssh-keygen";
     private static readonly TimeSpan KeygenTimeout = TimeSpan.FromSeconds(60);
 
-    public static void Apply()
+    /// <param name="spawn">Starts ssh-keygen as a child init tracks (PID 1 reaps every child: the Process class would never see its exit).</param>
+    public static void Apply(Func<string[], (int Pid, Task<int> Exited)> spawn)
     {
         string wanted;
         try { wanted = File.ReadAllText(SeedMachineId).Trim(); }
@@ -37,10 +38,10 @@ internal static class VmIdentity
         {
             Log($"cannot write {MachineIdPath}: {e.Message}");
         }
-        RenewSshHostKeys();
+        RenewSshHostKeys(spawn);
     }
 
-    private static void RenewSshHostKeys()
+    private static void RenewSshHostKeys(Func<string[], (int Pid, Task<int> Exited)> spawn)
     {
         if (!Directory.Exists(SshDirectory)) return;
         var keys = Directory.GetFiles(SshDirectory, "ssh_host_*key*");
@@ -53,14 +54,14 @@ internal static class VmIdentity
         if (!File.Exists(SshKeygen)) return;
         try
         {
-            using var keygen = Process.Start(new ProcessStartInfo(SshKeygen, ["-A"]) { UseShellExecute = false });
-            if (keygen != null && !keygen.WaitForExit(KeygenTimeout))
+            var (pid, exited) = spawn([SshKeygen, "-A"]);
+            if (!exited.Wait(KeygenTimeout))
             {
-                keygen.Kill();
+                Libc.Kill(pid, 9);
                 Log("ssh-keygen -A did not finish");
             }
         }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        catch (Exception e) when (e is IOException or FileNotFoundException)
         {
             Log($"ssh-keygen -A failed: {e.Message}");
         }
