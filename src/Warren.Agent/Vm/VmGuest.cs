@@ -52,6 +52,10 @@ internal static class VmGuest
 
         MarkBoot("mounted");
         if (ReadText(HostnameFile) is { Length: > 0 } hostname) SetHostname(hostname);
+        // /data may be larger than its filesystem (grown while the VM was stopped): grown before anyone uses it, as it
+        // is the user's. A no-op at first boot (the runtime makes /data at its full size). / is grown in the background.
+        GrowFsCommand.Grow("/data");
+        s_sshHostKeysWanted = VmIdentity.Apply();
         Environment.SetEnvironmentVariable("PATH", DefaultPath);
         Environment.SetEnvironmentVariable("HOME", "/root");
         foreach (var entry in ReadList(EnvFile))
@@ -64,14 +68,17 @@ internal static class VmGuest
         return ReadList(InitArgsFile).ToArray();
     }
 
+    /// <summary>Set by <see cref="Prepare"/>: the VM's identity changed and its image has SSH host keys to make anew.</summary>
+    private static bool s_sshHostKeysWanted;
+
     /// <summary>nice(2)'s lowest priority: the background boot steps take the CPU only when serve and mux do not need it.</summary>
     private const int BackgroundNice = 19;
 
     /// <summary>
     /// The boot steps the agent's first answer to the host does not need, on a thread of their own at the lowest CPU
-    /// priority (so serve and mux, started meanwhile, come first under an emulated CPU): the VM's identity (machine-id,
-    /// SSH host keys: <see cref="VmIdentity"/>), then growing / and /data to their disks (first boot, or disks grown
-    /// while the VM was stopped; online resize, so the filesystems stay in use). The image's command and the setup
+    /// priority (so serve and mux, started meanwhile, come first under an emulated CPU): new SSH host keys when
+    /// <see cref="VmIdentity"/> removed inherited ones (ssh-keygen makes several, slow on an emulated CPU), then growing / to its disk (first boot: the image's filesystem is
+    /// smaller; or grown while the VM was stopped; an online resize, so / stays in use meanwhile). The image's command and the setup
     /// script wait for the returned task: sshd needs its host keys, and a program may fill the disk.
     /// <paramref name="spawn"/> starts a child that init's reaper tracks (PID 1 reaps every child itself).
     /// </summary>
@@ -83,11 +90,13 @@ internal static class VmGuest
             try
             {
                 if (Libc.SetPriority(Libc.PRIO_PROCESS, 0, BackgroundNice) != 0) Log($"setpriority failed: errno {Libc.Errno}");
-                VmIdentity.Apply(spawn);
-                MarkBoot("identity applied");
+                if (s_sshHostKeysWanted)
+                {
+                    VmIdentity.MakeSshHostKeys(spawn);
+                    MarkBoot("ssh host keys made");
+                }
                 GrowFsCommand.Grow("/");
-                GrowFsCommand.Grow("/data");
-                MarkBoot("filesystems grown");
+                MarkBoot("root grown");
             }
             catch (Exception e)
             {
