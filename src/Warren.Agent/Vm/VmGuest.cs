@@ -120,13 +120,20 @@ internal static class VmGuest
     private const string PageReportingOrderFile = "/sys/module/page_reporting/parameters/page_reporting_order";
     private const string PageReportingOrder = "0";
 
-    /// <summary>How long after the image's command started the guest's caches are dropped once (its boot reads settled).</summary>
-    private static readonly TimeSpan MemorySettleDelay = TimeSpan.FromSeconds(30);
+    /// <summary>How often the CPU is sampled to see whether boot has settled.</summary>
+    private static readonly TimeSpan SettleSample = TimeSpan.FromSeconds(5);
+    /// <summary>Boot has settled when the CPU was idle at least this share of one <see cref="SettleSample"/>.</summary>
+    private const double SettledIdleShare = 0.9;
+    /// <summary>Not before this long after the image's command started (a service may pause between its steps) ...</summary>
+    private static readonly TimeSpan SettleAtLeast = TimeSpan.FromSeconds(20);
+    /// <summary>... and at the latest this long after, settled or not (a VM that is never idle drops its boot reads once too).</summary>
+    private static readonly TimeSpan SettleAtMost = TimeSpan.FromMinutes(10);
 
     /// <summary>
     /// Lets an idle VM hand its unused memory back to the host (QEMU's virtio-balloon free-page-reporting): free page
-    /// reporting down to single pages now, and once boot has settled (<see cref="MemorySettleDelay"/>) the page cache
-    /// its reads filled (the image's files, read once at boot) is dropped and memory compacted (Linux
+    /// reporting down to single pages now, and once boot has settled (the CPU idle for a <see cref="SettleSample"/>,
+    /// between <see cref="SettleAtLeast"/> and <see cref="SettleAtMost"/> after the command started) the page cache
+    /// its reads filled (the image's files, read once at boot) is dropped and memory compacted, once (Linux
     /// Documentation/admin-guide/sysctl/vm: drop_caches, compact_memory), so those pages are free and reported. Later
     /// reads fill the cache again as usual.
     /// </summary>
@@ -136,12 +143,37 @@ internal static class VmGuest
         new Thread(() =>
         {
             Libc.SetPriority(Libc.PRIO_PROCESS, 0, BackgroundNice);
-            Thread.Sleep(MemorySettleDelay);
+            long started = Environment.TickCount64;
+            Thread.Sleep(SettleAtLeast);
+            var last = CpuTimes();
+            while (Environment.TickCount64 - started < (long)SettleAtMost.TotalMilliseconds)
+            {
+                Thread.Sleep(SettleSample);
+                var now = CpuTimes();
+                long total = now.Total - last.Total, idle = now.Idle - last.Idle;
+                last = now;
+                if (total > 0 && idle >= SettledIdleShare * total) break;
+            }
             Libc.Sync();
             TryWriteText("/proc/sys/vm/drop_caches", "3");
             TryWriteText("/proc/sys/vm/compact_memory", "1");
             MarkBoot("caches dropped");
         }) { IsBackground = true, Name = "vm-memory-settle" }.Start();
+    }
+
+    /// <summary>All CPUs' time and their idle + iowait time, in clock ticks, from the first line of /proc/stat (proc(5)); zeros when unreadable.</summary>
+    private static (long Total, long Idle) CpuTimes()
+    {
+        try
+        {
+            using var reader = new StreamReader("/proc/stat");
+            var fields = (reader.ReadLine() ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length < 6 || fields[0] != "cpu") return (0, 0);
+            long total = 0;
+            for (int i = 1; i < fields.Length; i++) total += long.Parse(fields[i], System.Globalization.CultureInfo.InvariantCulture);
+            return (total, long.Parse(fields[4], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[5], System.Globalization.CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is IOException or FormatException or OverflowException) { return (0, 0); }
     }
 
     private static void TryWriteText(string path, string value)
