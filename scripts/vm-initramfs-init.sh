@@ -21,10 +21,14 @@ fail() {
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# Boot marks in the kernel log (timestamped like its own lines; `dmesg` in the VM shows them beside the agent's).
+mark() { echo "<6>warren-initramfs: $*" > /dev/kmsg 2>/dev/null; }
+mark started
 
 while read -r module; do
   insmod "/lib/modules/$module" || fail "insmod $module failed"
 done < /modules.list
+mark modules loaded
 
 # virtio-blk devices appear as their drivers probe; wait briefly for the labels.
 find_label() {
@@ -50,6 +54,7 @@ for label_dir in data:/data warren-seed:/.warren kmods:/lib/modules; do
   esac
 done
 
+mark disks mounted
 # Network: static, as the host's runtime chose it.
 ip link set lo up
 for arg in $(cat /proc/cmdline); do
@@ -69,6 +74,7 @@ for arg in $(cat /proc/cmdline); do
 done
 
 [ -x /newroot/.warren/agent ] || fail "no agent on the seed disk"
+mark network configured
 mkdir -p /newroot/dev
 mount --move /dev /newroot/dev
 umount /proc /sys

@@ -6,7 +6,7 @@
 #                          through Warren's SSH front door that succeeds = "ssh true". Both from before `new`.
 #                          bare: qemu-system-x86_64 with the command line Warren's QEMU ran with (read from its
 #                          /proc/PID/cmdline: same kernel, initramfs, machine, devices, kmods disk, a qcow2 overlay on
-#                          the same image base), but a seed disk whose "agent" is a trivial init that writes a marker
+#                          the same image base; a CPU cgroup with the same quota), but a seed disk whose "agent" is a trivial init that writes a marker
 #                          to the serial console: QEMU start → marker seen in the console file.
 #   boot, Docker runtime   warren: the same `new` → agent ready → ssh true; bare: `docker run --rm BOOT_IMAGE true`.
 #   memory                 PSS (/proc/PID/smaps_rollup) of the QEMU of an idle microVM from the default image
@@ -49,6 +49,7 @@ bare_pids=(); bare_pid=""
 bench_extra_cleanup() {
   local pid f
   for pid in "${bare_pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  [ -n "${bare_cgroup:-}" ] && { sleep 0.2; rmdir "$bare_cgroup" 2>/dev/null || true; }
   for f in "$data"/microvm/vms/*/run/qemu.pid; do
     [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
   done
@@ -104,6 +105,20 @@ pss_kib() { awk '$1 == "Pss:" { print $2 }' "/proc/$1/smaps_rollup"; }
 pss_split() { python3 "$root/bench/vm/pss_split.py" "$@"; }
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 qemu_pid_of() { cat "$data"/microvm/vms/*/run/qemu.pid 2>/dev/null | head -1; }
+# guest_marks: dmesg on stdin → "init=1.62 initramfs.started=1.65 … agent.mux_greeted_the_host=3.10" (guest seconds).
+guest_marks() {
+  python3 -c '
+import re, sys
+out = []
+for line in sys.stdin:
+    m = re.match(r"\[\s*([0-9.]+)\] (.*)", line.rstrip())
+    if not m: continue
+    t, text = m.groups()
+    if text.startswith("Run /init as init process"): out.append(f"init={float(t):.2f}")
+    for prefix, name in (("warren-initramfs: ", "initramfs"), ("warren-agent: boot: ", "agent")):
+        if text.startswith(prefix): out.append(f"{name}.{text[len(prefix):].replace(chr(32), chr(95))}={float(t):.2f}")
+print(" ".join(out))'
+}
 median() { python3 -c "import statistics, sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.2f}')" "$@"; }
 
 accel=$( [ -r /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } && echo kvm || echo "tcg (no usable KVM)")
@@ -119,6 +134,17 @@ qpid=$(qemu_pid_of)
 tr '\0' '\n' < "/proc/$qpid/cmdline" > "$work/qemu-argv"
 vmdir=$(dirname "$(dirname "$(ls "$data"/microvm/vms/*/run/qemu.pid | head -1)")")
 base=$(qemu-img info -U --output=json "$vmdir/root.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["full-backing-filename"])')
+# The CPU cgroup Warren put its QEMU in (a quota of the VM's CPUs: VmCgroup): the bare QEMU gets a sibling with the
+# same quota, so both are one scheduling entity of the same weight on this shared machine (a bare QEMU left in the
+# script's session would share that session's autogroup instead, and fare better or worse with the machine's load).
+vm_cgroup=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ { print $3 }' "/proc/$qpid/cgroup")
+bare_cgroup=""
+if [ -n "$vm_cgroup" ] && [ "$vm_cgroup" != / ] && [ -f "/sys/fs/cgroup/cpu$vm_cgroup/cpu.cfs_quota_us" ]; then
+  bare_cgroup="/sys/fs/cgroup/cpu$(dirname "$vm_cgroup")/bench-bare-$$"
+  mkdir -p "$bare_cgroup"
+  cat "/sys/fs/cgroup/cpu$vm_cgroup/cpu.cfs_period_us" > "$bare_cgroup/cpu.cfs_period_us"
+  cat "/sys/fs/cgroup/cpu$vm_cgroup/cpu.cfs_quota_us" > "$bare_cgroup/cpu.cfs_quota_us"
+fi
 control rm warm --json >/dev/null
 
 # The bare VM: a seed disk whose /.warren/agent is a trivial init (the initramfs switch_roots to it), an empty /data.
@@ -170,6 +196,7 @@ bare_boot() {
   t0=$(now)
   qemu-system-x86_64 "${bare_argv[@]}" </dev/null >"$bare/qemu.out" 2>&1 &
   bare_pid=$!; bare_pids+=("$bare_pid")
+  [ -n "$bare_cgroup" ] && echo "$bare_pid" > "$bare_cgroup/cgroup.procs"
   # Polled with builtins only (mapfile, and read -t on an idle FIFO as the pause): forking grep and sleep 100 times a
   # second would take CPU from the very QEMU being timed on a 2-core machine.
   local lines=() tick
@@ -187,12 +214,16 @@ bare_stop() { kill -9 "$bare_pid" 2>/dev/null || true; wait "$bare_pid" 2>/dev/n
 agent=(); sshok=(); barev=()
 for r in $(seq 1 "$ROUNDS"); do
   read -r a s < <(warren_boot "b$r" --image="$BOOT_IMAGE"); [ -n "${s:-}" ] || exit 1
+  # Where the guest's time went, on its own clock (seconds since the kernel started): the kernel starting /init, and
+  # the boot marks the initramfs and the agent write to the kernel log (after the timing, so it costs the timing nothing).
+  marks=$(in_vm "b$r" 'sudo dmesg 2>/dev/null || dmesg' | guest_marks || true)
   control rm "b$r" --json >/dev/null
   bare_boot; b=$bare_s; bare_stop
   agent+=("$a"); sshok+=("$s"); barev+=("$b")
   echo "microvm round=$r warren_agent_ready_s=$a warren_ssh_true_s=$s bare_qemu_init_s=$b load=$(cut -d' ' -f1 /proc/loadavg)"
   # The runtime's own split of its host-side work for this VM (milliseconds; the daemon logs it once per create).
   echo "microvm round=$r host_phases_ms: $(grep -o 'created, host side: .*' "$data/daemon.log" | tail -1 | cut -d: -f2-)"
+  echo "microvm round=$r guest_marks_s: $marks"
 done
 ma=$(median "${agent[@]}"); ms=$(median "${sshok[@]}"); mb=$(median "${barev[@]}")
 echo "microvm median warren_agent_ready_s=$ma warren_ssh_true_s=$ms bare_qemu_init_s=$mb ratio_agent=$(python3 -c "print(f'{$ma/$mb:.2f}')") ratio_ssh=$(python3 -c "print(f'{$ms/$mb:.2f}')") accel=${accel%% *}"

@@ -145,11 +145,21 @@ internal static class InitCommand
                 string[] muxArgv = [Processes.SelfPath(), "mux", Path.Combine(SessionSocketDirectory, ServeCommand.SocketFile)];
                 var mux = StartSupervised(muxArgv, env);
                 new Thread(() => Supervise(muxArgv, mux, env)) { IsBackground = true, Name = "mux-supervisor" }.Start();
+                VmGuest.MarkBoot("serve and mux started");
             }
         }
-        if (setupScript != null) RunSetupOnce(setupScript, env);
+        // In a VM, after serve and mux: the steps the host's first session does not need (VmGuest.PrepareInBackground).
+        // The setup script and the image's command wait for them.
+        // A stop meanwhile skips both.
+        bool stopped = false;
+        if (vm)
+        {
+            var prepared = VmGuest.PrepareInBackground(argv => SpawnTracked(argv, env, null));
+            stopped = WaitHandle.WaitAny([((IAsyncResult)prepared).AsyncWaitHandle, s_stop.WaitHandle]) == 1;
+        }
+        if (setupScript != null && !stopped) RunSetupOnce(setupScript, env);
 
-        if (command.Length > 0 && !(command.Length == 1 && BareShells.Contains(command[0])))
+        if (!stopped && command.Length > 0 && !(command.Length == 1 && BareShells.Contains(command[0])))
         {
             try
             {
@@ -164,6 +174,7 @@ internal static class InitCommand
                 Log($"cannot start {command[0]}: {e.Message}; VM stays up");
             }
         }
+        if (vm && !stopped) VmGuest.SettleMemoryLater();
 
         s_stop.Wait();
         var deadline = DateTime.UtcNow + StopGrace;

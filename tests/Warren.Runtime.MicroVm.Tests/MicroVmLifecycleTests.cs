@@ -4,7 +4,7 @@ using Xunit.Abstractions;
 
 namespace Warren.Runtime.MicroVm.Tests;
 
-/// <summary>Create, stop and start with /data kept, poweroff from inside, and removal leaving nothing behind.</summary>
+/// <summary>Create, stop and start with /data kept, the VM's name in its /etc/hosts (and after a rename), poweroff from inside, and removal leaving nothing behind.</summary>
 public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : OwnRuntimeTest(output)
 {
     [MicroVmFact]
@@ -48,16 +48,22 @@ public sealed class MicroVmLifecycleTests(ITestOutputHelper output) : OwnRuntime
 
             await runtime.StartAsync(id, MicroVmRuntimeTests.Timeout());
             var started = System.Diagnostics.Stopwatch.StartNew();
-            var (_, stdout, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "cat /data/marker; cat /tmp/marker 2>/dev/null || echo no-tmp; df -k /data | tail -1 | awk '{print $2}'");
+            var (_, stdout, _) = await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "cat /data/marker; cat /tmp/marker 2>/dev/null || echo no-tmp; df -k /data | tail -1 | awk '{print $2}'; cat /etc/hosts");
             Output.WriteLine($"start to first exec answered: {started.Elapsed.TotalSeconds:F2} s");
             var lines = stdout.Split('\n');
             Assert.Equal(("kept", "no-tmp"), (lines[0], lines[1]));
             Assert.InRange(long.Parse(lines[2]) * 1024, 580L << 20, 640L << 20);
+            // The agent as PID 1 of a real guest maps the VM's own name (hosts(5); BusyBox has no getent to ask).
+            Assert.Matches(@"(?m)^127\.0\.1\.1\s+life(\s|$)", string.Join('\n', lines[3..]));
             Assert.Contains(await runtime.ListAsync(default), v => v.VmId == id && v.Name == "life" && v.State == RuntimeVmState.Running);
 
             // Rename reaches the running VM's hostname (and the seed, for the next boot).
+            // /etc/hosts follows: the new name's line replaces the old one's.
             await runtime.RenameAsync(id, "renamed", MicroVmRuntimeTests.Timeout());
-            Assert.Equal("renamed\n", (await MicroVmRuntimeTests.RunAsync(runtime, id, "hostname")).Stdout);
+            var renamed = (await MicroVmRuntimeTests.RunAsync(runtime, id, "sh", "-c", "hostname; cat /etc/hosts")).Stdout;
+            Assert.StartsWith("renamed\n", renamed);
+            Assert.Matches(@"(?m)^127\.0\.1\.1\s+renamed(\s|$)", renamed);
+            Assert.DoesNotMatch(@"(?m)\slife(\s|$)", renamed);
 
             // A daemon restart: a new runtime over the same directory finds the running VM and reconnects (new HELLO).
             runtime = await NewRuntimeAsync();

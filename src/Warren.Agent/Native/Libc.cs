@@ -83,6 +83,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "mount", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Mount(string source, string target, string type, ulong flags, string? data);
     [LibraryImport(Lib, EntryPoint = "sync")] public static partial void Sync();
     [LibraryImport(Lib, EntryPoint = "reboot", SetLastError = true)] public static partial int Reboot(int command);
+    /// <summary>setpriority(2): with PRIO_PROCESS and who 0, Linux sets the calling thread's nice value (its children inherit it).</summary>
+    [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)] public static partial int SetPriority(int which, int who, int prio);
+    public const int PRIO_PROCESS = 0;
 
     // Files.
     [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)] public static partial int Open(string path, int flags, uint mode);

@@ -62,6 +62,13 @@ internal static unsafe class MuxCommand
 {
     /// <summary>How often a disconnected port is polled, and how long a blocked write waits before re-checking that its connection still exists.</summary>
     private const int IdlePollMs = 100;
+    /// <summary>
+    /// The poll of a disconnected port while the VM boots (<see cref="BootPollWindowMs"/> after mux started, until the
+    /// first HELLO): the host is usually connected already, but the guest learns it from a control message that may come
+    /// just after the port's first read, and the host's first session must not wait a whole <see cref="IdlePollMs"/>.
+    /// </summary>
+    private const int BootPollMs = 5;
+    private const long BootPollWindowMs = 15_000;
     private const int ReadBufferBytes = 64 * 1024;
 
     public static int Run(string[] args)
@@ -76,6 +83,7 @@ internal static unsafe class MuxCommand
         }
         int fd = Libc.Open(port, Libc.O_RDWR | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0);
         if (fd < 0) { Log($"cannot open {port}: errno {Libc.Errno}"); return 1; }
+        VmGuest.MarkBoot("mux opened its port");
         new GuestMux(fd, args[0]).Run();
         return 0;
     }
@@ -89,6 +97,9 @@ internal static unsafe class MuxCommand
         private readonly byte[] _writeBuffer = new byte[Mux.HeaderBytes + Mux.MaxPayload];
         /// <summary>Bumped on every reset: frames of an older connection are never written to a newer one.</summary>
         private int _epoch;
+        /// <summary>Boot marks (<see cref="VmGuest.MarkBoot"/>) only for the first HELLO and channel.</summary>
+        private bool _greeted, _openedAny;
+        private readonly long _startedAt = Environment.TickCount64;
 
         public int Epoch => Volatile.Read(ref _epoch);
 
@@ -112,7 +123,7 @@ internal static unsafe class MuxCommand
                     // No host connected: whatever was in flight belongs to a connection that is gone.
                     if (_channels.Count > 0 || end > start) Reset();
                     start = end = 0;
-                    Thread.Sleep(IdlePollMs);
+                    Thread.Sleep(!_greeted && Environment.TickCount64 - _startedAt < BootPollWindowMs ? BootPollMs : IdlePollMs);
                     continue;
                 }
                 if (n < 0)
@@ -153,6 +164,7 @@ internal static unsafe class MuxCommand
                     BinaryPrimitives.WriteUInt32BigEndian(hello, Mux.Version);
                     payload[4..].CopyTo(hello[4..]);
                     Send(Mux.Hello, 0, hello, Epoch);
+                    if (!_greeted) { _greeted = true; VmGuest.MarkBoot("mux greeted the host"); }
                     return;
                 case Mux.Shutdown:
                     Log("shutdown requested by the host");
@@ -196,6 +208,7 @@ internal static unsafe class MuxCommand
                 socket.Dispose();
                 // The agent's serve has not bound yet (early boot) or is restarting: the host retries.
                 SendFailure(id, $"agent socket: {e.SocketErrorCode}");
+                if (!_openedAny) VmGuest.MarkBoot("mux refused a channel: serve not listening yet");
                 return;
             }
             var channel = new GuestChannel(this, id, socket, hostWindow, Epoch);
@@ -204,6 +217,7 @@ internal static unsafe class MuxCommand
             BinaryPrimitives.WriteUInt32BigEndian(window, Mux.InitialWindow);
             Send(Mux.OpenConfirm, id, window, channel.Epoch);
             channel.Start();
+            if (!_openedAny) { _openedAny = true; VmGuest.MarkBoot("mux opened the first channel"); }
         }
 
         private void SendFailure(uint id, string reason)

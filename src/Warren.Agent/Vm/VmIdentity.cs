@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Warren.Agent.Native;
 
 namespace Warren.Agent.Vm;
 
@@ -16,17 +16,21 @@ internal static class VmIdentity
     private const string SshKeygen = "/usr/bin/ssh-keygen";
     private static readonly TimeSpan KeygenTimeout = TimeSpan.FromSeconds(60);
 
-    public static void Apply()
+    /// <summary>
+    /// Writes this VM's machine-id and removes inherited SSH host keys (quick file operations, before anyone can see
+    /// them); true when new host keys are to be made (<see cref="MakeSshHostKeys"/>, slow: run in the background).
+    /// </summary>
+    public static bool Apply()
     {
         string wanted;
         try { wanted = File.ReadAllText(SeedMachineId).Trim(); }
-        catch (IOException) { return; } // a seed from before identities: nothing to apply
-        if (wanted.Length != 32 || !Directory.Exists("/etc")) return;
+        catch (IOException) { return false; } // a seed from before identities: nothing to apply
+        if (wanted.Length != 32 || !Directory.Exists("/etc")) return false;
         string current = "";
         try { current = File.ReadAllText(MachineIdPath).Trim(); }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
-        if (current == wanted) return;
+        if (current == wanted) return false;
         try
         {
             File.Delete(MachineIdPath);
@@ -37,30 +41,38 @@ internal static class VmIdentity
         {
             Log($"cannot write {MachineIdPath}: {e.Message}");
         }
-        RenewSshHostKeys();
+        return RemoveSshHostKeys();
     }
 
-    private static void RenewSshHostKeys()
+    /// <summary>Removes the host keys the filesystem came with; true when there were some (the image runs an SSH server).</summary>
+    private static bool RemoveSshHostKeys()
     {
-        if (!Directory.Exists(SshDirectory)) return;
+        if (!Directory.Exists(SshDirectory)) return false;
         var keys = Directory.GetFiles(SshDirectory, "ssh_host_*key*");
-        if (keys.Length == 0) return;
+        if (keys.Length == 0) return false;
         foreach (var key in keys)
         {
             try { File.Delete(key); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Log($"cannot remove {key}: {e.Message}"); }
         }
+        return true;
+    }
+
+    /// <summary>New host keys with the image's <c>ssh-keygen -A</c>.</summary>
+    /// <param name="spawn">Starts it as a child init tracks (PID 1 reaps every child: the Process class would never see its exit).</param>
+    public static void MakeSshHostKeys(Func<string[], (int Pid, Task<int> Exited)> spawn)
+    {
         if (!File.Exists(SshKeygen)) return;
         try
         {
-            using var keygen = Process.Start(new ProcessStartInfo(SshKeygen, ["-A"]) { UseShellExecute = false });
-            if (keygen != null && !keygen.WaitForExit(KeygenTimeout))
+            var (pid, exited) = spawn([SshKeygen, "-A"]);
+            if (!exited.Wait(KeygenTimeout))
             {
-                keygen.Kill();
+                Libc.Kill(pid, 9);
                 Log("ssh-keygen -A did not finish");
             }
         }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        catch (Exception e) when (e is IOException or FileNotFoundException)
         {
             Log($"ssh-keygen -A failed: {e.Message}");
         }
