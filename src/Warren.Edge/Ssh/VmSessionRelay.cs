@@ -16,6 +16,13 @@ public sealed class VmSessionRelay(IVmRuntime runtime, ILogger logger)
     private const int CopyBufferBytes = 32 * 1024;
 
     /// <summary>
+    /// Client → program: one read takes every channel packet that arrived since the last one, up to this much (an
+    /// eighth of OpenSSH's 2 MiB window, and the agent session socket's largest DATA frame), so a bulk upload is
+    /// written to the program in a few large writes instead of one per 32 KiB packet.
+    /// </summary>
+    private const int InputBufferBytes = 256 * 1024;
+
+    /// <summary>
     /// The session kind a start request asks for (RFC 4254 §6.5); what program serves it is the runtime's business
     /// (<see cref="ExecSessionKind"/>). Null for anything else (a subsystem other than sftp).
     /// </summary>
@@ -98,22 +105,27 @@ public sealed class VmSessionRelay(IVmRuntime runtime, ILogger logger)
 
     private static async Task PumpInputAsync(SshChannel channel, IVmProcess process, CancellationToken ct)
     {
-        // Owner: this method; returned in finally.
-        var buffer = ArrayPool<byte>.Shared.Rent(CopyBufferBytes);
+        // Owner: this method, between the rent and the return below; an idle session (a shell waiting for its
+        // user) holds no buffer: the zero-byte read waits for data first.
+        byte[]? buffer = null;
         try
         {
             while (true)
             {
+                await channel.ReadAsync(Memory<byte>.Empty, ct).ConfigureAwait(false);
+                buffer = ArrayPool<byte>.Shared.Rent(InputBufferBytes);
                 int n = await channel.ReadAsync(buffer, ct).ConfigureAwait(false);
                 if (n == 0) break;
                 await process.StandardInput.WriteAsync(buffer.AsMemory(0, n), ct).ConfigureAwait(false);
                 await process.StandardInput.FlushAsync(ct).ConfigureAwait(false);
+                ArrayPool<byte>.Shared.Return(buffer);
+                buffer = null;
             }
             // Client EOF (RFC 4254 §5.3) becomes EOF on the program's stdin.
             await process.CloseStandardInputAsync().ConfigureAwait(false);
         }
         catch (IOException) { }
-        finally { ArrayPool<byte>.Shared.Return(buffer); }
+        finally { if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     private static async Task PumpOutputAsync(Stream source, SshChannel channel, bool stderr, CancellationToken ct)

@@ -62,17 +62,20 @@ internal sealed class ChannelDataBuffer : IDisposable
         wake?.TrySetResult();
     }
 
-    /// <summary>Reads up to <paramref name="destination"/>.Length bytes; 0 at end of data.</summary>
+    /// <summary>
+    /// Reads up to <paramref name="destination"/>.Length bytes; 0 at end of data. An empty destination waits until
+    /// data (or the end) is there and returns 0, as a zero-byte socket read does: a reader can wait without holding
+    /// a buffer.
+    /// </summary>
     public async ValueTask<int> ReadAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
-        if (destination.IsEmpty) return 0;
         while (true)
         {
             Task wait;
             lock (_gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                if (BufferedBytes > 0) return CopyOut(destination.Span);
+                if (BufferedBytes > 0) return destination.IsEmpty ? 0 : CopyOut(destination.Span);
                 if (_completed)
                 {
                     if (_fault is not null) throw new SshChannelClosedException("connection ended", _fault);

@@ -49,7 +49,7 @@ internal readonly record struct GlobalReply(bool Success, byte[]? Data = null)
 /// never waits for the application; one writer drains a FIFO of outgoing
 /// messages so everything leaves in the order it was queued.
 /// </summary>
-internal sealed class ChannelMux
+internal sealed class ChannelMux : ISshPacketHandler
 {
     /// <summary>
     /// Global requests queued for the application callback. RFC 4254 §4 requires
@@ -137,7 +137,7 @@ internal sealed class ChannelMux
             if (_started) throw new InvalidOperationException("Already started.");
             _started = true;
         }
-        var reader = ReaderTask = Task.Run(ReadLoopAsync);
+        var reader = ReaderTask = _transport is ISshPacketDelivery delivery ? StartDelivery(delivery) : Task.Run(ReadLoopAsync);
         var writer = WriterTask = Task.Run(WriteLoopAsync);
         var globals = GlobalsTask = Task.Run(GlobalRequestLoopAsync);
         _ = Task.WhenAll(reader, writer, globals).ContinueWith(_ => _completion.TrySetResult(), TaskScheduler.Default);
@@ -212,6 +212,53 @@ internal sealed class ChannelMux
     }
 
     // ---------------------------------------------------------------- read loop
+
+    private readonly TaskCompletionSource _deliveryEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>
+    /// Messages are dispatched on the transport's own read loop (no queue, no copy, no thread hop per message);
+    /// the returned task plays the read loop's part in <see cref="Completion"/>.
+    /// </summary>
+    private Task StartDelivery(ISshPacketDelivery delivery)
+    {
+        // As the queued read loop stops at a cancelled receive: closing ends reading here.
+        _closing.Token.Register(static state =>
+        {
+            var mux = (ChannelMux)state!;
+            mux.FailLocal(mux.TerminalError ?? new SshConnectionClosedException("connection closed"));
+            mux._deliveryEnded.TrySetResult();
+        }, this);
+        delivery.StartDelivering(this);
+        return _deliveryEnded.Task;
+    }
+
+    void ISshPacketHandler.OnPacket(ReadOnlySpan<byte> payload)
+    {
+        if (_deliveryEnded.Task.IsCompleted || _closing.IsCancellationRequested) return;
+        try
+        {
+            Dispatch(payload);
+        }
+        catch (SshProtocolException ex)
+        {
+            Fail(ex);
+            _deliveryEnded.TrySetResult();
+        }
+        catch (Exception ex)
+        {
+            FailLocal(ex is SshConnectionClosedException ? ex : new SshConnectionClosedException("receive failed", ex));
+            _outbound.Writer.TryComplete();
+            _deliveryEnded.TrySetResult();
+        }
+    }
+
+    void ISshPacketHandler.OnClosed(SshConnectionClosedException error)
+    {
+        if (_deliveryEnded.Task.IsCompleted) return;
+        FailLocal(error);
+        _outbound.Writer.TryComplete();
+        _deliveryEnded.TrySetResult();
+    }
 
     private async Task ReadLoopAsync()
     {

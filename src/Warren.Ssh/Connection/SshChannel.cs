@@ -96,7 +96,10 @@ public sealed class SshChannel : IAsyncDisposable
 
     // ------------------------------------------------------------- application: data
 
-    /// <summary>Reads channel data; returns 0 after the peer's EOF or CLOSE once drained.</summary>
+    /// <summary>
+    /// Reads channel data; returns 0 after the peer's EOF or CLOSE once drained. An empty buffer waits until data
+    /// (or the end) arrived and returns 0 without taking any, like a zero-byte socket read.
+    /// </summary>
     public async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         int n = await _stdout.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);

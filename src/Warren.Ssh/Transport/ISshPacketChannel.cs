@@ -42,6 +42,33 @@ public interface ISshPacketChannel : IAsyncDisposable
     Task Completion { get; }
 }
 
+/// <summary>
+/// A packet channel that can hand upper-layer messages straight to one consumer on its read loop, in order,
+/// without the queue and the copy that <see cref="ISshPacketChannel.ReceiveAsync"/> costs per message.
+/// </summary>
+internal interface ISshPacketDelivery
+{
+    /// <summary>
+    /// From now on every upper-layer message goes to <paramref name="handler"/> (messages queued for
+    /// <see cref="ISshPacketChannel.ReceiveAsync"/> first, in order); <see cref="ISshPacketHandler.OnClosed"/>
+    /// follows the last one when the connection ends. Call once; ReceiveAsync is not used afterwards.
+    /// </summary>
+    void StartDelivering(ISshPacketHandler handler);
+}
+
+/// <summary>The consumer of <see cref="ISshPacketDelivery"/>: called one message at a time, never concurrently with itself.</summary>
+internal interface ISshPacketHandler
+{
+    /// <summary>One message; <paramref name="payload"/> is valid only during the call. Must not block or throw.</summary>
+    void OnPacket(ReadOnlySpan<byte> payload);
+
+    /// <summary>
+    /// The connection ended (as ReceiveAsync would have thrown). Once, after the last message when the read loop
+    /// itself ends the connection; when another thread closes it, possibly while a last OnPacket still runs.
+    /// </summary>
+    void OnClosed(SshConnectionClosedException error);
+}
+
 /// <summary>One received payload; disposing returns its buffer to the pool.</summary>
 public readonly struct SshPacket : IDisposable
 {

@@ -32,7 +32,7 @@ namespace Warren.Ssh.Transport;
 /// </list>
 /// The transport owns the stream and disposes it when the connection ends.
 /// </remarks>
-public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
+public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer, ISshPacketDelivery
 {
     /// <summary>
     /// Largest packet_length accepted or sent: OpenSSH's PACKET_MAX_SIZE (256 KiB).
@@ -50,8 +50,13 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
     /// <summary>Largest payload <see cref="SendAsync"/> accepts: the packet limit less padding_length and worst-case padding.</summary>
     public const int MaxPayloadLength = MaxPacketLength - 1 - (MaxCipherBlockSize + MinPaddingLength - 1);
 
-    /// <summary>Initial receive buffer: a 32 KiB channel packet with headers fits, and reads are large enough to amortize syscalls. Grows up to the packet limit on demand.</summary>
-    private const int InitialReceiveBufferLength = 64 * 1024;
+    /// <summary>
+    /// Receive buffer while data flows: eight of OpenSSH's 32 KiB channel packets (with headers) fit, so a bulk
+    /// sender's packets are taken off the socket several per read (one read, one hop off the socket thread per
+    /// batch instead of per packet), and a packet cut at the buffer's end is moved to the front at most once per
+    /// read. Grows up to the packet limit on demand; an idle connection holds none (see EnsureBufferedAsync).
+    /// </summary>
+    private const int InitialReceiveBufferLength = 256 * 1024;
 
     /// <summary>Bounded wait for sending DISCONNECT to a peer that might not be reading.</summary>
     private static readonly TimeSpan DisconnectSendTimeout = TimeSpan.FromSeconds(5);
@@ -73,6 +78,12 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _firstKexDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Channel<SshPacket> _inbox = Channel.CreateUnbounded<SshPacket>(new UnboundedChannelOptions { SingleWriter = true });
+
+    // ---- Direct delivery (ISshPacketDelivery): once set, upper-layer messages skip _inbox. ----
+    /// <summary>Guards the switch from _inbox to the handler, so no message overtakes one still queued.</summary>
+    private readonly object _deliveryGate = new();
+    private ISshPacketHandler? _handler;
+    private bool _handlerClosed;
 
     // ---- Read side: owned by the read loop. ----
     private PacketCipher _incoming = NonePacketCipher.Instance;
@@ -303,6 +314,35 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
         }
     }
 
+    void ISshPacketDelivery.StartDelivering(ISshPacketHandler handler)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        lock (_deliveryGate)
+        {
+            if (_handler is not null) throw new InvalidOperationException("Delivery already started.");
+            // The read loop waits on the gate meanwhile, so what it reads next comes after these.
+            while (_inbox.Reader.TryRead(out var queued))
+            {
+                using (queued) handler.OnPacket(queued.Payload.Span);
+            }
+            Volatile.Write(ref _handler, handler);
+        }
+        if (Volatile.Read(ref _closed) != 0) NotifyHandlerClosed();
+    }
+
+    /// <summary>Tells the handler (if any, once) that the connection ended.</summary>
+    private void NotifyHandlerClosed()
+    {
+        ISshPacketHandler? handler;
+        lock (_deliveryGate)
+        {
+            handler = _handler;
+            if (handler is null || _handlerClosed) return;
+            _handlerClosed = true;
+        }
+        handler.OnClosed(new SshConnectionClosedException("connection closed", CloseReason));
+    }
+
     // ------------------------------------------------------------------ closing
 
     private void ThrowIfClosed()
@@ -319,6 +359,7 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
         try { _closeCts.Cancel(); } catch (AggregateException) { }
         try { _stream.Dispose(); } catch (Exception) { /* already broken */ }
         _inbox.Writer.TryComplete();
+        NotifyHandlerClosed();
         _firstKexDone.TrySetException(reason ?? new SshConnectionClosedException("connection closed during key exchange"));
         _ = _firstKexDone.Task.Exception; // observed: callers may have stopped waiting
         _outKexDone.TrySetResult();
@@ -679,16 +720,37 @@ public sealed class SshTransport : ISshPacketChannel, IKexPacketLayer
             return;
         }
 
-        // Owner: the SshPacket handed to the upper layer; it returns the array on Dispose.
-        var rented = ArrayPool<byte>.Shared.Rent(length);
-        Buffer.BlockCopy(_inBuffer, offset, rented, 0, length);
-        var packet = new SshPacket(rented.AsMemory(0, length), rented);
-        if (!_inbox.Writer.TryWrite(packet)) packet.Dispose();
+        Deliver(offset, length);
 
         if (_inBytesSinceKex >= RekeyByteLimit(_incoming) || _inPacketsSinceKex >= _options.RekeyPackets)
         {
             if (InitiateKex()) ScheduleFlush();
         }
+    }
+
+    /// <summary>An upper-layer message: straight to the handler once there is one, else queued for ReceiveAsync.</summary>
+    private void Deliver(int offset, int length)
+    {
+        var handler = Volatile.Read(ref _handler);
+        if (handler is null)
+        {
+            lock (_deliveryGate)
+            {
+                handler = _handler;
+                if (handler is null)
+                {
+                    // Owner: the SshPacket handed to the upper layer; it returns the array on Dispose.
+                    var rented = ArrayPool<byte>.Shared.Rent(length);
+                    Buffer.BlockCopy(_inBuffer, offset, rented, 0, length);
+                    var packet = new SshPacket(rented.AsMemory(0, length), rented);
+                    if (!_inbox.Writer.TryWrite(packet)) packet.Dispose();
+                    return;
+                }
+            }
+        }
+        // After the connection closed, the handler has been told so; nothing more reaches it.
+        if (Volatile.Read(ref _closed) != 0) return;
+        handler.OnPacket(_inBuffer.AsSpan(offset, length));
     }
 
     private void HandleDisconnect(ReadOnlySpan<byte> payload)

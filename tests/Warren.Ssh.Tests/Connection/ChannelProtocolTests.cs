@@ -64,6 +64,38 @@ public sealed class ChannelProtocolTests
     }
 
     [Fact]
+    public async Task ZeroByteRead_WaitsForData_TakesNone_ThenOneReadTakesEveryPacket_AndAtEofReturnsZero()
+    {
+        var (app, channels) = AcceptingApp();
+        await using var h = new ServerHarness(app, o => Limits(o, maxPacket: 512));
+        await h.AuthenticateRawAsync(Ed25519PrivateKey.Generate());
+        var id = await h.OpenSessionRawAsync();
+        var ch = await channels.Reader.ReadAsync().AsTask().WaitAsync(Msg.Timeout);
+
+        // Nothing sent yet: the zero-byte read is still waiting.
+        var wait = ch.ReadAsync(Memory<byte>.Empty).AsTask();
+        await Task.Delay(100);
+        Assert.False(wait.IsCompleted);
+        for (byte i = 1; i <= 3; i++)
+        {
+            byte fill = i;
+            await h.SendAsync(94, w => w.WriteUInt32(id).WriteString(Enumerable.Repeat(fill, 500).ToArray()));
+        }
+        Assert.Equal(0, await wait.WaitAsync(Msg.Timeout));
+
+        // It took nothing: the bytes of all three packets come out of reads in order, without loss.
+        var got = new List<byte>();
+        var buf = new byte[4096];
+        while (got.Count < 1500) got.AddRange(buf.AsSpan(0, await ch.ReadAsync(buf).AsTask().WaitAsync(Msg.Timeout)).ToArray());
+        Assert.Equal(Enumerable.Repeat((byte)1, 500).Concat(Enumerable.Repeat((byte)2, 500)).Concat(Enumerable.Repeat((byte)3, 500)), got);
+
+        // At EOF both the zero-byte read and a read return 0 at once.
+        await h.SendAsync(96, w => w.WriteUInt32(id));
+        Assert.Equal(0, await ch.ReadAsync(Memory<byte>.Empty).AsTask().WaitAsync(Msg.Timeout));
+        Assert.Equal(0, await ch.ReadAsync(buf).AsTask().WaitAsync(Msg.Timeout));
+    }
+
+    [Fact]
     public async Task Data_BeyondWindow_IsProtocolError()
     {
         var (app, _) = AcceptingApp();

@@ -9,7 +9,7 @@ namespace Warren.Ssh.Tests.Connection;
 /// sends, the other receives, in order. Lets the auth and connection layers be
 /// tested without the real transport. DISCONNECT is recorded on both ends.
 /// </summary>
-internal sealed class InMemoryPacketChannel : ISshPacketChannel
+internal sealed class InMemoryPacketChannel : ISshPacketChannel, ISshPacketDelivery
 {
     private readonly Channel<byte[]> _inbox = Channel.CreateUnbounded<byte[]>();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -58,6 +58,22 @@ internal sealed class InMemoryPacketChannel : ISshPacketChannel
             throw new SshConnectionClosedException("in-memory pair closed");
         }
     }
+
+    /// <summary>
+    /// As the real transport does (the connection layer takes messages this way): each message to the handler in
+    /// order, from one loop, then OnClosed when the pair closes.
+    /// </summary>
+    public void StartDelivering(ISshPacketHandler handler) => _ = Task.Run(async () =>
+    {
+        try
+        {
+            while (true) handler.OnPacket(await _inbox.Reader.ReadAsync());
+        }
+        catch (ChannelClosedException)
+        {
+            handler.OnClosed(new SshConnectionClosedException("in-memory pair closed"));
+        }
+    });
 
     /// <summary>Next message or null when the pair is closed (for test assertions).</summary>
     public async Task<byte[]?> TryReceiveRawAsync(TimeSpan timeout)
