@@ -588,9 +588,8 @@ internal sealed class LaneConnection
             ArrayPool<byte>.Shared.Return(_receive);
             _receive = null;
         }
-        _output?.Dispose();
-        _output = null;
-        _upstreamHead?.Dispose();
-        _upstreamHead = null;
+        // The arrays go back to the pool; the two writers stay for the connection's next request.
+        _output?.Release();
+        _upstreamHead?.Release();
     }
 }
