@@ -35,6 +35,9 @@ start_bench_workspace http-counts
 trap 'exit 143' TERM INT # the workspace's cleanup (an EXIT trap) also runs when the script is stopped
 datas=()
 bench_extra_cleanup() { # every daemon's containers and volumes; the workspace's own cleanup does $data's
+  # Best effort from here: under set -e the first failing step (umount of a disk the daemon already unmounted
+  # exits 32) would end the cleanup before the temp directory is removed.
+  set +e
   local pid d
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done

@@ -29,6 +29,9 @@ LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
 require_tools wrk nginx curl dotnet docker ssh ssh-keygen python3 ldd
 
 start_bench_workspace http
+# Best effort cleanup: under set -e the first failing step (umount of a disk the daemon already unmounted exits 32)
+# would end it before the temp directory is removed.
+bench_extra_cleanup() { set +e; }
 
 
 # ---------------------------------------------------------------- the VM image, warren daemon, one public VM
