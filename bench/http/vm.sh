@@ -29,67 +29,14 @@ LIGHT_CONNECTIONS=${LIGHT_CONNECTIONS:-4}
 require_tools wrk nginx curl dotnet docker ssh ssh-keygen python3 ldd
 
 start_bench_workspace http
+# Best effort cleanup: under set -e the first failing step (umount of a disk the daemon already unmounted exits 32)
+# would end it before the temp directory is removed.
+bench_extra_cleanup() { set +e; }
 
 
-# ---------------------------------------------------------------- the VM image: host nginx, FROM scratch
-image=warren/bench-nginx:1
-if ! docker image inspect "$image" >/dev/null 2>&1; then
-  echo "bench: building $image from the host's nginx" >&2
-  ctx="$work/image"; mkdir -p "$ctx/rootfs/etc/nginx" "$ctx/rootfs/tmp" "$ctx/rootfs/srv"
-  nginx_bin=$(command -v nginx)
-  for f in "$nginx_bin" $(ldd "$nginx_bin" | grep -o '/[^ ]*'); do
-    mkdir -p "$ctx/rootfs$(dirname "$f")"; cp -L "$f" "$ctx/rootfs$f"
-  done
-  printf 'root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$ctx/rootfs/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' > "$ctx/rootfs/etc/group"
-  head -c 600 /dev/zero | tr '\0' 'x' > "$ctx/rootfs/srv/index.html"
-  cat > "$ctx/rootfs/etc/nginx/bench.conf" <<'CONF'
-user root;
-worker_processes 1;
-pid /tmp/nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path /tmp/body; proxy_temp_path /tmp/proxy; fastcgi_temp_path /tmp/fcgi;
-  uwsgi_temp_path /tmp/uwsgi; scgi_temp_path /tmp/scgi;
-  server { listen 80; root /srv; }
-}
-CONF
-  cat > "$ctx/Dockerfile" <<DOCKERFILE
-FROM scratch
-COPY rootfs/ /
-EXPOSE 80
-CMD ["$nginx_bin", "-c", "/etc/nginx/bench.conf", "-g", "daemon off;"]
-DOCKERFILE
-  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >/dev/null
-fi
-
-# ---------------------------------------------------------------- warren daemon, one account, one public VM
-echo "bench: building warren (Release)..." >&2
-build_release "$root/src/Warren"
-warren=(dotnet "$root/src/Warren/bin/Release/net10.0/warren.dll")
-ssh-keygen -q -t ed25519 -N '' -f "$work/key" -C bench
-SSH=(ssh -F /dev/null -i "$work/key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no
-     -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
-timeout 120 "${warren[@]}" user add --email bench@example.com --ssh-key-file "$work/key.pub" --Warren:DataDirectory="$data" >/dev/null
-port=$(free_port); http=$(free_port); https=$(free_port); dns=$(free_port); smtp=$(free_port)
-# The per-source limiter stays on the path but never refuses (every wrk connection is from 127.0.0.1).
-# The locally built image is on no registry: it is operator-provided here (Warren:Images:Provided).
-"${warren[@]}" serve --Warren:DataDirectory="$data" --Warren:SshPort="$port" --Warren:HttpPort="$http" \
-  --Warren:HttpsPort="$https" --Warren:DnsPort="$dns" --Warren:SmtpPort="$smtp" \
-  --Warren:Images:Provided:0=warren/default:1 --Warren:Images:Provided:1="$image" \
-  --Warren:Http:RequestsPerSecondPerSource=1000000000 --Warren:Http:RequestBurstPerSource=1000000000 >"$work/daemon.log" 2>&1 &
-daemon_pid=$!; pids+=("$daemon_pid")
-wait_port "$port"; wait_port "$https"
-timeout 300 "${SSH[@]}" -p "$port" 127.0.0.1 new --name=bench --image="$image" >/dev/null
-timeout 60 "${SSH[@]}" -p "$port" 127.0.0.1 share set-public bench >/dev/null
-container=$(docker ps -q --filter "label=warren.instance=$(cat "$data/instance-id")" | head -1)
-vm_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$container")
-host="bench.box.localhost:$https"
-for _ in $(seq 1 100); do curl -sk -o /dev/null -f "https://127.0.0.1:$https/" -H "Host: $host" && break; sleep 0.2; done
-curl -sk -f -o /dev/null "https://127.0.0.1:$https/" -H "Host: $host" || { echo "bench: the VM's site does not answer" >&2; tail -20 "$work/daemon.log" >&2; exit 1; }
+# ---------------------------------------------------------------- the VM image, warren daemon, one public VM
+build_bench_nginx_image
+start_warren_with_vm "$root"
 
 # ---------------------------------------------------------------- nginx on the host as reverse proxy
 nginx_port=$(free_port)

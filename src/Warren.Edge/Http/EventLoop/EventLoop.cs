@@ -57,6 +57,13 @@ internal sealed unsafe class EventLoop : IDisposable
 
     public NativeHttpsFrontDoor Owner => _owner;
 
+    /// <summary>
+    /// Bytes this loop's thread has allocated since it started, as of its last pass over its events: the lane is
+    /// meant to allocate nothing per request, and this is how that is measured (read from any thread).
+    /// </summary>
+    public long AllocatedBytes => Volatile.Read(ref _allocatedBytes);
+    private long _allocatedBytes;
+
     /// <summary>Connections open on this loop (served here; handed-off ones are Kestrel's).</summary>
     public int ConnectionCount => Volatile.Read(ref _connectionCount);
     private int _connectionCount;
@@ -160,6 +167,8 @@ internal sealed unsafe class EventLoop : IDisposable
                         owner.Close();
                 }
             }
+            // A thread-local counter read (no system call): cheap enough for every pass.
+            Volatile.Write(ref _allocatedBytes, GC.GetAllocatedBytesForCurrentThread());
             long now = _owner.NowMs;
             if (_stopping)
             {

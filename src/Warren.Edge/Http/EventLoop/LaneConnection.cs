@@ -19,7 +19,8 @@ namespace Warren.Edge.Http.EventLoop;
 /// <remarks>
 /// A state machine driven by <see cref="Advance"/>, called for every event on the client's or its VM connection's
 /// descriptor: each step tries its operation and returns false when it must wait. Buffers are rented for a request
-/// and returned between requests, so an idle keep-alive connection holds only its TLS session. The request head
+/// and returned between requests, so an idle keep-alive connection holds only its TLS session (and its two head
+/// writers, emptied: kept so that a request allocates nothing). The request head
 /// must fit in <see cref="Http1LaneRules.MaxHeadBytes"/> (larger goes to Kestrel, which answers 431), the
 /// VM's response head in <see cref="Http1Forwarder.ReceiveBufferBytes"/> (else 502, as nginx's "too big header").
 /// A response body is relayed a receive buffer at a time: the next read from the VM waits until the client has
@@ -588,9 +589,8 @@ internal sealed class LaneConnection
             ArrayPool<byte>.Shared.Return(_receive);
             _receive = null;
         }
-        _output?.Dispose();
-        _output = null;
-        _upstreamHead?.Dispose();
-        _upstreamHead = null;
+        // The arrays go back to the pool; the two writers stay for the connection's next request.
+        _output?.Release();
+        _upstreamHead?.Release();
     }
 }

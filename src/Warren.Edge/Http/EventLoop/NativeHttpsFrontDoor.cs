@@ -97,6 +97,18 @@ internal sealed class NativeHttpsFrontDoor : IDisposable
         : _activityTimeoutMs = (long)Sites.Http1.ActivityTimeout.TotalMilliseconds;
     private long _activityTimeoutMs = -1;
 
+    /// <summary>Bytes the loops' threads have allocated (<see cref="EventLoop.AllocatedBytes"/>, summed).</summary>
+    public long AllocatedBytes
+    {
+        get
+        {
+            long sum = 0;
+            foreach (var loop in _loops)
+                sum += loop.AllocatedBytes;
+            return sum;
+        }
+    }
+
     /// <summary>The addresses the loops listen on (port 0 resolved).</summary>
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _bound;
 

@@ -8,16 +8,22 @@ namespace Warren.Edge.Http.Forwarding;
 /// bytes that follow it). Past its limit it stops writing and reports <see cref="Overflowed"/> rather than throwing
 /// mid-header; as an <see cref="IBufferWriter{T}"/> past its limit it throws, as writers do.
 /// </summary>
+/// <remarks>
+/// <see cref="Release"/> gives the array back between messages and the next write rents one again, so an owner that
+/// sits idle (a keep-alive connection between requests) holds no buffer yet keeps this object: no allocation per message.
+/// </remarks>
 internal sealed class ByteBuffer : IDisposable, IBufferWriter<byte>
 {
     private readonly int _limit;
+    private readonly int _initialCapacity;
     private byte[] _array;
     private int _length;
 
     public ByteBuffer(int initialCapacity, int limit)
     {
         _limit = limit;
-        _array = ArrayPool<byte>.Shared.Rent(initialCapacity);
+        _initialCapacity = Math.Min(initialCapacity, limit);
+        _array = ArrayPool<byte>.Shared.Rent(_initialCapacity);
     }
 
     public bool Overflowed { get; private set; }
@@ -119,18 +125,24 @@ internal sealed class ByteBuffer : IDisposable, IBufferWriter<byte>
 
     private void Grow(int count)
     {
-        var larger = ArrayPool<byte>.Shared.Rent(Math.Min(_limit, Math.Max(_array.Length * 2, _length + count)));
+        // After Release the array is empty: the first write rents the initial size again.
+        var larger = ArrayPool<byte>.Shared.Rent(Math.Min(_limit, Math.Max(Math.Max(_array.Length * 2, _initialCapacity), _length + count)));
         _array.AsSpan(0, _length).CopyTo(larger);
-        ArrayPool<byte>.Shared.Return(_array);
+        if (_array.Length > 0)
+            ArrayPool<byte>.Shared.Return(_array);
         _array = larger;
     }
 
-    public void Dispose()
+    /// <summary>Empties the buffer and returns its array to the pool; the buffer stays usable (the next write rents one).</summary>
+    public void Release()
     {
         var array = _array;
         _array = [];
         _length = 0;
+        Overflowed = false;
         if (array.Length > 0)
             ArrayPool<byte>.Shared.Return(array);
     }
+
+    public void Dispose() => Release();
 }

@@ -126,7 +126,7 @@ internal sealed class IdleConnections<T>(Action<T> close) where T : class, IIdle
         {
             lock (stack)
             {
-                if (stack.Items.Count > 0)
+                if (HasStale(stack.Items, nowMs))
                 {
                     // Newest on top: keep the fresh ones in their order, close the rest.
                     var all = stack.Items.ToArray();
@@ -150,6 +150,17 @@ internal sealed class IdleConnections<T>(Action<T> close) where T : class, IIdle
                 }
             }
         }
+    }
+
+    /// <summary>Any connection to close in <paramref name="items"/> (walked without a copy: most sweeps find none).</summary>
+    private static bool HasStale(Stack<T> items, long nowMs)
+    {
+        foreach (var c in items)
+        {
+            if (c.IsClosed || nowMs - c.IdleSince >= s_idleTimeoutMs)
+                return true;
+        }
+        return false;
     }
 
     /// <summary>Closes every idle connection (the owner is stopping).</summary>
