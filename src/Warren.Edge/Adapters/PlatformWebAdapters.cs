@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime.CompilerServices;
 using Warren.Edge.Http;
 using Warren.Edge.Http.Routing;
 using Warren.Platform;
@@ -17,6 +18,13 @@ public sealed class PlatformWebSiteDirectory : IWebSiteDirectory
 {
     private readonly PlatformIndex _index;
 
+    /// <summary>
+    /// One <see cref="WebSite"/> per index record: the index replaces a VM's record whenever it changes, so a site made
+    /// from a record is valid exactly as long as that record is current, and a lookup on the HTTPS lane allocates
+    /// nothing.
+    /// </summary>
+    private readonly ConditionalWeakTable<VmRecord, WebSite> _sites = new();
+
     public PlatformWebSiteDirectory(PlatformIndex index) => _index = index;
 
     public ValueTask<WebSite?> FindAsync(string vmName, CancellationToken ct)
@@ -24,7 +32,7 @@ public sealed class PlatformWebSiteDirectory : IWebSiteDirectory
         var vm = _index.GetByName(vmName);
         if (vm is null || vm.State == VmState.Deleting)
             return ValueTask.FromResult<WebSite?>(null);
-        return ValueTask.FromResult<WebSite?>(new WebSite(vm.Id, vm.Name, vm.AccountId, vm.ProxyPort, vm.IsPublic));
+        return ValueTask.FromResult<WebSite?>(_sites.GetValue(vm, static v => new WebSite(v.Id, v.Name, v.AccountId, v.ProxyPort, v.IsPublic)));
     }
 }
 
