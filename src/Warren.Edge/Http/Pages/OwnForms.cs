@@ -35,6 +35,29 @@ internal sealed class OwnForms
     }
 
     /// <summary>
+    /// Reads and drops a small body the answer does not need, before answering early (415). Over HTTP/2 an answer that
+    /// ends while the client is still sending makes the server reset the stream with NO_ERROR (RFC 9113 §8.1, allowed),
+    /// which some clients (curl 7.88) report as a stream error instead of the answer. Bodies over <paramref name="max"/>
+    /// are left for that reset.
+    /// </summary>
+    public static async Task DiscardBodyAsync(HttpContext context, long max)
+    {
+        if (context.Request.ContentLength > max) return;
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodyLimit)
+            bodyLimit.MaxRequestBodySize = max;
+        byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(4096);
+        try
+        {
+            long total = 0;
+            int read;
+            while (total <= max && (read = await context.Request.Body.ReadAsync(buffer, context.RequestAborted).ConfigureAwait(false)) > 0)
+                total += read;
+        }
+        catch (Exception e) when (e is BadHttpRequestException or IOException or OperationCanceledException) { /* the answer goes out anyway */ }
+        finally { System.Buffers.ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    /// <summary>
     /// Reads the body of one of the front door's own forms within <see cref="HttpFrontDoorLimits.MaxFormBodyBytes"/>.
     /// Null after answering 415 (not a form), 413 (too large) or 400 (malformed).
     /// </summary>
@@ -43,6 +66,7 @@ internal sealed class OwnForms
         var request = context.Request;
         if (!request.HasFormContentType)
         {
+            await DiscardBodyAsync(context, HttpFrontDoorLimits.MaxFormBodyBytes).ConfigureAwait(false);
             await Pages.WriteTextAsync(context, StatusCodes.Status415UnsupportedMediaType, "expected a form").ConfigureAwait(false);
             return null;
         }

@@ -243,6 +243,7 @@ public sealed partial class SignupPages
         var request = context.Request;
         if (!request.HasFormContentType)
         {
+            await OwnForms.DiscardBodyAsync(context, MaxFormBytes).ConfigureAwait(false);
             await PageAsync(context, StatusCodes.Status415UnsupportedMediaType, "Expected a form", "<p>Send the form from the page.</p>").ConfigureAwait(false);
             return null;
         }
