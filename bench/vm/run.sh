@@ -41,6 +41,9 @@ for image in "$BOOT_IMAGE" warren/dind:1; do
 done
 
 start_bench_workspace vm
+# QEMU runs as its own unprivileged user and opens a live copy's target disks itself, so the path to the data directory
+# must be traversable (the daemon warns at start when it is not); mktemp's directory is 0700.
+chmod 0711 "$work"
 # Two daemons (one per runtime), each with its own data directory; QEMU daemonizes, so its VMs are killed by the
 # pid files under the microVM daemon's data directory.
 data_docker="$work/data-docker"
