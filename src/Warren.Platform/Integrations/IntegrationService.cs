@@ -229,8 +229,7 @@ public sealed class IntegrationService
         }
         catch when (peerKey is not null)
         {
-            try { await _accounts.RemoveKeyAsync(account.Id, peerKey.Fingerprint, CancellationToken.None).ConfigureAwait(false); }
-            catch (PlatformException) { /* already gone */ }
+            await RemoveUnusedPeerKeyAsync(account.Id, peerKey.Fingerprint).ConfigureAwait(false);
             throw;
         }
         return (await FindAsync(account.Id, request.Name, ct).ConfigureAwait(false))!;
@@ -302,12 +301,18 @@ public sealed class IntegrationService
             }
             catch
             {
-                try { await _accounts.RemoveKeyAsync(account.Id, key.Fingerprint, CancellationToken.None).ConfigureAwait(false); }
-                catch (PlatformException) { /* already gone */ }
+                await RemoveUnusedPeerKeyAsync(account.Id, key.Fingerprint).ConfigureAwait(false);
                 throw;
             }
         }
         return peers.Count;
+    }
+
+    /// <summary>Removes a managed key minted for a row that was never written (the write failed); gone already is fine.</summary>
+    private async Task RemoveUnusedPeerKeyAsync(string accountId, string fingerprint)
+    {
+        try { await _accounts.RemoveKeyAsync(accountId, fingerprint, CancellationToken.None).ConfigureAwait(false); }
+        catch (PlatformException) { /* already gone */ }
     }
 
     // ---------------------------------------------------------------- github setup
